@@ -1,0 +1,312 @@
+//! [`AuthClientBuilder`]: every setting, with its default, checked once by `build()`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::http::Uri;
+use ureq::Agent;
+
+use crate::client::{AuthClient, EventListener, Inner, Listener};
+use crate::clock::{Clock, SystemClock};
+use crate::error::Error;
+use crate::event::Event;
+use crate::gate::Gate;
+use crate::refresh::Refresh;
+use crate::store::{MemoryStore, TokenStore};
+use crate::tokens::{Current, Tokens};
+use crate::transport::{self, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
+use crate::util::Origin;
+
+/// Default for [`AuthClientBuilder::refresh_skew`].
+pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
+/// Default for [`AuthClientBuilder::refresh_timeout`].
+pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Configures an [`AuthClient`]. Created by [`AuthClient::builder`].
+#[must_use = "call build() to get a client"]
+pub struct AuthClientBuilder {
+    base_url: String,
+    refresher: Option<Box<dyn Refresh>>,
+    tokens: Option<Tokens>,
+    store: Option<Box<dyn TokenStore>>,
+    clock: Box<dyn Clock>,
+    skew: Duration,
+    refresh_timeout: Duration,
+    api_agent: Option<Agent>,
+    token_agent: Option<Agent>,
+    proxy: Option<Option<ureq::Proxy>>,
+    api_timeout: Duration,
+    token_timeout: Duration,
+    status_as_error: bool,
+    allow_insecure_http: bool,
+    on_session_expired: Option<Listener>,
+    on_event: Option<EventListener>,
+}
+
+impl AuthClientBuilder {
+    pub(crate) fn new(base_url: String) -> Self {
+        AuthClientBuilder {
+            base_url,
+            refresher: None,
+            tokens: None,
+            store: None,
+            clock: Box::new(SystemClock),
+            skew: DEFAULT_REFRESH_SKEW,
+            refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
+            api_agent: None,
+            token_agent: None,
+            proxy: None,
+            api_timeout: DEFAULT_API_TIMEOUT,
+            token_timeout: DEFAULT_TOKEN_TIMEOUT,
+            status_as_error: true,
+            allow_insecure_http: false,
+            on_session_expired: None,
+            on_event: None,
+        }
+    }
+
+    /// How tokens are renewed. Defaults to none: a 401 is then final ([`Error::Unauthorized`]).
+    pub fn refresher(mut self, refresher: impl Refresh) -> Self {
+        self.refresher = Some(Box::new(refresher));
+        self
+    }
+
+    /// The initial tokens (saved to the store by `build()`). Defaults to whatever the store loads.
+    pub fn tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Where tokens are persisted. Defaults to a [`MemoryStore`].
+    pub fn store(mut self, store: impl TokenStore) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// The clock used for expiry. Defaults to [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// How long before expiry a token is refreshed proactively. Defaults to 30 s
+    /// ([`DEFAULT_REFRESH_SKEW`]). It is clamped to a quarter of each token's lifetime, so a
+    /// token living 2 s is refreshed after 1.5 s, not on every request.
+    pub fn refresh_skew(mut self, skew: Duration) -> Self {
+        self.skew = skew;
+        self
+    }
+
+    /// How long a thread waits for another thread's refresh before giving up with
+    /// [`Error::RefreshTimeout`]. Defaults to 60 s ([`DEFAULT_REFRESH_TIMEOUT`]), above the
+    /// token agent's default 30 s timeout.
+    pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
+        self.refresh_timeout = timeout;
+        self
+    }
+
+    /// Whether a 4xx/5xx final response is returned as [`Error::StatusCode`] (ureq's convention).
+    /// Defaults to true. A 401 is always handled by the refresh gate first.
+    pub fn http_status_as_error(mut self, yes: bool) -> Self {
+        self.status_as_error = yes;
+        self
+    }
+
+    /// Allows plain `http://` to non-loopback hosts, for the API and the token endpoint.
+    /// Defaults to false: credentials over plain http are refused except to loopback.
+    pub fn allow_insecure_http(mut self, yes: bool) -> Self {
+        self.allow_insecure_http = yes;
+        self
+    }
+
+    /// Uses your agent for API requests. tokengate still receives statuses as responses and
+    /// follows no redirect through ureq (it overrides those two settings per request if needed).
+    pub fn api_agent(mut self, agent: Agent) -> Self {
+        self.api_agent = Some(agent);
+        self
+    }
+
+    /// Uses your agent for token-endpoint requests (same overrides as [`Self::api_agent`]).
+    pub fn token_agent(mut self, agent: Agent) -> Self {
+        self.token_agent = Some(agent);
+        self
+    }
+
+    /// The proxy for the agents tokengate builds. Defaults to ureq's: read from the
+    /// `HTTP(S)_PROXY`/`ALL_PROXY` environment variables. `None` disables proxies.
+    pub fn proxy(mut self, proxy: Option<ureq::Proxy>) -> Self {
+        self.proxy = Some(proxy);
+        self
+    }
+
+    /// Whole-call timeout of API requests on the default agent. Defaults to 60 s
+    /// (connect: 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.api_timeout = timeout;
+        self
+    }
+
+    /// Whole-call timeout of token-endpoint requests on the default agent. Defaults to 30 s.
+    pub fn token_timeout(mut self, timeout: Duration) -> Self {
+        self.token_timeout = timeout;
+        self
+    }
+
+    /// Called once each time the token endpoint ends the session (e.g. to show a login screen).
+    /// Runs on the thread that ran the failed refresh, with no lock held.
+    pub fn on_session_expired(mut self, listener: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_session_expired = Some(Box::new(listener));
+        self
+    }
+
+    /// Receives an [`Event`] for each 401, refresh and wait. Defaults to none.
+    pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Box::new(listener));
+        self
+    }
+
+    /// Checks the settings and builds the client.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a base or token URL that does not parse or is not http(s);
+    /// [`Error::InsecureUrl`] for plain http to a non-loopback host without opt-in;
+    /// [`Error::InvalidToken`] for initial or stored tokens that cannot travel in a header;
+    /// [`Error::Store`] if the store fails to load or save.
+    pub fn build(self) -> Result<AuthClient, Error> {
+        let (base, base_root, origin) = parse_base(&self.base_url)?;
+        self.check_secure(&origin, &self.base_url)?;
+        if let Some(endpoint) = self.refresher.as_ref().and_then(|r| r.endpoint()) {
+            let uri: Uri = endpoint
+                .parse()
+                .map_err(|_| Error::InvalidUrl("token endpoint is not a valid URL".into()))?;
+            let o = Origin::of(&uri)
+                .ok_or_else(|| Error::InvalidUrl("token endpoint must be an http(s) URL".into()))?;
+            self.check_secure(&o, endpoint)?;
+        }
+
+        let clock = self.clock;
+        let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
+        let (tokens, save) = match self.tokens {
+            Some(t) => (Some(t), true),
+            None => (store.load().map_err(|e| Error::Store(Arc::new(e)))?, false),
+        };
+        let current = tokens
+            .map(|t| Current::new(t, clock.now(), self.skew))
+            .transpose()
+            .map_err(Error::InvalidToken)?;
+        if save {
+            if let Some(c) = &current {
+                store
+                    .save(&c.tokens)
+                    .map_err(|e| Error::Store(Arc::new(e)))?;
+            }
+        }
+
+        let api = self
+            .api_agent
+            .unwrap_or_else(|| transport::default_agent(self.api_timeout, self.proxy.clone()));
+        let token_agent = self
+            .token_agent
+            .unwrap_or_else(|| transport::default_agent(self.token_timeout, self.proxy));
+        Ok(AuthClient {
+            inner: Arc::new(Inner {
+                base,
+                base_root,
+                origin,
+                api_fits: transport::agent_fits(&api),
+                api,
+                token_agent,
+                refresher: self.refresher,
+                gate: Gate::new(current),
+                store,
+                clock,
+                skew: self.skew,
+                refresh_timeout: self.refresh_timeout,
+                status_as_error: self.status_as_error,
+                on_session_expired: self.on_session_expired,
+                on_event: self.on_event,
+            }),
+        })
+    }
+
+    fn check_secure(&self, origin: &Origin, url: &str) -> Result<(), Error> {
+        if origin.is_https() || origin.is_loopback() || self.allow_insecure_http {
+            Ok(())
+        } else {
+            Err(Error::InsecureUrl(strip_userinfo(url)))
+        }
+    }
+}
+
+/// Parses the base URL into (base ending in `/`, `scheme://authority`, origin).
+fn parse_base(url: &str) -> Result<(String, String, Origin), Error> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| Error::InvalidUrl("base URL is not a valid URL".into()))?;
+    let origin = Origin::of(&uri)
+        .ok_or_else(|| Error::InvalidUrl("base URL must be an absolute http(s) URL".into()))?;
+    if uri.query().is_some() {
+        return Err(Error::InvalidUrl("base URL must not have a query".into()));
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        return Err(Error::InvalidUrl(
+            "base URL must not embed credentials".into(),
+        ));
+    }
+    let root = format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority);
+    let mut base = format!("{root}{}", uri.path());
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    Ok((base, root, origin))
+}
+
+/// Drops any `user:pass@` from a URL before it goes into an error message.
+fn strip_userinfo(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for AuthClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthClientBuilder")
+            .field("base_url", &strip_userinfo(&self.base_url))
+            .field("has_refresher", &self.refresher.is_some())
+            .field("tokens", &self.tokens)
+            .field("refresh_skew", &self.skew)
+            .field("refresh_timeout", &self.refresh_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalized_and_checked() {
+        let (base, root, _) = parse_base("https://api.example.com/v1").unwrap();
+        assert_eq!(base, "https://api.example.com/v1/");
+        assert_eq!(root, "https://api.example.com");
+        let (base, _, _) = parse_base("http://127.0.0.1:8080").unwrap();
+        assert_eq!(base, "http://127.0.0.1:8080/");
+        for bad in [
+            "",
+            "api.example.com",
+            "ftp://x/",
+            "https://x/?a=b",
+            "https://u:p@x/",
+            "https://",
+        ] {
+            assert!(
+                matches!(parse_base(bad), Err(Error::InvalidUrl(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(strip_userinfo("http://u:SECRET@host/x"), "http://host/x");
+    }
+}

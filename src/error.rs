@@ -1,0 +1,270 @@
+//! The crate's error types. None of them ever prints a token or a client secret.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything an [`AuthClient`](crate::AuthClient) call can fail with.
+///
+/// Predicates ([`Error::is_session_expired`], [`Error::is_transient`], [`Error::status`]) let
+/// callers act without matching every variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The authorization server rejected the refresh token (`invalid_grant`, or a 400/401/403
+    /// from a [`JsonRefresh`](crate::JsonRefresh) endpoint). The tokens were cleared from the
+    /// store, the `on_session_expired` listener ran once, and every call returns this error
+    /// until [`AuthClient::set_tokens`](crate::AuthClient::set_tokens).
+    #[error("session expired: log in again")]
+    SessionExpired,
+
+    /// There are no tokens: none were given, or [`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens) logged out.
+    #[error("no tokens: log in first")]
+    NoTokens,
+
+    /// The API answered 401 to a request made with a freshly refreshed token (or there is no
+    /// refresher). tokengate retries a request at most once after a refresh, so this ends the call.
+    #[error("the server answered 401 Unauthorized even with a fresh token")]
+    Unauthorized,
+
+    /// The final response had a 4xx or 5xx status (only when `http_status_as_error` is on,
+    /// the default). The status is never 401: that one is [`Error::Unauthorized`].
+    #[error("http status: {0}")]
+    StatusCode(u16),
+
+    /// A refresh failed in a way that keeps the session: the token endpoint was unreachable,
+    /// slow, answered 5xx/429, or sent something unusable. The tokens were kept; a later call
+    /// tries again. Every thread that waited on that refresh gets this same error.
+    #[error("token refresh failed")]
+    Refresh(#[source] Arc<RefreshError>),
+
+    /// The refresher panicked. The panic propagated in the thread that ran it; every thread
+    /// waiting on that refresh gets this error, and the next call can refresh again.
+    #[error("the token refresher panicked")]
+    RefresherPanicked,
+
+    /// This thread waited longer than `refresh_timeout` for another thread's refresh.
+    #[error("timed out waiting {0:?} for a token refresh")]
+    RefreshTimeout(Duration),
+
+    /// A token given to or received by tokengate is empty, too long, or holds characters that
+    /// cannot travel in an HTTP header (CR, LF, NUL, spaces, non-ASCII). It was not stored or sent.
+    #[error("invalid {0}: tokens must be 1 to 16384 bytes of visible ASCII")]
+    InvalidToken(&'static str),
+
+    /// A URL or path is not usable: unparsable, not http(s), or a path that would leave the
+    /// base URL's origin (e.g. `//evil.example/`).
+    #[error("invalid url: {0}")]
+    InvalidUrl(String),
+
+    /// Plain `http://` to a host other than loopback, without
+    /// [`AuthClientBuilder::allow_insecure_http`](crate::AuthClientBuilder::allow_insecure_http).
+    #[error("refusing to send credentials over plain http to a non-loopback host: {0}")]
+    InsecureUrl(String),
+
+    /// A header name or value given to a request builder is invalid.
+    #[error("invalid header {0}")]
+    InvalidHeader(String),
+
+    /// The request body could not be serialized (`send_json`).
+    #[error("could not serialize the request body")]
+    Json(#[source] serde_json::Error),
+
+    /// The token store failed to load, save or clear. Tokens in memory are unaffected.
+    #[error("token store failed")]
+    Store(#[source] Arc<std::io::Error>),
+
+    /// The client was configured inconsistently (reported by `build()`).
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+
+    /// A transport error from ureq talking to the API: connection, TLS, timeout, protocol.
+    #[error("http transport error")]
+    Http(#[source] ureq::Error),
+}
+
+impl Error {
+    /// True for [`Error::SessionExpired`]: the user must log in again.
+    pub fn is_session_expired(&self) -> bool {
+        matches!(self, Error::SessionExpired)
+    }
+
+    /// True when trying the same call later may succeed: a transport error, a transient
+    /// refresh failure, a refresh timeout or panic, or a 5xx/429 status.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Refresh(e) => !e.is_terminal(),
+            Error::RefresherPanicked | Error::RefreshTimeout(_) | Error::Http(_) => true,
+            Error::StatusCode(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status behind the error, if there is one (401 for [`Error::Unauthorized`]).
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::StatusCode(s) => Some(*s),
+            Error::Unauthorized => Some(401),
+            Error::Refresh(e) => e.status(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a refresh (a call of a [`Refresh`](crate::Refresh) strategy) failed.
+///
+/// [`RefreshError::is_terminal`] decides what happens next: a terminal error ends the session
+/// ([`Error::SessionExpired`]); any other keeps the tokens ([`Error::Refresh`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefreshError {
+    /// The server rejected the refresh token (`invalid_grant`, or 400/401/403 from a JSON
+    /// endpoint). Terminal.
+    #[error("the refresh token was rejected ({status}{})", code_suffix(.error))]
+    InvalidGrant {
+        /// HTTP status of the token response.
+        status: u16,
+        /// The OAuth2 `error` code, if the server gave one.
+        error: Option<String>,
+    },
+
+    /// There is no refresh token to refresh with. Terminal.
+    #[error("no refresh token")]
+    NoRefreshToken,
+
+    /// The token endpoint answered an OAuth2 error other than `invalid_grant`
+    /// (e.g. `invalid_client`, `invalid_scope`). Not terminal: it is a configuration problem,
+    /// not a dead session, so tokens are kept.
+    #[error("the token endpoint answered {status} with error {error:?}")]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code (only characters RFC 6749 allows are kept).
+        error: String,
+    },
+
+    /// The token endpoint answered an unexpected status (5xx, 429, …). Not terminal.
+    #[error("the token endpoint answered {status}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The `Retry-After` the server sent, in seconds, if any.
+        retry_after: Option<Duration>,
+    },
+
+    /// The token endpoint could not be reached or its answer not read (connection refused,
+    /// timeout, reset mid-body). Not terminal.
+    #[error("could not reach the token endpoint")]
+    Transport(#[source] ureq::Error),
+
+    /// The token endpoint answered 2xx with something that is not a usable token response:
+    /// not JSON, wrong shape, missing `access_token`, a non-bearer `token_type`, a bad
+    /// `expires_in`, invalid token characters, a body over the size limit. The body is never quoted.
+    #[error("unusable token response: {0}")]
+    InvalidResponse(&'static str),
+
+    /// An error from a custom [`Refresh`](crate::Refresh) implementation.
+    #[error("custom refresher failed")]
+    Custom {
+        /// Whether the session is over.
+        terminal: bool,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_deref()
+        .map(|c| format!(", {c}"))
+        .unwrap_or_default()
+}
+
+impl RefreshError {
+    /// A custom error that ends the session (like `invalid_grant`).
+    pub fn terminal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        RefreshError::Custom {
+            terminal: true,
+            source: source.into(),
+        }
+    }
+
+    /// A custom error that keeps the session (like a network failure).
+    pub fn transient(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        RefreshError::Custom {
+            terminal: false,
+            source: source.into(),
+        }
+    }
+
+    /// True when the session is over and the user must log in again.
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            RefreshError::InvalidGrant { .. } | RefreshError::NoRefreshToken => true,
+            RefreshError::Custom { terminal, .. } => *terminal,
+            _ => false,
+        }
+    }
+
+    /// The token endpoint's HTTP status, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RefreshError::InvalidGrant { status, .. }
+            | RefreshError::OAuth { status, .. }
+            | RefreshError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_send_sync_and_small() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<Error>();
+        assert_send_sync::<RefreshError>();
+        assert!(
+            std::mem::size_of::<Error>() <= 64,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
+    }
+
+    #[test]
+    fn terminal_classification() {
+        assert!(RefreshError::InvalidGrant {
+            status: 400,
+            error: None
+        }
+        .is_terminal());
+        assert!(RefreshError::NoRefreshToken.is_terminal());
+        assert!(!RefreshError::Status {
+            status: 503,
+            retry_after: None
+        }
+        .is_terminal());
+        assert!(!RefreshError::OAuth {
+            status: 401,
+            error: "invalid_client".into()
+        }
+        .is_terminal());
+        assert!(RefreshError::terminal("x").is_terminal());
+        assert!(!RefreshError::transient("x").is_terminal());
+        let e = Error::Refresh(Arc::new(RefreshError::Status {
+            status: 503,
+            retry_after: None,
+        }));
+        assert!(e.is_transient());
+        assert_eq!(e.status(), Some(503));
+        assert_eq!(
+            RefreshError::InvalidGrant {
+                status: 400,
+                error: Some("invalid_grant".into())
+            }
+            .to_string(),
+            "the refresh token was rejected (400, invalid_grant)"
+        );
+    }
+}

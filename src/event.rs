@@ -1,0 +1,54 @@
+//! Observability without logging: events the client reports to an optional listener.
+
+/// Something the client did, reported to the listener set with
+/// [`AuthClientBuilder::on_event`](crate::AuthClientBuilder::on_event).
+///
+/// Events are delivered synchronously on the thread where they happen (so
+/// `std::thread::current()` tells which thread), with no lock held. They carry no secrets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The API answered 401 to a request that carried the tokens of `generation`.
+    Unauthorized {
+        /// The token generation the request carried.
+        generation: u64,
+    },
+    /// This thread is about to call the refresher for tokens of `generation`.
+    RefreshStarted {
+        /// Why.
+        reason: RefreshReason,
+        /// The generation being replaced.
+        generation: u64,
+    },
+    /// The refresh this thread ran installed tokens of `generation`.
+    Refreshed {
+        /// The new generation.
+        generation: u64,
+    },
+    /// The refresh this thread ran failed; the session continues.
+    RefreshFailed {
+        /// The generation that could not be replaced.
+        generation: u64,
+    },
+    /// This thread waited for another thread's refresh instead of refreshing itself.
+    Waited {
+        /// The generation it was waiting to see replaced.
+        generation: u64,
+    },
+    /// The token endpoint ended the session; tokens were cleared. Reported once per expiry.
+    SessionExpired,
+}
+
+/// Why a refresh started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshReason {
+    /// The API answered 401.
+    Unauthorized,
+    /// The access token was past its expiry.
+    Expired,
+    /// The access token entered its refresh window (refresh-ahead, in the background).
+    Proactive,
+    /// There were no tokens and the strategy can acquire some (client credentials).
+    Acquire,
+}

@@ -1,0 +1,100 @@
+//! # tokengate
+//!
+//! A bearer-token HTTP client for **blocking, threaded** Rust programs, built on [`ureq`].
+//! It attaches the access token to every request to your API, refreshes it before it expires
+//! or when the API answers 401, retries the request, and ends the session when the refresh
+//! token itself is dead. However many threads see the expiry at once, the token endpoint is
+//! called **exactly once**: servers that rotate refresh tokens never see one reused.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tokengate::{AuthClient, OAuth2Refresh, Tokens};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = AuthClient::builder("https://api.example.com/v1/")      // base URL; requests use relative paths
+//!     .refresher(
+//!         OAuth2Refresh::new("https://auth.example.com/oauth/token")    // RFC 6749 §6 refresh_token grant
+//!             .client_id("my-app")
+//!             .client_secret("s3cret"),                                // client_secret_basic when a secret is set
+//!     )
+//!     .tokens(
+//!         Tokens::new("access-token")
+//!             .with_refresh_token("refresh-token")
+//!             .with_expires_in(Duration::from_secs(3600)),
+//!     )
+//!     .on_session_expired(|| eprintln!("session expired: log in again"))
+//!     .build()?;
+//!
+//! let worker = client.clone();                                         // cheap; shares tokens and the gate
+//! std::thread::spawn(move || worker.get("products").query("page", "2").call());
+//! let mut resp = client.post("orders").send_json(&serde_json::json!({"sku": 1}))?;  // http::Response<ureq::Body>
+//! let text = resp.body_mut().read_to_string()?;
+//! client.set_tokens(Tokens::new("new-access").with_refresh_token("new-refresh"))?;  // after a fresh login
+//! client.clear_tokens()?;                                              // logout
+//! # let _ = text; Ok(()) }
+//! ```
+//!
+//! ## How a request goes
+//! 1. The current token is read (one uncontended read lock). If it is past its expiry, this
+//!    thread refreshes it (or waits for the thread that does). If it is merely inside the
+//!    refresh window (`refresh_skew` before expiry), a background refresh starts and the
+//!    request goes out with the still-valid token.
+//! 2. The request is sent with `Authorization: Bearer …` (only to the base URL's origin).
+//! 3. On 401 the request's token generation is compared with the current one: if another
+//!    thread already refreshed, the request simply retries with the newer token; otherwise it
+//!    goes through the refresh gate (one thread refreshes, the rest wait) and retries once.
+//!    A second 401 is [`Error::Unauthorized`], never a loop.
+//!
+//! ## Threads
+//! [`AuthClient`] is `Clone + Send + Sync + 'static`; clone it into every thread.
+//! See [`AuthClient`]'s sections on concurrent calls, panics and deadlocks.
+//!
+//! ## Logging and secrets
+//! tokengate does not log. It reports what it does as [`Event`]s to an optional listener
+//! ([`AuthClientBuilder::on_event`]); events carry no secrets. Tokens and client secrets never
+//! appear in `Debug` or `Display` output of any tokengate type or error: [`AccessToken`],
+//! [`RefreshToken`] and [`ClientSecret`] print `[redacted]`, and the `Authorization` header is
+//! marked sensitive. The access token is only sent to the base URL's origin; the refresh token
+//! and client secret only to the token endpoint.
+//!
+//! ## Defaults
+//! | setting | default |
+//! |---|---|
+//! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime |
+//! | `refresh_timeout` (wait for another thread's refresh) | 60 s |
+//! | API timeout / token-endpoint timeout / connect timeout | 60 s / 30 s / 10 s |
+//! | token response size limit | 64 KiB |
+//! | `http_status_as_error` | true |
+//! | plain `http://` | loopback hosts only |
+//! | store | [`MemoryStore`] |
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+mod builder;
+mod client;
+mod clock;
+mod error;
+mod event;
+mod gate;
+mod refresh;
+mod request;
+mod store;
+mod sync;
+mod tokens;
+mod transport;
+mod util;
+
+pub use builder::{AuthClientBuilder, DEFAULT_REFRESH_SKEW, DEFAULT_REFRESH_TIMEOUT};
+pub use client::AuthClient;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, RefreshError};
+pub use event::{Event, RefreshReason};
+pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
+pub use request::RequestBuilder;
+pub use store::{MemoryStore, TokenStore};
+pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
+
+/// Re-exported so users name the same `ureq` (and `http`) types tokengate uses.
+pub use ureq;

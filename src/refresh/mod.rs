@@ -1,0 +1,133 @@
+//! How tokens are renewed: the [`Refresh`] trait and the built-in strategies.
+
+mod json;
+mod oauth2;
+
+pub use json::JsonRefresh;
+pub use oauth2::{ClientAuth, ClientCredentials, OAuth2Refresh};
+
+use std::time::Duration;
+
+use serde_json::Value;
+use ureq::Agent;
+
+use crate::error::RefreshError;
+use crate::tokens::{Tokens, MAX_EXPIRES_IN};
+
+/// A way to get new tokens. tokengate calls it from at most one thread at a time per client
+/// (the refresh gate), with no lock held.
+///
+/// Implemented by [`OAuth2Refresh`], [`JsonRefresh`], [`ClientCredentials`] and by any closure
+/// `Fn(&ureq::Agent, &Tokens) -> Result<Tokens, RefreshError>`:
+///
+/// ```
+/// use tokengate::{RefreshError, Tokens};
+///
+/// let refresher = |agent: &ureq::Agent, current: &Tokens| -> Result<Tokens, RefreshError> {
+///     // call your endpoint with `agent` (the token-endpoint agent) …
+///     let _ = (agent, current);
+///     Ok(Tokens::new("new-access"))
+/// };
+/// # fn takes(_: impl tokengate::Refresh) {}
+/// takes(refresher);
+/// ```
+///
+/// The closure is `Fn`, not `FnOnce` or `FnMut`: it is called once per expiry for the life of
+/// the client, from whichever thread leads the refresh, so it must be shareable across threads.
+///
+/// Return [`RefreshError::terminal`] (or `InvalidGrant`) when the session is over, and any
+/// other error when it is worth trying again later. A returned `Tokens` without a refresh
+/// token keeps the previous one.
+pub trait Refresh: Send + Sync + 'static {
+    /// Obtains new tokens. `agent` is the token-endpoint agent; `current` the tokens being replaced.
+    fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError>;
+
+    /// True if this strategy can obtain tokens with none to start from (client credentials).
+    /// Then a client without tokens acquires them on its first request, and `current` is a
+    /// placeholder. Defaults to false.
+    fn acquires_without_tokens(&self) -> bool {
+        false
+    }
+
+    /// The token endpoint's URL, if the strategy has one, so `build()` can check it
+    /// (it must parse, and be `https` unless loopback or opted in). Defaults to `None`.
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl<F> Refresh for F
+where
+    F: Fn(&Agent, &Tokens) -> Result<Tokens, RefreshError> + Send + Sync + 'static,
+{
+    fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError> {
+        self(agent, current)
+    }
+}
+
+/// Reads a JSON body that must be an object. The body itself is never quoted in the error.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RefreshError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(RefreshError::InvalidResponse("JSON is not an object")),
+        Err(_) => Err(RefreshError::InvalidResponse("body is not JSON")),
+    }
+}
+
+/// A string field; `Ok(None)` when absent or null, an error when present with another type.
+fn string_field<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<&'a str>, RefreshError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(RefreshError::InvalidResponse(what)),
+    }
+}
+
+/// `expires_in` as a number of seconds or a string of digits; negative, fractional nonsense,
+/// or more than ten years is an error.
+fn expires_in_field(
+    map: &serde_json::Map<String, Value>,
+    name: &str,
+) -> Result<Option<Duration>, RefreshError> {
+    const BAD: RefreshError =
+        RefreshError::InvalidResponse("expires_in is not a sane number of seconds");
+    let secs = match map.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_f64().ok_or(BAD)?,
+        Some(Value::String(s)) => s.trim().parse::<f64>().map_err(|_| BAD)?,
+        Some(_) => return Err(BAD),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > MAX_EXPIRES_IN.as_secs_f64() {
+        return Err(BAD);
+    }
+    Ok(Some(Duration::from_secs_f64(secs)))
+}
+
+/// Builds `Tokens` from the parts of a success response and checks the token characters.
+fn tokens_from(
+    access: &str,
+    refresh: Option<&str>,
+    expires_in: Option<Duration>,
+    scope: Option<&str>,
+    previous: &Tokens,
+) -> Result<Tokens, RefreshError> {
+    let mut t = Tokens::new(access);
+    if let Some(r) = refresh {
+        t = t.with_refresh_token(r);
+    }
+    if let Some(d) = expires_in {
+        t = t.with_expires_in(d);
+    }
+    if let Some(s) = scope {
+        t = t.with_scope(s);
+    }
+    let t = t.keep_refresh_token(previous.refresh_token());
+    t.validate().map_err(|_| {
+        RefreshError::InvalidResponse("token is empty, too long or has invalid characters")
+    })?;
+    Ok(t)
+}

@@ -1,0 +1,132 @@
+//! [`RequestBuilder`]: one request, built up and then sent with a replayable body.
+
+use std::fmt;
+
+use ureq::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Response};
+use ureq::Body;
+
+use crate::client::{AuthClient, SendBody};
+use crate::error::Error;
+use crate::util::query_encode_into;
+
+/// A request being built. Created by [`AuthClient::get`] and friends; finished by
+/// [`call`](RequestBuilder::call), [`send`](RequestBuilder::send),
+/// [`send_json`](RequestBuilder::send_json) or [`send_form`](RequestBuilder::send_form).
+///
+/// The body is held as bytes, so a request retried after a refresh is re-sent byte for byte.
+#[must_use = "a request does nothing until call() or send*()"]
+pub struct RequestBuilder {
+    client: AuthClient,
+    method: Method,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    /// The first invalid header given, reported when the request is sent.
+    error: Option<Error>,
+}
+
+impl RequestBuilder {
+    pub(crate) fn new(client: AuthClient, method: Method, path: &str) -> Self {
+        RequestBuilder {
+            client,
+            method,
+            path: path.to_owned(),
+            query: String::new(),
+            headers: HeaderMap::new(),
+            error: None,
+        }
+    }
+
+    /// Adds a header. An `Authorization` header is replaced by the token on requests to the
+    /// API's origin. Invalid names or values make the request fail with [`Error::InvalidHeader`].
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            (Ok(n), Ok(v)) => {
+                self.headers.append(n, v);
+            }
+            _ => {
+                // The value is never quoted: it may be a credential.
+                self.error.get_or_insert(Error::InvalidHeader(
+                    format!("{name:?}").chars().take(64).collect(),
+                ));
+            }
+        }
+        self
+    }
+
+    /// Appends a percent-encoded query parameter.
+    pub fn query(mut self, key: &str, value: &str) -> Self {
+        if !self.query.is_empty() {
+            self.query.push('&');
+        }
+        query_encode_into(&mut self.query, key);
+        self.query.push('=');
+        query_encode_into(&mut self.query, value);
+        self
+    }
+
+    /// Sends the request without a body.
+    pub fn call(self) -> Result<Response<Body>, Error> {
+        self.run(SendBody::None)
+    }
+
+    /// Sends the request with `body` as is.
+    pub fn send(self, body: impl AsRef<[u8]>) -> Result<Response<Body>, Error> {
+        self.run(SendBody::Bytes(body.as_ref()))
+    }
+
+    /// Serializes `value` as JSON and sends it (`Content-Type: application/json` unless set).
+    pub fn send_json<T: serde::Serialize + ?Sized>(
+        mut self,
+        value: &T,
+    ) -> Result<Response<Body>, Error> {
+        let bytes = serde_json::to_vec(value).map_err(Error::Json)?;
+        self.default_content_type("application/json");
+        self.run(SendBody::Bytes(&bytes))
+    }
+
+    /// Sends `pairs` as an `application/x-www-form-urlencoded` body.
+    pub fn send_form<I, K, V>(mut self, pairs: I) -> Result<Response<Body>, Error>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let owned: Vec<(K, V)> = pairs.into_iter().collect();
+        let body = crate::util::form_body(owned.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+        self.default_content_type("application/x-www-form-urlencoded");
+        self.run(SendBody::Bytes(body.as_bytes()))
+    }
+
+    fn default_content_type(&mut self, value: &'static str) {
+        self.headers
+            .entry(http::header::CONTENT_TYPE)
+            .or_insert(HeaderValue::from_static(value));
+    }
+
+    fn run(self, body: SendBody<'_>) -> Result<Response<Body>, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let inner = &self.client.inner;
+        let uri = inner.resolve(&self.path, &self.query)?;
+        let (mut parts, ()) = http::Request::builder()
+            .method(self.method)
+            .uri(uri)
+            .body(())
+            .map_err(|e| Error::InvalidUrl(e.to_string()))?
+            .into_parts();
+        parts.headers = self.headers;
+        inner.execute(parts, body)
+    }
+}
+
+impl fmt::Debug for RequestBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestBuilder")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,135 @@
+//! The two ureq agents and the small amount of HTTP plumbing tokengate needs around them.
+
+use std::time::Duration;
+
+use ureq::http::{self, Request, Response};
+use ureq::{Agent, Body};
+
+use crate::error::RefreshError;
+
+/// Default connect timeout for both agents.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default whole-call timeout for API requests.
+pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default whole-call timeout for token-endpoint requests.
+pub(crate) const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest token-endpoint response body read, in bytes.
+pub(crate) const TOKEN_RESPONSE_LIMIT: u64 = 64 * 1024;
+/// Largest 401 body drained before a retry (so the connection can be reused).
+pub(crate) const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Builds an agent configured the way tokengate drives it: statuses come back as responses
+/// (a 401 must be seen with its headers), and redirects are not followed by ureq (which would
+/// decide on its own which origin sees the token).
+pub(crate) fn default_agent(timeout: Duration, proxy: Option<Option<ureq::Proxy>>) -> Agent {
+    let mut cfg = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(DEFAULT_CONNECT_TIMEOUT))
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("tokengate/", env!("CARGO_PKG_VERSION")));
+    if let Some(proxy) = proxy {
+        cfg = cfg.proxy(proxy);
+    }
+    cfg.build().into()
+}
+
+/// True when `agent` already returns statuses as responses and never redirects on its own.
+pub(crate) fn agent_fits(agent: &Agent) -> bool {
+    let c = agent.config();
+    !c.http_status_as_error() && c.max_redirects() == 0
+}
+
+/// Runs `req` on `agent`, overriding per request what tokengate needs if the agent (one the
+/// user passed in) is configured otherwise.
+pub(crate) fn run<B: ureq::AsSendBody>(
+    agent: &Agent,
+    fits: bool,
+    req: Request<B>,
+) -> Result<Response<Body>, ureq::Error> {
+    if fits {
+        agent.run(req)
+    } else {
+        let req = agent
+            .configure_request(req)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build();
+        agent.run(req)
+    }
+}
+
+/// Reads and discards up to [`DRAIN_LIMIT`] bytes so a keep-alive connection can be reused.
+pub(crate) fn drain(resp: &mut Response<Body>) {
+    let _ = resp
+        .body_mut()
+        .with_config()
+        .limit(DRAIN_LIMIT)
+        .read_to_vec();
+}
+
+/// POSTs `body` with `content_type` to a token endpoint and returns the status, the
+/// `Retry-After` header and the body (at most [`TOKEN_RESPONSE_LIMIT`] bytes).
+pub(crate) fn post_token_request(
+    agent: &Agent,
+    url: &str,
+    content_type: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<TokenResponse, RefreshError> {
+    let mut builder = Request::post(url)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(auth) = authorization {
+        let mut v = http::HeaderValue::try_from(auth).map_err(|_| {
+            RefreshError::InvalidResponse("client credentials not valid in a header")
+        })?;
+        v.set_sensitive(true);
+        builder = builder.header(http::header::AUTHORIZATION, v);
+    }
+    let req = builder
+        .body(body)
+        .map_err(|e| RefreshError::Transport(ureq::Error::Http(e)))?;
+    let mut resp = run(agent, agent_fits(agent), req).map_err(RefreshError::Transport)?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = match resp
+        .body_mut()
+        .with_config()
+        .limit(TOKEN_RESPONSE_LIMIT)
+        .read_to_vec()
+    {
+        Ok(b) => b,
+        Err(ureq::Error::BodyExceedsLimit(_)) => {
+            return Err(RefreshError::InvalidResponse("response body over 64 KiB"))
+        }
+        Err(e) => return Err(RefreshError::Transport(e)),
+    };
+    Ok(TokenResponse {
+        status,
+        retry_after,
+        body,
+    })
+}
+
+/// A token endpoint's answer, read in full.
+pub(crate) struct TokenResponse {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl TokenResponse {
+    /// The error for a status that is neither success nor a recognised rejection.
+    pub(crate) fn unexpected(&self) -> RefreshError {
+        RefreshError::Status {
+            status: self.status,
+            retry_after: self.retry_after,
+        }
+    }
+}
