@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 use ureq::http::{self, request::Parts, Method, Request, Response, Uri};
 use ureq::{Agent, Body};
 
+use crate::challenge::parse_bearer;
 use crate::clock::Clock;
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::{Attempt, Claim, Failure, Fresh, Gate, Role, Snapshot};
 use crate::refresh::Refresh;
 use crate::request::RequestBuilder;
-use crate::store::TokenStore;
+use crate::store::{RefreshLock, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport;
 use crate::util::Origin;
@@ -179,7 +180,7 @@ impl Inner {
                 .headers
                 .insert(http::header::AUTHORIZATION, current.header.clone());
             let mut resp = self.send_once(&parts, body)?;
-            if resp.status() != http::StatusCode::UNAUTHORIZED {
+            if resp.status() != http::StatusCode::UNAUTHORIZED || !token_rejected(&resp) {
                 return self.finish(resp);
             }
             transport::drain(&mut resp);
@@ -225,6 +226,7 @@ impl Inner {
     /// strategy that can acquire one). Inside the refresh window it starts a background refresh
     /// and returns the still-valid token at once.
     fn usable_tokens(self: &Arc<Self>) -> Result<(Arc<Current>, u64), Error> {
+        self.adopt_external_change()?;
         let snap = self.gate.snapshot();
         let Some(current) = snap.tokens else {
             return match &self.refresher {
@@ -257,10 +259,12 @@ impl Inner {
             .checked_add(self.refresh_timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         let mut store_err = None;
+        // A cross-process refresh lock, held until the result is saved (dropped at return).
+        let mut _xlock = None;
         let (role, result) = self.gate.refresh(
             seen,
             deadline,
-            |tokens| self.run_refresher(tokens, reason, seen),
+            |tokens| self.run_refresher(tokens, reason, seen, &mut _xlock),
             |snap| store_err = self.persist(snap),
         );
         if role == Role::Waited {
@@ -293,16 +297,43 @@ impl Inner {
             .spawn(move || pending.run());
     }
 
-    /// Calls the refresher (with no lock held) and turns its answer into an [`Attempt`].
+    /// Calls the refresher (with no in-process lock held) and turns its answer into an
+    /// [`Attempt`]. First takes the store's cross-process lock, if it has one, and adopts
+    /// tokens another process already refreshed; the lock goes to `xlock` so the caller can
+    /// hold it until the result is saved.
     fn run_refresher(
         &self,
         tokens: Option<&crate::sync::Arc<Current>>,
         reason: RefreshReason,
         generation: u64,
+        xlock: &mut Option<RefreshLock>,
     ) -> Attempt<Current, Arc<RefreshError>> {
         let Some(refresher) = &self.refresher else {
             return Attempt::Failed(Arc::new(RefreshError::NoRefreshToken));
         };
+        match self.store.lock_for_refresh() {
+            Ok(None) => {}
+            Ok(Some(lock)) => {
+                let sent = tokens.map(|c| c.tokens.access_token().secret());
+                let stored = lock.stored().map(|t| t.access_token().secret());
+                if stored != sent {
+                    // Another process refreshed, logged in or out meanwhile: adopt its state.
+                    let adopted = lock.stored().cloned();
+                    *xlock = Some(lock);
+                    return match adopted {
+                        None => Attempt::Expired,
+                        Some(t) => match Current::new(t, self.clock.now(), self.skew) {
+                            Ok(c) => Attempt::Refreshed(c),
+                            Err(_) => Attempt::Failed(Arc::new(RefreshError::InvalidResponse(
+                                "stored token is empty, too long or has invalid characters",
+                            ))),
+                        },
+                    };
+                }
+                *xlock = Some(lock);
+            }
+            Err(e) => return Attempt::Failed(Arc::new(RefreshError::transient(e))),
+        }
         self.emit(Event::RefreshStarted { reason, generation });
         let placeholder;
         let current = match tokens {
@@ -370,6 +401,23 @@ impl Inner {
         result.err().map(Arc::new)
     }
 
+    /// Adopts tokens another process wrote to a shared store (a login, a logout, a refresh).
+    fn adopt_external_change(&self) -> Result<(), Error> {
+        let changed = self
+            .store
+            .poll_external_change()
+            .map_err(|e| Error::Store(Arc::new(e)))?;
+        if let Some(tokens) = changed {
+            let current = tokens
+                .map(|t| Current::new(t, self.clock.now(), self.skew))
+                .transpose()
+                .map_err(Error::InvalidToken)?;
+            // Already stored: nothing to write back.
+            self.gate.replace(current, |_| {});
+        }
+        Ok(())
+    }
+
     fn replace(&self, tokens: Option<Current>) -> Result<(), Error> {
         let mut store_err = None;
         self.gate
@@ -420,6 +468,21 @@ impl Inner {
     }
 }
 
+/// True unless the 401's Bearer challenge says a new token would not help
+/// (`invalid_request`, `insufficient_scope`, RFC 6750 §3.1). No challenge counts as rejected.
+fn token_rejected(resp: &Response<Body>) -> bool {
+    let challenge = resp
+        .headers()
+        .get_all(http::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_bearer);
+    !matches!(
+        challenge.and_then(|c| c.error).as_deref(),
+        Some("invalid_request" | "insufficient_scope")
+    )
+}
+
 /// A claimed proactive flight on its way to a background thread. Dropped without running
 /// (the thread could not be spawned), it hands the claim back to the gate.
 struct PendingClaim {
@@ -434,9 +497,10 @@ impl PendingClaim {
         };
         let inner = &self.inner;
         let mut store_err = None;
+        let mut _xlock = None;
         let result = inner.gate.lead_claimed(
             claim,
-            |tokens| inner.run_refresher(tokens, RefreshReason::Proactive, seen),
+            |tokens| inner.run_refresher(tokens, RefreshReason::Proactive, seen, &mut _xlock),
             |snap| store_err = inner.persist(snap),
         );
         // Nobody to return errors to: the next request sees the outcome through the gate.

@@ -73,6 +73,7 @@
 #![warn(missing_debug_implementations)]
 
 mod builder;
+mod challenge;
 mod client;
 mod clock;
 mod error;
@@ -93,7 +94,7 @@ pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
 pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
 pub use request::RequestBuilder;
-pub use store::{MemoryStore, TokenStore};
+pub use store::{MemoryStore, RefreshLock, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
 
 /// Re-exported so users name the same `ureq` (and `http`) types tokengate uses.

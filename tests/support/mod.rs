@@ -1,0 +1,291 @@
+//! Test support: a stateful OAuth2 token server and API on httpmock, plus client helpers.
+//!
+//! The server behaves like a strict real one:
+//! - access tokens expire (server-side lifetime) and can be revoked at once;
+//! - every refresh rotates the refresh token; reusing a rotated refresh token is treated as
+//!   theft: the whole session is revoked and counted in `reuse_detected`;
+//! - the API accepts only live access tokens and answers 401 with
+//!   `WWW-Authenticate: Bearer error="invalid_token"` otherwise.
+//!
+//! Only loopback: httpmock binds 127.0.0.1. Clients built here never use environment proxies.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use httpmock::prelude::*;
+use httpmock::{HttpMockRequest, HttpMockResponse};
+use parking_lot::Mutex;
+use tokengate::{AuthClient, AuthClientBuilder, OAuth2Refresh, Tokens};
+
+/// Everything the server knows. Guarded by `TokenServer::state`.
+#[derive(Debug)]
+pub struct State {
+    /// Lifetime of new access tokens, enforced by the server and announced as `expires_in`.
+    pub lifetime: Duration,
+    /// Live access tokens and when each expires.
+    pub access: HashMap<String, Instant>,
+    /// The one valid refresh token.
+    pub refresh: Option<String>,
+    /// Refresh tokens already used (rotated out).
+    pub rotated: HashSet<String>,
+    /// The session was revoked (reuse detected or `revoke_session`).
+    pub revoked: bool,
+    pub next_id: u64,
+    /// Calls of the token endpoint (all grants, all outcomes).
+    pub refresh_calls: u64,
+    /// Refresh calls that presented a rotated refresh token.
+    pub reuse_detected: u64,
+    pub api_calls: u64,
+    pub api_401s: u64,
+    /// Every `Authorization` header value seen by the token endpoint (must be Basic, never Bearer).
+    pub token_endpoint_auth: Vec<String>,
+}
+
+pub struct TokenServer {
+    pub server: MockServer,
+    pub state: Arc<Mutex<State>>,
+}
+
+impl TokenServer {
+    /// A server whose access tokens live an hour (expiry is then driven by the test).
+    pub fn start() -> Self {
+        Self::with_lifetime(Duration::from_secs(3600))
+    }
+
+    pub fn with_lifetime(lifetime: Duration) -> Self {
+        let server = MockServer::start();
+        let state = Arc::new(Mutex::new(State {
+            lifetime,
+            access: HashMap::new(),
+            refresh: None,
+            rotated: HashSet::new(),
+            revoked: false,
+            next_id: 0,
+            refresh_calls: 0,
+            reuse_detected: 0,
+            api_calls: 0,
+            api_401s: 0,
+            token_endpoint_auth: Vec::new(),
+        }));
+        let s = state.clone();
+        server.mock(move |when, then| {
+            when.method(POST).path("/oauth/token");
+            then.respond_with(move |req| oauth_token(&s, req));
+        });
+        let s = state.clone();
+        server.mock(move |when, then| {
+            when.method(POST).path("/json/refresh");
+            then.respond_with(move |req| json_refresh(&s, req));
+        });
+        let s = state.clone();
+        server.mock(move |when, then| {
+            when.path_prefix("/api/");
+            then.respond_with(move |req| api(&s, req));
+        });
+        TokenServer { server, state }
+    }
+
+    /// A fresh login: new access and refresh tokens, un-revokes the session.
+    pub fn login(&self) -> Tokens {
+        let mut s = self.state.lock();
+        s.revoked = false;
+        let (access, refresh) = s.mint();
+        Tokens::new(access)
+            .with_refresh_token(refresh)
+            .with_expires_in(s.lifetime)
+    }
+
+    pub fn token_url(&self) -> String {
+        self.server.url("/oauth/token")
+    }
+
+    pub fn json_url(&self) -> String {
+        self.server.url("/json/refresh")
+    }
+
+    pub fn api_url(&self) -> String {
+        self.server.url("/api/")
+    }
+
+    /// Revokes every live access token: the next API call with any of them gets 401.
+    pub fn expire_access_tokens(&self) {
+        self.state.lock().access.clear();
+    }
+
+    /// Ends the session server-side: the refresh token stops working (invalid_grant).
+    pub fn revoke_session(&self) {
+        let mut s = self.state.lock();
+        s.revoked = true;
+        s.access.clear();
+    }
+
+    pub fn refresh_calls(&self) -> u64 {
+        self.state.lock().refresh_calls
+    }
+
+    pub fn reuse_detected(&self) -> u64 {
+        self.state.lock().reuse_detected
+    }
+
+    pub fn api_calls(&self) -> u64 {
+        self.state.lock().api_calls
+    }
+
+    pub fn api_401s(&self) -> u64 {
+        self.state.lock().api_401s
+    }
+
+    /// A client builder for this server: OAuth2 refresher with a client secret, no proxy.
+    pub fn client_builder(&self) -> AuthClientBuilder {
+        AuthClient::builder(self.api_url()).proxy(None).refresher(
+            OAuth2Refresh::new(self.token_url())
+                .client_id("test-app")
+                .client_secret("test-secret"),
+        )
+    }
+}
+
+impl State {
+    fn mint(&mut self) -> (String, String) {
+        self.next_id += 1;
+        let access = format!("at-{}", self.next_id);
+        let refresh = format!("rt-{}", self.next_id);
+        let exp = Instant::now() + self.lifetime;
+        self.access.insert(access.clone(), exp);
+        if let Some(old) = self.refresh.replace(refresh.clone()) {
+            self.rotated.insert(old);
+        }
+        (access, refresh)
+    }
+
+    /// The refresh_token grant with rotation and reuse detection.
+    fn rotate(&mut self, presented: &str) -> Result<(String, String), ()> {
+        self.refresh_calls += 1;
+        if self.rotated.contains(presented) {
+            self.reuse_detected += 1;
+            self.revoked = true;
+            self.access.clear();
+            return Err(());
+        }
+        if self.revoked || self.refresh.as_deref() != Some(presented) {
+            return Err(());
+        }
+        Ok(self.mint())
+    }
+}
+
+pub fn form(body: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn json(status: u16, body: serde_json::Value) -> HttpMockResponse {
+    HttpMockResponse::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .build()
+}
+
+fn oauth_token(state: &Mutex<State>, req: &HttpMockRequest) -> HttpMockResponse {
+    let f = form(req.body_ref());
+    let mut s = state.lock();
+    if let Some(auth) = req.headers().get("authorization") {
+        s.token_endpoint_auth
+            .push(auth.to_str().unwrap_or("?").to_owned());
+    }
+    if f.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        s.refresh_calls += 1;
+        return json(400, serde_json::json!({"error": "unsupported_grant_type"}));
+    }
+    let presented = f.get("refresh_token").cloned().unwrap_or_default();
+    match s.rotate(&presented) {
+        Ok((access, refresh)) => json(
+            200,
+            serde_json::json!({
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": s.lifetime.as_secs_f64(),
+                "refresh_token": refresh,
+            }),
+        ),
+        Err(()) => json(400, serde_json::json!({"error": "invalid_grant"})),
+    }
+}
+
+fn json_refresh(state: &Mutex<State>, req: &HttpMockRequest) -> HttpMockResponse {
+    let body: serde_json::Value = serde_json::from_slice(req.body_ref()).unwrap_or_default();
+    let presented = body["refreshToken"].as_str().unwrap_or_default().to_owned();
+    let mut s = state.lock();
+    match s.rotate(&presented) {
+        Ok((access, refresh)) => json(
+            200,
+            serde_json::json!({"accessToken": access, "refreshToken": refresh}),
+        ),
+        Err(()) => json(401, serde_json::json!({"message": "refresh token expired"})),
+    }
+}
+
+fn api(state: &Mutex<State>, req: &HttpMockRequest) -> HttpMockResponse {
+    let mut s = state.lock();
+    s.api_calls += 1;
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let now = Instant::now();
+    let live = token
+        .as_deref()
+        .and_then(|t| s.access.get(t))
+        .is_some_and(|exp| *exp > now);
+    if !live {
+        s.api_401s += 1;
+        return HttpMockResponse::builder()
+            .status(401)
+            .header("www-authenticate", r#"Bearer error="invalid_token""#)
+            .body("{\"error\":\"unauthorized\"}")
+            .build();
+    }
+    json(
+        200,
+        serde_json::json!({
+            "path": req.uri().path(),
+            "method": req.method().as_str(),
+            "token": token,
+            "body_len": req.body_ref().len(),
+        }),
+    )
+}
+
+/// Reads a response body as JSON.
+pub fn body_json(
+    resp: &mut tokengate::ureq::http::Response<tokengate::ureq::Body>,
+) -> serde_json::Value {
+    serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
+}
