@@ -55,6 +55,11 @@ impl TokenServer {
     }
 
     pub fn with_lifetime(lifetime: Duration) -> Self {
+        Self::with_lifetime_and_delay(lifetime, Duration::ZERO)
+    }
+
+    /// A server whose token endpoints take `token_delay` to answer.
+    pub fn with_lifetime_and_delay(lifetime: Duration, token_delay: Duration) -> Self {
         let server = MockServer::start();
         let state = Arc::new(Mutex::new(State {
             lifetime,
@@ -72,12 +77,14 @@ impl TokenServer {
         let s = state.clone();
         server.mock(move |when, then| {
             when.method(POST).path("/oauth/token");
-            then.respond_with(move |req| oauth_token(&s, req));
+            then.delay(token_delay)
+                .respond_with(move |req| oauth_token(&s, req));
         });
         let s = state.clone();
         server.mock(move |when, then| {
             when.method(POST).path("/json/refresh");
-            then.respond_with(move |req| json_refresh(&s, req));
+            then.delay(token_delay)
+                .respond_with(move |req| json_refresh(&s, req));
         });
         let s = state.clone();
         server.mock(move |when, then| {
