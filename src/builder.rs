@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::http::Uri;
+use ureq::http::{HeaderName, Uri};
 use ureq::Agent;
 
 use crate::client::{AuthClient, EventListener, Inner, Listener};
@@ -12,7 +12,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::event::Event;
 use crate::gate::Gate;
+use crate::redirect::DEFAULT_MAX_REDIRECTS;
 use crate::refresh::Refresh;
+use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
 use crate::store::{MemoryStore, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport::{self, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
@@ -40,6 +42,13 @@ pub struct AuthClientBuilder {
     token_timeout: Duration,
     status_as_error: bool,
     allow_insecure_http: bool,
+    retry: RetryPolicy,
+    sleeper: Box<dyn Sleeper>,
+    max_redirects: u32,
+    sensitive_headers: Vec<HeaderName>,
+    allow_other_origins: bool,
+    /// The first invalid setting given, reported by `build()`.
+    error: Option<Error>,
     on_session_expired: Option<Listener>,
     on_event: Option<EventListener>,
 }
@@ -61,6 +70,12 @@ impl AuthClientBuilder {
             token_timeout: DEFAULT_TOKEN_TIMEOUT,
             status_as_error: true,
             allow_insecure_http: false,
+            retry: RetryPolicy::default(),
+            sleeper: Box::new(ThreadSleeper),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            sensitive_headers: Vec::new(),
+            allow_other_origins: false,
+            error: None,
             on_session_expired: None,
             on_event: None,
         }
@@ -120,6 +135,48 @@ impl AuthClientBuilder {
         self
     }
 
+    /// How failed requests (API and token endpoint) are retried. Defaults to
+    /// [`RetryPolicy::default`]: 3 retries, full-jitter exponential backoff from 200 ms to 10 s.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// What waits between retries. Defaults to [`ThreadSleeper`] (`std::thread::sleep`).
+    pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
+        self.sleeper = Box::new(sleeper);
+        self
+    }
+
+    /// The most redirects followed in one call; 0 returns 3xx responses as they are.
+    /// Defaults to 5 ([`DEFAULT_MAX_REDIRECTS`]). The token is only ever sent to the base URL's
+    /// origin, so a redirect elsewhere (or from https to http) goes without it.
+    pub fn max_redirects(mut self, n: u32) -> Self {
+        self.max_redirects = n;
+        self
+    }
+
+    /// Names a header (e.g. `X-Api-Key`) that must not follow a redirect to another origin,
+    /// like `Authorization`, `Cookie` and `Proxy-Authorization`. Defaults to none.
+    pub fn sensitive_header(mut self, name: &str) -> Self {
+        match HeaderName::try_from(name) {
+            Ok(n) => self.sensitive_headers.push(n),
+            Err(_) => {
+                self.error
+                    .get_or_insert(Error::Config("invalid sensitive header name"));
+            }
+        }
+        self
+    }
+
+    /// Lets request paths be absolute URLs of other origins (they are sent without the
+    /// token). Defaults to false: such a path is rejected with [`Error::InvalidUrl`], so a
+    /// path built from untrusted input cannot point the client elsewhere.
+    pub fn allow_other_origins(mut self, yes: bool) -> Self {
+        self.allow_other_origins = yes;
+        self
+    }
+
     /// Uses your agent for API requests. tokengate still receives statuses as responses and
     /// follows no redirect through ureq (it overrides those two settings per request if needed).
     pub fn api_agent(mut self, agent: Agent) -> Self {
@@ -174,6 +231,10 @@ impl AuthClientBuilder {
     /// [`Error::InvalidToken`] for initial or stored tokens that cannot travel in a header;
     /// [`Error::Store`] if the store fails to load or save.
     pub fn build(self) -> Result<AuthClient, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.retry.validate().map_err(Error::Config)?;
         let (base, base_root, origin) = parse_base(&self.base_url)?;
         self.check_secure(&origin, &self.base_url)?;
         if let Some(endpoint) = self.refresher.as_ref().and_then(|r| r.endpoint()) {
@@ -224,6 +285,11 @@ impl AuthClientBuilder {
                 skew: self.skew,
                 refresh_timeout: self.refresh_timeout,
                 status_as_error: self.status_as_error,
+                retry: self.retry,
+                sleeper: self.sleeper,
+                max_redirects: self.max_redirects,
+                sensitive_headers: self.sensitive_headers,
+                allow_other_origins: self.allow_other_origins,
                 on_session_expired: self.on_session_expired,
                 on_event: self.on_event,
             }),

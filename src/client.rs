@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ureq::http::{self, request::Parts, Method, Request, Response, Uri};
+use ureq::http::{self, request::Parts, HeaderName, Method, Request, Response, Uri};
 use ureq::{Agent, Body};
 
 use crate::challenge::parse_bearer;
@@ -12,8 +12,10 @@ use crate::clock::Clock;
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::{Attempt, Claim, Failure, Fresh, Gate, Role, Snapshot};
+use crate::redirect;
 use crate::refresh::Refresh;
 use crate::request::RequestBuilder;
+use crate::retry::{self, RetryPolicy, Sleeper};
 use crate::store::{RefreshLock, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport;
@@ -68,6 +70,14 @@ pub(crate) struct Inner {
     pub(crate) skew: Duration,
     pub(crate) refresh_timeout: Duration,
     pub(crate) status_as_error: bool,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) sleeper: Box<dyn Sleeper>,
+    pub(crate) max_redirects: u32,
+    /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) when a redirect
+    /// leaves the base URL's origin.
+    pub(crate) sensitive_headers: Vec<HeaderName>,
+    /// Whether request paths may resolve to another origin (sent without the token).
+    pub(crate) allow_other_origins: bool,
     pub(crate) on_session_expired: Option<Listener>,
     pub(crate) on_event: Option<EventListener>,
 }
@@ -153,61 +163,157 @@ impl fmt::Debug for AuthClient {
     }
 }
 
-/// The body of a request, borrowed for each attempt so it is re-sent byte for byte.
-#[derive(Clone, Copy)]
-pub(crate) enum SendBody<'a> {
+/// The body of a request. Bytes are borrowed for each attempt, so a retried or replayed
+/// request is re-sent byte for byte; a reader can be sent only once.
+pub(crate) enum Payload<'a> {
     None,
     Bytes(&'a [u8]),
+    Reader(Option<&'a mut dyn std::io::Read>),
+}
+
+/// Per-request options from the [`RequestBuilder`].
+#[derive(Clone, Copy, Default)]
+pub(crate) struct RequestOptions {
+    /// Retry this POST/PATCH like an idempotent request.
+    pub(crate) retry_non_idempotent: bool,
 }
 
 impl Inner {
-    /// Runs one request to completion: resolve, attach, send, and on 401 refresh and retry once.
+    /// Runs one request to completion. Each attempt re-reads the token (it may have been
+    /// refreshed meanwhile) and attaches it only if the target is the base URL's origin.
+    /// Then, depending on the answer: a 401 goes through the refresh gate and is replayed once;
+    /// a retryable failure waits and retries (bounded by the [`RetryPolicy`]); a redirect is
+    /// followed (bounded by `max_redirects`). At most `2 + max_retries + max_redirects` requests.
     pub(crate) fn execute(
         self: &Arc<Self>,
         mut parts: Parts,
-        body: SendBody<'_>,
+        mut payload: Payload<'_>,
+        opts: RequestOptions,
     ) -> Result<Response<Body>, Error> {
-        if Origin::of(&parts.uri).as_ref() != Some(&self.origin) {
-            // Another origin never sees the token, and its 401 is just a status.
-            parts.headers.remove(http::header::AUTHORIZATION);
-            let resp = self.send_once(&parts, body)?;
-            return self.finish(resp);
-        }
-        let (mut current, mut generation) = self.usable_tokens()?;
+        let replayable = !matches!(payload, Payload::Reader(_));
+        let mut retries = 0;
+        let mut redirects = 0;
         let mut refreshed = false;
         loop {
-            parts
-                .headers
-                .insert(http::header::AUTHORIZATION, current.header.clone());
-            let mut resp = self.send_once(&parts, body)?;
-            if resp.status() != http::StatusCode::UNAUTHORIZED || !token_rejected(&resp) {
-                return self.finish(resp);
+            let generation = if self.is_base_origin(&parts.uri) {
+                let (current, generation) = self.usable_tokens()?;
+                parts
+                    .headers
+                    .insert(http::header::AUTHORIZATION, current.header.clone());
+                Some(generation)
+            } else {
+                // Another origin never sees the token, and its 401 is just a status.
+                parts.headers.remove(http::header::AUTHORIZATION);
+                None
+            };
+            let may_retry_sent = retry::is_idempotent(&parts.method)
+                || opts.retry_non_idempotent
+                || self.retry.allows_non_idempotent();
+            let can_retry = retries < self.retry.retries();
+
+            let mut resp = match self.send_once(&parts, &mut payload) {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let retryable = retry::nothing_sent(&e)
+                        || (may_retry_sent && retry::transient_after_send(&e));
+                    if !(retryable && can_retry) {
+                        return Err(Error::Http(e));
+                    }
+                    if !replayable {
+                        return Err(Error::NotReplayable(Box::new(Error::Http(e))));
+                    }
+                    self.backoff(retries, None);
+                    retries += 1;
+                    continue;
+                }
+            };
+            let status = resp.status();
+
+            if let Some(generation) = generation {
+                if status == http::StatusCode::UNAUTHORIZED && token_rejected(&resp) {
+                    transport::drain(&mut resp);
+                    self.emit(Event::Unauthorized { generation });
+                    if refreshed || self.refresher.is_none() {
+                        return Err(Error::Unauthorized);
+                    }
+                    // Refresh even for a body that cannot be replayed, so the next call works.
+                    self.refresh_blocking(generation, RefreshReason::Unauthorized)?;
+                    if !replayable {
+                        return Err(Error::NotReplayable(Box::new(Error::Unauthorized)));
+                    }
+                    refreshed = true;
+                    continue;
+                }
             }
-            transport::drain(&mut resp);
-            self.emit(Event::Unauthorized { generation });
-            if refreshed || self.refresher.is_none() {
-                return Err(Error::Unauthorized);
+
+            if retry::retryable_status(status) && may_retry_sent && can_retry {
+                if !replayable {
+                    let code = status.as_u16();
+                    return Err(Error::NotReplayable(Box::new(Error::StatusCode(code))));
+                }
+                let after = retry::retry_after(resp.headers(), self.clock.now());
+                transport::drain(&mut resp);
+                self.backoff(retries, after);
+                retries += 1;
+                continue;
             }
-            (current, generation) =
-                self.refresh_blocking(generation, RefreshReason::Unauthorized)?;
-            refreshed = true;
+
+            if redirect::is_redirect(status) && self.max_redirects > 0 {
+                if redirects >= self.max_redirects {
+                    return Err(Error::TooManyRedirects(self.max_redirects));
+                }
+                let hop = redirect::next_hop(status, &parts.method, &parts.uri, resp.headers())?;
+                if !hop.to_get && !replayable {
+                    let code = status.as_u16();
+                    return Err(Error::NotReplayable(Box::new(Error::StatusCode(code))));
+                }
+                transport::drain(&mut resp);
+                if hop.to_get {
+                    parts.method = Method::GET;
+                    payload = Payload::None;
+                    parts.headers.remove(http::header::CONTENT_TYPE);
+                    parts.headers.remove(http::header::CONTENT_LENGTH);
+                }
+                if !self.is_base_origin(&hop.uri) {
+                    redirect::strip_sensitive(&mut parts.headers, &self.sensitive_headers);
+                }
+                parts.uri = hop.uri;
+                redirects += 1;
+                continue;
+            }
+            return self.finish(resp);
         }
     }
 
-    fn send_once(&self, parts: &Parts, body: SendBody<'_>) -> Result<Response<Body>, Error> {
-        let result = match body {
-            SendBody::None => transport::run(
-                &self.api,
-                self.api_fits,
-                Request::from_parts(parts.clone(), ()),
-            ),
-            SendBody::Bytes(b) => transport::run(
-                &self.api,
-                self.api_fits,
-                Request::from_parts(parts.clone(), b),
-            ),
-        };
-        result.map_err(Error::Http)
+    /// True if `uri` has the base URL's origin: the only one that sees the token.
+    fn is_base_origin(&self, uri: &Uri) -> bool {
+        Origin::of(uri).as_ref() == Some(&self.origin)
+    }
+
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
+        let delay = self.retry.delay(retry, retry_after, retry::random());
+        self.sleeper.sleep(delay);
+    }
+
+    fn send_once(
+        &self,
+        parts: &Parts,
+        payload: &mut Payload<'_>,
+    ) -> Result<Response<Body>, ureq::Error> {
+        let (api, fits) = (&self.api, self.api_fits);
+        match payload {
+            Payload::None => transport::run(api, fits, Request::from_parts(parts.clone(), ())),
+            Payload::Bytes(b) => transport::run(api, fits, Request::from_parts(parts.clone(), *b)),
+            Payload::Reader(reader) => {
+                let reader = reader.take().ok_or_else(|| {
+                    ureq::Error::Io(std::io::Error::other(
+                        "a streamed body can be sent only once",
+                    ))
+                })?;
+                let body = ureq::SendBody::from_reader(reader);
+                transport::run(api, fits, Request::from_parts(parts.clone(), body))
+            }
+        }
     }
 
     fn finish(&self, resp: Response<Body>) -> Result<Response<Body>, Error> {
@@ -343,7 +449,21 @@ impl Inner {
                 &placeholder
             }
         };
-        match refresher.refresh(&self.token_agent, current) {
+        let mut retries = 0;
+        let answer = loop {
+            match refresher.refresh(&self.token_agent, current) {
+                Err(e) if retries < self.retry.retries() && refresh_retryable(&e) => {
+                    let after = match &e {
+                        RefreshError::Status { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    self.backoff(retries, after);
+                    retries += 1;
+                }
+                answer => break answer,
+            }
+        };
+        match answer {
             Ok(new) => {
                 let new = new.keep_refresh_token(current.refresh_token());
                 match Current::new(new, self.clock.now(), self.skew) {
@@ -459,12 +579,25 @@ impl Inner {
         let uri: Uri = url
             .parse()
             .map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
-        if Origin::of(&uri).is_none() {
-            return Err(Error::InvalidUrl(
+        match Origin::of(&uri) {
+            None => Err(Error::InvalidUrl(
                 "only http and https URLs with a host are allowed".into(),
-            ));
+            )),
+            Some(o) if o != self.origin && !self.allow_other_origins => Err(Error::InvalidUrl(
+                "the URL leaves the base URL's origin (see allow_other_origins)".into(),
+            )),
+            Some(_) => Ok(uri),
         }
-        Ok(uri)
+    }
+}
+
+/// Whether a failed refresh may be retried within the same flight: only where the server
+/// cannot have consumed the refresh token (nothing sent, or an explicit 503/429).
+fn refresh_retryable(e: &RefreshError) -> bool {
+    match e {
+        RefreshError::Transport(t) => retry::nothing_sent(t),
+        RefreshError::Status { status, .. } => matches!(status, 429 | 503),
+        _ => false,
     }
 }
 

@@ -81,3 +81,11 @@ impl<C: Clock> Clock for std::sync::Arc<C> {
         (**self).now()
     }
 }
+
+/// Sleeping on a `ManualClock` advances it instead of blocking, so retry backoff and expiry
+/// can be tested together, exactly and instantly.
+impl crate::retry::Sleeper for ManualClock {
+    fn sleep(&self, d: Duration) {
+        self.advance(d);
+    }
+}

@@ -77,6 +77,21 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(&'static str),
 
+    /// More redirects than `max_redirects` (the number given) in one call.
+    #[error("too many redirects (more than {0})")]
+    TooManyRedirects(u32),
+
+    /// A redirect could not be followed: no or unparsable `Location`, or a non-http(s) target.
+    #[error("cannot follow redirect: {0}")]
+    BadRedirect(&'static str),
+
+    /// The request would have been retried (or replayed after a refresh, or re-sent to a
+    /// 307/308 target), but its body was streamed with
+    /// [`send_reader`](crate::RequestBuilder::send_reader) and cannot be sent twice. The
+    /// error that stopped it is the source.
+    #[error("the request failed and its streamed body cannot be re-sent")]
+    NotReplayable(#[source] Box<Error>),
+
     /// A transport error from ureq talking to the API: connection, TLS, timeout, protocol.
     #[error("http transport error")]
     Http(#[source] ureq::Error),
@@ -94,6 +109,7 @@ impl Error {
         match self {
             Error::Refresh(e) => !e.is_terminal(),
             Error::RefresherPanicked | Error::RefreshTimeout(_) | Error::Http(_) => true,
+            Error::NotReplayable(e) => e.is_transient(),
             Error::StatusCode(s) => *s == 429 || *s >= 500,
             _ => false,
         }

@@ -5,7 +5,7 @@ use std::fmt;
 use ureq::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use ureq::Body;
 
-use crate::client::{AuthClient, SendBody};
+use crate::client::{AuthClient, Payload, RequestOptions};
 use crate::error::Error;
 use crate::util::query_encode_into;
 
@@ -21,6 +21,7 @@ pub struct RequestBuilder {
     path: String,
     query: String,
     headers: HeaderMap,
+    options: RequestOptions,
     /// The first invalid header given, reported when the request is sent.
     error: Option<Error>,
 }
@@ -33,6 +34,7 @@ impl RequestBuilder {
             path: path.to_owned(),
             query: String::new(),
             headers: HeaderMap::new(),
+            options: RequestOptions::default(),
             error: None,
         }
     }
@@ -65,14 +67,28 @@ impl RequestBuilder {
         self
     }
 
+    /// Retries this request on 502/503/504/429, timeouts and resets even if its method is not
+    /// idempotent (POST, PATCH): use it when the server deduplicates (e.g. an idempotency key).
+    pub fn retry_non_idempotent(mut self) -> Self {
+        self.options.retry_non_idempotent = true;
+        self
+    }
+
     /// Sends the request without a body.
     pub fn call(self) -> Result<Response<Body>, Error> {
-        self.run(SendBody::None)
+        self.run(Payload::None)
     }
 
     /// Sends the request with `body` as is.
     pub fn send(self, body: impl AsRef<[u8]>) -> Result<Response<Body>, Error> {
-        self.run(SendBody::Bytes(body.as_ref()))
+        self.run(Payload::Bytes(body.as_ref()))
+    }
+
+    /// Streams the body from `reader`. Such a body can be sent only once: the request is never
+    /// retried, and if it draws a 401 the token is refreshed (for the next call) but the
+    /// request is not replayed; both cases return [`Error::NotReplayable`].
+    pub fn send_reader(self, mut reader: impl std::io::Read) -> Result<Response<Body>, Error> {
+        self.run(Payload::Reader(Some(&mut reader)))
     }
 
     /// Serializes `value` as JSON and sends it (`Content-Type: application/json` unless set).
@@ -82,7 +98,7 @@ impl RequestBuilder {
     ) -> Result<Response<Body>, Error> {
         let bytes = serde_json::to_vec(value).map_err(Error::Json)?;
         self.default_content_type("application/json");
-        self.run(SendBody::Bytes(&bytes))
+        self.run(Payload::Bytes(&bytes))
     }
 
     /// Sends `pairs` as an `application/x-www-form-urlencoded` body.
@@ -95,7 +111,7 @@ impl RequestBuilder {
         let owned: Vec<(K, V)> = pairs.into_iter().collect();
         let body = crate::util::form_body(owned.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
         self.default_content_type("application/x-www-form-urlencoded");
-        self.run(SendBody::Bytes(body.as_bytes()))
+        self.run(Payload::Bytes(body.as_bytes()))
     }
 
     fn default_content_type(&mut self, value: &'static str) {
@@ -104,7 +120,7 @@ impl RequestBuilder {
             .or_insert(HeaderValue::from_static(value));
     }
 
-    fn run(self, body: SendBody<'_>) -> Result<Response<Body>, Error> {
+    fn run(self, body: Payload<'_>) -> Result<Response<Body>, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -117,7 +133,7 @@ impl RequestBuilder {
             .map_err(|e| Error::InvalidUrl(e.to_string()))?
             .into_parts();
         parts.headers = self.headers;
-        inner.execute(parts, body)
+        inner.execute(parts, body, self.options)
     }
 }
 
