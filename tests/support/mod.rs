@@ -10,6 +10,8 @@
 //! Only loopback: httpmock binds 127.0.0.1. Clients built here never use environment proxies.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod raw;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -295,4 +297,27 @@ pub fn body_json(
     resp: &mut tokengate::ureq::http::Response<tokengate::ureq::Body>,
 ) -> serde_json::Value {
     serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap()
+}
+
+/// A `Sleeper` that records every wait instead of sleeping, and can run a hook on each
+/// (e.g. to change the tokens "while" the client backs off).
+#[derive(Default)]
+pub struct RecordingSleeper {
+    pub sleeps: Mutex<Vec<Duration>>,
+    pub hook: Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+impl RecordingSleeper {
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.sleeps.lock().clone()
+    }
+}
+
+impl tokengate::Sleeper for RecordingSleeper {
+    fn sleep(&self, d: Duration) {
+        self.sleeps.lock().push(d);
+        if let Some(hook) = self.hook.lock().as_mut() {
+            hook();
+        }
+    }
 }
