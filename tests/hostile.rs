@@ -37,7 +37,10 @@ fn assert_tokens_kept(c: &AuthClient) {
 
 #[test]
 fn unusable_token_responses_are_typed_errors_and_keep_the_tokens() {
-    let big = format!(r#"{{"access_token":"good","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"access_token":"good","pad":"{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
     let bodies: Vec<String> = vec![
         "<html><body>Service temporarily down SECRET-page</body></html>".into(),
         "[1,2,3]".into(),
@@ -54,11 +57,22 @@ fn unusable_token_responses_are_typed_errors_and_keep_the_tokens() {
     let api = api();
     for body in bodies {
         let b = body.clone().into_bytes();
-        let token = RawServer::start(move |_| Action::Respond(200, vec![b"content-type: application/json".to_vec()], b.clone()));
+        let token = RawServer::start(move |_| {
+            Action::Respond(
+                200,
+                vec![b"content-type: application/json".to_vec()],
+                b.clone(),
+            )
+        });
         let c = client_with_token_server(&api, &token);
         let err = c.get("x").call().unwrap_err();
-        let Error::Refresh(cause) = &err else { panic!("{err:?} for {body:.60}") };
-        assert!(matches!(**cause, RefreshError::InvalidResponse(_)), "{cause:?} for {body:.60}");
+        let Error::Refresh(cause) = &err else {
+            panic!("{err:?} for {body:.60}")
+        };
+        assert!(
+            matches!(**cause, RefreshError::InvalidResponse(_)),
+            "{cause:?} for {body:.60}"
+        );
         assert!(!err.is_session_expired());
         let text = format!("{err} {err:?} {cause}");
         assert!(!text.contains("SECRET") && !text.contains("good"), "{text}");
@@ -89,7 +103,10 @@ fn a_reset_mid_body_is_a_transport_error_and_keeps_the_tokens() {
     });
     let c = client_with_token_server(&api, &token);
     let err = c.get("x").call().unwrap_err();
-    assert!(matches!(&err, Error::Refresh(e) if matches!(**e, RefreshError::Transport(_))), "{err:?}");
+    assert!(
+        matches!(&err, Error::Refresh(e) if matches!(**e, RefreshError::Transport(_))),
+        "{err:?}"
+    );
     assert_tokens_kept(&c);
 }
 
@@ -103,31 +120,58 @@ fn tokens_that_cannot_travel_in_a_header_are_rejected_when_set() {
         .unwrap();
     for bad in ["a\r\nX-Evil: 1", "nul\0", "", "sp ace", "tab\t", "ünïcode"] {
         let err = c.set_tokens(Tokens::new(bad)).unwrap_err();
-        assert!(matches!(err, Error::InvalidToken("access token")), "{bad:?}: {err:?}");
+        assert!(
+            matches!(err, Error::InvalidToken("access token")),
+            "{bad:?}: {err:?}"
+        );
         assert!(!err.to_string().contains(bad) || bad.is_empty());
-        let err = c.set_tokens(Tokens::new("ok").with_refresh_token(bad)).unwrap_err();
-        assert!(matches!(err, Error::InvalidToken("refresh token")), "{bad:?}");
+        let err = c
+            .set_tokens(Tokens::new("ok").with_refresh_token(bad))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidToken("refresh token")),
+            "{bad:?}"
+        );
     }
-    assert_eq!(c.tokens().unwrap().access_token().secret(), "good", "unchanged");
+    assert_eq!(
+        c.tokens().unwrap().access_token().secret(),
+        "good",
+        "unchanged"
+    );
     assert!(c.get("x").call().is_ok());
-    let err = AuthClient::builder(api.url("/")).tokens(Tokens::new("a\nb")).build().unwrap_err();
+    let err = AuthClient::builder(api.url("/"))
+        .tokens(Tokens::new("a\nb"))
+        .build()
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidToken(_)));
 }
 
 #[test]
 fn bad_base_urls_and_escaping_paths_are_rejected_before_sending() {
-    for bad in ["", "not a url", "api.example.com/v1", "ftp://example.com/", "https://example.com/?q=1", "https://user:pw@example.com/"] {
+    for bad in [
+        "",
+        "not a url",
+        "api.example.com/v1",
+        "ftp://example.com/",
+        "https://example.com/?q=1",
+        "https://user:pw@example.com/",
+    ] {
         let err = AuthClient::builder(bad).build().unwrap_err();
         assert!(matches!(err, Error::InvalidUrl(_)), "{bad:?}: {err:?}");
     }
-    let err = AuthClient::builder("http://api.example.com/").build().unwrap_err();
+    let err = AuthClient::builder("http://api.example.com/")
+        .build()
+        .unwrap_err();
     assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");
     let err = AuthClient::builder("https://api.example.com/")
         .refresher(OAuth2Refresh::new("http://auth.example.com/token"))
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");
-    assert!(AuthClient::builder("http://api.example.com/").allow_insecure_http(true).build().is_ok());
+    assert!(AuthClient::builder("http://api.example.com/")
+        .allow_insecure_http(true)
+        .build()
+        .is_ok());
 
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
@@ -141,7 +185,15 @@ fn bad_base_urls_and_escaping_paths_are_rejected_before_sending() {
         .tokens(Tokens::new("tok"))
         .build()
         .unwrap();
-    for path in ["//evil.example/x", "\\\\evil.example/x", "http://evil.example/x", "HTTPS://evil.example/x", "javascript:alert(1)", "file:///etc/passwd", "a b"] {
+    for path in [
+        "//evil.example/x",
+        "\\\\evil.example/x",
+        "http://evil.example/x",
+        "HTTPS://evil.example/x",
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "a b",
+    ] {
         let err = c.get(path).call().unwrap_err();
         assert!(matches!(err, Error::InvalidUrl(_)), "{path:?}: {err:?}");
     }
@@ -178,7 +230,13 @@ fn www_authenticate_decides_whether_a_refresh_can_help() {
         let challenge: &[u8] = match req.path.as_str() {
             "/expired" => br#"www-authenticate: Bearer realm="api", error="invalid_token""#,
             "/scope" => br#"www-authenticate: Bearer error="insufficient_scope", scope="admin""#,
-            "/forbidden" => return Action::Respond(403, vec![br#"www-authenticate: Bearer error="insufficient_scope""#.to_vec()], vec![]),
+            "/forbidden" => {
+                return Action::Respond(
+                    403,
+                    vec![br#"www-authenticate: Bearer error="insufficient_scope""#.to_vec()],
+                    vec![],
+                )
+            }
             _ => b"www-authenticate: Bearer error=\"\xff\xfe\"",
         };
         Action::Respond(401, vec![challenge.to_vec()], vec![])
@@ -193,10 +251,23 @@ fn www_authenticate_decides_whether_a_refresh_can_help() {
     };
     assert!(build().get("expired").call().is_ok());
     assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
-    assert!(matches!(build().get("scope").call(), Err(Error::Unauthorized)));
-    assert_eq!(calls.swap(0, Ordering::SeqCst), 0, "insufficient_scope: a new token would not help");
-    assert!(matches!(build().get("forbidden").call(), Err(Error::StatusCode(403))));
+    assert!(matches!(
+        build().get("scope").call(),
+        Err(Error::Unauthorized)
+    ));
+    assert_eq!(
+        calls.swap(0, Ordering::SeqCst),
+        0,
+        "insufficient_scope: a new token would not help"
+    );
+    assert!(matches!(
+        build().get("forbidden").call(),
+        Err(Error::StatusCode(403))
+    ));
     assert_eq!(calls.swap(0, Ordering::SeqCst), 0);
-    assert!(build().get("garbled").call().is_ok(), "non-UTF-8 challenge: treated as a plain 401");
+    assert!(
+        build().get("garbled").call().is_ok(),
+        "non-UTF-8 challenge: treated as a plain 401"
+    );
     assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
 }

@@ -20,7 +20,11 @@ fn recording(log: &Log, f: impl Fn(&RawRequest) -> Action + Send + Sync + 'stati
 }
 
 fn redirect(status: u16, location: String) -> Action {
-    Action::Respond(status, vec![format!("location: {location}").into_bytes()], vec![])
+    Action::Respond(
+        status,
+        vec![format!("location: {location}").into_bytes()],
+        vec![],
+    )
 }
 
 fn ok() -> Action {
@@ -47,7 +51,12 @@ fn same_origin_redirects_keep_the_token() {
     let paths: Vec<_> = log.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/api/old", "/api/new", "/api/next"]);
     for r in log.iter() {
-        assert_eq!(r.header("authorization"), Some("Bearer SECRET-token"), "{}", r.path);
+        assert_eq!(
+            r.header("authorization"),
+            Some("Bearer SECRET-token"),
+            "{}",
+            r.path
+        );
     }
 }
 
@@ -128,7 +137,10 @@ fn see_other_turns_into_a_bodyless_get_and_308_keeps_put() {
     let l = log.lock();
     assert_eq!((l[1].method.as_str(), l[1].body.len()), ("GET", 0));
     assert_eq!(l[1].header("content-type"), None);
-    assert_eq!((l[3].method.as_str(), l[3].body.as_slice()), ("PUT", &b"same bytes"[..]));
+    assert_eq!(
+        (l[3].method.as_str(), l[3].body.as_slice()),
+        ("PUT", &b"same bytes"[..])
+    );
 }
 
 #[test]
@@ -136,10 +148,16 @@ fn redirect_limits_and_bad_locations_are_typed_errors() {
     let log: Log = Default::default();
     let server = recording(&log, |_| redirect(302, "/api/loop".into()));
     let c = client(server.url("/api/")).build().unwrap();
-    assert!(matches!(c.get("loop").call(), Err(Error::TooManyRedirects(5))));
+    assert!(matches!(
+        c.get("loop").call(),
+        Err(Error::TooManyRedirects(5))
+    ));
     assert_eq!(log.lock().len(), 6);
 
-    let c = client(server.url("/api/")).max_redirects(0).build().unwrap();
+    let c = client(server.url("/api/"))
+        .max_redirects(0)
+        .build()
+        .unwrap();
     assert_eq!(c.get("loop").call().unwrap().status(), 302);
 
     let server = RawServer::start(|req| match req.path.as_str() {
@@ -149,7 +167,10 @@ fn redirect_limits_and_bad_locations_are_typed_errors() {
     });
     let c = client(server.url("/api/")).build().unwrap();
     for path in ["js", "none", "bytes"] {
-        assert!(matches!(c.get(path).call(), Err(Error::BadRedirect(_))), "{path}");
+        assert!(
+            matches!(c.get(path).call(), Err(Error::BadRedirect(_))),
+            "{path}"
+        );
     }
 }
 
