@@ -282,13 +282,7 @@ fn token_endpoint_is_retried_only_where_the_refresh_token_cannot_have_been_used(
         _ => respond(401, &[], ""),
     });
     let sleeper = Arc::new(RecordingSleeper::default());
-    let c = AuthClient::builder(api.url("/"))
-        .proxy(None)
-        .sleeper(sleeper.clone())
-        .refresher(tokengate::OAuth2Refresh::new(token.url("/token")))
-        .tokens(Tokens::new("old").with_refresh_token("rt"))
-        .build()
-        .unwrap();
+    let c = via_token_server(&api, &token, &sleeper);
     assert!(c.get("x").call().is_ok());
     assert_eq!(token.requests(), 2);
     assert_eq!(sleeper.sleeps(), vec![Duration::from_secs(1)]);
@@ -298,13 +292,7 @@ fn token_endpoint_is_retried_only_where_the_refresh_token_cannot_have_been_used(
         len: 200,
         partial: br#"{"access_token":"#.to_vec(),
     });
-    let c = AuthClient::builder(api.url("/"))
-        .proxy(None)
-        .sleeper(sleeper.clone())
-        .refresher(tokengate::OAuth2Refresh::new(token.url("/token")))
-        .tokens(Tokens::new("old").with_refresh_token("rt"))
-        .build()
-        .unwrap();
+    let c = via_token_server(&api, &token, &sleeper);
     let err = c.get("x").call().unwrap_err();
     assert!(
         matches!(&err, Error::Refresh(e) if matches!(**e, RefreshError::Transport(_))),
@@ -316,6 +304,20 @@ fn token_endpoint_is_retried_only_where_the_refresh_token_cannot_have_been_used(
         "rt",
         "tokens kept"
     );
+}
+
+fn via_token_server(
+    api: &RawServer,
+    token: &RawServer,
+    sleeper: &Arc<RecordingSleeper>,
+) -> AuthClient {
+    AuthClient::builder(api.url("/"))
+        .proxy(None)
+        .sleeper(sleeper.clone())
+        .refresher(tokengate::OAuth2Refresh::new(token.url("/token")))
+        .tokens(Tokens::new("old").with_refresh_token("rt"))
+        .build()
+        .unwrap()
 }
 
 #[test]
