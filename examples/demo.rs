@@ -89,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     format!("waited for another thread's refresh of gen {generation}")
                 }
                 Event::SessionExpired => "token endpoint said invalid_grant: session over".into(),
+                Event::Retrying { retry, delay } => format!("retry {retry} in {delay:?}"),
                 _ => format!("{event:?}"),
             };
             log(who, &what);

@@ -292,6 +292,10 @@ impl Inner {
 
     fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
         let delay = self.retry.delay(retry, retry_after, retry::random());
+        self.emit(Event::Retrying {
+            retry: retry + 1,
+            delay,
+        });
         self.sleeper.sleep(delay);
     }
 

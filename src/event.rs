@@ -35,6 +35,13 @@ pub enum Event {
         /// The generation it was waiting to see replaced.
         generation: u64,
     },
+    /// A failed attempt (API or token endpoint) will be retried after `delay`.
+    Retrying {
+        /// 1 for the first retry.
+        retry: u32,
+        /// How long the client waits first.
+        delay: std::time::Duration,
+    },
     /// The token endpoint ended the session; tokens were cleared. Reported once per expiry.
     SessionExpired,
 }
