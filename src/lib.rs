@@ -44,6 +44,10 @@
 //!    thread already refreshed, the request simply retries with the newer token; otherwise it
 //!    goes through the refresh gate (one thread refreshes, the rest wait) and retries once.
 //!    A second 401 is [`Error::Unauthorized`], never a loop.
+//! 4. Connect failures, 502/503/504/429, timeouts and resets are retried per the
+//!    [`RetryPolicy`] (only idempotent methods once the request may have been sent), and
+//!    redirects are followed by tokengate itself, with the token only ever sent to the base
+//!    URL's origin. One call makes at most `2 + max_retries + max_redirects` requests.
 //!
 //! ## Threads
 //! [`AuthClient`] is `Clone + Send + Sync + 'static`; clone it into every thread.
@@ -65,6 +69,9 @@
 //! | API timeout / token-endpoint timeout / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |
 //! | `http_status_as_error` | true |
+//! | retries | 3, full-jitter backoff 200 ms → 10 s ([`RetryPolicy`]) |
+//! | redirects followed | 5 ([`DEFAULT_MAX_REDIRECTS`]) |
+//! | paths resolving to another origin | rejected ([`AuthClientBuilder::allow_other_origins`]) |
 //! | plain `http://` | loopback hosts only |
 //! | store | [`MemoryStore`] |
 
