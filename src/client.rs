@@ -149,6 +149,16 @@ impl AuthClient {
     pub fn tokens(&self) -> Option<Tokens> {
         self.inner.gate.snapshot().tokens.map(|c| c.tokens.clone())
     }
+
+    /// How many threads are blocked right now waiting for another thread's refresh to finish.
+    ///
+    /// A diagnostic (for metrics, or for tests that need to know that waiters have arrived
+    /// before letting a refresh finish): the value may be out of date as soon as it returns.
+    /// A thread counted here is waiting on the refresh running now, and gets that refresh's
+    /// outcome instead of starting another one.
+    pub fn refresh_waiters(&self) -> usize {
+        self.inner.gate.waiting()
+    }
 }
 
 impl fmt::Debug for AuthClient {

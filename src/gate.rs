@@ -112,6 +112,8 @@ struct Flight<E> {
     /// The generation whose proactive (refresh-ahead) flight failed: no second proactive
     /// attempt is made for it; the next attempt waits until the token expires or draws a 401.
     proactive_failed: Option<u64>,
+    /// Threads blocked on `cond` waiting for a flight (or a replacement). Guarded by `Gate::flight`.
+    waiting: usize,
 }
 
 /// The gate. `T` is the token set, `E` the (cheaply cloned) error a failed flight shares.
@@ -143,6 +145,7 @@ impl<T, E: Clone> Gate<T, E> {
                 last: Ok(()),
                 last_generation: 0,
                 proactive_failed: None,
+                waiting: 0,
             }),
             cond: Condvar::new(),
         }
@@ -156,6 +159,11 @@ impl<T, E: Clone> Gate<T, E> {
             generation: s.generation,
             expired: s.expired,
         }
+    }
+
+    /// How many threads are blocked right now waiting for a flight to finish.
+    pub(crate) fn waiting(&self) -> usize {
+        self.flight.lock().waiting
     }
 
     fn generation(&self) -> u64 {
@@ -208,13 +216,20 @@ impl<T, E: Clone> Gate<T, E> {
             }
             let n = flight.finished;
             waited_for = Some(n);
+            flight.waiting += 1;
+            let mut timed_out = false;
             while flight.finished == n && self.generation() == seen {
                 if self.cond.wait_until(&mut flight, deadline)
                     && flight.finished == n
                     && self.generation() == seen
                 {
-                    return (Role::Waited, Err(Failure::TimedOut));
+                    timed_out = true;
+                    break;
                 }
+            }
+            flight.waiting -= 1;
+            if timed_out {
+                return (Role::Waited, Err(Failure::TimedOut));
             }
         }
     }

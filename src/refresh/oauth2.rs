@@ -114,11 +114,37 @@ fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, RefreshError
 
 /// Keeps only the characters RFC 6749 §5.2 allows in `error`, at most 64 of them, so a hostile
 /// server cannot smuggle control characters (or a long echo of a token) into our errors.
+/// An echo of a credential is hidden by [`redact_echo`].
 fn sanitize_code(code: &str) -> String {
     code.chars()
         .filter(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
         .take(64)
         .collect()
+}
+
+/// Hides an `error` code that echoes one of `secrets` (a broken or hostile server repeating
+/// the refresh token or client secret it was sent), so it cannot reach our errors and logs.
+/// A code sharing 8 consecutive characters with a secret (or all of a shorter one) counts:
+/// `sanitize_code` may have cut the echo short.
+fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+    const WINDOW: usize = 8;
+    let echoes = |code: &str, secret: &str| {
+        if secret.len() <= WINDOW {
+            return !secret.is_empty() && code.contains(secret);
+        }
+        code.as_bytes()
+            .windows(WINDOW)
+            .any(|w| secret.as_bytes().windows(WINDOW).any(|s| s == w))
+    };
+    match err {
+        RefreshError::OAuth { status, error } if secrets.iter().any(|s| echoes(&error, s)) => {
+            RefreshError::OAuth {
+                status,
+                error: "[redacted]".into(),
+            }
+        }
+        e => e,
+    }
 }
 
 /// The RFC 6749 §6 `refresh_token` grant.
@@ -191,7 +217,9 @@ impl Refresh for OAuth2Refresh {
         let auth = self.client.apply(&mut form);
         let body = form_body(form);
         let resp = post_token_request(agent, &self.url, FORM, auth.as_deref(), body.as_bytes())?;
-        parse(&resp, current)
+        let secret = self.client.secret.as_ref().map_or("", |s| s.secret());
+        let secrets = [rt.secret(), current.access_token().secret(), secret];
+        parse(&resp, current).map_err(|e| redact_echo(e, &secrets))
     }
 
     fn endpoint(&self) -> Option<&str> {
@@ -257,7 +285,8 @@ impl Refresh for ClientCredentials {
         let resp = post_token_request(agent, &self.url, FORM, auth.as_deref(), body.as_bytes())?;
         // §4.4.3: a refresh token SHOULD NOT be included; ignore one if it is, and never keep
         // the placeholder's.
-        let tokens = parse(&resp, &Tokens::new("-"))?;
+        let secret = self.client.secret.as_ref().map_or("", |s| s.secret());
+        let tokens = parse(&resp, &Tokens::new("-")).map_err(|e| redact_echo(e, &[secret]))?;
         let _ = current;
         Ok(tokens)
     }
@@ -371,5 +400,30 @@ mod tests {
                 "{e:?}"
             );
         }
+    }
+
+    #[test]
+    fn error_codes_echoing_a_secret_are_redacted() {
+        let secrets = ["rt-0123456789abcdef", "s3cret"];
+        let oauth = |error: &str| RefreshError::OAuth {
+            status: 400,
+            error: error.into(),
+        };
+        for echo in [
+            "rt-0123456789abcdef",
+            "invalid_request rt-0123456789abcdef",
+            "bad token: rt-0123456", // cut short
+            "s3cret",
+        ] {
+            let e = redact_echo(oauth(echo), &secrets);
+            assert!(
+                matches!(&e, RefreshError::OAuth { error, .. } if error == "[redacted]"),
+                "{echo}: {e:?}"
+            );
+        }
+        let e = redact_echo(oauth("invalid_client"), &secrets);
+        assert!(matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_client"));
+        let e = redact_echo(oauth("invalid_scope"), &[""]);
+        assert!(matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_scope"));
     }
 }

@@ -1,0 +1,342 @@
+//! Behaviour 3: the refresh gate. One refresh per expiry however many threads see it; stale
+//! generations retry without refreshing; a panicking or failing refresh is shared by its
+//! waiters (no hang, no retry storm); waits are bounded by `refresh_timeout`.
+//!
+//! Interleavings are forced, not hoped for: a leader's refresher is held until the other
+//! threads are known to be where the test needs them, through `Event::Unauthorized` (emitted
+//! before a thread enters the gate) or `AuthClient::refresh_waiters` (threads blocked on the
+//! running refresh, which therefore share its outcome).
+
+mod helpers;
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use helpers::{
+    is_refresh_started, is_refreshed, is_unauthorized, wait_until, Api, Recorder, HANG_GUARD,
+};
+use support::{body_json, TokenServer};
+use tokengate::ureq::Agent;
+use tokengate::{AuthClient, Error, Event, OAuth2Refresh, Refresh, RefreshError, Tokens};
+
+/// Lets a refresher closure, given to the builder before the client exists, ask the client
+/// how many threads wait on its refresh.
+#[derive(Clone, Default)]
+struct Slot(Arc<Mutex<Option<AuthClient>>>);
+
+impl Slot {
+    fn set(&self, c: &AuthClient) {
+        *self.0.lock().unwrap() = Some(c.clone());
+    }
+    fn waiters(&self) -> usize {
+        self.0.lock().unwrap().as_ref().unwrap().refresh_waiters()
+    }
+    /// Breaks the client → refresher → slot → client cycle.
+    fn clear(&self) {
+        self.0.lock().unwrap().take();
+    }
+}
+
+#[test]
+fn sixty_four_threads_hitting_401_at_once_cause_exactly_one_refresh() {
+    const N: usize = 64;
+    let srv = TokenServer::start();
+    let events = Recorder::new();
+    let oauth = OAuth2Refresh::new(srv.token_url())
+        .client_id("test-app")
+        .client_secret("test-secret");
+    // The first refresher call is held until all N threads have seen their 401, so all of
+    // them are at (or in) the gate with generation 0 while the refresh runs.
+    let ev = events.clone();
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            ev.wait_for("401s of every thread", N, is_unauthorized);
+            oauth.refresh(agent, current)
+        })
+        .tokens(srv.login())
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    srv.expire_access_tokens();
+
+    let barrier = Arc::new(Barrier::new(N));
+    let handles: Vec<_> = (0..N)
+        .map(|i| {
+            let (c, b) = (client.clone(), barrier.clone());
+            thread::spawn(move || {
+                b.wait();
+                c.get(&format!("items/{i}"))
+                    .call()
+                    .map(|mut r| body_json(&mut r))
+            })
+        })
+        .collect();
+    for h in handles {
+        let body = h.join().unwrap().expect("every thread succeeds");
+        assert_eq!(body["token"], "at-2");
+    }
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(srv.api_401s(), N as u64);
+    assert_eq!(srv.api_calls(), 2 * N as u64);
+    assert_eq!(
+        events.count(|e| *e == Event::Unauthorized { generation: 0 }),
+        N
+    );
+    assert_eq!(events.count(is_refresh_started), 1);
+    assert_eq!(events.count(is_refreshed), 1);
+}
+
+#[test]
+fn a_stale_generation_retries_without_refreshing() {
+    let api = Api::start(&[]);
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let events = Recorder::new();
+    // Thread "late" is held right after its 401 (in its Unauthorized event, before it
+    // reaches the gate) while the main thread refreshes.
+    let (at_gate_tx, at_gate) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (at_gate_tx, release_rx) = (Mutex::new(at_gate_tx), Mutex::new(release_rx));
+    let ev = events.clone();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(helpers::minting_refresher(&api, refreshes.clone()))
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .on_event(move |e: &Event| {
+            ev.push(*e);
+            if is_unauthorized(e) && thread::current().name() == Some("late") {
+                at_gate_tx.lock().unwrap().send(()).unwrap();
+                release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            }
+        })
+        .build()
+        .unwrap();
+
+    let c = client.clone();
+    let late = thread::Builder::new()
+        .name("late".into())
+        .spawn(move || c.get("late").call().map(|mut r| body_json(&mut r)))
+        .unwrap();
+    at_gate.recv_timeout(HANG_GUARD).unwrap();
+
+    // Meanwhile this thread also gets a 401 for generation 0, and refreshes.
+    let mut r = client.get("main").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "new-1");
+    assert_eq!(refreshes.load(Ordering::SeqCst), 1);
+
+    release.send(()).unwrap();
+    let body = late.join().unwrap().unwrap();
+    assert_eq!(body["token"], "new-1");
+    assert_eq!(
+        refreshes.load(Ordering::SeqCst),
+        1,
+        "the stale thread refreshed"
+    );
+    // The late thread neither refreshed nor waited: it saw the newer generation at once.
+    assert_eq!(
+        events.on_thread("late"),
+        vec![Event::Unauthorized { generation: 0 }]
+    );
+    assert_eq!(
+        api.tokens_seen(),
+        ["old", "old", "new-1", "new-1"].map(|t| Some(t.to_owned()))
+    );
+}
+
+#[test]
+fn a_panicking_refresher_releases_every_waiter_and_the_next_call_refreshes_again() {
+    const N: usize = 8;
+    let api = Api::start(&[]);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let slot = Slot::default();
+    let (s, c, acc) = (slot.clone(), calls.clone(), api.accepted.clone());
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                wait_until("every other thread waiting", || s.waiters() == N - 1);
+                panic!("refresher bug (expected by the test)");
+            }
+            acc.lock().unwrap().insert("new".into());
+            Ok(Tokens::new("new").with_refresh_token("rt-new"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let barrier = Arc::new(Barrier::new(N));
+    let handles: Vec<_> = (0..N)
+        .map(|_| {
+            let (c, b) = (client.clone(), barrier.clone());
+            thread::spawn(move || {
+                b.wait();
+                c.get("x").call().map(|r| r.status())
+            })
+        })
+        .collect();
+    let (mut panicked, mut released) = (0, 0);
+    for h in handles {
+        match h.join() {
+            Err(_) => panicked += 1,
+            Ok(Err(Error::RefresherPanicked)) => released += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((panicked, released), (1, N - 1));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(client.refresh_waiters(), 0);
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "old");
+
+    // The gate is usable again: exactly one more refresh.
+    assert_eq!(client.get("again").call().unwrap().status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(client.get("again").call().unwrap().status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    slot.clear();
+}
+
+#[test]
+fn a_failing_refresh_is_shared_by_all_waiters_with_one_token_call() {
+    const N: usize = 8;
+    let api = Api::start(&[]);
+    let token_calls = api.endpoint("/token", |_| (503, r#"{"error":"unavailable"}"#.into()));
+    let slot = Slot::default();
+    let oauth = OAuth2Refresh::new(api.server.url("/token")).client_id("app");
+    let (s, first) = (slot.clone(), Arc::new(AtomicUsize::new(0)));
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            if first.fetch_add(1, Ordering::SeqCst) == 0 {
+                wait_until("every other thread waiting", || s.waiters() == N - 1);
+            }
+            oauth.refresh(agent, current)
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let barrier = Arc::new(Barrier::new(N));
+    let handles: Vec<_> = (0..N)
+        .map(|_| {
+            let (c, b) = (client.clone(), barrier.clone());
+            thread::spawn(move || {
+                b.wait();
+                c.get("x").call().map(|r| r.status())
+            })
+        })
+        .collect();
+    let errors: Vec<Arc<RefreshError>> = handles
+        .into_iter()
+        .map(|h| match h.join().unwrap() {
+            Err(Error::Refresh(e)) => e,
+            other => panic!("expected Error::Refresh, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(token_calls.lock().unwrap().len(), 1, "retry storm");
+    // The very same error object, not N look-alikes.
+    assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
+    assert_eq!(errors[0].status(), Some(503));
+    assert!(Error::Refresh(errors[0].clone()).is_transient());
+    let kept = client.tokens().unwrap();
+    assert_eq!(kept.refresh_token().unwrap().secret(), "rt-old");
+    assert_eq!(
+        api.calls(),
+        N,
+        "nobody retried the API after a failed refresh"
+    );
+
+    // The failure is not sticky: the next call tries the endpoint exactly once more.
+    assert!(matches!(client.get("x").call(), Err(Error::Refresh(_))));
+    assert_eq!(token_calls.lock().unwrap().len(), 2);
+    slot.clear();
+}
+
+#[test]
+fn a_waiter_gives_up_after_refresh_timeout() {
+    let api = Api::start(&[]);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c, acc) = (calls.clone(), api.accepted.clone());
+    let timeout = Duration::from_millis(50);
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresh_timeout(timeout)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            c.fetch_add(1, Ordering::SeqCst);
+            started_tx.lock().unwrap().send(()).unwrap();
+            // Held until the waiter below has given up.
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            acc.lock().unwrap().insert("new".into());
+            Ok(Tokens::new("new").with_refresh_token("rt-new"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|r| r.status()));
+    started.recv_timeout(HANG_GUARD).unwrap();
+
+    let err = client.get("waiter").call().unwrap_err();
+    assert!(
+        matches!(err, Error::RefreshTimeout(t) if t == timeout),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(client.refresh_waiters(), 0);
+
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap().unwrap(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // The timed-out thread's next call uses the leader's tokens without refreshing.
+    assert_eq!(client.get("waiter").call().unwrap().status(), 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn set_tokens_wakes_waiters_who_retry_with_the_new_login() {
+    let api = Api::start(&["login-2"]);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let slot = Slot::default();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            Ok(Tokens::new("refreshed-too-late").with_refresh_token("rt-x"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|mut r| body_json(&mut r)));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    let c = client.clone();
+    let waiter = thread::spawn(move || c.get("waiter").call().map(|mut r| body_json(&mut r)));
+    wait_until("the waiter waiting", || slot.waiters() == 1);
+
+    // A new login while the refresh is in flight: the waiter retries with it at once.
+    client
+        .set_tokens(Tokens::new("login-2").with_refresh_token("rt-2"))
+        .unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap()["token"], "login-2");
+
+    // The refresh finishing later does not overwrite the newer login.
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap().unwrap()["token"], "login-2");
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "login-2");
+    slot.clear();
+}
