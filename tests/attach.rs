@@ -13,6 +13,7 @@ use tokengate::{AuthClient, Error, Tokens};
 fn client_for(base: &str, api: &Api, refreshes: Arc<AtomicUsize>) -> AuthClient {
     AuthClient::builder(base)
         .proxy(None)
+        .allow_other_origins(true)
         .refresher(minting_refresher(api, refreshes))
         .tokens(Tokens::new("acc-1").with_refresh_token("ref-1"))
         .build()
@@ -91,6 +92,7 @@ fn other_origins_never_see_the_token() {
     let https_client = AuthClient::builder(format!("https://127.0.0.1:{port}/api/"))
         .proxy(None)
         .tokens(Tokens::new("acc-1"))
+        .allow_other_origins(true)
         .http_status_as_error(false)
         .build()
         .unwrap();
@@ -104,6 +106,7 @@ fn other_origins_never_see_the_token() {
     let host_client = AuthClient::builder(format!("http://localhost:{port}/api/"))
         .proxy(None)
         .tokens(Tokens::new("acc-1"))
+        .allow_other_origins(true)
         .http_status_as_error(false)
         .build()
         .unwrap();

@@ -203,6 +203,18 @@ fn a_panicking_refresher_releases_every_waiter_and_the_next_call_refreshes_again
 
 #[test]
 fn a_failing_refresh_is_shared_by_all_waiters_with_one_token_call() {
+    // No retries inside the flight, so "one attempt" is exactly one token call.
+    failing_refresh_storm(tokengate::RetryPolicy::none(), 1);
+}
+
+#[test]
+fn a_failing_refresh_with_retries_is_still_one_flight_for_all_waiters() {
+    // The default policy retries a 503 three times inside the one flight: 4 token calls in
+    // all, never 4 per thread.
+    failing_refresh_storm(tokengate::RetryPolicy::default(), 1 + 3);
+}
+
+fn failing_refresh_storm(policy: tokengate::RetryPolicy, calls_per_flight: usize) {
     const N: usize = 8;
     let api = Api::start(&[]);
     let token_calls = api.endpoint("/token", |_| (503, r#"{"error":"unavailable"}"#.into()));
@@ -211,6 +223,8 @@ fn a_failing_refresh_is_shared_by_all_waiters_with_one_token_call() {
     let (s, first) = (slot.clone(), Arc::new(AtomicUsize::new(0)));
     let client = AuthClient::builder(api.url())
         .proxy(None)
+        .retry(policy)
+        .sleeper(tokengate::ManualClock::new())
         .refresher(move |agent: &Agent, current: &Tokens| {
             if first.fetch_add(1, Ordering::SeqCst) == 0 {
                 wait_until("every other thread waiting", || s.waiters() == N - 1);
@@ -239,7 +253,11 @@ fn a_failing_refresh_is_shared_by_all_waiters_with_one_token_call() {
             other => panic!("expected Error::Refresh, got {other:?}"),
         })
         .collect();
-    assert_eq!(token_calls.lock().unwrap().len(), 1, "retry storm");
+    assert_eq!(
+        token_calls.lock().unwrap().len(),
+        calls_per_flight,
+        "retry storm"
+    );
     // The very same error object, not N look-alikes.
     assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
     assert_eq!(errors[0].status(), Some(503));
@@ -254,7 +272,7 @@ fn a_failing_refresh_is_shared_by_all_waiters_with_one_token_call() {
 
     // The failure is not sticky: the next call tries the endpoint exactly once more.
     assert!(matches!(client.get("x").call(), Err(Error::Refresh(_))));
-    assert_eq!(token_calls.lock().unwrap().len(), 2);
+    assert_eq!(token_calls.lock().unwrap().len(), 2 * calls_per_flight);
     slot.clear();
 }
 
