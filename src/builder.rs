@@ -18,7 +18,7 @@ use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
 use crate::store::{MemoryStore, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport::{self, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
-use crate::util::Origin;
+use crate::util::{strip_userinfo, Origin};
 
 /// Default for [`AuthClientBuilder::refresh_skew`].
 pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
@@ -236,14 +236,19 @@ impl AuthClientBuilder {
         }
         self.retry.validate().map_err(Error::Config)?;
         let (base, base_root, origin) = parse_base(&self.base_url)?;
-        self.check_secure(&origin, &self.base_url)?;
+        self.check_secure(&origin)?;
         if let Some(endpoint) = self.refresher.as_ref().and_then(|r| r.endpoint()) {
             let uri: Uri = endpoint
                 .parse()
                 .map_err(|_| Error::InvalidUrl("token endpoint is not a valid URL".into()))?;
             let o = Origin::of(&uri)
                 .ok_or_else(|| Error::InvalidUrl("token endpoint must be an http(s) URL".into()))?;
-            self.check_secure(&o, endpoint)?;
+            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+                return Err(Error::InvalidUrl(
+                    "token endpoint must not embed credentials: use client_id/client_secret".into(),
+                ));
+            }
+            self.check_secure(&o)?;
         }
 
         let clock = self.clock;
@@ -296,11 +301,12 @@ impl AuthClientBuilder {
         })
     }
 
-    fn check_secure(&self, origin: &Origin, url: &str) -> Result<(), Error> {
+    fn check_secure(&self, origin: &Origin) -> Result<(), Error> {
         if origin.is_https() || origin.is_loopback() || self.allow_insecure_http {
             Ok(())
         } else {
-            Err(Error::InsecureUrl(strip_userinfo(url)))
+            // Only the origin: a path or query could carry a secret.
+            Err(Error::InsecureUrl(format!("{origin:?}")))
         }
     }
 }
@@ -327,14 +333,6 @@ fn parse_base(url: &str) -> Result<(String, String, Origin), Error> {
         base.push('/');
     }
     Ok((base, root, origin))
-}
-
-/// Drops any `user:pass@` from a URL before it goes into an error message.
-fn strip_userinfo(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
 }
 
 impl fmt::Debug for AuthClientBuilder {
@@ -373,6 +371,5 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(strip_userinfo("http://u:SECRET@host/x"), "http://host/x");
     }
 }

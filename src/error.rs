@@ -21,9 +21,12 @@ pub enum Error {
     #[error("no tokens: log in first")]
     NoTokens,
 
-    /// The API answered 401 to a request made with a freshly refreshed token (or there is no
-    /// refresher). tokengate retries a request at most once after a refresh, so this ends the call.
-    #[error("the server answered 401 Unauthorized even with a fresh token")]
+    /// The server answered 401 and a refresh could not help. That is: the 401 came for a
+    /// freshly refreshed token (tokengate replays a request at most once after a refresh);
+    /// or there is no refresher; or the challenge said `insufficient_scope`/`invalid_request`;
+    /// or the 401 came from another origin (with `http_status_as_error`, the default).
+    /// Returned whatever `http_status_as_error` says when the client's own token was rejected.
+    #[error("the server answered 401 Unauthorized")]
     Unauthorized,
 
     /// The final response had a 4xx or 5xx status (only when `http_status_as_error` is on,

@@ -156,6 +156,12 @@ impl Tokens {
         self
     }
 
+    /// The same tokens with no refresh token.
+    pub(crate) fn without_refresh_token(mut self) -> Self {
+        self.refresh = None;
+        self
+    }
+
     /// Checks that both tokens can travel in an HTTP header or form: 1 to 16 KiB of visible ASCII.
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
         check_token(self.access.secret()).map_err(|_| "access token")?;

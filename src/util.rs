@@ -153,6 +153,30 @@ impl fmt::Debug for Origin {
     }
 }
 
+/// Drops any `user:password@` from a URL's authority (not from its path or query), for
+/// `Debug` output and error messages.
+pub(crate) fn strip_userinfo(url: &str) -> String {
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[s + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..s + 3], &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// A URL as the user gave it; `Debug` prints it without userinfo.
+#[derive(Clone)]
+pub(crate) struct EndpointUrl(pub(crate) String);
+
+impl fmt::Debug for EndpointUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&strip_userinfo(&self.0), f)
+    }
+}
+
 /// A `Debug` stand-in for a secret value.
 pub(crate) struct Redacted;
 
@@ -191,6 +215,21 @@ mod tests {
         assert_eq!(
             form_body([("a b", "x&y=z"), ("k", "é~*")]),
             "a+b=x%26y%3Dz&k=%C3%A9%7E*"
+        );
+    }
+
+    #[test]
+    fn userinfo_is_stripped_from_the_authority_only() {
+        assert_eq!(strip_userinfo("http://u:SECRET@host/x"), "http://host/x");
+        assert_eq!(
+            strip_userinfo("https://a@b@host:8/x?y=@z"),
+            "https://host:8/x?y=@z"
+        );
+        assert_eq!(strip_userinfo("https://host/a@b"), "https://host/a@b");
+        assert_eq!(strip_userinfo("not a url @ all"), "not a url @ all");
+        assert_eq!(
+            format!("{:?}", EndpointUrl("https://id:pw@h/t".into())),
+            "\"https://h/t\""
         );
     }
 

@@ -194,11 +194,21 @@ fn api_side_errors_never_print_secrets() {
             .unwrap_err(),
     ));
     errors.push((
-        "insecure token url",
+        "token url with credentials",
         AuthClient::builder(api.url())
             .proxy(None)
             .refresher(OAuth2Refresh::new(format!(
                 "http://app:{CS}@auth.example.com/token"
+            )))
+            .build()
+            .unwrap_err(),
+    ));
+    errors.push((
+        "insecure token url with a secret in the query",
+        AuthClient::builder(api.url())
+            .proxy(None)
+            .refresher(OAuth2Refresh::new(format!(
+                "http://auth.example.com/token?client_secret={CS}"
             )))
             .build()
             .unwrap_err(),

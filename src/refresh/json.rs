@@ -6,6 +6,7 @@ use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::RefreshError;
 use crate::tokens::Tokens;
 use crate::transport::post_token_request;
+use crate::util::EndpointUrl;
 
 /// A non-OAuth refresh endpoint: POST `{"refreshToken": "…"}`, answer
 /// `{"accessToken": "…", "refreshToken": "…", "expiresIn": 3600}`. Field names are configurable.
@@ -24,7 +25,7 @@ use crate::transport::post_token_request;
 /// ```
 #[derive(Clone, Debug)]
 pub struct JsonRefresh {
-    url: String,
+    url: EndpointUrl,
     request_field: String,
     access_field: String,
     refresh_field: String,
@@ -35,7 +36,7 @@ impl JsonRefresh {
     /// A refresher POSTing JSON to `url`. The URL is checked by `build()`.
     pub fn new(url: impl Into<String>) -> Self {
         JsonRefresh {
-            url: url.into(),
+            url: EndpointUrl(url.into()),
             request_field: "refreshToken".into(),
             access_field: "accessToken".into(),
             refresh_field: "refreshToken".into(),
@@ -80,7 +81,7 @@ impl Refresh for JsonRefresh {
         let mut req = serde_json::Map::new();
         req.insert(self.request_field.clone(), rt.secret().into());
         let body = serde_json::to_vec(&req).expect("a map of strings always serializes");
-        let resp = post_token_request(agent, &self.url, "application/json", None, &body)?;
+        let resp = post_token_request(agent, &self.url.0, "application/json", None, &body)?;
         match resp.status {
             200..=299 => {
                 let map = json_object(&resp.body)?;
@@ -107,6 +108,6 @@ impl Refresh for JsonRefresh {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url)
+        Some(&self.url.0)
     }
 }

@@ -8,7 +8,7 @@ use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::RefreshError;
 use crate::tokens::{ClientSecret, Tokens};
 use crate::transport::{post_token_request, TokenResponse};
-use crate::util::{base64_encode, form_body, form_encode_into};
+use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -160,7 +160,7 @@ fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
 /// ```
 #[derive(Clone, Debug)]
 pub struct OAuth2Refresh {
-    url: String,
+    url: EndpointUrl,
     client: Client,
     scope: Option<String>,
 }
@@ -169,7 +169,7 @@ impl OAuth2Refresh {
     /// A refresher for the token endpoint at `token_url`. The URL is checked by `build()`.
     pub fn new(token_url: impl Into<String>) -> Self {
         OAuth2Refresh {
-            url: token_url.into(),
+            url: EndpointUrl(token_url.into()),
             client: Client::default(),
             scope: None,
         }
@@ -216,14 +216,14 @@ impl Refresh for OAuth2Refresh {
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
         let auth = self.client.apply(&mut form);
         let body = form_body(form);
-        let resp = post_token_request(agent, &self.url, FORM, auth.as_deref(), body.as_bytes())?;
+        let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
         let secret = self.client.secret.as_ref().map_or("", |s| s.secret());
         let secrets = [rt.secret(), current.access_token().secret(), secret];
         parse(&resp, current).map_err(|e| redact_echo(e, &secrets))
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url)
+        Some(&self.url.0)
     }
 }
 
@@ -238,7 +238,7 @@ impl Refresh for OAuth2Refresh {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientCredentials {
-    url: String,
+    url: EndpointUrl,
     client: Client,
     scope: Option<String>,
 }
@@ -251,7 +251,7 @@ impl ClientCredentials {
         client_secret: impl Into<String>,
     ) -> Self {
         ClientCredentials {
-            url: token_url.into(),
+            url: EndpointUrl(token_url.into()),
             client: Client {
                 id: Some(client_id.into()),
                 secret: Some(ClientSecret::new(client_secret)),
@@ -282,13 +282,13 @@ impl Refresh for ClientCredentials {
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
         let auth = self.client.apply(&mut form);
         let body = form_body(form);
-        let resp = post_token_request(agent, &self.url, FORM, auth.as_deref(), body.as_bytes())?;
-        // §4.4.3: a refresh token SHOULD NOT be included; ignore one if it is, and never keep
-        // the placeholder's.
+        let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
+        // §4.4.3: a refresh token SHOULD NOT be included; one that is, is dropped (this grant
+        // re-acquires instead of refreshing, and nothing would ever send it).
         let secret = self.client.secret.as_ref().map_or("", |s| s.secret());
         let tokens = parse(&resp, &Tokens::new("-")).map_err(|e| redact_echo(e, &[secret]))?;
         let _ = current;
-        Ok(tokens)
+        Ok(tokens.without_refresh_token())
     }
 
     fn acquires_without_tokens(&self) -> bool {
@@ -296,7 +296,7 @@ impl Refresh for ClientCredentials {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url)
+        Some(&self.url.0)
     }
 }
 
