@@ -527,3 +527,37 @@ fn a_leftover_temporary_file_from_a_killed_write_is_ignored_and_replaced() {
     assert!(!dir.path("tokens.json.tmp").exists());
     assert_eq!(access(&store.load().unwrap()).as_deref(), Some("access-2"));
 }
+
+/// Another process refreshed, but its tokens expired too before anyone refreshed them again
+/// (everyone was slow). The client must not adopt and send that dead access token (the retry
+/// would draw a second 401 and fail the request): it refreshes with the stored refresh token,
+/// which is the newest one, so this is no reuse.
+#[test]
+fn an_expired_token_found_under_the_refresh_lock_is_refreshed_not_adopted() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("adopt-expired");
+    let path = dir.path("tokens.json");
+    let first = srv.login(); // at-1 / rt-1
+    let c = srv
+        .client_builder()
+        .store(NoPoll(FileStore::new(&path).unwrap()))
+        .tokens(first)
+        .build()
+        .unwrap();
+    // "Another process" logged in again (rotating rt-1 out) and its at-2 has expired since.
+    let second = srv.login();
+    let expired = Tokens::new(second.access_token().secret())
+        .with_refresh_token(second.refresh_token().unwrap().secret())
+        .with_expires_at(SystemTime::now() - Duration::from_secs(1));
+    FileStore::new(&path).unwrap().save(&expired).unwrap();
+    srv.expire_access_tokens();
+
+    assert_eq!(token_seen_by_api(&c), "at-3");
+    assert_eq!(srv.refresh_calls(), 1, "one refresh, with rt-2");
+    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(srv.api_401s(), 1, "only the request with at-1");
+    assert_eq!(
+        access(&FileStore::new(&path).unwrap().load().unwrap()).as_deref(),
+        Some("at-3")
+    );
+}
