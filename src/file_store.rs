@@ -40,20 +40,20 @@ const MAX_LOCK_PAUSE: Duration = Duration::from_millis(8);
 /// loop, cron jobs, parallel CI jobs) and threads.
 ///
 /// ```
-/// use std::time::Duration;
-/// use tokengate::{AuthClient, FileStore, OAuth2Refresh, Tokens};
+/// use tokengate::{AuthClient, FileStore, OAuth2Refresh};
+/// # use tokengate::{TokenStore, Tokens};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = std::env::temp_dir().join(format!("tokengate-doc-{}", std::process::id()));
-/// let path = dir.join("tokens.json");              // e.g. ~/.config/my-cli/tokens.json
+/// let path = dir.join("tokens.json");                  // e.g. ~/.config/my-cli/tokens.json
+/// # FileStore::new(&path)?.save(&Tokens::new("access").with_refresh_token("refresh"))?;
 /// let client = AuthClient::builder("https://api.example.com/v1/")
 ///     .refresher(OAuth2Refresh::new("https://auth.example.com/oauth/token").client_id("my-cli"))
-///     .store(FileStore::new(&path)?)             // no .tokens(): the saved ones are loaded
-///     # .tokens(Tokens::new("a").with_refresh_token("r").with_expires_in(Duration::from_secs(60)))
+///     .store(FileStore::new(&path)?)                  // no .tokens(): the saved ones are loaded
 ///     .build()?;
-/// # assert!(path.exists());
+/// assert!(client.tokens().is_some());
 /// # std::fs::remove_dir_all(&dir)?;
-/// # let _ = client; Ok(()) }
+/// # Ok(()) }
 /// ```
 ///
 /// # What it guarantees
@@ -103,8 +103,8 @@ const MAX_LOCK_PAUSE: Duration = Duration::from_millis(8);
 /// write is in progress or after a write was killed, `tokens.json.tmp` (reused by the next write).
 ///
 /// # Locking protocol
-/// The lock is an advisory exclusive lock (`flock` on Unix, `LockFileEx` on Windows; std
-/// [`File::lock`]) on the sibling lock file. Every process that writes the token file holds
+/// The lock is an exclusive lock (std [`File::lock`]: `flock` on Unix, `LockFileEx` on
+/// Windows) on the sibling lock file. Every process that writes the token file holds
 /// it while writing, and the client holds it across a whole refresh:
 ///
 /// 1. The one thread of a process about to refresh (the client's in-process gate picks it; the
@@ -112,9 +112,10 @@ const MAX_LOCK_PAUSE: Duration = Duration::from_millis(8);
 ///    the lock (waiting while another process holds it), then read the token file.
 /// 2. If the stored access token is not the one this process is replacing, another process
 ///    already refreshed (or logged in or out): the client adopts the stored tokens and makes
-///    no refresh call.
-/// 3. Otherwise it calls the token endpoint, writes the new tokens (atomically, as above),
-///    and only then releases the lock.
+///    no refresh call — unless they have expired too (nobody refreshed them in time): then it
+///    refreshes them, with their refresh token, which is the newest one.
+/// 3. Otherwise it calls the token endpoint with its own tokens. Either way it writes the new
+///    tokens (atomically, as above) before it releases the lock.
 ///
 /// Plain [`save`](TokenStore::save) and [`clear`](TokenStore::clear) (a login, a logout) take
 /// the same lock, so they never interleave with a refresh in another process: a login made
@@ -124,10 +125,10 @@ const MAX_LOCK_PAUSE: Duration = Duration::from_millis(8);
 ///
 /// Waiting for the lock is bounded by [`FileStore::lock_timeout`]. A process that dies
 /// holding the lock releases it (the OS closes its files); one that hangs holding it makes
-/// the others' refreshes fail with a store error after the timeout, never a deadlock.
-/// Locks are advisory: a program that writes the token file without this protocol is not
-/// excluded; write it only through `FileStore` (or atomically, with a rename, while holding
-/// the lock).
+/// the others' refreshes ([`Error::Refresh`](crate::Error::Refresh)) and saves
+/// ([`Error::Store`](crate::Error::Store)) fail after the timeout, never deadlock.
+/// The lock only excludes programs that take it: write the token file only through
+/// `FileStore` (or atomically, by a rename, while holding the lock).
 ///
 /// # Corrupt or unreadable files
 /// A token file that cannot be read or parsed (bad JSON, a missing or invalid field, an
@@ -194,12 +195,13 @@ enum Seen {
     Unknown,
     /// There was no file.
     Absent,
-    /// A valid file. `_open` keeps it open, so its inode number cannot be reused by a later
-    /// file while we compare against it (a file replaced twice could otherwise look unchanged).
+    /// A valid file. `_open` keeps it open on Unix, so its inode number cannot be reused by a
+    /// later file while we compare against it (a file replaced twice could otherwise look
+    /// unchanged). See [`keep_open`].
     Valid {
         id: FileId,
         record: Record,
-        _open: File,
+        _open: Option<File>,
     },
     /// A file that could not be read or parsed, and why (a message with no secrets in it).
     Invalid {
@@ -456,12 +458,12 @@ impl Shared {
                 *seen = Seen::Valid {
                     id,
                     record,
-                    _open: file,
+                    _open: keep_open(file),
                 };
                 Ok(Some(tokens))
             }
             Err(e) => {
-                *seen = Seen::invalid(Some(id), Some(file), &e);
+                *seen = Seen::invalid(Some(id), keep_open(file), &e);
                 Err(e)
             }
         }
@@ -507,7 +509,7 @@ impl Shared {
         st.seen = Seen::Valid {
             id: FileId::of(&id),
             record: record.clone(),
-            _open: file,
+            _open: keep_open(file),
         };
         sync_dir(&self.dir)
     }
@@ -859,6 +861,17 @@ fn is_still_at(file: &File, path: &Path) -> io::Result<bool> {
         // Windows does not let an open file be removed or replaced.
         let _ = (file, path);
         Ok(true)
+    }
+}
+
+/// The handle to keep open while a version of the file is the one compared against: on Unix,
+/// where it pins the inode number. Elsewhere there is no inode in [`FileId`], and on Windows an
+/// open handle would keep a removed file's name taken until it is closed.
+fn keep_open(file: File) -> Option<File> {
+    if cfg!(unix) {
+        Some(file)
+    } else {
+        None
     }
 }
 

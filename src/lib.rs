@@ -49,6 +49,12 @@
 //! [`AuthClient`] is `Clone + Send + Sync + 'static`; clone it into every thread.
 //! See [`AuthClient`]'s sections on concurrent calls, panics and deadlocks.
 //!
+//! ## Tokens on disk, shared by processes
+//! [`FileStore`] keeps the tokens in a private JSON file (written atomically) for CLI tools
+//! and daemons. Processes sharing the file coordinate through a lock file, so several of them
+//! running at once still make one refresh per expiry, and a login or logout in one is seen by
+//! the others.
+//!
 //! ## Logging and secrets
 //! tokengate does not log. It reports what it does as [`Event`]s to an optional listener
 //! ([`AuthClientBuilder::on_event`]); events carry no secrets. Tokens and client secrets never
@@ -66,7 +72,7 @@
 //! | token response size limit | 64 KiB |
 //! | `http_status_as_error` | true |
 //! | plain `http://` | loopback hosts only |
-//! | store | [`MemoryStore`] |
+//! | store | [`MemoryStore`] (see [`FileStore`]) |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -291,7 +291,13 @@ fn a_file_corrupted_while_running_fails_requests_until_the_user_decides() {
     assert_eq!(srv.refresh_calls(), 0);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json");
 
-    // A new login is the user's decision: it replaces the bad file, and requests work again.
+    // Deleting the bad file is a decision too: no file, no tokens.
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+
+    // So is a new login: it replaces a bad file, and requests work again.
+    std::fs::write(&path, "{}").unwrap();
+    assert!(matches!(client.get("items").call(), Err(Error::Store(_))));
     client.set_tokens(srv.login()).unwrap();
     assert_eq!(token_seen_by_api(&client), "at-2");
     assert_eq!(
