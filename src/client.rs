@@ -431,6 +431,9 @@ impl Inner {
         let Some(refresher) = &self.refresher else {
             return Attempt::Failed(Arc::new(RefreshError::NoRefreshToken));
         };
+        // Tokens another process stored that expired before anyone refreshed them: refreshed
+        // here (with their refresh token, the newest one) instead of adopted.
+        let mut stored_expired = None;
         match self.store.lock_for_refresh() {
             Ok(None) => {}
             Ok(Some(lock)) => {
@@ -440,25 +443,33 @@ impl Inner {
                     // Another process refreshed, logged in or out meanwhile: adopt its state.
                     let adopted = lock.stored().cloned();
                     *xlock = Some(lock);
-                    return match adopted {
-                        None => Attempt::Expired,
-                        Some(t) => match Current::new(t, self.clock.now(), self.skew) {
-                            Ok(c) => Attempt::Refreshed(c),
-                            Err(_) => Attempt::Failed(Arc::new(RefreshError::InvalidResponse(
-                                "stored token is empty, too long or has invalid characters",
-                            ))),
+                    let now = self.clock.now();
+                    match adopted {
+                        None => return Attempt::Expired,
+                        Some(t) => match Current::new(t, now, self.skew) {
+                            Ok(c) if c.is_expired(now) && c.tokens.refresh_token().is_some() => {
+                                stored_expired = Some(c);
+                            }
+                            Ok(c) => return Attempt::Refreshed(c),
+                            Err(_) => {
+                                return Attempt::Failed(Arc::new(RefreshError::InvalidResponse(
+                                    "stored token is empty, too long or has invalid characters",
+                                )))
+                            }
                         },
-                    };
+                    }
+                } else {
+                    *xlock = Some(lock);
                 }
-                *xlock = Some(lock);
             }
             Err(e) => return Attempt::Failed(Arc::new(RefreshError::transient(e))),
         }
         self.emit(Event::RefreshStarted { reason, generation });
         let placeholder;
-        let current = match tokens {
-            Some(c) => &c.tokens,
-            None => {
+        let current = match (&stored_expired, tokens) {
+            (Some(c), _) => &c.tokens,
+            (None, Some(c)) => &c.tokens,
+            (None, None) => {
                 placeholder = Tokens::new("-");
                 &placeholder
             }

@@ -53,6 +53,12 @@
 //! [`AuthClient`] is `Clone + Send + Sync + 'static`; clone it into every thread.
 //! See [`AuthClient`]'s sections on concurrent calls, panics and deadlocks.
 //!
+//! ## Tokens on disk, shared by processes
+//! [`FileStore`] keeps the tokens in a private JSON file (written atomically) for CLI tools
+//! and daemons. Processes sharing the file coordinate through a lock file, so several of them
+//! running at once still make one refresh per expiry, and a login or logout in one is seen by
+//! the others.
+//!
 //! ## Logging and secrets
 //! tokengate does not log. It reports what it does as [`Event`]s to an optional listener
 //! ([`AuthClientBuilder::on_event`]); events carry no secrets. Tokens and client secrets never
@@ -73,7 +79,7 @@
 //! | redirects followed | 5 ([`DEFAULT_MAX_REDIRECTS`]) |
 //! | paths resolving to another origin | rejected ([`AuthClientBuilder::allow_other_origins`]) |
 //! | plain `http://` | loopback hosts only |
-//! | store | [`MemoryStore`] |
+//! | store | [`MemoryStore`] (see [`FileStore`]) |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -85,6 +91,7 @@ mod client;
 mod clock;
 mod error;
 mod event;
+mod file_store;
 mod gate;
 mod redirect;
 mod refresh;
@@ -101,6 +108,7 @@ pub use client::AuthClient;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
+pub use file_store::FileStore;
 pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
 pub use request::RequestBuilder;
