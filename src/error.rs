@@ -166,7 +166,7 @@ pub enum RefreshError {
     Status {
         /// HTTP status.
         status: u16,
-        /// The `Retry-After` the server sent, in seconds, if any.
+        /// The `Retry-After` the server sent (seconds or an HTTP date, as a delay), if any.
         retry_after: Option<Duration>,
     },
 

@@ -92,12 +92,7 @@ pub(crate) fn post_token_request(
         .map_err(|e| RefreshError::Transport(ureq::Error::Http(e)))?;
     let mut resp = run(agent, agent_fits(agent), req).map_err(RefreshError::Transport)?;
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
     let body = match resp
         .body_mut()
         .with_config()
