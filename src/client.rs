@@ -379,14 +379,16 @@ impl Inner {
             .checked_add(self.refresh_timeout)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         let mut store_err = None;
-        // A cross-process refresh lock, held until the result is saved (dropped at return).
-        let mut _xlock = None;
+        // A cross-process refresh lock, held until the result is saved.
+        let mut xlock = None;
         let (role, result) = self.gate.refresh(
             seen,
             deadline,
-            |tokens| self.run_refresher(tokens, reason, seen, &mut _xlock),
+            |tokens| self.run_refresher(tokens, reason, seen, &mut xlock),
             |snap| store_err = self.persist(snap),
         );
+        // Released before any listener runs.
+        drop(xlock);
         if role == Role::Waited {
             self.emit(Event::Waited { generation: seen });
         }
@@ -655,12 +657,13 @@ impl PendingClaim {
         };
         let inner = &self.inner;
         let mut store_err = None;
-        let mut _xlock = None;
+        let mut xlock = None;
         let result = inner.gate.lead_claimed(
             claim,
-            |tokens| inner.run_refresher(tokens, RefreshReason::Proactive, seen, &mut _xlock),
+            |tokens| inner.run_refresher(tokens, RefreshReason::Proactive, seen, &mut xlock),
             |snap| store_err = inner.persist(snap),
         );
+        drop(xlock);
         // Nobody to return errors to: the next request sees the outcome through the gate.
         let _ = inner.report(seen, true, result);
     }
