@@ -585,3 +585,42 @@ fn abandoned_claim_hands_the_flight_to_a_waiter() {
     });
     SEEN.assert_all(&["waited, then led or shared"]);
 }
+
+/// A flight for generation 0 fails while a login moves the tokens to generation 1 and the
+/// login's thread then refreshes generation 1 (its request drew a 401). If it waited on the
+/// old flight, it must not take that flight's failure (it was for tokens it never sent): it
+/// leads its own refresh and gets new tokens.
+#[test]
+fn failure_of_an_older_generation_is_not_shared() {
+    static SEEN: Seen = Seen::new();
+    model("failure_of_an_older_generation_is_not_shared", || {
+        let gate = LoomArc::new(TestGate::new(Some(0)));
+        let g = gate.clone();
+        let old = thread::spawn(move || {
+            let (role, r) = g.refresh(0, deadline(), |_| Attempt::Failed(0), |_| {});
+            (role, r.is_ok())
+        });
+        let g = gate.clone();
+        let new = thread::spawn(move || {
+            let seen = g.replace(Some(5), |_| {}).generation;
+            let (role, r) = g.refresh(
+                seen,
+                deadline(),
+                |t| Attempt::Refreshed(**t.unwrap() + 1),
+                |_| {},
+            );
+            let fresh = r.unwrap_or_else(|f| panic!("{role:?}: got {f:?} for generation {seen}"));
+            (seen, fresh.snapshot)
+        });
+        let (old_role, old_ok) = old.join().unwrap();
+        let (seen, snap) = new.join().unwrap();
+        assert_eq!(*snap.tokens.unwrap(), 6);
+        assert_eq!(snap.generation, seen + 1);
+        SEEN.mark(match (old_role, old_ok) {
+            (Role::Led, false) => "old flight failed",
+            (Role::Stale, true) => "old caller stale",
+            other => panic!("old caller: {other:?}"),
+        });
+    });
+    SEEN.assert_all(&["old flight failed", "old caller stale"]);
+}
