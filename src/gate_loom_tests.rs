@@ -21,17 +21,16 @@
 //! # Bound
 //! Each model runs with a preemption bound of [`PREEMPTION_BOUND`] (3) unless
 //! `LOOM_MAX_PREEMPTIONS` is set: within that bound every interleaving is explored (60 to
-//! 12 700 executions per model, 28 000 in all, about 5 s), beyond it none. Bounds 4 and 5 (set
-//! through the variable) explore 157 000 and 575 000 executions in about 21 s and 46 s, also
-//! passing. A bound of
-//! 2-3 is what tokio uses for its own primitives, and the study behind preemption bounding
-//! (CHESS, Musuvathi & Qadeer, PLDI 2007) found that nearly all concurrency bugs need at most
-//! two preemptions. Every mutation below was caught with bound 2.
+//! 12 700 executions per model, 28 000 in all, about 5 s), beyond it none. Bounds 4 and 5
+//! (set through the variable) explore 157 000 and 575 000 executions in about 21 s and 46 s,
+//! also passing. A bound of 2-3 is what tokio uses for its own primitives, and the study
+//! behind preemption bounding (CHESS, Musuvathi & Qadeer, PLDI 2007) found that nearly all
+//! concurrency bugs need at most two preemptions. Every mutation below was caught with bound 2.
 //!
 //! Shared values are held in `std::sync::Arc`, not loom's: loom's `Arc` panics when dropped
 //! while a detected deadlock unwinds, which aborts the whole test binary instead of failing
-//! one test. The counters and logs that only observe (atomics read after `join`, std mutexes
-//! held across no loom operation) need no modelling.
+//! one test. Counters and logs inside a model are loom's atomics and mutexes; the `Seen` sets
+//! that collect which paths the executions reached live outside the models.
 //!
 //! # These checks can fail
 //! Each mutation below was applied to `src/gate.rs` by hand, the loom run (bound 2) failed as
