@@ -10,6 +10,8 @@
 //! Only loopback: httpmock binds 127.0.0.1. Clients built here never use environment proxies.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod faults;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
