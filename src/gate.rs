@@ -10,7 +10,8 @@
 //!   └─────── retry with generation+1 ◄──── install (generation check) ───┘ its one outcome)
 //! ```
 //!
-//! Invariants (checked by `tests/gate.rs` with real threads and by `tests/loom.rs` under loom):
+//! Invariants (checked by `tests/gate.rs` with real threads, and under loom by
+//! `src/gate_loom_tests.rs`):
 //! - At most one flight runs at a time; a flight is only started for the current generation,
 //!   so one expiry causes exactly one refresh no matter how many threads see it.
 //! - A caller whose generation is stale never refreshes: it returns the newer tokens at once.
@@ -398,3 +399,8 @@ impl<T, E: Clone> Drop for LeaderGuard<'_, T, E> {
         }
     }
 }
+
+// Model checks under loom; see that file for how to run them.
+#[cfg(all(test, tokengate_loom))]
+#[path = "gate_loom_tests.rs"]
+mod loom_tests;

@@ -103,6 +103,11 @@ mod tokens;
 mod transport;
 mod util;
 
+// Thin wrappers around the private parsers, for `fuzz/` and `tests/fuzz_corpus.rs` only.
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
+
 pub use builder::{AuthClientBuilder, DEFAULT_REFRESH_SKEW, DEFAULT_REFRESH_TIMEOUT};
 pub use client::AuthClient;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,7 +1,7 @@
 //! The sync primitives the refresh gate is built on.
 //!
 //! Normally these are `parking_lot`'s. Under `RUSTFLAGS="--cfg tokengate_loom"` they are
-//! loom's, behind the same small API, so `tests/loom.rs` can model-check the gate.
+//! loom's, behind the same small API, so `src/gate_loom_tests.rs` can model-check the gate.
 //! (Plain `--cfg loom` is not usable: tokio, pulled in by httpmock, reacts to it too.)
 
 #[cfg(not(tokengate_loom))]
@@ -39,8 +39,10 @@ mod imp {
 
 #[cfg(tokengate_loom)]
 mod imp {
-    pub(crate) use loom::sync::Arc;
+    // The tokens' `Arc` is not a synchronization primitive under test (the gate never relies
+    // on its reference count), and the client hands it out; std's keeps one type under both cfgs.
     use std::ops::{Deref, DerefMut};
+    pub(crate) use std::sync::Arc;
     use std::time::Instant;
 
     /// `loom::sync::Mutex` with parking_lot's `lock()` signature.

@@ -5,7 +5,7 @@ use ureq::Agent;
 use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::RefreshError;
 use crate::tokens::Tokens;
-use crate::transport::post_token_request;
+use crate::transport::{post_token_request, TokenResponse};
 use crate::util::EndpointUrl;
 
 /// A non-OAuth refresh endpoint: POST `{"refreshToken": "…"}`, answer
@@ -82,6 +82,21 @@ impl Refresh for JsonRefresh {
         req.insert(self.request_field.clone(), rt.secret().into());
         let body = serde_json::to_vec(&req).expect("a map of strings always serializes");
         let resp = post_token_request(agent, &self.url.0, "application/json", None, &body)?;
+        self.parse(&resp, current)
+    }
+
+    fn endpoint(&self) -> Option<&str> {
+        Some(&self.url.0)
+    }
+}
+
+impl JsonRefresh {
+    /// Interprets the endpoint's answer.
+    pub(crate) fn parse(
+        &self,
+        resp: &TokenResponse,
+        current: &Tokens,
+    ) -> Result<Tokens, RefreshError> {
         match resp.status {
             200..=299 => {
                 let map = json_object(&resp.body)?;
@@ -105,9 +120,5 @@ impl Refresh for JsonRefresh {
             }),
             _ => Err(resp.unexpected()),
         }
-    }
-
-    fn endpoint(&self) -> Option<&str> {
-        Some(&self.url.0)
     }
 }

@@ -4,6 +4,8 @@ mod json;
 mod oauth2;
 
 pub use json::JsonRefresh;
+/// For `crate::__fuzz`.
+pub(crate) use oauth2::parse as parse_oauth2_response;
 pub use oauth2::{ClientAuth, ClientCredentials, OAuth2Refresh};
 
 use std::time::Duration;

@@ -76,7 +76,7 @@ impl fmt::Debug for Client {
 }
 
 /// Interprets a token endpoint's answer (RFC 6749 §5.1 success, §5.2 error).
-fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, RefreshError> {
+pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, RefreshError> {
     match resp.status {
         200..=299 => {
             let map = json_object(&resp.body)?;

@@ -10,6 +10,7 @@
 //! Only loopback: httpmock binds 127.0.0.1. Clients built here never use environment proxies.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod faults;
 pub mod raw;
 
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,6 @@
+//! Fuzzes `tokengate::__fuzz::token_response`; see that function for the input format and what it checks.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tokengate::__fuzz::token_response(data));

@@ -1,0 +1,641 @@
+//! Model checks of the refresh gate with [loom](https://docs.rs/loom): every interleaving of
+//! 2-3 threads (plus the model's main thread), within a preemption bound, of the gate's real
+//! code. loom runs the gate on its own `Mutex`/`RwLock`/`Condvar` (through `src/sync.rs`) and
+//! fails a model on any assertion below, and on a deadlock: every thread blocked, which is how
+//! a lost wake-up shows, since the shim's timed waits never time out under loom.
+//!
+//! # Running
+//! ```text
+//! RUSTFLAGS="--cfg tokengate_loom" CARGO_TARGET_DIR=target/loom \
+//!     cargo test --release --lib loom -- --test-threads=1
+//! ```
+//! - `--cfg tokengate_loom`, not `--cfg loom`: tokio (pulled in by httpmock) reacts to
+//!   `cfg(loom)` and no longer compiles.
+//! - The separate target directory keeps the normal build cache valid (a new `RUSTFLAGS`
+//!   rebuilds everything).
+//! - The `loom` filter matters: under this cfg the whole library runs on loom's primitives,
+//!   which only work inside `loom::model`, so the crate's other unit tests must not run.
+//! - `--nocapture` prints how many executions each model explored.
+//! - On 2 cores: about 5 s of model checking (about 2 min for the first, cold build).
+//!
+//! # Bound
+//! Each model runs with a preemption bound of [`PREEMPTION_BOUND`] (3) unless
+//! `LOOM_MAX_PREEMPTIONS` is set: within that bound every interleaving is explored (60 to
+//! 12 700 executions per model, 28 000 in all, about 5 s), beyond it none. Bounds 4 and 5
+//! (set through the variable) explore 157 000 and 575 000 executions in about 21 s and 40 s,
+//! also passing. With no effective bound (`LOOM_MAX_PREEMPTIONS=255`) three models were
+//! explored completely and passed: `failure_of_an_older_generation_is_not_shared` (171
+//! executions), `failing_refresher_wakes_every_waiter_with_its_error` (134 482) and
+//! `logout_racing_refresh_is_never_undone` (6.6 million, about 5 minutes); the others did
+//! not finish within the few minutes given. A bound of 2-3 is what tokio uses for its own
+//! primitives, and the study behind preemption bounding (CHESS, Musuvathi & Qadeer, PLDI
+//! 2007) found that nearly all concurrency bugs need at most two preemptions. Every mutation
+//! below was caught with bound 2.
+//!
+//! Shared values are held in `std::sync::Arc`, not loom's: loom's `Arc` panics when dropped
+//! while a detected deadlock unwinds, which aborts the whole test binary instead of failing
+//! one test. Counters and logs inside a model are loom's atomics and mutexes; the `Seen` sets
+//! that collect which paths the executions reached live outside the models.
+//!
+//! # These checks can fail
+//! Each mutation below was applied to `src/gate.rs` by hand, the loom run (bound 2) failed as
+//! listed, and the mutation was reverted.
+//!
+//! | mutation in `src/gate.rs` | failing models | what loom reported |
+//! |---|---|---|
+//! | `refresh`: drop the `snap.generation != seen` re-check | 8 of 10, e.g. `one_refresh_per_expiry`, `stale_callers_never_refresh_an_old_generation` | `2 refreshes`, `each generation refreshed exactly once`, a branch-limit livelock |
+//! | `refresh`: lead without checking `flight.running` | 8 of 10 | `exactly one refresh per expiry` |
+//! | `refresh`: wait while `flight.finished == n` only (ignore the generation) | `replace_wakes_waiters_of_an_abandoned_claim` | deadlock |
+//! | `refresh`: share any finished flight's failure (drop `last_generation == seen`) | `failure_of_an_older_generation_is_not_shared` | `Waited: got Failed(0) for generation 1` |
+//! | `lead`: end the flight (clear `running`, bump `finished`) before installing | 5 of 10, e.g. `one_refresh_per_expiry` | `exactly one refresh per expiry` |
+//! | `LeaderGuard::finish`: drop `notify_all` | 7 of 10 | deadlock |
+//! | `LeaderGuard::drop`: do nothing (no panic guard) | `panicking_refresher_releases_every_waiter` | deadlock |
+//! | `install`: ignore `expected` (install unconditionally) | `replace_racing_refresh_keeps_the_newest_login`, `logout_racing_refresh_is_never_undone` | `the login is never overwritten`, `a refresh resurrected a logout` |
+//! | `install`: call `commit` after releasing the persist lock | the same two | `every change committed once, in order` |
+//! | `replace`: drop `notify_all` | `replace_wakes_waiters_of_an_abandoned_claim` | deadlock |
+//! | `try_claim`: drop the `snap.generation != seen` check | `proactive_claim_and_blocking_refresh_refresh_once` | 2 refreshes |
+//! | `abandon`: drop `notify_all` | `abandoned_claim_hands_the_flight_to_a_waiter` | deadlock |
+
+use std::collections::{BTreeSet, HashSet};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering::Relaxed};
+use std::sync::Mutex as StdMutex;
+use std::time::{Duration, Instant};
+
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+use std::sync::Arc;
+
+use super::{Attempt, Failure, Gate, Role};
+
+/// Token values are `u64`s; a failed flight shares the id of the thread that led it.
+type TestGate = Gate<u64, usize>;
+
+/// Default preemption bound (see the module docs); `LOOM_MAX_PREEMPTIONS` overrides it.
+const PREEMPTION_BOUND: usize = 3;
+
+/// Runs `f` under loom with the bound, and returns how many executions were explored.
+fn model(name: &str, f: impl Fn() + Sync + Send + 'static) -> usize {
+    static RUNS: StdAtomicUsize = StdAtomicUsize::new(0);
+    let before = RUNS.load(Relaxed);
+    let mut b = loom::model::Builder::new();
+    if b.preemption_bound.is_none() {
+        b.preemption_bound = Some(PREEMPTION_BOUND);
+    }
+    b.check(move || {
+        RUNS.fetch_add(1, Relaxed);
+        f();
+    });
+    let n = RUNS.load(Relaxed) - before;
+    eprintln!(
+        "{name}: {n} executions explored (preemption bound {:?})",
+        b.preemption_bound
+    );
+    n
+}
+
+/// Far enough that it never matters; loom ignores deadlines anyway.
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(3600)
+}
+
+/// Counts the outcomes seen across all executions of one model, to prove that the paths the
+/// assertions talk about were actually explored.
+struct Seen(StdMutex<BTreeSet<&'static str>>);
+
+impl Seen {
+    const fn new() -> Self {
+        Seen(StdMutex::new(BTreeSet::new()))
+    }
+    fn mark(&self, what: &'static str) {
+        self.0.lock().unwrap().insert(what);
+    }
+    fn assert_all(&self, wanted: &[&str]) {
+        let seen = self.0.lock().unwrap();
+        for w in wanted {
+            assert!(
+                seen.contains(w),
+                "no execution reached {w:?}; seen: {seen:?}"
+            );
+        }
+    }
+}
+
+/// A request as the client makes it: read the tokens; token `0` is expired, so refresh from
+/// the generation read (the refresher returns the next token). Returns (role, token, generation).
+fn request(gate: &TestGate, refreshes: &AtomicUsize) -> (Option<Role>, u64, u64) {
+    let snap = gate.snapshot();
+    let token = *snap.tokens.expect("tokens are never cleared here").as_ref();
+    if token != 0 {
+        return (None, token, snap.generation);
+    }
+    let (role, result) = gate.refresh(
+        snap.generation,
+        deadline(),
+        |t| {
+            refreshes.fetch_add(1, SeqCst);
+            Attempt::Refreshed(**t.unwrap() + 1)
+        },
+        |_| {},
+    );
+    let fresh = match result {
+        Ok(f) => f,
+        Err(e) => panic!("refresh failed: {e:?}"),
+    };
+    assert!(!fresh.ended_session);
+    let s = fresh.snapshot;
+    (Some(role), *s.tokens.unwrap().as_ref(), s.generation)
+}
+
+/// Three threads find the token expired at once: the refresher runs exactly once, every thread
+/// ends with the one new token, and each either led, waited for the leader, or found its
+/// generation stale (then it took the new token without refreshing).
+#[test]
+fn one_refresh_per_expiry() {
+    static SEEN: Seen = Seen::new();
+    model("one_refresh_per_expiry", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let (gate, refreshes) = (gate.clone(), refreshes.clone());
+                thread::spawn(move || request(&gate, &refreshes))
+            })
+            .collect();
+        let mut led = 0;
+        for h in handles {
+            let (role, token, generation) = h.join().unwrap();
+            assert_eq!((token, generation), (1, 1), "role {role:?}");
+            match role {
+                Some(Role::Led) => {
+                    led += 1;
+                    SEEN.mark("led");
+                }
+                Some(Role::Waited) => SEEN.mark("waited"),
+                Some(Role::Stale) => SEEN.mark("stale"),
+                None => SEEN.mark("already fresh"),
+            }
+        }
+        assert_eq!(refreshes.load(SeqCst), 1, "exactly one refresh per expiry");
+        assert_eq!(led, 1);
+        assert!(!gate.flight.lock().running);
+    });
+    SEEN.assert_all(&["led", "waited", "stale", "already fresh"]);
+}
+
+/// Two expiries in a row: thread A refreshes from generation 0 and then again from 1 (its
+/// second request drew another 401); thread B refreshes from 0. Each generation is refreshed
+/// exactly once, by whoever gets there first; B, holding a stale generation, never refreshes 1.
+#[test]
+fn stale_callers_never_refresh_an_old_generation() {
+    static SEEN: Seen = Seen::new();
+    model("stale_callers_never_refresh_an_old_generation", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        // The token each refresher call started from: it identifies the generation refreshed.
+        let refreshed_from = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let run = |from: &Arc<loom::sync::Mutex<Vec<u64>>>, gate: &TestGate, seen: u64| {
+            gate.refresh(
+                seen,
+                deadline(),
+                |t| {
+                    let t = **t.unwrap();
+                    from.lock().unwrap().push(t);
+                    Attempt::Refreshed(t + 1)
+                },
+                |_| {},
+            )
+        };
+        let (g, f) = (gate.clone(), refreshed_from.clone());
+        let a = thread::spawn(move || {
+            let (_, first) = run(&f, &g, 0);
+            let first = first.unwrap_or_else(|_| panic!("failed"));
+            let (role, second) = run(&f, &g, first.snapshot.generation);
+            (role, second.unwrap_or_else(|_| panic!("failed")).snapshot)
+        });
+        let (g, f) = (gate.clone(), refreshed_from.clone());
+        let b = thread::spawn(move || {
+            let (role, r) = run(&f, &g, 0);
+            (role, r.unwrap_or_else(|_| panic!("failed")).snapshot)
+        });
+        let (a_role, a_snap) = a.join().unwrap();
+        let (b_role, b_snap) = b.join().unwrap();
+        // A's second refresh always leads: nobody else ever holds generation 1.
+        assert_eq!(a_role, Role::Led);
+        assert_eq!((a_snap.generation, *a_snap.tokens.unwrap()), (2, 2));
+        assert!(b_snap.generation >= 1);
+        SEEN.mark(match b_role {
+            Role::Led => "b led",
+            Role::Waited => "b waited",
+            Role::Stale => "b stale",
+        });
+        let mut from = refreshed_from.lock().unwrap().clone();
+        from.sort_unstable();
+        assert_eq!(from, [0, 1], "each generation refreshed exactly once");
+    });
+    SEEN.assert_all(&["b led", "b waited", "b stale"]);
+}
+
+/// Every refresher call fails. Each thread gets the failure of a flight that really ran: its
+/// own if it led, else the one of a leader it waited for. Nobody hangs (loom reports a
+/// deadlock otherwise), nobody gets a success or a timeout, the tokens are untouched and the
+/// gate is free again.
+#[test]
+fn failing_refresher_wakes_every_waiter_with_its_error() {
+    static SEEN: Seen = Seen::new();
+    model(
+        "failing_refresher_wakes_every_waiter_with_its_error",
+        || {
+            let gate = Arc::new(TestGate::new(Some(0)));
+            let handles: Vec<_> = (0..3)
+                .map(|id| {
+                    let gate = gate.clone();
+                    thread::spawn(move || {
+                        let (role, result) =
+                            gate.refresh(0, deadline(), |_| Attempt::Failed(id), |_| {});
+                        match result {
+                            Err(Failure::Failed(by)) => (id, role, by),
+                            Ok(_) => panic!("a failed flight returned tokens"),
+                            Err(other) => panic!("unexpected failure {other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let leaders: HashSet<usize> = results
+                .iter()
+                .filter(|(_, role, _)| *role == Role::Led)
+                .map(|(id, _, _)| *id)
+                .collect();
+            for &(id, role, by) in &results {
+                match role {
+                    Role::Led => assert_eq!(by, id, "a leader gets its own error"),
+                    Role::Waited => {
+                        assert!(leaders.contains(&by), "waiter {id} got {by}'s error");
+                        SEEN.mark("waiter shared a failure");
+                    }
+                    Role::Stale => panic!("the generation never moves here"),
+                }
+            }
+            SEEN.mark(["one flight", "two flights", "three flights"][leaders.len() - 1]);
+            let snap = gate.snapshot();
+            assert_eq!((snap.generation, snap.tokens.as_deref()), (0, Some(&0)));
+            assert!(!gate.flight.lock().running);
+        },
+    );
+    SEEN.assert_all(&["waiter shared a failure", "one flight", "three flights"]);
+}
+
+/// A marker payload for the refresher's simulated panic. `resume_unwind` unwinds without
+/// running the panic hook, so thousands of executions do not print thousands of panics.
+struct RefresherPanic;
+
+/// Every refresher call panics. The thread that ran it unwinds (its `LeaderGuard` publishes
+/// `Panicked` while unwinding); every thread that waited for it gets `Failure::Panicked` at once.
+/// Afterwards the gate is free: the next refresh leads and succeeds.
+#[test]
+fn panicking_refresher_releases_every_waiter() {
+    static SEEN: Seen = Seen::new();
+    model("panicking_refresher_releases_every_waiter", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let gate = gate.clone();
+                thread::spawn(move || {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        gate.refresh(
+                            0,
+                            deadline(),
+                            |_| resume_unwind(Box::new(RefresherPanic)),
+                            |_| {},
+                        )
+                    }))
+                })
+            })
+            .collect();
+        let mut panicked = 0;
+        for h in handles {
+            match h.join().unwrap() {
+                Err(payload) => {
+                    assert!(payload.is::<RefresherPanic>());
+                    panicked += 1;
+                }
+                Ok((Role::Waited, Err(Failure::Panicked))) => SEEN.mark("waiter saw the panic"),
+                Ok((role, Ok(_))) => panic!("{role:?}: a panicked flight returned tokens"),
+                Ok((role, Err(f))) => panic!("{role:?}: unexpected {f:?}"),
+            }
+        }
+        assert!(panicked >= 1);
+        if panicked == 1 {
+            SEEN.mark("one panic shared by all");
+        }
+        assert!(!gate.flight.lock().running, "the guard released the flight");
+        let (role, result) = gate.refresh(0, deadline(), |_| Attempt::Refreshed(7), |_| {});
+        assert_eq!(role, Role::Led);
+        assert_eq!(result.ok().unwrap().snapshot.tokens.as_deref(), Some(&7));
+    });
+    SEEN.assert_all(&["waiter saw the panic", "one panic shared by all"]);
+}
+
+/// What the store saw, in order: `(generation, token)`. `commit` runs under the persist lock,
+/// so this order must be the order of the changes in memory.
+type Committed = Arc<loom::sync::Mutex<Vec<(u64, Option<u64>)>>>;
+
+fn committer(log: &Committed) -> impl FnOnce(&super::Snapshot<u64>) + '_ {
+    move |snap| {
+        log.lock()
+            .unwrap()
+            .push((snap.generation, snap.tokens.as_deref().copied()));
+    }
+}
+
+/// Checks the store saw every change once, in memory's order, and ends with memory's state.
+fn assert_store_matches(gate: &TestGate, log: &Committed) {
+    let log = log.lock().unwrap();
+    let snap = gate.snapshot();
+    let generations: Vec<u64> = log.iter().map(|(g, _)| *g).collect();
+    let expected: Vec<u64> = (1..=snap.generation).collect();
+    assert_eq!(
+        generations, expected,
+        "every change committed once, in order"
+    );
+    assert_eq!(
+        log.last().map(|(_, t)| *t),
+        Some(snap.tokens.as_deref().copied())
+    );
+}
+
+/// A login (`replace` with new tokens) races two threads refreshing the old ones. Whatever the
+/// order, the login wins: a refresh that finishes after it is discarded, and one that finished
+/// before it is overwritten. The refresher runs at most once, and the store ends as memory.
+#[test]
+fn replace_racing_refresh_keeps_the_newest_login() {
+    static SEEN: Seen = Seen::new();
+    model("replace_racing_refresh_keeps_the_newest_login", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let log: Committed = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let refreshers: Vec<_> = (0..2)
+            .map(|_| {
+                let (gate, refreshes, log) = (gate.clone(), refreshes.clone(), log.clone());
+                thread::spawn(move || {
+                    let (_, r) = gate.refresh(
+                        0,
+                        deadline(),
+                        |_| {
+                            refreshes.fetch_add(1, SeqCst);
+                            Attempt::Refreshed(100)
+                        },
+                        committer(&log),
+                    );
+                    let fresh = r.unwrap_or_else(|_| panic!("no failure is injected"));
+                    assert!(fresh.snapshot.generation >= 1);
+                    fresh.snapshot.tokens.map(|t| *t)
+                })
+            })
+            .collect();
+        let (g, l) = (gate.clone(), log.clone());
+        let login = thread::spawn(move || g.replace(Some(200), committer(&l)).generation);
+        let login_generation = login.join().unwrap();
+        for h in refreshers {
+            let token = h.join().unwrap();
+            assert!(matches!(token, Some(100 | 200)));
+        }
+        let snap = gate.snapshot();
+        assert_eq!(
+            snap.tokens.as_deref(),
+            Some(&200),
+            "the login is never overwritten"
+        );
+        assert!(!snap.expired);
+        assert_eq!(snap.generation, login_generation);
+        let n = refreshes.load(SeqCst);
+        assert!(n <= 1, "{n} refreshes");
+        SEEN.mark(match (n, snap.generation) {
+            (0, _) => "login before any refresh",
+            (1, 1) => "refresh discarded by the login",
+            _ => "refresh installed, then the login",
+        });
+        assert_store_matches(&gate, &log);
+    });
+    SEEN.assert_all(&[
+        "login before any refresh",
+        "refresh discarded by the login",
+        "refresh installed, then the login",
+    ]);
+}
+
+/// A logout (`replace(None)`) races a refresh that succeeds and one that ends the session.
+/// Whatever the order, the client ends logged out (not "session expired"): no refresh result
+/// resurrects the tokens, and at most one caller reports the end of the session, only if its
+/// result was installed.
+#[test]
+fn logout_racing_refresh_is_never_undone() {
+    static SEEN: Seen = Seen::new();
+    model("logout_racing_refresh_is_never_undone", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let log: Committed = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let refreshers: Vec<_> = [Attempt::Refreshed(100), Attempt::Expired]
+            .into_iter()
+            .map(|attempt| {
+                let (gate, log) = (gate.clone(), log.clone());
+                thread::spawn(move || {
+                    let (role, r) = gate.refresh(0, deadline(), |_| attempt, committer(&log));
+                    let fresh = r.unwrap_or_else(|_| panic!("no failure is injected"));
+                    (role, fresh.ended_session, fresh.snapshot)
+                })
+            })
+            .collect();
+        let (g, l) = (gate.clone(), log.clone());
+        let logout = thread::spawn(move || g.replace(None, committer(&l)).generation);
+        let logout_generation = logout.join().unwrap();
+        let mut ended = 0;
+        for h in refreshers {
+            let (role, ended_session, snap) = h.join().unwrap();
+            if ended_session {
+                ended += 1;
+                assert_eq!(role, Role::Led);
+                assert!(snap.expired && snap.tokens.is_none());
+                assert!(snap.generation < logout_generation);
+                SEEN.mark("session ended, then logout");
+            }
+        }
+        assert!(ended <= 1);
+        let snap = gate.snapshot();
+        assert!(snap.tokens.is_none(), "a refresh resurrected a logout");
+        assert!(!snap.expired, "a logout is not a session expiry");
+        assert_eq!(snap.generation, logout_generation);
+        if snap.generation == 1 {
+            SEEN.mark("refresh discarded by the logout");
+        }
+        assert_store_matches(&gate, &log);
+    });
+    SEEN.assert_all(&[
+        "session ended, then logout",
+        "refresh discarded by the logout",
+    ]);
+}
+
+/// A proactive (refresh-ahead) claim races two blocking refreshes of the same generation:
+/// still exactly one refresh, and everybody ends with its token.
+#[test]
+fn proactive_claim_and_blocking_refresh_refresh_once() {
+    static SEEN: Seen = Seen::new();
+    model("proactive_claim_and_blocking_refresh_refresh_once", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let (g, r) = (gate.clone(), refreshes.clone());
+        let proactive = thread::spawn(move || match g.try_claim(0) {
+            Some(claim) => {
+                let out = g.lead_claimed(
+                    claim,
+                    |t| {
+                        r.fetch_add(1, SeqCst);
+                        Attempt::Refreshed(**t.unwrap() + 1)
+                    },
+                    |_| {},
+                );
+                assert_eq!(out.ok().unwrap().snapshot.generation, 1);
+                true
+            }
+            None => false,
+        });
+        let blocking: Vec<_> = (0..2)
+            .map(|_| {
+                let (gate, refreshes) = (gate.clone(), refreshes.clone());
+                thread::spawn(move || request(&gate, &refreshes))
+            })
+            .collect();
+        SEEN.mark(if proactive.join().unwrap() {
+            "claimed"
+        } else {
+            "not claimed"
+        });
+        for h in blocking {
+            let (_, token, generation) = h.join().unwrap();
+            assert_eq!((token, generation), (1, 1));
+        }
+        assert_eq!(refreshes.load(SeqCst), 1);
+        assert!(!gate.flight.lock().running);
+    });
+    SEEN.assert_all(&["claimed", "not claimed"]);
+}
+
+/// Two threads wait on a proactive claim that never finishes while a login replaces the
+/// tokens: the login alone must wake them (they take its tokens, none refreshes). Then the
+/// claim is abandoned (as when its thread cannot be spawned) and the gate is free again.
+#[test]
+fn replace_wakes_waiters_of_an_abandoned_claim() {
+    static SEEN: Seen = Seen::new();
+    model("replace_wakes_waiters_of_an_abandoned_claim", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        // Claimed before the threads start, so both block on it (or on each other).
+        let claim = gate.try_claim(0).expect("nothing else runs yet");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (gate, refreshes) = (gate.clone(), refreshes.clone());
+                thread::spawn(move || {
+                    let (role, r) = gate.refresh(
+                        0,
+                        deadline(),
+                        |_| {
+                            refreshes.fetch_add(1, SeqCst);
+                            Attempt::Refreshed(100)
+                        },
+                        |_| {},
+                    );
+                    (role, r.is_ok())
+                })
+            })
+            .collect();
+        let g = gate.clone();
+        let login = thread::spawn(move || {
+            g.replace(Some(200), |_| {});
+        });
+        login.join().unwrap();
+        // The claim is still held: only the login's wake-up can free the waiters.
+        for h in waiters {
+            let (role, ok) = h.join().unwrap();
+            assert!(ok);
+            assert_ne!(role, Role::Led, "the claim was still held");
+            SEEN.mark(match role {
+                Role::Waited => "woken by the login",
+                _ => "stale after the login",
+            });
+        }
+        gate.abandon(claim);
+        assert!(!gate.flight.lock().running);
+        assert_eq!(refreshes.load(SeqCst), 0);
+        assert_eq!(gate.snapshot().tokens.as_deref(), Some(&200));
+    });
+    SEEN.assert_all(&["woken by the login", "stale after the login"]);
+}
+
+/// A proactive claim is abandoned while two threads wait on it: one of them leads instead,
+/// the refresher runs exactly once, and both get the new token.
+#[test]
+fn abandoned_claim_hands_the_flight_to_a_waiter() {
+    static SEEN: Seen = Seen::new();
+    model("abandoned_claim_hands_the_flight_to_a_waiter", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let claim = gate.try_claim(0).expect("nothing else runs yet");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (gate, refreshes) = (gate.clone(), refreshes.clone());
+                thread::spawn(move || request(&gate, &refreshes))
+            })
+            .collect();
+        let g = gate.clone();
+        thread::spawn(move || g.abandon(claim)).join().unwrap();
+        for h in waiters {
+            let (role, token, generation) = h.join().unwrap();
+            assert_eq!((token, generation), (1, 1));
+            if role == Some(Role::Waited) {
+                SEEN.mark("waited, then led or shared");
+            }
+        }
+        assert_eq!(refreshes.load(SeqCst), 1);
+        assert!(!gate.flight.lock().running);
+    });
+    SEEN.assert_all(&["waited, then led or shared"]);
+}
+
+/// A flight for generation 0 fails while a login moves the tokens to generation 1 and the
+/// login's thread then refreshes generation 1 (its request drew a 401). If it waited on the
+/// old flight, it must not take that flight's failure (it was for tokens it never sent): it
+/// leads its own refresh and gets new tokens.
+#[test]
+fn failure_of_an_older_generation_is_not_shared() {
+    static SEEN: Seen = Seen::new();
+    model("failure_of_an_older_generation_is_not_shared", || {
+        let gate = Arc::new(TestGate::new(Some(0)));
+        let g = gate.clone();
+        let old = thread::spawn(move || {
+            let (role, r) = g.refresh(0, deadline(), |_| Attempt::Failed(0), |_| {});
+            (role, r.is_ok())
+        });
+        let g = gate.clone();
+        let new = thread::spawn(move || {
+            let seen = g.replace(Some(5), |_| {}).generation;
+            let (role, r) = g.refresh(
+                seen,
+                deadline(),
+                |t| Attempt::Refreshed(**t.unwrap() + 1),
+                |_| {},
+            );
+            let fresh = r.unwrap_or_else(|f| panic!("{role:?}: got {f:?} for generation {seen}"));
+            (seen, fresh.snapshot)
+        });
+        let (old_role, old_ok) = old.join().unwrap();
+        let (seen, snap) = new.join().unwrap();
+        assert_eq!(*snap.tokens.unwrap(), 6);
+        assert_eq!(snap.generation, seen + 1);
+        SEEN.mark(match (old_role, old_ok) {
+            (Role::Led, false) => "old flight failed",
+            (Role::Stale, true) => "old caller stale",
+            other => panic!("old caller: {other:?}"),
+        });
+    });
+    SEEN.assert_all(&["old flight failed", "old caller stale"]);
+}
