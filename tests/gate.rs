@@ -12,12 +12,13 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use helpers::{
-    is_refresh_started, is_refreshed, is_unauthorized, wait_until, Api, Recorder, HANG_GUARD,
+    is_refresh_started, is_refreshed, is_unauthorized, release_together, wait_until, Api, Recorder,
+    HANG_GUARD,
 };
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
@@ -64,18 +65,11 @@ fn sixty_four_threads_hitting_401_at_once_cause_exactly_one_refresh() {
         .unwrap();
     srv.expire_access_tokens();
 
-    let barrier = Arc::new(Barrier::new(N));
-    let handles: Vec<_> = (0..N)
-        .map(|i| {
-            let (c, b) = (client.clone(), barrier.clone());
-            thread::spawn(move || {
-                b.wait();
-                c.get(&format!("items/{i}"))
-                    .call()
-                    .map(|mut r| body_json(&mut r))
-            })
-        })
-        .collect();
+    let handles = release_together(N, &client, move |i, c| {
+        c.get(&format!("items/{i}"))
+            .call()
+            .map(|mut r| body_json(&mut r))
+    });
     for h in handles {
         let body = h.join().unwrap().expect("every thread succeeds");
         assert_eq!(body["token"], "at-2");
@@ -170,16 +164,9 @@ fn a_panicking_refresher_releases_every_waiter_and_the_next_call_refreshes_again
         .unwrap();
     slot.set(&client);
 
-    let barrier = Arc::new(Barrier::new(N));
-    let handles: Vec<_> = (0..N)
-        .map(|_| {
-            let (c, b) = (client.clone(), barrier.clone());
-            thread::spawn(move || {
-                b.wait();
-                c.get("x").call().map(|r| r.status())
-            })
-        })
-        .collect();
+    let handles = release_together(N, &client, move |_, c| {
+        c.get("x").call().map(|r| r.status())
+    });
     let (mut panicked, mut released) = (0, 0);
     for h in handles {
         match h.join() {
@@ -236,16 +223,9 @@ fn failing_refresh_storm(policy: tokengate::RetryPolicy, calls_per_flight: usize
         .unwrap();
     slot.set(&client);
 
-    let barrier = Arc::new(Barrier::new(N));
-    let handles: Vec<_> = (0..N)
-        .map(|_| {
-            let (c, b) = (client.clone(), barrier.clone());
-            thread::spawn(move || {
-                b.wait();
-                c.get("x").call().map(|r| r.status())
-            })
-        })
-        .collect();
+    let handles = release_together(N, &client, move |_, c| {
+        c.get("x").call().map(|r| r.status())
+    });
     let errors: Vec<Arc<RefreshError>> = handles
         .into_iter()
         .map(|h| match h.join().unwrap() {

@@ -5,11 +5,10 @@ mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
-use std::thread;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{Api, Seen};
+use helpers::{release_together, Api, Seen};
 use support::{body_json, form, TokenServer};
 use tokengate::{
     AuthClient, ClientAuth, ClientCredentials, JsonRefresh, ManualClock, OAuth2Refresh, Refresh,
@@ -297,16 +296,9 @@ fn client_credentials_acquire_once_and_reacquire_on_401_and_expiry() {
         .unwrap();
     assert!(client.tokens().is_none());
 
-    let barrier = Arc::new(Barrier::new(N));
-    let handles: Vec<_> = (0..N)
-        .map(|_| {
-            let (c, b) = (client.clone(), barrier.clone());
-            thread::spawn(move || {
-                b.wait();
-                c.get("report").call().map(|mut r| body_json(&mut r))
-            })
-        })
-        .collect();
+    let handles = release_together(N, &client, move |_, c| {
+        c.get("report").call().map(|mut r| body_json(&mut r))
+    });
     for h in handles {
         assert_eq!(h.join().unwrap().unwrap()["token"], "cc-1");
     }

@@ -6,11 +6,11 @@ mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use helpers::{refused_addr, Api, Recorder, Silent, HANG_GUARD};
+use helpers::{refused_addr, release_together, Api, Recorder, Silent, HANG_GUARD};
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
@@ -46,16 +46,9 @@ fn invalid_grant_ends_the_session_once_for_sixteen_threads() {
     assert_eq!(stored_refresh_token(&store).as_deref(), Some("rt-1"));
     srv.revoke_session();
 
-    let barrier = Arc::new(Barrier::new(N));
-    let handles: Vec<_> = (0..N)
-        .map(|_| {
-            let (c, b) = (client.clone(), barrier.clone());
-            thread::spawn(move || {
-                b.wait();
-                c.get("me").call().map(|r| r.status())
-            })
-        })
-        .collect();
+    let handles = release_together(N, &client, move |_, c| {
+        c.get("me").call().map(|r| r.status())
+    });
     for h in handles {
         let err = h.join().unwrap().unwrap_err();
         assert!(err.is_session_expired(), "{err:?}");

@@ -422,3 +422,23 @@ pub fn jwt(claims: &serde_json::Value) -> String {
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// Starts `n` threads that wait on one `Barrier`, so they all call at once, and then run
+/// `f(i, &client)` with their own clone of the client.
+pub fn release_together<T: Send + 'static>(
+    n: usize,
+    client: &tokengate::AuthClient,
+    f: impl Fn(usize, &tokengate::AuthClient) -> T + Send + Sync + 'static,
+) -> Vec<std::thread::JoinHandle<T>> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let f = std::sync::Arc::new(f);
+    (0..n)
+        .map(|i| {
+            let (c, b, f) = (client.clone(), barrier.clone(), f.clone());
+            std::thread::spawn(move || {
+                b.wait();
+                f(i, &c)
+            })
+        })
+        .collect()
+}
