@@ -74,16 +74,18 @@ fn main() {
     let server = Server::start();
     let mut sections: Vec<(String, String)> = vec![("machine".into(), machine)];
     let started = Instant::now();
+    // One line per scenario for the summary, in scenario order.
+    let mut headline: Vec<String> = Vec::new();
     for s in opts.scenarios.clone() {
         let load_before = loadavg();
         let t = Instant::now();
         let mut md = match s.as_str() {
             "ceiling" => ceiling(&server, &opts),
-            "overhead" => overhead(&server, &opts),
-            "storm" => storm(&server, &opts, &out_dir),
-            "ahead" => ahead(&server, &opts),
-            "memory" => memory(&server, &opts),
-            "alloc" => alloc_scenario(&server, &opts),
+            "overhead" => overhead(&server, &opts, &mut headline),
+            "storm" => storm(&server, &opts, &out_dir, &mut headline),
+            "ahead" => ahead(&server, &opts, &mut headline),
+            "memory" => memory(&server, &opts, &mut headline),
+            "alloc" => alloc_scenario(&server, &opts, &mut headline),
             _ => unreachable!(),
         };
         let _ = writeln!(
@@ -95,7 +97,25 @@ fn main() {
         println!("{md}");
         sections.push((s, md));
     }
-    println!("total: {:.0} s", started.elapsed().as_secs_f64());
+    let total = started.elapsed().as_secs_f64();
+    println!("total: {total:.0} s");
+    if opts.scenarios.len() == SCENARIOS.len() {
+        let mut md = String::new();
+        for l in &headline {
+            let _ = writeln!(md, "- {l}");
+        }
+        let _ = writeln!(
+            md,
+            "\nWhole run: {total:.0} s{}.",
+            if opts.quick {
+                " (--quick: numbers not meaningful)"
+            } else {
+                ""
+            }
+        );
+        println!("{md}");
+        sections.insert(1, ("headline".into(), md));
+    }
 
     let mut all = String::new();
     for (name, md) in &sections {
@@ -340,7 +360,7 @@ fn minimal_client(server: &Server, threads: usize, warm: Duration, dur: Duration
 // ------------------------------------------------------------------------------------------
 // Overhead: steady-state throughput
 
-fn overhead(server: &Server, opts: &Opts) -> String {
+fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String {
     let (reps, dur) = if opts.quick {
         (1, Duration::from_millis(200))
     } else {
@@ -424,6 +444,21 @@ fn overhead(server: &Server, opts: &Opts) -> String {
         );
     }
     let _ = writeln!(md, "\nFailed requests during the runs: {errors}.");
+    let m: Vec<String> = ratios
+        .iter_mut()
+        .map(|v| format!("{:.3}", median(v)))
+        .collect();
+    let d: Vec<String> = default_ratios
+        .iter_mut()
+        .map(|v| format!("{:.3}", median(v)))
+        .collect();
+    let raw_rps: Vec<String> = results[0].iter_mut().map(|v| kreq(median(v))).collect();
+    headline.push(format!(
+        "**Overhead** (valid token, AuthClient / raw ureq on the same agent) at 1 / 4 / 16 threads: **{}** (target ≥ 0.97; raw ureq: {} req/s). With the default agents of both (tokengate's settings): {}.",
+        m.join(" / "),
+        raw_rps.join(" / "),
+        d.join(" / ")
+    ));
     md
 }
 
@@ -512,7 +547,12 @@ fn storm_run(server: &Server, kind: Option<Kind>, n: usize) -> StormRun {
     }
 }
 
-fn storm(server: &Server, opts: &Opts, out_dir: &std::path::Path) -> String {
+fn storm(
+    server: &Server,
+    opts: &Opts,
+    out_dir: &std::path::Path,
+    headline: &mut Vec<String>,
+) -> String {
     let ns: &[usize] = if opts.quick {
         &[8, 64]
     } else {
@@ -588,6 +628,40 @@ fn storm(server: &Server, opts: &Opts, out_dir: &std::path::Path) -> String {
             );
         }
     }
+    let auth_cells: Vec<String> = ns
+        .iter()
+        .enumerate()
+        .map(|(ni, &n)| {
+            let ideal = med(&runs[0][ni], |r| r.secs);
+            let v = &runs[1][ni];
+            let max_refresh = v.iter().map(|r| r.refreshes).max().unwrap_or(0);
+            format!(
+                "N={n}: {} refresh{}, {:.0} ms, ratio {:.2}",
+                max_refresh,
+                if max_refresh == 1 { "" } else { "es" },
+                med(v, |r| r.secs) * 1e3,
+                med(v, |r| r.secs) / ideal
+            )
+        })
+        .collect();
+    let naive_max: Vec<String> = ns
+        .iter()
+        .enumerate()
+        .map(|(ni, _)| {
+            runs[2][ni]
+                .iter()
+                .map(|r| r.refreshes)
+                .max()
+                .unwrap_or(0)
+                .to_string()
+        })
+        .collect();
+    headline.push(format!(
+        "**Storm** (N threads, one 401 each, token endpoint 50 ms), AuthClient: {} (targets: 1 refresh, ratio ≤ 1.5). The naive Mutex client made up to {} refresh calls at N = {}.",
+        auth_cells.join("; "),
+        naive_max.join(" / "),
+        ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
+    ));
     let _ = writeln!(md, "\nPer-run counts are listed run by run. \"new connections\" counts connections the server accepted during the storm (the token agent's first call opens one).\n\n![storm completion time vs N](docs/storm.svg)");
     std::fs::write(out_dir.join("storm.csv"), &csv).expect("write storm.csv");
     let series: Vec<(String, Vec<(usize, f64)>)> = who
@@ -733,7 +807,11 @@ fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
 // ------------------------------------------------------------------------------------------
 // Refresh-ahead latency
 
-fn ahead(server: &Server, opts: &Opts) -> String {
+/// Requests that start in the first 250 ms of a refresh-ahead run (opening connections) are
+/// not counted.
+const WARM_UP_NS: u64 = 250_000_000;
+
+fn ahead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String {
     let reps = if opts.quick { 1 } else { 3 };
     let threads = 4;
     let lifetime = Duration::from_secs(2);
@@ -798,6 +876,9 @@ fn ahead(server: &Server, opts: &Opts) -> String {
             errors[ki] += errs.load(Relaxed);
             let (mut inside, mut outside) = (Vec::new(), Vec::new());
             for &(start, lat) in samples.iter().flatten() {
+                if start < WARM_UP_NS {
+                    continue;
+                }
                 // In the window: the request was in flight at some moment of the refresh.
                 if windows.iter().any(|&(a, b)| start <= b && start + lat >= a) {
                     inside.push(lat);
@@ -818,11 +899,33 @@ fn ahead(server: &Server, opts: &Opts) -> String {
     server.set_keep_previous(false);
     let us = |ns: u64| format!("{:.0}", ns as f64 / 1000.0);
     let mut md = format!(
-        "### Refresh-ahead: tokens near expiry under steady load, token endpoint 200 ms\n\n{threads} threads send requests back to back for {} s; tokens live {} s (enforced by the server, which also keeps accepting the previous token until it expires, as real servers do); refresh window {} ms before expiry (AuthClient `refresh_skew`, and the naive client's expiry check). A request is \"in the window\" if it was in flight at any moment while that contender's refresh call ran (it started before the refresh ended and ended after it started). Latencies in µs, pooled over {reps} runs; the p99 ratio is in-window p99 / outside p99 (median of per-run ratios, each run listed). The raw client sends a token that never expires and never refreshes: its row is the reference latency.\n\n| contender | refreshes | requests in window | p50 in | p99 in | max in | p50 out | p99 out | p99 in / out | per-run ratios | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
+        "### Refresh-ahead: tokens near expiry under steady load, token endpoint 200 ms\n\n{threads} threads send requests back to back for {} s; tokens live {} s (enforced by the server, which also keeps accepting the previous token until it expires, as real servers do); refresh window {} ms before expiry (AuthClient `refresh_skew`, and the naive client's expiry check). A request is \"in the window\" if it was in flight at any moment while that contender's refresh call ran (it started before the refresh ended and ended after it started). Requests of the first 250 ms of each run (opening connections) are not counted. Latencies in µs, pooled over {reps} runs; the p99 ratio is in-window p99 / outside p99 (median of per-run ratios, each run listed). The raw client sends a token that never expires and never refreshes: its row is the reference latency.\n\n| contender | refreshes | requests in window | p50 in | p99 in | max in | p50 out | p99 out | p99 in / out | per-run ratios | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n",
         dur.as_secs_f64(),
         lifetime.as_secs(),
         skew.as_millis()
     );
+    {
+        let ki = 1; // AuthClient
+        let (inside, outside) = &mut pooled[ki];
+        inside.sort_unstable();
+        outside.sort_unstable();
+        headline.push(format!(
+            "**Refresh-ahead** (token endpoint 200 ms, 4 threads under load): AuthClient p99 in the refresh window {} µs vs {} µs outside, ratio **{:.2}** (target ≤ 1.2); the naive and seed clients: {:.0} / {:.0} ms p99 in their window.",
+            us(quantile(inside, 0.99)),
+            us(quantile(outside, 0.99)),
+            median(&mut rep_ratios[ki].clone()),
+            {
+                let v = &mut pooled[2].0;
+                v.sort_unstable();
+                quantile(v, 0.99) as f64 / 1e6
+            },
+            {
+                let v = &mut pooled[3].0;
+                v.sort_unstable();
+                quantile(v, 0.99) as f64 / 1e6
+            }
+        ));
+    }
     for (ki, &kind) in Kind::ALL.iter().enumerate() {
         let (inside, outside) = &mut pooled[ki];
         inside.sort_unstable();
@@ -872,7 +975,41 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn memory(server: &Server, opts: &Opts) -> String {
+/// Resident KiB of thread stacks (anonymous 2 MiB mappings: std's default stack size) and of
+/// everything else, from `/proc/self/smaps`.
+fn stack_and_other_rss_kib() -> (u64, u64) {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let (mut stacks, mut other) = (0, 0);
+    let (mut size, mut anon) = (0u64, false);
+    for l in smaps.lines() {
+        let kib = |l: &str, k: &str| {
+            l.strip_prefix(k)
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        };
+        if let Some(v) = kib(l, "Size:") {
+            size = v;
+        } else if let Some(v) = kib(l, "Rss:") {
+            if anon && (2044..=2056).contains(&size) {
+                stacks += v;
+            } else {
+                other += v;
+            }
+        } else if l
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.split_once('-'))
+            .is_some_and(|(a, b)| {
+                u64::from_str_radix(a, 16).is_ok() && u64::from_str_radix(b, 16).is_ok()
+            })
+        {
+            // A mapping header: "start-end perms offset dev inode [path]".
+            anon = l.split_whitespace().nth(5).is_none();
+        }
+    }
+    (stacks, other)
+}
+
+fn memory(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String {
     let n: usize = if opts.quick { 256 } else { 1024 };
     let reps = if opts.quick { 1 } else { 3 };
     let exe = std::env::current_exe().expect("current exe");
@@ -907,20 +1044,34 @@ fn memory(server: &Server, opts: &Opts) -> String {
                 .map(|x| x.parse().unwrap_or(0))
                 .collect();
             println!(
-                "memory {:12} VmHWM={} KiB baseline={} KiB threads={} 401s={} finished={}",
+                "memory {:12} VmHWM={} KiB baseline={} KiB threads={} 401s={} finished={} stacks={} KiB other={} KiB",
                 kind.id(),
                 v[0],
                 v[1],
                 v[2],
                 v[3],
-                v[4]
+                v[4],
+                v[5],
+                v[6]
             );
             rows[ki].push(v);
         }
     }
     let mut md = format!(
-        "### Memory: {n} threads waiting\n\nEach contender runs in its own child process (the server and the other scenarios do not count): {n} threads each send one request with a token the API rejects; the token endpoint takes 3 s, so the threads that refresh or wait stay waiting. The raw-ureq threads take the same 401 and then park (a wait that is not a gate): the difference to that row is the cost of the gate. Once the count of 401s has settled, the child reads `VmHWM` (peak resident set since start) from `/proc/self/status`. Baseline = `VmRSS` after building the client, before the threads start. Median of {reps} children; the naive client's threads that had not sent yet wait on its mutex and never see a 401.\n\n| contender | 401s seen | calls finished | baseline RSS | peak RSS (VmHWM) | peak − baseline | per thread |\n|---|---:|---:|---:|---:|---:|---:|\n"
+        "### Memory: {n} threads waiting\n\nEach contender runs in its own child process (the server and the other scenarios do not count): {n} threads each send one request with a token the API rejects; the token endpoint takes 3 s, so the threads that refresh or wait stay waiting. The raw-ureq threads take the same 401 and then park (a wait that is not a gate): the difference to that row is the cost of the gate. Once the count of 401s has settled, the child reads `VmHWM` (peak resident set since start) from `/proc/self/status`. Baseline = `VmRSS` after building the client, before the threads start. The last two columns split the resident set at that moment (from `/proc/self/smaps`) into thread stacks (anonymous 2 MiB mappings) and everything else (heap, connection buffers, code). Median of {reps} children; the naive client's threads that had not sent yet wait on its mutex and never see a 401.\n\n| contender | 401s seen | calls finished | baseline RSS | peak RSS (VmHWM) | peak − baseline | per thread | of which thread stacks (now) | rest (now) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
+    let peak = |ki: usize| {
+        let mut v: Vec<f64> = rows[ki].iter().map(|r| r[0] as f64).collect();
+        median(&mut v) / 1024.0
+    };
+    if !rows[0].is_empty() && !rows[1].is_empty() {
+        headline.push(format!(
+            "**Memory**: peak RSS with {n} threads waiting on the gate {:.1} MiB, vs {:.1} MiB for raw ureq threads parked after the same 401 ({:+.1} KiB per thread).",
+            peak(1),
+            peak(0),
+            (peak(1) - peak(0)) * 1024.0 / n as f64
+        ));
+    }
     for (ki, &kind) in Kind::ALL.iter().enumerate() {
         if rows[ki].is_empty() {
             continue;
@@ -930,22 +1081,26 @@ fn memory(server: &Server, opts: &Opts) -> String {
             median(&mut v)
         };
         let (hwm, base, seen, finished) = (col(0), col(1), col(3), col(4));
+        let (stacks, other) = (col(5), col(6));
         let mib = |k: f64| format!("{:.1} MiB", k / 1024.0);
         let _ = writeln!(
             md,
-            "| {} | {seen:.0} | {finished:.0} | {} | {} | {} | {:.1} KiB |",
+            "| {} | {seen:.0} | {finished:.0} | {} | {} | {} | {:.1} KiB | {} | {} |",
             kind.name(),
             mib(base),
             mib(hwm),
             mib(hwm - base),
-            (hwm - base) / n as f64
+            (hwm - base) / n as f64,
+            mib(stacks),
+            mib(other)
         );
     }
     md
 }
 
 /// The child side of the memory scenario. Prints
-/// `MEM <VmHWM KiB> <baseline VmRSS KiB> <threads> <401s seen> <calls finished>`.
+/// `MEM <VmHWM KiB> <baseline VmRSS KiB> <threads> <401s seen> <calls finished> <stack RSS KiB>
+/// <other RSS KiB>`.
 fn memory_child(args: &[String]) {
     let [kind, base_url, token_url, stale, refresh, n] = args else {
         eprintln!("usage: --memory-child KIND BASE TOKEN_URL STALE REFRESH N");
@@ -999,13 +1154,16 @@ fn memory_child(args: &[String]) {
         }
     }
     thread::sleep(Duration::from_millis(200));
+    let (stacks, other) = stack_and_other_rss_kib();
     println!(
-        "MEM {} {} {} {} {}",
+        "MEM {} {} {} {} {} {} {}",
         status_kib("VmHWM:"),
         baseline,
         status_kib("Threads:"),
         c.unauthorized(),
-        finished.load(Relaxed)
+        finished.load(Relaxed),
+        stacks,
+        other
     );
     std::process::exit(0);
 }
@@ -1013,7 +1171,7 @@ fn memory_child(args: &[String]) {
 // ------------------------------------------------------------------------------------------
 // Allocations per request
 
-fn alloc_scenario(server: &Server, opts: &Opts) -> String {
+fn alloc_scenario(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String {
     let (warm, n) = if opts.quick {
         (200, 1000)
     } else {
@@ -1051,6 +1209,15 @@ fn alloc_scenario(server: &Server, opts: &Opts) -> String {
             a - raw.0,
             b - raw.1
         );
+        if kind == Kind::Auth {
+            headline.push(format!(
+                "**Allocations**: AuthClient {a:.1} allocations / {b:.0} bytes per request vs raw ureq {:.1} / {:.0}: {:+.1} allocations, {:+.0} bytes (where they come from: below).",
+                raw.0,
+                raw.1,
+                a - raw.0,
+                b - raw.1
+            ));
+        }
         if opts.alloc_sites && matches!(kind, Kind::Raw | Kind::Auth) {
             print_alloc_sites(kind, &c);
         }
