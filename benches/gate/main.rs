@@ -13,6 +13,7 @@
 
 mod alloc;
 mod contenders;
+mod memtransport;
 mod server;
 
 use std::fmt::Write as _;
@@ -41,6 +42,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--memory-child") {
         memory_child(&args[1..]);
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--spin") {
+        spin(&args[1..]);
         return;
     }
     let mut opts = Opts {
@@ -233,14 +238,47 @@ fn setup(server: &Server, api: tokengate::ureq::Agent, access: &str, refresh: &s
     }
 }
 
+/// CPU time (ns) used so far by this process's live threads named `bench-client` and
+/// `srv-conn`, from `/proc/self/task/*/schedstat` (time on a CPU, in ns).
+fn cpu_ns_by_role() -> (u64, u64) {
+    let (mut client, mut server) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (0, 0);
+    };
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let ns = || {
+            std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match comm.trim() {
+            "bench-client" => client += ns(),
+            "srv-conn" => server += ns(),
+            _ => {}
+        }
+    }
+    (client, server)
+}
+
+/// One throughput measurement.
+struct Throughput {
+    rps: f64,
+    errors: u64,
+    /// CPU time per request of the calling threads, in µs.
+    client_us: f64,
+    /// CPU time per request of the server's connection threads, in µs.
+    server_us: f64,
+}
+
 /// Requests per second of `call` on `threads` threads, after `warm` of unmeasured calls.
-/// Returns `(req/s, errors)`.
 fn throughput(
     threads: usize,
     warm: Duration,
     dur: Duration,
     call: &(dyn Fn() -> Result<(), String> + Sync),
-) -> (f64, u64) {
+) -> Throughput {
     let stop = AtomicBool::new(false);
     let errors = AtomicU64::new(0);
     let counts: Vec<Padded> = (0..threads).map(|_| Padded::default()).collect();
@@ -249,26 +287,32 @@ fn throughput(
     thread::scope(|s| {
         for c in &counts {
             let (stop, errors, barrier) = (&stop, &errors, &barrier);
-            s.spawn(move || {
-                barrier.wait();
-                while !stop.load(Relaxed) {
-                    match call() {
-                        Ok(()) => c.0.fetch_add(1, Relaxed),
-                        Err(_) => errors.fetch_add(1, Relaxed),
-                    };
-                }
-            });
+            thread::Builder::new()
+                .name("bench-client".into())
+                .spawn_scoped(s, move || {
+                    barrier.wait();
+                    while !stop.load(Relaxed) {
+                        match call() {
+                            Ok(()) => c.0.fetch_add(1, Relaxed),
+                            Err(_) => errors.fetch_add(1, Relaxed),
+                        };
+                    }
+                })
+                .expect("spawn client thread");
         }
         barrier.wait();
         thread::sleep(warm);
-        let (c1, t1) = (sum(), Instant::now());
+        let (c1, t1, cpu1) = (sum(), Instant::now(), cpu_ns_by_role());
         thread::sleep(dur);
-        let (c2, t2) = (sum(), Instant::now());
+        let (c2, t2, cpu2) = (sum(), Instant::now(), cpu_ns_by_role());
         stop.store(true, Relaxed);
-        (
-            (c2 - c1) as f64 / (t2 - t1).as_secs_f64(),
-            errors.load(Relaxed),
-        )
+        let n = (c2 - c1).max(1) as f64;
+        Throughput {
+            rps: (c2 - c1) as f64 / (t2 - t1).as_secs_f64(),
+            errors: errors.load(Relaxed),
+            client_us: cpu2.0.saturating_sub(cpu1.0) as f64 / n / 1e3,
+            server_us: cpu2.1.saturating_sub(cpu1.1) as f64 / n / 1e3,
+        }
     })
 }
 
@@ -324,8 +368,8 @@ fn ceiling(server: &Server, opts: &Opts) -> String {
         let mut hm = Vec::new();
         for _ in 0..reps {
             minimal.push(minimal_client(server, threads, warm, dur));
-            ureq_.push(throughput(threads, warm, dur, &|| raw.call()).0);
-            hm.push(throughput(threads, warm, dur, &mock_call).0);
+            ureq_.push(throughput(threads, warm, dur, &|| raw.call()).rps);
+            hm.push(throughput(threads, warm, dur, &mock_call).rps);
         }
         let _ = writeln!(
             md,
@@ -364,7 +408,7 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
     let (reps, dur) = if opts.quick {
         (1, Duration::from_millis(200))
     } else {
-        (5, Duration::from_millis(500))
+        (9, Duration::from_millis(250))
     };
     let warm = Duration::from_millis(100);
     let sess = server.new_session(Duration::ZERO, None);
@@ -395,8 +439,10 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
     ));
 
     let threads_list = [1usize, 4, 16];
-    // results[row][threads] = list of req/s per round
+    // results[row][threads] = per round: req/s, client CPU µs/request, server CPU µs/request
     let mut results = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
+    let mut client_cpu = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
+    let mut server_cpu = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
     let mut ratios = vec![Vec::new(); threads_list.len()];
     let mut default_ratios = vec![Vec::new(); threads_list.len()];
     let mut errors = 0;
@@ -404,17 +450,19 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         for (ti, &threads) in threads_list.iter().enumerate() {
             let mut round = Vec::new();
             for (ri, (_, c)) in rows.iter().enumerate() {
-                let (rps, e) = throughput(threads, warm, dur, &|| c.call());
-                errors += e;
-                results[ri][ti].push(rps);
-                round.push(rps);
+                let t = throughput(threads, warm, dur, &|| c.call());
+                errors += t.errors;
+                results[ri][ti].push(t.rps);
+                client_cpu[ri][ti].push(t.client_us);
+                server_cpu[ri][ti].push(t.server_us);
+                round.push(t.rps);
             }
             ratios[ti].push(round[1] / round[0]);
             default_ratios[ti].push(round[5] / round[4]);
         }
     }
     let mut md = format!(
-        "### Overhead: steady state (valid token)\n\nRequests per second, median of {reps} interleaved rounds of {} ms (after {} ms warm-up) per cell; every row sends the same `GET /api` with a valid bearer token and reads the 2-byte body. The first four rows share one agent configuration (a pool large enough for every thread, no timeouts); the last two use the settings of AuthClient's default agent (ureq's default pool of 3 idle connections per host, 10 s connect timeout, 60 s global timeout). Ratio = AuthClient / raw ureq with the same agent settings, the median of per-round ratios.\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|\n",
+        "### Overhead: steady state (valid token)\n\nRequests per second, median of {reps} interleaved rounds of {} ms (after {} ms warm-up) per cell; every row sends the same `GET /api` with a valid bearer token and reads the 2-byte body. The first four rows share one agent configuration (a pool large enough for every thread, no timeouts); the last two use the settings of AuthClient's default agent (ureq's default pool of 3 idle connections per host, 10 s connect timeout, 60 s global timeout). Ratio = AuthClient / raw ureq with the same agent settings, the median of per-round ratios (min–max of the rounds in brackets).\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|\n",
         dur.as_millis(),
         warm.as_millis()
     );
@@ -437,12 +485,101 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
                 format!("**{m:.3}** ({lo:.3}–{hi:.3})")
             })
             .collect();
+        let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
+    }
+    let _ = writeln!(
+        md,
+        "\nCPU time per request (µs, median of rounds), from `/proc/self/task/*/schedstat`: the calling threads (client) and the server's connection threads (server). The server's share is the same work for every row, a check that the rows are comparable. (Not shown for the default-agent rows: ureq resolves on a short-lived thread per request there, whose CPU time is not captured.)\n\n| contender | client, 1 thread | client, 4 | client, 16 | server, 1 | server, 4 | server, 16 |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for ri in 0..4 {
+        let c: Vec<String> = client_cpu[ri]
+            .iter_mut()
+            .map(|v| format!("{:.1}", median(v)))
+            .collect();
+        let sv: Vec<String> = server_cpu[ri]
+            .iter_mut()
+            .map(|v| format!("{:.1}", median(v)))
+            .collect();
         let _ = writeln!(
             md,
-            "| {label} (min–max of rounds) | {} |",
-            cells.join(" | ")
+            "| {} | {} | {} |",
+            rows[ri].0,
+            c.join(" | "),
+            sv.join(" | ")
         );
     }
+    let extra: Vec<String> = (0..threads_list.len())
+        .map(|ti| {
+            let a = median(&mut client_cpu[1][ti].clone());
+            let r = median(&mut client_cpu[0][ti].clone());
+            format!("{:+.1} µs ({:+.0} %)", a - r, (a / r - 1.0) * 100.0)
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "| AuthClient − raw, client CPU | {} | | | |",
+        extra.join(" | ")
+    );
+    // The same four contenders with every request answered in memory: no I/O at all.
+    let mem = Setup {
+        base_url: "http://127.0.0.1:9/".into(),
+        ..setup(
+            server,
+            memtransport::agent(),
+            &sess.live_access,
+            &sess.refresh,
+        )
+    };
+    let mem_rows: Vec<Arc<dyn Contender>> = Kind::ALL
+        .iter()
+        .map(|&k| contenders::build(k, &mem))
+        .collect();
+    let mut mem_results = vec![vec![Vec::new(); threads_list.len()]; mem_rows.len()];
+    let mut mem_ratios = vec![Vec::new(); threads_list.len()];
+    for _ in 0..reps {
+        for (ti, &threads) in threads_list.iter().enumerate() {
+            let mut round = Vec::new();
+            for (ri, c) in mem_rows.iter().enumerate() {
+                let t = throughput(threads, warm, dur, &|| c.call());
+                errors += t.errors;
+                mem_results[ri][ti].push(t.rps);
+                round.push(t.rps);
+            }
+            mem_ratios[ti].push(round[1] / round[0]);
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n**Without I/O.** The same four contenders on an agent whose transport answers every request in memory (`benches/gate/memtransport.rs`): no socket, no server, no other thread. This isolates the CPU cost of the request path in ureq and in each client around it; the first column, as ns per request, is what one request costs on one core.\n\n| contender | 1 thread | 4 threads | 16 threads | ns / request (1 thread) |\n|---|---:|---:|---:|---:|"
+    );
+    let mut mem_ns = Vec::new();
+    for (ri, &kind) in Kind::ALL.iter().enumerate() {
+        let med: Vec<f64> = mem_results[ri].iter_mut().map(|v| median(v)).collect();
+        let cells: Vec<String> = med.iter().map(|&x| kreq(x)).collect();
+        mem_ns.push(1e9 / med[0]);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} |",
+            kind.name(),
+            cells.join(" | "),
+            1e9 / med[0]
+        );
+    }
+    let cells: Vec<String> = mem_ratios
+        .iter_mut()
+        .map(|v| {
+            let m = median(v);
+            let (lo, hi) = (v[0], v[v.len() - 1]);
+            format!("**{m:.3}** ({lo:.3}–{hi:.3})")
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "| **AuthClient / raw**, in memory | {} | {:+.0} |",
+        cells.join(" | "),
+        mem_ns[1] - mem_ns[0]
+    );
+
     let _ = writeln!(md, "\nFailed requests during the runs: {errors}.");
     let m: Vec<String> = ratios
         .iter_mut()
@@ -454,9 +591,12 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         .collect();
     let raw_rps: Vec<String> = results[0].iter_mut().map(|v| kreq(median(v))).collect();
     headline.push(format!(
-        "**Overhead** (valid token, AuthClient / raw ureq on the same agent) at 1 / 4 / 16 threads: **{}** (target ≥ 0.97; raw ureq: {} req/s). With the default agents of both (tokengate's settings): {}.",
+        "**Overhead** (valid token, AuthClient / raw ureq on the same agent) at 1 / 4 / 16 threads: **{}** (target ≥ 0.97; raw ureq: {} req/s); AuthClient's extra client CPU per request: {}. Without any I/O (in-memory transport) AuthClient adds {:.0} ns to ureq's {:.0} ns per request. With the default agents of both (tokengate's settings): {}.",
         m.join(" / "),
         raw_rps.join(" / "),
+        extra.join(" / "),
+        mem_ns[1] - mem_ns[0],
+        mem_ns[0],
         d.join(" / ")
     ));
     md
@@ -1270,6 +1410,40 @@ fn print_alloc_sites(kind: Kind, c: &Arc<dyn Contender>) {
             .collect();
         println!("{size:6} B  {}", shown.join("  <-  "));
     }
+}
+
+/// `--spin KIND SECS`: one contender on the in-memory transport, one thread, for SECS seconds
+/// (to run under a profiler: `perf record -g target/release/deps/gate-* --spin authclient 5`).
+fn spin(args: &[String]) {
+    let [kind, secs] = args else {
+        eprintln!("usage: --spin KIND SECS");
+        std::process::exit(2);
+    };
+    let kind = Kind::from_id(kind).expect("contender id");
+    let secs: f64 = secs.parse().expect("seconds");
+    let s = Setup {
+        base_url: "http://127.0.0.1:9/".into(),
+        token_url: "http://127.0.0.1:9/token".into(),
+        api: memtransport::agent(),
+        access: "at-0".into(),
+        refresh: "rt-0".into(),
+        expires_in: Duration::from_secs(3600),
+        skew: Duration::from_secs(30),
+        static_auth: "Bearer at-0".into(),
+        auth_default_agent: false,
+    };
+    let c = contenders::build(kind, &s);
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        c.call().expect("request");
+        n += 1;
+    }
+    println!(
+        "{}: {:.0} ns / request",
+        kind.name(),
+        t.elapsed().as_nanos() as f64 / n as f64
+    );
 }
 
 // ------------------------------------------------------------------------------------------
