@@ -47,6 +47,16 @@ pub fn tokengate_default_agent() -> Agent {
         .into()
 }
 
+/// ureq's default pool (3 idle connections per host) and no timeout.
+pub fn default_pool_agent() -> Agent {
+    Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
 pub fn token_agent() -> Agent {
     Agent::config_builder()
         .proxy(None)
