@@ -720,7 +720,7 @@ fn storm(
     ];
     // runs[who][n] = runs
     let mut runs: Vec<Vec<Vec<StormRun>>> = vec![vec![Vec::new(); ns.len()]; who.len()];
-    for rep in 0..reps {
+    for _ in 0..reps {
         for (ni, &n) in ns.iter().enumerate() {
             for (wi, (kind, name)) in who.iter().enumerate() {
                 // Runs of one cell stop once they add up to 30 s (the naive client refreshes
