@@ -83,6 +83,7 @@ fn main() {
     let mut headline: Vec<String> = Vec::new();
     for s in opts.scenarios.clone() {
         let load_before = loadavg();
+        let ticks_before = cpu_ticks();
         let t = Instant::now();
         let mut md = match s.as_str() {
             "ceiling" => ceiling(&server, &opts),
@@ -93,10 +94,11 @@ fn main() {
             "alloc" => alloc_scenario(&server, &opts, &mut headline),
             _ => unreachable!(),
         };
+        let secs = t.elapsed().as_secs_f64();
         let _ = writeln!(
             md,
-            "\n<sub>Scenario `{s}` took {:.0} s; load average before / after: {load_before} / {}.</sub>",
-            t.elapsed().as_secs_f64(),
+            "\n<sub>Scenario `{s}` took {secs:.0} s; meanwhile {}; load average before / after (counting the bench's own threads): {load_before} / {}.</sub>",
+            foreign_load(ticks_before, cpu_ticks(), secs),
             loadavg()
         );
         println!("{md}");
@@ -156,6 +158,56 @@ fn quantile(sorted: &[u64], p: f64) -> u64 {
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
+}
+
+/// CPU ticks so far: `(busy ticks of the whole machine, steal ticks, ticks of this process
+/// and its waited-for children)`, from `/proc/stat` and `/proc/self/stat`.
+fn cpu_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| f.get(i).copied().unwrap_or(0))
+        .sum();
+    let steal = f.get(7).copied().unwrap_or(0);
+    let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the ")" that closes the command name: utime is the 12th, then stime,
+    // cutime, cstime.
+    let own = me
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|x| x.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    (busy, steal, own)
+}
+
+/// How busy the rest of the machine was between two [`cpu_ticks`] readings.
+fn foreign_load(a: (u64, u64, u64), b: (u64, u64, u64), secs: f64) -> String {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let hz = 100.0; // USER_HZ
+    let capacity = secs * cores * hz;
+    let foreign =
+        b.0.saturating_sub(a.0)
+            .saturating_sub(b.2.saturating_sub(a.2)) as f64;
+    let steal = b.1.saturating_sub(a.1) as f64;
+    format!(
+        "other processes used {:.0} % of the machine's CPU time (hypervisor steal {:.0} %)",
+        100.0 * foreign / capacity,
+        100.0 * steal / capacity
+    )
 }
 
 fn loadavg() -> String {
