@@ -589,7 +589,7 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         base_url: "http://127.0.0.1:9/".into(),
         ..setup(
             server,
-            memtransport::agent(),
+            memtransport::agent(None),
             &sess.live_access,
             &sess.refresh,
         )
@@ -1476,19 +1476,25 @@ fn print_alloc_sites(kind: Kind, c: &Arc<dyn Contender>) {
     }
 }
 
-/// `--spin KIND SECS`: one contender on the in-memory transport, one thread, for SECS seconds
-/// (to run under a profiler: `perf record -g target/release/deps/gate-* --spin authclient 5`).
+/// `--spin KIND SECS [timeout]`: one contender on the in-memory transport, one thread, for
+/// SECS seconds (to run under a profiler: `perf record -g target/release/deps/gate-* --spin
+/// authclient 5`). With `timeout`, the agent has a 60 s global timeout (as tokengate's default
+/// agent): `strace -f -c` then shows ureq's resolver thread per request.
 fn spin(args: &[String]) {
-    let [kind, secs] = args else {
-        eprintln!("usage: --spin KIND SECS");
-        std::process::exit(2);
+    let (kind, secs, timeout) = match args {
+        [kind, secs] => (kind, secs, None),
+        [kind, secs, t] if t == "timeout" => (kind, secs, Some(Duration::from_secs(60))),
+        _ => {
+            eprintln!("usage: --spin KIND SECS [timeout]");
+            std::process::exit(2);
+        }
     };
     let kind = Kind::from_id(kind).expect("contender id");
     let secs: f64 = secs.parse().expect("seconds");
     let s = Setup {
         base_url: "http://127.0.0.1:9/".into(),
         token_url: "http://127.0.0.1:9/token".into(),
-        api: memtransport::agent(),
+        api: memtransport::agent(timeout),
         access: "at-0".into(),
         refresh: "rt-0".into(),
         expires_in: Duration::from_secs(3600),
@@ -1504,7 +1510,7 @@ fn spin(args: &[String]) {
         n += 1;
     }
     println!(
-        "{}: {:.0} ns / request",
+        "{}: {n} requests, {:.0} ns / request",
         kind.name(),
         t.elapsed().as_nanos() as f64 / n as f64
     );

@@ -62,14 +62,16 @@ impl Transport for MemTransport {
     }
 }
 
-/// An agent whose every request is answered in memory (same settings as the bench's agent).
-pub fn agent() -> Agent {
+/// An agent whose every request is answered in memory (same settings as the bench's agent,
+/// plus an optional global timeout).
+pub fn agent(timeout: Option<std::time::Duration>) -> Agent {
     let config = Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
         .max_redirects(0)
         .max_idle_connections(4096)
         .max_idle_connections_per_host(4096)
+        .timeout_global(timeout)
         .build();
     Agent::with_parts(config, MemConnector, DefaultResolver::default())
 }
