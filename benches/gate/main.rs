@@ -510,23 +510,26 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
     let mut ratios = vec![Vec::new(); threads_list.len()];
     let mut default_ratios = vec![Vec::new(); threads_list.len()];
     let mut errors = 0;
-    for _ in 0..reps {
+    for rep in 0..reps {
         for (ti, &threads) in threads_list.iter().enumerate() {
-            let mut round = Vec::new();
-            for (ri, (_, c)) in rows.iter().enumerate() {
+            let mut round = vec![0.0; rows.len()];
+            // Each round starts with a different contender, so no one always runs first.
+            for k in 0..rows.len() {
+                let ri = (rep + k) % rows.len();
+                let c = &rows[ri].1;
                 let t = throughput(threads, warm, dur, &|| c.call());
                 errors += t.errors;
                 results[ri][ti].push(t.rps);
                 client_cpu[ri][ti].push(t.client_us);
                 server_cpu[ri][ti].push(t.server_us);
-                round.push(t.rps);
+                round[ri] = t.rps;
             }
             ratios[ti].push(round[1] / round[0]);
             default_ratios[ti].push(round[5] / round[4]);
         }
     }
     let mut md = format!(
-        "### Overhead: steady state (valid token)\n\nRequests per second, median of {reps} interleaved rounds of {} ms (after {} ms warm-up) per cell; every row sends the same `GET /api` with a valid bearer token and reads the 2-byte body. The first four rows share one agent configuration (a pool large enough for every thread, no timeouts); the next two use the settings of AuthClient's default agent (ureq's default pool of 3 idle connections per host, 10 s connect timeout, 60 s global timeout); the last one has ureq's default pool and no timeout, to tell the two effects apart. Ratio = AuthClient / raw ureq with the same agent settings, the median of per-round ratios (min–max of the rounds in brackets).\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|\n",
+        "### Overhead: steady state (valid token)\n\nRequests per second, median of {reps} interleaved rounds (each starting with a different contender) of {} ms (after {} ms warm-up) per cell; every row sends the same `GET /api` with a valid bearer token and reads the 2-byte body. The first four rows share one agent configuration (a pool large enough for every thread, no timeouts); the next two use the settings of AuthClient's default agent (ureq's default pool of 3 idle connections per host, 10 s connect timeout, 60 s global timeout); the last one has ureq's default pool and no timeout, to tell the two effects apart. Ratio = AuthClient / raw ureq with the same agent settings, the median of per-round ratios (min–max of the rounds in brackets).\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|\n",
         dur.as_millis(),
         warm.as_millis()
     );
@@ -600,14 +603,16 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         .collect();
     let mut mem_results = vec![vec![Vec::new(); threads_list.len()]; mem_rows.len()];
     let mut mem_ratios = vec![Vec::new(); threads_list.len()];
-    for _ in 0..reps {
+    for rep in 0..reps {
         for (ti, &threads) in threads_list.iter().enumerate() {
-            let mut round = Vec::new();
-            for (ri, c) in mem_rows.iter().enumerate() {
+            let mut round = vec![0.0; mem_rows.len()];
+            for k in 0..mem_rows.len() {
+                let ri = (rep + k) % mem_rows.len();
+                let c = &mem_rows[ri];
                 let t = throughput(threads, warm, dur, &|| c.call());
                 errors += t.errors;
                 mem_results[ri][ti].push(t.rps);
-                round.push(t.rps);
+                round[ri] = t.rps;
             }
             mem_ratios[ti].push(round[1] / round[0]);
         }
