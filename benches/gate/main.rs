@@ -619,20 +619,14 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
     }
     let _ = writeln!(
         md,
-        "\n**Without I/O.** The same four contenders on an agent whose transport answers every request in memory (`benches/gate/memtransport.rs`): no socket, no server, no other thread. This isolates the CPU cost of the request path in ureq and in each client around it; the first column, as ns per request, is what one request costs on one core.\n\n| contender | 1 thread | 4 threads | 16 threads | ns / request (1 thread) |\n|---|---:|---:|---:|---:|"
+        "\n**Without I/O.** The same four contenders on an agent whose transport answers every request in memory (`benches/gate/memtransport.rs`): no socket, no server, no other thread. This isolates the CPU cost of the request path in ureq and in each client around it. Requests per second, as above:\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|"
     );
-    let mut mem_ns = Vec::new();
     for (ri, &kind) in Kind::ALL.iter().enumerate() {
-        let med: Vec<f64> = mem_results[ri].iter_mut().map(|v| median(v)).collect();
-        let cells: Vec<String> = med.iter().map(|&x| kreq(x)).collect();
-        mem_ns.push(1e9 / med[0]);
-        let _ = writeln!(
-            md,
-            "| {} | {} | {:.0} |",
-            kind.name(),
-            cells.join(" | "),
-            1e9 / med[0]
-        );
+        let cells: Vec<String> = mem_results[ri]
+            .iter_mut()
+            .map(|v| kreq(median(v)))
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", kind.name(), cells.join(" | "));
     }
     let cells: Vec<String> = mem_ratios
         .iter_mut()
@@ -644,11 +638,61 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         .collect();
     let _ = writeln!(
         md,
-        "| **AuthClient / raw**, in memory | {} | {:+.0} |",
-        cells.join(" | "),
-        mem_ns[1] - mem_ns[0]
+        "| **AuthClient / raw**, in memory | {} |",
+        cells.join(" | ")
     );
 
+    // One thread, in memory, in short pairs: each contender right next to raw ureq, many
+    // times, so drifts in the machine's speed cancel out of the paired differences.
+    let (pairs, slice) = if opts.quick {
+        (5, Duration::from_millis(20))
+    } else {
+        (41, Duration::from_millis(50))
+    };
+    let ns_per_call = |c: &Arc<dyn Contender>, d: Duration| {
+        let t = Instant::now();
+        let mut n = 0u64;
+        while t.elapsed() < d {
+            let _ = c.call();
+            n += 1;
+        }
+        t.elapsed().as_nanos() as f64 / n as f64
+    };
+    for c in &mem_rows {
+        ns_per_call(c, Duration::from_millis(100));
+    }
+    let mut raw_ns = Vec::new();
+    let mut diffs = vec![Vec::new(); mem_rows.len()];
+    for i in 0..pairs {
+        let mut ns = vec![0.0; mem_rows.len()];
+        for k in 0..mem_rows.len() {
+            let ri = (i + k) % mem_rows.len();
+            ns[ri] = ns_per_call(&mem_rows[ri], slice);
+        }
+        raw_ns.push(ns[0]);
+        for ri in 0..mem_rows.len() {
+            diffs[ri].push(ns[ri] - ns[0]);
+        }
+    }
+    let raw_med = median(&mut raw_ns);
+    let _ = writeln!(
+        md,
+        "\nOne thread, in memory, measured in {pairs} rounds of {} ms per contender (each round in a different order); the extra cost is the median of the per-round differences to raw ureq.\n\n| contender | ns / request | extra vs raw ureq (ns) | extra (%) |\n|---|---:|---:|---:|",
+        slice.as_millis()
+    );
+    let mut mem_extra = Vec::new();
+    for (ri, &kind) in Kind::ALL.iter().enumerate() {
+        let d = median(&mut diffs[ri]);
+        mem_extra.push(d);
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:+.0} | {:+.1} % |",
+            kind.name(),
+            raw_med + d,
+            d,
+            100.0 * d / raw_med
+        );
+    }
     let _ = writeln!(md, "\nFailed requests during the runs: {errors}.");
     let m: Vec<String> = ratios
         .iter_mut()
@@ -664,8 +708,8 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         m.join(" / "),
         raw_rps.join(" / "),
         extra.join(" / "),
-        mem_ns[1] - mem_ns[0],
-        mem_ns[0],
+        mem_extra[1],
+        raw_med,
         d.join(" / ")
     ));
     md
