@@ -44,6 +44,25 @@ fn main() {
         memory_child(&args[1..]);
         return;
     }
+    if args.first().map(String::as_str) == Some("--plot") {
+        // `--plot CSV SVG`: redraw the storm plot from a storm.csv the bench wrote.
+        let [csv, svg] = &args[1..] else {
+            eprintln!("usage: --plot STORM_CSV OUT_SVG");
+            std::process::exit(2);
+        };
+        let text = std::fs::read_to_string(csv).expect("read storm csv");
+        let mut series: Vec<(String, Vec<(usize, f64)>)> = Vec::new();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let (n, name, ms) = (f[0].parse().expect("n"), f[1], f[3].parse().expect("ms"));
+            match series.iter_mut().find(|s| s.0 == name) {
+                Some(s) => s.1.push((n, ms)),
+                None => series.push((name.to_owned(), vec![(n, ms)])),
+            }
+        }
+        std::fs::write(svg, storm_svg(&series)).expect("write svg");
+        return;
+    }
     if args.first().map(String::as_str) == Some("--spin") {
         spin(&args[1..]);
         return;
@@ -1016,25 +1035,43 @@ fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
         "<polyline points=\"{}\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>",
         target.join(" ")
     );
-    for (i, (name, pts)) in series.iter().enumerate() {
+    // Lines that nearly coincide stay visible: earlier series are drawn wider underneath,
+    // AuthClient (the second series) last and on top, with square markers for the others.
+    let mut order: Vec<usize> = (0..series.len()).filter(|&i| i != 1).collect();
+    order.push(1);
+    for (rank, &i) in order.iter().enumerate() {
+        let (name, pts) = &series[i];
         let c = colors[i % colors.len()];
+        let width = if i == 1 { 2.0 } else { 5.0 - rank as f64 };
         let line: Vec<String> = pts
             .iter()
             .map(|&(n, ms)| format!("{:.1},{:.1}", x(n as f64), y(ms)))
             .collect();
         let _ = writeln!(
             s,
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"2.5\"/>",
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"{width}\" stroke-opacity=\"0.85\"/>",
             line.join(" ")
         );
         for &(n, ms) in pts {
-            let _ = writeln!(
-                s,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{c}\"><title>{name}, N={n}: {ms:.1} ms</title></circle>",
-                x(n as f64),
-                y(ms)
-            );
+            let (cx, cy) = (x(n as f64), y(ms));
+            let title = format!("<title>{name}, N={n}: {ms:.1} ms</title>");
+            let _ = if i == 1 {
+                writeln!(
+                    s,
+                    "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"{c}\">{title}</circle>"
+                )
+            } else {
+                writeln!(
+                    s,
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"9\" height=\"9\" fill=\"{c}\">{title}</rect>",
+                    cx - 4.5,
+                    cy - 4.5
+                )
+            };
         }
+    }
+    for (i, (name, _)) in series.iter().enumerate() {
+        let c = colors[i % colors.len()];
         let ly = top + 10.0 + i as f64 * 22.0;
         let lx = left + pw + 16.0;
         let _ = writeln!(
