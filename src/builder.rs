@@ -17,6 +17,7 @@ use crate::refresh::Refresh;
 use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
 use crate::store::{MemoryStore, TokenStore};
 use crate::tokens::{Current, Tokens};
+use crate::transport::TimeoutKind::{PerPhase, WholeCall};
 use crate::transport::{self, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
 use crate::util::{strip_userinfo, Origin};
 
@@ -197,8 +198,10 @@ impl AuthClientBuilder {
         self
     }
 
-    /// Whole-call timeout of API requests on the default agent. Defaults to 60 s
-    /// (connect: 10 s).
+    /// Timeout of API requests on the default agent, applied to each phase: sending the
+    /// request, waiting for the response head, reading the body. Defaults to 60 s (connect:
+    /// 10 s). It is not one whole-call budget because that makes ureq resolve the host on a
+    /// new thread for every request; pass your own agent ([`Self::api_agent`]) for that.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.api_timeout = timeout;
         self
@@ -269,12 +272,12 @@ impl AuthClientBuilder {
             }
         }
 
-        let api = self
-            .api_agent
-            .unwrap_or_else(|| transport::default_agent(self.api_timeout, self.proxy.clone()));
+        let api = self.api_agent.unwrap_or_else(|| {
+            transport::default_agent(self.api_timeout, PerPhase, self.proxy.clone())
+        });
         let token_agent = self
             .token_agent
-            .unwrap_or_else(|| transport::default_agent(self.token_timeout, self.proxy));
+            .unwrap_or_else(|| transport::default_agent(self.token_timeout, WholeCall, self.proxy));
         Ok(AuthClient {
             inner: Arc::new(Inner {
                 base,

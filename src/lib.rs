@@ -72,7 +72,7 @@
 //! |---|---|
 //! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime |
 //! | `refresh_timeout` (wait for another thread's refresh) | 60 s |
-//! | API timeout / token-endpoint timeout / connect timeout | 60 s / 30 s / 10 s |
+//! | API timeout (per phase: send, response head, body) / token-endpoint timeout (whole call) / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |
 //! | `http_status_as_error` | true |
 //! | retries | 3, full-jitter backoff 200 ms → 10 s ([`RetryPolicy`]) |

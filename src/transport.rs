@@ -18,16 +18,41 @@ pub(crate) const TOKEN_RESPONSE_LIMIT: u64 = 64 * 1024;
 /// Largest 401 body drained before a retry (so the connection can be reused).
 pub(crate) const DRAIN_LIMIT: u64 = 64 * 1024;
 
+/// How an agent's `timeout` is applied.
+#[derive(Clone, Copy)]
+pub(crate) enum TimeoutKind {
+    /// One budget for the whole call (token endpoint: refreshes are rare and waiters depend on
+    /// a firm bound). ureq then resolves the host on a helper thread, once per call.
+    WholeCall,
+    /// The same budget for each phase: sending, waiting for the response head, reading the
+    /// body (API calls). ureq spawns no thread per request this way.
+    PerPhase,
+}
+
 /// Builds an agent configured the way tokengate drives it: statuses come back as responses
 /// (a 401 must be seen with its headers), and redirects are not followed by ureq (which would
 /// decide on its own which origin sees the token).
-pub(crate) fn default_agent(timeout: Duration, proxy: Option<Option<ureq::Proxy>>) -> Agent {
+pub(crate) fn default_agent(
+    timeout: Duration,
+    kind: TimeoutKind,
+    proxy: Option<Option<ureq::Proxy>>,
+) -> Agent {
     let mut cfg = Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(DEFAULT_CONNECT_TIMEOUT))
-        .timeout_global(Some(timeout))
         .user_agent(concat!("tokengate/", env!("CARGO_PKG_VERSION")));
+    cfg = match kind {
+        TimeoutKind::WholeCall => cfg.timeout_global(Some(timeout)),
+        // A global (or per-call, or resolve) timeout makes ureq 3.5 resolve the host on a new
+        // thread for every request, pooled connection or not (measured in BENCHMARKS.md:
+        // one clone3 per request). Phase timeouts bound the same waits without it.
+        TimeoutKind::PerPhase => cfg
+            .timeout_send_request(Some(timeout))
+            .timeout_send_body(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_recv_body(Some(timeout)),
+    };
     if let Some(proxy) = proxy {
         cfg = cfg.proxy(proxy);
     }
