@@ -19,7 +19,7 @@ use crate::retry::{self, RetryPolicy, Sleeper};
 use crate::store::{RefreshLock, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport;
-use crate::util::Origin;
+use crate::util::{has_http_scheme, Origin};
 
 /// A thread-safe HTTP client that attaches a bearer token to every request to its API and
 /// keeps that token fresh.
@@ -297,7 +297,7 @@ impl Inner {
 
     /// True if `uri` has the base URL's origin: the only one that sees the token.
     fn is_base_origin(&self, uri: &Uri) -> bool {
-        Origin::of(uri).as_ref() == Some(&self.origin)
+        self.origin.matches(uri)
     }
 
     fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
@@ -580,8 +580,7 @@ impl Inner {
 
     /// Resolves a request path against the base URL (see [`AuthClient::request`]).
     pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
-        let lower = path.get(..8).unwrap_or(path).to_ascii_lowercase();
-        let mut url = if lower.starts_with("https://") || lower.starts_with("http://") {
+        let mut url = if has_http_scheme(path) {
             path.to_owned()
         } else if path.starts_with("//") || path.starts_with("\\\\") || path.starts_with("/\\") {
             return Err(Error::InvalidUrl(
@@ -594,10 +593,16 @@ impl Inner {
             return Err(Error::InvalidUrl(
                 "a path with a scheme other than http(s) is not allowed".into(),
             ));
-        } else if path.starts_with('/') {
-            format!("{}{}", self.base_root, path)
         } else {
-            format!("{}{}", self.base, path)
+            let prefix = if path.starts_with('/') {
+                &self.base_root
+            } else {
+                &self.base
+            };
+            let mut url = String::with_capacity(prefix.len() + path.len() + 1 + query.len());
+            url.push_str(prefix);
+            url.push_str(path);
+            url
         };
         if !query.is_empty() {
             url.push(if url.contains('?') { '&' } else { '?' });
@@ -606,6 +611,9 @@ impl Inner {
         let uri: Uri = url
             .parse()
             .map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
+        if self.origin.matches(&uri) {
+            return Ok(uri);
+        }
         match Origin::of(&uri) {
             None => Err(Error::InvalidUrl(
                 "only http and https URLs with a host are allowed".into(),

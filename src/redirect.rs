@@ -3,7 +3,7 @@
 use ureq::http::{self, HeaderMap, HeaderName, Method, StatusCode, Uri};
 
 use crate::error::Error;
-use crate::util::Origin;
+use crate::util::{has_http_scheme, Origin};
 
 /// Default for [`AuthClientBuilder::max_redirects`](crate::AuthClientBuilder::max_redirects).
 pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
@@ -50,8 +50,7 @@ pub(crate) fn resolve_location(current: &Uri, location: &str) -> Result<Uri, Err
     }
     let scheme = current.scheme_str().unwrap_or("https");
     let authority = current.authority().map(|a| a.as_str()).unwrap_or_default();
-    let lower = location.get(..8).unwrap_or(location).to_ascii_lowercase();
-    let url = if lower.starts_with("http://") || lower.starts_with("https://") {
+    let url = if has_http_scheme(location) {
         location.to_owned()
     } else if location.starts_with("//") {
         format!("{scheme}:{location}")

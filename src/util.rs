@@ -131,6 +131,21 @@ impl Origin {
         })
     }
 
+    /// True if `uri` has this origin. Allocates nothing (it runs for every request).
+    pub(crate) fn matches(&self, uri: &ureq::http::Uri) -> bool {
+        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+            return false;
+        };
+        let default_port = match scheme.len() {
+            4 if scheme.eq_ignore_ascii_case("http") => 80,
+            5 if scheme.eq_ignore_ascii_case("https") => 443,
+            _ => return false,
+        };
+        scheme.eq_ignore_ascii_case(&self.scheme)
+            && host.eq_ignore_ascii_case(&self.host)
+            && uri.port_u16().unwrap_or(default_port) == self.port
+    }
+
     pub(crate) fn is_https(&self) -> bool {
         self.scheme == "https"
     }
@@ -175,6 +190,15 @@ impl fmt::Debug for EndpointUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&strip_userinfo(&self.0), f)
     }
+}
+
+/// True if `s` starts with `http://` or `https://`, in any case.
+pub(crate) fn has_http_scheme(s: &str) -> bool {
+    let starts = |prefix: &str| {
+        s.get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
+    };
+    starts("http://") || starts("https://")
 }
 
 /// A `Debug` stand-in for a secret value.
@@ -250,5 +274,21 @@ mod tests {
         assert!(o("http://localhost").unwrap().is_loopback());
         assert!(!o("http://example.com").unwrap().is_loopback());
         assert!(o("ftp://example.com").is_none());
+
+        let base = o("https://API.example.com/v1").unwrap();
+        for (url, same) in [
+            ("https://api.example.com/x", true),
+            ("HTTPS://api.EXAMPLE.com:443/x", true),
+            ("http://api.example.com/x", false),
+            ("https://api.example.com:8443/x", false),
+            ("https://api.example.com.evil/x", false),
+            ("/relative", false),
+        ] {
+            assert_eq!(base.matches(&url.parse().unwrap()), same, "{url}");
+        }
+        assert!(has_http_scheme("HTTP://x") && has_http_scheme("https://x"));
+        assert!(
+            !has_http_scheme("http:/x") && !has_http_scheme("ftp://x") && !has_http_scheme("é")
+        );
     }
 }
