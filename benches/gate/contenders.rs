@@ -34,15 +34,31 @@ pub fn api_agent() -> Agent {
 }
 
 /// The settings of tokengate's own default API agent (src/transport.rs): ureq's default pool,
-/// a 10 s connect timeout and a 60 s global timeout.
+/// a 10 s connect timeout and 60 s for each phase (send, response head, body).
 pub fn tokengate_default_agent() -> Agent {
     Agent::config_builder()
         .proxy(None)
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_global(Some(Duration::from_secs(60)))
+        .timeout_send_request(Some(Duration::from_secs(60)))
+        .timeout_send_body(Some(Duration::from_secs(60)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_body(Some(Duration::from_secs(60)))
         .user_agent(concat!("tokengate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// tokengate's default API agent before the fix: a 60 s *global* timeout, which makes ureq
+/// 3.5 resolve the host on a new thread for every request.
+pub fn global_timeout_agent() -> Agent {
+    Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .timeout_global(Some(Duration::from_secs(60)))
         .build()
         .into()
 }

@@ -520,6 +520,18 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
             ),
         ),
     ));
+    rows.push((
+        "raw ureq, default pool, 60 s global timeout (tokengate's default before the fix)".into(),
+        contenders::build(
+            Kind::Raw,
+            &setup(
+                server,
+                contenders::global_timeout_agent(),
+                &sess.live_access,
+                &sess.refresh,
+            ),
+        ),
+    ));
 
     let threads_list = [1usize, 4, 16];
     // results[row][threads] = per round: req/s, client CPU µs/request, server CPU µs/request
@@ -548,7 +560,7 @@ fn overhead(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> String 
         }
     }
     let mut md = format!(
-        "### Overhead: steady state (valid token)\n\nRequests per second, median of {reps} interleaved rounds (each starting with a different contender) of {} ms (after {} ms warm-up) per cell; every row sends the same `GET /api` with a valid bearer token and reads the 2-byte body. The first four rows share one agent configuration (a pool large enough for every thread, no timeouts); the next two use the settings of AuthClient's default agent (ureq's default pool of 3 idle connections per host, 10 s connect timeout, 60 s global timeout); the last one has ureq's default pool and no timeout, to tell the two effects apart. Ratio = AuthClient / raw ureq with the same agent settings, the median of per-round ratios (min–max of the rounds in brackets).\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|\n",
+        "### Overhead: steady state (valid token)\n\nRequests per second, median of {reps} interleaved rounds (each starting with a different contender) of {} ms (after {} ms warm-up) per cell; every row sends the same `GET /api` with a valid bearer token and reads the 2-byte body. The first four rows share one agent configuration (a pool large enough for every thread, no timeouts); the next two use the settings of AuthClient's default agent (ureq's default pool of 3 idle connections per host, 10 s connect timeout, 60 s per phase); the next has ureq's default pool and no timeout, to tell the two effects apart; the last one has a 60 s *global* timeout, tokengate's default before finding 1 was fixed. Ratio = AuthClient / raw ureq with the same agent settings, the median of per-round ratios (min–max of the rounds in brackets).\n\n| contender | 1 thread | 4 threads | 16 threads |\n|---|---:|---:|---:|\n",
         dur.as_millis(),
         warm.as_millis()
     );
