@@ -131,8 +131,7 @@ impl AuthClient {
     /// [`Error::InvalidToken`] if a token cannot travel in a header (nothing changes then);
     /// [`Error::Store`] if the store failed (the tokens are in use in memory all the same).
     pub fn set_tokens(&self, tokens: Tokens) -> Result<(), Error> {
-        let current = Current::new(tokens, self.inner.clock.now(), self.inner.skew)
-            .map_err(Error::InvalidToken)?;
+        let current = self.inner.stamp(tokens).map_err(Error::InvalidToken)?;
         self.inner.replace(Some(current))
     }
 
@@ -448,7 +447,7 @@ impl Inner {
                     let now = self.clock.now();
                     match adopted {
                         None => return Attempt::Expired,
-                        Some(t) => match Current::new(t, now, self.skew) {
+                        Some(t) => match self.stamp_at(t, now) {
                             Ok(c) if c.is_expired(now) && c.tokens.refresh_token().is_some() => {
                                 stored_expired = Some(c);
                             }
@@ -493,7 +492,7 @@ impl Inner {
         match answer {
             Ok(new) => {
                 let new = new.keep_refresh_token(current.refresh_token());
-                match Current::new(new, self.clock.now(), self.skew) {
+                match self.stamp(new) {
                     Ok(c) => Attempt::Refreshed(c),
                     Err(_) => Attempt::Failed(Arc::new(RefreshError::InvalidResponse(
                         "token is empty, too long or has invalid characters",
@@ -548,6 +547,19 @@ impl Inner {
         result.err().map(Arc::new)
     }
 
+    /// Stamps `tokens` with this client's clock and skew (see [`Current::new`]).
+    fn stamp(&self, tokens: Tokens) -> Result<Current, &'static str> {
+        self.stamp_at(tokens, self.clock.now())
+    }
+
+    fn stamp_at(
+        &self,
+        tokens: Tokens,
+        now: std::time::SystemTime,
+    ) -> Result<Current, &'static str> {
+        Current::new(tokens, now, self.skew)
+    }
+
     /// Adopts tokens another process wrote to a shared store (a login, a logout, a refresh).
     fn adopt_external_change(&self) -> Result<(), Error> {
         let changed = self
@@ -556,7 +568,7 @@ impl Inner {
             .map_err(|e| Error::Store(Arc::new(e)))?;
         if let Some(tokens) = changed {
             let current = tokens
-                .map(|t| Current::new(t, self.clock.now(), self.skew))
+                .map(|t| self.stamp(t))
                 .transpose()
                 .map_err(Error::InvalidToken)?;
             // Already stored: nothing to write back.

@@ -18,15 +18,20 @@ use std::time::{Duration, Instant, SystemTime};
 use tokengate::ureq::Agent;
 use tokengate::{AuthClient, Event, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens};
 
+/// What every agent here shares: no proxy, statuses as responses, no redirects followed.
+fn base_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
+    Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+}
+
 /// The agent every contender sends API requests through. The pool is large enough for the
 /// largest storm, so no contender pays for reconnects (ureq's default keeps 3 idle
 /// connections per host), and no timeout is set: with a global, per-call or resolve timeout,
 /// ureq 3.5 resolves the host on a new thread for every request (see BENCHMARKS.md).
 pub fn api_agent() -> Agent {
-    Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .max_redirects(0)
+    base_config()
         .max_idle_connections(4096)
         .max_idle_connections_per_host(4096)
         .build()
@@ -36,10 +41,7 @@ pub fn api_agent() -> Agent {
 /// The settings of tokengate's own default API agent (src/transport.rs): ureq's default pool,
 /// a 10 s connect timeout and 60 s for each phase (send, response head, body).
 pub fn tokengate_default_agent() -> Agent {
-    Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .max_redirects(0)
+    base_config()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_send_request(Some(Duration::from_secs(60)))
         .timeout_send_body(Some(Duration::from_secs(60)))
@@ -53,10 +55,7 @@ pub fn tokengate_default_agent() -> Agent {
 /// tokengate's default API agent before the fix: a 60 s *global* timeout, which makes ureq
 /// 3.5 resolve the host on a new thread for every request.
 pub fn global_timeout_agent() -> Agent {
-    Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .max_redirects(0)
+    base_config()
         .timeout_connect(Some(Duration::from_secs(10)))
         .timeout_global(Some(Duration::from_secs(60)))
         .build()
@@ -65,21 +64,11 @@ pub fn global_timeout_agent() -> Agent {
 
 /// ureq's default pool (3 idle connections per host) and no timeout.
 pub fn default_pool_agent() -> Agent {
-    Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into()
+    base_config().build().into()
 }
 
 pub fn token_agent() -> Agent {
-    Agent::config_builder()
-        .proxy(None)
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into()
+    base_config().build().into()
 }
 
 /// Which contender.
