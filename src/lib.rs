@@ -91,7 +91,7 @@ mod client;
 mod clock;
 mod error;
 mod event;
-mod file_store;
+
 mod gate;
 mod redirect;
 mod refresh;
@@ -113,7 +113,7 @@ pub use client::AuthClient;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
-pub use file_store::FileStore;
+pub use store::file::FileStore;
 pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
 pub use request::RequestBuilder;

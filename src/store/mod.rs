@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+pub(crate) mod file;
+
 use parking_lot::Mutex;
 
 use crate::tokens::Tokens;
