@@ -1,6 +1,7 @@
 //! [`AuthClientBuilder`]: every setting, with its default, checked once by `build()`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,8 @@ use crate::gate::Gate;
 use crate::redirect::DEFAULT_MAX_REDIRECTS;
 use crate::refresh::Refresh;
 use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
+use crate::session::{Persisted, SAVE_ALLOWANCE};
+use crate::store::Revision;
 use crate::store::{MemoryStore, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport::TimeoutKind::{PerPhase, WholeCall};
@@ -23,8 +26,6 @@ use crate::util::{strip_userinfo, Origin};
 
 /// Default for [`AuthClientBuilder::refresh_skew`].
 pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
-/// Default for [`AuthClientBuilder::refresh_timeout`].
-pub const DEFAULT_REFRESH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Configures an [`AuthClient`]. Created by [`AuthClient::builder`].
 #[must_use = "call build() to get a client"]
@@ -35,7 +36,7 @@ pub struct AuthClientBuilder {
     store: Option<Box<dyn TokenStore>>,
     clock: Box<dyn Clock>,
     skew: Duration,
-    refresh_timeout: Duration,
+    refresh_timeout: Option<Duration>,
     api_agent: Option<Agent>,
     token_agent: Option<Agent>,
     proxy: Option<Option<ureq::Proxy>>,
@@ -63,7 +64,7 @@ impl AuthClientBuilder {
             store: None,
             clock: Box::new(SystemClock),
             skew: DEFAULT_REFRESH_SKEW,
-            refresh_timeout: DEFAULT_REFRESH_TIMEOUT,
+            refresh_timeout: None,
             api_agent: None,
             token_agent: None,
             proxy: None,
@@ -115,10 +116,15 @@ impl AuthClientBuilder {
     }
 
     /// How long a thread waits for another thread's refresh before giving up with
-    /// [`Error::RefreshTimeout`]. Defaults to 60 s ([`DEFAULT_REFRESH_TIMEOUT`]), above the
-    /// token agent's default 30 s timeout.
+    /// [`Error::RefreshTimeout`]. Defaults to the longest a refresh can take, so a waiter never
+    /// gives up on a leader still inside its own bounds: the store's lock wait
+    /// ([`TokenStore::lock_timeout`]: 0 for [`MemoryStore`], 180 s for a
+    /// [`FileStore`](crate::FileStore)), plus one token call per attempt (the token agent's
+    /// timeout, 30 s by default, × (1 + retries)) and the backoffs between them (the retry
+    /// policy's max delay × retries), plus 5 s to save. With default settings: 155 s, or
+    /// 335 s with a `FileStore`.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
-        self.refresh_timeout = timeout;
+        self.refresh_timeout = Some(timeout);
         self
     }
 
@@ -208,6 +214,8 @@ impl AuthClientBuilder {
     }
 
     /// Whole-call timeout of token-endpoint requests on the default agent. Defaults to 30 s.
+    /// It also bounds how long dropping (or closing) the last handle waits for a refresh on the
+    /// wire.
     pub fn token_timeout(mut self, timeout: Duration) -> Self {
         self.token_timeout = timeout;
         self
@@ -238,7 +246,7 @@ impl AuthClientBuilder {
             return Err(e);
         }
         self.retry.validate().map_err(Error::Config)?;
-        let (base, base_root, origin) = parse_base(&self.base_url)?;
+        let (base_url, base_root, origin) = parse_base(&self.base_url)?;
         self.check_secure(&origin)?;
         if let Some(endpoint) = self.refresher.as_ref().and_then(|r| r.endpoint()) {
             let uri: Uri = endpoint
@@ -256,21 +264,31 @@ impl AuthClientBuilder {
 
         let clock = self.clock;
         let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
-        let (tokens, save) = match self.tokens {
-            Some(t) => (Some(t), true),
-            None => (store.load().map_err(|e| Error::Store(Arc::new(e)))?, false),
-        };
-        let current = tokens
-            .map(|t| Current::new(t, clock.now(), self.skew))
-            .transpose()
-            .map_err(Error::InvalidToken)?;
-        if save {
-            if let Some(c) = &current {
-                store
-                    .save(&c.tokens)
-                    .map_err(|e| Error::Store(Arc::new(e)))?;
+        let store_err = |e| Error::Store(Arc::new(e));
+        // A shared store answers a poll with its current record (and revision).
+        let loaded = store.poll(None).map_err(store_err)?;
+        let store_shared = loaded.is_some();
+        let mut base = loaded.as_ref().map(|s| s.revision());
+        let current = match self.tokens {
+            Some(t) => {
+                let c = Current::new(t, clock.now(), self.skew).map_err(Error::InvalidToken)?;
+                match store.lock().map_err(store_err)? {
+                    Some(mut lock) => base = Some(lock.write(Some(&c.tokens)).map_err(store_err)?),
+                    None => store.save(&c.tokens).map_err(store_err)?,
+                }
+                Some(c)
             }
-        }
+            None => {
+                let tokens = match loaded {
+                    Some(stored) => stored.into_tokens(),
+                    None => store.load().map_err(store_err)?,
+                };
+                tokens
+                    .map(|t| Current::new(t, clock.now(), self.skew))
+                    .transpose()
+                    .map_err(Error::InvalidToken)?
+            }
+        };
 
         let api = self.api_agent.unwrap_or_else(|| {
             transport::default_agent(self.api_timeout, PerPhase, self.proxy.clone())
@@ -278,30 +296,42 @@ impl AuthClientBuilder {
         let token_agent = self
             .token_agent
             .unwrap_or_else(|| transport::default_agent(self.token_timeout, WholeCall, self.proxy));
-        Ok(AuthClient {
-            inner: Arc::new(Inner {
-                base,
-                base_root,
-                origin,
-                api_fits: transport::agent_fits(&api),
-                api,
-                token_agent,
-                refresher: self.refresher,
-                gate: Gate::new(current),
-                store,
-                clock,
-                skew: self.skew,
-                refresh_timeout: self.refresh_timeout,
-                status_as_error: self.status_as_error,
-                retry: self.retry,
-                sleeper: self.sleeper,
-                max_redirects: self.max_redirects,
-                sensitive_headers: self.sensitive_headers,
-                allow_other_origins: self.allow_other_origins,
-                on_session_expired: self.on_session_expired,
-                on_event: self.on_event,
-            }),
-        })
+        let token_call_limit = transport::call_limit(&token_agent);
+        let retries = self.retry.retries();
+        let flight_limit = store
+            .lock_timeout()
+            .saturating_add(token_call_limit.saturating_mul(retries + 1))
+            .saturating_add(self.retry.max_delay_value().saturating_mul(retries))
+            .saturating_add(SAVE_ALLOWANCE);
+        Ok(AuthClient::from_inner(Inner {
+            base: base_url,
+            base_root,
+            origin,
+            api_configured: transport::agent_fits(&api),
+            api,
+            token_agent,
+            refresher: self.refresher,
+            gate: Gate::new(current, Persisted::new(base)),
+            store,
+            store_shared,
+            base_revision: AtomicU64::new(base.map_or(0, Revision::get)),
+            unsaved: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            flight_lock: parking_lot::Mutex::new(None),
+            clock,
+            skew: self.skew,
+            refresh_timeout: self.refresh_timeout.unwrap_or(flight_limit),
+            token_call_limit,
+            flight_limit,
+            status_as_error: self.status_as_error,
+            retry: self.retry,
+            sleeper: self.sleeper,
+            max_redirects: self.max_redirects,
+            sensitive_headers: self.sensitive_headers,
+            allow_other_origins: self.allow_other_origins,
+            on_session_expired: self.on_session_expired,
+            on_event: self.on_event,
+        }))
     }
 
     fn check_secure(&self, origin: &Origin) -> Result<(), Error> {

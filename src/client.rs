@@ -1,8 +1,10 @@
 //! [`AuthClient`]: attach → send → 401 → refresh (through the gate) → retry once.
+//! The refresh path itself, and how the client keeps its store in step, are in `session.rs`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ureq::http::{self, request::Parts, HeaderName, Method, Request, Response, Uri};
 use ureq::{Agent, Body};
@@ -11,12 +13,13 @@ use crate::challenge::parse_bearer;
 use crate::clock::Clock;
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
-use crate::gate::{Attempt, Claim, Failure, Fresh, Gate, Role, Snapshot};
+use crate::gate::Gate;
 use crate::redirect;
 use crate::refresh::Refresh;
 use crate::request::RequestBuilder;
 use crate::retry::{self, RetryPolicy, Sleeper};
-use crate::store::{RefreshLock, TokenStore};
+use crate::session::{FlightLock, Persisted};
+use crate::store::TokenStore;
 use crate::tokens::{Current, Tokens};
 use crate::transport;
 use crate::util::{has_http_scheme, Origin};
@@ -29,29 +32,59 @@ use crate::util::{has_http_scheme, Origin};
 ///
 /// # Concurrent calls
 /// Any number of threads may call at once. When the token expires or draws a 401, exactly one
-/// thread calls the refresher; the others wait (at most `refresh_timeout`) and then retry with
-/// the new token. A thread whose token is still valid never waits for a refresh: a refresh
-/// that starts inside the refresh window (`refresh_skew` before expiry) runs in the background.
+/// thread calls the refresher; the others wait and then retry with the new token. A thread
+/// whose token is still valid never waits for a refresh: a refresh that starts inside the
+/// refresh window (`refresh_skew` before expiry) runs in the background. A waiting thread gives
+/// up only after `refresh_timeout`, which by default outlasts the longest refresh the client
+/// can make (see [`AuthClientBuilder::refresh_timeout`](crate::AuthClientBuilder::refresh_timeout)).
+///
+/// # Ending a program
+/// Dropping the last handle (the last clone) waits for a refresh still in flight, bounded by
+/// the token call's timeout, and saves its result: a short-lived tool that returns from
+/// `main` while a background refresh is on the wire does not lose the rotated refresh token.
+/// [`AuthClient::close`] does the same and reports what went wrong. What is **not** safe:
+/// `std::process::exit` (or a panic with `panic = "abort"`, or being killed) while a handle is
+/// alive, which skips `Drop` — call `close()` first; and leaking a handle (`mem::forget`, a
+/// handle stored in a `static`, or a cycle through a listener that owns a handle).
 ///
 /// # Panics
 /// A panicking refresher panics the thread that ran it (as any Rust callback would); every
 /// thread waiting on that refresh gets [`Error::RefresherPanicked`] at once, and the next call
-/// may refresh again. No lock is poisoned.
+/// may refresh again (a panicking background refresh is not retried in the background for
+/// the same tokens). No lock is poisoned.
 ///
 /// # Deadlocks
-/// No lock is held while the refresher, the store or a listener runs, so a listener may call
-/// back into the client. A refresher that itself makes requests through the same `AuthClient`
-/// would wait for its own refresh: give it the `ureq::Agent` it is handed instead.
+/// No lock of the client is held while the refresher or a listener runs. The refresher, the
+/// store and the listeners called during a refresh run on the thread leading it: a call back
+/// into the client from there that would need a refresh, or a store write, returns
+/// [`Error::Reentrant`] at once instead of waiting for itself. A refresher should use the
+/// `ureq::Agent` it is handed. Listeners called after a refresh (`on_session_expired`, the
+/// `Refreshed`/`SessionExpired` events) may call the client freely.
 #[derive(Clone)]
 pub struct AuthClient {
-    pub(crate) inner: Arc<Inner>,
+    handle: Arc<Handle>,
+}
+
+/// The users' handle on the client. Dropped when the last `AuthClient` clone is: then it
+/// waits for a refresh in flight and saves it (see [`AuthClient::close`]). Background
+/// refreshes hold the [`Inner`] only, so they never keep the handle alive.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Errors have been reported as events; `close()` is the way to receive them.
+        let _ = self.inner.shut_down(true);
+    }
 }
 
 pub(crate) type Listener = Box<dyn Fn() + Send + Sync>;
 pub(crate) type EventListener = Box<dyn Fn(&Event) + Send + Sync>;
 
-/// Everything the client shares between clones. Fields are written once by `build()`;
-/// the only mutable state lives in `gate` (see `gate.rs` for which lock guards what).
+/// Everything the client shares between clones and its background refreshes. Fields are
+/// written once by `build()`, except: the gate (see `gate.rs` for which lock guards what),
+/// the atomics (each says who writes it) and `flight_lock` (its own mutex).
 pub(crate) struct Inner {
     /// The base URL, ending in `/`.
     pub(crate) base: String,
@@ -61,20 +94,41 @@ pub(crate) struct Inner {
     pub(crate) origin: Origin,
     pub(crate) api: Agent,
     /// True if `api` already has the settings tokengate needs (no per-request override).
-    pub(crate) api_fits: bool,
+    pub(crate) api_configured: bool,
     pub(crate) token_agent: Agent,
     pub(crate) refresher: Option<Box<dyn Refresh>>,
-    pub(crate) gate: Gate<Current, Arc<RefreshError>>,
+    /// The tokens, the refresh gate, and (under its persist lock) what the store holds.
+    pub(crate) gate: Gate<Current, Arc<RefreshError>, Persisted>,
     pub(crate) store: Box<dyn TokenStore>,
+    /// The store is shared ([`TokenStore::poll`] answered at build): it is polled before
+    /// requests and written only under its lock.
+    pub(crate) store_shared: bool,
+    /// Mirrors `Persisted::base` (the store revision memory corresponds to), so a request can
+    /// poll the store without taking the persist lock. Written under the persist lock.
+    pub(crate) base_revision: AtomicU64,
+    /// Mirrors `Persisted::unsaved.is_some()`: memory holds a change the store did not take.
+    /// Written under the persist lock; read by every request to decide whether to retry.
+    pub(crate) unsaved: AtomicBool,
+    /// Set once the last handle is dropped or closed: a flight still running makes no new
+    /// token call (it finishes the one on the wire and saves it).
+    pub(crate) closing: AtomicBool,
+    /// The store lock held by the flight running now, so a flight that outlives its bound
+    /// (a hung custom refresher) can be made to give it up. Guarded by its own mutex.
+    pub(crate) flight_lock: parking_lot::Mutex<Option<FlightLock>>,
     pub(crate) clock: Box<dyn Clock>,
     pub(crate) skew: Duration,
+    /// How long a thread waits for another thread's refresh.
     pub(crate) refresh_timeout: Duration,
+    /// The longest one token call can take (the token agent's timeout).
+    pub(crate) token_call_limit: Duration,
+    /// The longest a whole refresh can take: lock wait, calls, backoffs.
+    pub(crate) flight_limit: Duration,
     pub(crate) status_as_error: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) sleeper: Box<dyn Sleeper>,
     pub(crate) max_redirects: u32,
-    /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) when a redirect
-    /// leaves the base URL's origin.
+    /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) whenever a
+    /// redirect changes origin.
     pub(crate) sensitive_headers: Vec<HeaderName>,
     /// Whether request paths may resolve to another origin (sent without the token).
     pub(crate) allow_other_origins: bool,
@@ -87,6 +141,18 @@ impl AuthClient {
     /// Request paths are resolved against it.
     pub fn builder(base_url: impl Into<String>) -> crate::AuthClientBuilder {
         crate::AuthClientBuilder::new(base_url.into())
+    }
+
+    pub(crate) fn from_inner(inner: Inner) -> AuthClient {
+        AuthClient {
+            handle: Arc::new(Handle {
+                inner: Arc::new(inner),
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.handle.inner
     }
 
     /// A GET request to `path` (relative to the base URL, or absolute).
@@ -125,28 +191,38 @@ impl AuthClient {
     }
 
     /// Replaces the tokens (after a fresh login). Waiting threads retry with them at once; a
-    /// refresh still running for the old tokens is discarded when it finishes.
+    /// refresh still running for the old tokens is discarded when it finishes. With a shared
+    /// store the login is written under the store's lock, after a refresh another process (or
+    /// this one) is making.
     ///
     /// # Errors
     /// [`Error::InvalidToken`] if a token cannot travel in a header (nothing changes then);
-    /// [`Error::Store`] if the store failed (the tokens are in use in memory all the same).
+    /// [`Error::Store`] if the store failed (the tokens are in use in memory all the same, and
+    /// the write is retried on a later request); [`Error::Reentrant`] from the client's own
+    /// refresher, store or a listener running during a refresh.
     pub fn set_tokens(&self, tokens: Tokens) -> Result<(), Error> {
-        let current = self.inner.stamp(tokens).map_err(Error::InvalidToken)?;
-        self.inner.replace(Some(current))
+        let inner = self.inner();
+        let current = inner.stamp(tokens).map_err(Error::InvalidToken)?;
+        inner.replace(Some(current))
     }
 
     /// Forgets the tokens (logout): clears memory and the store. Later calls return
     /// [`Error::NoTokens`] until [`AuthClient::set_tokens`].
     ///
     /// # Errors
-    /// [`Error::Store`] if the store could not be cleared (memory is cleared all the same).
+    /// [`Error::Store`] if the store could not be cleared (memory is cleared all the same);
+    /// [`Error::Reentrant`] as for [`AuthClient::set_tokens`].
     pub fn clear_tokens(&self) -> Result<(), Error> {
-        self.inner.replace(None)
+        self.inner().replace(None)
     }
 
-    /// A copy of the current tokens, if any (with `expires_at` resolved).
+    /// A copy of the current tokens, if any (with `expires_at` and `issued_at` resolved).
     pub fn tokens(&self) -> Option<Tokens> {
-        self.inner.gate.snapshot().tokens.map(|c| c.tokens.clone())
+        self.inner()
+            .gate
+            .snapshot()
+            .tokens
+            .map(|c| c.tokens.clone())
     }
 
     /// How many threads are blocked right now waiting for another thread's refresh to finish.
@@ -156,15 +232,31 @@ impl AuthClient {
     /// A thread counted here is waiting on the refresh running now, and gets that refresh's
     /// outcome instead of starting another one.
     pub fn refresh_waiters(&self) -> usize {
-        self.inner.gate.waiting()
+        self.inner().gate.waiting()
+    }
+
+    /// Ends this handle: waits for a refresh in flight (bounded by the token call's timeout),
+    /// saves what it got, and retries a save that failed earlier. Call it before
+    /// `std::process::exit`, or to learn whether the session was stored. Dropping the last
+    /// handle does the same but cannot report errors. With other clones still alive, they go
+    /// on working; if this is the last one, a refresh in flight makes no further token call.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if tokens in memory could not be saved; [`Error::RefreshTimeout`] if a
+    /// refresh did not finish in time (its store lock is released; the tokens it may get
+    /// are lost); [`Error::Reentrant`] from inside the client's own refresh.
+    pub fn close(self) -> Result<(), Error> {
+        let last = Arc::strong_count(&self.handle) == 1;
+        self.inner().shut_down(last)
     }
 }
 
 impl fmt::Debug for AuthClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let snap = self.inner.gate.snapshot();
+        let inner = self.inner();
+        let snap = inner.gate.snapshot();
         f.debug_struct("AuthClient")
-            .field("base_url", &self.inner.base)
+            .field("base_url", &inner.base)
             .field("has_tokens", &snap.tokens.is_some())
             .field("generation", &snap.generation)
             .field("session_expired", &snap.expired)
@@ -204,15 +296,14 @@ impl Inner {
         let mut redirects = 0;
         let mut refreshed = false;
         loop {
-            let generation = if self.is_base_origin(&parts.uri) {
+            // The token goes to the base URL's origin only; another origin's 401 is just a status.
+            let generation = if self.origin.matches(&parts.uri) {
                 let (current, generation) = self.usable_tokens()?;
                 parts
                     .headers
                     .insert(http::header::AUTHORIZATION, current.header.clone());
                 Some(generation)
             } else {
-                // Another origin never sees the token, and its 401 is just a status.
-                parts.headers.remove(http::header::AUTHORIZATION);
                 None
             };
             let may_retry_sent = retry::is_idempotent(&parts.method)
@@ -246,7 +337,7 @@ impl Inner {
                         return Err(Error::Unauthorized);
                     }
                     // Refresh even for a body that cannot be replayed, so the next call works.
-                    self.refresh_blocking(generation, RefreshReason::Unauthorized)?;
+                    self.renew(generation, RefreshReason::Unauthorized)?;
                     if !replayable {
                         return Err(Error::NotReplayable(Box::new(Error::Unauthorized)));
                     }
@@ -283,7 +374,10 @@ impl Inner {
                     parts.headers.remove(http::header::CONTENT_TYPE);
                     parts.headers.remove(http::header::CONTENT_LENGTH);
                 }
-                if !self.is_base_origin(&hop.uri) {
+                // Credentials belong to the origin they were set for: any change of origin
+                // (not only leaving the base URL's) drops them. The token is attached again
+                // if and only if the next hop is the base URL's origin.
+                if Origin::of(&hop.uri) != Origin::of(&parts.uri) {
                     redirect::strip_sensitive(&mut parts.headers, &self.sensitive_headers);
                 }
                 parts.uri = hop.uri;
@@ -292,11 +386,6 @@ impl Inner {
             }
             return self.finish(resp);
         }
-    }
-
-    /// True if `uri` has the base URL's origin: the only one that sees the token.
-    fn is_base_origin(&self, uri: &Uri) -> bool {
-        self.origin.matches(uri)
     }
 
     fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
@@ -308,15 +397,24 @@ impl Inner {
         self.sleeper.sleep(delay);
     }
 
+    /// Waits before retry number `retry` of a token call (the same policy as the API's).
+    pub(crate) fn token_backoff(&self, retry: u32, retry_after: Option<Duration>) {
+        self.backoff(retry, retry_after);
+    }
+
     fn send_once(
         &self,
         parts: &Parts,
         payload: &mut Payload<'_>,
     ) -> Result<Response<Body>, ureq::Error> {
-        let (api, fits) = (&self.api, self.api_fits);
+        let (api, configured) = (&self.api, self.api_configured);
         match payload {
-            Payload::None => transport::run(api, fits, Request::from_parts(parts.clone(), ())),
-            Payload::Bytes(b) => transport::run(api, fits, Request::from_parts(parts.clone(), *b)),
+            Payload::None => {
+                transport::run(api, configured, Request::from_parts(parts.clone(), ()))
+            }
+            Payload::Bytes(b) => {
+                transport::run(api, configured, Request::from_parts(parts.clone(), *b))
+            }
             Payload::Reader(reader) => {
                 let reader = reader.take().ok_or_else(|| {
                     ureq::Error::Io(std::io::Error::other(
@@ -324,7 +422,7 @@ impl Inner {
                     ))
                 })?;
                 let body = ureq::SendBody::from_reader(reader);
-                transport::run(api, fits, Request::from_parts(parts.clone(), body))
+                transport::run(api, configured, Request::from_parts(parts.clone(), body))
             }
         }
     }
@@ -343,251 +441,47 @@ impl Inner {
 
     /// The tokens to send now. Blocks only if there is no valid token: expired (or none, with a
     /// strategy that can acquire one). Inside the refresh window it starts a background refresh
-    /// and returns the still-valid token at once.
+    /// (when one can succeed) and returns the still-valid token at once.
     fn usable_tokens(self: &Arc<Self>) -> Result<(Arc<Current>, u64), Error> {
-        self.adopt_external_change()?;
+        self.sync_store()?;
         let snap = self.gate.snapshot();
         let Some(current) = snap.tokens else {
             return match &self.refresher {
                 _ if snap.expired => Err(Error::SessionExpired),
                 Some(r) if r.acquires_without_tokens() => {
-                    self.refresh_blocking(snap.generation, RefreshReason::Acquire)
+                    self.renew(snap.generation, RefreshReason::Acquire)
                 }
                 _ => Err(Error::NoTokens),
             };
         };
-        if self.refresher.is_some() && current.refresh_at.is_some() {
+        if let (Some(refresher), Some(_)) = (&self.refresher, current.refresh_at) {
             let now = self.clock.now();
-            if current.is_expired(now) {
-                return self.refresh_blocking(snap.generation, RefreshReason::Expired);
-            }
             if current.wants_refresh(now) {
-                self.refresh_ahead(snap.generation);
+                if current.is_expired(now) {
+                    return self.renew(snap.generation, RefreshReason::Expired);
+                }
+                if refresher.can_refresh(&current.tokens) {
+                    self.refresh_ahead(snap.generation);
+                }
             }
         }
         Ok((current, snap.generation))
     }
 
-    /// Gets tokens newer than `seen` through the gate, leading the refresh or waiting for it.
-    fn refresh_blocking(
-        self: &Arc<Self>,
-        seen: u64,
-        reason: RefreshReason,
-    ) -> Result<(Arc<Current>, u64), Error> {
-        let deadline = Instant::now()
-            .checked_add(self.refresh_timeout)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-        let mut store_err = None;
-        // A cross-process refresh lock, held until the result is saved.
-        let mut xlock = None;
-        let (role, result) = self.gate.refresh(
-            seen,
-            deadline,
-            |tokens| self.run_refresher(tokens, reason, seen, &mut xlock),
-            |snap| store_err = self.persist(snap),
-        );
-        // Released before any listener runs.
-        drop(xlock);
-        if role == Role::Waited {
-            self.emit(Event::Waited { generation: seen });
-        }
-        let fresh = self.report(seen, role == Role::Led, result)?;
-        if let Some(e) = store_err {
-            return Err(Error::Store(e));
-        }
-        match fresh.snapshot.tokens {
-            Some(c) => Ok((c, fresh.snapshot.generation)),
-            None if fresh.snapshot.expired => Err(Error::SessionExpired),
-            None => Err(Error::NoTokens),
-        }
-    }
-
-    /// Claims a proactive refresh if none is running and runs it on a background thread.
-    fn refresh_ahead(self: &Arc<Self>, seen: u64) {
-        let Some(claim) = self.gate.try_claim(seen) else {
-            return;
-        };
-        let pending = PendingClaim {
-            inner: Arc::clone(self),
-            claim: Some((claim, seen)),
-        };
-        // If the thread cannot be spawned, the closure (and `pending`) is dropped, and
-        // `PendingClaim::drop` gives the claim back, so nobody waits on a flight that never runs.
-        let _ = std::thread::Builder::new()
-            .name("tokengate-refresh".into())
-            .spawn(move || pending.run());
-    }
-
-    /// Calls the refresher (with no in-process lock held) and turns its answer into an
-    /// [`Attempt`]. First takes the store's cross-process lock, if it has one, and adopts
-    /// tokens another process already refreshed; the lock goes to `xlock` so the caller can
-    /// hold it until the result is saved.
-    fn run_refresher(
-        &self,
-        tokens: Option<&crate::sync::Arc<Current>>,
-        reason: RefreshReason,
-        generation: u64,
-        xlock: &mut Option<RefreshLock>,
-    ) -> Attempt<Current, Arc<RefreshError>> {
-        let Some(refresher) = &self.refresher else {
-            return Attempt::Failed(Arc::new(RefreshError::NoRefreshToken));
-        };
-        // Tokens another process stored that expired before anyone refreshed them: refreshed
-        // here (with their refresh token, the newest one) instead of adopted.
-        let mut stored_expired = None;
-        match self.store.lock_for_refresh() {
-            Ok(None) => {}
-            Ok(Some(lock)) => {
-                let sent = tokens.map(|c| c.tokens.access_token().secret());
-                let stored = lock.stored().map(|t| t.access_token().secret());
-                if stored != sent {
-                    // Another process refreshed, logged in or out meanwhile: adopt its state.
-                    let adopted = lock.stored().cloned();
-                    *xlock = Some(lock);
-                    let now = self.clock.now();
-                    match adopted {
-                        None => return Attempt::Expired,
-                        Some(t) => match self.stamp_at(t, now) {
-                            Ok(c) if c.is_expired(now) && c.tokens.refresh_token().is_some() => {
-                                stored_expired = Some(c);
-                            }
-                            Ok(c) => return Attempt::Refreshed(c),
-                            Err(_) => {
-                                return Attempt::Failed(Arc::new(RefreshError::InvalidResponse(
-                                    "stored token is empty, too long or has invalid characters",
-                                )))
-                            }
-                        },
-                    }
-                } else {
-                    *xlock = Some(lock);
-                }
-            }
-            Err(e) => return Attempt::Failed(Arc::new(RefreshError::transient(e))),
-        }
-        self.emit(Event::RefreshStarted { reason, generation });
-        let placeholder;
-        let current = match (&stored_expired, tokens) {
-            (Some(c), _) => &c.tokens,
-            (None, Some(c)) => &c.tokens,
-            (None, None) => {
-                placeholder = Tokens::new("-");
-                &placeholder
-            }
-        };
-        let mut retries = 0;
-        let answer = loop {
-            match refresher.refresh(&self.token_agent, current) {
-                Err(e) if retries < self.retry.retries() && refresh_retryable(&e) => {
-                    let after = match &e {
-                        RefreshError::Status { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    self.backoff(retries, after);
-                    retries += 1;
-                }
-                answer => break answer,
-            }
-        };
-        match answer {
-            Ok(new) => {
-                let new = new.keep_refresh_token(current.refresh_token());
-                match self.stamp(new) {
-                    Ok(c) => Attempt::Refreshed(c),
-                    Err(_) => Attempt::Failed(Arc::new(RefreshError::InvalidResponse(
-                        "token is empty, too long or has invalid characters",
-                    ))),
-                }
-            }
-            Err(e) if e.is_terminal() => Attempt::Expired,
-            Err(e) => Attempt::Failed(Arc::new(e)),
-        }
-    }
-
-    /// Emits the leader's events, runs the session listener, and maps gate failures to errors.
-    fn report(
-        &self,
-        seen: u64,
-        led: bool,
-        result: Result<Fresh<Current>, Failure<Arc<RefreshError>>>,
-    ) -> Result<Fresh<Current>, Error> {
-        match result {
-            Ok(fresh) => {
-                if fresh.ended_session {
-                    self.emit(Event::SessionExpired);
-                    if let Some(listener) = &self.on_session_expired {
-                        listener();
-                    }
-                } else if led {
-                    self.emit(Event::Refreshed {
-                        generation: fresh.snapshot.generation,
-                    });
-                }
-                Ok(fresh)
-            }
-            Err(failure) => {
-                if led {
-                    self.emit(Event::RefreshFailed { generation: seen });
-                }
-                Err(match failure {
-                    Failure::Failed(e) => Error::Refresh(e),
-                    Failure::Panicked => Error::RefresherPanicked,
-                    Failure::TimedOut => Error::RefreshTimeout(self.refresh_timeout),
-                })
-            }
-        }
-    }
-
-    /// Writes a change through to the store. Called by the gate under its persist lock.
-    fn persist(&self, snap: &Snapshot<Current>) -> Option<Arc<std::io::Error>> {
-        let result = match &snap.tokens {
-            Some(c) => self.store.save(&c.tokens),
-            None => self.store.clear(),
-        };
-        result.err().map(Arc::new)
-    }
-
     /// Stamps `tokens` with this client's clock and skew (see [`Current::new`]).
-    fn stamp(&self, tokens: Tokens) -> Result<Current, &'static str> {
-        self.stamp_at(tokens, self.clock.now())
-    }
-
-    fn stamp_at(
-        &self,
-        tokens: Tokens,
-        now: std::time::SystemTime,
-    ) -> Result<Current, &'static str> {
-        Current::new(tokens, now, self.skew)
-    }
-
-    /// Adopts tokens another process wrote to a shared store (a login, a logout, a refresh).
-    fn adopt_external_change(&self) -> Result<(), Error> {
-        let changed = self
-            .store
-            .poll_external_change()
-            .map_err(|e| Error::Store(Arc::new(e)))?;
-        if let Some(tokens) = changed {
-            let current = tokens
-                .map(|t| self.stamp(t))
-                .transpose()
-                .map_err(Error::InvalidToken)?;
-            // Already stored: nothing to write back.
-            self.gate.replace(current, |_| {});
-        }
-        Ok(())
-    }
-
-    fn replace(&self, tokens: Option<Current>) -> Result<(), Error> {
-        let mut store_err = None;
-        self.gate
-            .replace(tokens, |snap| store_err = self.persist(snap));
-        store_err.map_or(Ok(()), |e| Err(Error::Store(e)))
+    pub(crate) fn stamp(&self, tokens: Tokens) -> Result<Current, &'static str> {
+        Current::new(tokens, self.clock.now(), self.skew)
     }
 
     pub(crate) fn emit(&self, event: Event) {
         if let Some(listener) = &self.on_event {
             listener(&event);
         }
+    }
+
+    /// Identifies this client for [`crate::reentry`].
+    pub(crate) fn key(&self) -> usize {
+        self as *const Inner as usize
     }
 
     /// Resolves a request path against the base URL (see [`AuthClient::request`]).
@@ -638,16 +532,6 @@ impl Inner {
     }
 }
 
-/// Whether a failed refresh may be retried within the same flight: only where the server
-/// cannot have consumed the refresh token (nothing sent, or an explicit 503/429).
-fn refresh_retryable(e: &RefreshError) -> bool {
-    match e {
-        RefreshError::Transport(t) => retry::nothing_sent(t),
-        RefreshError::Status { status, .. } => matches!(status, 429 | 503),
-        _ => false,
-    }
-}
-
 /// True unless the 401's Bearer challenge says a new token would not help
 /// (`invalid_request`, `insufficient_scope`, RFC 6750 §3.1). No challenge counts as rejected.
 fn token_rejected(resp: &Response<Body>) -> bool {
@@ -661,38 +545,4 @@ fn token_rejected(resp: &Response<Body>) -> bool {
         challenge.and_then(|c| c.error).as_deref(),
         Some("invalid_request" | "insufficient_scope")
     )
-}
-
-/// A claimed proactive flight on its way to a background thread. Dropped without running
-/// (the thread could not be spawned), it hands the claim back to the gate.
-struct PendingClaim {
-    inner: Arc<Inner>,
-    claim: Option<(Claim<Current>, u64)>,
-}
-
-impl PendingClaim {
-    fn run(mut self) {
-        let Some((claim, seen)) = self.claim.take() else {
-            return;
-        };
-        let inner = &self.inner;
-        let mut store_err = None;
-        let mut xlock = None;
-        let result = inner.gate.lead_claimed(
-            claim,
-            |tokens| inner.run_refresher(tokens, RefreshReason::Proactive, seen, &mut xlock),
-            |snap| store_err = inner.persist(snap),
-        );
-        drop(xlock);
-        // Nobody to return errors to: the next request sees the outcome through the gate.
-        let _ = inner.report(seen, true, result);
-    }
-}
-
-impl Drop for PendingClaim {
-    fn drop(&mut self) {
-        if let Some((claim, _)) = self.claim.take() {
-            self.inner.gate.abandon(claim);
-        }
-    }
 }

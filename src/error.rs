@@ -98,6 +98,13 @@ pub enum Error {
     /// A transport error from ureq talking to the API: connection, TLS, timeout, protocol.
     #[error("http transport error")]
     Http(#[source] ureq::Error),
+
+    /// The client was called from inside itself: from its refresher, its store, or an event
+    /// listener running while it refreshes or writes the store. Waiting there would wait for
+    /// the very refresh (or store lock) the calling thread holds, so the call fails at once.
+    /// Requests that need no refresh still work from a listener.
+    #[error("called back into the client from its own refresher, store or listener")]
+    Reentrant,
 }
 
 impl Error {
@@ -180,6 +187,12 @@ pub enum RefreshError {
     /// `expires_in`, invalid token characters, a body over the size limit. The body is never quoted.
     #[error("unusable token response: {0}")]
     InvalidResponse(&'static str),
+
+    /// The shared store could not be locked or read before refreshing (e.g. another process
+    /// held the lock past the lock timeout, or the token file is corrupt). Nothing was sent
+    /// to the token endpoint. Not terminal.
+    #[error("the token store could not be locked or read")]
+    Store(#[source] Arc<std::io::Error>),
 
     /// An error from a custom [`Refresh`](crate::Refresh) implementation.
     #[error("custom refresher failed")]

@@ -42,8 +42,22 @@ pub enum Event {
         /// How long the client waits first.
         delay: std::time::Duration,
     },
-    /// The token endpoint ended the session; tokens were cleared. Reported once per expiry.
+    /// The token endpoint ended the session (or the tokens expired with no way to refresh
+    /// them); tokens were cleared. Reported once per expiry.
     SessionExpired,
+    /// Tokens another process (or another client of the same store) stored were adopted: its
+    /// refresh, login or logout. `generation` is the generation they now have here.
+    Adopted {
+        /// The new generation.
+        generation: u64,
+    },
+    /// The store failed to save tokens of `generation` (they are in use in memory). The
+    /// write is retried on a later request; [`AuthClient::close`](crate::AuthClient::close)
+    /// reports one that never succeeded.
+    StoreFailed {
+        /// The generation that could not be saved.
+        generation: u64,
+    },
 }
 
 /// Why a refresh started.

@@ -103,9 +103,12 @@ pub fn jwt_expiry(data: &[u8]) {
 }
 
 fn check_current(c: &Current) {
-    match (c.refresh_at, c.expires_at) {
-        (Some(r), Some(e)) => assert!(r <= e, "refresh point after expiry"),
-        (None, None) => {}
+    match (c.refresh_at, c.stale_at, c.tokens.expires_at()) {
+        (Some(r), Some(s), Some(e)) => {
+            assert!(r <= s, "refresh point after the stale point");
+            assert!(s <= e, "stale point after expiry");
+        }
+        (None, None, None) => {}
         other => panic!("refresh point and expiry disagree: {other:?}"),
     }
 }

@@ -20,8 +20,8 @@
 //!
 //! # Bound
 //! Each model runs with a preemption bound of [`PREEMPTION_BOUND`] (3) unless
-//! `LOOM_MAX_PREEMPTIONS` is set: within that bound every interleaving is explored (60 to
-//! 12 700 executions per model, 28 000 in all, about 5 s), beyond it none. Bounds 4 and 5
+//! `LOOM_MAX_PREEMPTIONS` is set: within that bound every interleaving is explored (26 to
+//! 12 700 executions per model, 34 000 in all, about 5 s), beyond it none. Bounds 4 and 5
 //! (set through the variable) explore 157 000 and 575 000 executions in about 21 s and 40 s,
 //! also passing. With no effective bound (`LOOM_MAX_PREEMPTIONS=255`) three models were
 //! explored completely and passed: `failure_of_an_older_generation_is_not_shared` (171
@@ -39,7 +39,10 @@
 //!
 //! # These checks can fail
 //! Each mutation below was applied to `src/gate.rs` by hand, the loom run (bound 2) failed as
-//! listed, and the mutation was reverted.
+//! listed, and the mutation was reverted. The first twelve were made when the gate had the ten
+//! models of the first version (and `fly` was called `lead`); the last three on the current
+//! gate, whose leader installs through a `Lead` handle and whose `Claim` ends its flight in
+//! `Drop`.
 //!
 //! | mutation in `src/gate.rs` | failing models | what loom reported |
 //! |---|---|---|
@@ -55,6 +58,9 @@
 //! | `replace`: drop `notify_all` | `replace_wakes_waiters_of_an_abandoned_claim` | deadlock |
 //! | `try_claim`: drop the `snap.generation != seen` check | `proactive_claim_and_blocking_refresh_refresh_once` | 2 refreshes |
 //! | `abandon`: drop `notify_all` | `abandoned_claim_hands_the_flight_to_a_waiter` | deadlock |
+//! | `LeaderGuard::finish`: mark `proactive_failed` only for an error, not a panic | `a_failed_or_panicking_proactive_flight_is_not_claimed_again` | `generation 0 claimed again in the background` |
+//! | `abandon`: do not mark `proactive_failed` | `a_failed_or_panicking_proactive_flight_is_not_claimed_again` | `generation 0 claimed again in the background` |
+//! | `install`: ignore `accept` | `a_poll_never_overwrites_a_login_made_after_it_read_the_store` | `the poll overwrote a newer login` |
 
 use std::collections::{BTreeSet, HashSet};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -66,10 +72,70 @@ use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use loom::thread;
 use std::sync::Arc;
 
-use super::{Attempt, Failure, Gate, Role};
+use super::{Claim, Failure, Fresh, Gate, Role, Snapshot};
 
-/// Token values are `u64`s; a failed flight shares the id of the thread that led it.
-type TestGate = Gate<u64, usize>;
+/// Token values are `u64`s; a failed flight shares the id of the thread that led it. Nothing
+/// is persisted alongside (the client's store bookkeeping has its own model below).
+type TestGate = Gate<u64, usize, ()>;
+
+/// What one call of a test refresher produces.
+enum Attempt {
+    /// New tokens.
+    Refreshed(u64),
+    /// A failure that keeps the session.
+    Failed(usize),
+    /// The session is over.
+    Expired,
+}
+
+/// A blocking refresh as the client makes one: `run` plays the refresher, its answer is
+/// installed through the leader's handle (`commit` sees each install, under the persist lock).
+fn refresh(
+    gate: &TestGate,
+    seen: u64,
+    deadline: Instant,
+    run: impl FnOnce(Option<&Arc<u64>>) -> Attempt,
+    commit: impl FnOnce(&Snapshot<u64>),
+) -> (Role, Result<Fresh<u64>, Failure<usize>>) {
+    gate.refresh(seen, deadline, |lead| install(lead, run, commit))
+}
+
+/// Runs a claimed proactive flight the same way.
+fn lead(
+    claim: Claim<Arc<TestGate>>,
+    run: impl FnOnce(Option<&Arc<u64>>) -> Attempt,
+    commit: impl FnOnce(&Snapshot<u64>),
+) -> Result<Fresh<u64>, Failure<usize>> {
+    claim.lead(|l| install(l, run, commit))
+}
+
+fn install(
+    lead: &mut super::Lead<'_, u64, usize, ()>,
+    run: impl FnOnce(Option<&Arc<u64>>) -> Attempt,
+    commit: impl FnOnce(&Snapshot<u64>),
+) -> Result<(), usize> {
+    match run(lead.tokens()) {
+        Attempt::Refreshed(t) => {
+            lead.install(Some(t), false, |snap, ()| commit(snap));
+            Ok(())
+        }
+        Attempt::Expired => {
+            lead.install(None, true, |snap, ()| commit(snap));
+            Ok(())
+        }
+        Attempt::Failed(e) => Err(e),
+    }
+}
+
+/// A login (`Some`) or logout (`None`), unconditional.
+fn replace(
+    gate: &TestGate,
+    tokens: Option<u64>,
+    commit: impl FnOnce(&Snapshot<u64>),
+) -> Snapshot<u64> {
+    gate.replace(None, |()| true, tokens, |snap, ()| commit(snap))
+        .expect("an unconditional replace always installs")
+}
 
 /// Default preemption bound (see the module docs); `LOOM_MAX_PREEMPTIONS` overrides it.
 const PREEMPTION_BOUND: usize = 3;
@@ -129,7 +195,8 @@ fn request(gate: &TestGate, refreshes: &AtomicUsize) -> (Option<Role>, u64, u64)
     if token != 0 {
         return (None, token, snap.generation);
     }
-    let (role, result) = gate.refresh(
+    let (role, result) = refresh(
+        gate,
         snap.generation,
         deadline(),
         |t| {
@@ -154,7 +221,7 @@ fn request(gate: &TestGate, refreshes: &AtomicUsize) -> (Option<Role>, u64, u64)
 fn one_refresh_per_expiry() {
     static SEEN: Seen = Seen::new();
     model("one_refresh_per_expiry", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let refreshes = Arc::new(AtomicUsize::new(0));
         let handles: Vec<_> = (0..3)
             .map(|_| {
@@ -190,11 +257,12 @@ fn one_refresh_per_expiry() {
 fn stale_callers_never_refresh_an_old_generation() {
     static SEEN: Seen = Seen::new();
     model("stale_callers_never_refresh_an_old_generation", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         // The token each refresher call started from: it identifies the generation refreshed.
         let refreshed_from = Arc::new(loom::sync::Mutex::new(Vec::new()));
         let run = |from: &Arc<loom::sync::Mutex<Vec<u64>>>, gate: &TestGate, seen: u64| {
-            gate.refresh(
+            refresh(
+                gate,
                 seen,
                 deadline(),
                 |t| {
@@ -245,13 +313,13 @@ fn failing_refresher_wakes_every_waiter_with_its_error() {
     model(
         "failing_refresher_wakes_every_waiter_with_its_error",
         || {
-            let gate = Arc::new(TestGate::new(Some(0)));
+            let gate = Arc::new(TestGate::new(Some(0), ()));
             let handles: Vec<_> = (0..3)
                 .map(|id| {
                     let gate = gate.clone();
                     thread::spawn(move || {
                         let (role, result) =
-                            gate.refresh(0, deadline(), |_| Attempt::Failed(id), |_| {});
+                            refresh(&gate, 0, deadline(), |_| Attempt::Failed(id), |_| {});
                         match result {
                             Err(Failure::Failed(by)) => (id, role, by),
                             Ok(_) => panic!("a failed flight returned tokens"),
@@ -296,13 +364,14 @@ struct RefresherPanic;
 fn panicking_refresher_releases_every_waiter() {
     static SEEN: Seen = Seen::new();
     model("panicking_refresher_releases_every_waiter", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let handles: Vec<_> = (0..3)
             .map(|_| {
                 let gate = gate.clone();
                 thread::spawn(move || {
                     catch_unwind(AssertUnwindSafe(|| {
-                        gate.refresh(
+                        refresh(
+                            &gate,
                             0,
                             deadline(),
                             |_| resume_unwind(Box::new(RefresherPanic)),
@@ -329,7 +398,7 @@ fn panicking_refresher_releases_every_waiter() {
             SEEN.mark("one panic shared by all");
         }
         assert!(!gate.flight.lock().running, "the guard released the flight");
-        let (role, result) = gate.refresh(0, deadline(), |_| Attempt::Refreshed(7), |_| {});
+        let (role, result) = refresh(&gate, 0, deadline(), |_| Attempt::Refreshed(7), |_| {});
         assert_eq!(role, Role::Led);
         assert_eq!(result.ok().unwrap().snapshot.tokens.as_deref(), Some(&7));
     });
@@ -371,14 +440,15 @@ fn assert_store_matches(gate: &TestGate, log: &Committed) {
 fn replace_racing_refresh_keeps_the_newest_login() {
     static SEEN: Seen = Seen::new();
     model("replace_racing_refresh_keeps_the_newest_login", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let refreshes = Arc::new(AtomicUsize::new(0));
         let log: Committed = Arc::new(loom::sync::Mutex::new(Vec::new()));
         let refreshers: Vec<_> = (0..2)
             .map(|_| {
                 let (gate, refreshes, log) = (gate.clone(), refreshes.clone(), log.clone());
                 thread::spawn(move || {
-                    let (_, r) = gate.refresh(
+                    let (_, r) = refresh(
+                        &gate,
                         0,
                         deadline(),
                         |_| {
@@ -394,7 +464,7 @@ fn replace_racing_refresh_keeps_the_newest_login() {
             })
             .collect();
         let (g, l) = (gate.clone(), log.clone());
-        let login = thread::spawn(move || g.replace(Some(200), committer(&l)).generation);
+        let login = thread::spawn(move || replace(&g, Some(200), committer(&l)).generation);
         let login_generation = login.join().unwrap();
         for h in refreshers {
             let token = h.join().unwrap();
@@ -432,21 +502,21 @@ fn replace_racing_refresh_keeps_the_newest_login() {
 fn logout_racing_refresh_is_never_undone() {
     static SEEN: Seen = Seen::new();
     model("logout_racing_refresh_is_never_undone", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let log: Committed = Arc::new(loom::sync::Mutex::new(Vec::new()));
         let refreshers: Vec<_> = [Attempt::Refreshed(100), Attempt::Expired]
             .into_iter()
             .map(|attempt| {
                 let (gate, log) = (gate.clone(), log.clone());
                 thread::spawn(move || {
-                    let (role, r) = gate.refresh(0, deadline(), |_| attempt, committer(&log));
+                    let (role, r) = refresh(&gate, 0, deadline(), |_| attempt, committer(&log));
                     let fresh = r.unwrap_or_else(|_| panic!("no failure is injected"));
                     (role, fresh.ended_session, fresh.snapshot)
                 })
             })
             .collect();
         let (g, l) = (gate.clone(), log.clone());
-        let logout = thread::spawn(move || g.replace(None, committer(&l)).generation);
+        let logout = thread::spawn(move || replace(&g, None, committer(&l)).generation);
         let logout_generation = logout.join().unwrap();
         let mut ended = 0;
         for h in refreshers {
@@ -481,12 +551,12 @@ fn logout_racing_refresh_is_never_undone() {
 fn proactive_claim_and_blocking_refresh_refresh_once() {
     static SEEN: Seen = Seen::new();
     model("proactive_claim_and_blocking_refresh_refresh_once", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let refreshes = Arc::new(AtomicUsize::new(0));
         let (g, r) = (gate.clone(), refreshes.clone());
-        let proactive = thread::spawn(move || match g.try_claim(0) {
+        let proactive = thread::spawn(move || match TestGate::try_claim(g.clone(), 0) {
             Some(claim) => {
-                let out = g.lead_claimed(
+                let out = lead(
                     claim,
                     |t| {
                         r.fetch_add(1, SeqCst);
@@ -527,15 +597,16 @@ fn proactive_claim_and_blocking_refresh_refresh_once() {
 fn replace_wakes_waiters_of_an_abandoned_claim() {
     static SEEN: Seen = Seen::new();
     model("replace_wakes_waiters_of_an_abandoned_claim", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let refreshes = Arc::new(AtomicUsize::new(0));
         // Claimed before the threads start, so both block on it (or on each other).
-        let claim = gate.try_claim(0).expect("nothing else runs yet");
+        let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let (gate, refreshes) = (gate.clone(), refreshes.clone());
                 thread::spawn(move || {
-                    let (role, r) = gate.refresh(
+                    let (role, r) = refresh(
+                        &gate,
                         0,
                         deadline(),
                         |_| {
@@ -550,7 +621,7 @@ fn replace_wakes_waiters_of_an_abandoned_claim() {
             .collect();
         let g = gate.clone();
         let login = thread::spawn(move || {
-            g.replace(Some(200), |_| {});
+            replace(&g, Some(200), |_| {});
         });
         login.join().unwrap();
         // The claim is still held: only the login's wake-up can free the waiters.
@@ -563,7 +634,7 @@ fn replace_wakes_waiters_of_an_abandoned_claim() {
                 _ => "stale after the login",
             });
         }
-        gate.abandon(claim);
+        drop(claim);
         assert!(!gate.flight.lock().running);
         assert_eq!(refreshes.load(SeqCst), 0);
         assert_eq!(gate.snapshot().tokens.as_deref(), Some(&200));
@@ -577,17 +648,16 @@ fn replace_wakes_waiters_of_an_abandoned_claim() {
 fn abandoned_claim_hands_the_flight_to_a_waiter() {
     static SEEN: Seen = Seen::new();
     model("abandoned_claim_hands_the_flight_to_a_waiter", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let refreshes = Arc::new(AtomicUsize::new(0));
-        let claim = gate.try_claim(0).expect("nothing else runs yet");
+        let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let (gate, refreshes) = (gate.clone(), refreshes.clone());
                 thread::spawn(move || request(&gate, &refreshes))
             })
             .collect();
-        let g = gate.clone();
-        thread::spawn(move || g.abandon(claim)).join().unwrap();
+        thread::spawn(move || drop(claim)).join().unwrap();
         for h in waiters {
             let (role, token, generation) = h.join().unwrap();
             assert_eq!((token, generation), (1, 1));
@@ -609,16 +679,17 @@ fn abandoned_claim_hands_the_flight_to_a_waiter() {
 fn failure_of_an_older_generation_is_not_shared() {
     static SEEN: Seen = Seen::new();
     model("failure_of_an_older_generation_is_not_shared", || {
-        let gate = Arc::new(TestGate::new(Some(0)));
+        let gate = Arc::new(TestGate::new(Some(0), ()));
         let g = gate.clone();
         let old = thread::spawn(move || {
-            let (role, r) = g.refresh(0, deadline(), |_| Attempt::Failed(0), |_| {});
+            let (role, r) = refresh(&g, 0, deadline(), |_| Attempt::Failed(0), |_| {});
             (role, r.is_ok())
         });
         let g = gate.clone();
         let new = thread::spawn(move || {
-            let seen = g.replace(Some(5), |_| {}).generation;
-            let (role, r) = g.refresh(
+            let seen = replace(&g, Some(5), |_| {}).generation;
+            let (role, r) = refresh(
+                &g,
                 seen,
                 deadline(),
                 |t| Attempt::Refreshed(**t.unwrap() + 1),
@@ -638,4 +709,162 @@ fn failure_of_an_older_generation_is_not_shared() {
         });
     });
     SEEN.assert_all(&["old flight failed", "old caller stale"]);
+}
+
+/// A refresh-ahead flight for generation 0 panics (or its claim is dropped unused) while
+/// another thread also tries to refresh ahead: the refresher runs for at most one proactive
+/// flight of generation 0, and afterwards nobody can claim generation 0 again in the
+/// background. A blocking refresh (the token expired) still refreshes it, exactly once.
+#[test]
+fn a_failed_or_panicking_proactive_flight_is_not_claimed_again() {
+    static SEEN: Seen = Seen::new();
+    model(
+        "a_failed_or_panicking_proactive_flight_is_not_claimed_again",
+        || {
+            let gate = Arc::new(TestGate::new(Some(0), ()));
+            let calls = Arc::new(AtomicUsize::new(0));
+            let proactive = |panics: bool| {
+                let (gate, calls) = (gate.clone(), calls.clone());
+                thread::spawn(move || {
+                    let Some(claim) = TestGate::try_claim(gate, 0) else {
+                        return "not claimed";
+                    };
+                    if !panics {
+                        drop(claim);
+                        return "claim dropped";
+                    }
+                    let led = catch_unwind(AssertUnwindSafe(|| {
+                        lead(
+                            claim,
+                            |_| {
+                                calls.fetch_add(1, SeqCst);
+                                resume_unwind(Box::new(RefresherPanic))
+                            },
+                            |_| {},
+                        )
+                    }));
+                    assert!(led.is_err());
+                    "panicked"
+                })
+            };
+            let (a, b) = (proactive(true), proactive(false));
+            SEEN.mark(a.join().unwrap());
+            SEEN.mark(b.join().unwrap());
+            assert!(
+                calls.load(SeqCst) <= 1,
+                "one proactive flight per generation"
+            );
+            assert!(
+                TestGate::try_claim(gate.clone(), 0).is_none(),
+                "generation 0 claimed again in the background"
+            );
+            let before = calls.load(SeqCst);
+            let (role, token, generation) = request(&gate, &calls);
+            assert_eq!((role, token, generation), (Some(Role::Led), 1, 1));
+            assert_eq!(calls.load(SeqCst), before + 1);
+            assert!(!gate.flight.lock().running);
+        },
+    );
+    SEEN.assert_all(&["panicked", "claim dropped", "not claimed"]);
+}
+
+/// What the client persists beside the tokens, in this model: the store revision memory
+/// corresponds to, and the order in which the persist lock saw things happen.
+#[derive(Default)]
+struct Persist {
+    base: u64,
+    log: Vec<&'static str>,
+}
+
+/// A poll read the store (revision 11, tokens 2) while a local login (tokens 3, written as
+/// revision 12) and a retried write (the same tokens, saved at last as revision 13: the base
+/// moves, the generation does not) race it. Its adoption is generation- and base-checked:
+/// it installs only if neither happened since the poll read what it compares against, so a
+/// poll never overwrites a login made after it read the store, and memory never pairs
+/// tokens with a revision they were not stored as.
+#[test]
+fn a_poll_never_overwrites_a_login_made_after_it_read_the_store() {
+    static SEEN: Seen = Seen::new();
+    model(
+        "a_poll_never_overwrites_a_login_made_after_it_read_the_store",
+        || {
+            let gate = Arc::new(Gate::<u64, usize, Persist>::new(
+                Some(1),
+                Persist {
+                    base: 10,
+                    log: Vec::new(),
+                },
+            ));
+            let g = gate.clone();
+            let poll = thread::spawn(move || {
+                let generation = g.generation();
+                let since = {
+                    let mut p = g.persisted();
+                    p.log.push("poll read");
+                    p.base
+                };
+                g.replace(
+                    Some(generation),
+                    |p| p.base == since,
+                    Some(2),
+                    |_, p| {
+                        p.base = 11;
+                        p.log.push("adopted");
+                    },
+                )
+                .is_some()
+            });
+            let g = gate.clone();
+            let login = thread::spawn(move || {
+                g.replace(
+                    None,
+                    |_| true,
+                    Some(3),
+                    |_, p| {
+                        p.base = 12;
+                        p.log.push("login");
+                    },
+                )
+            });
+            let g = gate.clone();
+            let retry = thread::spawn(move || {
+                let mut p = g.persisted();
+                p.base = 13;
+                p.log.push("retried write");
+            });
+            let adopted = poll.join().unwrap();
+            login.join().unwrap();
+            retry.join().unwrap();
+
+            let p = gate.persisted();
+            let read = p.log.iter().position(|e| *e == "poll read").unwrap();
+            if adopted {
+                let at = p.log.iter().position(|e| *e == "adopted").unwrap();
+                assert!(
+                    !p.log[read..at].contains(&"login"),
+                    "the poll overwrote a newer login: {:?}",
+                    p.log
+                );
+                assert!(
+                    !p.log[read..at].contains(&"retried write"),
+                    "adopted against a base that had moved: {:?}",
+                    p.log
+                );
+                SEEN.mark("adopted");
+            } else {
+                SEEN.mark("not adopted");
+            }
+            // Memory and the persisted base always describe the same write.
+            let tokens = *gate.snapshot().tokens.unwrap();
+            let last = p.log.iter().rev().find(|e| **e != "poll read").copied();
+            let expected = match last {
+                Some("adopted") => (2, 11),
+                Some("login") => (3, 12),
+                Some("retried write") => (tokens, 13),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!((tokens, p.base), expected, "{:?}", p.log);
+        },
+    );
+    SEEN.assert_all(&["adopted", "not adopted"]);
 }

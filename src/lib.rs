@@ -94,9 +94,11 @@ mod event;
 
 mod gate;
 mod redirect;
+mod reentry;
 mod refresh;
 mod request;
 mod retry;
+mod session;
 mod store;
 mod sync;
 mod tokens;
@@ -108,17 +110,17 @@ mod util;
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;
 
-pub use builder::{AuthClientBuilder, DEFAULT_REFRESH_SKEW, DEFAULT_REFRESH_TIMEOUT};
+pub use builder::{AuthClientBuilder, DEFAULT_REFRESH_SKEW};
 pub use client::AuthClient;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
-pub use store::file::FileStore;
 pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
 pub use request::RequestBuilder;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
-pub use store::{MemoryStore, RefreshLock, TokenStore};
+pub use store::file::FileStore;
+pub use store::{LockedWrite, MemoryStore, Revision, StoreLock, Stored, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
 
 /// Re-exported so users name the same `ureq` (and `http`) types tokengate uses.

@@ -124,7 +124,7 @@ impl RequestBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let inner = &self.client.inner;
+        let inner = self.client.inner();
         let uri = inner.resolve(&self.path, &self.query)?;
         let (mut parts, ()) = http::Request::builder()
             .method(self.method)

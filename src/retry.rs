@@ -105,6 +105,11 @@ impl RetryPolicy {
         self.max_retries
     }
 
+    /// The longest wait between two attempts.
+    pub(crate) fn max_delay_value(&self) -> Duration {
+        self.cap
+    }
+
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
         if self.max_retries > MAX_RETRIES_LIMIT {
             return Err("RetryPolicy allows at most 10 retries");

@@ -70,14 +70,22 @@ secret_type!(
 ///
 /// # Expiry
 /// `expires_in` is relative: it is turned into an absolute instant (with the client's clock)
-/// when the tokens enter an [`AuthClient`](crate::AuthClient). With neither `expires_in` nor
+/// when the tokens enter an [`AuthClient`](crate::AuthClient), and the tokens are stamped with
+/// the instant they were issued ([`Tokens::issued_at`]). With neither `expires_in` nor
 /// `expires_at`, and an access token that is a JWT, the `exp` claim is used (read, not verified).
+///
+/// The refresh window is computed from the whole lifetime (`expires_at - issued_at`), so
+/// every process sharing a store refreshes at the same moment, however late it read the
+/// tokens. It starts `refresh_skew` before expiry (clamped to a quarter of the lifetime), and
+/// for a lifetime in whole seconds one more second earlier (at most half the lifetime),
+/// because such servers count expiry in whole seconds: `expires_in: 2` may mean 1.01 s.
 #[derive(Clone)]
 pub struct Tokens {
     access: AccessToken,
     refresh: Option<RefreshToken>,
     expires_in: Option<Duration>,
     expires_at: Option<SystemTime>,
+    issued_at: Option<SystemTime>,
     scope: Option<String>,
 }
 
@@ -89,6 +97,7 @@ impl Tokens {
             refresh: None,
             expires_in: None,
             expires_at: None,
+            issued_at: None,
             scope: None,
         }
     }
@@ -113,6 +122,14 @@ impl Tokens {
     pub fn with_expires_at(mut self, expires_at: SystemTime) -> Self {
         self.expires_at = Some(expires_at);
         self.expires_in = None;
+        self
+    }
+
+    /// Sets when the access token was issued, which with its expiry gives its lifetime (and
+    /// so the refresh window). Defaults to the moment the tokens enter the client.
+    #[must_use]
+    pub fn with_issued_at(mut self, issued_at: SystemTime) -> Self {
+        self.issued_at = Some(issued_at);
         self
     }
 
@@ -141,6 +158,11 @@ impl Tokens {
     /// The absolute expiry, if known.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at
+    }
+
+    /// When the access token was issued, if known (always known once a client holds it).
+    pub fn issued_at(&self) -> Option<SystemTime> {
+        self.issued_at
     }
 
     /// The granted scope, if the server said.
@@ -179,6 +201,7 @@ impl fmt::Debug for Tokens {
             .field("refresh_token", &self.refresh)
             .field("expires_in", &self.expires_in)
             .field("expires_at", &self.expires_at)
+            .field("issued_at", &self.issued_at)
             .field("scope", &self.scope)
             .finish()
     }
@@ -191,20 +214,28 @@ fn check_token(s: &str) -> Result<(), ()> {
     Ok(())
 }
 
-/// Tokens as the client holds them: stamped with an absolute expiry, with the
+/// Longest margin kept for servers that count expiry in whole seconds.
+const EXPIRY_GRAIN: Duration = Duration::from_secs(1);
+
+/// Tokens as the client holds them: stamped with an absolute expiry and issue time, with the
 /// `Authorization` header value built once (cloning it does not allocate).
 pub(crate) struct Current {
     pub(crate) tokens: Tokens,
     pub(crate) header: HeaderValue,
-    /// When the access token stops being valid, if known.
-    pub(crate) expires_at: Option<SystemTime>,
-    /// When a proactive refresh should start: `expires_at` minus the clamped skew.
+    /// From when the access token is treated as expired (a refresh blocks): its expiry minus
+    /// the whole-second margin.
+    pub(crate) stale_at: Option<SystemTime>,
+    /// When a proactive refresh should start: `stale_at` minus the clamped skew.
     pub(crate) refresh_at: Option<SystemTime>,
 }
 
 impl Current {
-    /// Stamps `tokens` at `now`. `skew` is clamped to a quarter of the token's lifetime, so a
-    /// short-lived token is refreshed at 75% of its life instead of on every request.
+    /// Stamps `tokens` at `now`: a relative `expires_in` becomes `expires_at`, a missing
+    /// `issued_at` becomes `now` (or the JWT's `iat`). The lifetime `expires_at - issued_at`
+    /// gives the refresh window: `skew` clamped to a quarter of the lifetime, plus, for a
+    /// lifetime in whole seconds, a margin of one second (at most half the lifetime) for
+    /// servers counting in whole seconds. A 2 s token is refreshed after 0.75 s and treated as
+    /// expired after 1 s, not on every request; a 400 ms one is refreshed after 300 ms.
     pub(crate) fn new(
         mut tokens: Tokens,
         now: SystemTime,
@@ -215,32 +246,41 @@ impl Current {
             .map_err(|_| "access token")?;
         header.set_sensitive(true);
 
-        let (expires_at, lifetime) = match (tokens.expires_at, tokens.expires_in) {
-            (Some(at), _) => (Some(at), at.duration_since(now).ok()),
-            (None, Some(d)) => (now.checked_add(d), Some(d)),
+        let (expires_at, issued_at) = match (tokens.expires_at, tokens.expires_in) {
+            (Some(at), _) => (Some(at), tokens.issued_at.unwrap_or(now)),
+            // A relative lifetime starts now, whatever issue time came with it.
+            (None, Some(d)) => (now.checked_add(d), now),
             (None, None) => match jwt_expiry(tokens.access.secret()) {
-                Some((exp, iat)) => {
-                    let life = iat.unwrap_or(now);
-                    (Some(exp), exp.duration_since(life).ok())
-                }
-                None => (None, None),
+                Some((exp, iat)) => (Some(exp), tokens.issued_at.or(iat).unwrap_or(now)),
+                None => (None, tokens.issued_at.unwrap_or(now)),
             },
         };
         tokens.expires_at = expires_at;
         tokens.expires_in = None;
-        let skew = skew.min(lifetime.unwrap_or(Duration::ZERO) / 4);
-        let refresh_at = expires_at.map(|at| at.checked_sub(skew).unwrap_or(at));
+        tokens.issued_at = Some(issued_at);
+        let lifetime = expires_at
+            .and_then(|at| at.duration_since(issued_at).ok())
+            .unwrap_or(Duration::ZERO);
+        // A lifetime in whole seconds comes from a server that may count whole seconds.
+        let grain = if lifetime.subsec_nanos() == 0 {
+            EXPIRY_GRAIN.min(lifetime / 2)
+        } else {
+            Duration::ZERO
+        };
+        let window = skew.min((lifetime - grain) / 4);
+        let stale_at = expires_at.map(|at| at.checked_sub(grain).unwrap_or(at));
+        let refresh_at = stale_at.map(|at| at.checked_sub(window).unwrap_or(at));
         Ok(Current {
             tokens,
             header,
-            expires_at,
+            stale_at,
             refresh_at,
         })
     }
 
-    /// True once the access token is past its expiry.
+    /// True once the access token is (treated as) expired: a request must wait for new tokens.
     pub(crate) fn is_expired(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|at| now >= at)
+        self.stale_at.is_some_and(|at| now >= at)
     }
 
     /// True once the access token is inside its refresh window (or expired).
@@ -326,22 +366,59 @@ mod tests {
             Duration::from_secs(30),
         )
         .unwrap();
-        assert_eq!(c.expires_at, Some(now + Duration::from_secs(3600)));
-        assert_eq!(c.refresh_at, Some(now + Duration::from_secs(3570)));
+        assert_eq!(c.tokens.expires_at(), Some(now + Duration::from_secs(3600)));
+        assert_eq!(c.tokens.issued_at(), Some(now));
+        // 30 s of skew and 1 s for servers that count in whole seconds.
+        assert_eq!(c.refresh_at, Some(now + Duration::from_secs(3569)));
+        assert_eq!(c.stale_at, Some(now + Duration::from_secs(3599)));
         assert!(c.header.is_sensitive());
 
-        // A 2 s token with a 30 s skew refreshes at 1.5 s, not on every request.
+        // A 2 s token (which a server counting whole seconds may end after 1.01 s) with a 30 s
+        // skew: refreshed at 0.75 s, expired at 1 s, never refreshed on every request.
         let c = Current::new(
             Tokens::new("a").with_expires_in(Duration::from_secs(2)),
             now,
             Duration::from_secs(30),
         )
         .unwrap();
-        assert_eq!(c.refresh_at, Some(now + Duration::from_millis(1500)));
-        assert!(!c.wants_refresh(now + Duration::from_millis(1499)));
-        assert!(c.wants_refresh(now + Duration::from_millis(1500)));
-        assert!(!c.is_expired(now + Duration::from_millis(1999)));
-        assert!(c.is_expired(now + Duration::from_secs(2)));
+        assert_eq!(c.refresh_at, Some(now + Duration::from_millis(750)));
+        assert!(!c.wants_refresh(now + Duration::from_millis(749)));
+        assert!(c.wants_refresh(now + Duration::from_millis(750)));
+        assert!(!c.is_expired(now + Duration::from_millis(999)));
+        assert!(c.is_expired(now + Duration::from_secs(1)));
+
+        // A lifetime that is not whole seconds comes from a precise server: no margin.
+        let c = Current::new(
+            Tokens::new("a").with_expires_in(Duration::from_millis(400)),
+            now,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        assert_eq!(c.refresh_at, Some(now + Duration::from_millis(300)));
+        assert_eq!(c.stale_at, Some(now + Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn the_window_comes_from_the_whole_lifetime_not_the_time_left() {
+        // A second process reads tokens issued 50 s ago, living 100 s: it refreshes when the
+        // process that received them does (at 99 - 99/4 = 74.25 s), not 25% of the 50 s left.
+        let issued = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let stored = Tokens::new("a")
+            .with_expires_at(issued + Duration::from_secs(100))
+            .with_issued_at(issued);
+        let first = Current::new(stored.clone(), issued, Duration::from_secs(600)).unwrap();
+        let late = Current::new(
+            stored,
+            issued + Duration::from_secs(50),
+            Duration::from_secs(600),
+        )
+        .unwrap();
+        assert_eq!(
+            first.refresh_at,
+            Some(issued + Duration::from_millis(74_250))
+        );
+        assert_eq!(late.refresh_at, first.refresh_at);
+        assert_eq!(late.stale_at, first.stale_at);
     }
 
     #[test]
@@ -352,7 +429,7 @@ mod tests {
             Duration::from_secs(30),
         )
         .unwrap();
-        assert_eq!(c.expires_at, None);
+        assert_eq!(c.tokens.expires_at(), None);
     }
 
     #[test]
@@ -363,10 +440,10 @@ mod tests {
         assert_eq!(iat, Some(UNIX_EPOCH + Duration::from_secs(1_999_999_000)));
         let now = UNIX_EPOCH + Duration::from_secs(1_999_999_500);
         let c = Current::new(Tokens::new(token), now, Duration::from_secs(600)).unwrap();
-        // lifetime 1000 s → skew clamped to 250 s
+        // lifetime 1000 s (from iat) → skew clamped to (1000 - 1) / 4 s, 1 s whole-second margin
         assert_eq!(
             c.refresh_at,
-            Some(UNIX_EPOCH + Duration::from_secs(1_999_999_750))
+            Some(UNIX_EPOCH + Duration::from_millis(1_999_999_749_250))
         );
 
         for not_jwt in [
@@ -385,6 +462,6 @@ mod tests {
             Duration::ZERO,
         )
         .unwrap();
-        assert_eq!(c.expires_at, Some(now + Duration::from_secs(10)));
+        assert_eq!(c.tokens.expires_at(), Some(now + Duration::from_secs(10)));
     }
 }

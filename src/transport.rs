@@ -59,6 +59,27 @@ pub(crate) fn default_agent(
     cfg.build().into()
 }
 
+/// The longest one call on `agent` can take, from its timeouts: the whole-call budget if it
+/// has one, else the sum of its phase timeouts if each is set, else [`DEFAULT_TOKEN_TIMEOUT`]
+/// (an agent without timeouts is not bounded at all; this is what the client assumes).
+pub(crate) fn call_limit(agent: &Agent) -> Duration {
+    let t = agent.config().timeouts();
+    if let Some(d) = t.global.or(t.per_call) {
+        return d;
+    }
+    let phases = [
+        t.connect,
+        t.send_request,
+        t.send_body,
+        t.recv_response,
+        t.recv_body,
+    ];
+    phases
+        .iter()
+        .try_fold(Duration::ZERO, |sum, p| Some(sum.saturating_add((*p)?)))
+        .unwrap_or(DEFAULT_TOKEN_TIMEOUT)
+}
+
 /// True when `agent` already returns statuses as responses and never redirects on its own.
 pub(crate) fn agent_fits(agent: &Agent) -> bool {
     let c = agent.config();

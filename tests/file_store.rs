@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::{body_json, TokenServer};
-use tokengate::{Error, FileStore, RefreshLock, TokenStore, Tokens};
+use tokengate::{Error, FileStore, StoreLock, TokenStore, Tokens};
 
 /// A fresh, empty directory for one test, under Cargo's scratch space for integration tests.
 struct TempDir(PathBuf);
@@ -45,6 +45,17 @@ fn full_tokens(n: u32) -> Tokens {
         .with_refresh_token(format!("refresh-{n}"))
         .with_expires_at(ms(1_767_225_600_000 + u64::from(n)))
         .with_scope("read write")
+}
+
+/// Writes `content` to `path` as a user editing the file would, keeping it private (0600):
+/// a file other users can read is refused before its content is looked at.
+fn write_private(path: &Path, content: impl AsRef<[u8]>) {
+    std::fs::write(path, content).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
 }
 
 fn access(t: &Option<Tokens>) -> Option<String> {
@@ -92,7 +103,8 @@ fn saved_tokens_round_trip_through_a_versioned_json_file() {
         .save(&Tokens::new("bare").with_expires_in(Duration::from_secs(600)))
         .unwrap();
     let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    assert_eq!(raw.as_object().unwrap().len(), 3, "{raw}");
+    // version, access_token, expires_at_unix_ms, issued_at_unix_ms
+    assert_eq!(raw.as_object().unwrap().len(), 4, "{raw}");
     let t = store.load().unwrap().unwrap();
     assert!(t.refresh_token().is_none() && t.scope().is_none());
     let at = t.expires_at().unwrap();
@@ -102,11 +114,10 @@ fn saved_tokens_round_trip_through_a_versioned_json_file() {
     );
 
     // Unknown fields (a later minor addition) are ignored.
-    std::fs::write(
+    write_private(
         &path,
         r#"{"version":1,"access_token":"x","future_field":{"a":[1]}}"#,
-    )
-    .unwrap();
+    );
     assert_eq!(access(&store.load().unwrap()).as_deref(), Some("x"));
 
     // clear removes the file; clearing again is fine.
@@ -224,7 +235,7 @@ fn corrupt_files_are_clear_errors_without_secrets_and_are_left_alone() {
         (&big, "larger than"),
     ];
     for (content, expected) in cases {
-        std::fs::write(&path, content).unwrap();
+        write_private(&path, content);
         let store = FileStore::new(&path).unwrap();
         let e = store.load().unwrap_err();
         let msg = e.to_string();
@@ -247,7 +258,7 @@ fn a_corrupt_file_fails_build_with_a_store_error_and_is_not_overwritten() {
     let srv = TokenServer::start();
     let dir = TempDir::new("corrupt-build");
     let path = dir.path("tokens.json");
-    std::fs::write(&path, "{\"version\":1,\"access_token\":\"SECRET").unwrap();
+    write_private(&path, "{\"version\":1,\"access_token\":\"SECRET");
     let err = srv
         .client_builder()
         .store(FileStore::new(&path).unwrap())
@@ -278,7 +289,7 @@ fn a_file_corrupted_while_running_fails_requests_until_the_user_decides() {
         .unwrap();
     assert_eq!(token_seen_by_api(&client), "at-1");
 
-    std::fs::write(&path, "not json").unwrap();
+    write_private(&path, "not json");
     for _ in 0..2 {
         match client.get("items").call() {
             Err(Error::Store(e)) => assert_eq!(e.kind(), io::ErrorKind::InvalidData),
@@ -296,7 +307,7 @@ fn a_file_corrupted_while_running_fails_requests_until_the_user_decides() {
     assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
 
     // So is a new login: it replaces a bad file, and requests work again.
-    std::fs::write(&path, "{}").unwrap();
+    write_private(&path, "{}");
     assert!(matches!(client.get("items").call(), Err(Error::Store(_))));
     client.set_tokens(srv.login()).unwrap();
     assert_eq!(token_seen_by_api(&client), "at-2");
@@ -380,7 +391,7 @@ fn a_refresh_by_another_process_is_adopted_instead_of_repeated() {
     assert_eq!(srv.api_401s(), 2, "a's and c's requests with at-1");
 }
 
-/// A store that forwards everything but never reports external changes.
+/// A store that forwards everything (its lock too) but never reports external changes.
 struct NoPoll(FileStore);
 
 impl TokenStore for NoPoll {
@@ -393,108 +404,127 @@ impl TokenStore for NoPoll {
     fn clear(&self) -> io::Result<()> {
         self.0.clear()
     }
-    fn lock_for_refresh(&self) -> io::Result<Option<RefreshLock>> {
-        self.0.lock_for_refresh()
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        self.0.lock()
     }
 }
 
 #[test]
-fn own_writes_are_never_reported_as_external_changes() {
+fn a_poll_reports_exactly_the_revisions_other_than_the_callers() {
     let dir = TempDir::new("poll");
     let path = dir.path("tokens.json");
     let mine = FileStore::new(&path).unwrap();
     let other = FileStore::new(&path).unwrap();
-    assert!(mine.load().unwrap().is_none());
-    assert!(mine.poll_external_change().unwrap().is_none());
+    let absent = mine.poll(None).unwrap().expect("the current record");
+    assert!(absent.tokens().is_none());
+    assert!(mine.poll(Some(absent.revision())).unwrap().is_none());
 
+    let mut seen = absent.revision();
     for n in 1..=20 {
-        mine.save(&full_tokens(n)).unwrap();
-        assert!(
-            mine.poll_external_change().unwrap().is_none(),
-            "own save {n}"
+        let mut lock = mine.lock().unwrap().unwrap();
+        assert_eq!(
+            lock.stored().unwrap().revision(),
+            seen,
+            "read under the lock"
         );
+        seen = lock.write(Some(&full_tokens(n))).unwrap();
+        drop(lock);
+        assert!(mine.poll(Some(seen)).unwrap().is_none(), "own write {n}");
     }
     other.save(&full_tokens(21)).unwrap();
-    let seen = mine.poll_external_change().unwrap().expect("a change");
-    assert_eq!(access(&seen).as_deref(), Some("access-21"));
-    assert!(
-        mine.poll_external_change().unwrap().is_none(),
-        "reported once"
-    );
-
-    // Saving what is already there (tokens adopted from the file) does not rewrite it,
-    // so other processes are not made to read it again.
-    assert!(other.poll_external_change().unwrap().is_none());
-    let before = std::fs::metadata(&path).unwrap().modified().unwrap();
-    mine.save(&full_tokens(21)).unwrap();
-    assert!(other.poll_external_change().unwrap().is_none());
+    let changed = mine.poll(Some(seen)).unwrap().expect("a change");
     assert_eq!(
-        std::fs::metadata(&path).unwrap().modified().unwrap(),
-        before
+        access(&changed.tokens().cloned()).as_deref(),
+        Some("access-21")
+    );
+    assert_ne!(changed.revision(), seen);
+    assert!(
+        mine.poll(Some(changed.revision())).unwrap().is_none(),
+        "reported until the caller knows it"
+    );
+    // The same bytes are the same revision, whoever wrote them.
+    assert_eq!(
+        other.poll(None).unwrap().unwrap().revision(),
+        changed.revision()
     );
 
     other.clear().unwrap();
-    assert!(matches!(mine.poll_external_change().unwrap(), Some(None)));
-    assert!(mine.poll_external_change().unwrap().is_none());
-    mine.clear().unwrap();
-    assert!(other.poll_external_change().unwrap().is_none());
+    let gone = mine
+        .poll(Some(changed.revision()))
+        .unwrap()
+        .expect("a logout");
+    assert!(gone.tokens().is_none());
+    assert_eq!(gone.revision(), absent.revision());
 }
 
 #[test]
-fn lock_for_refresh_waits_for_the_holder_and_reads_the_file_under_the_lock() {
+fn lock_waits_for_the_holder_and_reads_the_file_under_the_lock() {
     let dir = TempDir::new("lock-wait");
     let path = dir.path("tokens.json");
     let first = FileStore::new(&path).unwrap();
     let second = FileStore::new(&path).unwrap();
     first.save(&full_tokens(1)).unwrap();
 
-    let held = first.lock_for_refresh().unwrap().unwrap();
+    let mut held = first.lock().unwrap().unwrap();
     assert_eq!(
-        held.stored().map(|t| t.access_token().secret()),
+        access(&held.stored().unwrap().tokens().cloned()).as_deref(),
         Some("access-1")
+    );
+    // While it is held, the other store cannot have the lock, however long it is given…
+    let impatient = FileStore::new(&path)
+        .unwrap()
+        .lock_timeout(Duration::from_millis(50));
+    assert_eq!(
+        impatient.lock().unwrap_err().kind(),
+        io::ErrorKind::TimedOut
     );
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
-        let lock = second.lock_for_refresh().unwrap().unwrap();
-        tx.send(lock.stored().map(|t| t.access_token().secret().to_owned()))
+        let lock = second.lock().unwrap().unwrap();
+        tx.send(access(&lock.stored().unwrap().tokens().cloned()))
             .unwrap();
     });
-    // However long it is given, the second store cannot get the lock while it is held.
-    assert_eq!(
-        rx.recv_timeout(Duration::from_millis(300)),
-        Err(mpsc::RecvTimeoutError::Timeout)
-    );
-    // The holder saves its refresh result under its own lock (no deadlock), then releases.
-    first.save(&full_tokens(2)).unwrap();
+    // …and the holder writes its refresh result through its own lock, then releases.
+    held.write(Some(&full_tokens(2))).unwrap();
     drop(held);
     let stored = rx.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(
         stored.as_deref(),
         Some("access-2"),
-        "read after the holder's save"
+        "read after the holder's write"
     );
     waiter.join().unwrap();
 }
 
 #[test]
-fn a_save_from_another_thread_during_a_refresh_lock_of_the_same_store_does_not_wait() {
+fn threads_sharing_one_store_take_its_lock_in_turn() {
     let dir = TempDir::new("lock-same-store");
     let path = dir.path("tokens.json");
-    let store = Arc::new(FileStore::new(&path).unwrap());
+    let store = Arc::new(
+        FileStore::new(&path)
+            .unwrap()
+            .lock_timeout(Duration::from_millis(50)),
+    );
     store.save(&full_tokens(1)).unwrap();
-    let held = store.lock_for_refresh().unwrap().unwrap();
+    let held = store.lock().unwrap().unwrap();
 
-    let (tx, rx) = mpsc::channel();
+    // Another thread of this process is refused while the lock is held (bounded, no hang)…
     let s = Arc::clone(&store);
-    std::thread::spawn(move || tx.send(s.save(&full_tokens(2)).is_ok()).unwrap());
-    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(true));
+    let refused = std::thread::spawn(move || s.save(&full_tokens(2)).unwrap_err().kind())
+        .join()
+        .unwrap();
+    assert_eq!(refused, io::ErrorKind::TimedOut);
+    assert_eq!(access(&store.load().unwrap()).as_deref(), Some("access-1"));
+    // …and gets it once it is released.
+    drop(held);
+    let s = Arc::clone(&store);
+    std::thread::spawn(move || s.save(&full_tokens(2)).unwrap())
+        .join()
+        .unwrap();
     assert_eq!(
         access(&FileStore::new(&path).unwrap().load().unwrap()).as_deref(),
         Some("access-2")
     );
-    drop(held);
-    // And the lock is free again afterwards.
-    drop(store.lock_for_refresh().unwrap().unwrap());
 }
 
 #[test]
@@ -503,12 +533,12 @@ fn waiting_for_the_lock_is_bounded_by_the_lock_timeout() {
     let path = dir.path("tokens.json");
     let holder = FileStore::new(&path).unwrap();
     holder.save(&full_tokens(1)).unwrap();
-    let held = holder.lock_for_refresh().unwrap().unwrap();
+    let held = holder.lock().unwrap().unwrap();
 
     let other = FileStore::new(&path)
         .unwrap()
         .lock_timeout(Duration::from_millis(50));
-    let e = other.lock_for_refresh().unwrap_err();
+    let e = other.lock().unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     assert!(e.to_string().contains("tokens.json.lock"), "{e}");
     assert_eq!(

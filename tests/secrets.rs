@@ -12,7 +12,7 @@ use helpers::{refused_addr, Api, Recorder, HANG_GUARD};
 use tokengate::ureq::Agent;
 use tokengate::{
     AuthClient, ClientCredentials, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
-    RefreshError, RefreshLock, Tokens,
+    RefreshError, Revision, Stored, Tokens,
 };
 
 const ACC: &str = "SECRET-acc-123";
@@ -302,7 +302,7 @@ fn values_holding_secrets_print_redacted() {
     let api = Api::start(&[ACC]);
     let tokens = secret_tokens();
     let store = MemoryStore::with_tokens(tokens.clone());
-    let lock = RefreshLock::new((), Some(tokens.clone()));
+    let lock = Stored::new(Some(tokens.clone()), Revision::new(7));
     let oauth = OAuth2Refresh::new(api.server.url("/token"))
         .client_id("app")
         .client_secret(CS);

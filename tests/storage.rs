@@ -142,10 +142,11 @@ fn a_failing_store_is_reported_but_memory_keeps_the_change() {
         ("at-1".into(), "rt-1".into())
     );
 
-    // A refresh whose result cannot be saved still uses the new tokens in memory.
+    // A refresh whose result cannot be saved still uses the new tokens in memory: the
+    // request succeeds, and the failed save is reported as an event and by close().
     srv.expire_access_tokens();
-    let err = client.get("me").call().unwrap_err();
-    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    let mut r = client.get("me").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(
         pair(&client.tokens().unwrap()),
         ("at-2".into(), "rt-2".into())
@@ -154,6 +155,8 @@ fn a_failing_store_is_reported_but_memory_keeps_the_change() {
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(srv.refresh_calls(), 1);
     assert_eq!(srv.reuse_detected(), 0);
+    let err = client.close().unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
 
     // build() with tokens reports the failed save.
     let err = srv

@@ -85,6 +85,10 @@ impl Refresh for JsonRefresh {
         self.parse(&resp, current)
     }
 
+    fn can_refresh(&self, current: &Tokens) -> bool {
+        current.refresh_token().is_some()
+    }
+
     fn endpoint(&self) -> Option<&str> {
         Some(&self.url.0)
     }

@@ -51,6 +51,15 @@ pub trait Refresh: Send + Sync + 'static {
         false
     }
 
+    /// Whether a refresh of `current` can succeed at all. The built-in refresh-token grants
+    /// ([`OAuth2Refresh`], [`JsonRefresh`]) answer false when `current` has no refresh token:
+    /// the client then makes no refresh call; it uses the access token until it expires (or
+    /// draws a 401), and only then ends the session, once. Defaults to true.
+    fn can_refresh(&self, current: &Tokens) -> bool {
+        let _ = current;
+        true
+    }
+
     /// The token endpoint's URL, if the strategy has one, so `build()` can check it
     /// (it must parse, and be `https` unless loopback or opted in). Defaults to `None`.
     fn endpoint(&self) -> Option<&str> {

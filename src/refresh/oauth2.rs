@@ -222,6 +222,10 @@ impl Refresh for OAuth2Refresh {
         parse(&resp, current).map_err(|e| redact_echo(e, &secrets))
     }
 
+    fn can_refresh(&self, current: &Tokens) -> bool {
+        current.refresh_token().is_some()
+    }
+
     fn endpoint(&self) -> Option<&str> {
         Some(&self.url.0)
     }

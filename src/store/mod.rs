@@ -1,22 +1,39 @@
-//! Where tokens live between refreshes: the [`TokenStore`] trait and [`MemoryStore`].
+//! Where tokens live between refreshes: the [`TokenStore`] trait and [`MemoryStore`], plus the
+//! three small types a store shared by several processes speaks in ([`Revision`], [`Stored`],
+//! [`StoreLock`]). [`FileStore`](crate::FileStore) lives in `file/`.
 
 use std::fmt;
 use std::io;
-
-pub(crate) mod file;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::tokens::Tokens;
 
+pub(crate) mod file;
+
 /// Persistence for tokens. The client keeps the authoritative copy in memory and writes
 /// through to the store after every change (refresh, `set_tokens`, `clear_tokens`, session
 /// expiry), in the order the changes happened.
 ///
+/// A store kept by one process needs only [`load`](TokenStore::load),
+/// [`save`](TokenStore::save) and [`clear`](TokenStore::clear). A store shared by several
+/// processes or machines ([`FileStore`](crate::FileStore), `RedisStore`) also implements
+/// [`lock`](TokenStore::lock) and [`poll`](TokenStore::poll): the client then writes only
+/// under the store's lock, adopts what other processes stored, and never refreshes tokens
+/// another process already refreshed.
+///
 /// # Errors
-/// A failing `save` or `clear` is reported as [`Error::Store`](crate::Error::Store) to the
-/// call that caused the change; the in-memory tokens are already updated, so no token is lost
-/// for this process.
+/// A failing write is reported as [`Error::Store`](crate::Error::Store) to `set_tokens` /
+/// `clear_tokens`, and as an [`Event::StoreFailed`](crate::Event::StoreFailed) when a refresh
+/// could not be saved. The tokens in memory are already updated, so the process goes on; the
+/// client retries the write on a later request, and [`AuthClient::close`](crate::AuthClient::close)
+/// reports a write that never succeeded.
+///
+/// # Deadlocks
+/// The client calls the store from the thread that made the change, with its own locks
+/// arranged so that a store may block (e.g. on a file lock). A store must not call back into
+/// the client that uses it: such a call returns [`Error::Reentrant`](crate::Error::Reentrant).
 pub trait TokenStore: Send + Sync + 'static {
     /// Loads the saved tokens, if any. Called once by `build()` when no tokens were given.
     fn load(&self) -> io::Result<Option<Tokens>>;
@@ -25,53 +42,141 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Removes the saved tokens (logout or session expiry).
     fn clear(&self) -> io::Result<()>;
 
-    /// Called by the one thread about to refresh, before the refresher runs. A store shared
-    /// between processes takes a cross-process lock here and returns it with the tokens it
-    /// currently holds: if another process already refreshed (the stored access token differs
-    /// from the one this process is replacing), the client adopts the stored tokens instead of
-    /// refreshing. The lock is dropped after the refresh result has been saved.
+    /// Shared stores: takes the store's exclusive lock (held against every other process and
+    /// client using the same store) and reads the stored tokens under it. The client takes it
+    /// before refreshing and before writing a login or logout, and writes through it.
+    /// Waiting for another holder is bounded by [`TokenStore::lock_timeout`].
     ///
-    /// Defaults to `Ok(None)`: no cross-process coordination.
-    fn lock_for_refresh(&self) -> io::Result<Option<RefreshLock>> {
+    /// Defaults to `Ok(None)`: not shared; writes go through `save` and `clear`.
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
         Ok(None)
     }
 
-    /// A cheap check, made before each request, whether another process changed the stored
-    /// tokens since this process last loaded or saved them. `Some(tokens)` is adopted as the
-    /// new state (`Some(None)`: logged out elsewhere). Changes this process made must not be
-    /// reported. Defaults to `Ok(None)`.
-    fn poll_external_change(&self) -> io::Result<Option<Option<Tokens>>> {
+    /// Shared stores: a cheap check, made before each request, whether the stored tokens are
+    /// another revision than `since` (the one this client last read or wrote). Returns the
+    /// stored tokens if so. `since: None` asks for the current record unconditionally.
+    ///
+    /// Defaults to `Ok(None)`: nothing ever changes behind the client's back.
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        let _ = since;
         Ok(None)
+    }
+
+    /// Shared stores: the longest [`TokenStore::lock`] waits for another holder. The client's
+    /// default `refresh_timeout` adds it to the longest refresh, so a thread never stops
+    /// waiting for a refresh that is still inside its bounds. Defaults to zero.
+    fn lock_timeout(&self) -> Duration {
+        Duration::ZERO
     }
 }
 
-/// A cross-process refresh lock returned by [`TokenStore::lock_for_refresh`].
-pub struct RefreshLock {
-    /// Released when dropped (e.g. a locked `File`).
-    _guard: Box<dyn std::any::Any + Send>,
-    /// The tokens stored at the moment the lock was taken.
-    stored: Option<Tokens>,
+/// Identifies one state of a shared store: two reads with equal revisions saw the same tokens.
+/// What the number is depends on the store (a hash of the file's bytes for
+/// [`FileStore`](crate::FileStore), a generation counter for `RedisStore`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Revision(u64);
+
+impl Revision {
+    /// A revision with this value.
+    pub const fn new(value: u64) -> Self {
+        Revision(value)
+    }
+
+    /// Its value.
+    pub const fn get(self) -> u64 {
+        self.0
+    }
 }
 
-impl RefreshLock {
-    /// A lock held by `guard` (released on drop), with the tokens read under it.
-    pub fn new(guard: impl std::any::Any + Send, stored: Option<Tokens>) -> Self {
-        RefreshLock {
-            _guard: Box::new(guard),
-            stored,
+/// What a shared store held at one moment: tokens (none after a logout) and their revision.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    tokens: Option<Tokens>,
+    revision: Revision,
+}
+
+impl Stored {
+    /// The record `tokens` at `revision`.
+    pub fn new(tokens: Option<Tokens>, revision: Revision) -> Self {
+        Stored { tokens, revision }
+    }
+
+    /// The stored tokens; `None` when logged out.
+    pub fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+
+    /// The revision they were read at.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// The tokens, by value.
+    pub fn into_tokens(self) -> Option<Tokens> {
+        self.tokens
+    }
+}
+
+/// Writes a shared store while its lock is held; the lock is released when it is dropped.
+/// Implemented by the stores for [`StoreLock::new`].
+pub trait LockedWrite: Send {
+    /// Replaces the stored tokens (`None`: logout) and returns the new revision. A store whose
+    /// lock can expire (a lease) must refuse the write once it has, rather than overwrite a
+    /// newer record.
+    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision>;
+}
+
+/// A shared store's exclusive lock, returned by [`TokenStore::lock`], with the tokens read
+/// under it (or why they could not be read). Dropping it releases the lock.
+pub struct StoreLock {
+    /// The record read under the lock, or the read's error kind and message.
+    stored: Result<Stored, (io::ErrorKind, String)>,
+    writer: Box<dyn LockedWrite>,
+}
+
+impl StoreLock {
+    /// A held lock that read `stored` and writes (and, when dropped, releases) through `writer`.
+    pub fn new(stored: Stored, writer: impl LockedWrite + 'static) -> Self {
+        StoreLock {
+            stored: Ok(stored),
+            writer: Box::new(writer),
         }
     }
 
-    /// The tokens stored when the lock was taken.
-    pub fn stored(&self) -> Option<&Tokens> {
-        self.stored.as_ref()
+    /// A held lock under which the record could not be read (a corrupt file): a refresh
+    /// fails with `error`, but a login or logout may still replace the record.
+    pub fn unreadable(error: &io::Error, writer: impl LockedWrite + 'static) -> Self {
+        StoreLock {
+            stored: Err((error.kind(), error.to_string())),
+            writer: Box::new(writer),
+        }
+    }
+
+    /// The record as read when the lock was taken, or as last written through it.
+    ///
+    /// # Errors
+    /// Why it could not be read (see [`StoreLock::unreadable`]).
+    pub fn stored(&self) -> io::Result<&Stored> {
+        self.stored
+            .as_ref()
+            .map_err(|(kind, message)| io::Error::new(*kind, message.clone()))
+    }
+
+    /// Writes `tokens` (`None`: logout) under the lock and returns the new revision.
+    ///
+    /// # Errors
+    /// The store's error; the stored record is then unchanged.
+    pub fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
+        let revision = self.writer.write(tokens)?;
+        self.stored = Ok(Stored::new(tokens.cloned(), revision));
+        Ok(revision)
     }
 }
 
-impl fmt::Debug for RefreshLock {
+impl fmt::Debug for StoreLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RefreshLock")
-            .field("stored", &self.stored)
+        f.debug_struct("StoreLock")
+            .field("stored", &self.stored.as_ref().map_err(|(kind, _)| kind))
             .finish_non_exhaustive()
     }
 }
@@ -131,10 +236,13 @@ impl<S: TokenStore> TokenStore for std::sync::Arc<S> {
     fn clear(&self) -> io::Result<()> {
         (**self).clear()
     }
-    fn lock_for_refresh(&self) -> io::Result<Option<RefreshLock>> {
-        (**self).lock_for_refresh()
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        (**self).lock()
     }
-    fn poll_external_change(&self) -> io::Result<Option<Option<Tokens>>> {
-        (**self).poll_external_change()
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        (**self).poll(since)
+    }
+    fn lock_timeout(&self) -> Duration {
+        (**self).lock_timeout()
     }
 }

@@ -1,0 +1,643 @@
+//! Behind the request path: the refresh path ("tokens newer than generation g", the same
+//! code for a 401, an expiry, a background refresh-ahead and an acquisition), and how the
+//! client keeps its store in step: adopting what other processes stored, writing its own
+//! changes in order, retrying a write that failed, and finishing a refresh before the client
+//! goes away.
+//!
+//! Lock order, extending the gate's: a shared store's own lock (the cross-process one) is
+//! taken before the gate's persist lock, never while holding it; `Inner::flight_lock` before
+//! a [`FlightLock`]'s slot; the persist lock before a slot.
+
+use std::io;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::client::Inner;
+use crate::error::{Error, RefreshError};
+use crate::event::{Event, RefreshReason};
+use crate::gate::{Failure, Fresh, Gate, Lead, Role, Snapshot};
+use crate::reentry;
+use crate::refresh::Refresh;
+use crate::retry;
+use crate::store::{Revision, StoreLock, Stored};
+use crate::tokens::{Current, Tokens};
+
+/// A failed write is retried on requests at most this often.
+const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
+
+/// What writing the result of a token call may take beyond the call (an `fsync`, a round trip).
+pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// What the client knows about its store. Guarded by the gate's persist lock; written in the
+/// `commit` of each install (and by a retried write), so it always matches memory.
+pub(crate) struct Persisted {
+    /// Shared stores: the revision the tokens in memory correspond to, i.e. what this client
+    /// last read from or wrote to the store. A stored revision other than this one is another
+    /// process's (or client's) newer change. `None` until known (a store that can be locked
+    /// but not polled, before the first write). Mirrored in `Inner::base_revision`.
+    pub(crate) base: Option<Revision>,
+    /// The error of the last write, while memory holds a change the store did not take.
+    /// Mirrored in `Inner::unsaved`.
+    pub(crate) unsaved: Option<Arc<io::Error>>,
+    /// When a failed write was last retried.
+    pub(crate) last_retry: Option<Instant>,
+}
+
+impl Persisted {
+    pub(crate) fn new(base: Option<Revision>) -> Self {
+        Persisted {
+            base,
+            unsaved: None,
+            last_retry: None,
+        }
+    }
+}
+
+/// The store lock of the flight running now, registered in `Inner::flight_lock` so that a
+/// flight outliving its bound (a hung custom refresher) can be made to give it up.
+pub(crate) struct FlightLock {
+    /// The lock; `None` once taken away. Guarded by its own mutex, held only for a write.
+    slot: Arc<Mutex<Option<StoreLock>>>,
+    started: Instant,
+}
+
+/// How a change reaches the store.
+enum Writer<'a> {
+    /// An unshared store: `save` / `clear`.
+    Plain,
+    /// A shared store, through the lock this thread holds.
+    Locked(&'a mut StoreLock),
+    /// A shared store whose lock was taken away from a flight that outlived its bound.
+    Lost,
+}
+
+/// What a flight did, for the events its leader reports after it.
+#[derive(Default)]
+struct FlightLog {
+    /// It installed tokens from the token endpoint.
+    refreshed: bool,
+    /// It adopted what another process stored.
+    adopted: bool,
+    /// Its write to the store failed.
+    store_error: Option<Arc<io::Error>>,
+}
+
+/// Gives a [`crate::gate::Claim`] its way to the gate from a background thread.
+pub(crate) struct GateOf(Arc<Inner>);
+
+impl std::ops::Deref for GateOf {
+    type Target = Gate<Current, Arc<RefreshError>, Persisted>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.gate
+    }
+}
+
+/// The instant `d` from now, or far in the future.
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
+impl Inner {
+    /// The refresh path, in one place: returns tokens newer than generation `seen`. This
+    /// thread leads the flight ([`Inner::fly`]) or waits for the thread that does and shares
+    /// its outcome; a caller whose generation is already stale gets the newer tokens at once.
+    pub(crate) fn renew(
+        self: &Arc<Self>,
+        seen: u64,
+        reason: RefreshReason,
+    ) -> Result<(Arc<Current>, u64), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        let deadline = deadline_after(self.refresh_timeout);
+        let mut log = FlightLog::default();
+        let (role, result) = self
+            .gate
+            .refresh(seen, deadline, |lead| self.fly(lead, reason, &mut log));
+        let snapshot = self.after_flight(seen, role, log, result)?.snapshot;
+        match snapshot.tokens {
+            Some(c) => Ok((c, snapshot.generation)),
+            None if snapshot.expired => Err(Error::SessionExpired),
+            None => Err(Error::NoTokens),
+        }
+    }
+
+    /// Starts a refresh of generation `seen` in the background, unless a flight runs or a
+    /// background refresh of it already failed. The caller goes on with its valid token.
+    pub(crate) fn refresh_ahead(self: &Arc<Self>, seen: u64) {
+        let Some(claim) = Gate::try_claim(GateOf(Arc::clone(self)), seen) else {
+            return;
+        };
+        // If the thread cannot be spawned, the closure and the claim in it are dropped, and
+        // the claim's `Drop` ends the flight, so nobody waits on one that never runs.
+        let _ = std::thread::Builder::new()
+            .name("tokengate-refresh".into())
+            .spawn(move || {
+                let inner = Arc::clone(&claim.owner().0);
+                let mut log = FlightLog::default();
+                let result = claim.lead(|lead| inner.fly(lead, RefreshReason::Proactive, &mut log));
+                // Nobody to return errors to: the next request sees the outcome through the gate.
+                let _ = inner.after_flight(seen, Role::Led, log, result);
+            });
+    }
+
+    /// One flight, led by this thread with no lock of the gate held:
+    /// 1. take the store's lock (shared stores) and adopt what another process stored since
+    ///    this client last read or wrote it, unless that expired too;
+    /// 2. end the session if nothing can refresh these tokens (they are unusable by now);
+    /// 3. call the refresher, retrying only where the refresh token cannot have been used,
+    ///    and install its answer, written through the store's lock before it is released.
+    ///
+    /// Returns `Err` when nothing was installed and the session goes on.
+    fn fly(
+        &self,
+        lead: &mut Lead<'_, Current, Arc<RefreshError>, Persisted>,
+        reason: RefreshReason,
+        log: &mut FlightLog,
+    ) -> Result<(), Arc<RefreshError>> {
+        let _busy = reentry::enter(self.key());
+        let proactive = reason == RefreshReason::Proactive;
+        let Some(refresher) = self.refresher.as_deref() else {
+            return Err(Arc::new(RefreshError::NoRefreshToken));
+        };
+        let lock = self
+            .store
+            .lock()
+            .map_err(|e| Arc::new(RefreshError::Store(Arc::new(e))))?;
+        let held = HeldLock::register(self, lock);
+
+        // 1. Another process (or client) changed the store since this client last read or
+        //    wrote it: its tokens are newer than ours.
+        let mut from = lead.tokens().map(|c| c.tokens.clone());
+        let stored = held
+            .stored()
+            .transpose()
+            .map_err(|e| Arc::new(RefreshError::Store(Arc::new(e))))?;
+        if let Some(stored) = stored {
+            // The base must be the one of the tokens this flight replaces: if memory moved on
+            // (a poll adopted this very record while we waited for the lock), the flight is
+            // moot: the newer tokens are in.
+            let base = {
+                let p = lead.persisted();
+                if self.gate.generation() != lead.generation() {
+                    return Ok(());
+                }
+                p.base
+            };
+            let changed = match base {
+                Some(base) => stored.revision() != base,
+                // Not known yet (a store that is never polled): compare the tokens.
+                None => {
+                    let ours = from.as_ref().map(|t| t.access_token().secret());
+                    stored.tokens().map(|t| t.access_token().secret()) != ours
+                }
+            };
+            if changed {
+                let revision = stored.revision();
+                let adopted = stored
+                    .into_tokens()
+                    .map(|t| self.stamp(t))
+                    .transpose()
+                    .map_err(|_| Arc::new(RefreshError::InvalidResponse(STORED_INVALID)))?;
+                match adopted {
+                    // Nobody refreshed them in time: refresh them, with their refresh token,
+                    // which is the newest one.
+                    Some(c) if c.is_expired(self.clock.now()) => from = Some(c.tokens),
+                    adopted => {
+                        log.adopted = lead.install(adopted, false, |_, p| {
+                            self.note_revision(p, revision);
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        }
+
+        // 2. Nothing can refresh these tokens: the session ends now that they are unusable
+        //    (never ahead of that: a background refresh is not even attempted).
+        let acquiring = from.is_none() && refresher.acquires_without_tokens();
+        let can_refresh = match &from {
+            Some(t) => refresher.can_refresh(t),
+            None => acquiring,
+        };
+        if !can_refresh {
+            if proactive {
+                return Err(Arc::new(RefreshError::NoRefreshToken));
+            }
+            lead.install(None, true, |snap, p| {
+                log.store_error = held.write(snap, p).err();
+            });
+            return Ok(());
+        }
+        if self.closing.load(Acquire) {
+            return Err(Arc::new(RefreshError::transient(
+                "the client was closed before the refresh started",
+            )));
+        }
+
+        // 3. The token endpoint.
+        self.emit(Event::RefreshStarted {
+            reason,
+            generation: lead.generation(),
+        });
+        let current = from.unwrap_or_else(|| Tokens::new("-"));
+        match self.call_refresher(refresher, &current) {
+            Ok(new) => {
+                let new = new.keep_refresh_token(current.refresh_token());
+                let stamped = self
+                    .stamp(new)
+                    .map_err(|_| Arc::new(RefreshError::InvalidResponse(RECEIVED_INVALID)))?;
+                log.refreshed = lead.install(Some(stamped), false, |snap, p| {
+                    log.store_error = held.write(snap, p).err();
+                });
+                Ok(())
+            }
+            // A background refresh never ends the session: the access token is still valid;
+            // the refresh at expiry (or on a 401) decides.
+            Err(e) if e.is_terminal() && !proactive => {
+                lead.install(None, true, |snap, p| {
+                    log.store_error = held.write(snap, p).err();
+                });
+                Ok(())
+            }
+            Err(e) => Err(Arc::new(e)),
+        }
+    }
+
+    /// Calls the refresher; retries (per the [`crate::RetryPolicy`]) only failures after which the
+    /// server cannot have used the refresh token, and none once the client is closing.
+    fn call_refresher(
+        &self,
+        refresher: &dyn Refresh,
+        current: &Tokens,
+    ) -> Result<Tokens, RefreshError> {
+        let mut retries = 0;
+        loop {
+            match refresher.refresh(&self.token_agent, current) {
+                Err(e)
+                    if retries < self.retry.retries()
+                        && refresh_retryable(&e)
+                        && !self.closing.load(Acquire) =>
+                {
+                    let after = match &e {
+                        RefreshError::Status { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    self.token_backoff(retries, after);
+                    retries += 1;
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Reports a finished flight: the events of its leader (with no lock held: the store lock
+    /// was released when the flight ended), the session listener once, and the error every
+    /// caller of a failed flight shares.
+    fn after_flight(
+        &self,
+        seen: u64,
+        role: Role,
+        log: FlightLog,
+        result: Result<Fresh<Current>, Failure<Arc<RefreshError>>>,
+    ) -> Result<Fresh<Current>, Error> {
+        if role == Role::Waited {
+            self.emit(Event::Waited { generation: seen });
+        }
+        let led = role == Role::Led;
+        match result {
+            Ok(fresh) => {
+                let generation = fresh.snapshot.generation;
+                if log.store_error.is_some() {
+                    self.emit(Event::StoreFailed { generation });
+                }
+                if fresh.ended_session {
+                    self.emit(Event::SessionExpired);
+                    if let Some(listener) = &self.on_session_expired {
+                        listener();
+                    }
+                } else if log.adopted {
+                    self.emit(Event::Adopted { generation });
+                } else if led && log.refreshed {
+                    self.emit(Event::Refreshed { generation });
+                }
+                Ok(fresh)
+            }
+            Err(failure) => {
+                if led {
+                    self.emit(Event::RefreshFailed { generation: seen });
+                }
+                Err(match failure {
+                    Failure::Failed(e) => Error::Refresh(e),
+                    Failure::Panicked => Error::RefresherPanicked,
+                    Failure::TimedOut => {
+                        self.release_stuck_lock(false);
+                        Error::RefreshTimeout(self.refresh_timeout)
+                    }
+                })
+            }
+        }
+    }
+
+    /// Writes a login or logout: under the shared store's lock (taken first, so it waits for
+    /// a refresh another process is making), then installed and written in one step.
+    pub(crate) fn replace(&self, tokens: Option<Current>) -> Result<(), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        let _busy = reentry::enter(self.key());
+        let mut lock = self.store.lock().map_err(|e| Error::Store(Arc::new(e)))?;
+        let mut written = Ok(());
+        let snap = self.gate.replace(
+            None,
+            |_| true,
+            tokens,
+            |snap, p| {
+                let writer = match &mut lock {
+                    Some(l) => Writer::Locked(l),
+                    None => Writer::Plain,
+                };
+                written = self.write_through(snap, writer, p);
+            },
+        );
+        drop(lock);
+        written.map_err(|e| {
+            if let Some(snap) = snap {
+                self.emit(Event::StoreFailed {
+                    generation: snap.generation,
+                });
+            }
+            Error::Store(e)
+        })
+    }
+
+    /// Before a request: retries a failed write (at most once a second), and adopts what
+    /// another process (or client) stored since this client last read or wrote a shared store.
+    pub(crate) fn sync_store(&self) -> Result<(), Error> {
+        let unsaved = self.unsaved.load(Acquire);
+        if !self.store_shared && !unsaved {
+            return Ok(());
+        }
+        // Called back from this client's own store or flight: leave the store alone.
+        if reentry::is_busy(self.key()) {
+            return Ok(());
+        }
+        if unsaved {
+            let _ = self.retry_unsaved(false);
+        }
+        if !self.store_shared {
+            return Ok(());
+        }
+        let generation = self.gate.generation();
+        let since = Revision::new(self.base_revision.load(Acquire));
+        let polled = {
+            let _busy = reentry::enter(self.key());
+            self.store.poll(Some(since))
+        };
+        match polled.map_err(|e| Error::Store(Arc::new(e)))? {
+            None => Ok(()),
+            Some(stored) => self.adopt(generation, since, stored),
+        }
+    }
+
+    /// Installs what a shared store holds, if neither memory (`generation`) nor the revision
+    /// this client knows (`since`) changed since it was read: a poll that read the store
+    /// before a local login or logout never overwrites it.
+    fn adopt(&self, generation: u64, since: Revision, stored: Stored) -> Result<(), Error> {
+        let revision = stored.revision();
+        let current = stored
+            .into_tokens()
+            .map(|t| self.stamp(t))
+            .transpose()
+            .map_err(Error::InvalidToken)?;
+        let adopted = self.gate.replace(
+            Some(generation),
+            |p| p.base == Some(since),
+            current,
+            |_, p| self.note_revision(p, revision),
+        );
+        if let Some(snap) = adopted {
+            self.emit(Event::Adopted {
+                generation: snap.generation,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes what memory holds now if an earlier write failed; `force` ignores the once-a-
+    /// second limit. If a shared store moved on meanwhile, another process's tokens are newer
+    /// than the unsaved ones: they are adopted instead. Returns the error if still unsaved.
+    pub(crate) fn retry_unsaved(&self, force: bool) -> Option<Arc<io::Error>> {
+        {
+            let mut p = self.gate.persisted();
+            let err = p.unsaved.clone()?;
+            if !force
+                && p.last_retry
+                    .is_some_and(|t| t.elapsed() < RETRY_UNSAVED_EVERY)
+            {
+                return Some(err);
+            }
+            p.last_retry = Some(Instant::now());
+        }
+        let _busy = reentry::enter(self.key());
+        let mut lock = match self.store.lock() {
+            Ok(lock) => lock,
+            Err(e) => return Some(Arc::new(e)),
+        };
+        let mut p = self.gate.persisted();
+        p.unsaved.as_ref()?;
+        if let Some(stored) = lock.as_ref().map(StoreLock::stored) {
+            // A record that went bad meanwhile is not overwritten behind the user's back.
+            let stored = match stored {
+                Ok(stored) => stored,
+                Err(e) => return Some(Arc::new(e)),
+            };
+            if p.base.is_some_and(|base| stored.revision() != base) {
+                let generation = self.gate.generation();
+                let (since, stored) = (p.base.unwrap_or(stored.revision()), stored.clone());
+                drop(p);
+                drop(lock);
+                return self
+                    .adopt(generation, since, stored)
+                    .err()
+                    .map(|e| Arc::new(io::Error::other(e)));
+            }
+        }
+        // Under the persist lock: no install can slip between this snapshot and its write.
+        let snap = self.gate.snapshot();
+        let writer = match &mut lock {
+            Some(l) => Writer::Locked(l),
+            None => Writer::Plain,
+        };
+        let result = self.write_through(&snap, writer, &mut p);
+        drop(p);
+        drop(lock);
+        let err = result.err()?;
+        self.emit(Event::StoreFailed {
+            generation: snap.generation,
+        });
+        Some(err)
+    }
+
+    /// Writes `snap` to the store and records the outcome in `p`. Called under the persist
+    /// lock, in the order of installs.
+    fn write_through(
+        &self,
+        snap: &Snapshot<Current>,
+        writer: Writer<'_>,
+        p: &mut Persisted,
+    ) -> Result<(), Arc<io::Error>> {
+        let tokens = snap.tokens.as_ref().map(|c| &c.tokens);
+        let written = match writer {
+            Writer::Locked(lock) => lock.write(tokens).map(Some),
+            Writer::Plain => match tokens {
+                Some(t) => self.store.save(t),
+                None => self.store.clear(),
+            }
+            .map(|()| None),
+            Writer::Lost => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the refresh outlived its bound and gave up the store's lock",
+            )),
+        };
+        match written {
+            Ok(revision) => {
+                if let Some(revision) = revision {
+                    self.note_revision(p, revision);
+                }
+                p.unsaved = None;
+                self.unsaved.store(false, Release);
+                Ok(())
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                p.unsaved = Some(Arc::clone(&e));
+                self.unsaved.store(true, Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that memory now corresponds to the shared store's `revision`.
+    fn note_revision(&self, p: &mut Persisted, revision: Revision) {
+        p.base = Some(revision);
+        p.unsaved = None;
+        self.base_revision.store(revision.get(), Release);
+        self.unsaved.store(false, Release);
+    }
+
+    /// Takes the store lock away from the running flight if it outlived its bound (`force`:
+    /// whatever its age), so other processes can go on; the flight's write is then refused.
+    pub(crate) fn release_stuck_lock(&self, force: bool) {
+        let mut held = self.flight_lock.lock();
+        let stuck = held
+            .as_ref()
+            .is_some_and(|f| force || f.started.elapsed() >= self.flight_limit);
+        if stuck {
+            if let Some(f) = held.take() {
+                drop(f.slot.lock().take());
+            }
+        }
+    }
+
+    /// Finishes with the client: waits for a refresh in flight and retries a failed write
+    /// (see [`crate::AuthClient::close`]). `last`: no other handle is left, so the flight
+    /// makes no new token call and the wait is bounded by one call.
+    pub(crate) fn shut_down(&self, last: bool) -> Result<(), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        if last {
+            self.closing.store(true, Release);
+        }
+        let bound = if last {
+            self.token_call_limit + SAVE_ALLOWANCE
+        } else {
+            self.flight_limit
+        };
+        let mut result = Ok(());
+        if !self.gate.wait_idle(deadline_after(bound)) {
+            self.release_stuck_lock(true);
+            result = Err(Error::RefreshTimeout(bound));
+        }
+        if self.unsaved.load(Acquire) {
+            if let Some(e) = self.retry_unsaved(true) {
+                result = result.and(Err(Error::Store(e)));
+            }
+        }
+        result
+    }
+}
+
+/// The flight's store lock, registered for [`Inner::release_stuck_lock`] while it is held.
+/// Dropping it unregisters and releases it.
+struct HeldLock<'a> {
+    inner: &'a Inner,
+    /// `None` for an unshared store.
+    slot: Option<Arc<Mutex<Option<StoreLock>>>>,
+}
+
+impl<'a> HeldLock<'a> {
+    fn register(inner: &'a Inner, lock: Option<StoreLock>) -> Self {
+        let slot = lock.map(|l| Arc::new(Mutex::new(Some(l))));
+        if let Some(slot) = &slot {
+            *inner.flight_lock.lock() = Some(FlightLock {
+                slot: Arc::clone(slot),
+                started: Instant::now(),
+            });
+        }
+        HeldLock { inner, slot }
+    }
+
+    /// What the store held when the lock was taken (`None` for an unshared store).
+    fn stored(&self) -> Option<io::Result<Stored>> {
+        let slot = self.slot.as_ref()?;
+        let lock = slot.lock();
+        Some(lock.as_ref()?.stored().cloned())
+    }
+
+    /// Writes `snap` through the lock (or with `save`/`clear` for an unshared store).
+    fn write(&self, snap: &Snapshot<Current>, p: &mut Persisted) -> Result<(), Arc<io::Error>> {
+        let inner = self.inner;
+        let Some(slot) = &self.slot else {
+            return inner.write_through(snap, Writer::Plain, p);
+        };
+        let mut lock = slot.lock();
+        let writer = match lock.as_mut() {
+            Some(l) => Writer::Locked(l),
+            None => Writer::Lost,
+        };
+        inner.write_through(snap, writer, p)
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let mut held = self.inner.flight_lock.lock();
+            if held.as_ref().is_some_and(|f| Arc::ptr_eq(&f.slot, &slot)) {
+                *held = None;
+            }
+            drop(held);
+            drop(slot.lock().take());
+        }
+    }
+}
+
+const STORED_INVALID: &str = "stored token is empty, too long or has invalid characters";
+const RECEIVED_INVALID: &str = "token is empty, too long or has invalid characters";
+
+/// Whether a failed refresh may be retried within the same flight: only where the server
+/// cannot have consumed the refresh token (nothing sent, or an explicit 503/429).
+fn refresh_retryable(e: &RefreshError) -> bool {
+    match e {
+        RefreshError::Transport(t) => retry::nothing_sent(t),
+        RefreshError::Status { status, .. } => matches!(status, 429 | 503),
+        _ => false,
+    }
+}

@@ -1,0 +1,239 @@
+//! The token file's format: one JSON object, versioned (see [`FileStore`](super::FileStore)).
+
+use std::io;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::store::Revision;
+use crate::tokens::Tokens;
+
+/// The version of the file format this tokengate writes, and the only one it reads.
+pub(super) const FORMAT_VERSION: u64 = 1;
+
+/// Largest token file read. Two 16 KiB tokens and a scope fit many times over; anything
+/// bigger is not a token file.
+pub(super) const MAX_FILE_LEN: u64 = 256 * 1024;
+
+/// The revision of "no file".
+pub(super) const ABSENT: Revision = Revision::new(0);
+
+/// One token set as the file holds it. No `Debug`: it holds secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Record {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_at_unix_ms: Option<u64>,
+    issued_at_unix_ms: Option<u64>,
+    scope: Option<String>,
+}
+
+/// The file's JSON, as written.
+#[derive(serde::Serialize)]
+struct FileV1<'a> {
+    version: u64,
+    access_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+impl Record {
+    pub(super) fn from_tokens(tokens: &Tokens) -> io::Result<Record> {
+        tokens.validate().map_err(|which| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot store an invalid {which}: tokens must be 1 to 16384 bytes of visible ASCII"),
+            )
+        })?;
+        let now = SystemTime::now();
+        let expires_at = tokens
+            .expires_at()
+            .or_else(|| tokens.expires_in().and_then(|d| now.checked_add(d)));
+        let issued_at = match tokens.expires_in() {
+            Some(_) => Some(now),
+            None => tokens.issued_at(),
+        };
+        Ok(Record {
+            access_token: tokens.access_token().secret().to_owned(),
+            refresh_token: tokens.refresh_token().map(|r| r.secret().to_owned()),
+            expires_at_unix_ms: expires_at.map(unix_ms_of),
+            issued_at_unix_ms: issued_at.map(unix_ms_of),
+            scope: tokens.scope().map(str::to_owned),
+        })
+    }
+
+    pub(super) fn to_tokens(&self) -> Tokens {
+        let mut t = Tokens::new(self.access_token.clone());
+        if let Some(r) = &self.refresh_token {
+            t = t.with_refresh_token(r.clone());
+        }
+        if let Some(at) = self.expires_at_unix_ms.and_then(unix_ms) {
+            t = t.with_expires_at(at);
+        }
+        if let Some(at) = self.issued_at_unix_ms.and_then(unix_ms) {
+            t = t.with_issued_at(at);
+        }
+        if let Some(s) = &self.scope {
+            t = t.with_scope(s.clone());
+        }
+        t
+    }
+
+    pub(super) fn to_json(&self) -> Vec<u8> {
+        let file = FileV1 {
+            version: FORMAT_VERSION,
+            access_token: &self.access_token,
+            refresh_token: self.refresh_token.as_deref(),
+            expires_at_unix_ms: self.expires_at_unix_ms,
+            issued_at_unix_ms: self.issued_at_unix_ms,
+            scope: self.scope.as_deref(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file).expect("strings and integers serialize");
+        bytes.push(b'\n');
+        bytes
+    }
+}
+
+/// The revision of a file holding `bytes`: a 64-bit FNV-1a hash (never [`ABSENT`]). Equal
+/// bytes are the same tokens, so a rewrite of the same record is the same revision.
+pub(super) fn revision_of(bytes: &[u8]) -> Revision {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Revision::new(h.max(1))
+}
+
+/// Milliseconds since the Unix epoch; before 1970 is long past, and 0 says the same.
+fn unix_ms_of(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn unix_ms(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// Parses a token file's bytes. Error messages never quote the file's content.
+pub(super) fn parse(bytes: &[u8], path: &Path) -> io::Result<Record> {
+    let invalid = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("token file {} {what}", path.display()),
+        )
+    };
+    if bytes.len() as u64 > MAX_FILE_LEN {
+        return Err(invalid(format!(
+            "is larger than {MAX_FILE_LEN} bytes: not a token file"
+        )));
+    }
+    // serde_json's own messages can quote a value (a token in the wrong field): only its
+    // position is used.
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.is_eof() {
+            "ends early (empty or truncated)"
+        } else {
+            "is not valid JSON"
+        };
+        invalid(format!(
+            "{what} at line {}, column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let Some(obj) = value.as_object() else {
+        return Err(invalid("is not a JSON object".into()));
+    };
+    match obj.get("version") {
+        None => return Err(invalid("has no \"version\" field".into())),
+        Some(v) => match v.as_u64() {
+            Some(FORMAT_VERSION) => {}
+            Some(n) => {
+                return Err(invalid(format!(
+                    "has format version {n}; this tokengate reads version {FORMAT_VERSION}"
+                )))
+            }
+            None => {
+                return Err(invalid(
+                    "has a \"version\" that is not a whole number".into(),
+                ))
+            }
+        },
+    }
+    let string = |name: &str| -> io::Result<Option<String>> {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(invalid(format!("has a \"{name}\" that is not a string"))),
+        }
+    };
+    let millis = |name: &str| -> io::Result<Option<u64>> {
+        match obj.get(name) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|ms| unix_ms(*ms).is_some())
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "has an \"{name}\" that is not a time in milliseconds"
+                        ))
+                    }),
+            )
+            .transpose(),
+        }
+    };
+    let access_token =
+        string("access_token")?.ok_or_else(|| invalid("has no \"access_token\"".into()))?;
+    let record = Record {
+        access_token,
+        refresh_token: string("refresh_token")?,
+        expires_at_unix_ms: millis("expires_at_unix_ms")?,
+        issued_at_unix_ms: millis("issued_at_unix_ms")?,
+        scope: string("scope")?,
+    };
+    record.to_tokens().validate().map_err(|which| {
+        invalid(format!(
+            "holds an invalid {which} (empty, over 16384 bytes, or not visible ASCII)"
+        ))
+    })?;
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_time_round_trips_and_files_without_it_still_read() {
+        let issued = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let t = Tokens::new("a")
+            .with_refresh_token("r")
+            .with_expires_at(issued + Duration::from_secs(60))
+            .with_issued_at(issued);
+        let rec = Record::from_tokens(&t).unwrap();
+        let back = parse(&rec.to_json(), Path::new("t.json"))
+            .unwrap()
+            .to_tokens();
+        assert_eq!(back.issued_at(), Some(issued));
+        assert_eq!(back.expires_at(), t.expires_at());
+
+        // A file written by tokengate before issue times were stored.
+        let old = br#"{"version":1,"access_token":"a","expires_at_unix_ms":1700000060123}"#;
+        let back = parse(old, Path::new("t.json")).unwrap().to_tokens();
+        assert_eq!(back.issued_at(), None);
+        assert!(back.expires_at().is_some());
+    }
+
+    #[test]
+    fn revisions_follow_the_bytes() {
+        assert_eq!(revision_of(b"abc"), revision_of(b"abc"));
+        assert_ne!(revision_of(b"abc"), revision_of(b"abd"));
+        assert_ne!(revision_of(b""), ABSENT);
+    }
+}
