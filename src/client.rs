@@ -561,7 +561,7 @@ impl Inner {
     }
 
     /// Adopts tokens another process wrote to a shared store (a login, a logout, a refresh).
-    fn adopt_external_change(&self) -> Result<(), Error> {
+    pub(crate) fn adopt_external_change(&self) -> Result<(), Error> {
         let changed = self
             .store
             .poll_external_change()

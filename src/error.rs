@@ -98,6 +98,21 @@ pub enum Error {
     /// A transport error from ureq talking to the API: connection, TLS, timeout, protocol.
     #[error("http transport error")]
     Http(#[source] ureq::Error),
+
+    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::Discovery)).
+    #[error("authorization server discovery failed")]
+    Discovery(#[source] crate::DiscoveryError),
+
+    /// A device login ([`DeviceFlow`](crate::DeviceFlow)) failed: denied, expired, refused,
+    /// or the server could not be reached.
+    #[error("device login failed")]
+    Device(#[source] crate::DeviceError),
+
+    /// [`AuthClient::logout`](crate::AuthClient::logout) logged out locally (memory and store
+    /// cleared), but the server did not confirm the revocation of the session: it may stay
+    /// valid at the server until it expires.
+    #[error("logged out locally, but revoking the session at the server failed")]
+    RevocationFailed(#[source] crate::RevocationError),
 }
 
 impl Error {
@@ -114,6 +129,8 @@ impl Error {
             Error::RefresherPanicked | Error::RefreshTimeout(_) | Error::Http(_) => true,
             Error::NotReplayable(e) => e.is_transient(),
             Error::StatusCode(s) => *s == 429 || *s >= 500,
+            Error::Discovery(e) => e.is_transient(),
+            Error::Device(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -124,6 +141,9 @@ impl Error {
             Error::StatusCode(s) => Some(*s),
             Error::Unauthorized => Some(401),
             Error::Refresh(e) => e.status(),
+            Error::Discovery(crate::DiscoveryError::Status(s))
+            | Error::Device(crate::DeviceError::Status(s))
+            | Error::RevocationFailed(crate::RevocationError::Status(s)) => Some(*s),
             _ => None,
         }
     }

@@ -44,6 +44,13 @@ pub enum Event {
     },
     /// The token endpoint ended the session; tokens were cleared. Reported once per expiry.
     SessionExpired,
+    /// [`AuthClient::logout`](crate::AuthClient::logout) cleared the tokens of `generation`
+    /// locally, but revoking them at the server failed (the call returns
+    /// [`Error::RevocationFailed`](crate::Error::RevocationFailed) with the cause).
+    RevocationFailed {
+        /// The generation that was logged out.
+        generation: u64,
+    },
 }
 
 /// Why a refresh started.

@@ -333,6 +333,21 @@ impl<T, E: Clone> Gate<T, E> {
         snap
     }
 
+    /// Clears the tokens (a logout) if the generation is still `expected`, and wakes every
+    /// waiter like [`Gate::replace`]. Returns `None`, changing nothing, if the generation moved.
+    pub(crate) fn clear_if(
+        &self,
+        expected: u64,
+        commit: impl FnOnce(&Snapshot<T>),
+    ) -> Option<Snapshot<T>> {
+        let snap = self.install(Some(expected), None, false, commit)?;
+        let mut flight = self.flight.lock();
+        flight.proactive_failed = None;
+        self.cond.notify_all();
+        drop(flight);
+        Some(snap)
+    }
+
     /// Installs `tokens` if the generation is still `expected` (or unconditionally for `None`),
     /// then calls `commit` with the new snapshot while still holding the persist lock.
     fn install(

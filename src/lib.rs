@@ -93,6 +93,7 @@ mod error;
 mod event;
 mod file_store;
 mod gate;
+mod logout;
 mod redirect;
 mod refresh;
 mod request;
@@ -115,7 +116,11 @@ pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
 pub use file_store::FileStore;
 pub use redirect::DEFAULT_MAX_REDIRECTS;
-pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
+pub use refresh::{
+    ClientAuth, ClientCredentials, DeviceAuthorization, DeviceError, DeviceFlow, Discovery,
+    DiscoveryError, JsonRefresh, OAuth2Refresh, Refresh, RevocationError, ServerMetadata,
+    REVOCATION_TIMEOUT,
+};
 pub use request::RequestBuilder;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
 pub use store::{MemoryStore, RefreshLock, TokenStore};
