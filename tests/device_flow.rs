@@ -191,6 +191,8 @@ fn a_confidential_client_authenticates_both_requests_like_its_refreshes() {
         .unwrap()
         .wait()
         .unwrap();
+    let shown = format!("{:?}", flow(&srv, &time).client_secret("cli-secret"));
+    assert!(!shown.contains("cli-secret"), "{shown}");
     let l = srv.login.lock();
     assert_eq!(l.auth_headers.len(), 2);
     assert!(
