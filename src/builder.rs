@@ -237,7 +237,7 @@ impl AuthClientBuilder {
     /// Checks the settings and builds the client.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a base or token URL that does not parse or is not http(s);
+    /// [`Error::InvalidUrl`] for a base, token or revocation URL that does not parse or is not http(s);
     /// [`Error::InsecureUrl`] for plain http to a non-loopback host without opt-in;
     /// [`Error::InvalidToken`] for initial or stored tokens that cannot travel in a header;
     /// [`Error::Store`] if the store fails to load or save.
@@ -248,16 +248,22 @@ impl AuthClientBuilder {
         self.retry.validate().map_err(Error::Config)?;
         let (base_url, base_root, origin) = parse_base(&self.base_url)?;
         self.check_secure(&origin)?;
-        if let Some(endpoint) = self.refresher.as_ref().and_then(|r| r.endpoint()) {
+        let endpoints = self.refresher.as_ref().map_or([None, None], |r| {
+            [
+                r.endpoint().map(|e| ("token endpoint", e)),
+                r.revocation_endpoint().map(|e| ("revocation endpoint", e)),
+            ]
+        });
+        for (what, endpoint) in endpoints.into_iter().flatten() {
             let uri: Uri = endpoint
                 .parse()
-                .map_err(|_| Error::InvalidUrl("token endpoint is not a valid URL".into()))?;
+                .map_err(|_| Error::InvalidUrl(format!("{what} is not a valid URL")))?;
             let o = Origin::of(&uri)
-                .ok_or_else(|| Error::InvalidUrl("token endpoint must be an http(s) URL".into()))?;
+                .ok_or_else(|| Error::InvalidUrl(format!("{what} must be an http(s) URL")))?;
             if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                return Err(Error::InvalidUrl(
-                    "token endpoint must not embed credentials: use client_id/client_secret".into(),
-                ));
+                return Err(Error::InvalidUrl(format!(
+                    "{what} must not embed credentials: use client_id/client_secret"
+                )));
             }
             self.check_secure(&o)?;
         }

@@ -105,6 +105,21 @@ pub enum Error {
     /// Requests that need no refresh still work from a listener.
     #[error("called back into the client from its own refresher, store or listener")]
     Reentrant,
+
+    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::Discovery)).
+    #[error("authorization server discovery failed")]
+    Discovery(#[source] crate::DiscoveryError),
+
+    /// A device login ([`DeviceFlow`](crate::DeviceFlow)) failed: denied, expired, refused,
+    /// or the server could not be reached.
+    #[error("device login failed")]
+    Device(#[source] crate::DeviceError),
+
+    /// [`AuthClient::logout`](crate::AuthClient::logout) logged out locally (memory and store
+    /// cleared), but the server did not confirm the revocation of the session: it may stay
+    /// valid at the server until it expires.
+    #[error("logged out locally, but revoking the session at the server failed")]
+    RevocationFailed(#[source] crate::RevocationError),
 }
 
 impl Error {
@@ -121,6 +136,8 @@ impl Error {
             Error::RefresherPanicked | Error::RefreshTimeout(_) | Error::Http(_) => true,
             Error::NotReplayable(e) => e.is_transient(),
             Error::StatusCode(s) => *s == 429 || *s >= 500,
+            Error::Discovery(e) => e.is_transient(),
+            Error::Device(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -131,6 +148,9 @@ impl Error {
             Error::StatusCode(s) => Some(*s),
             Error::Unauthorized => Some(401),
             Error::Refresh(e) => e.status(),
+            Error::Discovery(crate::DiscoveryError::Status(s))
+            | Error::Device(crate::DeviceError::Status(s))
+            | Error::RevocationFailed(crate::RevocationError::Status(s)) => Some(*s),
             _ => None,
         }
     }

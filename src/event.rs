@@ -58,6 +58,13 @@ pub enum Event {
         /// The generation that could not be saved.
         generation: u64,
     },
+    /// [`AuthClient::logout`](crate::AuthClient::logout) cleared the tokens of `generation`
+    /// locally, but revoking them at the server failed (the call returns
+    /// [`Error::RevocationFailed`](crate::Error::RevocationFailed) with the cause).
+    RevocationFailed {
+        /// The generation that was logged out.
+        generation: u64,
+    },
 }
 
 /// Why a refresh started.

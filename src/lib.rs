@@ -65,7 +65,34 @@
 //! appear in `Debug` or `Display` output of any tokengate type or error: [`AccessToken`],
 //! [`RefreshToken`] and [`ClientSecret`] print `[redacted]`, and the `Authorization` header is
 //! marked sensitive. The access token is only sent to the base URL's origin; the refresh token
-//! and client secret only to the token endpoint.
+//! and client secret only to the authorization server's endpoints (token, and for the login
+//! and logout below, device authorization and revocation); a device code only to the token
+//! endpoint.
+//!
+//! ## From login to logout
+//! [`Discovery`] finds an issuer's endpoints (RFC 8414 / OpenID Connect Discovery, the
+//! document's `issuer` checked against mix-ups); [`DeviceFlow`] logs a user in from a terminal
+//! (RFC 8628); [`AuthClient::logout`] clears the tokens and revokes the session at the server
+//! (RFC 7009). `cargo run --example device_login` runs all three against a local server.
+//!
+//! ```no_run
+//! use tokengate::{AuthClient, DeviceFlow, Discovery, FileStore, OAuth2Refresh};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let meta = Discovery::new("https://auth.example.com").fetch()?;     // token, device, revocation endpoints
+//! let client = AuthClient::builder("https://api.example.com/v1/")
+//!     .refresher(OAuth2Refresh::from_metadata(&meta).client_id("my-cli"))
+//!     .store(FileStore::new("/home/me/.config/my-cli/tokens.json")?)
+//!     .build()?;
+//! if client.tokens().is_none() {
+//!     let pending = DeviceFlow::from_metadata(&meta)?.client_id("my-cli").start()?;
+//!     println!("Open {} and enter {}", pending.verification_uri(), pending.user_code());
+//!     client.set_tokens(pending.wait()?)?;                             // polls until approved
+//! }
+//! client.get("me").call()?;
+//! client.logout()?;                                                    // revoked at the server too
+//! # Ok(()) }
+//! ```
 //!
 //! ## Defaults
 //! | setting | default |
@@ -80,6 +107,10 @@
 //! | paths resolving to another origin | rejected ([`AuthClientBuilder::allow_other_origins`]) |
 //! | plain `http://` | loopback hosts only |
 //! | store | [`MemoryStore`] (see [`FileStore`]) |
+//! | discovery / device flow agent | like the token agent: 30 s whole call, connect 10 s, proxy from the environment |
+//! | metadata document size limit | 64 KiB |
+//! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it |
+//! | revocation timeout (whole call) | 5 s ([`REVOCATION_TIMEOUT`]) |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -93,6 +124,7 @@ mod error;
 mod event;
 
 mod gate;
+mod logout;
 mod redirect;
 mod reentry;
 mod refresh;
@@ -116,7 +148,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
 pub use redirect::DEFAULT_MAX_REDIRECTS;
-pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
+pub use refresh::{
+    ClientAuth, ClientCredentials, DeviceAuthorization, DeviceError, DeviceFlow, Discovery,
+    DiscoveryError, JsonRefresh, OAuth2Refresh, Refresh, RevocationError, ServerMetadata,
+    REVOCATION_TIMEOUT,
+};
 pub use request::RequestBuilder;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
 pub use store::file::FileStore;

@@ -376,6 +376,53 @@ impl Inner {
         })
     }
 
+    /// The local half of a logout: under the shared store's lock, clears memory (generation-
+    /// checked: if a refresh or login lands first, the newer tokens are the ones cleared) and
+    /// the store. Returns the tokens logged out (another process's, if it stored newer ones),
+    /// the generation they had, and whether the store was cleared.
+    pub(crate) fn log_out_locally(
+        &self,
+    ) -> Result<(Option<Tokens>, u64, Result<(), Error>), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        let _busy = reentry::enter(self.key());
+        let mut lock = self.store.lock().map_err(|e| Error::Store(Arc::new(e)))?;
+        let newer_stored = lock.as_ref().and_then(|l| {
+            let stored = l.stored().ok()?;
+            let base = self.gate.persisted().base;
+            (base != Some(stored.revision())).then(|| stored.tokens().cloned())?
+        });
+        loop {
+            let snap = self.gate.snapshot();
+            let mut written = Ok(());
+            let cleared = self.gate.replace(
+                Some(snap.generation),
+                |_| true,
+                None,
+                |s, p| {
+                    let writer = match &mut lock {
+                        Some(l) => Writer::Locked(l),
+                        None => Writer::Plain,
+                    };
+                    written = self.write_through(s, writer, p);
+                },
+            );
+            if let Some(cleared) = cleared {
+                drop(lock);
+                let written = written.map_err(|e| {
+                    self.emit(Event::StoreFailed {
+                        generation: cleared.generation,
+                    });
+                    Error::Store(e)
+                });
+                let tokens = newer_stored.or_else(|| snap.tokens.map(|c| c.tokens.clone()));
+                return Ok((tokens, snap.generation, written));
+            }
+            // The generation moved between the read and the clear: log out the newer tokens.
+        }
+    }
+
     /// Before a request: retries a failed write (at most once a second), and adopts what
     /// another process (or client) stored since this client last read or wrote a shared store.
     pub(crate) fn sync_store(&self) -> Result<(), Error> {

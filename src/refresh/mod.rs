@@ -1,12 +1,18 @@
 //! How tokens are renewed: the [`Refresh`] trait and the built-in strategies.
 
+mod device;
+mod discovery;
 mod json;
 mod oauth2;
+mod revoke;
 
+pub use device::{DeviceAuthorization, DeviceError, DeviceFlow};
+pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
 pub use json::JsonRefresh;
 /// For `crate::__fuzz`.
 pub(crate) use oauth2::parse as parse_oauth2_response;
 pub use oauth2::{ClientAuth, ClientCredentials, OAuth2Refresh};
+pub use revoke::{RevocationError, REVOCATION_TIMEOUT};
 
 use std::time::Duration;
 
@@ -63,6 +69,25 @@ pub trait Refresh: Send + Sync + 'static {
     /// The token endpoint's URL, if the strategy has one, so `build()` can check it
     /// (it must parse, and be `https` unless loopback or opted in). Defaults to `None`.
     fn endpoint(&self) -> Option<&str> {
+        None
+    }
+
+    /// Revokes the session of `tokens` at the server (RFC 7009), for
+    /// [`AuthClient::logout`](crate::AuthClient::logout), which calls it after the tokens were
+    /// cleared locally. `agent` is the token-endpoint agent. Returns `None` when the strategy
+    /// cannot revoke (no revocation endpoint): the logout is then local only. Defaults to `None`.
+    ///
+    /// [`OAuth2Refresh`] with a [revocation URL](OAuth2Refresh::revocation_url) revokes the
+    /// refresh token (or, without one, the access token) with the same client authentication
+    /// as its refreshes, within [`REVOCATION_TIMEOUT`].
+    fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
+        let _ = (agent, tokens);
+        None
+    }
+
+    /// The revocation endpoint's URL, if the strategy has one, so `build()` can check it like
+    /// [`Refresh::endpoint`]. Defaults to `None`.
+    fn revocation_endpoint(&self) -> Option<&str> {
         None
     }
 }

@@ -4,8 +4,10 @@ use std::fmt;
 
 use ureq::Agent;
 
+use super::discovery::{Discovery, ServerMetadata};
+use super::revoke::{revoke, RevocationError};
 use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
-use crate::error::RefreshError;
+use crate::error::{Error, RefreshError};
 use crate::tokens::{ClientSecret, Tokens};
 use crate::transport::{post_token_request, TokenResponse};
 use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
@@ -24,12 +26,13 @@ pub enum ClientAuth {
     Post,
 }
 
-/// Client identity shared by both grants.
+/// Client identity and authentication, shared by every request to the authorization server:
+/// both grants here, the device flow (`device.rs`) and revocation (`revoke.rs`).
 #[derive(Clone, Default)]
-struct Client {
-    id: Option<String>,
-    secret: Option<ClientSecret>,
-    method: Option<ClientAuth>,
+pub(super) struct Client {
+    pub(super) id: Option<String>,
+    pub(super) secret: Option<ClientSecret>,
+    pub(super) method: Option<ClientAuth>,
 }
 
 impl Client {
@@ -42,7 +45,7 @@ impl Client {
     }
 
     /// Adds the client's form fields to `form` and returns the `Authorization` header, if any.
-    fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
+    pub(super) fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
         let id = self.id.as_deref();
         match self.method() {
             ClientAuth::None => {
@@ -62,6 +65,11 @@ impl Client {
                 Some(format!("Basic {}", base64_encode(pair.as_bytes())))
             }
         }
+    }
+
+    /// The client secret, or `""`: for [`redact_echo`].
+    pub(super) fn secret_str(&self) -> &str {
+        self.secret.as_ref().map_or("", |s| s.secret())
     }
 }
 
@@ -115,7 +123,7 @@ pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, R
 /// Keeps only the characters RFC 6749 §5.2 allows in `error`, at most 64 of them, so a hostile
 /// server cannot smuggle control characters (or a long echo of a token) into our errors.
 /// An echo of a credential is hidden by [`redact_echo`].
-fn sanitize_code(code: &str) -> String {
+pub(super) fn sanitize_code(code: &str) -> String {
     code.chars()
         .filter(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
         .take(64)
@@ -126,9 +134,20 @@ fn sanitize_code(code: &str) -> String {
 /// the refresh token or client secret it was sent), so it cannot reach our errors and logs.
 /// A code sharing 8 consecutive characters with a secret (or all of a shorter one) counts:
 /// `sanitize_code` may have cut the echo short.
-fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+pub(super) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+    match err {
+        RefreshError::OAuth { status, error } => RefreshError::OAuth {
+            status,
+            error: redact_code(error, secrets),
+        },
+        e => e,
+    }
+}
+
+/// `code`, or `[redacted]` if it echoes one of `secrets` (see [`redact_echo`]).
+pub(super) fn redact_code(code: String, secrets: &[&str]) -> String {
     const WINDOW: usize = 8;
-    let echoes = |code: &str, secret: &str| {
+    let echoes = |secret: &str| {
         if secret.len() <= WINDOW {
             return !secret.is_empty() && code.contains(secret);
         }
@@ -136,14 +155,10 @@ fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
             .windows(WINDOW)
             .any(|w| secret.as_bytes().windows(WINDOW).any(|s| s == w))
     };
-    match err {
-        RefreshError::OAuth { status, error } if secrets.iter().any(|s| echoes(&error, s)) => {
-            RefreshError::OAuth {
-                status,
-                error: "[redacted]".into(),
-            }
-        }
-        e => e,
+    if secrets.iter().any(|s| echoes(s)) {
+        "[redacted]".into()
+    } else {
+        code
     }
 }
 
@@ -161,6 +176,7 @@ fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
 #[derive(Clone, Debug)]
 pub struct OAuth2Refresh {
     url: EndpointUrl,
+    revocation_url: Option<EndpointUrl>,
     client: Client,
     scope: Option<String>,
 }
@@ -170,9 +186,36 @@ impl OAuth2Refresh {
     pub fn new(token_url: impl Into<String>) -> Self {
         OAuth2Refresh {
             url: EndpointUrl(token_url.into()),
+            revocation_url: None,
             client: Client::default(),
             scope: None,
         }
+    }
+
+    /// A refresher for the token and revocation endpoints `issuer` publishes (see [`Discovery`]).
+    ///
+    /// # Errors
+    /// [`Error::Discovery`].
+    pub fn discover(issuer: impl Into<String>) -> Result<Self, Error> {
+        Ok(Self::from_metadata(&Discovery::new(issuer).fetch()?))
+    }
+
+    /// A refresher for the token endpoint in `metadata`, and its revocation endpoint if it has one.
+    pub fn from_metadata(metadata: &ServerMetadata) -> Self {
+        let mut r = Self::new(metadata.token_endpoint());
+        r.revocation_url = metadata
+            .revocation_endpoint()
+            .map(|u| EndpointUrl(u.into()));
+        r
+    }
+
+    /// The revocation endpoint (RFC 7009) that [`AuthClient::logout`](crate::AuthClient::logout)
+    /// revokes the refresh token at. Defaults to none (set by [`OAuth2Refresh::discover`] when
+    /// the server publishes one): logout is then local only. The URL is checked by `build()`.
+    #[must_use]
+    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
+        self.revocation_url = Some(EndpointUrl(url.into()));
+        self
     }
 
     /// Sets the client id.
@@ -217,8 +260,11 @@ impl Refresh for OAuth2Refresh {
         let auth = self.client.apply(&mut form);
         let body = form_body(form);
         let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
-        let secret = self.client.secret.as_ref().map_or("", |s| s.secret());
-        let secrets = [rt.secret(), current.access_token().secret(), secret];
+        let secrets = [
+            rt.secret(),
+            current.access_token().secret(),
+            self.client.secret_str(),
+        ];
         parse(&resp, current).map_err(|e| redact_echo(e, &secrets))
     }
 
@@ -228,6 +274,19 @@ impl Refresh for OAuth2Refresh {
 
     fn endpoint(&self) -> Option<&str> {
         Some(&self.url.0)
+    }
+
+    fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
+        let url = self.revocation_url.as_ref()?;
+        let (token, hint) = match tokens.refresh_token() {
+            Some(rt) => (rt.secret(), "refresh_token"),
+            None => (tokens.access_token().secret(), "access_token"),
+        };
+        Some(revoke(agent, &url.0, &self.client, token, hint))
+    }
+
+    fn revocation_endpoint(&self) -> Option<&str> {
+        self.revocation_url.as_ref().map(|u| u.0.as_str())
     }
 }
 
@@ -265,6 +324,28 @@ impl ClientCredentials {
         }
     }
 
+    /// Client credentials for the token endpoint `issuer` publishes (see [`Discovery`]).
+    ///
+    /// # Errors
+    /// [`Error::Discovery`].
+    pub fn discover(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Result<Self, Error> {
+        let metadata = Discovery::new(issuer).fetch()?;
+        Ok(Self::from_metadata(&metadata, client_id, client_secret))
+    }
+
+    /// Client credentials for the token endpoint in `metadata`.
+    pub fn from_metadata(
+        metadata: &ServerMetadata,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        Self::new(metadata.token_endpoint(), client_id, client_secret)
+    }
+
     /// Sets how the client authenticates. Defaults to [`ClientAuth::Basic`].
     #[must_use]
     pub fn auth_method(mut self, method: ClientAuth) -> Self {
@@ -289,7 +370,7 @@ impl Refresh for ClientCredentials {
         let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
         // §4.4.3: a refresh token SHOULD NOT be included; one that is, is dropped (this grant
         // re-acquires instead of refreshing, and nothing would ever send it).
-        let secret = self.client.secret.as_ref().map_or("", |s| s.secret());
+        let secret = self.client.secret_str();
         let tokens = parse(&resp, &Tokens::new("-")).map_err(|e| redact_echo(e, &[secret]))?;
         let _ = current;
         Ok(tokens.without_refresh_token())

@@ -11,6 +11,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod faults;
+pub mod login;
 pub mod raw;
 
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,53 @@
+//! [`AuthClient::logout`]: end the session here and at the server (RFC 7009).
+
+use crate::client::AuthClient;
+use crate::error::Error;
+use crate::event::Event;
+
+impl AuthClient {
+    /// Logs out: clears the tokens from memory and the store, then revokes the session at the
+    /// server (RFC 7009) if the refresher can ([`OAuth2Refresh`](crate::OAuth2Refresh) with a
+    /// [revocation URL](crate::OAuth2Refresh::revocation_url), set by `discover`). Later calls
+    /// return [`Error::NoTokens`] until [`AuthClient::set_tokens`].
+    ///
+    /// The local logout comes first and always happens; the revocation is best effort: it
+    /// sends the refresh token (the access token if there is none) with the refresher's client
+    /// authentication and `token_type_hint`, on the token agent, within
+    /// [`REVOCATION_TIMEOUT`](crate::REVOCATION_TIMEOUT). Without a revocation endpoint, or
+    /// without tokens, the logout is local only. With a shared store the logout is written
+    /// under the store's lock, and if another process saved newer tokens (e.g. after rotating
+    /// the refresh token) those are the ones revoked.
+    ///
+    /// # Concurrent calls
+    /// Generation-checked like every change: the tokens cleared are exactly the ones revoked.
+    /// If a refresh or a login lands between reading the tokens and clearing them, the newer
+    /// tokens are the ones logged out; a login made after the clear is never touched, also
+    /// while the revocation is still running (no lock is held during it). Threads waiting on a
+    /// refresh wake up and see [`Error::NoTokens`].
+    ///
+    /// # Errors
+    /// - [`Error::RevocationFailed`] when the server could not be reached or refused: the
+    ///   local logout happened all the same; an [`Event::RevocationFailed`] is reported too.
+    /// - [`Error::Store`] if the store could not be cleared (memory is cleared; the revocation
+    ///   was still attempted, and its failure, if any, is reported as an event only); if the
+    ///   store could not even be locked, nothing changed and nothing was revoked.
+    /// - [`Error::Reentrant`] from the client's own refresher, store or a listener running
+    ///   during a refresh.
+    pub fn logout(&self) -> Result<(), Error> {
+        let inner = self.inner();
+        let (tokens, generation, cleared) = inner.log_out_locally()?;
+        let revoked = match (&tokens, &inner.refresher) {
+            (Some(tokens), Some(refresher)) => refresher.revoke(&inner.token_agent, tokens),
+            _ => None,
+        };
+        let revoke_err = match revoked {
+            Some(Err(e)) => {
+                inner.emit(Event::RevocationFailed { generation });
+                Some(e)
+            }
+            _ => None,
+        };
+        cleared?;
+        revoke_err.map_or(Ok(()), |e| Err(Error::RevocationFailed(e)))
+    }
+}

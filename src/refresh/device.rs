@@ -1,0 +1,558 @@
+//! The device authorization grant (RFC 8628): logging in from a terminal.
+//!
+//! [`DeviceFlow::start`] asks the device authorization endpoint for a user code; the user
+//! enters it in a browser; [`DeviceAuthorization::wait`] polls the token endpoint until the
+//! user approves or denies, or the code expires.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use ureq::Agent;
+
+use super::discovery::{check_url, login_agent, Discovery, DiscoveryError, ServerMetadata};
+use super::oauth2::{parse, redact_code, Client};
+use super::{expires_in_field, json_object, string_field};
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, RefreshError};
+use crate::refresh::ClientAuth;
+use crate::retry::{Sleeper, ThreadSleeper};
+use crate::tokens::{ClientSecret, Tokens, MAX_TOKEN_LEN};
+use crate::transport::post_token_request;
+use crate::util::{form_body, has_http_scheme, EndpointUrl, Redacted};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// Polling interval when the server names none (RFC 8628 §3.2).
+const DEFAULT_DEVICE_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// Added to the interval on each `slow_down` (RFC 8628 §3.5).
+const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+/// The shortest interval honoured, whatever the server says.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest interval reached by doubling after failed polls.
+const MAX_INTERVAL: Duration = Duration::from_secs(300);
+/// Failed polls in a row (unreachable, timeout, 5xx, 429) after which `wait` gives up.
+const MAX_FAILED_POLLS: u32 = 3;
+/// Longest `user_code`, in characters, and longest verification URI, in bytes, accepted.
+const MAX_USER_CODE_CHARS: usize = 256;
+const MAX_URI_LEN: usize = 4096;
+
+/// Why a device login failed. Reported as [`Error::Device`]. Never quotes a device code,
+/// token or client secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The user denied the request (`access_denied`).
+    #[error("the user denied the login")]
+    AccessDenied,
+
+    /// The server said the device code expired (`expired_token`) before the user approved.
+    #[error(
+        "the device code expired before the login was approved (the server said expired_token)"
+    )]
+    ExpiredToken,
+
+    /// The device code's `expires_in` ran out (on the flow's clock) before the user approved.
+    #[error("the device code expired before the login was approved")]
+    CodeExpired,
+
+    /// The server answered another OAuth2 error (`invalid_client`, `invalid_scope`,
+    /// `unauthorized_client`, `invalid_grant`, …). Only characters RFC 6749 allows are kept.
+    #[error("the authorization server answered {status} with error {error:?}")]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code.
+        error: String,
+    },
+
+    /// The server answered an unexpected status (for the token endpoint: after the retries,
+    /// for 5xx and 429).
+    #[error("the authorization server answered {0}")]
+    Status(u16),
+
+    /// The server could not be reached or its answer not read (for the token endpoint: after
+    /// the retries).
+    #[error("could not reach the authorization server")]
+    Transport(#[source] Box<ureq::Error>),
+
+    /// The server answered 2xx with something unusable: not JSON, a missing or malformed
+    /// field, a body over 64 KiB. The body is never quoted.
+    #[error("unusable answer: {0}")]
+    InvalidResponse(&'static str),
+}
+
+impl DeviceError {
+    /// True for [`DeviceError::ExpiredToken`] and [`DeviceError::CodeExpired`]: start again.
+    pub fn is_expired(&self) -> bool {
+        matches!(self, DeviceError::ExpiredToken | DeviceError::CodeExpired)
+    }
+
+    /// True when trying again later may succeed: a transport error, 5xx or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DeviceError::Transport(_) => true,
+            DeviceError::Status(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+
+    /// From a token-endpoint-style error; `secrets` are hidden from echoed error codes.
+    fn from_endpoint(e: RefreshError, secrets: &[&str]) -> DeviceError {
+        match e {
+            RefreshError::OAuth { error, .. } if error == "access_denied" => {
+                DeviceError::AccessDenied
+            }
+            RefreshError::OAuth { error, .. } if error == "expired_token" => {
+                DeviceError::ExpiredToken
+            }
+            RefreshError::OAuth { status, error } => DeviceError::OAuth {
+                status,
+                error: redact_code(error, secrets),
+            },
+            RefreshError::InvalidGrant { status, .. } => DeviceError::OAuth {
+                status,
+                error: "invalid_grant".into(),
+            },
+            RefreshError::Status { status, .. } => DeviceError::Status(status),
+            RefreshError::Transport(e) => DeviceError::Transport(Box::new(e)),
+            RefreshError::InvalidResponse(what) => DeviceError::InvalidResponse(what),
+            RefreshError::NoRefreshToken | RefreshError::Store(_) | RefreshError::Custom { .. } => {
+                DeviceError::InvalidResponse("unexpected answer")
+            }
+        }
+    }
+}
+
+/// A login with the device authorization grant (RFC 8628), for tools that run in a terminal:
+/// the user opens a URL on any device, enters a short code, and the tool receives tokens.
+///
+/// ```no_run
+/// # fn main() -> Result<(), tokengate::Error> {
+/// # let client = tokengate::AuthClient::builder("https://api.example.com/").build()?;
+/// let flow = tokengate::DeviceFlow::new("https://auth.example.com/device", "https://auth.example.com/token")
+///     .client_id("my-cli")
+///     .scope("openid offline_access api");     // or DeviceFlow::discover(issuer)
+/// let pending = flow.start()?;                  // POST to the device endpoint
+/// println!("Open {} and enter {}", pending.verification_uri(), pending.user_code());
+/// let tokens = pending.wait()?;                 // polls the token endpoint
+/// client.set_tokens(tokens)?;
+/// # Ok(()) }
+/// ```
+///
+/// Polling follows RFC 8628 §3.5: every `interval` the server gave (5 s if none, at least
+/// 1 s), 5 s more after each `slow_down`, on through `authorization_pending`; it stops with
+/// [`DeviceError::AccessDenied`], [`DeviceError::ExpiredToken`], or
+/// [`DeviceError::CodeExpired`] when the code's `expires_in` runs out. A poll that fails
+/// (unreachable, timeout, 5xx, 429) doubles the interval; three in a row end the wait.
+///
+/// The clock and the sleep are injectable ([`DeviceFlow::clock`], [`DeviceFlow::sleeper`]),
+/// so a test can run the whole flow without waiting (a shared `Arc<ManualClock>` does both).
+#[derive(Clone)]
+pub struct DeviceFlow {
+    device_url: EndpointUrl,
+    token_url: EndpointUrl,
+    client: Client,
+    scope: Option<String>,
+    agent: Option<Agent>,
+    clock: Arc<dyn Clock>,
+    sleeper: Arc<dyn Sleeper>,
+    allow_insecure_http: bool,
+}
+
+impl DeviceFlow {
+    /// A flow using the device authorization endpoint `device_url` and the token endpoint
+    /// `token_url`. The URLs are checked by [`DeviceFlow::start`].
+    pub fn new(device_url: impl Into<String>, token_url: impl Into<String>) -> Self {
+        DeviceFlow {
+            device_url: EndpointUrl(device_url.into()),
+            token_url: EndpointUrl(token_url.into()),
+            client: Client::default(),
+            scope: None,
+            agent: None,
+            clock: Arc::new(SystemClock),
+            sleeper: Arc::new(ThreadSleeper),
+            allow_insecure_http: false,
+        }
+    }
+
+    /// A flow for the endpoints `issuer` publishes (see [`Discovery`]).
+    ///
+    /// # Errors
+    /// [`Error::Discovery`], also when the server has no `device_authorization_endpoint`.
+    pub fn discover(issuer: impl Into<String>) -> Result<Self, Error> {
+        Self::from_metadata(&Discovery::new(issuer).fetch()?)
+    }
+
+    /// A flow for the endpoints in `metadata`.
+    ///
+    /// # Errors
+    /// [`Error::Discovery`] with [`DiscoveryError::MissingDeviceEndpoint`] when the server has
+    /// no `device_authorization_endpoint`.
+    pub fn from_metadata(metadata: &ServerMetadata) -> Result<Self, Error> {
+        let device = metadata
+            .device_authorization_endpoint()
+            .ok_or(Error::Discovery(DiscoveryError::MissingDeviceEndpoint))?;
+        Ok(Self::new(device, metadata.token_endpoint()))
+    }
+
+    /// Sets the client id (sent in the form unless the client authenticates with Basic).
+    #[must_use]
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client.id = Some(id.into());
+        self
+    }
+
+    /// Sets the client secret. Defaults to none (a public client, as CLI tools usually are);
+    /// with one, authentication defaults to [`ClientAuth::Basic`].
+    #[must_use]
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client.secret = Some(ClientSecret::new(secret));
+        self
+    }
+
+    /// Sets how the client authenticates. Defaults to `Basic` with a secret, `None` without.
+    #[must_use]
+    pub fn auth_method(mut self, method: ClientAuth) -> Self {
+        self.client.method = Some(method);
+        self
+    }
+
+    /// Requests this scope (e.g. `openid offline_access api`; `offline_access` is how many
+    /// servers are asked for a refresh token). Defaults to none.
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// The agent for both endpoints. Defaults to one like the client's default token agent:
+    /// 30 s for each whole call, 10 s to connect, proxy from the environment.
+    #[must_use]
+    pub fn agent(mut self, agent: Agent) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// The clock that decides when the device code has expired. Defaults to [`SystemClock`].
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// What waits between polls. Defaults to [`ThreadSleeper`].
+    #[must_use]
+    pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
+        self.sleeper = Arc::new(sleeper);
+        self
+    }
+
+    /// Allows plain `http://` to hosts other than loopback. Defaults to false.
+    #[must_use]
+    pub fn allow_insecure_http(mut self, yes: bool) -> Self {
+        self.allow_insecure_http = yes;
+        self
+    }
+
+    /// Asks the device authorization endpoint for a device code and a user code (RFC 8628 §3.1).
+    /// Show the user [`DeviceAuthorization::verification_uri`] and
+    /// [`DeviceAuthorization::user_code`], then call [`DeviceAuthorization::wait`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] / [`Error::InsecureUrl`] for an unusable endpoint URL (nothing is
+    /// sent); [`Error::Device`] if the server refuses or answers something unusable.
+    pub fn start(&self) -> Result<DeviceAuthorization, Error> {
+        check_url(&self.device_url.0, self.allow_insecure_http)
+            .map_err(|p| p.into_error("device authorization endpoint"))?;
+        check_url(&self.token_url.0, self.allow_insecure_http)
+            .map_err(|p| p.into_error("token endpoint"))?;
+        let agent = self.agent.clone().unwrap_or_else(login_agent);
+        let mut form = Vec::new();
+        form.extend(self.scope.as_deref().map(|s| ("scope", s)));
+        // RFC 8628 §3.1: a client that does not authenticate sends its client_id in the form.
+        let auth = self.client.apply(&mut form);
+        let body = form_body(form);
+        let secrets = [self.client.secret_str()];
+        let resp = post_token_request(
+            &agent,
+            &self.device_url.0,
+            FORM,
+            auth.as_deref(),
+            body.as_bytes(),
+        )
+        .map_err(|e| Error::Device(DeviceError::from_endpoint(e, &secrets)))?;
+        if !(200..300).contains(&resp.status) {
+            // Any 2xx body would be read as a token response by `parse`, so only errors get here.
+            let err = parse(&resp, &Tokens::new("-"))
+                .err()
+                .unwrap_or_else(|| resp.unexpected());
+            return Err(Error::Device(DeviceError::from_endpoint(err, &secrets)));
+        }
+        let now = self.clock.now();
+        DeviceAuthorization::from_response(&resp.body, self.clone(), agent, now)
+            .map_err(Error::Device)
+    }
+}
+
+impl fmt::Debug for DeviceFlow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceFlow")
+            .field("device_url", &self.device_url)
+            .field("token_url", &self.token_url)
+            .field("client", &self.client)
+            .field("scope", &self.scope)
+            .field("custom_agent", &self.agent.is_some())
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device login in progress: what to show the user, and [`DeviceAuthorization::wait`].
+/// `Debug` hides the device code.
+pub struct DeviceAuthorization {
+    flow: DeviceFlow,
+    agent: Agent,
+    /// Secret: whoever has it can collect the tokens once the user approves.
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: Option<String>,
+    expires_in: Duration,
+    /// On the flow's clock.
+    expires_at: SystemTime,
+    interval: Duration,
+}
+
+impl DeviceAuthorization {
+    /// Reads the device authorization response (RFC 8628 §3.2).
+    fn from_response(
+        body: &[u8],
+        flow: DeviceFlow,
+        agent: Agent,
+        now: SystemTime,
+    ) -> Result<Self, DeviceError> {
+        let bad = DeviceError::InvalidResponse;
+        let map = json_object(body).map_err(|_| bad("body is not a JSON object"))?;
+        let field = |name: &str, what: &'static str| {
+            string_field(&map, name, what)
+                .map(|v| v.map(str::to_owned))
+                .map_err(|_| bad(what))
+        };
+        let device_code = field("device_code", "device_code is not a string")?
+            .filter(|c| !c.is_empty() && c.len() <= MAX_TOKEN_LEN)
+            .ok_or(bad("missing or oversized device_code"))?;
+        let user_code = field("user_code", "user_code is not a string")?
+            .filter(|c| is_displayable(c) && c.chars().count() <= MAX_USER_CODE_CHARS)
+            .ok_or(bad("missing or unprintable user_code"))?;
+        // `verification_url`: the name some servers (Google) use.
+        let verification_uri = match field("verification_uri", "verification_uri is not a string")?
+        {
+            Some(u) => Some(u),
+            None => field("verification_url", "verification_url is not a string")?,
+        }
+        .filter(|u| is_uri(u))
+        .ok_or(bad("missing or unusable verification_uri"))?;
+        let verification_uri_complete = field(
+            "verification_uri_complete",
+            "verification_uri_complete is not a string",
+        )?;
+        if verification_uri_complete
+            .as_deref()
+            .is_some_and(|u| !is_uri(u))
+        {
+            return Err(bad("unusable verification_uri_complete"));
+        }
+        let expires_in = expires_in_field(&map, "expires_in")
+            .map_err(|_| bad("expires_in is not a sane number of seconds"))?
+            .ok_or(bad("missing expires_in"))?;
+        let interval = expires_in_field(&map, "interval")
+            .map_err(|_| bad("interval is not a sane number of seconds"))?
+            .unwrap_or(DEFAULT_DEVICE_POLL_INTERVAL)
+            .max(MIN_INTERVAL);
+        Ok(DeviceAuthorization {
+            flow,
+            agent,
+            device_code,
+            user_code,
+            verification_uri,
+            verification_uri_complete,
+            expires_in,
+            expires_at: now.checked_add(expires_in).unwrap_or(now),
+            interval,
+        })
+    }
+
+    /// The code the user enters at [`DeviceAuthorization::verification_uri`].
+    pub fn user_code(&self) -> &str {
+        &self.user_code
+    }
+
+    /// Where the user enters the code (show it; the user may be on another device).
+    pub fn verification_uri(&self) -> &str {
+        &self.verification_uri
+    }
+
+    /// A URL that carries the code too (for a QR code or a link), if the server gave one.
+    pub fn verification_uri_complete(&self) -> Option<&str> {
+        self.verification_uri_complete.as_deref()
+    }
+
+    /// How long the codes are valid, as the server said.
+    pub fn expires_in(&self) -> Duration {
+        self.expires_in
+    }
+
+    /// The polling interval: the server's, 5 s if it gave none, at least 1 s.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Polls the token endpoint until the user approves (the tokens), denies, or the code
+    /// expires. Blocks; each wait goes through the flow's [`Sleeper`].
+    ///
+    /// # Errors
+    /// [`Error::Device`]: [`DeviceError::AccessDenied`], [`DeviceError::ExpiredToken`],
+    /// [`DeviceError::CodeExpired`], another OAuth2 error, or three failed polls in a row.
+    pub fn wait(self) -> Result<Tokens, Error> {
+        self.poll_until_done().map_err(Error::Device)
+    }
+
+    fn poll_until_done(mut self) -> Result<Tokens, DeviceError> {
+        let mut failed_polls = 0;
+        loop {
+            let remaining = self
+                .expires_at
+                .duration_since(self.flow.clock.now())
+                .unwrap_or(Duration::ZERO);
+            if remaining.is_zero() {
+                return Err(DeviceError::CodeExpired);
+            }
+            // Never sleeps past the expiry: the last wait is cut short, then the code is expired.
+            self.flow.sleeper.sleep(self.interval.min(remaining));
+            if self.flow.clock.now() >= self.expires_at {
+                return Err(DeviceError::CodeExpired);
+            }
+            let secrets = [self.device_code.as_str(), self.flow.client.secret_str()];
+            match self.poll() {
+                Ok(tokens) => return Ok(tokens),
+                Err(RefreshError::OAuth { error, .. }) if error == "authorization_pending" => {
+                    failed_polls = 0;
+                }
+                Err(RefreshError::OAuth { error, .. }) if error == "slow_down" => {
+                    failed_polls = 0;
+                    self.interval = self.interval.saturating_add(SLOW_DOWN_STEP);
+                }
+                Err(e) => {
+                    let e = DeviceError::from_endpoint(e, &secrets);
+                    if !e.is_transient() || failed_polls + 1 >= MAX_FAILED_POLLS {
+                        return Err(e);
+                    }
+                    failed_polls += 1;
+                    self.interval = self.interval.saturating_mul(2).min(MAX_INTERVAL);
+                }
+            }
+        }
+    }
+
+    /// One device access token request (RFC 8628 §3.4).
+    fn poll(&self) -> Result<Tokens, RefreshError> {
+        let flow = &self.flow;
+        let mut form = vec![
+            ("grant_type", GRANT_TYPE),
+            ("device_code", self.device_code.as_str()),
+        ];
+        let auth = flow.client.apply(&mut form);
+        let body = form_body(form);
+        let resp = post_token_request(
+            &self.agent,
+            &flow.token_url.0,
+            FORM,
+            auth.as_deref(),
+            body.as_bytes(),
+        )?;
+        parse(&resp, &Tokens::new("-"))
+    }
+}
+
+impl fmt::Debug for DeviceAuthorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceAuthorization")
+            .field("device_code", &Redacted)
+            .field("user_code", &self.user_code)
+            .field("verification_uri", &self.verification_uri)
+            .field("verification_uri_complete", &self.verification_uri_complete)
+            .field("expires_in", &self.expires_in)
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Safe to print to a terminal: no control characters (no escape sequences, no line breaks).
+fn is_displayable(s: &str) -> bool {
+    !s.is_empty() && !s.chars().any(char::is_control)
+}
+
+/// An http(s) URI of visible ASCII, safe to print and to open.
+fn is_uri(s: &str) -> bool {
+    has_http_scheme(s) && s.len() <= MAX_URI_LEN && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(body: &str) -> Result<DeviceAuthorization, DeviceError> {
+        let flow = DeviceFlow::new("https://a/device", "https://a/token");
+        DeviceAuthorization::from_response(
+            body.as_bytes(),
+            flow,
+            login_agent(),
+            SystemTime::UNIX_EPOCH,
+        )
+    }
+
+    #[test]
+    fn reads_a_device_authorization_response() {
+        let d = read(
+            r#"{"device_code":"dc-secret","user_code":"WDJB-MJHT","verification_uri":"https://a/device",
+                "verification_uri_complete":"https://a/device?user_code=WDJB-MJHT","expires_in":1800,"interval":2}"#,
+        )
+        .unwrap();
+        assert_eq!(d.user_code(), "WDJB-MJHT");
+        assert_eq!(d.interval(), Duration::from_secs(2));
+        assert_eq!(d.expires_in(), Duration::from_secs(1800));
+        assert!(!format!("{d:?}").contains("dc-secret"));
+        let d = read(
+            r#"{"device_code":"d","user_code":"U","verification_url":"https://g/device","expires_in":"60","interval":0}"#,
+        )
+        .unwrap();
+        assert_eq!(d.verification_uri(), "https://g/device");
+        assert_eq!(d.interval(), MIN_INTERVAL);
+        assert_eq!(d.verification_uri_complete(), None);
+        let d = read(r#"{"device_code":"d","user_code":"U","verification_uri":"https://g/","expires_in":60}"#)
+            .unwrap();
+        assert_eq!(d.interval(), DEFAULT_DEVICE_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn rejects_unusable_responses() {
+        for body in [
+            "<html>",
+            r#"{"user_code":"U","verification_uri":"https://g/","expires_in":60}"#,
+            r#"{"device_code":"d","verification_uri":"https://g/","expires_in":60}"#,
+            r#"{"device_code":"d","user_code":"U\u001b[2J","verification_uri":"https://g/","expires_in":60}"#,
+            r#"{"device_code":"d","user_code":"U","verification_uri":"javascript:x","expires_in":60}"#,
+            r#"{"device_code":"d","user_code":"U","verification_uri":"https://g/\nx","expires_in":60}"#,
+            r#"{"device_code":"d","user_code":"U","verification_uri":"https://g/"}"#,
+            r#"{"device_code":"d","user_code":"U","verification_uri":"https://g/","expires_in":-1}"#,
+            r#"{"device_code":"d","user_code":"U","verification_uri":"https://g/","expires_in":60,"verification_uri_complete":"x"}"#,
+        ] {
+            assert!(
+                matches!(read(body), Err(DeviceError::InvalidResponse(_))),
+                "{body}"
+            );
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Authorization server metadata (RFC 8414, OpenID Connect Discovery 1.0): where the token,
+//! device authorization and revocation endpoints of an issuer are.
+//!
+//! One fetch and one validation, shared by [`OAuth2Refresh::discover`](crate::OAuth2Refresh::discover),
+//! [`ClientCredentials::discover`](crate::ClientCredentials::discover) and
+//! [`DeviceFlow::discover`](crate::DeviceFlow::discover).
+
+use std::fmt;
+
+use ureq::http::{self, Request, Uri};
+use ureq::Agent;
+
+use super::json_object;
+use crate::error::Error;
+use crate::transport::{self, TimeoutKind, DEFAULT_TOKEN_TIMEOUT};
+use crate::util::Origin;
+
+/// Largest metadata document read, in bytes. Real ones are a few KiB.
+pub(crate) const METADATA_LIMIT: u64 = 64 * 1024;
+
+/// Longest `issuer` value quoted back in [`DiscoveryError::IssuerMismatch`].
+const QUOTED_ISSUER_LIMIT: usize = 256;
+
+/// Why discovery failed. Reported as [`Error::Discovery`]. The document's body is never quoted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The issuer given is not an absolute http(s) URL without query, fragment and credentials.
+    #[error("invalid issuer URL: {0}")]
+    InvalidIssuer(&'static str),
+
+    /// The issuer, or an endpoint the document names (the field is given), is plain `http://`
+    /// to a host other than loopback, without [`Discovery::allow_insecure_http`].
+    #[error("refusing plain http to a non-loopback host for {0}")]
+    InsecureEndpoint(&'static str),
+
+    /// The document could not be fetched (connection refused, DNS, TLS, timeout, …).
+    #[error("could not fetch the metadata document")]
+    Transport(#[source] Box<ureq::Error>),
+
+    /// Neither well-known URL answered 2xx: the status of the last answer.
+    #[error("the metadata document was not found (http status {0})")]
+    Status(u16),
+
+    /// The document is larger than 64 KiB.
+    #[error("the metadata document is over 64 KiB")]
+    TooLarge,
+
+    /// The document is not a JSON object.
+    #[error("the metadata document is not a JSON object")]
+    NotJson,
+
+    /// The document's `issuer` is missing or is not exactly the issuer asked for
+    /// (RFC 8414 §3.3: it could be another server's document, a mix-up attack).
+    #[error("the metadata document's issuer {found:?} is not the issuer asked for")]
+    IssuerMismatch {
+        /// The document's `issuer` (control characters dropped, cut at 256 characters), if any.
+        found: Option<String>,
+    },
+
+    /// The document has no `token_endpoint`.
+    #[error("the metadata document has no token_endpoint")]
+    MissingTokenEndpoint,
+
+    /// The document has no `device_authorization_endpoint` (asked for by
+    /// [`DeviceFlow::discover`](crate::DeviceFlow::discover)).
+    #[error("the metadata document has no device_authorization_endpoint")]
+    MissingDeviceEndpoint,
+
+    /// A field naming an endpoint is not a string holding an absolute http(s) URL without
+    /// credentials (the field is given).
+    #[error("the metadata document's {0} is not a usable URL")]
+    InvalidEndpoint(&'static str),
+}
+
+impl DiscoveryError {
+    /// True when fetching again later may succeed: a transport error, 5xx or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DiscoveryError::Transport(_) => true,
+            DiscoveryError::Status(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// What an authorization server says about itself: the parts tokengate uses.
+///
+/// Obtained with [`Discovery::fetch`]; every URL in it was checked (absolute http(s), no
+/// credentials, `https` unless loopback or opted in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerMetadata {
+    issuer: String,
+    token_endpoint: String,
+    device_authorization_endpoint: Option<String>,
+    revocation_endpoint: Option<String>,
+}
+
+impl ServerMetadata {
+    /// The issuer, exactly as asked for (and as the document said).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// `token_endpoint` (RFC 6749 §3.2).
+    pub fn token_endpoint(&self) -> &str {
+        &self.token_endpoint
+    }
+
+    /// `device_authorization_endpoint` (RFC 8628 §4), if the server has one.
+    pub fn device_authorization_endpoint(&self) -> Option<&str> {
+        self.device_authorization_endpoint.as_deref()
+    }
+
+    /// `revocation_endpoint` (RFC 7009, RFC 8414 §2), if the server has one.
+    pub fn revocation_endpoint(&self) -> Option<&str> {
+        self.revocation_endpoint.as_deref()
+    }
+}
+
+/// Fetches an issuer's metadata: `{issuer}/.well-known/openid-configuration` (OpenID Connect
+/// Discovery), and if that does not answer 2xx, the RFC 8414 location
+/// `https://host/.well-known/oauth-authorization-server{path of the issuer}`.
+///
+/// The document's `issuer` must be exactly the issuer asked for (character for character: a
+/// trailing `/` matters), and must name a `token_endpoint`. Redirects are not followed.
+///
+/// ```no_run
+/// use tokengate::{Discovery, DeviceFlow, OAuth2Refresh};
+/// # fn main() -> Result<(), tokengate::Error> {
+/// let meta = Discovery::new("https://auth.example.com").fetch()?;
+/// let refresher = OAuth2Refresh::from_metadata(&meta).client_id("my-cli");
+/// let login = DeviceFlow::from_metadata(&meta)?.client_id("my-cli");
+/// # let _ = (refresher, login); Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use = "call fetch() to get the metadata"]
+pub struct Discovery {
+    issuer: String,
+    agent: Option<Agent>,
+    allow_insecure_http: bool,
+}
+
+impl Discovery {
+    /// Discovery for `issuer` (e.g. `https://auth.example.com` or
+    /// `https://login.example.com/realms/main`).
+    pub fn new(issuer: impl Into<String>) -> Self {
+        Discovery {
+            issuer: issuer.into(),
+            agent: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// The agent that fetches the document. Defaults to one like the client's default token
+    /// agent: 30 s for the whole call, 10 s to connect, proxy from the environment
+    /// (`HTTPS_PROXY`, …, as ureq reads it). Redirects are never followed, whatever the agent says.
+    pub fn agent(mut self, agent: Agent) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// Accepts plain `http://` to hosts other than loopback for the issuer and the endpoints.
+    /// Defaults to false.
+    pub fn allow_insecure_http(mut self, yes: bool) -> Self {
+        self.allow_insecure_http = yes;
+        self
+    }
+
+    /// Fetches and checks the document.
+    ///
+    /// # Errors
+    /// [`Error::Discovery`], with a [`DiscoveryError`] saying what was wrong.
+    pub fn fetch(&self) -> Result<ServerMetadata, Error> {
+        self.fetch_inner().map_err(Error::Discovery)
+    }
+
+    fn fetch_inner(&self) -> Result<ServerMetadata, DiscoveryError> {
+        let issuer = &self.issuer;
+        let (oidc_url, rfc8414_url) = well_known_urls(issuer)?;
+        match check_url(issuer, self.allow_insecure_http) {
+            Ok(()) => {}
+            Err(UrlProblem::Insecure(_)) => return Err(DiscoveryError::InsecureEndpoint("issuer")),
+            Err(_) => return Err(DiscoveryError::InvalidIssuer("not an absolute http(s) URL")),
+        }
+        let default_agent;
+        let agent = match &self.agent {
+            Some(a) => a,
+            None => {
+                default_agent = login_agent();
+                &default_agent
+            }
+        };
+        let body = match get_document(agent, &oidc_url)? {
+            Ok(body) => body,
+            Err(_) => get_document(agent, &rfc8414_url)?.map_err(DiscoveryError::Status)?,
+        };
+        parse_metadata(&body, issuer, self.allow_insecure_http)
+    }
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("issuer", &self.issuer)
+            .field("custom_agent", &self.agent.is_some())
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish()
+    }
+}
+
+/// The OpenID Connect and the RFC 8414 well-known URLs of `issuer`.
+fn well_known_urls(issuer: &str) -> Result<(String, String), DiscoveryError> {
+    if issuer.contains(['?', '#']) {
+        return Err(DiscoveryError::InvalidIssuer(
+            "an issuer has no query or fragment",
+        ));
+    }
+    let uri: Uri = issuer
+        .parse()
+        .map_err(|_| DiscoveryError::InvalidIssuer("not a valid URL"))?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return Err(DiscoveryError::InvalidIssuer("not an absolute http(s) URL"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(DiscoveryError::InvalidIssuer("credentials in the URL"));
+    }
+    let path = uri.path().trim_end_matches('/');
+    let oidc = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let rfc8414 = format!("{scheme}://{authority}/.well-known/oauth-authorization-server{path}");
+    Ok((oidc, rfc8414))
+}
+
+/// GETs `url`: `Ok(Ok(body))` for 2xx, `Ok(Err(status))` for any other status.
+fn get_document(agent: &Agent, url: &str) -> Result<Result<Vec<u8>, u16>, DiscoveryError> {
+    let req = Request::get(url)
+        .header(http::header::ACCEPT, "application/json")
+        .body(())
+        .map_err(|e| DiscoveryError::Transport(Box::new(ureq::Error::Http(e))))?;
+    let mut resp = transport::run(agent, transport::agent_fits(agent), req)
+        .map_err(|e| DiscoveryError::Transport(Box::new(e)))?;
+    let status = resp.status().as_u16();
+    if !resp.status().is_success() {
+        transport::drain(&mut resp);
+        return Ok(Err(status));
+    }
+    match resp
+        .body_mut()
+        .with_config()
+        .limit(METADATA_LIMIT)
+        .read_to_vec()
+    {
+        Ok(body) => Ok(Ok(body)),
+        Err(ureq::Error::BodyExceedsLimit(_)) => Err(DiscoveryError::TooLarge),
+        Err(e) => Err(DiscoveryError::Transport(Box::new(e))),
+    }
+}
+
+/// Checks a metadata document against the issuer asked for.
+fn parse_metadata(
+    body: &[u8],
+    issuer: &str,
+    allow_insecure_http: bool,
+) -> Result<ServerMetadata, DiscoveryError> {
+    let map = json_object(body).map_err(|_| DiscoveryError::NotJson)?;
+    match map.get("issuer").and_then(|v| v.as_str()) {
+        Some(found) if found == issuer => {}
+        found => {
+            return Err(DiscoveryError::IssuerMismatch {
+                found: found.map(|f| {
+                    f.chars()
+                        .filter(|c| !c.is_control())
+                        .take(QUOTED_ISSUER_LIMIT)
+                        .collect()
+                }),
+            })
+        }
+    }
+    let endpoint = |field: &'static str| -> Result<Option<String>, DiscoveryError> {
+        let url = match map.get(field) {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(s)) => s,
+            Some(_) => return Err(DiscoveryError::InvalidEndpoint(field)),
+        };
+        match check_url(url, allow_insecure_http) {
+            Ok(()) => Ok(Some(url.clone())),
+            Err(UrlProblem::Insecure(_)) => Err(DiscoveryError::InsecureEndpoint(field)),
+            Err(_) => Err(DiscoveryError::InvalidEndpoint(field)),
+        }
+    };
+    Ok(ServerMetadata {
+        issuer: issuer.to_owned(),
+        token_endpoint: endpoint("token_endpoint")?.ok_or(DiscoveryError::MissingTokenEndpoint)?,
+        device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
+        revocation_endpoint: endpoint("revocation_endpoint")?,
+    })
+}
+
+/// What is wrong with an endpoint URL.
+#[derive(Debug)]
+pub(super) enum UrlProblem {
+    /// Does not parse, or is not an absolute http(s) URL with a host.
+    Invalid,
+    /// Has `user:password@`.
+    Credentials,
+    /// Plain http to a host other than loopback (the origin, which is safe to show).
+    Insecure(Origin),
+}
+
+/// The rule every endpoint follows: an absolute http(s) URL without credentials, `https`
+/// unless the host is loopback or `allow_insecure_http`.
+pub(super) fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), UrlProblem> {
+    let uri: Uri = url.parse().map_err(|_| UrlProblem::Invalid)?;
+    let origin = Origin::of(&uri).ok_or(UrlProblem::Invalid)?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(UrlProblem::Credentials);
+    }
+    if origin.is_https() || origin.is_loopback() || allow_insecure_http {
+        Ok(())
+    } else {
+        Err(UrlProblem::Insecure(origin))
+    }
+}
+
+impl UrlProblem {
+    /// The crate-level error for an endpoint the user configured (`what` names it).
+    pub(super) fn into_error(self, what: &str) -> Error {
+        match self {
+            UrlProblem::Invalid => {
+                Error::InvalidUrl(format!("{what} is not an absolute http(s) URL"))
+            }
+            UrlProblem::Credentials => Error::InvalidUrl(format!(
+                "{what} must not embed credentials: use client_id/client_secret"
+            )),
+            UrlProblem::Insecure(origin) => Error::InsecureUrl(format!("{origin:?}")),
+        }
+    }
+}
+
+/// The agent discovery and the device flow build when none is given: like the client's
+/// default token agent.
+pub(super) fn login_agent() -> Agent {
+    transport::default_agent(DEFAULT_TOKEN_TIMEOUT, TimeoutKind::WholeCall, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_urls_follow_both_specs() {
+        let (oidc, rfc) = well_known_urls("https://auth.example.com").unwrap();
+        assert_eq!(
+            oidc,
+            "https://auth.example.com/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            rfc,
+            "https://auth.example.com/.well-known/oauth-authorization-server"
+        );
+        let (oidc, rfc) = well_known_urls("https://h:8443/realms/main/").unwrap();
+        assert_eq!(
+            oidc,
+            "https://h:8443/realms/main/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            rfc,
+            "https://h:8443/.well-known/oauth-authorization-server/realms/main"
+        );
+        for bad in [
+            "",
+            "auth.example.com",
+            "https://h/?a=b",
+            "https://h/#x",
+            "https://u:p@h/",
+        ] {
+            assert!(
+                matches!(well_known_urls(bad), Err(DiscoveryError::InvalidIssuer(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn documents_are_checked() {
+        let iss = "https://auth.example.com";
+        let ok = parse_metadata(
+            br#"{"issuer":"https://auth.example.com","token_endpoint":"https://auth.example.com/t",
+                "revocation_endpoint":"https://auth.example.com/r"}"#,
+            iss,
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.token_endpoint(), "https://auth.example.com/t");
+        assert_eq!(ok.revocation_endpoint(), Some("https://auth.example.com/r"));
+        assert_eq!(ok.device_authorization_endpoint(), None);
+        let err = |body: &str| parse_metadata(body.as_bytes(), iss, false).unwrap_err();
+        assert!(matches!(err("<html>"), DiscoveryError::NotJson));
+        assert!(matches!(
+            err(r#"{"issuer":"https://auth.example.com/","token_endpoint":"https://a/t"}"#),
+            DiscoveryError::IssuerMismatch { found: Some(f) } if f == "https://auth.example.com/"
+        ));
+        assert!(matches!(
+            err(r#"{"issuer":"https://auth.example.com"}"#),
+            DiscoveryError::MissingTokenEndpoint
+        ));
+        assert!(matches!(
+            err(r#"{"issuer":"https://auth.example.com","token_endpoint":"http://a/t"}"#),
+            DiscoveryError::InsecureEndpoint("token_endpoint")
+        ));
+        assert!(matches!(
+            err(
+                r#"{"issuer":"https://auth.example.com","token_endpoint":"https://a/t","revocation_endpoint":7}"#
+            ),
+            DiscoveryError::InvalidEndpoint("revocation_endpoint")
+        ));
+        assert!(matches!(
+            err(r#"{"issuer":"https://auth.example.com","token_endpoint":"https://u:p@a/t"}"#),
+            DiscoveryError::InvalidEndpoint("token_endpoint")
+        ));
+        let allowed = parse_metadata(
+            br#"{"issuer":"https://auth.example.com","token_endpoint":"http://a/t"}"#,
+            iss,
+            true,
+        );
+        assert!(allowed.is_ok());
+    }
+}
