@@ -35,7 +35,8 @@ impl AuthClient {
     ///   during a refresh.
     pub fn logout(&self) -> Result<(), Error> {
         let inner = self.inner();
-        let (tokens, generation, cleared) = inner.log_out_locally()?;
+        let out = inner.log_out_locally()?;
+        let (tokens, generation) = (out.tokens, out.generation);
         let revoked = match (&tokens, &inner.refresher) {
             (Some(tokens), Some(refresher)) => refresher.revoke(&inner.token_agent, tokens),
             _ => None,
@@ -47,7 +48,7 @@ impl AuthClient {
             }
             _ => None,
         };
-        cleared?;
+        out.cleared?;
         revoke_err.map_or(Ok(()), |e| Err(Error::RevocationFailed(e)))
     }
 }

@@ -74,6 +74,16 @@ enum Writer<'a> {
     Lost,
 }
 
+/// What the local half of a logout did.
+pub(crate) struct LoggedOut {
+    /// The tokens logged out: revoke these.
+    pub(crate) tokens: Option<Tokens>,
+    /// The generation they had.
+    pub(crate) generation: u64,
+    /// Whether the store was cleared too.
+    pub(crate) cleared: Result<(), Error>,
+}
+
 /// What a flight did, for the events its leader reports after it.
 #[derive(Default)]
 struct FlightLog {
@@ -417,7 +427,11 @@ impl Inner {
                     Error::Store(e)
                 });
                 let tokens = newer_stored.or_else(|| snap.tokens.map(|c| c.tokens.clone()));
-                return Ok((tokens, snap.generation, written));
+                return Ok(LoggedOut {
+                    tokens,
+                    generation: snap.generation,
+                    cleared: written,
+                });
             }
             // The generation moved between the read and the clear: log out the newer tokens.
         }
