@@ -390,9 +390,7 @@ impl Inner {
     /// checked: if a refresh or login lands first, the newer tokens are the ones cleared) and
     /// the store. Returns the tokens logged out (another process's, if it stored newer ones),
     /// the generation they had, and whether the store was cleared.
-    pub(crate) fn log_out_locally(
-        &self,
-    ) -> Result<(Option<Tokens>, u64, Result<(), Error>), Error> {
+    pub(crate) fn log_out_locally(&self) -> Result<LoggedOut, Error> {
         if reentry::is_busy(self.key()) {
             return Err(Error::Reentrant);
         }
