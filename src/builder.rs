@@ -121,8 +121,8 @@ impl AuthClientBuilder {
     /// ([`TokenStore::lock_timeout`]: 0 for [`MemoryStore`], 180 s for a
     /// [`FileStore`](crate::FileStore)), plus one token call per attempt (the token agent's
     /// timeout, 30 s by default, × (1 + retries)) and the backoffs between them (the retry
-    /// policy's max delay × retries), plus 5 s to save. With default settings: 155 s, or
-    /// 335 s with a `FileStore`.
+    /// policy's max delay × retries), plus 2 s to save. With default settings: 152 s, or
+    /// 332 s with a `FileStore`.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = Some(timeout);
         self
@@ -389,6 +389,48 @@ impl fmt::Debug for AuthClientBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread waiting for another thread's refresh never gives up while the leader is
+    /// still inside its own bounds, and a process waiting for the store's lock outlasts the
+    /// longest refresh another process makes while holding it.
+    #[test]
+    fn default_waits_outlast_the_longest_refresh() {
+        let c = AuthClient::builder("https://api.example.com/")
+            .build()
+            .unwrap();
+        let i = c.inner();
+        assert_eq!(i.token_call_limit, Duration::from_secs(30));
+        // 4 token calls of 30 s, 3 backoffs of at most 10 s, 2 s to save.
+        assert_eq!(i.flight_limit, Duration::from_secs(152));
+        assert_eq!(i.refresh_timeout, i.flight_limit);
+
+        let dir = std::env::temp_dir().join(format!("tokengate-unit-{}", std::process::id()));
+        let store = crate::FileStore::new(dir.join("tokens.json")).unwrap();
+        let c = AuthClient::builder("https://api.example.com/")
+            .store(store)
+            .build()
+            .unwrap();
+        let f = c.inner();
+        assert!(
+            crate::FileStore::DEFAULT_LOCK_TIMEOUT > i.flight_limit,
+            "another process's refresh holds the lock at most {:?}",
+            i.flight_limit
+        );
+        assert_eq!(
+            f.refresh_timeout,
+            crate::FileStore::DEFAULT_LOCK_TIMEOUT + i.flight_limit
+        );
+        // A user-set token timeout moves every bound with it.
+        let c = AuthClient::builder("https://api.example.com/")
+            .token_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.inner().flight_limit,
+            Duration::from_secs(4 * 5 + 3 * 10 + 2)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn base_urls_are_normalized_and_checked() {

@@ -11,7 +11,7 @@
 use std::io;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -29,7 +29,7 @@ use crate::tokens::{Current, Tokens};
 const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
 
 /// What writing the result of a token call may take beyond the call (an `fsync`, a round trip).
-pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(5);
+pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(2);
 
 /// What the client knows about its store. Guarded by the gate's persist lock; written in the
 /// `commit` of each install (and by a retried write), so it always matches memory.
@@ -42,8 +42,8 @@ pub(crate) struct Persisted {
     /// The error of the last write, while memory holds a change the store did not take.
     /// Mirrored in `Inner::unsaved`.
     pub(crate) unsaved: Option<Arc<io::Error>>,
-    /// When a failed write was last retried.
-    pub(crate) last_retry: Option<Instant>,
+    /// When (by the client's clock) a failed write was last retried.
+    pub(crate) last_retry: Option<SystemTime>,
 }
 
 impl Persisted {
@@ -495,13 +495,16 @@ impl Inner {
         {
             let mut p = self.gate.persisted();
             let err = p.unsaved.clone()?;
-            if !force
-                && p.last_retry
-                    .is_some_and(|t| t.elapsed() < RETRY_UNSAVED_EVERY)
-            {
+            let now = self.clock.now();
+            // A clock that went back does not hold the retry up.
+            let recent = |t: SystemTime| {
+                now.duration_since(t)
+                    .is_ok_and(|since| since < RETRY_UNSAVED_EVERY)
+            };
+            if !force && p.last_retry.is_some_and(recent) {
                 return Some(err);
             }
-            p.last_retry = Some(Instant::now());
+            p.last_retry = Some(now);
         }
         let _busy = reentry::enter(self.key());
         let mut lock = match self.store.lock() {
@@ -576,6 +579,7 @@ impl Inner {
             Err(e) => {
                 let e = Arc::new(e);
                 p.unsaved = Some(Arc::clone(&e));
+                p.last_retry = Some(self.clock.now());
                 self.unsaved.store(true, Release);
                 Err(e)
             }

@@ -233,3 +233,55 @@ fn a_jwt_exp_claim_is_the_expiry_when_none_is_given() {
         tokengate::Clock::now(&*clock) + Duration::from_secs(3600)
     );
 }
+
+/// Signals when dropped: a panic payload that tells the test the panicking thread finished
+/// unwinding (the flight it led has ended by then).
+struct Unwound(Mutex<mpsc::Sender<()>>);
+
+impl Drop for Unwound {
+    fn drop(&mut self) {
+        let _ = self.0.lock().unwrap().send(());
+    }
+}
+
+#[test]
+fn a_panicking_background_refresher_runs_once_per_generation() {
+    let srv = TokenServer::start();
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (unwound_tx, unwound) = mpsc::channel::<()>();
+    let unwound_tx = Mutex::new(unwound_tx);
+    let inner = oauth(&srv);
+    let c = calls.clone();
+    let client = builder(&srv, &clock, &events)
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                let tx = unwound_tx.lock().unwrap().clone();
+                std::panic::panic_any(Unwound(Mutex::new(tx)));
+            }
+            inner.refresh(agent, current)
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
+
+    assert_eq!(token_of(&client, "first"), "at-1");
+    unwound.recv_timeout(helpers::HANG_GUARD).unwrap();
+    // The background flight panicked and is over. Ten more requests in the window: none
+    // starts another background refresh of the same tokens.
+    for i in 0..10 {
+        assert_eq!(token_of(&client, &format!("r{i}")), "at-1");
+    }
+    // At expiry the refresh is made (on the caller's thread); any background refresh still
+    // running would be waited for first, so the count below is final.
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(token_of(&client, "expired"), "at-2");
+    assert_eq!(
+        started(&events),
+        vec![RefreshReason::Proactive, RefreshReason::Expired]
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(srv.refresh_calls(), 1);
+}

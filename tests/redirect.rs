@@ -182,3 +182,49 @@ fn a_streamed_body_is_not_resent_to_a_307_target() {
     assert!(matches!(err, Error::NotReplayable(_)), "{err:?}");
     assert_eq!(server.requests(), 1);
 }
+
+/// Issue 10, item 5: a request to another origin B (allowed with `allow_other_origins`) that
+/// carries B's own credentials, redirected by B back to the API origin A, arrives at A
+/// without them: every change of origin drops Cookie, Proxy-Authorization, the caller's
+/// Authorization and the sensitive headers. A gets the API token, which it alone may see.
+#[test]
+fn credentials_of_another_origin_do_not_follow_a_redirect_back_to_the_api() {
+    let api_log: Log = Default::default();
+    let api = recording(&api_log, |_| ok());
+    let back_to_api = api.url("/api/landing");
+    let other_log: Log = Default::default();
+    let other = recording(&other_log, move |_| redirect(302, back_to_api.clone()));
+    let c = client(api.url("/api/"))
+        .allow_other_origins(true)
+        .sensitive_header("X-Api-Key")
+        .build()
+        .unwrap();
+    c.get(&other.url("/start"))
+        .header("Cookie", "b-session=SECRET-b-cookie")
+        .header("X-Api-Key", "SECRET-b-key")
+        .header("Proxy-Authorization", "Basic SECRET-proxy")
+        .header("Authorization", "Basic SECRET-b-credentials")
+        .header("X-Trace", "keep-me")
+        .call()
+        .unwrap();
+
+    // B received its own credentials (the caller set them for B), and not the API token.
+    let other_log = other_log.lock();
+    assert_eq!(other_log.len(), 1);
+    let b = &other_log[0];
+    assert_eq!(b.header("cookie"), Some("b-session=SECRET-b-cookie"));
+    assert_eq!(
+        b.header("authorization"),
+        Some("Basic SECRET-b-credentials")
+    );
+    // A received none of B's credentials, only its own token.
+    let api_log = api_log.lock();
+    assert_eq!(api_log.len(), 1);
+    let a = &api_log[0];
+    assert_eq!(a.path, "/api/landing");
+    assert_eq!(a.header("authorization"), Some("Bearer SECRET-token"));
+    for name in ["cookie", "x-api-key", "proxy-authorization"] {
+        assert_eq!(a.header(name), None, "{name} followed the redirect back");
+    }
+    assert_eq!(a.header("x-trace"), Some("keep-me"));
+}

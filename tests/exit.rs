@@ -1,0 +1,325 @@
+//! Issue 10, item 1: a tool that ends during a background refresh keeps the rotated refresh
+//! token; a hung refresher does not keep the cross-process lock when the client goes away.
+//!
+//! The tool runs are real processes: the test re-executes its own binary
+//! (`current_exe() <test name> --exact`) with `TOKENGATE_TEST_ROLE` set; the parent owns the
+//! rotating token server (reuse of a rotated refresh token revokes the whole session), whose
+//! token endpoint answers 400 ms after rotating.
+
+mod helpers;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use helpers::{is_refreshed, must_not_block, Recorder, HANG_GUARD};
+use support::{body_json, TokenServer};
+use tokengate::ureq::Agent;
+use tokengate::{AuthClient, Error, Event, FileStore, OAuth2Refresh, TokenStore, Tokens};
+
+const ROLE: &str = "TOKENGATE_TEST_ROLE";
+const URL: &str = "TOKENGATE_TEST_URL";
+const FILE: &str = "TOKENGATE_TEST_FILE";
+const RUN_MS: &str = "TOKENGATE_TEST_RUN_MS";
+/// How late the token endpoint answers after rotating.
+const TOKEN_DELAY: Duration = Duration::from_millis(400);
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("exit-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn client_for(url: &str, path: &Path) -> AuthClient {
+    builder_for(url, path).build().unwrap()
+}
+
+fn builder_for(url: &str, path: &Path) -> tokengate::AuthClientBuilder {
+    AuthClient::builder(format!("{url}/api/"))
+        .proxy(None)
+        .refresher(
+            OAuth2Refresh::new(format!("{url}/oauth/token"))
+                .client_id("test-app")
+                .client_secret("test-secret"),
+        )
+        .store(FileStore::new(path).unwrap())
+}
+
+/// Runs this test binary's test `name` as a child process ("a run of the tool").
+fn run_tool(name: &str, role: &str, srv: &TokenServer, path: &Path, run_ms: u64) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(URL, srv.server.base_url())
+        .env(FILE, path)
+        .env(RUN_MS, run_ms.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tool run failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Tokens the server knows, stored as if received 90 s ago with a 100 s lifetime: a run of
+/// the tool starts inside the refresh window, so its first request starts a background
+/// refresh (the token is still valid: the request does not wait for it).
+fn store_login_inside_the_refresh_window(srv: &TokenServer, path: &Path) {
+    let login = srv.login();
+    let now = SystemTime::now();
+    let tokens = Tokens::new(login.access_token().secret())
+        .with_refresh_token(login.refresh_token().unwrap().secret())
+        .with_issued_at(now - Duration::from_secs(90))
+        .with_expires_at(now + Duration::from_secs(10));
+    FileStore::new(path).unwrap().save(&tokens).unwrap();
+}
+
+/// One request, then the end of the tool: either `main` returns (the client is dropped) or
+/// the tool calls `close()` and `std::process::exit`. The tool ends as soon as the background
+/// refresh has started its token call (it does not wait for the answer).
+fn short_tool(close_and_exit: bool) {
+    let url = std::env::var(URL).unwrap();
+    let path = PathBuf::from(std::env::var_os(FILE).unwrap());
+    let (tx, started) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let client = builder_for(&url, &path)
+        .on_event(move |e| {
+            if matches!(e, Event::RefreshStarted { .. }) {
+                let _ = tx.lock().unwrap().send(());
+            }
+        })
+        .build()
+        .unwrap();
+    let mut resp = client.get("items").call().unwrap();
+    println!("TOKEN {}", body_json(&mut resp)["token"].as_str().unwrap());
+    if std::env::var(ROLE).unwrap() == "refreshing tool" {
+        started.recv_timeout(HANG_GUARD).unwrap();
+    }
+    if close_and_exit {
+        client.close().unwrap();
+        std::process::exit(0);
+    }
+}
+
+fn assert_the_session_survives_the_early_exit(test: &str) {
+    let srv = TokenServer::with_lifetime_and_delay(Duration::from_secs(3600), TOKEN_DELAY);
+    let dir = temp_dir(test);
+    let path = dir.join("tokens.json");
+    store_login_inside_the_refresh_window(&srv, &path);
+
+    // The run sends rt-1 in the background and ends long before the 400 ms answer: the
+    // server rotates, so only a client that waits for the answer keeps the session.
+    let out = run_tool(test, "refreshing tool", &srv, &path, 0);
+    assert!(out.contains("TOKEN at-1"), "{out}");
+    assert_eq!(srv.refresh_calls(), 1);
+    let saved = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(
+        saved.refresh_token().unwrap().secret(),
+        "rt-2",
+        "the rotated refresh token was saved before the tool ended"
+    );
+
+    // The next run works with it: no reuse, no logout.
+    let out = run_tool(test, "tool", &srv, &path, 0);
+    assert!(out.contains("TOKEN at-2"), "{out}");
+    assert_eq!(srv.reuse_detected(), 0);
+    assert!(!srv.state.lock().revoked);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_tool_returning_from_main_during_a_background_refresh_keeps_the_rotated_token() {
+    if std::env::var_os(ROLE).is_some() {
+        return short_tool(false);
+    }
+    assert_the_session_survives_the_early_exit(
+        "a_tool_returning_from_main_during_a_background_refresh_keeps_the_rotated_token",
+    );
+}
+
+#[test]
+fn a_tool_calling_close_then_process_exit_keeps_the_rotated_token() {
+    if std::env::var_os(ROLE).is_some() {
+        return short_tool(true);
+    }
+    assert_the_session_survives_the_early_exit(
+        "a_tool_calling_close_then_process_exit_keeps_the_rotated_token",
+    );
+}
+
+/// A tool run of `RUN_MS` milliseconds: two threads make requests until the time is up,
+/// then `main` returns, whatever is in flight.
+fn timed_tool() {
+    let url = std::env::var(URL).unwrap();
+    let path = PathBuf::from(std::env::var_os(FILE).unwrap());
+    let run = Duration::from_millis(std::env::var(RUN_MS).unwrap().parse().unwrap());
+    let client = client_for(&url, &path);
+    let end = Instant::now() + run;
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while Instant::now() < end {
+                    match client.get("items").call() {
+                        Ok(_) => ok += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (ok, failed) = t.join().unwrap();
+        println!("OK {ok}");
+        for f in failed {
+            println!("FAILED {f}");
+        }
+    }
+}
+
+#[test]
+fn tool_runs_of_random_length_never_lose_the_session() {
+    if std::env::var_os(ROLE).is_some() {
+        return timed_tool();
+    }
+    // 1 s tokens (the client refreshes them from 0.375 s on, in the background), answered
+    // 400 ms after rotating: most runs end with a refresh on the wire.
+    let srv = TokenServer::with_lifetime_and_delay(Duration::from_secs(1), TOKEN_DELAY);
+    let dir = temp_dir("random-runs");
+    let path = dir.join("tokens.json");
+    FileStore::new(&path).unwrap().save(&srv.login()).unwrap();
+
+    // A fixed seed: the lengths are arbitrary but the test is repeatable.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut lengths = Vec::new();
+    for run in 0..6 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let run_ms = 300 + seed % 2200;
+        lengths.push(run_ms);
+        let out = run_tool(
+            "tool_runs_of_random_length_never_lose_the_session",
+            "tool",
+            &srv,
+            &path,
+            run_ms,
+        );
+        let ok: u64 = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("OK "))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum();
+        let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED")).collect();
+        assert!(ok > 0, "run {run} ({run_ms} ms) made no request: {out}");
+        assert!(failed.is_empty(), "run {run} ({run_ms} ms): {failed:?}");
+    }
+    let s = srv.state.lock();
+    eprintln!(
+        "runs of {lengths:?} ms: {} refresh calls, {} API calls, {} API 401s",
+        s.refresh_calls, s.api_calls, s.api_401s
+    );
+    assert_eq!(
+        s.reuse_detected, 0,
+        "a rotated refresh token was presented again"
+    );
+    assert!(!s.revoked, "the session was revoked");
+    assert!(s.refresh_calls >= 6, "the runs crossed refresh windows");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A custom refresher that hangs (until the test lets it go) holds the store's lock; the
+/// last handle's drop gives up waiting after the token call's timeout and releases the lock,
+/// so other processes can refresh. The hung refresher's late result is not written.
+#[test]
+fn dropping_the_client_releases_the_lock_held_by_a_hung_refresher() {
+    let srv = TokenServer::start();
+    let dir = temp_dir("hung");
+    let path = dir.join("tokens.json");
+    store_login_inside_the_refresh_window(&srv, &path);
+
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let events = Recorder::new();
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(Duration::from_millis(100))
+        .refresher(move |_: &Agent, _: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            let _ = release_rx.lock().unwrap().recv_timeout(HANG_GUARD);
+            Ok(Tokens::new("late-access").with_refresh_token("late-refresh"))
+        })
+        .store(FileStore::new(&path).unwrap())
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    let mut resp = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut resp)["token"], "at-1");
+    started.recv_timeout(HANG_GUARD).unwrap();
+
+    // The refresher is stuck: dropping the last handle must come back, not hang…
+    must_not_block("dropping the client", move || drop(client));
+    // …and the lock is free for another process.
+    let other = FileStore::new(&path)
+        .unwrap()
+        .lock_timeout(Duration::from_millis(50));
+    let lock = other.lock().unwrap().unwrap();
+    drop(lock);
+
+    // When the refresher finally answers, its result reaches memory but not the file: the
+    // lock it would have written under is gone.
+    release.send(()).unwrap();
+    events.wait_for("the late refresh", 1, is_refreshed);
+    events.wait_for("its failed save", 1, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
+    let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "at-1");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `close()` on the last handle waits for the refresh in flight and reports a failed save.
+#[test]
+fn close_waits_for_the_refresh_in_flight_and_reports_its_store_error() {
+    struct FailingSaves(tokengate::MemoryStore);
+    impl TokenStore for FailingSaves {
+        fn load(&self) -> std::io::Result<Option<Tokens>> {
+            self.0.load()
+        }
+        fn save(&self, _: &Tokens) -> std::io::Result<()> {
+            Err(std::io::Error::other("read-only file system"))
+        }
+        fn clear(&self) -> std::io::Result<()> {
+            self.0.clear()
+        }
+    }
+    let srv = TokenServer::with_lifetime_and_delay(Duration::from_secs(3600), TOKEN_DELAY);
+    let login = srv.login();
+    let now = SystemTime::now();
+    let store = FailingSaves(tokengate::MemoryStore::with_tokens(
+        Tokens::new(login.access_token().secret())
+            .with_refresh_token(login.refresh_token().unwrap().secret())
+            .with_issued_at(now - Duration::from_secs(90))
+            .with_expires_at(now + Duration::from_secs(10)),
+    ));
+    let client = srv.client_builder().store(store).build().unwrap();
+    client.get("items").call().unwrap(); // starts the background refresh
+                                         // The store error exists only once the answer arrived: close waited for it.
+    let err = client.close().unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.reuse_detected(), 0);
+}

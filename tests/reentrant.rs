@@ -1,0 +1,175 @@
+//! Issue 10, item 6: a refresher, store or listener that calls back into its own client
+//! while the client refreshes or writes gets `Error::Reentrant` at once: never a deadlock,
+//! never a wait for its own refresh until `refresh_timeout`.
+
+mod helpers;
+mod support;
+
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use helpers::{must_not_block, Recorder};
+use support::{body_json, TokenServer};
+use tokengate::ureq::Agent;
+use tokengate::{
+    AuthClient, Error, Event, ManualClock, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens,
+};
+
+type Slot = Arc<OnceLock<AuthClient>>;
+
+#[test]
+fn a_listener_that_needs_a_refresh_during_the_refresh_gets_reentrant() {
+    let srv = TokenServer::start();
+    let slot: Slot = Arc::default();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (s, log) = (slot.clone(), seen.clone());
+    let client = srv
+        .client_builder()
+        .on_event(move |e| {
+            if matches!(e, Event::RefreshStarted { .. }) {
+                let c = s.get().unwrap();
+                // This very thread leads the refresh the call would wait for.
+                let outcome = match c.get("items").call() {
+                    Err(Error::Reentrant) => "reentrant".to_owned(),
+                    other => format!("{other:?}"),
+                };
+                log.lock().unwrap().push(outcome);
+                let login = c.set_tokens(Tokens::new("x"));
+                log.lock().unwrap().push(format!("{login:?}"));
+            }
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    slot.set(client.clone()).unwrap();
+    srv.expire_access_tokens();
+    let c = client.clone();
+    let token = must_not_block("a request whose listener calls back", move || {
+        let mut r = c.get("items").call().unwrap();
+        body_json(&mut r)["token"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(token, "at-2");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["reentrant", "Err(Reentrant)"],
+        "both calls back were refused at once"
+    );
+    assert_eq!(srv.refresh_calls(), 1);
+}
+
+#[test]
+fn a_listener_with_a_valid_token_may_call_the_client_during_a_background_refresh() {
+    let srv = TokenServer::start();
+    let clock = Arc::new(ManualClock::new());
+    let slot: Slot = Arc::default();
+    let tokens: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (s, log) = (slot.clone(), tokens.clone());
+    let events = Recorder::new();
+    let rec = events.listener();
+    let client = srv
+        .client_builder()
+        .clock(clock.clone())
+        .on_event(move |e| {
+            rec(e);
+            if matches!(e, Event::RefreshStarted { .. }) {
+                let mut r = s.get().unwrap().get("items").call().unwrap();
+                log.lock()
+                    .unwrap()
+                    .push(body_json(&mut r)["token"].to_string());
+            }
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    slot.set(client.clone()).unwrap();
+    clock.advance(Duration::from_secs(3600 - 20)); // inside the window, still valid
+    client.get("items").call().unwrap();
+    events.wait_for("the background refresh", 1, helpers::is_refreshed);
+    assert_eq!(*tokens.lock().unwrap(), ["\"at-1\""]);
+}
+
+#[test]
+fn a_refresher_calling_its_own_client_gets_reentrant_not_a_timeout() {
+    let srv = TokenServer::start();
+    let slot: Slot = Arc::default();
+    let s = slot.clone();
+    let oauth = OAuth2Refresh::new(srv.token_url())
+        .client_id("test-app")
+        .client_secret("test-secret");
+    let client = srv
+        .client_builder()
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            match s.get().unwrap().get("items").call() {
+                Err(Error::Reentrant) => oauth.refresh(agent, current),
+                other => panic!("expected Reentrant, got {other:?}"),
+            }
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    slot.set(client.clone()).unwrap();
+    srv.expire_access_tokens();
+    let c = client.clone();
+    let token = must_not_block("a refresher that calls back", move || {
+        let mut r = c.get("items").call().unwrap();
+        body_json(&mut r)["token"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(token, "at-2");
+}
+
+/// A store whose `save` calls back into the client it belongs to.
+struct CallsBack {
+    slot: Slot,
+    inner: MemoryStore,
+    seen: Mutex<Vec<String>>,
+}
+
+impl TokenStore for CallsBack {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.inner.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        if let Some(c) = self.slot.get() {
+            let r = c.clear_tokens();
+            self.seen.lock().unwrap().push(format!("{r:?}"));
+        }
+        self.inner.save(tokens)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.inner.clear()
+    }
+}
+
+#[test]
+fn a_store_calling_its_own_client_gets_reentrant_not_a_deadlock() {
+    let srv = TokenServer::start();
+    let slot: Slot = Arc::default();
+    let store = Arc::new(CallsBack {
+        slot: slot.clone(),
+        inner: MemoryStore::new(),
+        seen: Mutex::default(),
+    });
+    let client = srv
+        .client_builder()
+        .store(store.clone())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    slot.set(client.clone()).unwrap();
+    let c = client.clone();
+    let login = srv.login();
+    must_not_block("set_tokens with a store that calls back", move || {
+        c.set_tokens(login).unwrap()
+    });
+    srv.expire_access_tokens();
+    let c = client.clone();
+    must_not_block("a refresh saved by a store that calls back", move || {
+        c.get("items").call().unwrap();
+    });
+    assert_eq!(
+        *store.seen.lock().unwrap(),
+        ["Err(Reentrant)", "Err(Reentrant)"]
+    );
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "at-3");
+}

@@ -1,0 +1,250 @@
+//! Issue 10, item 6: the edges of a store shared by processes and clients.
+//! - a poll that read the store before a local login never overwrites it afterwards;
+//! - every process computes the same refresh window (the stored issue time, not the time
+//!   left when it read the file);
+//! - two clients sharing one `FileStore` see each other's logins, logouts and refreshes,
+//!   and a refresh never overwrites the other's login.
+
+mod helpers;
+mod support;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use helpers::{is_refresh_started, must_not_block, Recorder, HANG_GUARD};
+use support::{body_json, TokenServer};
+use tokengate::ureq::Agent;
+use tokengate::{
+    AuthClient, Error, FileStore, ManualClock, OAuth2Refresh, Refresh, Revision, StoreLock, Stored,
+    TokenStore, Tokens,
+};
+
+fn temp_file(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("shared_store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("tokens.json")
+}
+
+fn token_of(client: &AuthClient) -> String {
+    let mut r = client.get("items").call().unwrap();
+    body_json(&mut r)["token"].as_str().unwrap().to_owned()
+}
+
+/// A `FileStore` whose next poll, once armed, stops after reading the file until the test
+/// lets it go: the window in which a local login can overtake it.
+struct SlowPoll {
+    file: FileStore,
+    armed: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+}
+
+impl TokenStore for SlowPoll {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.file.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.file.save(tokens)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.file.clear()
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        self.file.lock()
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        let read = self.file.poll(since);
+        let armed = self.armed.lock().unwrap().take();
+        if let Some((read_done, go)) = armed {
+            read_done.send(()).unwrap();
+            go.recv_timeout(HANG_GUARD).unwrap();
+        }
+        read
+    }
+}
+
+#[test]
+fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
+    let srv = TokenServer::start();
+    let path = temp_file("poll-vs-login");
+    let store = Arc::new(SlowPoll {
+        file: FileStore::new(&path).unwrap(),
+        armed: Mutex::new(None),
+    });
+    let client = srv
+        .client_builder()
+        .store(store.clone())
+        .tokens(srv.login()) // at-1
+        .build()
+        .unwrap();
+    // Another process logs in: the next poll will find at-2 in the file.
+    FileStore::new(&path).unwrap().save(&srv.login()).unwrap();
+
+    let (read_done_tx, read_done) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    *store.armed.lock().unwrap() = Some((read_done_tx, go_rx));
+    let c = client.clone();
+    let request = std::thread::spawn(move || token_of(&c));
+    read_done.recv_timeout(HANG_GUARD).unwrap();
+    // The poll has read at-2 and not installed it yet. This process logs in (at-3)…
+    let third = srv.login();
+    client.set_tokens(third).unwrap();
+    // …and only then does the poll go on: it must not put the older at-2 back.
+    go.send(()).unwrap();
+    assert_eq!(request.join().unwrap(), "at-3");
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "at-3");
+    assert_eq!(token_of(&client), "at-3");
+    let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "at-3");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn every_process_computes_the_same_refresh_window_from_the_stored_issue_time() {
+    let srv = TokenServer::start();
+    let path = temp_file("window");
+    let clock = Arc::new(ManualClock::new());
+    let login = srv.login();
+    // Process A logs in: tokens living 100 s (refresh window from 74.25 s on).
+    AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .clock(clock.clone())
+        .store(FileStore::new(&path).unwrap())
+        .tokens(
+            Tokens::new(login.access_token().secret())
+                .with_refresh_token(login.refresh_token().unwrap().secret())
+                .with_expires_in(Duration::from_secs(100)),
+        )
+        .build()
+        .unwrap();
+
+    // Process B starts 50 s later and reads the file.
+    clock.advance(Duration::from_secs(50));
+    let events = Recorder::new();
+    let b = srv
+        .client_builder()
+        .clock(clock.clone())
+        .store(FileStore::new(&path).unwrap())
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    // Had B counted from the 50 s left, its window would open at 87.5 s, not 74.25 s.
+    clock.advance(Duration::from_secs(24)); // 74 s
+    assert_eq!(token_of(&b), "at-1");
+    assert_eq!(events.count(is_refresh_started), 0);
+    clock.advance(Duration::from_secs(1)); // 75 s
+    assert_eq!(token_of(&b), "at-1");
+    events.wait_for("B's background refresh", 1, helpers::is_refreshed);
+    assert_eq!(token_of(&b), "at-2");
+    assert_eq!(srv.refresh_calls(), 1);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn two_clients_sharing_one_file_store_see_each_others_logins_and_logouts() {
+    let srv = TokenServer::start();
+    let path = temp_file("two-clients");
+    let store = Arc::new(FileStore::new(&path).unwrap());
+    let a = srv
+        .client_builder()
+        .store(store.clone())
+        .tokens(srv.login()) // at-1
+        .build()
+        .unwrap();
+    let b = srv.client_builder().store(store.clone()).build().unwrap();
+    assert_eq!(token_of(&b), "at-1", "b loaded a's login");
+
+    a.set_tokens(srv.login()).unwrap(); // at-2
+    assert_eq!(token_of(&b), "at-2", "b adopted a's new login");
+
+    // b refreshes after a 401; a adopts the refreshed tokens without a refresh of its own.
+    srv.expire_access_tokens();
+    assert_eq!(token_of(&b), "at-3");
+    assert_eq!(token_of(&a), "at-3");
+    assert_eq!(srv.refresh_calls(), 1);
+
+    b.clear_tokens().unwrap();
+    assert!(matches!(a.get("items").call(), Err(Error::NoTokens)));
+    a.set_tokens(srv.login()).unwrap(); // at-4
+    assert_eq!(token_of(&b), "at-4");
+    assert_eq!(srv.reuse_detected(), 0);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
+    let srv = TokenServer::start();
+    let path = temp_file("refresh-vs-login");
+    let store = Arc::new(FileStore::new(&path).unwrap());
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let oauth = OAuth2Refresh::new(srv.token_url())
+        .client_id("test-app")
+        .client_secret("test-secret");
+    let a = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            oauth.refresh(agent, current)
+        })
+        .store(store.clone())
+        .tokens(srv.login()) // at-1
+        .build()
+        .unwrap();
+    let b = srv.client_builder().store(store.clone()).build().unwrap();
+
+    // a refreshes after a 401 and holds the store's lock while its refresher runs.
+    srv.expire_access_tokens();
+    let ac = a.clone();
+    let refreshing = std::thread::spawn(move || token_of(&ac));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    // b logs in meanwhile (as another user of the same file would): its login waits for
+    // a's refresh to be written, then wins.
+    let login = Tokens::new("b-login").with_refresh_token("b-refresh");
+    let bc = b.clone();
+    let (login_done_tx, login_done) = mpsc::channel();
+    let logging_in = std::thread::spawn(move || {
+        bc.set_tokens(login).unwrap();
+        login_done_tx.send(()).unwrap();
+    });
+    release.send(()).unwrap();
+    login_done.recv_timeout(HANG_GUARD).unwrap();
+    logging_in.join().unwrap();
+    assert_eq!(
+        refreshing.join().unwrap(),
+        "at-2",
+        "a's refresh went through"
+    );
+
+    let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "b-login", "the login won");
+    assert_eq!(b.tokens().unwrap().access_token().secret(), "b-login");
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.reuse_detected(), 0);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn a_request_with_a_valid_token_never_waits_for_the_store_lock() {
+    // A poll never takes the store's lock: a request is not held up by another process's
+    // long refresh when it has a valid token.
+    let srv = TokenServer::start();
+    let path = temp_file("no-lock-wait");
+    let client = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let other = FileStore::new(&path).unwrap();
+    let held = other.lock().unwrap().unwrap();
+    let c = client.clone();
+    assert_eq!(must_not_block("a request", move || token_of(&c)), "at-1");
+    drop(held);
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

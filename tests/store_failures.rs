@@ -1,0 +1,170 @@
+//! Issue 10, item 3: a failed save never makes the client go back in time. Memory holds the
+//! new tokens, the store the old ones; the client compares the store with what it last
+//! read or wrote itself, so it never adopts the older stored tokens and never sends their
+//! (consumed) refresh token again. The save is retried, and its failure is reported.
+
+mod helpers;
+mod support;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use helpers::Recorder;
+use support::{body_json, TokenServer};
+use tokengate::{
+    Error, Event, FileStore, LockedWrite, ManualClock, Revision, StoreLock, Stored, TokenStore,
+    Tokens,
+};
+
+/// A `FileStore` whose writes can be made to fail (a full disk, a read-only mount).
+struct Flaky {
+    file: FileStore,
+    fail: Arc<AtomicBool>,
+}
+
+struct FlakyWrite {
+    lock: StoreLock,
+    fail: Arc<AtomicBool>,
+}
+
+impl LockedWrite for FlakyWrite {
+    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
+        if self.fail.load(SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        self.lock.write(tokens)
+    }
+}
+
+impl TokenStore for Flaky {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.file.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.lock()?.unwrap().write(Some(tokens)).map(drop)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.lock()?.unwrap().write(None).map(drop)
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        let lock = self.file.lock()?.unwrap();
+        let stored = lock.stored().cloned();
+        let fail = Arc::clone(&self.fail);
+        Ok(Some(match stored {
+            Ok(stored) => StoreLock::new(stored, FlakyWrite { lock, fail }),
+            Err(e) => StoreLock::unreadable(&e, FlakyWrite { lock, fail }),
+        }))
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        self.file.poll(since)
+    }
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("store_failures-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("tokens.json")
+}
+
+fn stored_refresh_token(path: &Path) -> String {
+    let t = FileStore::new(path).unwrap().load().unwrap().unwrap();
+    t.refresh_token().unwrap().secret().to_owned()
+}
+
+fn store_failures(events: &Recorder) -> usize {
+    events.count(|e| matches!(e, Event::StoreFailed { .. }))
+}
+
+#[test]
+fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
+    let srv = TokenServer::start();
+    let path = temp_file("consumed");
+    let fail = Arc::new(AtomicBool::new(false));
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let client = srv
+        .client_builder()
+        .store(Flaky {
+            file: FileStore::new(&path).unwrap(),
+            fail: fail.clone(),
+        })
+        .clock(clock.clone())
+        .on_event(events.listener())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+
+    // The disk fills up; a 401 makes the client refresh (rt-1 → rt-2) and the save fails.
+    fail.store(true, SeqCst);
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+    assert_eq!(store_failures(&events), 1);
+    // Requests retry the save, at most once a second (and it fails again: still full).
+    client.get("items").call().unwrap();
+    assert_eq!(store_failures(&events), 1);
+    clock.advance(Duration::from_secs(2));
+    client.get("items").call().unwrap();
+    assert_eq!(store_failures(&events), 2);
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+
+    // The next refresh uses rt-2 from memory: the stored rt-1 is older, not "another
+    // process's newer tokens", and presenting it again would revoke the whole session.
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-3");
+    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.reuse_detected(), 0);
+    assert!(!srv.state.lock().revoked);
+    assert_eq!(store_failures(&events), 3);
+
+    // Space again: the next request (a second later) saves what memory holds.
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2));
+    client.get("items").call().unwrap();
+    assert_eq!(stored_refresh_token(&path), "rt-3");
+    client.close().unwrap();
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[test]
+fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() {
+    let srv = TokenServer::start();
+    let path = temp_file("background");
+    let fail = Arc::new(AtomicBool::new(false));
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let client = srv
+        .client_builder()
+        .store(Flaky {
+            file: FileStore::new(&path).unwrap(),
+            fail: fail.clone(),
+        })
+        .clock(clock.clone())
+        .on_event(events.listener())
+        .tokens(srv.login()) // 3600 s
+        .build()
+        .unwrap();
+    fail.store(true, SeqCst);
+    clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
+    client.get("items").call().unwrap();
+    events.wait_for("the background save failure", 1, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+    let c = client.clone();
+    let err = c.close().unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+
+    // close() on the last handle retries: with space again, it saves and succeeds.
+    fail.store(false, SeqCst);
+    client.close().unwrap();
+    assert_eq!(stored_refresh_token(&path), "rt-2");
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
