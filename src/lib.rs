@@ -57,7 +57,9 @@
 //! [`FileStore`] keeps the tokens in a private JSON file (written atomically) for CLI tools
 //! and daemons. Processes sharing the file coordinate through a lock file, so several of them
 //! running at once still make one refresh per expiry, and a login or logout in one is seen by
-//! the others.
+//! the others. A program that ends while a background refresh is on the wire keeps its
+//! result: dropping the last [`AuthClient`] handle (or [`AuthClient::close`], before
+//! `std::process::exit`) waits for it and saves it.
 //!
 //! ## Logging and secrets
 //! tokengate does not log. It reports what it does as [`Event`]s to an optional listener
@@ -97,8 +99,9 @@
 //! ## Defaults
 //! | setting | default |
 //! |---|---|
-//! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime |
-//! | `refresh_timeout` (wait for another thread's refresh) | 60 s |
+//! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime; 1 s more for lifetimes in whole seconds |
+//! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 332 s with a [`FileStore`] |
+//! | dropping the last handle, [`AuthClient::close`] | waits for a refresh on the wire: token timeout + 2 s at most |
 //! | API timeout (per phase: send, response head, body) / token-endpoint timeout (whole call) / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |
 //! | `http_status_as_error` | true |
