@@ -17,6 +17,7 @@ use crate::redirect::DEFAULT_MAX_REDIRECTS;
 use crate::refresh::Refresh;
 use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
 use crate::session::{Persisted, SAVE_ALLOWANCE};
+use crate::stats::Counters;
 use crate::store::Revision;
 use crate::store::{MemoryStore, TokenStore};
 use crate::tokens::{Current, Tokens};
@@ -337,6 +338,7 @@ impl AuthClientBuilder {
             allow_other_origins: self.allow_other_origins,
             on_session_expired: self.on_session_expired,
             on_event: self.on_event,
+            stats: Counters::default(),
         }))
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ureq::http::{self, request::Parts, HeaderName, Method, Request, Response, Uri};
 use ureq::{Agent, Body};
 
-use crate::challenge::parse_bearer;
+use crate::challenge::{parse_bearer, BearerChallenge};
 use crate::clock::Clock;
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
@@ -19,6 +19,7 @@ use crate::refresh::Refresh;
 use crate::request::RequestBuilder;
 use crate::retry::{self, RetryPolicy, Sleeper};
 use crate::session::{FlightLock, Persisted};
+use crate::stats::{Counters, Stats};
 use crate::store::TokenStore;
 use crate::tokens::{Current, Tokens};
 use crate::transport;
@@ -134,6 +135,8 @@ pub(crate) struct Inner {
     pub(crate) allow_other_origins: bool,
     pub(crate) on_session_expired: Option<Listener>,
     pub(crate) on_event: Option<EventListener>,
+    /// What the client did; atomics, bumped with no lock held.
+    pub(crate) stats: Counters,
 }
 
 impl AuthClient {
@@ -235,6 +238,46 @@ impl AuthClient {
         self.inner().gate.waiting()
     }
 
+    /// Refreshes the tokens now, through the refresh gate, e.g. after the user's permissions
+    /// changed. Threads calling at the same instant (or meeting a 401 or an expiry then)
+    /// share one refresh, exactly as after a 401; a call made after that refresh finished
+    /// makes a new one. With a shared store, tokens another process stored meanwhile are
+    /// adopted instead.
+    ///
+    /// # Errors
+    /// The refresh's error: [`Error::Refresh`] (tokens kept; also when the tokens have no
+    /// refresh token, in which case nothing is sent), [`Error::SessionExpired`] (the server
+    /// rejected the refresh token: the session is over), [`Error::RefresherPanicked`],
+    /// [`Error::RefreshTimeout`]; [`Error::NoTokens`] without tokens (unless the refresher
+    /// acquires them, like [`ClientCredentials`](crate::ClientCredentials));
+    /// [`Error::Config`] without a refresher; [`Error::Store`] if a shared store cannot be
+    /// read; [`Error::Reentrant`] from the client's own refresher, store or listeners.
+    pub fn force_refresh(&self) -> Result<(), Error> {
+        let inner = self.inner();
+        let Some(refresher) = &inner.refresher else {
+            return Err(Error::Config("force_refresh needs a refresher"));
+        };
+        inner.sync_store()?;
+        let snap = inner.gate.snapshot();
+        if snap.tokens.is_none() && !refresher.acquires_without_tokens() {
+            return Err(if snap.expired {
+                Error::SessionExpired
+            } else {
+                Error::NoTokens
+            });
+        }
+        inner
+            .renew(snap.generation, RefreshReason::Forced)
+            .map(drop)
+    }
+
+    /// What the client did so far: requests sent, 401s, refreshes (made, failed, adopted from
+    /// other processes), waits, retries, sessions ended. Shared by all clones; cheap (a few
+    /// atomic loads), and counting costs the request path one atomic add per event.
+    pub fn stats(&self) -> Stats {
+        self.inner().stats.snapshot()
+    }
+
     /// Ends this handle: waits for a refresh in flight (bounded by the token call's timeout),
     /// saves what it got, and retries a save that failed earlier. Call it before
     /// `std::process::exit`, or to learn whether the session was stored. Dropping the last
@@ -277,6 +320,10 @@ pub(crate) enum Payload<'a> {
 pub(crate) struct RequestOptions {
     /// Retry this POST/PATCH like an idempotent request.
     pub(crate) retry_non_idempotent: bool,
+    /// Send no token, make no refresh, treat a 401 as a plain status.
+    pub(crate) without_auth: bool,
+    /// Overrides the client's `http_status_as_error` for this request.
+    pub(crate) status_as_error: Option<bool>,
 }
 
 impl Inner {
@@ -296,8 +343,9 @@ impl Inner {
         let mut redirects = 0;
         let mut refreshed = false;
         loop {
-            // The token goes to the base URL's origin only; another origin's 401 is just a status.
-            let generation = if self.origin.matches(&parts.uri) {
+            // The token goes to the base URL's origin only; another origin's 401 is just a
+            // status, and so is one to a request sent `without_auth`.
+            let generation = if !opts.without_auth && self.origin.matches(&parts.uri) {
                 let (current, generation) = self.usable_tokens()?;
                 parts
                     .headers
@@ -311,6 +359,7 @@ impl Inner {
                 || self.retry.allows_non_idempotent();
             let can_retry = retries < self.retry.retries();
 
+            Counters::bump(&self.stats.requests);
             let mut resp = match self.send_once(&parts, &mut payload) {
                 Ok(resp) => resp,
                 Err(e) => {
@@ -330,19 +379,35 @@ impl Inner {
             let status = resp.status();
 
             if let Some(generation) = generation {
-                if status == http::StatusCode::UNAUTHORIZED && token_rejected(&resp) {
-                    transport::drain(&mut resp);
-                    self.emit(Event::Unauthorized { generation });
-                    if refreshed || self.refresher.is_none() {
-                        return Err(Error::Unauthorized);
+                if matches!(status.as_u16(), 401 | 403) {
+                    let challenge = bearer_challenge(&resp);
+                    let code = challenge.as_ref().and_then(|c| c.error.as_deref());
+                    if status == http::StatusCode::UNAUTHORIZED {
+                        Counters::bump(&self.stats.unauthorized);
                     }
-                    // Refresh even for a body that cannot be replayed, so the next call works.
-                    self.renew(generation, RefreshReason::Unauthorized)?;
-                    if !replayable {
-                        return Err(Error::NotReplayable(Box::new(Error::Unauthorized)));
+                    if code == Some("insufficient_scope") {
+                        // A new token would have the same scopes: no refresh.
+                        transport::drain(&mut resp);
+                        return Err(Error::InsufficientScope {
+                            status: status.as_u16(),
+                            scope: challenge.and_then(|c| c.scope),
+                        });
                     }
-                    refreshed = true;
-                    continue;
+                    // `invalid_request`: the request, not the token, is wrong.
+                    if status == http::StatusCode::UNAUTHORIZED && code != Some("invalid_request") {
+                        transport::drain(&mut resp);
+                        self.emit(Event::Unauthorized { generation });
+                        if refreshed || self.refresher.is_none() {
+                            return Err(Error::Unauthorized);
+                        }
+                        // Refresh even for a body that cannot be replayed, so the next call works.
+                        self.renew(generation, RefreshReason::Unauthorized)?;
+                        if !replayable {
+                            return Err(Error::NotReplayable(Box::new(Error::Unauthorized)));
+                        }
+                        refreshed = true;
+                        continue;
+                    }
                 }
             }
 
@@ -384,11 +449,12 @@ impl Inner {
                 redirects += 1;
                 continue;
             }
-            return self.finish(resp);
+            return self.finish(resp, opts);
         }
     }
 
     fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
+        Counters::bump(&self.stats.retries);
         let delay = self.retry.delay(retry, retry_after, retry::random());
         self.emit(Event::Retrying {
             retry: retry + 1,
@@ -427,9 +493,12 @@ impl Inner {
         }
     }
 
-    fn finish(&self, resp: Response<Body>) -> Result<Response<Body>, Error> {
+    /// The final response, or its status as an error (per the request's or the client's
+    /// `http_status_as_error`).
+    fn finish(&self, resp: Response<Body>, opts: RequestOptions) -> Result<Response<Body>, Error> {
         let status = resp.status();
-        if self.status_as_error && (status.is_client_error() || status.is_server_error()) {
+        let as_error = opts.status_as_error.unwrap_or(self.status_as_error);
+        if as_error && (status.is_client_error() || status.is_server_error()) {
             return Err(if status == http::StatusCode::UNAUTHORIZED {
                 Error::Unauthorized
             } else {
@@ -532,17 +601,11 @@ impl Inner {
     }
 }
 
-/// True unless the 401's Bearer challenge says a new token would not help
-/// (`invalid_request`, `insufficient_scope`, RFC 6750 §3.1). No challenge counts as rejected.
-fn token_rejected(resp: &Response<Body>) -> bool {
-    let challenge = resp
-        .headers()
+/// The first `Bearer` challenge of a response's `WWW-Authenticate` headers, if any.
+fn bearer_challenge(resp: &Response<Body>) -> Option<BearerChallenge> {
+    resp.headers()
         .get_all(http::header::WWW_AUTHENTICATE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(parse_bearer);
-    !matches!(
-        challenge.and_then(|c| c.error).as_deref(),
-        Some("invalid_request" | "insufficient_scope")
-    )
+        .find_map(parse_bearer)
 }

@@ -29,6 +29,19 @@ pub enum Error {
     #[error("the server answered 401 Unauthorized")]
     Unauthorized,
 
+    /// The API answered 401 or 403 to the client's token with `WWW-Authenticate: Bearer
+    /// error="insufficient_scope"` (RFC 6750 §3.1): the token is valid but lacks a scope, so
+    /// no refresh is made; ask the user to consent to `scope` (the one the server named, if
+    /// it did, printable ASCII of at most 256 bytes) and log in again. Returned whatever
+    /// `http_status_as_error` says.
+    #[error("the token lacks a scope the API requires ({status})")]
+    InsufficientScope {
+        /// 401 or 403.
+        status: u16,
+        /// The scope the server asked for.
+        scope: Option<String>,
+    },
+
     /// The final response had a 4xx or 5xx status (only when `http_status_as_error` is on,
     /// the default). The status is never 401: that one is [`Error::Unauthorized`].
     #[error("http status: {0}")]
@@ -147,6 +160,7 @@ impl Error {
         match self {
             Error::StatusCode(s) => Some(*s),
             Error::Unauthorized => Some(401),
+            Error::InsufficientScope { status, .. } => Some(*status),
             Error::Refresh(e) => e.status(),
             Error::Discovery(crate::DiscoveryError::Status(s))
             | Error::Device(crate::DeviceError::Status(s))

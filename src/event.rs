@@ -77,6 +77,8 @@ pub enum RefreshReason {
     Expired,
     /// The access token entered its refresh window (refresh-ahead, in the background).
     Proactive,
+    /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) asked for it.
+    Forced,
     /// There were no tokens and the strategy can acquire some (client credentials).
     Acquire,
 }

@@ -134,6 +134,7 @@ mod refresh;
 mod request;
 mod retry;
 mod session;
+mod stats;
 mod store;
 mod sync;
 mod tokens;
@@ -157,6 +158,7 @@ pub use refresh::{
     REVOCATION_TIMEOUT,
 };
 pub use request::RequestBuilder;
+pub use stats::Stats;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
 pub use store::file::FileStore;
 pub use store::{LockedWrite, MemoryStore, Revision, StoreLock, Stored, TokenStore};

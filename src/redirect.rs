@@ -82,6 +82,14 @@ pub(crate) fn resolve_location(current: &Uri, location: &str) -> Result<Uri, Err
     Ok(uri)
 }
 
+/// True for a header that carries credentials: `Authorization`, `Cookie`,
+/// `Proxy-Authorization` and the headers the user named sensitive.
+pub(crate) fn is_sensitive(name: &HeaderName, user_sensitive: &[HeaderName]) -> bool {
+    name == http::header::AUTHORIZATION
+        || ALWAYS_SENSITIVE.contains(name)
+        || user_sensitive.contains(name)
+}
+
 /// Drops credentials a foreign origin must not see: cookies, proxy credentials and the
 /// headers the user named sensitive.
 pub(crate) fn strip_sensitive(headers: &mut HeaderMap, user_sensitive: &[HeaderName]) {

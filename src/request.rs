@@ -39,11 +39,23 @@ impl RequestBuilder {
         }
     }
 
-    /// Adds a header. An `Authorization` header is replaced by the token on requests to the
-    /// API's origin. Invalid names or values make the request fail with [`Error::InvalidHeader`].
+    /// Adds a header. Invalid names or values make the request fail with
+    /// [`Error::InvalidHeader`].
+    ///
+    /// An `Authorization` header set here is **replaced** by the client's token on requests to
+    /// the API's origin, and **sent as set** on requests made [`without_auth`](Self::without_auth)
+    /// and to other origins (with
+    /// [`allow_other_origins`](crate::AuthClientBuilder::allow_other_origins)). It is
+    /// **dropped**, like `Cookie`, `Proxy-Authorization` and the headers named with
+    /// [`sensitive_header`](crate::AuthClientBuilder::sensitive_header), when a redirect
+    /// changes origin. These headers are marked sensitive (`Debug` of the request prints
+    /// `Sensitive`), like the token.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            (Ok(n), Ok(v)) => {
+            (Ok(n), Ok(mut v)) => {
+                if crate::redirect::is_sensitive(&n, &self.client.inner().sensitive_headers) {
+                    v.set_sensitive(true);
+                }
                 self.headers.append(n, v);
             }
             _ => {
@@ -71,6 +83,26 @@ impl RequestBuilder {
     /// idempotent (POST, PATCH): use it when the server deduplicates (e.g. an idempotency key).
     pub fn retry_non_idempotent(mut self) -> Self {
         self.options.retry_non_idempotent = true;
+        self
+    }
+
+    /// Sends this request without the token: no token is attached, no refresh is made, and a
+    /// 401 is a plain status (an error or the response, per `http_status_as_error`). Works
+    /// with no tokens at all and after the session ended; for login, health and public
+    /// endpoints on the API's own origin. Everything else (retries, redirects, origin checks)
+    /// is as for any request.
+    pub fn without_auth(mut self) -> Self {
+        self.options.without_auth = true;
+        self
+    }
+
+    /// Whether a 4xx/5xx final response is returned as [`Error::StatusCode`] (or
+    /// [`Error::Unauthorized`]) for this request only. Defaults to the client's setting
+    /// ([`AuthClientBuilder::http_status_as_error`](crate::AuthClientBuilder::http_status_as_error)).
+    /// A 401 to the client's token still goes through the refresh gate first, and
+    /// [`Error::InsufficientScope`] is returned either way.
+    pub fn http_status_as_error(mut self, as_error: bool) -> Self {
+        self.options.status_as_error = Some(as_error);
         self
     }
 

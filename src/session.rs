@@ -22,6 +22,7 @@ use crate::gate::{Failure, Fresh, Gate, Lead, Role, Snapshot};
 use crate::reentry;
 use crate::refresh::Refresh;
 use crate::retry;
+use crate::stats::Counters;
 use crate::store::{Revision, StoreLock, Stored};
 use crate::tokens::{Current, Tokens};
 
@@ -171,7 +172,11 @@ impl Inner {
         log: &mut FlightLog,
     ) -> Result<(), Arc<RefreshError>> {
         let _busy = reentry::enter(self.key());
+        let _panics = CountPanic(&self.stats);
         let proactive = reason == RefreshReason::Proactive;
+        // Asked for, or ahead of time: the tokens in hand are still valid, so a refresh that
+        // cannot be made (no refresh token) is an error, not the end of the session.
+        let optional = proactive || reason == RefreshReason::Forced;
         let Some(refresher) = self.refresher.as_deref() else {
             return Err(Arc::new(RefreshError::NoRefreshToken));
         };
@@ -236,7 +241,7 @@ impl Inner {
             None => acquiring,
         };
         if !can_refresh {
-            if proactive {
+            if optional {
                 return Err(Arc::new(RefreshError::NoRefreshToken));
             }
             lead.install(None, true, |snap, p| {
@@ -317,6 +322,7 @@ impl Inner {
         result: Result<Fresh<Current>, Failure<Arc<RefreshError>>>,
     ) -> Result<Fresh<Current>, Error> {
         if role == Role::Waited {
+            Counters::bump(&self.stats.waited);
             self.emit(Event::Waited { generation: seen });
         }
         let led = role == Role::Led;
@@ -327,19 +333,23 @@ impl Inner {
                     self.emit(Event::StoreFailed { generation });
                 }
                 if fresh.ended_session {
+                    Counters::bump(&self.stats.session_expiries);
                     self.emit(Event::SessionExpired);
                     if let Some(listener) = &self.on_session_expired {
                         listener();
                     }
                 } else if log.adopted {
+                    Counters::bump(&self.stats.adopted);
                     self.emit(Event::Adopted { generation });
                 } else if led && log.refreshed {
+                    Counters::bump(&self.stats.refreshes);
                     self.emit(Event::Refreshed { generation });
                 }
                 Ok(fresh)
             }
             Err(failure) => {
                 if led {
+                    Counters::bump(&self.stats.refresh_failures);
                     self.emit(Event::RefreshFailed { generation: seen });
                 }
                 Err(match failure {
@@ -481,6 +491,7 @@ impl Inner {
             |_, p| self.note_revision(p, revision),
         );
         if let Some(snap) = adopted {
+            Counters::bump(&self.stats.adopted);
             self.emit(Event::Adopted {
                 generation: snap.generation,
             });
@@ -688,6 +699,17 @@ impl Drop for HeldLock<'_> {
             }
             drop(held);
             drop(slot.lock().take());
+        }
+    }
+}
+
+/// Counts a refresher that panicked while this thread led its flight.
+struct CountPanic<'a>(&'a crate::stats::Counters);
+
+impl Drop for CountPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            Counters::bump(&self.0.refresh_failures);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Replays the fuzz corpus (`fuzz/corpus/<target>/`) through the entry points the fuzz targets
+//! Replays the fuzz corpus (`tests/fuzz_corpus/<target>/`, used by `fuzz/` as its seed corpus) through the entry points the fuzz targets
 //! call (`tokengate::__fuzz`), so every `cargo test` checks the parsers against the hostile
 //! inputs collected so far, without libFuzzer or a nightly toolchain. Each entry point panics
 //! if its parser panics or returns something out of bounds (see `src/fuzz_api.rs`).
@@ -8,7 +8,7 @@
 //! file): a little fuzzing that needs no fuzzer.
 //!
 //! To add a crash the fuzzer found: fix it, then copy the file from `fuzz/artifacts/<target>/`
-//! into `fuzz/corpus/<target>/`.
+//! into `tests/fuzz_corpus/<target>/`.
 //!
 //! # These checks can fail
 //! Mutations tried by hand (then reverted), each failing one of these tests:
@@ -25,7 +25,7 @@ const MUTATIONS_PER_FILE: usize = 300;
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("tests/fuzz_corpus")
         .join(target);
     let mut files: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))

@@ -251,10 +251,12 @@ fn www_authenticate_decides_whether_a_refresh_can_help() {
     };
     assert!(build().get("expired").call().is_ok());
     assert_eq!(calls.swap(0, Ordering::SeqCst), 1);
-    assert!(matches!(
-        build().get("scope").call(),
-        Err(Error::Unauthorized)
-    ));
+    match build().get("scope").call() {
+        Err(Error::InsufficientScope { status, scope }) => {
+            assert_eq!((status, scope.as_deref()), (401, Some("admin")));
+        }
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         calls.swap(0, Ordering::SeqCst),
         0,
@@ -262,7 +264,10 @@ fn www_authenticate_decides_whether_a_refresh_can_help() {
     );
     assert!(matches!(
         build().get("forbidden").call(),
-        Err(Error::StatusCode(403))
+        Err(Error::InsufficientScope {
+            status: 403,
+            scope: None
+        })
     ));
     assert_eq!(calls.swap(0, Ordering::SeqCst), 0);
     assert!(
