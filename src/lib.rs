@@ -166,3 +166,8 @@ pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
 
 /// Re-exported so users name the same `ureq` (and `http`) types tokengate uses.
 pub use ureq;
+
+// The README's Rust examples compile as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExamples;
