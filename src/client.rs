@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::Gate;
+use crate::logging::{Chain, OriginOf, TARGET};
 use crate::redirect;
 use crate::refresh::Refresh;
 use crate::request::RequestBuilder;
@@ -371,7 +372,10 @@ impl Inner {
                     if !replayable {
                         return Err(Error::NotReplayable(Box::new(Error::Http(e))));
                     }
-                    self.backoff(retries, None);
+                    self.backoff(retries, None, |delay| {
+                        log::debug!(target: TARGET, "retry {} of {} to {} in {delay:?} after: {}",
+                            retries + 1, self.retry.retries(), OriginOf(&parts.uri), Chain(&e));
+                    });
                     retries += 1;
                     continue;
                 }
@@ -398,8 +402,13 @@ impl Inner {
                         transport::drain(&mut resp);
                         self.emit(Event::Unauthorized { generation });
                         if refreshed || self.refresher.is_none() {
+                            log::debug!(target: TARGET, "401 from {} for token generation {generation}: final ({})",
+                                OriginOf(&parts.uri),
+                                if refreshed { "after a refresh" } else { "no refresher" });
                             return Err(Error::Unauthorized);
                         }
+                        log::debug!(target: TARGET, "401 from {} for token generation {generation}: refreshing",
+                            OriginOf(&parts.uri));
                         // Refresh even for a body that cannot be replayed, so the next call works.
                         self.renew(generation, RefreshReason::Unauthorized)?;
                         if !replayable {
@@ -418,7 +427,10 @@ impl Inner {
                 }
                 let after = retry::retry_after(resp.headers(), self.clock.now());
                 transport::drain(&mut resp);
-                self.backoff(retries, after);
+                self.backoff(retries, after, |delay| {
+                    log::debug!(target: TARGET, "retry {} of {} to {} in {delay:?} after status {}",
+                        retries + 1, self.retry.retries(), OriginOf(&parts.uri), status.as_u16());
+                });
                 retries += 1;
                 continue;
             }
@@ -442,9 +454,13 @@ impl Inner {
                 // Credentials belong to the origin they were set for: any change of origin
                 // (not only leaving the base URL's) drops them. The token is attached again
                 // if and only if the next hop is the base URL's origin.
-                if Origin::of(&hop.uri) != Origin::of(&parts.uri) {
+                let other_origin = Origin::of(&hop.uri) != Origin::of(&parts.uri);
+                if other_origin {
                     redirect::strip_sensitive(&mut parts.headers, &self.sensitive_headers);
                 }
+                log::debug!(target: TARGET, "redirect {} from {} to {}{}", status.as_u16(),
+                    OriginOf(&parts.uri), OriginOf(&hop.uri),
+                    if other_origin { " (another origin: credentials dropped)" } else { "" });
                 parts.uri = hop.uri;
                 redirects += 1;
                 continue;
@@ -453,9 +469,12 @@ impl Inner {
         }
     }
 
-    fn backoff(&self, retry: u32, retry_after: Option<Duration>) {
+    /// Waits before retry number `retry` (0-based), reporting it first (`log` writes the
+    /// record, given the delay).
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>, log: impl FnOnce(Duration)) {
         Counters::bump(&self.stats.retries);
         let delay = self.retry.delay(retry, retry_after, retry::random());
+        log(delay);
         self.emit(Event::Retrying {
             retry: retry + 1,
             delay,
@@ -464,8 +483,16 @@ impl Inner {
     }
 
     /// Waits before retry number `retry` of a token call (the same policy as the API's).
-    pub(crate) fn token_backoff(&self, retry: u32, retry_after: Option<Duration>) {
-        self.backoff(retry, retry_after);
+    pub(crate) fn token_backoff(
+        &self,
+        retry: u32,
+        retry_after: Option<Duration>,
+        cause: &RefreshError,
+    ) {
+        self.backoff(retry, retry_after, |delay| {
+            log::debug!(target: TARGET, "token endpoint: retry {} of {} in {delay:?} after: {}",
+                retry + 1, self.retry.retries(), Chain(cause));
+        });
     }
 
     fn send_once(
@@ -511,7 +538,7 @@ impl Inner {
     /// The tokens to send now. Blocks only if there is no valid token: expired (or none, with a
     /// strategy that can acquire one). Inside the refresh window it starts a background refresh
     /// (when one can succeed) and returns the still-valid token at once.
-    fn usable_tokens(self: &Arc<Self>) -> Result<(Arc<Current>, u64), Error> {
+    pub(crate) fn usable_tokens(self: &Arc<Self>) -> Result<(Arc<Current>, u64), Error> {
         self.sync_store()?;
         let snap = self.gate.snapshot();
         let Some(current) = snap.tokens else {
@@ -602,7 +629,7 @@ impl Inner {
 }
 
 /// The first `Bearer` challenge of a response's `WWW-Authenticate` headers, if any.
-fn bearer_challenge(resp: &Response<Body>) -> Option<BearerChallenge> {
+pub(crate) fn bearer_challenge(resp: &Response<Body>) -> Option<BearerChallenge> {
     resp.headers()
         .get_all(http::header::WWW_AUTHENTICATE)
         .iter()

@@ -62,8 +62,18 @@
 //! `std::process::exit`) waits for it and saves it.
 //!
 //! ## Logging and secrets
-//! tokengate does not log. It reports what it does as [`Event`]s to an optional listener
-//! ([`AuthClientBuilder::on_event`]); events carry no secrets. Tokens and client secrets never
+//! tokengate logs through the [`log`](https://docs.rs/log) facade, with target `tokengate`
+//! (e.g. `RUST_LOG=tokengate=debug` with `env_logger`):
+//!
+//! | level | what |
+//! |---|---|
+//! | `debug` | each refresh started (reason, generation, thread) and finished (new generation, duration, how many threads waited); each 401 handled; each retry (origin, delay, cause) and redirect hop (origins); a wait for another thread's refresh |
+//! | `info` | a session that ended; a login, logout or refresh of another process adopted |
+//! | `warn` | a failed refresh, a panicking refresher, a failed save, a failed revocation, a refresh that did not finish before the client was closed |
+//!
+//! No level is unredacted: records name origins (`scheme://host:port`), never a path or query,
+//! and never a token, secret or code. The same things are reported as [`Event`]s to an
+//! optional listener ([`AuthClientBuilder::on_event`]); events carry no secrets either. Tokens and client secrets never
 //! appear in `Debug` or `Display` output of any tokengate type or error: [`AccessToken`],
 //! [`RefreshToken`] and [`ClientSecret`] print `[redacted]`, and the `Authorization` header is
 //! marked sensitive. The access token is only sent to the base URL's origin; the refresh token
@@ -127,7 +137,9 @@ mod error;
 mod event;
 
 mod gate;
+mod logging;
 mod logout;
+mod middleware;
 mod redirect;
 mod reentry;
 mod refresh;
@@ -151,6 +163,7 @@ pub use client::AuthClient;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
+pub use middleware::TokenMiddleware;
 pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use refresh::{
     ClientAuth, ClientCredentials, DeviceAuthorization, DeviceError, DeviceFlow, Discovery,
@@ -158,8 +171,8 @@ pub use refresh::{
     REVOCATION_TIMEOUT,
 };
 pub use request::RequestBuilder;
-pub use stats::Stats;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
+pub use stats::Stats;
 pub use store::file::FileStore;
 pub use store::{LockedWrite, MemoryStore, Revision, StoreLock, Stored, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};

@@ -43,6 +43,8 @@ impl AuthClient {
         };
         let revoke_err = match revoked {
             Some(Err(e)) => {
+                log::warn!(target: crate::logging::TARGET, "logged out locally, but revoking the \
+                    session at the server failed: {}", crate::logging::Chain(&e));
                 inner.emit(Event::RevocationFailed { generation });
                 Some(e)
             }

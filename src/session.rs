@@ -19,6 +19,7 @@ use crate::client::Inner;
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::{Failure, Fresh, Gate, Lead, Role, Snapshot};
+use crate::logging::{Chain, ThisThread, TARGET};
 use crate::reentry;
 use crate::refresh::Refresh;
 use crate::retry;
@@ -85,9 +86,15 @@ pub(crate) struct LoggedOut {
     pub(crate) cleared: Result<(), Error>,
 }
 
-/// What a flight did, for the events its leader reports after it.
+/// What a flight did, for the events and log records its leader reports after it.
 #[derive(Default)]
 struct FlightLog {
+    /// When the leader started (after winning the flight).
+    started: Option<Instant>,
+    /// Why it ran.
+    reason: Option<RefreshReason>,
+    /// Threads waiting for it when it ended.
+    waiters: usize,
     /// It installed tokens from the token endpoint.
     refreshed: bool,
     /// It adopted what another process stored.
@@ -126,11 +133,13 @@ impl Inner {
             return Err(Error::Reentrant);
         }
         let deadline = deadline_after(self.refresh_timeout);
-        let mut log = FlightLog::default();
-        let (role, result) = self
-            .gate
-            .refresh(seen, deadline, |lead| self.fly(lead, reason, &mut log));
-        let snapshot = self.after_flight(seen, role, log, result)?.snapshot;
+        let mut note = FlightLog::default();
+        let (role, result) = self.gate.refresh(seen, deadline, |lead| {
+            let flown = self.fly(lead, reason, &mut note);
+            note.waiters = self.gate.waiting();
+            flown
+        });
+        let snapshot = self.after_flight(seen, role, note, result)?.snapshot;
         match snapshot.tokens {
             Some(c) => Ok((c, snapshot.generation)),
             None if snapshot.expired => Err(Error::SessionExpired),
@@ -150,10 +159,11 @@ impl Inner {
             .name("tokengate-refresh".into())
             .spawn(move || {
                 let inner = Arc::clone(&claim.owner().0);
-                let mut log = FlightLog::default();
-                let result = claim.lead(|lead| inner.fly(lead, RefreshReason::Proactive, &mut log));
+                let mut note = FlightLog::default();
+                let result =
+                    claim.lead(|lead| inner.fly(lead, RefreshReason::Proactive, &mut note));
                 // Nobody to return errors to: the next request sees the outcome through the gate.
-                let _ = inner.after_flight(seen, Role::Led, log, result);
+                let _ = inner.after_flight(seen, Role::Led, note, result);
             });
     }
 
@@ -169,10 +179,12 @@ impl Inner {
         &self,
         lead: &mut Lead<'_, Current, Arc<RefreshError>, Persisted>,
         reason: RefreshReason,
-        log: &mut FlightLog,
+        note: &mut FlightLog,
     ) -> Result<(), Arc<RefreshError>> {
         let _busy = reentry::enter(self.key());
         let _panics = CountPanic(&self.stats);
+        note.started = Some(Instant::now());
+        note.reason = Some(reason);
         let proactive = reason == RefreshReason::Proactive;
         // Asked for, or ahead of time: the tokens in hand are still valid, so a refresh that
         // cannot be made (no refresh token) is an error, not the end of the session.
@@ -224,7 +236,7 @@ impl Inner {
                     // which is the newest one.
                     Some(c) if c.is_expired(self.clock.now()) => from = Some(c.tokens),
                     adopted => {
-                        log.adopted = lead.install(adopted, false, |_, p| {
+                        note.adopted = lead.install(adopted, false, |_, p| {
                             self.note_revision(p, revision);
                         });
                         return Ok(());
@@ -245,7 +257,7 @@ impl Inner {
                 return Err(Arc::new(RefreshError::NoRefreshToken));
             }
             lead.install(None, true, |snap, p| {
-                log.store_error = held.write(snap, p).err();
+                note.store_error = held.write(snap, p).err();
             });
             return Ok(());
         }
@@ -256,6 +268,8 @@ impl Inner {
         }
 
         // 3. The token endpoint.
+        log::debug!(target: TARGET, "refresh of token generation {} started ({reason:?}) on thread {}",
+            lead.generation(), ThisThread);
         self.emit(Event::RefreshStarted {
             reason,
             generation: lead.generation(),
@@ -267,8 +281,8 @@ impl Inner {
                 let stamped = self
                     .stamp(new)
                     .map_err(|_| Arc::new(RefreshError::InvalidResponse(RECEIVED_INVALID)))?;
-                log.refreshed = lead.install(Some(stamped), false, |snap, p| {
-                    log.store_error = held.write(snap, p).err();
+                note.refreshed = lead.install(Some(stamped), false, |snap, p| {
+                    note.store_error = held.write(snap, p).err();
                 });
                 Ok(())
             }
@@ -276,7 +290,7 @@ impl Inner {
             // the refresh at expiry (or on a 401) decides.
             Err(e) if e.is_terminal() && !proactive => {
                 lead.install(None, true, |snap, p| {
-                    log.store_error = held.write(snap, p).err();
+                    note.store_error = held.write(snap, p).err();
                 });
                 Ok(())
             }
@@ -303,7 +317,7 @@ impl Inner {
                         RefreshError::Status { retry_after, .. } => *retry_after,
                         _ => None,
                     };
-                    self.token_backoff(retries, after);
+                    self.token_backoff(retries, after, &e);
                     retries += 1;
                 }
                 answer => return answer,
@@ -318,31 +332,42 @@ impl Inner {
         &self,
         seen: u64,
         role: Role,
-        log: FlightLog,
+        note: FlightLog,
         result: Result<Fresh<Current>, Failure<Arc<RefreshError>>>,
     ) -> Result<Fresh<Current>, Error> {
         if role == Role::Waited {
             Counters::bump(&self.stats.waited);
+            log::debug!(target: TARGET, "waited for another thread's refresh of token generation {seen}");
             self.emit(Event::Waited { generation: seen });
         }
         let led = role == Role::Led;
+        let took = note.started.map(|t| t.elapsed()).unwrap_or_default();
         match result {
             Ok(fresh) => {
                 let generation = fresh.snapshot.generation;
-                if log.store_error.is_some() {
+                if let Some(e) = &note.store_error {
+                    log::warn!(target: TARGET, "could not save tokens of generation {generation} \
+                        (in use in memory; the save is retried): {}", Chain(&**e));
                     self.emit(Event::StoreFailed { generation });
                 }
                 if fresh.ended_session {
                     Counters::bump(&self.stats.session_expiries);
+                    log::info!(target: TARGET, "session ended at token generation {seen}: \
+                        the refresh token was rejected or the tokens cannot be refreshed; log in again");
                     self.emit(Event::SessionExpired);
                     if let Some(listener) = &self.on_session_expired {
                         listener();
                     }
-                } else if log.adopted {
+                } else if note.adopted {
                     Counters::bump(&self.stats.adopted);
+                    log::info!(target: TARGET, "adopted tokens another process stored ({}; generation {generation})",
+                        if fresh.snapshot.tokens.is_some() { "a refresh or login" } else { "a logout" });
                     self.emit(Event::Adopted { generation });
-                } else if led && log.refreshed {
+                } else if led && note.refreshed {
                     Counters::bump(&self.stats.refreshes);
+                    log::debug!(target: TARGET, "refresh of token generation {seen} ({:?}) finished: \
+                        generation {generation} in {took:?} on thread {}, {} waiting thread(s) released",
+                        note.reason.unwrap_or(RefreshReason::Expired), ThisThread, note.waiters);
                     self.emit(Event::Refreshed { generation });
                 }
                 Ok(fresh)
@@ -350,12 +375,24 @@ impl Inner {
             Err(failure) => {
                 if led {
                     Counters::bump(&self.stats.refresh_failures);
+                    match &failure {
+                        Failure::Failed(e) => {
+                            log::warn!(target: TARGET, "refresh of token generation {seen} \
+                            failed after {took:?} (the session goes on; {} waiting thread(s) share the error): {}",
+                            note.waiters, Chain(&**e))
+                        }
+                        other => {
+                            log::warn!(target: TARGET, "refresh of token generation {seen} failed: {other:?}")
+                        }
+                    }
                     self.emit(Event::RefreshFailed { generation: seen });
                 }
                 Err(match failure {
                     Failure::Failed(e) => Error::Refresh(e),
                     Failure::Panicked => Error::RefresherPanicked,
                     Failure::TimedOut => {
+                        log::warn!(target: TARGET, "gave up waiting {:?} for another thread's refresh \
+                            of token generation {seen}", self.refresh_timeout);
                         self.release_stuck_lock(false);
                         Error::RefreshTimeout(self.refresh_timeout)
                     }
@@ -387,6 +424,7 @@ impl Inner {
         );
         drop(lock);
         written.map_err(|e| {
+            log::warn!(target: TARGET, "could not write a login or logout to the store: {}", Chain(&*e));
             if let Some(snap) = snap {
                 self.emit(Event::StoreFailed {
                     generation: snap.generation,
@@ -429,6 +467,7 @@ impl Inner {
             if let Some(cleared) = cleared {
                 drop(lock);
                 let written = written.map_err(|e| {
+                    log::warn!(target: TARGET, "could not clear the store on logout: {}", Chain(&*e));
                     self.emit(Event::StoreFailed {
                         generation: cleared.generation,
                     });
@@ -492,6 +531,8 @@ impl Inner {
         );
         if let Some(snap) = adopted {
             Counters::bump(&self.stats.adopted);
+            log::info!(target: TARGET, "adopted tokens another process stored ({}; generation {})",
+                if snap.tokens.is_some() { "a refresh or login" } else { "a logout" }, snap.generation);
             self.emit(Event::Adopted {
                 generation: snap.generation,
             });
@@ -551,6 +592,7 @@ impl Inner {
         drop(p);
         drop(lock);
         let err = result.err()?;
+        log::warn!(target: TARGET, "retrying a failed save failed again: {}", Chain(&*err));
         self.emit(Event::StoreFailed {
             generation: snap.generation,
         });
@@ -636,6 +678,8 @@ impl Inner {
         };
         let mut result = Ok(());
         if !self.gate.wait_idle(deadline_after(bound)) {
+            log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \
+                its store lock is released and its result will not be saved");
             self.release_stuck_lock(true);
             result = Err(Error::RefreshTimeout(bound));
         }
@@ -710,6 +754,7 @@ impl Drop for CountPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             Counters::bump(&self.0.refresh_failures);
+            log::warn!(target: TARGET, "the refresher panicked on thread {}; waiting threads are released", ThisThread);
         }
     }
 }

@@ -73,7 +73,11 @@ fn without_auth_sends_no_token_makes_no_refresh_and_needs_no_tokens() {
     assert!(matches!(ended.get("me").call(), Err(Error::SessionExpired)));
     let err = ended.get("me").without_auth().call().unwrap_err();
     assert!(matches!(err, Error::Unauthorized), "{err:?}");
-    assert_eq!(srv.refresh_calls(), 1, "the one refresh that ended the session");
+    assert_eq!(
+        srv.refresh_calls(),
+        1,
+        "the one refresh that ended the session"
+    );
 }
 
 #[test]
@@ -95,7 +99,11 @@ fn insufficient_scope_is_its_own_error_and_makes_no_refresh() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(calls.load(SeqCst), 0, "a new token would have the same scopes");
+    assert_eq!(
+        calls.load(SeqCst),
+        0,
+        "a new token would have the same scopes"
+    );
     assert_eq!(api.calls(), 2);
     assert_eq!(client.stats().unauthorized, 2);
     let e = Error::InsufficientScope {
@@ -132,10 +140,7 @@ fn http_status_as_error_can_be_set_for_one_request() {
         .unwrap();
     assert_eq!(lenient.get("status/503").call().unwrap().status(), 503);
     assert!(matches!(
-        lenient
-            .get("status/500")
-            .http_status_as_error(true)
-            .call(),
+        lenient.get("status/500").http_status_as_error(true).call(),
         Err(Error::StatusCode(500))
     ));
 }
@@ -190,7 +195,10 @@ fn force_refresh_returns_the_refresh_error_and_keeps_the_session() {
         .build()
         .unwrap();
     let err = client.force_refresh().unwrap_err();
-    assert!(matches!(&err, Error::Refresh(e) if !e.is_terminal()), "{err:?}");
+    assert!(
+        matches!(&err, Error::Refresh(e) if !e.is_terminal()),
+        "{err:?}"
+    );
     assert_eq!(client.tokens().unwrap().access_token().secret(), "acc-1");
     client.get("x").call().unwrap();
 
@@ -285,14 +293,20 @@ fn a_callers_authorization_header_is_marked_sensitive() {
     let log = sensitive.clone();
     let agent: Agent = Agent::config_builder()
         .proxy(None)
-        .middleware(move |req: Request<SendBody>, next: MiddlewareNext| -> Result<Response<Body>, tokengate::ureq::Error> {
-            for (name, value) in req.headers() {
-                if ["authorization", "x-api-key", "cookie"].contains(&name.as_str()) {
-                    log.lock().unwrap().push((name.to_string(), value.is_sensitive()));
+        .middleware(
+            move |req: Request<SendBody>,
+                  next: MiddlewareNext|
+                  -> Result<Response<Body>, tokengate::ureq::Error> {
+                for (name, value) in req.headers() {
+                    if ["authorization", "x-api-key", "cookie"].contains(&name.as_str()) {
+                        log.lock()
+                            .unwrap()
+                            .push((name.to_string(), value.is_sensitive()));
+                    }
                 }
-            }
-            next.handle(req)
-        })
+                next.handle(req)
+            },
+        )
         .build()
         .into();
     let client = AuthClient::builder(api.url())

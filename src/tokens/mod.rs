@@ -7,6 +7,8 @@ use ureq::http::HeaderValue;
 
 use crate::util::{base64url_decode, Redacted};
 
+mod serialize;
+
 /// Longest token tokengate accepts, in bytes. Larger values are rejected as invalid.
 pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
@@ -67,6 +69,12 @@ secret_type!(
 /// let t = Tokens::new("access").with_refresh_token("refresh").with_expires_in(Duration::from_secs(3600));
 /// assert_eq!(format!("{t:?}").contains("access\""), false); // secrets are redacted
 /// ```
+///
+/// # Serialization
+/// `Tokens` implements `serde::Serialize` and `Deserialize` (RFC 6749 §5.1 field names, an
+/// absolute `expires_at_unix_ms` and `issued_at_unix_ms`), for a [`TokenStore`](crate::TokenStore)
+/// of your own. **The output holds the tokens in clear**: keep it where you would keep a
+/// password, never in a log.
 ///
 /// # Expiry
 /// `expires_in` is relative: it is turned into an absolute instant (with the client's clock)

@@ -1,0 +1,193 @@
+//! `Serialize`/`Deserialize` for [`Tokens`], for stores of your own (a database, a keychain).
+//!
+//! The shape is a token response of RFC 6749 §5.1 with an absolute expiry instead of the
+//! relative `expires_in`, so a stored value stays right however long it is kept:
+//!
+//! ```json
+//! {
+//!   "access_token": "…",
+//!   "token_type": "Bearer",
+//!   "refresh_token": "…",
+//!   "scope": "read write",
+//!   "expires_at_unix_ms": 1767225600000,
+//!   "issued_at_unix_ms": 1767222000000
+//! }
+//! ```
+//!
+//! The optional fields are left out when unknown. The times are the ones `FileStore` writes.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Tokens;
+
+/// The serialized form, borrowed for writing.
+#[derive(Serialize)]
+struct Out<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at_unix_ms: Option<u64>,
+}
+
+/// The serialized form, owned for reading. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct In {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    expires_at_unix_ms: Option<u64>,
+    #[serde(default)]
+    issued_at_unix_ms: Option<u64>,
+}
+
+fn unix_ms_of(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn unix_ms(ms: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
+}
+
+/// **The output holds the tokens in clear**: it is for a store you trust (a keychain, an
+/// encrypted column), never for a log. A relative `expires_in` not yet turned into an absolute
+/// expiry (tokens that never entered a client) is counted from the moment of serializing.
+impl Serialize for Tokens {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let now = SystemTime::now();
+        let (expires_at, issued_at) = match self.expires_in {
+            Some(d) => (now.checked_add(d), Some(now)),
+            None => (self.expires_at, self.issued_at),
+        };
+        Out {
+            access_token: self.access.secret(),
+            token_type: "Bearer",
+            refresh_token: self.refresh.as_ref().map(|r| r.secret()),
+            scope: self.scope.as_deref(),
+            expires_at_unix_ms: expires_at.map(unix_ms_of),
+            issued_at_unix_ms: issued_at.map(unix_ms_of),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Checks what it reads: a `token_type` other than Bearer, a token that cannot travel in a
+/// header (empty, over 16 KiB, not visible ASCII) or a time out of range is an error, whose
+/// message never quotes a value.
+impl<'de> Deserialize<'de> for Tokens {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let i = In::deserialize(deserializer)?;
+        if i.token_type
+            .as_deref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+        {
+            return Err(D::Error::custom("token_type is not Bearer"));
+        }
+        let time = |ms: Option<u64>, what: &str| -> Result<Option<SystemTime>, D::Error> {
+            ms.map(|ms| {
+                unix_ms(ms).ok_or_else(|| D::Error::custom(format!("{what} is out of range")))
+            })
+            .transpose()
+        };
+        let mut t = Tokens::new(i.access_token);
+        t.refresh = i.refresh_token.map(super::RefreshToken::new);
+        t.scope = i.scope;
+        t.expires_at = time(i.expires_at_unix_ms, "expires_at_unix_ms")?;
+        t.issued_at = time(i.issued_at_unix_ms, "issued_at_unix_ms")?;
+        t.validate().map_err(|which| {
+            D::Error::custom(format!(
+                "invalid {which}: tokens must be 1 to 16384 bytes of visible ASCII"
+            ))
+        })?;
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_with_rfc_6749_names_and_absolute_times() {
+        let issued = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let t = Tokens::new("acc")
+            .with_refresh_token("ref")
+            .with_scope("read write")
+            .with_expires_at(issued + Duration::from_secs(3600))
+            .with_issued_at(issued);
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "access_token": "acc",
+                "token_type": "Bearer",
+                "refresh_token": "ref",
+                "scope": "read write",
+                "expires_at_unix_ms": 1_700_003_600_123u64,
+                "issued_at_unix_ms": 1_700_000_000_123u64,
+            })
+        );
+        let back: Tokens = serde_json::from_value(json).unwrap();
+        assert_eq!(back.access_token().secret(), "acc");
+        assert_eq!(back.refresh_token().unwrap().secret(), "ref");
+        assert_eq!(back.scope(), Some("read write"));
+        assert_eq!(back.expires_at(), t.expires_at());
+        assert_eq!(back.issued_at(), Some(issued));
+
+        // Only the access token is required; unknown fields are ignored.
+        let back: Tokens =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":60,"x":[1]}"#).unwrap();
+        assert!(back.expires_at().is_none() && back.refresh_token().is_none());
+    }
+
+    #[test]
+    fn a_relative_lifetime_is_stored_as_an_absolute_expiry() {
+        let before = SystemTime::now();
+        let t = Tokens::new("a").with_expires_in(Duration::from_secs(60));
+        let back: Tokens = serde_json::from_value(serde_json::to_value(&t).unwrap()).unwrap();
+        let at = back.expires_at().unwrap();
+        assert!(at >= before + Duration::from_secs(59), "{at:?}");
+        assert!(at <= SystemTime::now() + Duration::from_secs(60), "{at:?}");
+        assert!(back.expires_in().is_none());
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_quote_nothing() {
+        for (json, expected) in [
+            (
+                r#"{"access_token":"SECRET with space"}"#,
+                "invalid access token",
+            ),
+            (
+                r#"{"access_token":"a","refresh_token":""}"#,
+                "invalid refresh token",
+            ),
+            (r#"{"access_token":"a","token_type":"mac"}"#, "not Bearer"),
+            (
+                r#"{"access_token":"a","expires_at_unix_ms":-1}"#,
+                "expected u64",
+            ),
+            (r#"{"refresh_token":"SECRET"}"#, "access_token"),
+        ] {
+            let e = serde_json::from_str::<Tokens>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(expected), "{json}: {e}");
+            assert!(!e.contains("SECRET"), "{json}: {e}");
+        }
+    }
+}

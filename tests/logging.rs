@@ -1,0 +1,190 @@
+//! Issue 15, part 1: logs through the `log` facade, target `tokengate`. A run that refreshes,
+//! fails, retries, redirects, adopts another process's login, cannot save and ends the
+//! session writes the records the crate docs promise, at their levels, and no record holds a
+//! token, a secret, a code or a query string.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use support::raw::{Action, RawServer};
+use support::{RecordingSleeper, TokenServer};
+use tokengate::ureq::Agent;
+use tokengate::{AuthClient, Error, FileStore, RefreshError, TokenStore, Tokens};
+
+/// Every record of this test binary: (level, target, message).
+struct Capture(Mutex<Vec<(Level, String, String)>>);
+
+impl Log for Capture {
+    fn enabled(&self, _: &Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &Record) {
+        self.0.lock().unwrap().push((
+            record.level(),
+            record.target().to_owned(),
+            record.args().to_string(),
+        ));
+    }
+    fn flush(&self) {}
+}
+
+fn capture() -> &'static Capture {
+    static CAPTURE: OnceLock<&'static Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(c).unwrap();
+        log::set_max_level(LevelFilter::Trace);
+        c
+    })
+}
+
+fn records() -> Vec<(Level, String, String)> {
+    capture()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, target, _)| target == "tokengate")
+        .cloned()
+        .collect()
+}
+
+fn has(level: Level, needle: &str) -> bool {
+    records()
+        .iter()
+        .any(|(l, _, m)| *l == level && m.contains(needle))
+}
+
+#[test]
+fn a_run_logs_what_happened_at_its_level_and_no_secret() {
+    capture();
+    let srv = TokenServer::start();
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("logging-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("tokens.json");
+
+    // 1. A session on a FileStore: a request with a secret in its query, a 401 and refresh,
+    //    another process's login adopted, a save that fails, and the end of the session.
+    let client = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .tokens(srv.login()) // at-1 / rt-1
+        .build()
+        .unwrap();
+    client
+        .get("items")
+        .query("api_key", "SECRET-QUERY-VALUE")
+        .call()
+        .unwrap();
+    srv.expire_access_tokens();
+    client.get("items").call().unwrap(); // 401, refresh to at-2 / rt-2
+    FileStore::new(&path).unwrap().save(&srv.login()).unwrap(); // at-3 / rt-3
+    client.get("items").call().unwrap(); // adopted
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    srv.expire_access_tokens();
+    client.get("items").call().unwrap(); // refreshed to at-4, but the save is refused
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    srv.revoke_session();
+    assert!(matches!(
+        client.get("items").call(),
+        Err(Error::SessionExpired)
+    ));
+
+    // 2. Retries, a redirect whose target has a secret in its query, a failed refresh.
+    let fails = Arc::new(AtomicUsize::new(0));
+    let f = fails.clone();
+    let server = RawServer::start(move |req| match req.path.as_str() {
+        "/api/flaky" if f.fetch_add(1, SeqCst) == 0 => Action::Respond(503, vec![], vec![]),
+        "/api/moved" => Action::Respond(
+            302,
+            vec![b"location: /api/final?sig=SECRET-REDIRECT-QUERY".to_vec()],
+            vec![],
+        ),
+        _ if req.header("authorization") == Some("Bearer SECRET-ACCESS-OK") => {
+            Action::Respond(200, vec![], b"ok".to_vec())
+        }
+        _ => Action::Respond(
+            401,
+            vec![br#"www-authenticate: Bearer error="invalid_token""#.to_vec()],
+            vec![],
+        ),
+    });
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = attempts.clone();
+    let raw = AuthClient::builder(server.url("/api/"))
+        .proxy(None)
+        .sleeper(RecordingSleeper::default())
+        .retry(tokengate::RetryPolicy::none())
+        .refresher(move |_: &Agent, current: &Tokens| {
+            assert_eq!(current.refresh_token().unwrap().secret(), "SECRET-REFRESH");
+            if a.fetch_add(1, SeqCst) == 0 {
+                return Err(RefreshError::transient("token endpoint down"));
+            }
+            Ok(Tokens::new("SECRET-ACCESS-OK").with_refresh_token("SECRET-REFRESH"))
+        })
+        .tokens(Tokens::new("SECRET-ACCESS-OLD").with_refresh_token("SECRET-REFRESH"))
+        .build()
+        .unwrap();
+    assert!(matches!(raw.get("x").call(), Err(Error::Refresh(_)))); // refresh fails
+    raw.get("x").call().unwrap(); // refresh succeeds
+    let retrying = AuthClient::builder(server.url("/api/"))
+        .proxy(None)
+        .sleeper(RecordingSleeper::default())
+        .tokens(Tokens::new("SECRET-ACCESS-OK"))
+        .build()
+        .unwrap();
+    retrying.get("flaky").call().unwrap(); // 503, one retry
+    retrying.get("moved").call().unwrap(); // a redirect
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // What was logged, at which level.
+    for (level, needle) in [
+        (Level::Debug, "401 from http://127.0.0.1:"),
+        (
+            Level::Debug,
+            "refresh of token generation 0 started (Unauthorized)",
+        ),
+        (Level::Debug, "finished: generation"),
+        (Level::Debug, "retry 1 of 3 to http://127.0.0.1:"),
+        (Level::Debug, "after status 503"),
+        (Level::Debug, "redirect 302 from http://127.0.0.1:"),
+        (Level::Info, "adopted tokens another process stored"),
+        (Level::Info, "session ended"),
+        (Level::Warn, "could not save tokens"),
+        (Level::Warn, "failed after"),
+    ] {
+        assert!(
+            has(level, needle),
+            "no {level} record with {needle:?}: {:#?}",
+            records()
+        );
+    }
+    // Nothing secret, in any record.
+    let all = records();
+    assert!(all.len() >= 10, "{all:#?}");
+    for (_, _, message) in &all {
+        for secret in [
+            "SECRET",
+            "at-1",
+            "at-2",
+            "at-3",
+            "at-4",
+            "rt-1",
+            "rt-2",
+            "rt-3",
+            "rt-4",
+            "test-secret",
+            "/api/items",
+            "?",
+        ] {
+            assert!(!message.contains(secret), "{secret:?} in {message:?}");
+        }
+    }
+    let _ = FileStore::new(&path).map(|s| s.clear());
+}
