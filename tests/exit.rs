@@ -22,6 +22,7 @@ use tokengate::{AuthClient, Error, Event, FileStore, OAuth2Refresh, TokenStore, 
 
 const ROLE: &str = "TOKENGATE_TEST_ROLE";
 const URL: &str = "TOKENGATE_TEST_URL";
+const TOKEN_URL: &str = "TOKENGATE_TEST_TOKEN_URL";
 const FILE: &str = "TOKENGATE_TEST_FILE";
 const RUN_MS: &str = "TOKENGATE_TEST_RUN_MS";
 /// How late the token endpoint answers after rotating.
@@ -35,15 +36,18 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn client_for(url: &str, path: &Path) -> AuthClient {
-    builder_for(url, path).build().unwrap()
+fn client_for(path: &Path) -> AuthClient {
+    builder_for(path).build().unwrap()
 }
 
-fn builder_for(url: &str, path: &Path) -> tokengate::AuthClientBuilder {
+/// A client as a run of the tool builds it, from the URLs the parent passed.
+fn builder_for(path: &Path) -> tokengate::AuthClientBuilder {
+    let url = std::env::var(URL).unwrap();
+    let token_url = std::env::var(TOKEN_URL).unwrap();
     AuthClient::builder(format!("{url}/api/"))
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(format!("{url}/oauth/token"))
+            OAuth2Refresh::new(token_url)
                 .client_id("test-app")
                 .client_secret("test-secret"),
         )
@@ -56,6 +60,7 @@ fn run_tool(name: &str, role: &str, srv: &TokenServer, path: &Path, run_ms: u64)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE, role)
         .env(URL, srv.server.base_url())
+        .env(TOKEN_URL, srv.token_url())
         .env(FILE, path)
         .env(RUN_MS, run_ms.to_string())
         .output()
@@ -86,11 +91,10 @@ fn store_login_inside_the_refresh_window(srv: &TokenServer, path: &Path) {
 /// the tool calls `close()` and `std::process::exit`. The tool ends as soon as the background
 /// refresh has started its token call (it does not wait for the answer).
 fn short_tool(close_and_exit: bool) {
-    let url = std::env::var(URL).unwrap();
     let path = PathBuf::from(std::env::var_os(FILE).unwrap());
     let (tx, started) = mpsc::channel();
     let tx = Mutex::new(tx);
-    let client = builder_for(&url, &path)
+    let client = builder_for(&path)
         .on_event(move |e| {
             if matches!(e, Event::RefreshStarted { .. }) {
                 let _ = tx.lock().unwrap().send(());
@@ -158,10 +162,9 @@ fn a_tool_calling_close_then_process_exit_keeps_the_rotated_token() {
 /// A tool run of `RUN_MS` milliseconds: two threads make requests until the time is up,
 /// then `main` returns, whatever is in flight.
 fn timed_tool() {
-    let url = std::env::var(URL).unwrap();
     let path = PathBuf::from(std::env::var_os(FILE).unwrap());
     let run = Duration::from_millis(std::env::var(RUN_MS).unwrap().parse().unwrap());
-    let client = client_for(&url, &path);
+    let client = client_for(&path);
     let end = Instant::now() + run;
     let threads: Vec<_> = (0..2)
         .map(|_| {
@@ -224,6 +227,14 @@ fn tool_runs_of_random_length_never_lose_the_session() {
         let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED")).collect();
         assert!(ok > 0, "run {run} ({run_ms} ms) made no request: {out}");
         assert!(failed.is_empty(), "run {run} ({run_ms} ms): {failed:?}");
+        // Whatever the run was doing when it ended, the file holds the server's current
+        // refresh token: nothing the server rotated was lost.
+        let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+        assert_eq!(
+            stored.refresh_token().map(|r| r.secret().to_owned()),
+            srv.state.lock().refresh.clone(),
+            "run {run} ({run_ms} ms) lost a rotated refresh token"
+        );
     }
     let s = srv.state.lock();
     eprintln!(

@@ -110,5 +110,10 @@ fn a_401_for_tokens_without_a_refresh_token_ends_the_session_once_for_every_thre
     ));
     assert_eq!(s.ended.load(SeqCst), 1);
     assert_eq!(session_expired_events(&s.events), 1);
+    assert_eq!(
+        s.events.count(is_refresh_started),
+        0,
+        "the refresher was not even called"
+    );
     assert_eq!(s.srv.refresh_calls(), 0);
 }

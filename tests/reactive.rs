@@ -174,7 +174,10 @@ fn a_401_for_insufficient_scope_does_not_refresh() {
     let refreshes = Arc::new(AtomicUsize::new(0));
     let client = stale_client(&api, &refreshes);
     let err = client.get("scope").call().unwrap_err();
-    assert!(matches!(err, Error::Unauthorized), "{err:?}");
+    assert!(
+        matches!(&err, Error::InsufficientScope { status: 401, scope } if scope.as_deref() == Some("admin")),
+        "{err:?}"
+    );
     assert_eq!(api.calls(), 1);
     assert_eq!(refreshes.load(Ordering::SeqCst), 0);
 }

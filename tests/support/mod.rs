@@ -50,6 +50,10 @@ pub struct State {
 pub struct TokenServer {
     pub server: MockServer,
     pub state: Arc<Mutex<State>>,
+    /// With a token delay: the token endpoint, on a raw TCP server that rotates as soon as a
+    /// request arrives and answers `delay` later (httpmock's own delay comes *before* the
+    /// handler runs, so a client that went away would never have rotated anything).
+    late: Option<raw::RawServer>,
 }
 
 impl TokenServer {
@@ -62,7 +66,9 @@ impl TokenServer {
         Self::with_lifetime_and_delay(lifetime, Duration::ZERO)
     }
 
-    /// A server whose token endpoints take `token_delay` to answer.
+    /// A server whose token endpoints take `token_delay` to answer. The OAuth2 endpoint
+    /// rotates the refresh token when the request arrives and answers `token_delay` later,
+    /// as a real server does: a client that stops listening meanwhile has lost the new tokens.
     pub fn with_lifetime_and_delay(lifetime: Duration, token_delay: Duration) -> Self {
         let server = MockServer::start();
         let state = Arc::new(Mutex::new(State {
@@ -84,6 +90,19 @@ impl TokenServer {
             then.delay(token_delay)
                 .respond_with(move |req| oauth_token(&s, req));
         });
+        let late = (!token_delay.is_zero()).then(|| {
+            let s = state.clone();
+            raw::RawServer::start(move |req| {
+                let auth = req.header("authorization").map(str::to_owned);
+                let (status, body) = oauth_grant(&s, &req.body, auth, token_delay);
+                std::thread::sleep(token_delay);
+                raw::Action::Respond(
+                    status,
+                    vec![b"content-type: application/json".to_vec()],
+                    body.to_string().into_bytes(),
+                )
+            })
+        });
         let s = state.clone();
         server.mock(move |when, then| {
             when.method(POST).path("/json/refresh");
@@ -95,7 +114,11 @@ impl TokenServer {
             when.path_prefix("/api/");
             then.respond_with(move |req| api(&s, req));
         });
-        TokenServer { server, state }
+        TokenServer {
+            server,
+            state,
+            late,
+        }
     }
 
     /// A fresh login: new access and refresh tokens, un-revokes the session.
@@ -109,7 +132,10 @@ impl TokenServer {
     }
 
     pub fn token_url(&self) -> String {
-        self.server.url("/oauth/token")
+        match &self.late {
+            Some(late) => late.url("/oauth/token"),
+            None => self.server.url("/oauth/token"),
+        }
     }
 
     pub fn json_url(&self) -> String {
@@ -160,10 +186,15 @@ impl TokenServer {
 
 impl State {
     fn mint(&mut self) -> (String, String) {
+        self.mint_answered_in(Duration::ZERO)
+    }
+
+    /// Mints tokens whose lifetime starts when they are delivered, `answered_in` from now.
+    fn mint_answered_in(&mut self, answered_in: Duration) -> (String, String) {
         self.next_id += 1;
         let access = format!("at-{}", self.next_id);
         let refresh = format!("rt-{}", self.next_id);
-        let exp = Instant::now() + self.lifetime;
+        let exp = Instant::now() + answered_in + self.lifetime;
         self.access.insert(access.clone(), exp);
         if let Some(old) = self.refresh.replace(refresh.clone()) {
             self.rotated.insert(old);
@@ -173,6 +204,14 @@ impl State {
 
     /// The refresh_token grant with rotation and reuse detection.
     fn rotate(&mut self, presented: &str) -> Result<(String, String), ()> {
+        self.rotate_answered_in(presented, Duration::ZERO)
+    }
+
+    fn rotate_answered_in(
+        &mut self,
+        presented: &str,
+        answered_in: Duration,
+    ) -> Result<(String, String), ()> {
         self.refresh_calls += 1;
         if self.rotated.contains(presented) {
             self.reuse_detected += 1;
@@ -183,7 +222,7 @@ impl State {
         if self.revoked || self.refresh.as_deref() != Some(presented) {
             return Err(());
         }
-        Ok(self.mint())
+        Ok(self.mint_answered_in(answered_in))
     }
 }
 
@@ -223,19 +262,34 @@ fn json(status: u16, body: serde_json::Value) -> HttpMockResponse {
 }
 
 fn oauth_token(state: &Mutex<State>, req: &HttpMockRequest) -> HttpMockResponse {
-    let f = form(req.body_ref());
+    let auth = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    let (status, body) = oauth_grant(state, req.body_ref(), auth, Duration::ZERO);
+    json(status, body)
+}
+
+/// The token endpoint's logic: the refresh_token grant, rotated now, for an answer delivered
+/// `answered_in` from now.
+fn oauth_grant(
+    state: &Mutex<State>,
+    body: &[u8],
+    auth: Option<String>,
+    answered_in: Duration,
+) -> (u16, serde_json::Value) {
+    let f = form(body);
     let mut s = state.lock();
-    if let Some(auth) = req.headers().get("authorization") {
-        s.token_endpoint_auth
-            .push(auth.to_str().unwrap_or("?").to_owned());
+    if let Some(auth) = auth {
+        s.token_endpoint_auth.push(auth);
     }
     if f.get("grant_type").map(String::as_str) != Some("refresh_token") {
         s.refresh_calls += 1;
-        return json(400, serde_json::json!({"error": "unsupported_grant_type"}));
+        return (400, serde_json::json!({"error": "unsupported_grant_type"}));
     }
     let presented = f.get("refresh_token").cloned().unwrap_or_default();
-    match s.rotate(&presented) {
-        Ok((access, refresh)) => json(
+    match s.rotate_answered_in(&presented, answered_in) {
+        Ok((access, refresh)) => (
             200,
             serde_json::json!({
                 "access_token": access,
@@ -244,7 +298,7 @@ fn oauth_token(state: &Mutex<State>, req: &HttpMockRequest) -> HttpMockResponse 
                 "refresh_token": refresh,
             }),
         ),
-        Err(()) => json(400, serde_json::json!({"error": "invalid_grant"})),
+        Err(()) => (400, serde_json::json!({"error": "invalid_grant"})),
     }
 }
 
