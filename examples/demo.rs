@@ -149,6 +149,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for w in workers {
         w.join().expect("worker panicked");
     }
+    // The end of the program: close() waits for a background refresh still on the wire and
+    // saves what it brings (dropping the last handle would do the same, silently).
+    log("main", "close(): waits for a refresh in flight, if any");
+    client.close()?;
 
     let ok = tally.ok.load(Ordering::Relaxed);
     let expired = tally.session_expired.load(Ordering::Relaxed);
