@@ -168,7 +168,14 @@ fn retries_and_redirects_share_one_call_without_resetting_each_other() {
     // And redirects are not given back by a retry: 302 ×3, 503, 302 ×2, then a 6th 302:
     // TooManyRedirects after the first request, 5 redirect hops and 1 retry.
     let api = scripted(
-        vec![Redirect, Redirect, Redirect, Status(503), Redirect, Redirect],
+        vec![
+            Redirect,
+            Redirect,
+            Redirect,
+            Status(503),
+            Redirect,
+            Redirect,
+        ],
         Redirect,
     );
     let sleeper = Arc::new(RecordingSleeper::default());

@@ -12,6 +12,7 @@
 
 pub mod faults;
 pub mod raw;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
