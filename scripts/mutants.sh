@@ -54,7 +54,7 @@ done
 
 test_args=()
 if [ "${MUTANTS_FULL:-0}" != 1 ]; then
-    test_args=(-- --skip sixty_four_threads_under_injected_faults
+    test_args=(-- -- --skip sixty_four_threads_under_injected_faults
         --skip processes_sharing_a_file_store_refresh_once_per_expiry
         --skip a_writer_killed_at_random_moments_never_leaves_a_broken_file)
 fi
