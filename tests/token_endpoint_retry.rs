@@ -194,8 +194,9 @@ fn a_5xx_other_than_503_is_one_call_since_the_server_may_have_rotated() {
 fn a_timeout_after_sending_is_one_call() {
     let api = api();
     let token = StrictTokenServer::start(vec![Answer::AfterThenHang]);
-    // The server never answers: the timeout is the fault under test, not a limit on speed.
-    let r = run(&api, token.server.url("/token"), Duration::from_millis(300));
+    // The server never answers: the timeout is the fault under test, not a limit on speed
+    // (a second is ample for connecting and sending on loopback, however loaded).
+    let r = run(&api, token.server.url("/token"), Duration::from_secs(1));
     let err = r.client.get("x").call().unwrap_err();
     assert!(
         matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(tokengate::ureq::Error::Timeout(_)))),
