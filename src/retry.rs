@@ -323,13 +323,29 @@ mod tests {
             t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
             1_709_164_800
         );
+        // A leap second is a valid time.
+        let t = parse_http_date("Sat, 31 Dec 2016 23:59:60 GMT").unwrap();
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            1_483_228_800
+        );
+        // Each is wrong in exactly one way, so each check is needed on its own.
         for bad in [
             "",
             "soon",
             "Sun, 06 Nov 1994 08:49:37",
+            "Sun, 00 Nov 1994 08:49:37 GMT",
             "Sun, 32 Nov 1994 08:49:37 GMT",
             "Sun, 06 Foo 1994 08:49:37 GMT",
-            "Sun, 06 Nov 1994 25:00:00 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:60:37 GMT",
+            "Sun, 06 Nov 1994 08:49:61 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sun, 06 Nov 10000 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 06 Nov 1994 08:49:37 GMT later",
+            "Sun, 06 Nov 1994 08:49:37:00 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
             "x, 1 Jan 1 0:0:0 GMT GMT",
         ] {
             assert!(parse_http_date(bad).is_none(), "{bad}");

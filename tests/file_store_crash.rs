@@ -1,6 +1,8 @@
 //! A process writing tokens in a loop is killed with SIGKILL at random moments, many times:
 //! after every kill the file parses and holds one complete token set, never older than the
-//! last save the child had finished.
+//! last save the child had finished. The test keeps killing until at least
+//! `MIN_INTERRUPTED` of the kills interrupted a write (they left a temporary file behind), so
+//! it cannot pass without having tested the case it is about; about a third of kills do.
 //!
 //! The test re-executes its own binary (`current_exe() <test name> --exact`) with
 //! `TOKENGATE_TEST_ROLE=writer` for the child.
@@ -12,7 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokengate::{FileStore, TokenStore, Tokens};
 
+/// At least this many kills …
 const KILLS: usize = 40;
+/// … and as many more as it takes (up to `MAX_KILLS`) until this many interrupted a write.
+const MIN_INTERRUPTED: usize = 10;
+const MAX_KILLS: usize = 400;
 /// Tokens are large so that a write takes long enough to be interrupted part-way.
 const PAD: usize = 12 * 1024;
 /// Kill delay after the child's first completed save: 0 to this many microseconds.
@@ -68,7 +74,10 @@ fn a_writer_killed_at_random_moments_never_leaves_a_broken_file() {
 
     let mut last = 0;
     let mut left_temp_file = 0;
-    for kill in 0..KILLS {
+    let mut kills = 0;
+    while kills < KILLS || (left_temp_file < MIN_INTERRUPTED && kills < MAX_KILLS) {
+        let kill = kills;
+        kills += 1;
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "a_writer_killed_at_random_moments_never_leaves_a_broken_file",
@@ -116,8 +125,12 @@ fn a_writer_killed_at_random_moments_never_leaves_a_broken_file() {
         }
     }
     eprintln!(
-        "{KILLS} kills; {left_temp_file} of them interrupted a write (a temporary file was left); \
+        "{kills} kills; {left_temp_file} of them interrupted a write (a temporary file was left); \
          last complete set {last}"
+    );
+    assert!(
+        left_temp_file >= MIN_INTERRUPTED,
+        "only {left_temp_file} of {kills} kills interrupted a write: the crash case was not tested"
     );
 
     // The next save cleans up whatever a kill left, and only the file and its lock remain.

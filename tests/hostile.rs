@@ -18,11 +18,18 @@ fn api() -> RawServer {
     })
 }
 
+/// Long enough for any loaded machine: only a server that never answers reaches it.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn client_with_token_server(api: &RawServer, token: &RawServer) -> AuthClient {
+    client_with_token_timeout(api, token, TOKEN_TIMEOUT)
+}
+
+fn client_with_token_timeout(api: &RawServer, token: &RawServer, timeout: Duration) -> AuthClient {
     AuthClient::builder(api.url("/"))
         .proxy(None)
         .retry(RetryPolicy::none())
-        .token_timeout(Duration::from_millis(300))
+        .token_timeout(timeout)
         .refresher(OAuth2Refresh::new(token.url("/token")))
         .tokens(Tokens::new("SECRET-old-access").with_refresh_token("SECRET-refresh"))
         .build()
@@ -83,8 +90,10 @@ fn unusable_token_responses_are_typed_errors_and_keep_the_tokens() {
 #[test]
 fn a_token_endpoint_that_never_answers_times_out_and_keeps_the_tokens() {
     let api = api();
-    let token = RawServer::start(|_| Action::Hang(Duration::from_secs(5)));
-    let c = client_with_token_server(&api, &token);
+    // The server never answers (until the test is over): the timeout is the fault under
+    // test, not a limit on how fast anything must be.
+    let token = RawServer::start(|_| Action::Hang(TOKEN_TIMEOUT * 2));
+    let c = client_with_token_timeout(&api, &token, Duration::from_millis(300));
     let err = c.get("x").call().unwrap_err();
     assert!(
         matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(ureq::Error::Timeout(_)))),

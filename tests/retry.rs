@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use parking_lot::Mutex;
 use support::raw::{Action, RawServer};
 use support::{RecordingSleeper, TokenServer};
-use tokengate::{AuthClient, Error, ManualClock, RefreshError, RetryPolicy, Tokens};
+use tokengate::{AuthClient, Error, ManualClock, RefreshError, RetryPolicy, Sleeper, Tokens};
 
 fn respond(status: u16, headers: &[&str], body: &str) -> Action {
     Action::Respond(
@@ -349,8 +349,43 @@ fn streamed_bodies_are_never_retried_or_replayed() {
 }
 
 #[test]
+fn max_delay_caps_the_backoff_and_retry_after() {
+    let sleeper = Arc::new(RecordingSleeper::default());
+    let server = scripted(vec![
+        (503, vec!["retry-after: 3600"]),
+        (503, vec![]),
+        (503, vec![]),
+    ]);
+    let policy = RetryPolicy::new()
+        .max_retries(2)
+        .base_delay(Duration::from_millis(1500))
+        .max_delay(Duration::from_secs(2));
+    let c = client(&server, &sleeper).retry(policy).build().unwrap();
+    // Two retries (not the default three), then the third 503 is final.
+    assert!(matches!(c.get("x").call(), Err(Error::StatusCode(503))));
+    assert_eq!(server.requests(), 3);
+    let sleeps = sleeper.sleeps();
+    assert_eq!(sleeps[0], Duration::from_secs(2), "Retry-After capped");
+    assert!(sleeps[1] <= Duration::from_secs(2), "{sleeps:?}");
+    assert_eq!(sleeps.len(), 2);
+}
+
+#[test]
 fn invalid_retry_policies_are_rejected_by_build() {
     let b = || AuthClient::builder("http://127.0.0.1:1/").tokens(Tokens::new("t"));
+    // The limits themselves are allowed.
+    assert!(b()
+        .retry(RetryPolicy::new().max_retries(tokengate::MAX_RETRIES_LIMIT))
+        .build()
+        .is_ok());
+    assert!(b()
+        .retry(
+            RetryPolicy::new()
+                .base_delay(Duration::from_secs(3))
+                .max_delay(Duration::from_secs(3))
+        )
+        .build()
+        .is_ok());
     assert!(matches!(
         b().retry(RetryPolicy::new().max_retries(11)).build(),
         Err(Error::Config(_))
@@ -411,4 +446,37 @@ fn http_date(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[test]
+fn backoff_is_jittered() {
+    // Full jitter draws each wait from [0, ceiling]. Nine waits that are all equal, or all
+    // within a millisecond of zero, would mean no jitter (or no backoff); by chance, that
+    // happens with a probability far below 10^-20.
+    let sleeper = Arc::new(RecordingSleeper::default());
+    for _ in 0..3 {
+        let server = scripted(vec![(503, vec![]), (503, vec![]), (503, vec![])]);
+        let c = client(&server, &sleeper).build().unwrap();
+        assert!(c.get("x").call().is_ok());
+    }
+    let sleeps = sleeper.sleeps();
+    assert_eq!(sleeps.len(), 9);
+    assert!(
+        sleeps.iter().any(|d| *d > Duration::from_millis(1)),
+        "{sleeps:?}"
+    );
+    let mut distinct = sleeps.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(distinct.len() > 1, "{sleeps:?}");
+}
+
+#[test]
+fn the_default_sleeper_really_waits() {
+    // A lower bound only: `thread::sleep` never returns early, however loaded the machine.
+    let start = std::time::Instant::now();
+    tokengate::ThreadSleeper.sleep(Duration::from_millis(20));
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    let boxed: Box<dyn Sleeper> = Box::new(tokengate::ThreadSleeper);
+    assert_eq!(format!("{boxed:?}"), "Sleeper");
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{refused_addr, Api, Recorder, HANG_GUARD};
+use helpers::{refused_addr, release_together, Api, ClientSlot, Recorder, TempDir, HANG_GUARD};
 use tokengate::ureq::Agent;
 use tokengate::{
     AuthClient, ClientCredentials, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
@@ -259,11 +259,8 @@ fn api_side_errors_never_print_secrets() {
 
     client.clear_tokens().unwrap();
     errors.push(("no tokens", client.get("x").call().unwrap_err()));
-    errors.push(("panicked", Error::RefresherPanicked));
-    errors.push((
-        "store",
-        Error::Store(Arc::new(std::io::Error::other("disk full"))),
-    ));
+    errors.push(("panicked", refresher_panicked_error()));
+    errors.push(("store", corrupt_store_error(&api)));
 
     let kinds: Vec<String> = errors
         .iter()
@@ -276,6 +273,8 @@ fn api_side_errors_never_print_secrets() {
         })
         .collect();
     for expected in [
+        "RefresherPanicked",
+        "Store",
         "StatusCode",
         "InvalidHeader",
         "InvalidUrl",
@@ -295,6 +294,61 @@ fn api_side_errors_never_print_secrets() {
     for (what, e) in &errors {
         assert_error_clean(what, e);
     }
+}
+
+/// The error a thread gets when the refresh it waited on panicked. The panic message carries
+/// every secret the refresher could see; the waiter's error must carry none of them.
+fn refresher_panicked_error() -> Error {
+    let api = Api::start(&[]);
+    let slot = ClientSlot::default();
+    let s = slot.clone();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(
+            move |_: &Agent, current: &Tokens| -> Result<Tokens, RefreshError> {
+                s.wait_for_waiters(1);
+                panic!(
+                    "refresher bug (expected by the test) with {} {} {CS}",
+                    current.access_token().secret(),
+                    current.refresh_token().unwrap().secret()
+                );
+            },
+        )
+        .tokens(secret_tokens())
+        .build()
+        .unwrap();
+    slot.set(&client);
+    let mut results: Vec<_> = release_together(2, &client, |_, c| c.get("x").call())
+        .into_iter()
+        .map(|h| h.join())
+        .collect();
+    slot.clear();
+    results.retain(Result::is_ok); // the thread that ran the refresher panicked
+    assert_eq!(results.len(), 1);
+    let err = results.pop().unwrap().unwrap().unwrap_err();
+    assert!(matches!(err, Error::RefresherPanicked), "{err:?}");
+    err
+}
+
+/// A request's error when the token file holds the secrets but cannot be used.
+fn corrupt_store_error(api: &Api) -> Error {
+    let dir = TempDir::new("secrets-corrupt-store");
+    let path = dir.path("tokens.json");
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .store(tokengate::FileStore::new(&path).unwrap())
+        .tokens(secret_tokens())
+        .build()
+        .unwrap();
+    // Valid JSON, but the access token has a space (and so cannot be sent).
+    std::fs::write(
+        &path,
+        format!(r#"{{"version":1,"access_token":"{ACC} {CS}","refresh_token":"{REF}"}}"#),
+    )
+    .unwrap();
+    let err = client.get("x").call().unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+    err
 }
 
 #[test]

@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use helpers::{refused_addr, release_together, Api, Recorder, Silent, HANG_GUARD};
+use helpers::{
+    refused_addr, release_together, Api, ClientSlot, Recorder, Silent, TempDir, HANG_GUARD,
+};
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, Error, Event, JsonRefresh, MemoryStore, OAuth2Refresh, Refresh, RefreshError,
-    TokenStore, Tokens,
+    AuthClient, Error, Event, FileStore, JsonRefresh, MemoryStore, OAuth2Refresh, Refresh,
+    RefreshError, TokenStore, Tokens,
 };
 
 fn stored_refresh_token(store: &MemoryStore) -> Option<String> {
@@ -255,4 +257,81 @@ fn an_unreachable_or_silent_token_endpoint_keeps_the_session() {
         ),
         "{cause:?}"
     );
+}
+
+/// The session ends while every thread is known to be inside the one refresh: the refresher
+/// is held until the other N-1 threads wait on it, then the server answers `invalid_grant`.
+/// Tokens live in a `FileStore`; a second client on the same file stands in for another
+/// process (separate `FileStore`s coordinate exactly as processes do).
+#[test]
+fn a_session_ending_under_forced_overlap_ends_once_and_everywhere() {
+    const N: usize = 8;
+    let srv = TokenServer::start();
+    let dir = TempDir::new("session-end-overlap");
+    let path = dir.path("tokens.json");
+    let slot = ClientSlot::default();
+    let s = slot.clone();
+    let oauth = OAuth2Refresh::new(srv.token_url())
+        .client_id("test-app")
+        .client_secret("test-secret");
+    let expired = Arc::new(AtomicUsize::new(0));
+    let e = expired.clone();
+    let events = Recorder::new();
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            s.wait_for_waiters(N - 1);
+            oauth.refresh(agent, current)
+        })
+        .store(FileStore::new(&path).unwrap())
+        .tokens(srv.login())
+        .on_session_expired(move || {
+            e.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    slot.set(&client);
+    // The other process: loads the login from the file and uses it.
+    let other = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(other.get("me").call().unwrap().status(), 200);
+    srv.revoke_session();
+
+    let handles = release_together(N, &client, |_, c| c.get("me").call().map(|r| r.status()));
+    for h in handles {
+        let err = h.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::SessionExpired), "{err:?}");
+    }
+    slot.clear();
+    assert_eq!(srv.refresh_calls(), 1, "one token call");
+    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(expired.load(Ordering::SeqCst), 1, "the listener ran once");
+    assert_eq!(events.count(|e| *e == Event::SessionExpired), 1);
+    assert_eq!(events.count(|e| matches!(e, Event::Waited { .. })), N - 1);
+    assert!(client.tokens().is_none());
+    assert!(!path.exists(), "the token file is cleared");
+    assert!(FileStore::new(&path).unwrap().load().unwrap().is_none());
+
+    // The other process sees the logout on its next request, without calling the token
+    // endpoint or the API.
+    let api_calls = srv.api_calls();
+    let err = other.get("me").call().unwrap_err();
+    assert!(
+        matches!(err, Error::NoTokens | Error::SessionExpired),
+        "{err:?}"
+    );
+    assert!(other.tokens().is_none());
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.api_calls(), api_calls);
+    assert!(!path.exists());
+
+    // A new login in either process restores service for both.
+    other.set_tokens(srv.login()).unwrap();
+    let mut r = client.get("me").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+    assert_eq!(expired.load(Ordering::SeqCst), 1);
 }

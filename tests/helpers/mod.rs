@@ -442,3 +442,57 @@ pub fn release_together<T: Send + 'static>(
         })
         .collect()
 }
+
+/// Lets a refresher closure, given to the builder before the client exists, ask the client
+/// how many threads wait on its refresh (`AuthClient::refresh_waiters`).
+#[derive(Clone, Default)]
+pub struct ClientSlot(Arc<Mutex<Option<tokengate::AuthClient>>>);
+
+impl ClientSlot {
+    pub fn set(&self, c: &tokengate::AuthClient) {
+        *self.0.lock().unwrap() = Some(c.clone());
+    }
+
+    pub fn waiters(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |c| c.refresh_waiters())
+    }
+
+    /// Blocks until `n` threads wait on the running refresh (bounded by [`HANG_GUARD`]).
+    pub fn wait_for_waiters(&self, n: usize) {
+        wait_until(&format!("{n} threads waiting on the refresh"), || {
+            self.waiters() == n
+        });
+    }
+
+    /// Breaks the client → refresher → slot → client cycle.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().take();
+    }
+}
+
+/// A fresh, empty directory for one test under Cargo's scratch space, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -13,6 +13,7 @@
 pub mod faults;
 pub mod login;
 pub mod raw;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -45,6 +46,35 @@ pub struct State {
     pub api_401s: u64,
     /// Every `Authorization` header value seen by the token endpoint (must be Basic, never Bearer).
     pub token_endpoint_auth: Vec<String>,
+    /// When generation N (`at-N`/`rt-N`) was minted: `minted_at[N - 1]`.
+    pub minted_at: Vec<Instant>,
+    /// Every refresh_token grant call, in arrival order.
+    pub token_calls: Vec<TokenCall>,
+    /// API calls that carried an `x-request-id` header, by that id, in arrival order.
+    pub api_attempts: HashMap<String, Vec<ApiAttempt>>,
+}
+
+/// One call of the refresh_token grant.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenCall {
+    pub arrived: Instant,
+    /// N of the presented `rt-N`, if it was one of ours.
+    pub presented: Option<u64>,
+}
+
+/// One API call, as the server saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiAttempt {
+    pub status: u16,
+    /// N of the presented `at-N`, if it was one of ours.
+    pub generation: Option<u64>,
+    /// The token was one of ours and past its server-side lifetime when the call arrived.
+    pub expired: bool,
+}
+
+/// N of a token named `{prefix}N`.
+fn generation_of(token: &str, prefix: &str) -> Option<u64> {
+    token.strip_prefix(prefix)?.parse().ok()
 }
 
 pub struct TokenServer {
@@ -83,6 +113,9 @@ impl TokenServer {
             api_calls: 0,
             api_401s: 0,
             token_endpoint_auth: Vec::new(),
+            minted_at: Vec::new(),
+            token_calls: Vec::new(),
+            api_attempts: HashMap::new(),
         }));
         let s = state.clone();
         server.mock(move |when, then| {
@@ -194,8 +227,10 @@ impl State {
         self.next_id += 1;
         let access = format!("at-{}", self.next_id);
         let refresh = format!("rt-{}", self.next_id);
-        let exp = Instant::now() + answered_in + self.lifetime;
-        self.access.insert(access.clone(), exp);
+        let now = Instant::now();
+        self.minted_at.push(now);
+        self.access
+            .insert(access.clone(), now + answered_in + self.lifetime);
         if let Some(old) = self.refresh.replace(refresh.clone()) {
             self.rotated.insert(old);
         }
@@ -213,6 +248,10 @@ impl State {
         answered_in: Duration,
     ) -> Result<(String, String), ()> {
         self.refresh_calls += 1;
+        self.token_calls.push(TokenCall {
+            arrived: Instant::now(),
+            presented: generation_of(presented, "rt-"),
+        });
         if self.rotated.contains(presented) {
             self.reuse_detected += 1;
             self.revoked = true;
@@ -329,6 +368,25 @@ fn api(state: &Mutex<State>, req: &HttpMockRequest) -> HttpMockResponse {
         .as_deref()
         .and_then(|t| s.access.get(t))
         .is_some_and(|exp| *exp > now);
+    if let Some(id) = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        let generation = token.as_deref().and_then(|t| generation_of(t, "at-"));
+        let expired = generation
+            .and_then(|g| s.minted_at.get(usize::try_from(g).ok()?.checked_sub(1)?))
+            .is_some_and(|minted| now >= *minted + s.lifetime);
+        let attempt = ApiAttempt {
+            status: if live { 200 } else { 401 },
+            generation,
+            expired,
+        };
+        s.api_attempts
+            .entry(id.to_owned())
+            .or_default()
+            .push(attempt);
+    }
     if !live {
         s.api_401s += 1;
         return HttpMockResponse::builder()

@@ -2,7 +2,7 @@
 //! in the middle of a body, header values that are not UTF-8, a server that never answers.
 //! Each connection is served on its own thread; every request goes to the handler.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -138,7 +138,8 @@ fn serve(
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Option<RawRequest> {
+/// Reads one request (head and a `content-length` body); `None` at end of stream or on garbage.
+pub fn read_request(reader: &mut impl BufRead) -> Option<RawRequest> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
