@@ -4,8 +4,8 @@
 #   scripts/mutants.sh                 # the default file list (below)
 #   scripts/mutants.sh src/retry.rs    # only these files
 #
-# Default files: src/gate.rs, src/client.rs, src/retry.rs, src/redirect.rs and FileStore's
-# sources, whichever exist: src/file_store.rs, or src/store/file/**/*.rs after the split.
+# Default files: src/gate.rs, src/client.rs, src/session.rs (the refresh path), src/retry.rs,
+# src/redirect.rs and FileStore's sources, src/store/file/**/*.rs.
 #
 # Environment (all optional):
 #   MUTANTS_BUDGET   whole run, in seconds (default 1500). The run is then interrupted;
@@ -41,7 +41,7 @@ export CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
     shopt -s nullglob globstar
-    for f in src/gate.rs src/client.rs src/retry.rs src/redirect.rs src/file_store.rs \
+    for f in src/gate.rs src/client.rs src/session.rs src/retry.rs src/redirect.rs \
         src/store/file/**/*.rs; do
         [ -f "$f" ] && files+=("$f")
     done
