@@ -4,7 +4,12 @@
 /// [`AuthClientBuilder::on_event`](crate::AuthClientBuilder::on_event).
 ///
 /// Events are delivered synchronously on the thread where they happen (so
-/// `std::thread::current()` tells which thread), with no lock held. They carry no secrets.
+/// `std::thread::current()` tells which thread), with no lock of the client held. They carry
+/// no secrets. `RefreshStarted`, and `Retrying` for the token endpoint, are reported by the
+/// thread leading a refresh while it runs (with a shared store, while it holds the store's
+/// lock): from those, a call back into the client that needs a refresh or a store write
+/// returns [`Error::Reentrant`](crate::Error::Reentrant) at once. The others are reported after
+/// the refresh, when the client may be called freely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

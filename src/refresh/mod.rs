@@ -23,7 +23,9 @@ use crate::error::RefreshError;
 use crate::tokens::{Tokens, MAX_EXPIRES_IN};
 
 /// A way to get new tokens. tokengate calls it from at most one thread at a time per client
-/// (the refresh gate), with no lock held.
+/// (the refresh gate), with no lock of the client held; with a shared store
+/// ([`FileStore`](crate::FileStore)), while the thread holds the store's lock, so that no other
+/// process refreshes at the same time.
 ///
 /// Implemented by [`OAuth2Refresh`], [`JsonRefresh`], [`ClientCredentials`] and by any closure
 /// `Fn(&ureq::Agent, &Tokens) -> Result<Tokens, RefreshError>`:
