@@ -159,6 +159,8 @@ pub use refresh::{
 pub use request::RequestBuilder;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
 pub use store::file::FileStore;
+#[cfg(feature = "redis")]
+pub use store::redis::RedisStore;
 pub use store::{LockedWrite, MemoryStore, Revision, StoreLock, Stored, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
 

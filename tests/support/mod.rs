@@ -13,6 +13,7 @@
 pub mod faults;
 pub mod login;
 pub mod raw;
+pub mod redis;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
