@@ -1,0 +1,169 @@
+//! Scenario `redis` (feature `redis`): the per-request cost of a session kept in Redis.
+//! `AuthClient` with a `RedisStore` against `AuthClient` with the default `MemoryStore`, both
+//! with a valid token, at 1 and 16 threads, interleaved rounds. Redis is meant to be off the
+//! request path (a background read at most once per poll interval): the two should be the
+//! same within noise. The bench starts its own `redis-server` (loopback, a free port, a temp
+//! dir) and counts the commands Redis ran while the rounds were measured.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
+
+use super::contenders::{self, Contender, Kind};
+use super::server::Server;
+use super::{kreq, median, setup, throughput, Opts};
+
+// The test suite's launcher and RESP client; the bench uses part of them.
+#[allow(dead_code)]
+#[path = "../../tests/support/redis.rs"]
+mod launcher;
+
+pub fn scenario(server: &Server, opts: &Opts) -> String {
+    let (reps, dur) = if opts.quick {
+        (1, Duration::from_millis(200))
+    } else {
+        (9, Duration::from_millis(250))
+    };
+    let warm = Duration::from_millis(100);
+    let redis = launcher::RedisServer::start();
+    let sess = server.new_session(Duration::ZERO, None);
+    let s = setup(
+        server,
+        contenders::api_agent(),
+        &sess.live_access,
+        &sess.refresh,
+    );
+    let memory = contenders::build(Kind::Auth, &s);
+
+    // The session in Redis, as a login on another machine stored it.
+    let session = "bench:session";
+    RedisStore::open(redis.url(), session)
+        .expect("open RedisStore")
+        .save(
+            &Tokens::new(s.access.clone())
+                .with_refresh_token(s.refresh.clone())
+                .with_expires_in(s.expires_in),
+        )
+        .expect("save the session to Redis");
+    let redis_client = AuthClient::builder(s.base_url.clone())
+        .proxy(None)
+        .api_agent(s.api.clone())
+        .token_agent(contenders::token_agent())
+        .refresher(OAuth2Refresh::new(s.token_url.clone()))
+        .refresh_skew(s.skew)
+        .store(RedisStore::open(redis.url(), session).expect("open RedisStore"))
+        .build()
+        .expect("build AuthClient on Redis");
+    let on_redis: Arc<dyn Contender> = Arc::new(OnRedis(redis_client));
+    let rows: [(&str, &Arc<dyn Contender>); 2] = [
+        ("AuthClient, `MemoryStore`", &memory),
+        (
+            "AuthClient, `RedisStore` (default poll interval, 1 s)",
+            &on_redis,
+        ),
+    ];
+
+    let threads_list = [1usize, 16];
+    let mut rps = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
+    let mut cpu = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
+    let mut ratios = vec![Vec::new(); threads_list.len()];
+    let mut errors = 0;
+    let mut conn = redis.conn();
+    let commands = |conn: &mut launcher::Resp| {
+        ["hmget", "evalsha", "eval", "script|load"].map(|c| conn.calls_of(c))
+    };
+    let (before, mut requests) = (commands(&mut conn), 0f64);
+    let mut measured = Duration::ZERO;
+    for rep in 0..reps {
+        for (ti, &threads) in threads_list.iter().enumerate() {
+            let mut round = [0.0; 2];
+            for k in 0..rows.len() {
+                let ri = (rep + k) % rows.len();
+                let c = rows[ri].1;
+                let t = throughput(threads, warm, dur, &|| c.call());
+                errors += t.errors;
+                rps[ri][ti].push(t.rps);
+                cpu[ri][ti].push(t.client_us);
+                round[ri] = t.rps;
+                if ri == 1 {
+                    requests += t.rps * (dur + warm).as_secs_f64();
+                    measured += dur + warm;
+                }
+            }
+            ratios[ti].push(round[1] / round[0]);
+        }
+    }
+    let after = commands(&mut conn);
+    let reads = after[0] - before[0];
+    let scripts: u64 = (1..4).map(|i| after[i] - before[i]).sum();
+    drop(redis);
+
+    let mut md = format!(
+        "### A session in Redis: per-request cost\n\nRequests per second with a valid token, median of {reps} interleaved rounds of {} ms (after {} ms warm-up) per cell, every row on the same agent as the overhead scenario's first rows. The `RedisStore` row's session was loaded from a real `redis-server` on loopback (started by the bench); its requests read no Redis: change detection is one background `HMGET` at most once per poll interval. Ratio = RedisStore / MemoryStore, the median of per-round ratios (min–max of the rounds). Client CPU per request from `/proc/self/task/*/schedstat` (the background reader is not a `bench-client` thread and is not counted).\n\n| store | 1 thread | 16 threads | client CPU µs/request, 1 / 16 threads |\n|---|---:|---:|---:|\n",
+        dur.as_millis(),
+        warm.as_millis()
+    );
+    for (ri, (name, _)) in rows.iter().enumerate() {
+        let cells: Vec<String> = rps[ri].iter_mut().map(|v| kreq(median(v))).collect();
+        let cpus: Vec<String> = cpu[ri]
+            .iter_mut()
+            .map(|v| format!("{:.1}", median(v)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} |",
+            cells.join(" | "),
+            cpus.join(" / ")
+        );
+    }
+    let ratio_cells: Vec<String> = ratios
+        .iter_mut()
+        .map(|v| {
+            let m = median(v); // sorts `v`
+            format!("**{m:.3}** ({:.3}–{:.3})", v[0], v[v.len() - 1])
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "| **RedisStore / MemoryStore** | {} | |",
+        ratio_cells.join(" | ")
+    );
+    let _ = writeln!(
+        md,
+        "\nRedis commands while the RedisStore rows ran ({:.0} s, about {:.0}k requests): {reads} `HMGET` (background reads), {scripts} scripts (lock, write). Errors: {errors}.",
+        measured.as_secs_f64(),
+        requests / 1000.0
+    );
+    let m: Vec<f64> = ratios.iter_mut().map(|v| median(v)).collect();
+    let _ = writeln!(
+        md,
+        "\n**RedisStore / MemoryStore at 1 / 16 threads: {:.3} / {:.3}.** Run {} UTC.",
+        m[0],
+        m[1],
+        super::utc_now()
+    );
+    md
+}
+
+/// `AuthClient` on a `RedisStore`, called like the other contenders.
+struct OnRedis(AuthClient);
+
+impl Contender for OnRedis {
+    fn call(&self) -> Result<(), String> {
+        let mut resp = self.0.get("api").call().map_err(|e| e.to_string())?;
+        resp.body_mut().read_to_vec().map_err(|e| e.to_string())?;
+        if resp.status() == 200 {
+            Ok(())
+        } else {
+            Err(format!("status {}", resp.status()))
+        }
+    }
+    fn unauthorized(&self) -> u64 {
+        0
+    }
+    fn refreshes(&self) -> Vec<(std::time::Instant, std::time::Instant)> {
+        Vec::new()
+    }
+}
