@@ -215,7 +215,7 @@ fn a_write_is_refused_once_the_lease_ran_out_and_another_process_moved_on() {
 fn a_live_holder_keeps_its_lease_beyond_its_length() {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
-    let lease = Duration::from_millis(600);
+    let lease = Duration::from_millis(900);
     let holder = store(&redis, "renew").lease(lease);
     let waiter = store(&redis, "renew").lock_timeout(Duration::from_millis(50));
     let held = holder.lock().unwrap().unwrap();

@@ -136,6 +136,11 @@ use crate::tokens::Tokens;
 /// the next holder refreshes with the token the paused one already used. A provider with a
 /// reuse grace window tolerates both.
 ///
+/// # Threads
+/// A store starts one background thread, named `tokengate-redis-poll`, with the first
+/// request that needs a read (it ends when the store is dropped), and one named
+/// `tokengate-redis-lease` for each lock while it is held (to renew the lease).
+///
 /// # Concurrent calls
 /// One `RedisStore` may be shared by several clients in a process (wrap it in an
 /// [`Arc`]): each sees the others' changes at once. Separate `RedisStore`s for one session,
