@@ -9,11 +9,11 @@ use crate::store::Revision;
 use crate::tokens::Tokens;
 
 /// The version of the file format this tokengate writes, and the only one it reads.
-pub(in crate::store) const FORMAT_VERSION: u64 = 1;
+pub(super) const FORMAT_VERSION: u64 = 1;
 
 /// Largest token file read. Two 16 KiB tokens and a scope fit many times over; anything
 /// bigger is not a token file.
-pub(in crate::store) const MAX_FILE_LEN: u64 = 256 * 1024;
+pub(super) const MAX_FILE_LEN: u64 = 256 * 1024;
 
 /// The revision of "no file".
 pub(super) const ABSENT: Revision = Revision::new(0);
