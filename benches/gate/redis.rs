@@ -96,6 +96,47 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
         }
     }
     let after = commands(&mut conn);
+    // The same two clients with an in-memory transport (no socket, no other thread): what is
+    // left is the CPU cost of a request in ureq and tokengate, where a per-request cost of
+    // the store would show undiluted.
+    let mem_setup = setup(
+        server,
+        super::memtransport::agent(None),
+        &sess.live_access,
+        &sess.refresh,
+    );
+    let memory_mem = contenders::build(Kind::Auth, &mem_setup);
+    let redis_mem: Arc<dyn Contender> = Arc::new(OnRedis(
+        AuthClient::builder(s.base_url.clone())
+            .proxy(None)
+            .api_agent(mem_setup.api.clone())
+            .token_agent(contenders::token_agent())
+            .refresher(OAuth2Refresh::new(s.token_url.clone()))
+            .refresh_skew(s.skew)
+            .store(RedisStore::open(redis.url(), session).expect("open RedisStore"))
+            .build()
+            .expect("build AuthClient on Redis"),
+    ));
+    let mem_rows = [&memory_mem, &redis_mem];
+    let mut mem_ns = vec![vec![Vec::new(); threads_list.len()]; 2];
+    let mut mem_ratios = vec![Vec::new(); threads_list.len()];
+    for rep in 0..reps {
+        for (ti, &threads) in threads_list.iter().enumerate() {
+            let mut round = [0.0; 2];
+            for k in 0..2 {
+                let ri = (rep + k) % 2;
+                let c = mem_rows[ri];
+                let t = throughput(threads, warm, dur, &|| c.call());
+                errors += t.errors;
+                // CPU-bound: ns of one core per request.
+                let cores =
+                    threads.min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+                mem_ns[ri][ti].push(1e9 * cores as f64 / t.rps.max(1.0));
+                round[ri] = t.rps;
+            }
+            mem_ratios[ti].push(round[1] / round[0]);
+        }
+    }
     let reads = after[0] - before[0];
     let scripts: u64 = (1..4).map(|i| after[i] - before[i]).sum();
     drop(redis);
@@ -129,6 +170,32 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
         md,
         "| **RedisStore / MemoryStore** | {} | |",
         ratio_cells.join(" | ")
+    );
+    let _ = writeln!(
+        md,
+        "\nWith an in-memory transport (no I/O; the same clients otherwise), ns of CPU per request (1 thread; at 16 threads: wall time × cores / requests), median of {reps} interleaved rounds:\n\n| store | 1 thread | 16 threads |\n|---|---:|---:|"
+    );
+    for (ri, name) in ["AuthClient, `MemoryStore`", "AuthClient, `RedisStore`"]
+        .iter()
+        .enumerate()
+    {
+        let cells: Vec<String> = mem_ns[ri]
+            .iter_mut()
+            .map(|v| format!("{:.0}", median(v)))
+            .collect();
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+    }
+    let mem_cells: Vec<String> = mem_ratios
+        .iter_mut()
+        .map(|v| {
+            let m = median(v); // sorts `v`
+            format!("**{m:.3}** ({:.3}–{:.3})", v[0], v[v.len() - 1])
+        })
+        .collect();
+    let _ = writeln!(
+        md,
+        "| **throughput RedisStore / MemoryStore** | {} |",
+        mem_cells.join(" | ")
     );
     let _ = writeln!(
         md,

@@ -7,7 +7,7 @@
 //!
 //! Inside one process a store has one mutex of its own besides the connection pool's:
 //! `newest`, the record with the highest generation this store has read or written (mirrored
-//! in `newest_generation`, so that a request's poll compares two numbers and locks nothing).
+//! in `newest_generation`, so that a request's poll reads two atomics and locks nothing).
 
 mod conn;
 mod lease;
@@ -350,7 +350,7 @@ impl TokenStore for RedisStore {
     /// `since: None` reads the record now (the client's `build()`; errors are returned).
     /// Otherwise no Redis round trip: returns the newest record the background reader (or a
     /// lock, or a write) has seen if it is newer than `since`, and asks for a background
-    /// read if the poll interval has passed. Never fails.
+    /// read (made once the poll interval since the last one has passed). Never fails.
     fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
         let shared = &self.shared;
         let Some(since) = since else {

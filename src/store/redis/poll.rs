@@ -1,11 +1,13 @@
-//! Change detection off the request path. Each request's [`TokenStore::poll`] only compares
-//! two numbers; at most once per poll interval it asks a background thread to read the
-//! record, and that thread alone waits on Redis. A slow or unreachable Redis never holds a
-//! request up, and an idle client does not read Redis at all.
+//! Change detection off the request path. A request's [`TokenStore::poll`] reads one atomic
+//! flag; the first request after a background read sets it and wakes the reader thread,
+//! which reads the record once the poll interval since its last read has passed, and then
+//! clears the flag. Only that thread waits on Redis: a slow or unreachable Redis never
+//! holds a request up, Redis is read at most once per interval, and an idle client does not
+//! read it at all.
 //!
 //! [`TokenStore::poll`]: crate::TokenStore::poll
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,19 +17,19 @@ use super::Shared;
 
 /// The background reader's state, shared by the store and its thread.
 pub(super) struct Poller {
-    /// When the next read is due, in milliseconds since `epoch`. Moved forward (by
-    /// compare-and-swap) by the one poll that asks for a read.
-    next_due_ms: AtomicU64,
-    epoch: Instant,
+    /// A read is wanted (or being waited for, or made). Set by a request, cleared by the
+    /// thread after its read: while it is set, requests do nothing more.
+    wanted: AtomicBool,
     /// Guarded by itself; the thread waits on `wake`.
     state: Mutex<State>,
     wake: Condvar,
 }
 
-#[derive(Default)]
 struct State {
-    /// A read was asked for and not yet started.
-    requested: bool,
+    /// The next read is not made before this (the last read plus the poll interval).
+    not_before: Option<Instant>,
+    /// The store's poll interval, as of the last request that woke the thread.
+    interval: Duration,
     /// The thread was started (it lives until `stopped`).
     started: bool,
     /// The store was dropped: the thread ends.
@@ -37,40 +39,29 @@ struct State {
 impl Poller {
     pub(super) fn new() -> Poller {
         Poller {
-            next_due_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            state: Mutex::new(State::default()),
+            wanted: AtomicBool::new(false),
+            state: Mutex::new(State {
+                not_before: None,
+                interval: Duration::ZERO,
+                started: false,
+                stopped: false,
+            }),
             wake: Condvar::new(),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Called by every poll: asks the thread for a read if one is due, at most once per
-    /// `interval`. Never waits on Redis.
+    /// Called by every poll: asks the thread for a read unless one is already wanted. Never
+    /// waits on Redis; one atomic load while a read is pending.
     pub(super) fn tick(shared: &Arc<Shared>, interval: Duration) {
         let poller = &shared.poller;
-        let now = poller.now_ms();
-        let due = poller.next_due_ms.load(Relaxed);
-        if now < due {
+        if poller.wanted.load(Ordering::Relaxed) || poller.wanted.swap(true, Ordering::AcqRel) {
             return;
-        }
-        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        let next = now.saturating_add(interval_ms);
-        if poller
-            .next_due_ms
-            .compare_exchange(due, next, Relaxed, Relaxed)
-            .is_err()
-        {
-            return; // another thread asked
         }
         let mut state = poller.state.lock();
         if state.stopped {
             return;
         }
-        state.requested = true;
+        state.interval = interval;
         if state.started {
             poller.wake.notify_one();
             return;
@@ -79,15 +70,16 @@ impl Poller {
         let spawned = std::thread::Builder::new()
             .name("tokengate-redis-poll".into())
             .spawn(move || run(&thread_shared));
-        // If no thread can be started, a later poll tries again.
         state.started = spawned.is_ok();
+        if !state.started {
+            // A later poll tries again.
+            poller.wanted.store(false, Ordering::Release);
+        }
     }
 
-    /// Delays the next background read by `interval`: the record was just read.
+    /// The record was just read (by `build()`): the next background read waits an interval.
     pub(super) fn just_read(&self, interval: Duration) {
-        let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        self.next_due_ms
-            .store(self.now_ms().saturating_add(interval_ms), Relaxed);
+        self.state.lock().not_before = Instant::now().checked_add(interval);
     }
 
     /// Ends the thread (the store was dropped). A read in progress finishes first.
@@ -97,20 +89,30 @@ impl Poller {
     }
 }
 
-/// The thread: one read per request, until stopped. A failed read (Redis unreachable, a
-/// record that does not parse) changes nothing: memory stays authoritative.
+/// The thread: one read per wakeup, at most one per interval, until stopped. A failed read
+/// (Redis unreachable, a record that does not parse) changes nothing: memory stays
+/// authoritative.
 fn run(shared: &Shared) {
+    let poller = &shared.poller;
     loop {
         {
-            let mut state = shared.poller.state.lock();
-            while !state.requested && !state.stopped {
-                shared.poller.wake.wait(&mut state);
+            let mut state = poller.state.lock();
+            while !poller.wanted.load(Ordering::Acquire) && !state.stopped {
+                poller.wake.wait(&mut state);
+            }
+            while let Some(at) = state.not_before.filter(|at| *at > Instant::now()) {
+                if state.stopped {
+                    break;
+                }
+                poller.wake.wait_until(&mut state, at);
             }
             if state.stopped {
                 return;
             }
-            state.requested = false;
         }
         let _ = shared.current();
+        let mut state = poller.state.lock();
+        state.not_before = Instant::now().checked_add(state.interval);
+        poller.wanted.store(false, Ordering::Release);
     }
 }
