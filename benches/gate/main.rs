@@ -67,6 +67,11 @@ fn main() {
         std::fs::write(svg, storm_svg(&series)).expect("write svg");
         return;
     }
+    #[cfg(feature = "redis")]
+    if args.first().map(String::as_str) == Some("--redis-spin") {
+        redis::spin_child(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--spin") {
         spin(&args[1..]);
         return;

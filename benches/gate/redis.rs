@@ -137,6 +137,21 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             mem_ratios[ti].push(round[1] / round[0]);
         }
     }
+    // The store's own share of a request: one `poll` with nothing new (what the client calls
+    // before each request), in a tight loop.
+    let polled = RedisStore::open(redis.url(), session).expect("open RedisStore");
+    let since = polled
+        .poll(None)
+        .expect("read the session")
+        .expect("a shared store answers")
+        .revision();
+    let polls = if opts.quick { 1_000_000 } else { 10_000_000 };
+    let t = std::time::Instant::now();
+    for _ in 0..polls {
+        std::hint::black_box(polled.poll(std::hint::black_box(Some(since))).ok());
+    }
+    let poll_ns = t.elapsed().as_nanos() as f64 / polls as f64;
+    let instructions = instructions_per_request(&redis.url(), session);
     let reads = after[0] - before[0];
     let scripts: u64 = (1..4).map(|i| after[i] - before[i]).sum();
     drop(redis);
@@ -199,6 +214,11 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
     );
     let _ = writeln!(
         md,
+        "\nThe store's own share: `RedisStore::poll` (called before each request) with nothing new takes {poll_ns:.1} ns ({polls} calls in a loop, one thread)."
+    );
+    let _ = writeln!(md, "\n{instructions}");
+    let _ = writeln!(
+        md,
         "\nRedis commands while the RedisStore rows ran ({:.0} s, about {:.0}k requests): {reads} `HMGET` (background reads), {scripts} scripts (lock, write). Errors: {errors}.",
         measured.as_secs_f64(),
         requests / 1000.0
@@ -232,5 +252,76 @@ impl Contender for OnRedis {
     }
     fn refreshes(&self) -> Vec<(std::time::Instant, std::time::Instant)> {
         Vec::new()
+    }
+}
+
+/// Requests made by each `--redis-spin` child under callgrind: the difference between the
+/// two counts is per request, without the setup.
+const SPIN_REQUESTS: [u64; 2] = [1_000, 3_000];
+
+/// Instructions per request with each store, counted by callgrind (unaffected by the load
+/// on the machine), or why they could not be counted.
+fn instructions_per_request(redis_url: &str, session: &str) -> String {
+    let exe = std::env::current_exe().expect("current exe");
+    let count = |store: &str, n: u64| -> Option<u64> {
+        let out = std::process::Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(&exe)
+            .args(["--redis-spin", store, &n.to_string(), redis_url, session])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        text.lines()
+            .find_map(|l| l.split_once("Collected :")?.1.trim().parse().ok())
+    };
+    let mut per = Vec::new();
+    for store in ["memory", "redis"] {
+        let [a, b] = SPIN_REQUESTS.map(|n| count(store, n));
+        let (Some(a), Some(b)) = (a, b) else {
+            return "Instructions per request: not counted (`valgrind` is not installed or failed).".into();
+        };
+        per.push(b.saturating_sub(a) as f64 / (SPIN_REQUESTS[1] - SPIN_REQUESTS[0]) as f64);
+    }
+    format!(
+        "Instructions per request with the in-memory transport, counted by callgrind (the difference between runs of {} and {} requests, one thread; independent of the machine's load): `MemoryStore` {:.0}, `RedisStore` {:.0}: **{:+.0} ({:+.2} %)**.",
+        SPIN_REQUESTS[0],
+        SPIN_REQUESTS[1],
+        per[0],
+        per[1],
+        per[1] - per[0],
+        100.0 * (per[1] - per[0]) / per[0]
+    )
+}
+
+/// `--redis-spin STORE N REDIS_URL SESSION`: N requests through AuthClient with the in-memory
+/// transport, its session in a `MemoryStore` or (STORE = `redis`) in Redis, for callgrind.
+pub fn spin_child(args: &[String]) {
+    let [store, n, url, session] = args else {
+        eprintln!("usage: --redis-spin memory|redis N REDIS_URL SESSION");
+        std::process::exit(2);
+    };
+    let n: u64 = n.parse().expect("request count");
+    let tokens = Tokens::new("at-0")
+        .with_refresh_token("rt-0")
+        .with_expires_in(Duration::from_secs(3600));
+    let builder = AuthClient::builder("http://127.0.0.1:9/")
+        .proxy(None)
+        .api_agent(super::memtransport::agent(None))
+        .refresher(OAuth2Refresh::new("http://127.0.0.1:9/token"));
+    let client = match store.as_str() {
+        "memory" => builder.tokens(tokens),
+        // The session was stored by the scenario; a long poll interval keeps the background
+        // reader's Redis reads out of the count (a request's poll is the same either way).
+        _ => builder.store(
+            RedisStore::open(url, session)
+                .expect("open RedisStore")
+                .poll_interval(Duration::from_secs(3600)),
+        ),
+    }
+    .build()
+    .expect("build AuthClient");
+    for _ in 0..n {
+        let mut resp = client.get("api").call().expect("request");
+        resp.body_mut().read_to_vec().expect("body");
     }
 }
