@@ -120,10 +120,10 @@ impl AuthClientBuilder {
     /// [`Error::RefreshTimeout`]. Defaults to the longest a refresh can take, so a waiter never
     /// gives up on a leader still inside its own bounds: the store's lock wait
     /// ([`TokenStore::lock_timeout`]: 0 for [`MemoryStore`], 180 s for a
-    /// [`FileStore`](crate::FileStore)), plus one token call per attempt (the token agent's
-    /// timeout, 30 s by default, × (1 + retries)) and the backoffs between them (the retry
-    /// policy's max delay × retries), plus 2 s to save. With default settings: 152 s, or
-    /// 332 s with a `FileStore`.
+    /// [`FileStore`](crate::FileStore) or a `RedisStore`), plus one token call per attempt
+    /// (the token agent's timeout, 30 s by default, × (1 + retries)) and the backoffs between
+    /// them (the retry policy's max delay × retries), plus 2 s to save. With default
+    /// settings: 152 s, or 332 s with a `FileStore` or `RedisStore`.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = Some(timeout);
         self

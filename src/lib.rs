@@ -81,6 +81,14 @@
 //! and logout below, device authorization and revocation); a device code only to the token
 //! endpoint.
 //!
+//! ## A fleet of machines (feature `redis`)
+//! `RedisStore` keeps one session in Redis for any number of machines: a refresh takes a
+//! lease on the session's lock and re-reads the record under it (one refresh per expiry
+//! across the fleet), writes are compare-and-set on the record's generation (a paused lock
+//! holder never overwrites newer tokens), requests never wait on Redis, and a Redis outage
+//! keeps the session (refreshes fail closed). See `RedisStore`'s docs (with the feature
+//! enabled, as on docs.rs).
+//!
 //! ## From login to logout
 //! [`Discovery`] finds an issuer's endpoints (RFC 8414 / OpenID Connect Discovery, the
 //! document's `issuer` checked against mix-ups); [`DeviceFlow`] logs a user in from a terminal
@@ -110,7 +118,7 @@
 //! | setting | default |
 //! |---|---|
 //! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime; 1 s more for lifetimes in whole seconds |
-//! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 332 s with a [`FileStore`] |
+//! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 332 s with a [`FileStore`] or `RedisStore` |
 //! | dropping the last handle, [`AuthClient::close`] | waits for a refresh on the wire: token timeout + 2 s at most |
 //! | API timeout (per phase: send, response head, body) / token-endpoint timeout (whole call) / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |
@@ -174,6 +182,8 @@ pub use request::RequestBuilder;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
 pub use stats::Stats;
 pub use store::file::FileStore;
+#[cfg(feature = "redis")]
+pub use store::redis::RedisStore;
 pub use store::{LockedWrite, MemoryStore, Revision, StoreLock, Stored, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
 

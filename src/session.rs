@@ -205,6 +205,8 @@ impl Inner {
             .stored()
             .transpose()
             .map_err(|e| Arc::new(RefreshError::Store(Arc::new(e))))?;
+        // The record this flight read under the lock (shared stores).
+        let read_revision = stored.as_ref().map(Stored::revision);
         if let Some(stored) = stored {
             // The base must be the one of the tokens this flight replaces: if memory moved on
             // (a poll adopted this very record while we waited for the lock), the flight is
@@ -289,6 +291,21 @@ impl Inner {
             // A background refresh never ends the session: the access token is still valid;
             // the refresh at expiry (or on a 401) decides.
             Err(e) if e.is_terminal() && !proactive => {
+                // A store whose lock can lapse (a lease that ran out while this process was
+                // paused) may hold a newer record by now, from a process whose refresh
+                // rotated the token the server just refused: adopt it, the session goes on.
+                if let Some(newer) = held
+                    .reread()
+                    .filter(|s| Some(s.revision()) != read_revision)
+                {
+                    let revision = newer.revision();
+                    if let Ok(adopted) = newer.into_tokens().map(|t| self.stamp(t)).transpose() {
+                        note.adopted = lead.install(adopted, false, |_, p| {
+                            self.note_revision(p, revision);
+                        });
+                        return Ok(());
+                    }
+                }
                 lead.install(None, true, |snap, p| {
                     note.store_error = held.write(snap, p).err();
                 });
@@ -717,6 +734,13 @@ impl<'a> HeldLock<'a> {
         let slot = self.slot.as_ref()?;
         let lock = slot.lock();
         Some(lock.as_ref()?.stored().cloned())
+    }
+
+    /// The record read again under the lock, if the store's lock can lapse and the read
+    /// succeeded (see [`crate::LockedWrite::reread`]).
+    fn reread(&self) -> Option<Stored> {
+        let mut lock = self.slot.as_ref()?.lock();
+        lock.as_mut()?.reread().ok().flatten().cloned()
     }
 
     /// Writes `snap` through the lock (or with `save`/`clear` for an unshared store).

@@ -8,12 +8,16 @@
 //! cargo bench --bench gate -- --write            # also update BENCHMARKS.md and docs/storm.svg
 //! cargo bench --bench gate -- alloc --alloc-sites   # where the per-request allocations happen
 //! ```
-//! Scenarios: `ceiling`, `overhead`, `storm`, `ahead`, `memory`, `alloc`.
+//! Scenarios: `ceiling`, `overhead`, `storm`, `ahead`, `memory`, `alloc`; and `redis`
+//! (`cargo bench --features redis --bench gate -- redis`: a session in Redis against one in
+//! memory; needs `redis-server`; only when named).
 //! Results always go to `target/tokengate-bench/` (Markdown, CSV, SVG) and to stdout.
 
 mod alloc;
 mod contenders;
 mod memtransport;
+#[cfg(feature = "redis")]
+mod redis;
 mod server;
 
 use std::fmt::Write as _;
@@ -63,6 +67,11 @@ fn main() {
         std::fs::write(svg, storm_svg(&series)).expect("write svg");
         return;
     }
+    #[cfg(feature = "redis")]
+    if args.first().map(String::as_str) == Some("--redis-spin") {
+        redis::spin_child(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--spin") {
         spin(&args[1..]);
         return;
@@ -79,6 +88,11 @@ fn main() {
             "--write" => opts.write = true,
             "--alloc-sites" => opts.alloc_sites = true,
             s if SCENARIOS.contains(&s) => opts.scenarios.push(s.to_owned()),
+            "redis" if cfg!(feature = "redis") => opts.scenarios.push("redis".to_owned()),
+            "redis" => {
+                eprintln!("the redis scenario needs the feature: cargo bench --features redis --bench gate -- redis");
+                std::process::exit(2);
+            }
             s if s.starts_with("--") => {} // `--bench` from cargo
             s => {
                 eprintln!("unknown scenario {s:?}; known: {}", SCENARIOS.join(", "));
@@ -111,6 +125,8 @@ fn main() {
             "ahead" => ahead(&server, &opts, &mut headline),
             "memory" => memory(&server, &opts, &mut headline),
             "alloc" => alloc_scenario(&server, &opts, &mut headline),
+            #[cfg(feature = "redis")]
+            "redis" => redis::scenario(&server, &opts),
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();
@@ -150,6 +166,11 @@ fn main() {
     std::fs::write(out_dir.join("results.md"), &all).expect("write results.md");
     println!("wrote {}", out_dir.join("results.md").display());
     if opts.write {
+        // The redis scenario alone carries its own date and load: the machine block stays
+        // the one of the full run the other sections come from.
+        if opts.scenarios == ["redis"] {
+            sections.retain(|(name, _)| name != "machine");
+        }
         write_benchmarks_md(&sections, &out_dir);
     }
 }

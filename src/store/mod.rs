@@ -1,6 +1,7 @@
 //! Where tokens live between refreshes: the [`TokenStore`] trait and [`MemoryStore`], plus the
 //! three small types a store shared by several processes speaks in ([`Revision`], [`Stored`],
-//! [`StoreLock`]). [`FileStore`](crate::FileStore) lives in `file/`.
+//! [`StoreLock`]). [`FileStore`](crate::FileStore) lives in `file/`, `RedisStore` (feature
+//! `redis`) in `redis/`.
 
 use std::fmt;
 use std::io;
@@ -11,6 +12,8 @@ use parking_lot::Mutex;
 use crate::tokens::Tokens;
 
 pub(crate) mod file;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 
 /// Persistence for tokens. The client keeps the authoritative copy in memory and writes
 /// through to the store after every change (refresh, `set_tokens`, `clear_tokens`, session
@@ -124,6 +127,16 @@ pub trait LockedWrite: Send {
     /// lock can expire (a lease) must refuse the write once it has, rather than overwrite a
     /// newer record.
     fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision>;
+
+    /// Reads the record again while the lock is held. Only a store whose lock can lapse (a
+    /// lease that ran out while its holder was paused) can see it changed by another process
+    /// since the lock was taken; such a store implements this, so that a refresh token the
+    /// server refused is first checked against a newer record before the session ends.
+    ///
+    /// Defaults to `Ok(None)`: the record cannot have changed under the lock.
+    fn reread(&mut self) -> io::Result<Option<Stored>> {
+        Ok(None)
+    }
 }
 
 /// A shared store's exclusive lock, returned by [`TokenStore::lock`], with the tokens read
@@ -160,6 +173,21 @@ impl StoreLock {
         self.stored
             .as_ref()
             .map_err(|(kind, message)| io::Error::new(*kind, message.clone()))
+    }
+
+    /// Reads the record again (see [`LockedWrite::reread`]) and returns it; `Ok(None)` when
+    /// the store's lock cannot lapse, so the record is the one [`StoreLock::stored`] returns.
+    ///
+    /// # Errors
+    /// The store's error reading the record.
+    pub fn reread(&mut self) -> io::Result<Option<&Stored>> {
+        match self.writer.reread()? {
+            Some(stored) => {
+                self.stored = Ok(stored);
+                Ok(self.stored.as_ref().ok())
+            }
+            None => Ok(None),
+        }
     }
 
     /// Writes `tokens` (`None`: logout) under the lock and returns the new revision.

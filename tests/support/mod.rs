@@ -13,6 +13,7 @@
 pub mod faults;
 pub mod login;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};

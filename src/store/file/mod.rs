@@ -13,7 +13,7 @@
 
 mod fsio;
 mod lock;
-mod record;
+pub(in crate::store) mod record;
 
 use std::fs::File;
 use std::io;
@@ -319,8 +319,12 @@ impl Shared {
             }
         };
         let id = FileId::of(&meta);
-        let parsed =
-            fsio::read_all(&file, path).and_then(|bytes| Ok((record::parse(&bytes, path)?, bytes)));
+        let parsed = fsio::read_all(&file, path).and_then(|bytes| {
+            Ok((
+                record::parse(&bytes, &format_args!("token file {}", path.display()))?,
+                bytes,
+            ))
+        });
         match parsed {
             Ok((rec, bytes)) => {
                 let stored = Stored::new(Some(rec.to_tokens()), record::revision_of(&bytes));

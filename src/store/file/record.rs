@@ -1,7 +1,8 @@
 //! The token file's format: one JSON object, versioned (see [`FileStore`](super::FileStore)).
+//! `RedisStore` keeps the same object in its record's `tokens` field.
 
+use std::fmt;
 use std::io;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::store::Revision;
@@ -19,7 +20,7 @@ pub(super) const ABSENT: Revision = Revision::new(0);
 
 /// One token set as the file holds it. No `Debug`: it holds secrets.
 #[derive(Clone, PartialEq, Eq)]
-pub(super) struct Record {
+pub(in crate::store) struct Record {
     access_token: String,
     refresh_token: Option<String>,
     expires_at_unix_ms: Option<u64>,
@@ -43,7 +44,7 @@ struct FileV1<'a> {
 }
 
 impl Record {
-    pub(super) fn from_tokens(tokens: &Tokens) -> io::Result<Record> {
+    pub(in crate::store) fn from_tokens(tokens: &Tokens) -> io::Result<Record> {
         tokens.validate().map_err(|which| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -67,7 +68,7 @@ impl Record {
         })
     }
 
-    pub(super) fn to_tokens(&self) -> Tokens {
+    pub(in crate::store) fn to_tokens(&self) -> Tokens {
         let mut t = Tokens::new(self.access_token.clone());
         if let Some(r) = &self.refresh_token {
             t = t.with_refresh_token(r.clone());
@@ -84,7 +85,7 @@ impl Record {
         t
     }
 
-    pub(super) fn to_json(&self) -> Vec<u8> {
+    pub(in crate::store) fn to_json(&self) -> Vec<u8> {
         let file = FileV1 {
             version: FORMAT_VERSION,
             access_token: &self.access_token,
@@ -120,14 +121,11 @@ fn unix_ms(ms: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
-/// Parses a token file's bytes. Error messages never quote the file's content.
-pub(super) fn parse(bytes: &[u8], path: &Path) -> io::Result<Record> {
-    let invalid = |what: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("token file {} {what}", path.display()),
-        )
-    };
+/// Parses a token file's bytes (or a Redis record's `tokens` field); `source` names it in
+/// errors ("token file /path"). Error messages never quote the content.
+pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Result<Record> {
+    let invalid =
+        |what: String| io::Error::new(io::ErrorKind::InvalidData, format!("{source} {what}"));
     if bytes.len() as u64 > MAX_FILE_LEN {
         return Err(invalid(format!(
             "is larger than {MAX_FILE_LEN} bytes: not a token file"
@@ -217,7 +215,7 @@ mod tests {
             .with_expires_at(issued + Duration::from_secs(60))
             .with_issued_at(issued);
         let rec = Record::from_tokens(&t).unwrap();
-        let back = parse(&rec.to_json(), Path::new("t.json"))
+        let back = parse(&rec.to_json(), &"token file t.json")
             .unwrap()
             .to_tokens();
         assert_eq!(back.issued_at(), Some(issued));
@@ -225,7 +223,7 @@ mod tests {
 
         // A file written by tokengate before issue times were stored.
         let old = br#"{"version":1,"access_token":"a","expires_at_unix_ms":1700000060123}"#;
-        let back = parse(old, Path::new("t.json")).unwrap().to_tokens();
+        let back = parse(old, &"token file t.json").unwrap().to_tokens();
         assert_eq!(back.issued_at(), None);
         assert!(back.expires_at().is_some());
     }
