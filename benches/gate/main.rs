@@ -7,12 +7,14 @@
 //! cargo bench --bench gate -- --quick            # a short smoke run (numbers not meaningful)
 //! cargo bench --bench gate -- --write            # also update BENCHMARKS.md and docs/storm.svg
 //! cargo bench --bench gate -- alloc --alloc-sites   # where the per-request allocations happen
+//! cargo bench --bench gate -- instructions        # instructions per request, under callgrind
 //! ```
-//! Scenarios: `ceiling`, `overhead`, `storm`, `ahead`, `memory`, `alloc`.
+//! Scenarios: `ceiling`, `overhead`, `instructions`, `storm`, `ahead`, `memory`, `alloc`.
 //! Results always go to `target/tokengate-bench/` (Markdown, CSV, SVG) and to stdout.
 
 mod alloc;
 mod contenders;
+mod instructions;
 mod memtransport;
 mod server;
 
@@ -29,7 +31,15 @@ use tokengate::OAuth2Refresh;
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
-const SCENARIOS: [&str; 6] = ["ceiling", "overhead", "storm", "ahead", "memory", "alloc"];
+const SCENARIOS: [&str; 7] = [
+    "ceiling",
+    "overhead",
+    "instructions",
+    "storm",
+    "ahead",
+    "memory",
+    "alloc",
+];
 
 struct Opts {
     quick: bool,
@@ -61,6 +71,10 @@ fn main() {
             }
         }
         std::fs::write(svg, storm_svg(&series)).expect("write svg");
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--instructions-child") {
+        instructions::child(&args[1..]);
         return;
     }
     if args.first().map(String::as_str) == Some("--spin") {
@@ -107,6 +121,7 @@ fn main() {
         let mut md = match s.as_str() {
             "ceiling" => ceiling(&server, &opts),
             "overhead" => overhead(&server, &opts, &mut headline),
+            "instructions" => instructions::scenario(opts.quick, &out_dir, &mut headline),
             "storm" => storm(&server, &opts, &out_dir, &mut headline),
             "ahead" => ahead(&server, &opts, &mut headline),
             "memory" => memory(&server, &opts, &mut headline),
