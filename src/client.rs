@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::http::{self, request::Parts, HeaderName, Method, Request, Response, Uri};
+use ureq::http::{self, request::Parts, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use ureq::{Agent, Body};
 
 use crate::challenge::{parse_bearer, BearerChallenge};
@@ -346,12 +346,8 @@ impl Inner {
         loop {
             // The token goes to the base URL's origin only; another origin's 401 is just a
             // status, and so is one to a request sent `without_auth`.
-            let generation = if !opts.without_auth && self.origin.matches(&parts.uri) {
-                let (current, generation) = self.usable_tokens()?;
-                parts
-                    .headers
-                    .insert(http::header::AUTHORIZATION, current.header.clone());
-                Some(generation)
+            let token = if !opts.without_auth && self.origin.matches(&parts.uri) {
+                Some(self.usable_tokens()?)
             } else {
                 None
             };
@@ -361,7 +357,8 @@ impl Inner {
             let can_retry = retries < self.retry.retries();
 
             Counters::bump(&self.stats.requests);
-            let mut resp = match self.send_once(&parts, &mut payload) {
+            let authorization = token.as_ref().map(|(current, _)| &current.header);
+            let mut resp = match self.send_once(&parts, authorization, &mut payload) {
                 Ok(resp) => resp,
                 Err(e) => {
                     let retryable = retry::nothing_sent(&e)
@@ -382,7 +379,7 @@ impl Inner {
             };
             let status = resp.status();
 
-            if let Some(generation) = generation {
+            if let Some((_, generation)) = token {
                 if matches!(status.as_u16(), 401 | 403) {
                     let challenge = bearer_challenge(&resp);
                     let code = challenge.as_ref().and_then(|c| c.error.as_deref());
@@ -495,19 +492,24 @@ impl Inner {
         });
     }
 
+    /// Sends one attempt: a copy of `parts` (which stay as they are, for a retry or a
+    /// redirect) with `authorization` set, if given, replacing any the caller set.
     fn send_once(
         &self,
         parts: &Parts,
+        authorization: Option<&HeaderValue>,
         payload: &mut Payload<'_>,
     ) -> Result<Response<Body>, ureq::Error> {
         let (api, configured) = (&self.api, self.api_configured);
+        let mut parts = parts.clone();
+        if let Some(value) = authorization {
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
         match payload {
-            Payload::None => {
-                transport::run(api, configured, Request::from_parts(parts.clone(), ()))
-            }
-            Payload::Bytes(b) => {
-                transport::run(api, configured, Request::from_parts(parts.clone(), *b))
-            }
+            Payload::None => transport::run(api, configured, Request::from_parts(parts, ())),
+            Payload::Bytes(b) => transport::run(api, configured, Request::from_parts(parts, *b)),
             Payload::Reader(reader) => {
                 let reader = reader.take().ok_or_else(|| {
                     ureq::Error::Io(std::io::Error::other(
@@ -515,7 +517,7 @@ impl Inner {
                     ))
                 })?;
                 let body = ureq::SendBody::from_reader(reader);
-                transport::run(api, configured, Request::from_parts(parts.clone(), body))
+                transport::run(api, configured, Request::from_parts(parts, body))
             }
         }
     }
@@ -610,9 +612,8 @@ impl Inner {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(query);
         }
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
+        // From the `String` itself: parsing a `&str` would copy it.
+        let uri = Uri::try_from(url).map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
         if self.origin.matches(&uri) {
             return Ok(uri);
         }
