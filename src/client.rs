@@ -329,13 +329,16 @@ pub(crate) struct RequestOptions {
 
 impl Inner {
     /// Runs one request to completion. Each attempt re-reads the token (it may have been
-    /// refreshed meanwhile) and attaches it only if the target is the base URL's origin.
-    /// Then, depending on the answer: a 401 goes through the refresh gate and is replayed once;
-    /// a retryable failure waits and retries (bounded by the [`RetryPolicy`]); a redirect is
-    /// followed (bounded by `max_redirects`). At most `2 + max_retries + max_redirects` requests.
+    /// refreshed meanwhile) and attaches it only if the target is the base URL's origin
+    /// (`base_origin`, as [`Inner::resolve`] found for `parts.uri`; checked again for each
+    /// redirect hop). Then, depending on the answer: a 401 goes through the refresh gate and
+    /// is replayed once; a retryable failure waits and retries (bounded by the
+    /// [`RetryPolicy`]); a redirect is followed (bounded by `max_redirects`). At most
+    /// `2 + max_retries + max_redirects` requests.
     pub(crate) fn execute(
         self: &Arc<Self>,
         mut parts: Parts,
+        mut base_origin: bool,
         mut payload: Payload<'_>,
         opts: RequestOptions,
     ) -> Result<Response<Body>, Error> {
@@ -346,7 +349,7 @@ impl Inner {
         loop {
             // The token goes to the base URL's origin only; another origin's 401 is just a
             // status, and so is one to a request sent `without_auth`.
-            let token = if !opts.without_auth && self.origin.matches(&parts.uri) {
+            let token = if base_origin && !opts.without_auth {
                 Some(self.usable_tokens()?)
             } else {
                 None
@@ -458,6 +461,7 @@ impl Inner {
                 log::debug!(target: TARGET, "redirect {} from {} to {}{}", status.as_u16(),
                     OriginOf(&parts.uri), OriginOf(&hop.uri),
                     if other_origin { " (another origin: credentials dropped)" } else { "" });
+                base_origin = self.origin.matches(&hop.uri);
                 parts.uri = hop.uri;
                 redirects += 1;
                 continue;
@@ -582,8 +586,9 @@ impl Inner {
         self as *const Inner as usize
     }
 
-    /// Resolves a request path against the base URL (see [`AuthClient::request`]).
-    pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
+    /// Resolves a request path against the base URL (see [`AuthClient::request`]). Also
+    /// returns whether the URL has the base URL's origin (the only one the token goes to).
+    pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<(Uri, bool), Error> {
         let mut url = if has_http_scheme(path) {
             path.to_owned()
         } else if path.starts_with("//") || path.starts_with("\\\\") || path.starts_with("/\\") {
@@ -615,7 +620,7 @@ impl Inner {
         // From the `String` itself: parsing a `&str` would copy it.
         let uri = Uri::try_from(url).map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
         if self.origin.matches(&uri) {
-            return Ok(uri);
+            return Ok((uri, true));
         }
         match Origin::of(&uri) {
             None => Err(Error::InvalidUrl(
@@ -624,7 +629,7 @@ impl Inner {
             Some(o) if o != self.origin && !self.allow_other_origins => Err(Error::InvalidUrl(
                 "the URL leaves the base URL's origin (see allow_other_origins)".into(),
             )),
-            Some(_) => Ok(uri),
+            Some(_) => Ok((uri, false)),
         }
     }
 }

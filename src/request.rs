@@ -157,12 +157,13 @@ impl RequestBuilder {
             return Err(e);
         }
         let inner = self.client.inner();
+        let (uri, base_origin) = inner.resolve(&self.path, &self.query)?;
         let mut request = http::Request::new(());
         *request.method_mut() = self.method;
-        *request.uri_mut() = inner.resolve(&self.path, &self.query)?;
+        *request.uri_mut() = uri;
         *request.headers_mut() = self.headers;
         let (parts, ()) = request.into_parts();
-        inner.execute(parts, body, self.options)
+        inner.execute(parts, base_origin, body, self.options)
     }
 }
 
