@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::http::{self, request::Parts, HeaderName, Method, Request, Response, Uri};
+use ureq::http::{self, request::Parts, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use ureq::{Agent, Body};
 
 use crate::challenge::{parse_bearer, BearerChallenge};
@@ -329,13 +329,16 @@ pub(crate) struct RequestOptions {
 
 impl Inner {
     /// Runs one request to completion. Each attempt re-reads the token (it may have been
-    /// refreshed meanwhile) and attaches it only if the target is the base URL's origin.
-    /// Then, depending on the answer: a 401 goes through the refresh gate and is replayed once;
-    /// a retryable failure waits and retries (bounded by the [`RetryPolicy`]); a redirect is
-    /// followed (bounded by `max_redirects`). At most `2 + max_retries + max_redirects` requests.
+    /// refreshed meanwhile) and attaches it only if the target is the base URL's origin
+    /// (`base_origin`, as [`Inner::resolve`] found for `parts.uri`; checked again for each
+    /// redirect hop). Then, depending on the answer: a 401 goes through the refresh gate and
+    /// is replayed once; a retryable failure waits and retries (bounded by the
+    /// [`RetryPolicy`]); a redirect is followed (bounded by `max_redirects`). At most
+    /// `2 + max_retries + max_redirects` requests.
     pub(crate) fn execute(
         self: &Arc<Self>,
         mut parts: Parts,
+        mut base_origin: bool,
         mut payload: Payload<'_>,
         opts: RequestOptions,
     ) -> Result<Response<Body>, Error> {
@@ -346,12 +349,8 @@ impl Inner {
         loop {
             // The token goes to the base URL's origin only; another origin's 401 is just a
             // status, and so is one to a request sent `without_auth`.
-            let generation = if !opts.without_auth && self.origin.matches(&parts.uri) {
-                let (current, generation) = self.usable_tokens()?;
-                parts
-                    .headers
-                    .insert(http::header::AUTHORIZATION, current.header.clone());
-                Some(generation)
+            let token = if base_origin && !opts.without_auth {
+                Some(self.usable_tokens()?)
             } else {
                 None
             };
@@ -361,7 +360,8 @@ impl Inner {
             let can_retry = retries < self.retry.retries();
 
             Counters::bump(&self.stats.requests);
-            let mut resp = match self.send_once(&parts, &mut payload) {
+            let authorization = token.as_ref().map(|(current, _)| &current.header);
+            let mut resp = match self.send_once(&parts, authorization, &mut payload) {
                 Ok(resp) => resp,
                 Err(e) => {
                     let retryable = retry::nothing_sent(&e)
@@ -382,7 +382,7 @@ impl Inner {
             };
             let status = resp.status();
 
-            if let Some(generation) = generation {
+            if let Some((_, generation)) = token {
                 if matches!(status.as_u16(), 401 | 403) {
                     let challenge = bearer_challenge(&resp);
                     let code = challenge.as_ref().and_then(|c| c.error.as_deref());
@@ -461,6 +461,7 @@ impl Inner {
                 log::debug!(target: TARGET, "redirect {} from {} to {}{}", status.as_u16(),
                     OriginOf(&parts.uri), OriginOf(&hop.uri),
                     if other_origin { " (another origin: credentials dropped)" } else { "" });
+                base_origin = self.origin.matches(&hop.uri);
                 parts.uri = hop.uri;
                 redirects += 1;
                 continue;
@@ -495,19 +496,24 @@ impl Inner {
         });
     }
 
+    /// Sends one attempt: a copy of `parts` (which stay as they are, for a retry or a
+    /// redirect) with `authorization` set, if given, replacing any the caller set.
     fn send_once(
         &self,
         parts: &Parts,
+        authorization: Option<&HeaderValue>,
         payload: &mut Payload<'_>,
     ) -> Result<Response<Body>, ureq::Error> {
         let (api, configured) = (&self.api, self.api_configured);
+        let mut parts = parts.clone();
+        if let Some(value) = authorization {
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, value.clone());
+        }
         match payload {
-            Payload::None => {
-                transport::run(api, configured, Request::from_parts(parts.clone(), ()))
-            }
-            Payload::Bytes(b) => {
-                transport::run(api, configured, Request::from_parts(parts.clone(), *b))
-            }
+            Payload::None => transport::run(api, configured, Request::from_parts(parts, ())),
+            Payload::Bytes(b) => transport::run(api, configured, Request::from_parts(parts, *b)),
             Payload::Reader(reader) => {
                 let reader = reader.take().ok_or_else(|| {
                     ureq::Error::Io(std::io::Error::other(
@@ -515,7 +521,7 @@ impl Inner {
                     ))
                 })?;
                 let body = ureq::SendBody::from_reader(reader);
-                transport::run(api, configured, Request::from_parts(parts.clone(), body))
+                transport::run(api, configured, Request::from_parts(parts, body))
             }
         }
     }
@@ -580,8 +586,9 @@ impl Inner {
         self as *const Inner as usize
     }
 
-    /// Resolves a request path against the base URL (see [`AuthClient::request`]).
-    pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
+    /// Resolves a request path against the base URL (see [`AuthClient::request`]). Also
+    /// returns whether the URL has the base URL's origin (the only one the token goes to).
+    pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<(Uri, bool), Error> {
         let mut url = if has_http_scheme(path) {
             path.to_owned()
         } else if path.starts_with("//") || path.starts_with("\\\\") || path.starts_with("/\\") {
@@ -610,11 +617,10 @@ impl Inner {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(query);
         }
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
+        // From the `String` itself: parsing a `&str` would copy it.
+        let uri = Uri::try_from(url).map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
         if self.origin.matches(&uri) {
-            return Ok(uri);
+            return Ok((uri, true));
         }
         match Origin::of(&uri) {
             None => Err(Error::InvalidUrl(
@@ -623,7 +629,7 @@ impl Inner {
             Some(o) if o != self.origin && !self.allow_other_origins => Err(Error::InvalidUrl(
                 "the URL leaves the base URL's origin (see allow_other_origins)".into(),
             )),
-            Some(_) => Ok(uri),
+            Some(_) => Ok((uri, false)),
         }
     }
 }

@@ -157,15 +157,13 @@ impl RequestBuilder {
             return Err(e);
         }
         let inner = self.client.inner();
-        let uri = inner.resolve(&self.path, &self.query)?;
-        let (mut parts, ()) = http::Request::builder()
-            .method(self.method)
-            .uri(uri)
-            .body(())
-            .map_err(|e| Error::InvalidUrl(e.to_string()))?
-            .into_parts();
-        parts.headers = self.headers;
-        inner.execute(parts, body, self.options)
+        let (uri, base_origin) = inner.resolve(&self.path, &self.query)?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = self.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = self.headers;
+        let (parts, ()) = request.into_parts();
+        inner.execute(parts, base_origin, body, self.options)
     }
 }
 

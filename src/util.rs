@@ -104,12 +104,24 @@ pub(crate) fn form_body<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>)
 }
 
 /// A web origin: scheme, host and port (RFC 6454). The unit the token is scoped to.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub(crate) struct Origin {
     scheme: String,
     host: String,
     port: u16,
+    /// The authority exactly as the URL it was taken from spells it, so that
+    /// [`Origin::matches`] can recognise the same spelling without parsing it again. Not part
+    /// of the origin: `host` and `HOST:443` are the same `https` origin.
+    authority: String,
 }
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        self.scheme == other.scheme && self.host == other.host && self.port == other.port
+    }
+}
+
+impl Eq for Origin {}
 
 impl Origin {
     /// The origin of an absolute `http`/`https` URI; `None` for anything else.
@@ -128,12 +140,27 @@ impl Origin {
             scheme,
             host,
             port: uri.port_u16().unwrap_or(default_port),
+            authority: uri.authority()?.as_str().to_owned(),
         })
     }
 
     /// True if `uri` has this origin. Allocates nothing (it runs for every request).
     pub(crate) fn matches(&self, uri: &ureq::http::Uri) -> bool {
-        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        let Some(scheme) = uri.scheme_str() else {
+            return false;
+        };
+        // The common case, every path resolved against the base URL: scheme and authority
+        // spelled exactly as in the URL this origin came from. Equal spellings have equal
+        // hosts and ports, so this is a shortcut only; any other spelling is parsed and
+        // compared below.
+        if scheme == self.scheme
+            && uri
+                .authority()
+                .is_some_and(|a| a.as_str() == self.authority)
+        {
+            return true;
+        }
+        let Some(host) = uri.host() else {
             return false;
         };
         let default_port = match scheme.len() {
@@ -290,5 +317,32 @@ mod tests {
         assert!(
             !has_http_scheme("http:/x") && !has_http_scheme("ftp://x") && !has_http_scheme("é")
         );
+    }
+
+    #[test]
+    fn matching_by_spelling_agrees_with_comparing_origins() {
+        let urls = [
+            "https://api.example.com/x",
+            "https://API.example.com/x",
+            "https://api.example.com:443/x",
+            "HTTPS://api.example.com:443/x",
+            "https://user@api.example.com/x",
+            "http://api.example.com/x",
+            "http://api.example.com:443/x",
+            "https://api.example.com:8443/x",
+            "https://api.example.com.evil/x",
+            "http://127.0.0.1:8080/x",
+            "http://127.0.0.1:08080/x",
+            "http://[::1]:80/x",
+            "http://[::1]/x",
+        ];
+        for base in urls {
+            let origin = Origin::of(&base.parse().unwrap()).unwrap();
+            for url in urls {
+                let uri = url.parse().unwrap();
+                let same = Origin::of(&uri).as_ref() == Some(&origin);
+                assert_eq!(origin.matches(&uri), same, "{base} vs {url}");
+            }
+        }
     }
 }

@@ -4,17 +4,20 @@
 //! ```text
 //! cargo bench --bench gate                       # everything (a few minutes on 2 cores)
 //! cargo bench --bench gate -- storm overhead     # chosen scenarios
+//! cargo bench --bench gate -- storm --storm-n 1024   # the storm at one N (references + AuthClient)
 //! cargo bench --bench gate -- --quick            # a short smoke run (numbers not meaningful)
 //! cargo bench --bench gate -- --write            # also update BENCHMARKS.md and docs/storm.svg
 //! cargo bench --bench gate -- alloc --alloc-sites   # where the per-request allocations happen
+//! cargo bench --bench gate -- instructions        # instructions per request, under callgrind
 //! ```
-//! Scenarios: `ceiling`, `overhead`, `storm`, `ahead`, `memory`, `alloc`; and `redis`
-//! (`cargo bench --features redis --bench gate -- redis`: a session in Redis against one in
-//! memory; needs `redis-server`; only when named).
+//! Scenarios: `ceiling`, `overhead`, `instructions`, `storm`, `ahead`, `memory`, `alloc`; and
+//! `redis` (`cargo bench --features redis --bench gate -- redis`: a session in Redis against
+//! one in memory; needs `redis-server`; only when named).
 //! Results always go to `target/tokengate-bench/` (Markdown, CSV, SVG) and to stdout.
 
 mod alloc;
 mod contenders;
+mod instructions;
 mod memtransport;
 #[cfg(feature = "redis")]
 mod redis;
@@ -33,12 +36,22 @@ use tokengate::OAuth2Refresh;
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
 
-const SCENARIOS: [&str; 6] = ["ceiling", "overhead", "storm", "ahead", "memory", "alloc"];
+const SCENARIOS: [&str; 7] = [
+    "ceiling",
+    "overhead",
+    "instructions",
+    "storm",
+    "ahead",
+    "memory",
+    "alloc",
+];
 
 struct Opts {
     quick: bool,
     write: bool,
     alloc_sites: bool,
+    /// `--storm-n N`: run the storm at this N only (and only the reference rows and AuthClient).
+    storm_n: Option<usize>,
     scenarios: Vec<String>,
 }
 
@@ -72,6 +85,10 @@ fn main() {
         redis::spin_child(&args[1..]);
         return;
     }
+    if args.first().map(String::as_str) == Some("--instructions-child") {
+        instructions::child(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("--spin") {
         spin(&args[1..]);
         return;
@@ -80,10 +97,19 @@ fn main() {
         quick: false,
         write: false,
         alloc_sites: false,
+        storm_n: None,
         scenarios: Vec::new(),
     };
-    for a in &args {
+    let mut args_iter = args.iter();
+    while let Some(a) = args_iter.next() {
         match a.as_str() {
+            "--storm-n" => {
+                opts.storm_n = args_iter.next().and_then(|n| n.parse().ok());
+                if opts.storm_n.is_none() {
+                    eprintln!("--storm-n needs a thread count");
+                    std::process::exit(2);
+                }
+            }
             "--quick" => opts.quick = true,
             "--write" => opts.write = true,
             "--alloc-sites" => opts.alloc_sites = true,
@@ -121,6 +147,7 @@ fn main() {
         let mut md = match s.as_str() {
             "ceiling" => ceiling(&server, &opts),
             "overhead" => overhead(&server, &opts, &mut headline),
+            "instructions" => instructions::scenario(opts.quick, &out_dir, &mut headline),
             "storm" => storm(&server, &opts, &out_dir, &mut headline),
             "ahead" => ahead(&server, &opts, &mut headline),
             "memory" => memory(&server, &opts, &mut headline),
@@ -798,7 +825,7 @@ fn warm_pool(agent: &tokengate::ureq::Agent, server: &Server, n: usize) {
 /// One storm: `n` threads behind a barrier, each making one request with a token the API
 /// rejects; the token endpoint answers in 50 ms. `None` runs the raw-ureq ideal.
 fn storm_run(server: &Server, kind: Option<Kind>, n: usize) -> StormRun {
-    let sess = server.new_session(Duration::from_millis(50), None);
+    let sess = server.new_session(STORM_TOKEN_DELAY, None);
     let api = contenders::api_agent();
     warm_pool(&api, server, n);
     let mut s = setup(server, api.clone(), &sess.stale_access, &sess.refresh);
@@ -852,16 +879,60 @@ fn storm_run(server: &Server, kind: Option<Kind>, n: usize) -> StormRun {
     }
 }
 
+/// The storm's second reference: the same `n` threads on a fresh agent (pool warmed the same
+/// way), released by a `Barrier`, each making two plain requests with a valid token: the
+/// storm's 2 × N requests with no 401, no refresh and no coordination. Seconds until the last
+/// thread is done.
+fn plain_run(server: &Server, n: usize) -> f64 {
+    let sess = server.new_session(Duration::ZERO, None);
+    let api = contenders::api_agent();
+    warm_pool(&api, server, n);
+    let raw = contenders::build(
+        Kind::Raw,
+        &setup(server, api, &sess.live_access, &sess.refresh),
+    );
+    let barrier = Barrier::new(n);
+    let spans: Vec<(Instant, Instant)> = thread::scope(|sc| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                let (barrier, raw) = (&barrier, &raw);
+                thread::Builder::new()
+                    .spawn_scoped(sc, move || {
+                        barrier.wait();
+                        let start = Instant::now();
+                        for _ in 0..2 {
+                            // A failure shows in the time; the AuthClient rows count theirs.
+                            let _ = raw.call();
+                        }
+                        (start, Instant::now())
+                    })
+                    .expect("spawn storm thread")
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let release = spans.iter().map(|s| s.0).min().unwrap();
+    let last = spans.iter().map(|s| s.1).max().unwrap();
+    (last - release).as_secs_f64()
+}
+
+/// The token endpoint's delay in the storm.
+const STORM_TOKEN_DELAY: Duration = Duration::from_millis(50);
+
 fn storm(
     server: &Server,
     opts: &Opts,
     out_dir: &std::path::Path,
     headline: &mut Vec<String>,
 ) -> String {
-    let ns: &[usize] = if opts.quick {
-        &[8, 64]
-    } else {
-        &[8, 64, 256, 1024]
+    let one_n;
+    let ns: &[usize] = match opts.storm_n {
+        Some(n) => {
+            one_n = [n];
+            &one_n
+        }
+        None if opts.quick => &[8, 64],
+        None => &[8, 64, 256, 1024],
     };
     let reps = if opts.quick { 1 } else { 3 };
     // Contenders: the ideal (raw ureq with perfect coordination), then the three that refresh.
@@ -873,9 +944,21 @@ fn storm(
     ];
     // runs[who][n] = runs
     let mut runs: Vec<Vec<Vec<StormRun>>> = vec![vec![Vec::new(); ns.len()]; who.len()];
+    // plain[n] = seconds of the runs of the plain reference
+    let mut plain: Vec<Vec<f64>> = vec![Vec::new(); ns.len()];
     for _ in 0..reps {
         for (ni, &n) in ns.iter().enumerate() {
+            let secs = plain_run(server, n);
+            println!(
+                "storm n={n:4} {:18} {:9.1} ms",
+                "2 plain requests",
+                secs * 1e3
+            );
+            plain[ni].push(secs);
             for (wi, (kind, name)) in who.iter().enumerate() {
+                if opts.storm_n.is_some() && matches!(kind, Some(Kind::Naive | Kind::Seed)) {
+                    continue;
+                }
                 // Runs of one cell stop once they add up to 30 s (the naive client refreshes
                 // once per thread whose request was in flight: up to N × 50 ms a run).
                 if runs[wi][ni].iter().map(|r| r.secs).sum::<f64>() > 30.0 {
@@ -900,13 +983,25 @@ fn storm(
         median(&mut x)
     };
     let mut md = format!(
-        "### Storm: N threads hit 401 at once, token endpoint 50 ms\n\nEach run: a fresh session whose access token the API rejects (the client believes it valid, so every thread's first request draws a 401), the pool pre-warmed with N connections, N threads released by a `Barrier`. Time = from release until the last request completes; median of {reps} runs (fewer when the runs of a cell add up to over 30 s). \"ideal\" is raw ureq with perfect coordination: one 401 round, a barrier, one refresh while the rest wait at a barrier, one retry round. Ratio = time / ideal time.\n\n| N | contender | time (ms) | ratio to ideal | refresh calls | failed requests | new connections | refresh-token reuse |\n|---:|---|---:|---:|---:|---:|---:|---:|\n"
+        "### Storm: N threads hit 401 at once, token endpoint 50 ms\n\nEach run: a fresh session whose access token the API rejects (the client believes it valid, so every thread's first request draws a 401), the pool pre-warmed with N connections, N threads released by a `Barrier`. Time = from release until the last request completes; median of {reps} runs (fewer when the runs of a cell add up to over 30 s). \"ideal\" is raw ureq with perfect coordination: one 401 round, a barrier, one refresh while the rest wait at a barrier, one retry round. Ratio = time / ideal time. \"plain + 50 ms\" is the issue-14 reference: the same N threads on a fresh agent (pool warmed alike) each making two plain requests with a valid token (the storm's 2 × N requests without any 401 or coordination; its time is the first row of each N), plus the token endpoint's 50 ms; ratio = time / that.\n\n| N | contender | time (ms) | ratio to ideal | ratio to plain + 50 ms | refresh calls | failed requests | new connections | refresh-token reuse |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
-    let mut csv = String::from("n,contender,runs,median_ms,ratio_to_ideal,refresh_calls,failed\n");
+    let mut csv = String::from(
+        "n,contender,runs,median_ms,ratio_to_ideal,refresh_calls,failed,ratio_to_plain\n",
+    );
+    let plain_ref = |ni: usize| median(&mut plain[ni].clone()) + STORM_TOKEN_DELAY.as_secs_f64();
     for (ni, &n) in ns.iter().enumerate() {
         let ideal = med(&runs[0][ni], |r| r.secs);
+        let reference = plain_ref(ni);
+        let _ = writeln!(
+            md,
+            "| {n} | 2 plain requests per thread (reference) | {:.1} | | | | | | |",
+            median(&mut plain[ni].clone()) * 1e3
+        );
         for (wi, (_, name)) in who.iter().enumerate() {
             let v = &runs[wi][ni];
+            if v.is_empty() {
+                continue; // not run (`--storm-n`)
+            }
             let t = med(v, |r| r.secs);
             let refreshes: Vec<String> = v.iter().map(|r| r.refreshes.to_string()).collect();
             let failures: Vec<String> = v.iter().map(|r| r.failures.to_string()).collect();
@@ -914,9 +1009,10 @@ fn storm(
             let reuse: Vec<String> = v.iter().map(|r| r.reuse.to_string()).collect();
             let _ = writeln!(
                 md,
-                "| {n} | {name} | {:.1} | {:.2} | {} | {} | {} | {} |",
+                "| {n} | {name} | {:.1} | {:.2} | {:.2} | {} | {} | {} | {} |",
                 t * 1e3,
                 t / ideal,
+                t / reference,
                 refreshes.join(", "),
                 failures.join(", "),
                 conns.join(", "),
@@ -924,12 +1020,13 @@ fn storm(
             );
             let _ = writeln!(
                 csv,
-                "{n},{name},{},{:.3},{:.3},{},{}",
+                "{n},{name},{},{:.3},{:.3},{},{},{:.3}",
                 v.len(),
                 t * 1e3,
                 t / ideal,
                 med(v, |r| r.refreshes as f64),
-                med(v, |r| r.failures as f64)
+                med(v, |r| r.failures as f64),
+                t / reference
             );
         }
     }
@@ -941,11 +1038,12 @@ fn storm(
             let v = &runs[1][ni];
             let max_refresh = v.iter().map(|r| r.refreshes).max().unwrap_or(0);
             format!(
-                "N={n}: {} refresh{}, {:.0} ms, ratio {:.2}",
+                "N={n}: {} refresh{}, {:.0} ms, ratio {:.2} to the ideal, **{:.2}** to plain + 50 ms",
                 max_refresh,
                 if max_refresh == 1 { "" } else { "es" },
                 med(v, |r| r.secs) * 1e3,
-                med(v, |r| r.secs) / ideal
+                med(v, |r| r.secs) / ideal,
+                med(v, |r| r.secs) / plain_ref(ni)
             )
         })
         .collect();
@@ -962,7 +1060,7 @@ fn storm(
         })
         .collect();
     headline.push(format!(
-        "**Storm** (N threads, one 401 each, token endpoint 50 ms), AuthClient: {} (targets: 1 refresh, ratio ≤ 1.5). The naive Mutex client made up to {} refresh calls at N = {}.",
+        "**Storm** (N threads, one 401 each, token endpoint 50 ms), AuthClient: {} (targets: 1 refresh, ratio to the ideal ≤ 1.5, to plain + 50 ms ≤ 1.2). The naive Mutex client made up to {} refresh calls at N = {}.",
         auth_cells.join("; "),
         naive_max.join(" / "),
         ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
@@ -972,6 +1070,7 @@ fn storm(
     let series: Vec<(String, Vec<(usize, f64)>)> = who
         .iter()
         .enumerate()
+        .filter(|(wi, _)| runs[*wi].iter().all(|v| !v.is_empty()))
         .map(|(wi, (_, name))| {
             let pts = ns
                 .iter()
