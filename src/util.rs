@@ -228,6 +228,18 @@ pub(crate) fn has_http_scheme(s: &str) -> bool {
     starts("http://") || starts("https://")
 }
 
+/// Milliseconds since the Unix epoch, as stores keep absolute times; before 1970 is long past,
+/// and 0 says the same.
+pub(crate) fn unix_ms_of(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The instant `ms` milliseconds after the Unix epoch, if the platform can represent it.
+pub(crate) fn from_unix_ms(ms: u64) -> Option<std::time::SystemTime> {
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
+}
+
 /// A `Debug` stand-in for a secret value.
 pub(crate) struct Redacted;
 

@@ -8,34 +8,12 @@ mod helpers;
 mod support;
 
 use std::os::unix::fs::{symlink, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use helpers::must_not_block;
+use helpers::{must_not_block, TempDir};
 use support::TokenServer;
 use tokengate::{Error, FileStore, TokenStore, Tokens};
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("hygiene-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn tokens() -> Tokens {
     Tokens::new("SECRET-access").with_refresh_token("SECRET-refresh")
@@ -52,7 +30,7 @@ fn chmod(path: &Path, mode: u32) {
 
 #[test]
 fn a_symlink_at_the_token_path_is_refused_not_followed() {
-    let dir = TempDir::new("symlink");
+    let dir = TempDir::new("hygiene-symlink");
     let elsewhere = dir.path("elsewhere.json");
     FileStore::new(&elsewhere).unwrap().save(&tokens()).unwrap();
     let path = dir.path("tokens.json");
@@ -78,7 +56,7 @@ fn a_symlink_at_the_token_path_is_refused_not_followed() {
 
 #[test]
 fn a_symlink_at_the_lock_or_temporary_path_is_refused() {
-    let dir = TempDir::new("symlink-lock");
+    let dir = TempDir::new("hygiene-symlink-lock");
     let path = dir.path("tokens.json");
     let victim = dir.path("victim");
     std::fs::write(&victim, "do not touch").unwrap();
@@ -96,7 +74,7 @@ fn a_symlink_at_the_lock_or_temporary_path_is_refused() {
 
 #[test]
 fn a_fifo_at_the_token_or_lock_path_is_an_error_not_a_hang() {
-    let dir = TempDir::new("fifo");
+    let dir = TempDir::new("hygiene-fifo");
     let path = dir.path("tokens.json");
     mkfifo(&path);
     let p = path.clone();
@@ -120,7 +98,7 @@ fn a_fifo_at_the_token_or_lock_path_is_an_error_not_a_hang() {
     let err = must_not_block("a request", move || c.get("items").call().unwrap_err());
     assert!(matches!(err, Error::Store(_)), "{err:?}");
 
-    let lock_dir = TempDir::new("fifo-lock");
+    let lock_dir = TempDir::new("hygiene-fifo-lock");
     mkfifo(&lock_dir.path("tokens.json.lock"));
     let p = lock_dir.path("tokens.json");
     let e = must_not_block("saving with a FIFO lock file", move || {
@@ -131,7 +109,7 @@ fn a_fifo_at_the_token_or_lock_path_is_an_error_not_a_hang() {
 
 #[test]
 fn a_token_file_other_users_can_read_or_write_is_refused_with_its_path_and_mode() {
-    let dir = TempDir::new("file-mode");
+    let dir = TempDir::new("hygiene-file-mode");
     let path = dir.path("tokens.json");
     let store = FileStore::new(&path).unwrap();
     store.save(&tokens()).unwrap();
@@ -155,7 +133,7 @@ fn a_token_file_other_users_can_read_or_write_is_refused_with_its_path_and_mode(
 #[test]
 fn a_directory_other_users_can_write_to_is_refused() {
     for mode in [0o777, 0o775, 0o757, 0o1777] {
-        let dir = TempDir::new(&format!("dir-{mode:o}"));
+        let dir = TempDir::new(&format!("hygiene-dir-{mode:o}"));
         chmod(&dir.0, mode);
         let e = FileStore::new(dir.path("tokens.json")).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{mode:o}");
@@ -164,7 +142,7 @@ fn a_directory_other_users_can_write_to_is_refused() {
     }
     // The usual modes of a config directory are fine.
     for mode in [0o755, 0o750, 0o700] {
-        let dir = TempDir::new(&format!("dir-ok-{mode:o}"));
+        let dir = TempDir::new(&format!("hygiene-dir-ok-{mode:o}"));
         chmod(&dir.0, mode);
         let store = FileStore::new(dir.path("tokens.json")).unwrap();
         store.save(&tokens()).unwrap();
@@ -174,7 +152,7 @@ fn a_directory_other_users_can_write_to_is_refused() {
 
 #[test]
 fn a_directory_opened_up_after_the_store_was_made_stops_writes() {
-    let dir = TempDir::new("dir-later");
+    let dir = TempDir::new("hygiene-dir-later");
     let store = FileStore::new(dir.path("tokens.json")).unwrap();
     store.save(&tokens()).unwrap();
     chmod(&dir.0, 0o777);

@@ -9,26 +9,18 @@ mod helpers;
 mod support;
 
 use std::io;
-use std::path::{Path, PathBuf};
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{is_refresh_started, must_not_block, Recorder, HANG_GUARD};
+use helpers::{is_refresh_started, must_not_block, Recorder, TempDir, HANG_GUARD};
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
     AuthClient, Error, FileStore, ManualClock, OAuth2Refresh, Refresh, Revision, StoreLock, Stored,
     TokenStore, Tokens,
 };
-
-fn temp_file(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("shared_store-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("tokens.json")
-}
 
 fn token_of(client: &AuthClient) -> String {
     let mut r = client.get("items").call().unwrap();
@@ -69,7 +61,8 @@ impl TokenStore for SlowPoll {
 #[test]
 fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
     let srv = TokenServer::start();
-    let path = temp_file("poll-vs-login");
+    let dir = TempDir::new("shared_store-poll-vs-login");
+    let path = dir.path("tokens.json");
     let store = Arc::new(SlowPoll {
         file: FileStore::new(&path).unwrap(),
         armed: Mutex::new(None),
@@ -99,13 +92,13 @@ fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
     assert_eq!(token_of(&client), "at-3");
     let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
     assert_eq!(stored.access_token().secret(), "at-3");
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
 fn every_process_computes_the_same_refresh_window_from_the_stored_issue_time() {
     let srv = TokenServer::start();
-    let path = temp_file("window");
+    let dir = TempDir::new("shared_store-window");
+    let path = dir.path("tokens.json");
     let clock = Arc::new(ManualClock::new());
     let login = srv.login();
     // Process A logs in: tokens living 100 s (refresh window from 74.25 s on).
@@ -140,13 +133,13 @@ fn every_process_computes_the_same_refresh_window_from_the_stored_issue_time() {
     events.wait_for("B's background refresh", 1, helpers::is_refreshed);
     assert_eq!(token_of(&b), "at-2");
     assert_eq!(srv.refresh_calls(), 1);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
 fn two_clients_sharing_one_file_store_see_each_others_logins_and_logouts() {
     let srv = TokenServer::start();
-    let path = temp_file("two-clients");
+    let dir = TempDir::new("shared_store-two-clients");
+    let path = dir.path("tokens.json");
     let store = Arc::new(FileStore::new(&path).unwrap());
     let a = srv
         .client_builder()
@@ -171,13 +164,13 @@ fn two_clients_sharing_one_file_store_see_each_others_logins_and_logouts() {
     a.set_tokens(srv.login()).unwrap(); // at-4
     assert_eq!(token_of(&b), "at-4");
     assert_eq!(srv.reuse_detected(), 0);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
 fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
     let srv = TokenServer::start();
-    let path = temp_file("refresh-vs-login");
+    let dir = TempDir::new("shared_store-refresh-vs-login");
+    let path = dir.path("tokens.json");
     let store = Arc::new(FileStore::new(&path).unwrap());
     let (started_tx, started) = mpsc::channel::<()>();
     let (release, release_rx) = mpsc::channel::<()>();
@@ -226,7 +219,6 @@ fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
     assert_eq!(b.tokens().unwrap().access_token().secret(), "b-login");
     assert_eq!(srv.refresh_calls(), 1);
     assert_eq!(srv.reuse_detected(), 0);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
@@ -234,7 +226,8 @@ fn a_request_with_a_valid_token_never_waits_for_the_store_lock() {
     // A poll never takes the store's lock: a request is not held up by another process's
     // long refresh when it has a valid token.
     let srv = TokenServer::start();
-    let path = temp_file("no-lock-wait");
+    let dir = TempDir::new("shared_store-no-lock-wait");
+    let path = dir.path("tokens.json");
     let client = srv
         .client_builder()
         .store(FileStore::new(&path).unwrap())
@@ -246,5 +239,4 @@ fn a_request_with_a_valid_token_never_waits_for_the_store_lock() {
     let c = client.clone();
     assert_eq!(must_not_block("a request", move || token_of(&c)), "at-1");
     drop(held);
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

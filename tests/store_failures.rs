@@ -7,12 +7,12 @@ mod helpers;
 mod support;
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use helpers::Recorder;
+use helpers::{Recorder, TempDir};
 use support::{body_json, TokenServer};
 use tokengate::{
     Error, Event, FileStore, LockedWrite, ManualClock, Revision, StoreLock, Stored, TokenStore,
@@ -63,17 +63,40 @@ impl TokenStore for Flaky {
     }
 }
 
-fn temp_file(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("store_failures-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("tokens.json")
-}
-
 fn stored_refresh_token(path: &Path) -> String {
     let t = FileStore::new(path).unwrap().load().unwrap().unwrap();
     t.refresh_token().unwrap().secret().to_owned()
+}
+
+/// A client logged in (3600 s tokens) on a `Flaky` file store, with a manual clock.
+struct Setup {
+    fail: Arc<AtomicBool>,
+    clock: Arc<ManualClock>,
+    events: Recorder,
+    client: tokengate::AuthClient,
+}
+
+fn setup(srv: &TokenServer, path: &Path) -> Setup {
+    let fail = Arc::new(AtomicBool::new(false));
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let client = srv
+        .client_builder()
+        .store(Flaky {
+            file: FileStore::new(path).unwrap(),
+            fail: fail.clone(),
+        })
+        .clock(clock.clone())
+        .on_event(events.listener())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    Setup {
+        fail,
+        clock,
+        events,
+        client,
+    }
 }
 
 fn store_failures(events: &Recorder) -> usize {
@@ -83,21 +106,14 @@ fn store_failures(events: &Recorder) -> usize {
 #[test]
 fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
     let srv = TokenServer::start();
-    let path = temp_file("consumed");
-    let fail = Arc::new(AtomicBool::new(false));
-    let clock = Arc::new(ManualClock::new());
-    let events = Recorder::new();
-    let client = srv
-        .client_builder()
-        .store(Flaky {
-            file: FileStore::new(&path).unwrap(),
-            fail: fail.clone(),
-        })
-        .clock(clock.clone())
-        .on_event(events.listener())
-        .tokens(srv.login())
-        .build()
-        .unwrap();
+    let dir = TempDir::new("store_failures-consumed");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
     assert_eq!(stored_refresh_token(&path), "rt-1");
 
     // The disk fills up; a 401 makes the client refresh (rt-1 → rt-2) and the save fails.
@@ -130,27 +146,19 @@ fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
     client.get("items").call().unwrap();
     assert_eq!(stored_refresh_token(&path), "rt-3");
     client.close().unwrap();
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
 fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() {
     let srv = TokenServer::start();
-    let path = temp_file("background");
-    let fail = Arc::new(AtomicBool::new(false));
-    let clock = Arc::new(ManualClock::new());
-    let events = Recorder::new();
-    let client = srv
-        .client_builder()
-        .store(Flaky {
-            file: FileStore::new(&path).unwrap(),
-            fail: fail.clone(),
-        })
-        .clock(clock.clone())
-        .on_event(events.listener())
-        .tokens(srv.login()) // 3600 s
-        .build()
-        .unwrap();
+    let dir = TempDir::new("store_failures-background");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
     fail.store(true, SeqCst);
     clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
     client.get("items").call().unwrap();
@@ -166,5 +174,4 @@ fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() 
     fail.store(false, SeqCst);
     client.close().unwrap();
     assert_eq!(stored_refresh_token(&path), "rt-2");
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

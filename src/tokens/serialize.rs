@@ -16,12 +16,13 @@
 //!
 //! The optional fields are left out when unknown. The times are the ones `FileStore` writes.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Tokens;
+use crate::util::{from_unix_ms, unix_ms_of};
 
 /// The serialized form, borrowed for writing.
 #[derive(Serialize)]
@@ -52,15 +53,6 @@ struct In {
     expires_at_unix_ms: Option<u64>,
     #[serde(default)]
     issued_at_unix_ms: Option<u64>,
-}
-
-fn unix_ms_of(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn unix_ms(ms: u64) -> Option<SystemTime> {
-    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// **The output holds the tokens in clear**: it is for a store you trust (a keychain, an
@@ -99,7 +91,7 @@ impl<'de> Deserialize<'de> for Tokens {
         }
         let time = |ms: Option<u64>, what: &str| -> Result<Option<SystemTime>, D::Error> {
             ms.map(|ms| {
-                unix_ms(ms).ok_or_else(|| D::Error::custom(format!("{what} is out of range")))
+                from_unix_ms(ms).ok_or_else(|| D::Error::custom(format!("{what} is out of range")))
             })
             .transpose()
         };
@@ -119,6 +111,8 @@ impl<'de> Deserialize<'de> for Tokens {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]

@@ -3,10 +3,11 @@
 
 use std::fmt;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::store::Revision;
 use crate::tokens::Tokens;
+use crate::util::{from_unix_ms, unix_ms_of};
 
 /// The version of the file format this tokengate writes, and the only one it reads.
 pub(super) const FORMAT_VERSION: u64 = 1;
@@ -73,10 +74,10 @@ impl Record {
         if let Some(r) = &self.refresh_token {
             t = t.with_refresh_token(r.clone());
         }
-        if let Some(at) = self.expires_at_unix_ms.and_then(unix_ms) {
+        if let Some(at) = self.expires_at_unix_ms.and_then(from_unix_ms) {
             t = t.with_expires_at(at);
         }
-        if let Some(at) = self.issued_at_unix_ms.and_then(unix_ms) {
+        if let Some(at) = self.issued_at_unix_ms.and_then(from_unix_ms) {
             t = t.with_issued_at(at);
         }
         if let Some(s) = &self.scope {
@@ -109,16 +110,6 @@ pub(super) fn revision_of(bytes: &[u8]) -> Revision {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     Revision::new(h.max(1))
-}
-
-/// Milliseconds since the Unix epoch; before 1970 is long past, and 0 says the same.
-fn unix_ms_of(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn unix_ms(ms: u64) -> Option<SystemTime> {
-    UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
 /// Parses a token file's bytes (or a Redis record's `tokens` field); `source` names it in
@@ -176,7 +167,7 @@ pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Re
             None | Some(serde_json::Value::Null) => Ok(None),
             Some(v) => Some(
                 v.as_u64()
-                    .filter(|ms| unix_ms(*ms).is_some())
+                    .filter(|ms| from_unix_ms(*ms).is_some())
                     .ok_or_else(|| {
                         invalid(format!(
                             "has an \"{name}\" that is not a time in milliseconds"
@@ -205,6 +196,8 @@ pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Re
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     #[test]
