@@ -795,3 +795,15 @@ fn refresh_retryable(e: &RefreshError) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deadline_beyond_the_clock_is_a_year_away() {
+        let before = Instant::now();
+        let deadline = deadline_after(Duration::MAX);
+        assert!(deadline >= before + Duration::from_secs(86_400 * 365));
+    }
+}

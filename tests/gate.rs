@@ -301,6 +301,46 @@ fn a_waiter_gives_up_after_refresh_timeout() {
 }
 
 #[test]
+fn a_refresh_timeout_beyond_the_clock_waits_without_limit() {
+    // `Duration::MAX` cannot be added to an `Instant`: the wait is then bounded by a deadline
+    // far in the future, never one in the past.
+    let api = Api::start(&[]);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c, acc) = (calls.clone(), api.accepted.clone());
+    let slot = Slot::default();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresh_timeout(Duration::MAX)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            c.fetch_add(1, Ordering::SeqCst);
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            acc.lock().unwrap().insert("new".into());
+            Ok(Tokens::new("new").with_refresh_token("rt-new"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|mut r| body_json(&mut r)));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    let c = client.clone();
+    let waiter = thread::spawn(move || c.get("waiter").call().map(|mut r| body_json(&mut r)));
+    wait_until("the waiter waiting", || slot.waiters() == 1);
+
+    release.send(()).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap()["token"], "new");
+    assert_eq!(leader.join().unwrap().unwrap()["token"], "new");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    slot.clear();
+}
+
+#[test]
 fn set_tokens_wakes_waiters_who_retry_with_the_new_login() {
     let api = Api::start(&["login-2"]);
     let (started_tx, started) = mpsc::channel::<()>();

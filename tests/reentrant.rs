@@ -180,7 +180,11 @@ fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
     // so `b` refreshes too, nested on the thread leading `a`'s refresh. Only a call back into
     // the client being refreshed is refused; `b` is another client.
     let (srv_a, srv_b) = (TokenServer::start(), TokenServer::start());
-    let b = srv_b.client_builder().tokens(srv_b.login()).build().unwrap();
+    let b = srv_b
+        .client_builder()
+        .tokens(srv_b.login())
+        .build()
+        .unwrap();
     srv_b.expire_access_tokens();
     let oauth = OAuth2Refresh::new(srv_a.token_url())
         .client_id("test-app")
