@@ -301,6 +301,47 @@ fn a_waiter_gives_up_after_refresh_timeout() {
 }
 
 #[test]
+fn clear_tokens_wakes_waiters_who_get_no_tokens_not_session_expired() {
+    // A logout while a refresh is in flight: the waiter and the leader both end with the
+    // logout's state, which is "no tokens" (log in again), not "the session expired".
+    let api = Api::start(&[]);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let slot = Slot::default();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            Ok(Tokens::new("refreshed-too-late").with_refresh_token("rt-x"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|r| r.status()));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    let c = client.clone();
+    let waiter = thread::spawn(move || c.get("waiter").call().map(|r| r.status()));
+    wait_until("the waiter waiting", || slot.waiters() == 1);
+
+    client.clear_tokens().unwrap();
+    let err = waiter.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::NoTokens), "{err:?}");
+    release.send(()).unwrap();
+    let err = leader.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::NoTokens), "{err:?}");
+    assert!(
+        client.tokens().is_none(),
+        "the refresh did not undo the logout"
+    );
+    slot.clear();
+}
+
+#[test]
 fn a_refresh_timeout_beyond_the_clock_waits_without_limit() {
     // `Duration::MAX` cannot be added to an `Instant`: the wait is then bounded by a deadline
     // far in the future, never one in the past.
