@@ -417,5 +417,8 @@ fn set_tokens_wakes_waiters_who_retry_with_the_new_login() {
     release.send(()).unwrap();
     assert_eq!(leader.join().unwrap().unwrap()["token"], "login-2");
     assert_eq!(client.tokens().unwrap().access_token().secret(), "login-2");
+    // The discarded refresh is not counted as one.
+    let stats = client.stats();
+    assert_eq!((stats.refreshes, stats.refresh_failures), (0, 0));
     slot.clear();
 }
