@@ -57,7 +57,7 @@ selection() {
     src/session.rs)
         # The refresh path, the store sync, the write retry, shut-down; the lapsed-lock
         # re-read is only reachable with RedisStore (tests/redis_store.rs, a real redis-server).
-        echo --features redis --test gate --test reactive --test proactive --test session \
+        echo --features redis --lib --test gate --test reactive --test proactive --test session \
             --test no_wait --test request_controls --test shared_store --test logout \
             --test exit --test reentrant --test storage --test file_store --test store_failures \
             --test token_endpoint_retry --test no_refresh_token --test logging \
