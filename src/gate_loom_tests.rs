@@ -40,9 +40,10 @@
 //! # These checks can fail
 //! Each mutation below was applied to `src/gate.rs` by hand, the loom run (bound 2) failed as
 //! listed, and the mutation was reverted. The first twelve were made when the gate had the ten
-//! models of the first version (and `fly` was called `lead`); the last three on the current
+//! models of the first version (and `fly` was called `lead`); the next three on the current
 //! gate, whose leader installs through a `Lead` handle and whose `Claim` ends its flight in
-//! `Drop`.
+//! `Drop`; the last two are mutants cargo-mutants generated that no model caught before
+//! (TESTING.md lists the gate's other cargo-mutants results and which model catches each).
 //!
 //! | mutation in `src/gate.rs` | failing models | what loom reported |
 //! |---|---|---|
@@ -61,6 +62,8 @@
 //! | `LeaderGuard::finish`: mark `proactive_failed` only for an error, not a panic | `a_failed_or_panicking_proactive_flight_is_not_claimed_again` | `generation 0 claimed again in the background` |
 //! | `abandon`: do not mark `proactive_failed` | `a_failed_or_panicking_proactive_flight_is_not_claimed_again` | `generation 0 claimed again in the background` |
 //! | `install`: ignore `accept` | `a_poll_never_overwrites_a_login_made_after_it_read_the_store` | `the poll overwrote a newer login` |
+//! | `wait_idle`: give up when woken while the flight still runs (`&&` → `\|\|`; found by cargo-mutants) | `wait_idle_outlasts_a_login_made_during_the_flight` | `wait_idle gave up while the flight ran` |
+//! | `abandon`: `finished -= 1` (wraps in release builds; found by cargo-mutants) | `a_failure_after_an_abandoned_claim_is_shared_by_its_waiter` | `no execution reached "waiter shared a failure"` |
 
 use std::collections::{BTreeSet, HashSet};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};

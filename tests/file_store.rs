@@ -597,3 +597,79 @@ fn an_expired_token_found_under_the_refresh_lock_is_refreshed_not_adopted() {
         Some("at-3")
     );
 }
+
+#[test]
+fn a_corrupt_file_replaced_by_another_process_is_read_again_by_the_next_poll() {
+    let dir = TempDir::new("corrupt-replaced");
+    let path = dir.path("tokens.json");
+    let store = FileStore::new(&path).unwrap();
+    write_private(&path, "not json");
+    for _ in 0..2 {
+        let e = store.poll(None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+    // Another process (a login) replaces the bad file.
+    FileStore::new(&path)
+        .unwrap()
+        .save(&full_tokens(2))
+        .unwrap();
+    let stored = store.poll(None).unwrap().unwrap();
+    assert_eq!(access(&stored.into_tokens()).as_deref(), Some("access-2"));
+}
+
+/// How many of this process's open files are `path` (Linux: through /proc/self/fd).
+#[cfg(target_os = "linux")]
+fn open_files_at(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p == path)
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+fn wait_for_open_files_at(path: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open_files_at(path) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: {n} open files"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_lock_file_removed_while_a_store_waits_for_it_is_locked_again_where_it_is_now() {
+    let dir = TempDir::new("lock-file-removed");
+    let path = dir.path("tokens.json");
+    let a = FileStore::new(&path).unwrap();
+    let held_a = a.lock().unwrap().unwrap();
+    // As /proc shows it: no symlink on the way.
+    let lock_path = std::fs::canonicalize(a.lock_path()).unwrap();
+
+    // 1. b waits on the lock file a holds. It is removed (a cleanup) and c makes a new one
+    //    and locks it. When a lets go, b's lock is on a file nobody else will ever lock:
+    //    it must wait for c's instead (and here gives up, since c keeps it).
+    let b = FileStore::new(&path)
+        .unwrap()
+        .lock_timeout(Duration::from_secs(1));
+    let waiting = std::thread::spawn(move || b.lock().map(|held| held.is_some()));
+    wait_for_open_files_at(&lock_path, 2); // a's and b's
+    std::fs::remove_file(&lock_path).unwrap();
+    let held_c = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+    drop(held_a);
+    let e = waiting.join().unwrap().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+
+    // 2. d waits on c's lock file, which is removed and not replaced: when c lets go, d
+    //    takes the lock on a new lock file at the path.
+    let d = FileStore::new(&path).unwrap();
+    let waiting = std::thread::spawn(move || d.lock().map(|held| held.is_some()));
+    wait_for_open_files_at(&lock_path, 2); // c's and d's
+    std::fs::remove_file(&lock_path).unwrap();
+    drop(held_c);
+    assert!(waiting.join().unwrap().unwrap());
+    assert!(lock_path.exists());
+}
