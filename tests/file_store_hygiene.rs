@@ -183,3 +183,15 @@ fn a_directory_opened_up_after_the_store_was_made_stops_writes() {
     let e = store.save(&tokens()).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
 }
+
+#[test]
+fn a_logout_that_cannot_remove_what_is_at_the_token_path_says_so() {
+    // Here a directory, which `unlink` refuses: the logout reports it instead of claiming
+    // the tokens are gone.
+    let dir = TempDir::new("dir-at-path");
+    let path = dir.path("tokens.json");
+    std::fs::create_dir(&path).unwrap();
+    let e = FileStore::new(&path).unwrap().clear().unwrap_err();
+    assert!(e.to_string().contains("could not remove token file"), "{e}");
+    assert!(path.is_dir());
+}
