@@ -26,6 +26,7 @@ use crate::retry;
 use crate::stats::Counters;
 use crate::store::{Revision, StoreLock, Stored};
 use crate::tokens::{Current, Tokens};
+use crate::util::deadline_after;
 
 /// A failed write is retried on requests at most this often.
 const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
@@ -111,13 +112,6 @@ impl std::ops::Deref for GateOf {
     fn deref(&self) -> &Self::Target {
         &self.0.gate
     }
-}
-
-/// The instant `d` from now, or far in the future.
-fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }
 
 impl Inner {
@@ -793,17 +787,5 @@ fn refresh_retryable(e: &RefreshError) -> bool {
         RefreshError::Transport(t) => retry::nothing_sent(t),
         RefreshError::Status { status, .. } => matches!(status, 429 | 503),
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_deadline_beyond_the_clock_is_a_year_away() {
-        let before = Instant::now();
-        let deadline = deadline_after(Duration::MAX);
-        assert!(deadline >= before + Duration::from_secs(86_400 * 365));
     }
 }
