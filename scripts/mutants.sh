@@ -66,7 +66,8 @@ selection() {
         echo --test attach --test reactive --test proactive --test gate --test session \
             --test no_wait --test limits --test retry --test redirect --test redirect_hygiene \
             --test request_controls --test token_endpoint_retry --test transport \
-            --test hostile --test secrets --test middleware --test exit --test storage ;;
+            --test hostile --test secrets --test middleware --test exit --test storage \
+            --test reentrant ;;
     src/store/file/*)
         echo --lib --test file_store --test file_store_hygiene --test shared_store \
             --test store_failures --test exit --test storage --test no_wait --test logout \
