@@ -40,9 +40,10 @@
 //! # These checks can fail
 //! Each mutation below was applied to `src/gate.rs` by hand, the loom run (bound 2) failed as
 //! listed, and the mutation was reverted. The first twelve were made when the gate had the ten
-//! models of the first version (and `fly` was called `lead`); the last three on the current
+//! models of the first version (and `fly` was called `lead`); the next three on the current
 //! gate, whose leader installs through a `Lead` handle and whose `Claim` ends its flight in
-//! `Drop`.
+//! `Drop`; the last two are mutants cargo-mutants generated that no model caught before
+//! (TESTING.md lists the gate's other cargo-mutants results and which model catches each).
 //!
 //! | mutation in `src/gate.rs` | failing models | what loom reported |
 //! |---|---|---|
@@ -61,6 +62,8 @@
 //! | `LeaderGuard::finish`: mark `proactive_failed` only for an error, not a panic | `a_failed_or_panicking_proactive_flight_is_not_claimed_again` | `generation 0 claimed again in the background` |
 //! | `abandon`: do not mark `proactive_failed` | `a_failed_or_panicking_proactive_flight_is_not_claimed_again` | `generation 0 claimed again in the background` |
 //! | `install`: ignore `accept` | `a_poll_never_overwrites_a_login_made_after_it_read_the_store` | `the poll overwrote a newer login` |
+//! | `wait_idle`: give up when woken while the flight still runs (`&&` → `\|\|`; found by cargo-mutants) | `wait_idle_outlasts_a_login_made_during_the_flight` | `wait_idle gave up while the flight ran` |
+//! | `abandon`: `finished -= 1` (wraps in release builds; found by cargo-mutants) | `a_failure_after_an_abandoned_claim_is_shared_by_its_waiter` | `no execution reached "waiter shared a failure"` |
 
 use std::collections::{BTreeSet, HashSet};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -867,4 +870,104 @@ fn a_poll_never_overwrites_a_login_made_after_it_read_the_store() {
         },
     );
     SEEN.assert_all(&["adopted", "not adopted"]);
+}
+
+/// `wait_idle` (closing the client, dropping its last handle) waits out the flight that runs
+/// when it is called, whatever wakes it meanwhile: a login's wake-up (the flight still runs)
+/// does not make it give up. Under loom the deadline never passes, so it must return true,
+/// and only once no flight runs.
+#[test]
+fn wait_idle_outlasts_a_login_made_during_the_flight() {
+    static SEEN: Seen = Seen::new();
+    model("wait_idle_outlasts_a_login_made_during_the_flight", || {
+        let gate = Arc::new(TestGate::new(Some(0), ()));
+        // Claimed before anything starts, so wait_idle always finds a flight running.
+        let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
+        let leader = thread::spawn(move || {
+            let mut ran = false;
+            let led = lead(
+                claim,
+                |_| {
+                    ran = true;
+                    Attempt::Refreshed(1)
+                },
+                |_| {},
+            );
+            (led.is_ok(), ran)
+        });
+        let g = gate.clone();
+        let login = thread::spawn(move || {
+            replace(&g, Some(200), |_| {});
+        });
+        assert!(
+            gate.wait_idle(deadline()),
+            "wait_idle gave up while the flight ran (loom never times out)"
+        );
+        assert!(
+            !gate.flight.lock().running,
+            "returned with a flight running"
+        );
+        let (led, ran) = leader.join().unwrap();
+        assert!(led);
+        login.join().unwrap();
+        assert_eq!(
+            gate.snapshot().tokens.as_deref(),
+            Some(&200),
+            "the login is never undone"
+        );
+        SEEN.mark(if ran {
+            "the refresher ran"
+        } else {
+            "the login came first"
+        });
+    });
+    SEEN.assert_all(&["the refresher ran", "the login came first"]);
+}
+
+/// After an abandoned claim (a background refresh whose thread could not be spawned), a
+/// failing flight is still shared by the thread that waited for it: the abandoned claim
+/// counts as a finished flight like any other, and a waiter that sees the next one finish
+/// takes its failure instead of making a flight of its own.
+#[test]
+fn a_failure_after_an_abandoned_claim_is_shared_by_its_waiter() {
+    static SEEN: Seen = Seen::new();
+    model(
+        "a_failure_after_an_abandoned_claim_is_shared_by_its_waiter",
+        || {
+            let gate = Arc::new(TestGate::new(Some(0), ()));
+            drop(TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet"));
+            let handles: Vec<_> = (0..2)
+                .map(|id| {
+                    let gate = gate.clone();
+                    thread::spawn(move || {
+                        let (role, result) =
+                            refresh(&gate, 0, deadline(), |_| Attempt::Failed(id), |_| {});
+                        match result {
+                            Err(Failure::Failed(by)) => (id, role, by),
+                            Ok(_) => panic!("a failed flight returned tokens"),
+                            Err(other) => panic!("unexpected failure {other:?}"),
+                        }
+                    })
+                })
+                .collect();
+            let mut flights = 0;
+            for h in handles {
+                let (id, role, by) = h.join().unwrap();
+                match role {
+                    Role::Led => {
+                        assert_eq!(by, id, "a leader gets its own error");
+                        flights += 1;
+                    }
+                    Role::Waited => {
+                        assert_ne!(by, id);
+                        SEEN.mark("waiter shared a failure");
+                    }
+                    Role::Stale => panic!("the generation never moves here"),
+                }
+            }
+            SEEN.mark(["one flight", "two flights"][flights - 1]);
+            assert!(!gate.flight.lock().running);
+        },
+    );
+    SEEN.assert_all(&["waiter shared a failure", "one flight", "two flights"]);
 }

@@ -26,6 +26,7 @@ use crate::retry;
 use crate::stats::Counters;
 use crate::store::{Revision, StoreLock, Stored};
 use crate::tokens::{Current, Tokens};
+use crate::util::deadline_after;
 
 /// A failed write is retried on requests at most this often.
 const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
@@ -111,13 +112,6 @@ impl std::ops::Deref for GateOf {
     fn deref(&self) -> &Self::Target {
         &self.0.gate
     }
-}
-
-/// The instant `d` from now, or far in the future.
-fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
 }
 
 impl Inner {

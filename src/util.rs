@@ -1,6 +1,7 @@
-//! Small helpers with no secrets of their own: base64, form encoding, origins.
+//! Small helpers with no secrets of their own: base64, form encoding, origins, deadlines.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -249,9 +250,27 @@ impl fmt::Debug for Redacted {
     }
 }
 
+/// The instant `d` from now, or a year from now if that is beyond what `Instant` can hold
+/// (a timeout of `Duration::MAX` means "no limit").
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_beyond_the_clock_is_a_year_away() {
+        let before = Instant::now();
+        let deadline = deadline_after(Duration::MAX);
+        assert!(deadline >= before + Duration::from_secs(86_400 * 365));
+        assert!(
+            deadline_after(Duration::from_secs(60)) <= Instant::now() + Duration::from_secs(60)
+        );
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

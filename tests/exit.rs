@@ -334,3 +334,17 @@ fn close_waits_for_the_refresh_in_flight_and_reports_its_store_error() {
     assert_eq!(srv.refresh_calls(), 1);
     assert_eq!(srv.reuse_detected(), 0);
 }
+
+#[test]
+fn closing_one_clone_leaves_the_others_refreshing() {
+    // Only the last handle's close (or drop) stops new token calls; with clones alive,
+    // `close` just waits for a refresh in flight.
+    let srv = TokenServer::start();
+    let client = srv.client_builder().tokens(srv.login()).build().unwrap();
+    client.clone().close().unwrap();
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+    assert_eq!(srv.refresh_calls(), 1);
+    client.close().unwrap();
+}

@@ -597,3 +597,150 @@ fn an_expired_token_found_under_the_refresh_lock_is_refreshed_not_adopted() {
         Some("at-3")
     );
 }
+
+#[test]
+fn a_corrupt_file_replaced_by_another_process_is_read_again_by_the_next_poll() {
+    let dir = TempDir::new("corrupt-replaced");
+    let path = dir.path("tokens.json");
+    let store = FileStore::new(&path).unwrap();
+    write_private(&path, "not json");
+    for _ in 0..2 {
+        let e = store.poll(None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    }
+    // Another process (a login) replaces the bad file.
+    FileStore::new(&path)
+        .unwrap()
+        .save(&full_tokens(2))
+        .unwrap();
+    let stored = store.poll(None).unwrap().unwrap();
+    assert_eq!(access(&stored.into_tokens()).as_deref(), Some("access-2"));
+}
+
+/// How many of this process's open files are `path` (Linux: through /proc/self/fd).
+#[cfg(target_os = "linux")]
+fn open_files_at(path: &Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p == path)
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+fn wait_for_open_files_at(path: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open_files_at(path) != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hang guard: {n} open files"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_lock_file_removed_while_a_store_waits_for_it_is_locked_again_where_it_is_now() {
+    let dir = TempDir::new("lock-file-removed");
+    let path = dir.path("tokens.json");
+    let a = FileStore::new(&path).unwrap();
+    let held_a = a.lock().unwrap().unwrap();
+    // As /proc shows it: no symlink on the way.
+    let lock_path = std::fs::canonicalize(a.lock_path()).unwrap();
+
+    // 1. b waits on the lock file a holds. It is removed (a cleanup) and c makes a new one
+    //    and locks it. When a lets go, b's lock is on a file nobody else will ever lock:
+    //    it must wait for c's instead (and here gives up, since c keeps it).
+    let b = FileStore::new(&path)
+        .unwrap()
+        .lock_timeout(Duration::from_secs(1));
+    let waiting = std::thread::spawn(move || b.lock().map(|held| held.is_some()));
+    wait_for_open_files_at(&lock_path, 2); // a's and b's
+    std::fs::remove_file(&lock_path).unwrap();
+    let held_c = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+    drop(held_a);
+    let e = waiting.join().unwrap().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+
+    // 2. d waits on c's lock file, which is removed and not replaced: when c lets go, d
+    //    takes the lock on a new lock file at the path.
+    let d = FileStore::new(&path).unwrap();
+    let waiting = std::thread::spawn(move || d.lock().map(|held| held.is_some()));
+    wait_for_open_files_at(&lock_path, 2); // c's and d's
+    std::fs::remove_file(&lock_path).unwrap();
+    drop(held_c);
+    assert!(waiting.join().unwrap().unwrap());
+    assert!(lock_path.exists());
+}
+
+#[test]
+fn the_largest_token_file_read_is_256_kib() {
+    // Room for two 16 KiB tokens many times over; one byte more is not a token file.
+    let dir = TempDir::new("largest-file");
+    let path = dir.path("tokens.json");
+    let big = Tokens::new("a".repeat(16 * 1024)).with_refresh_token("r".repeat(16 * 1024));
+    FileStore::new(&path).unwrap().save(&big).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.resize(256 * 1024, b' '); // JSON allows trailing white space
+    write_private(&path, &bytes);
+    let loaded = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(loaded.access_token().secret().len(), 16 * 1024);
+
+    bytes.push(b' ');
+    write_private(&path, &bytes);
+    let e = FileStore::new(&path).unwrap().load().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert!(e.to_string().contains("larger than 262144 bytes"), "{e}");
+}
+
+#[test]
+fn many_threads_taking_one_stores_lock_in_turn_never_give_up_early() {
+    // Threads of one process wait for each other on the store's own condition variable; a
+    // thread woken while another has just taken the lock goes on waiting (its timeout is far
+    // away), it does not report a timeout.
+    let dir = TempDir::new("lock-many-threads");
+    let path = dir.path("tokens.json");
+    let store = Arc::new(
+        FileStore::new(&path)
+            .unwrap()
+            .lock_timeout(Duration::from_secs(60)),
+    );
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    drop(store.lock().unwrap().unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn the_version_of_the_token_file_last_read_is_kept_open() {
+    // While a version of the file is the one a poll compares against, it stays open, so its
+    // inode number cannot be reused by a later version (which could then look unchanged).
+    let dir = TempDir::new("kept-open");
+    let path = dir.path("tokens.json");
+    let store = FileStore::new(&path).unwrap();
+    store.save(&full_tokens(1)).unwrap();
+    let path = std::fs::canonicalize(&path).unwrap();
+    assert_eq!(open_files_at(&path), 1, "the version written");
+    FileStore::new(&path)
+        .unwrap()
+        .save(&full_tokens(2))
+        .unwrap(); // another process
+    let stored = store.poll(None).unwrap().unwrap();
+    assert_eq!(access(&stored.into_tokens()).as_deref(), Some("access-2"));
+    assert_eq!(
+        open_files_at(&path),
+        1,
+        "the version read, and only that one"
+    );
+}

@@ -37,7 +37,8 @@ fn a_symlink_at_the_token_path_is_refused_not_followed() {
     symlink(&elsewhere, &path).unwrap();
     let store = FileStore::new(&path).unwrap();
     let e = store.load().unwrap_err();
-    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("symbolic link: refusing"), "{e}");
     assert!(e.to_string().contains("tokens.json"), "{e}");
     assert!(!e.to_string().contains("SECRET"), "{e}");
 
@@ -63,7 +64,8 @@ fn a_symlink_at_the_lock_or_temporary_path_is_refused() {
     symlink(&victim, dir.path("tokens.json.lock")).unwrap();
     let e = FileStore::new(&path).unwrap().save(&tokens()).unwrap_err();
     assert!(e.to_string().contains("lock file"), "{e}");
-    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("symbolic link: refusing"), "{e}");
     std::fs::remove_file(dir.path("tokens.json.lock")).unwrap();
 
     symlink(&victim, dir.path("tokens.json.tmp")).unwrap();
@@ -158,4 +160,16 @@ fn a_directory_opened_up_after_the_store_was_made_stops_writes() {
     chmod(&dir.0, 0o777);
     let e = store.save(&tokens()).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+}
+
+#[test]
+fn a_logout_that_cannot_remove_what_is_at_the_token_path_says_so() {
+    // Here a directory, which `unlink` refuses: the logout reports it instead of claiming
+    // the tokens are gone.
+    let dir = TempDir::new("dir-at-path");
+    let path = dir.path("tokens.json");
+    std::fs::create_dir(&path).unwrap();
+    let e = FileStore::new(&path).unwrap().clear().unwrap_err();
+    assert!(e.to_string().contains("could not remove token file"), "{e}");
+    assert!(path.is_dir());
 }

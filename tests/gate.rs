@@ -22,7 +22,9 @@ use helpers::{
 };
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, Error, Event, OAuth2Refresh, Refresh, RefreshError, Tokens};
+use tokengate::{
+    AuthClient, Error, Event, FileStore, OAuth2Refresh, Refresh, RefreshError, TokenStore, Tokens,
+};
 
 /// Lets a refresher closure, given to the builder before the client exists, ask the client
 /// how many threads wait on its refresh.
@@ -179,6 +181,10 @@ fn a_panicking_refresher_releases_every_waiter_and_the_next_call_refreshes_again
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(client.refresh_waiters(), 0);
     assert_eq!(client.tokens().unwrap().access_token().secret(), "old");
+    // The panic is counted as the one failed refresh (its thread never returned to report it).
+    let stats = client.stats();
+    assert_eq!((stats.refresh_failures, stats.refreshes), (1, 0));
+    assert_eq!(stats.waited, N as u64 - 1);
 
     // The gate is usable again: exactly one more refresh.
     assert_eq!(client.get("again").call().unwrap().status(), 200);
@@ -301,6 +307,128 @@ fn a_waiter_gives_up_after_refresh_timeout() {
 }
 
 #[test]
+fn clear_tokens_wakes_waiters_who_get_no_tokens_not_session_expired() {
+    // A logout while a refresh is in flight: the waiter and the leader both end with the
+    // logout's state, which is "no tokens" (log in again), not "the session expired".
+    let api = Api::start(&[]);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let slot = Slot::default();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            Ok(Tokens::new("refreshed-too-late").with_refresh_token("rt-x"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|r| r.status()));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    let c = client.clone();
+    let waiter = thread::spawn(move || c.get("waiter").call().map(|r| r.status()));
+    wait_until("the waiter waiting", || slot.waiters() == 1);
+
+    client.clear_tokens().unwrap();
+    let err = waiter.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::NoTokens), "{err:?}");
+    release.send(()).unwrap();
+    let err = leader.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::NoTokens), "{err:?}");
+    assert!(
+        client.tokens().is_none(),
+        "the refresh did not undo the logout"
+    );
+    slot.clear();
+}
+
+#[test]
+fn a_refresh_timeout_beyond_the_clock_waits_without_limit() {
+    // `Duration::MAX` cannot be added to an `Instant`: the wait is then bounded by a deadline
+    // far in the future, never one in the past.
+    let api = Api::start(&[]);
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (c, acc) = (calls.clone(), api.accepted.clone());
+    let slot = Slot::default();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresh_timeout(Duration::MAX)
+        .refresher(move |_: &Agent, _: &Tokens| {
+            c.fetch_add(1, Ordering::SeqCst);
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            acc.lock().unwrap().insert("new".into());
+            Ok(Tokens::new("new").with_refresh_token("rt-new"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+    slot.set(&client);
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|mut r| body_json(&mut r)));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    let c = client.clone();
+    let waiter = thread::spawn(move || c.get("waiter").call().map(|mut r| body_json(&mut r)));
+    wait_until("the waiter waiting", || slot.waiters() == 1);
+
+    release.send(()).unwrap();
+    assert_eq!(waiter.join().unwrap().unwrap()["token"], "new");
+    assert_eq!(leader.join().unwrap().unwrap()["token"], "new");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    slot.clear();
+}
+
+#[test]
+fn a_waiter_giving_up_leaves_the_store_lock_to_the_refresh_in_flight() {
+    // With a shared store, the leader holds the store's lock while its refresher runs. A
+    // waiter that gives up after `refresh_timeout` takes that lock away only from a flight
+    // that outlived its own bound; this one is well inside it, so its result is saved.
+    let api = Api::start(&[]);
+    let dir = helpers::TempDir::new("gate-lock-kept");
+    let path = dir.path("tokens.json");
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let acc = api.accepted.clone();
+    let events = Recorder::new();
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresh_timeout(Duration::from_millis(50))
+        .store(FileStore::new(&path).unwrap())
+        .on_event(events.listener())
+        .refresher(move |_: &Agent, _: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(HANG_GUARD).unwrap();
+            acc.lock().unwrap().insert("new".into());
+            Ok(Tokens::new("new").with_refresh_token("rt-new"))
+        })
+        .tokens(Tokens::new("old").with_refresh_token("rt-old"))
+        .build()
+        .unwrap();
+
+    let c = client.clone();
+    let leader = thread::spawn(move || c.get("leader").call().map(|r| r.status()));
+    started.recv_timeout(HANG_GUARD).unwrap();
+    let err = client.get("waiter").call().unwrap_err();
+    assert!(matches!(err, Error::RefreshTimeout(_)), "{err:?}");
+
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap().unwrap(), 200);
+    let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "new");
+    assert_eq!(events.count(|e| matches!(e, Event::StoreFailed { .. })), 0);
+}
+
+#[test]
 fn set_tokens_wakes_waiters_who_retry_with_the_new_login() {
     let api = Api::start(&["login-2"]);
     let (started_tx, started) = mpsc::channel::<()>();
@@ -336,5 +464,8 @@ fn set_tokens_wakes_waiters_who_retry_with_the_new_login() {
     release.send(()).unwrap();
     assert_eq!(leader.join().unwrap().unwrap()["token"], "login-2");
     assert_eq!(client.tokens().unwrap().access_token().secret(), "login-2");
+    // The discarded refresh is not counted as one.
+    let stats = client.stats();
+    assert_eq!((stats.refreshes, stats.refresh_failures), (0, 0));
     slot.clear();
 }

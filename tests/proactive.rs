@@ -6,6 +6,7 @@
 mod helpers;
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -14,8 +15,8 @@ use helpers::{is_refresh_started, is_refreshed, jwt, must_not_block, unix_secs, 
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, AuthClientBuilder, Event, ManualClock, OAuth2Refresh, Refresh, RefreshReason,
-    Tokens,
+    AuthClient, AuthClientBuilder, Error, Event, ManualClock, OAuth2Refresh, Refresh, RefreshError,
+    RefreshReason, Tokens,
 };
 
 fn oauth(srv: &TokenServer) -> OAuth2Refresh {
@@ -283,5 +284,44 @@ fn a_panicking_background_refresher_runs_once_per_generation() {
         vec![RefreshReason::Proactive, RefreshReason::Expired]
     );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(srv.refresh_calls(), 1);
+}
+
+#[test]
+fn a_failed_forced_refresh_does_not_stop_the_background_refresh() {
+    // Only a failed *background* refresh stops background attempts for the same tokens. A
+    // forced refresh inside the window that fails is a blocking flight: the next request in
+    // the window still starts the background refresh.
+    let srv = TokenServer::start();
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let inner = oauth(&srv);
+    let c = calls.clone();
+    let client = builder(&srv, &clock, &events)
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            if c.fetch_add(1, SeqCst) == 0 {
+                return Err(RefreshError::transient("the token endpoint is down"));
+            }
+            inner.refresh(agent, current)
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
+
+    assert!(matches!(client.force_refresh(), Err(Error::Refresh(_))));
+    assert_eq!(
+        token_of(&client, "a"),
+        "at-1",
+        "the valid token is used meanwhile"
+    );
+    events.wait_for("the background refresh", 1, is_refreshed);
+    assert_eq!(token_of(&client, "b"), "at-2");
+    assert_eq!(
+        started(&events),
+        vec![RefreshReason::Forced, RefreshReason::Proactive]
+    );
+    assert_eq!(calls.load(SeqCst), 2);
     assert_eq!(srv.refresh_calls(), 1);
 }

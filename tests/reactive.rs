@@ -207,3 +207,30 @@ fn revoked_access_token_is_refreshed_once_against_the_token_server() {
         "rt-2"
     );
 }
+
+#[test]
+fn a_403_or_a_401_for_a_malformed_request_is_a_status_not_a_refresh() {
+    // Only a 401 says the token is bad: a 403 is about the request's rights, and a 401 whose
+    // challenge says `invalid_request` is about the request itself. Neither refreshes.
+    let api = Api::start(&["acc"]);
+    api.server.mock(|when, then| {
+        when.path("/malformed");
+        then.status(401)
+            .header("www-authenticate", r#"Bearer error="invalid_request""#);
+    });
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let client = AuthClient::builder(api.url())
+        .proxy(None)
+        .refresher(minting_refresher(&api, refreshes.clone()))
+        .tokens(Tokens::new("acc").with_refresh_token("rt"))
+        .build()
+        .unwrap();
+
+    let e = client.get("status/403").call().unwrap_err();
+    assert!(matches!(e, Error::StatusCode(403)), "{e:?}");
+    let e = client.get("/malformed").call().unwrap_err();
+    assert!(matches!(e, Error::Unauthorized), "{e:?}");
+    assert_eq!(refreshes.load(Ordering::SeqCst), 0);
+    assert_eq!(client.stats().requests, 2, "no replay");
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "acc");
+}

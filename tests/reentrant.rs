@@ -173,3 +173,44 @@ fn a_store_calling_its_own_client_gets_reentrant_not_a_deadlock() {
     );
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-3");
 }
+
+#[test]
+fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
+    // A token exchange: client `a` refreshes through client `b`, whose own token has expired,
+    // so `b` refreshes too, nested on the thread leading `a`'s refresh. Only a call back into
+    // the client being refreshed is refused; `b` is another client.
+    let (srv_a, srv_b) = (TokenServer::start(), TokenServer::start());
+    let b = srv_b
+        .client_builder()
+        .tokens(srv_b.login())
+        .build()
+        .unwrap();
+    srv_b.expire_access_tokens();
+    let oauth = OAuth2Refresh::new(srv_a.token_url())
+        .client_id("test-app")
+        .client_secret("test-secret");
+    let via_b: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (b2, log) = (b.clone(), via_b.clone());
+    let a = srv_a
+        .client_builder()
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            let outcome = match b2.get("items").call() {
+                Ok(mut r) => body_json(&mut r)["token"].as_str().unwrap().to_owned(),
+                Err(e) => format!("{e:?}"),
+            };
+            log.lock().unwrap().push(outcome);
+            oauth.refresh(agent, current)
+        })
+        .tokens(srv_a.login())
+        .build()
+        .unwrap();
+    srv_a.expire_access_tokens();
+    let a2 = a.clone();
+    let token = must_not_block("a refresher that uses another client", move || {
+        let mut r = a2.get("items").call().unwrap();
+        body_json(&mut r)["token"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(token, "at-2");
+    assert_eq!(*via_b.lock().unwrap(), ["at-2"], "b refreshed and answered");
+    assert_eq!((srv_a.refresh_calls(), srv_b.refresh_calls()), (1, 1));
+}

@@ -394,6 +394,11 @@ fn values_holding_secrets_print_redacted() {
     }
     assert!(printed[0].1.contains("[redacted]"));
     assert!(printed[0].1.contains("read"), "non-secret fields are shown");
+    let client_debug = &printed.iter().find(|(w, _)| *w == "client").unwrap().1;
+    assert!(
+        client_debug.starts_with("AuthClient {") && client_debug.contains("has_tokens: true"),
+        "the client's state is shown: {client_debug}"
+    );
 }
 
 #[test]

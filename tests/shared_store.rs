@@ -9,7 +9,7 @@ mod helpers;
 mod support;
 
 use std::io;
-
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -244,4 +244,67 @@ fn a_request_with_a_valid_token_never_waits_for_the_store_lock() {
     let c = client.clone();
     assert_eq!(must_not_block("a request", move || token_of(&c)), "at-1");
     drop(held);
+}
+
+/// A `FileStore` whose poll, after the client's build, never reports a change: like a
+/// rate-limited poll (`RedisStore`'s) that has not looked again yet. What another process
+/// stored is then first seen under the store's lock, when a refresh takes it.
+struct PollsOnce {
+    file: FileStore,
+    polled: AtomicBool,
+}
+
+impl TokenStore for PollsOnce {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.file.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.file.save(tokens)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.file.clear()
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        self.file.lock()
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        if self.polled.swap(true, Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.file.poll(since)
+    }
+}
+
+#[test]
+fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_not_sent() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("shared_store-expired-under-lock");
+    let path = dir.path("tokens.json");
+    let clock = Arc::new(ManualClock::new());
+    let a = srv
+        .client_builder()
+        .clock(clock.clone())
+        .store(Arc::new(PollsOnce {
+            file: FileStore::new(&path).unwrap(),
+            polled: AtomicBool::new(false),
+        }))
+        .tokens(srv.login()) // at-1
+        .build()
+        .unwrap();
+    let b = srv
+        .client_builder()
+        .clock(clock.clone())
+        .store(Arc::new(FileStore::new(&path).unwrap()))
+        .build()
+        .unwrap();
+    b.force_refresh().unwrap(); // at-2 stored; rt-1 is rotated out
+                                // Both expired by the clients' clock (the server would still take them: its lifetime
+                                // is an hour of real time, so a client sending at-2 would get an answer).
+    clock.advance(Duration::from_secs(3601));
+
+    // a never polled b's refresh: its own refresh finds at-2 under the lock, expired, and
+    // refreshes it with rt-2 (rt-1 would be a reuse), in the same flight.
+    assert_eq!(token_of(&a), "at-3");
+    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.reuse_detected(), 0);
 }

@@ -9,7 +9,7 @@ mod support;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use helpers::{Recorder, TempDir};
@@ -174,4 +174,81 @@ fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() 
     fail.store(false, SeqCst);
     client.close().unwrap();
     assert_eq!(stored_refresh_token(&path), "rt-2");
+}
+
+/// A store kept by one process (no lock, no poll) whose writes can be made to fail.
+struct FlakyPlain {
+    saved: Mutex<Option<Tokens>>,
+    fail: AtomicBool,
+}
+
+impl FlakyPlain {
+    fn refresh_token(&self) -> String {
+        let saved = self.saved.lock().unwrap();
+        saved
+            .as_ref()
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .secret()
+            .to_owned()
+    }
+}
+
+impl TokenStore for FlakyPlain {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        Ok(self.saved.lock().unwrap().clone())
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        if self.fail.load(SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        *self.saved.lock().unwrap() = Some(tokens.clone());
+        Ok(())
+    }
+    fn clear(&self) -> io::Result<()> {
+        if self.fail.load(SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        *self.saved.lock().unwrap() = None;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_save_to_an_unshared_store_is_retried_by_a_request_a_second_later() {
+    let srv = TokenServer::start();
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let store = Arc::new(FlakyPlain {
+        saved: Mutex::new(None),
+        fail: AtomicBool::new(false),
+    });
+    let client = srv
+        .client_builder()
+        .store(store.clone())
+        .clock(clock.clone())
+        .on_event(events.listener())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    assert_eq!(store.refresh_token(), "rt-1");
+
+    store.fail.store(true, SeqCst);
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+    assert_eq!(store_failures(&events), 1);
+
+    // The store works again. Requests retry the save at most once a second: not yet...
+    store.fail.store(false, SeqCst);
+    clock.advance(Duration::from_millis(999));
+    client.get("items").call().unwrap();
+    assert_eq!(store.refresh_token(), "rt-1");
+    // ...but a second after the failed one.
+    clock.advance(Duration::from_millis(1));
+    client.get("items").call().unwrap();
+    assert_eq!(store.refresh_token(), "rt-2");
+    assert_eq!(store_failures(&events), 1);
+    client.close().unwrap();
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::fsio::{context, is_still_at, open_lock_file};
 use super::Shared;
+use crate::util::deadline_after;
 
 /// Longest pause between two attempts to take the lock file while another process holds it.
 const MAX_LOCK_PAUSE: Duration = Duration::from_millis(8);
@@ -46,10 +47,7 @@ impl Drop for BusyGuard<'_> {
 
 /// Takes the store's lock, waiting at most `timeout` for other threads and processes.
 pub(super) fn acquire(shared: &Arc<Shared>, timeout: Duration) -> io::Result<Held> {
-    let now = Instant::now();
-    let deadline = now
-        .checked_add(timeout)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+    let deadline = deadline_after(timeout);
     {
         let mut busy = shared.busy.lock();
         while *busy {

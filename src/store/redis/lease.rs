@@ -19,6 +19,7 @@ use super::record::{self, Raw, Refused};
 use super::Shared;
 use crate::store::{LockedWrite, Revision, Stored};
 use crate::tokens::Tokens;
+use crate::util::deadline_after;
 
 /// The longest pause between two attempts to take a lease another process holds.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
@@ -60,10 +61,7 @@ pub(super) fn acquire(
 ) -> io::Result<(Lease, Raw)> {
     let owner = new_owner();
     let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
-    let start = Instant::now();
-    let deadline = start
-        .checked_add(timeout)
-        .unwrap_or_else(|| start + Duration::from_secs(86_400 * 365));
+    let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
     let keys = &shared.keys;
     loop {
