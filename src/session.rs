@@ -329,6 +329,11 @@ impl Inner {
                         _ => None,
                     };
                     self.token_backoff(retries, after, &e);
+                    if self.closing.load(Acquire) {
+                        // Closed during the backoff: no new call, whose answer (a rotated
+                        // refresh token) the process may no longer be there to save.
+                        return Err(e);
+                    }
                     retries += 1;
                 }
                 answer => return answer,
@@ -687,6 +692,8 @@ impl Inner {
         } else {
             self.flight_limit
         };
+        log::debug!(target: TARGET, "closing the client ({} handle): waiting up to {bound:?} for a refresh in flight",
+            if last { "last" } else { "not the last" });
         let mut result = Ok(());
         if !self.gate.wait_idle(deadline_after(bound)) {
             log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \

@@ -348,3 +348,105 @@ fn closing_one_clone_leaves_the_others_refreshing() {
     assert_eq!(srv.refresh_calls(), 1);
     client.close().unwrap();
 }
+
+/// Receives the client's "closing" record (target `tokengate`, debug): the moment a close of
+/// the last handle has marked the client closing. Only the test below installs it.
+struct ClosingLog;
+
+static CLOSING: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
+
+impl log::Log for ClosingLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.target() == "tokengate"
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target() == "tokengate"
+            && record
+                .args()
+                .to_string()
+                .starts_with("closing the client (last handle)")
+        {
+            if let Some(tx) = CLOSING.lock().unwrap().as_ref() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// A sleeper whose first sleep reports itself and lasts until the test ends it.
+struct GatedSleeper {
+    slept: Mutex<mpsc::Sender<()>>,
+    wake: Mutex<mpsc::Receiver<()>>,
+    first: std::sync::atomic::AtomicBool,
+}
+
+impl tokengate::Sleeper for GatedSleeper {
+    fn sleep(&self, _: Duration) {
+        if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.slept.lock().unwrap().send(());
+            let _ = self.wake.lock().unwrap().recv_timeout(HANG_GUARD);
+        }
+    }
+}
+
+/// Closing the last handle while a background refresh waits out a 503's backoff: the
+/// refresh makes no new token call after the backoff (its answer, a rotated refresh token,
+/// could arrive after the process is gone). Caught the retry loop checking `closing` only
+/// before the backoff.
+#[test]
+fn closing_during_a_token_endpoint_backoff_makes_no_new_token_call() {
+    let (closing_tx, closing_rx) = mpsc::channel();
+    *CLOSING.lock().unwrap() = Some(closing_tx);
+    log::set_logger(&ClosingLog).expect("the only logger of this test binary");
+    log::set_max_level(log::LevelFilter::Debug);
+
+    let srv = TokenServer::start();
+    let login = srv.login();
+    let now = SystemTime::now();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let (slept_tx, slept_rx) = mpsc::channel();
+    let (wake_tx, wake_rx) = mpsc::channel();
+    let client = srv
+        .client_builder()
+        .refresher(move |_: &Agent, _: &Tokens| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(tokengate::RefreshError::Status {
+                status: 503,
+                retry_after: None,
+            })
+        })
+        .sleeper(GatedSleeper {
+            slept: Mutex::new(slept_tx),
+            wake: Mutex::new(wake_rx),
+            first: std::sync::atomic::AtomicBool::new(true),
+        })
+        .tokens(
+            // Inside the refresh window, still valid: the request starts a background refresh.
+            Tokens::new(login.access_token().secret())
+                .with_refresh_token(login.refresh_token().unwrap().secret())
+                .with_issued_at(now - Duration::from_secs(90))
+                .with_expires_at(now + Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    client.get("items").call().unwrap();
+    slept_rx
+        .recv_timeout(HANG_GUARD)
+        .expect("the background refresh got a 503 and backs off");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let closer = std::thread::spawn(move || client.close());
+    closing_rx
+        .recv_timeout(HANG_GUARD)
+        .expect("close marks the client closing");
+    wake_tx.send(()).unwrap(); // the backoff ends
+    let closed = closer.join().unwrap();
+    assert!(closed.is_ok(), "{closed:?}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a token call was made after the client was closed"
+    );
+}
