@@ -323,6 +323,7 @@ impl AuthClientBuilder {
             store_shared,
             base_revision: AtomicU64::new(base.map_or(0, Revision::get)),
             unsaved: AtomicBool::new(false),
+            saving: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             flight_lock: parking_lot::Mutex::new(None),
             clock,

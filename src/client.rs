@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     /// Mirrors `Persisted::unsaved.is_some()`: memory holds a change the store did not take.
     /// Written under the persist lock; read by every request to decide whether to retry.
     pub(crate) unsaved: AtomicBool,
+    /// A thread retrying a failed write to a shared store runs (at most one at a time).
+    pub(crate) saving: AtomicBool,
     /// Set once the last handle is dropped or closed: a flight still running makes no new
     /// token call (it finishes the one on the wire and saves it).
     pub(crate) closing: AtomicBool,

@@ -9,7 +9,7 @@
 //! a [`FlightLock`]'s slot; the persist lock before a slot.
 
 use std::io;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -502,7 +502,7 @@ impl Inner {
 
     /// Before a request: retries a failed write (at most once a second), and adopts what
     /// another process (or client) stored since this client last read or wrote a shared store.
-    pub(crate) fn sync_store(&self) -> Result<(), Error> {
+    pub(crate) fn sync_store(self: &Arc<Self>) -> Result<(), Error> {
         let unsaved = self.unsaved.load(Acquire);
         if !self.store_shared && !unsaved {
             return Ok(());
@@ -511,7 +511,9 @@ impl Inner {
         if reentry::is_busy(self.key()) {
             return Ok(());
         }
-        if unsaved {
+        if unsaved && self.store_shared {
+            self.retry_unsaved_in_background();
+        } else if unsaved {
             let _ = self.retry_unsaved(false);
         }
         if !self.store_shared {
@@ -560,59 +562,113 @@ impl Inner {
     /// second limit. If a shared store moved on meanwhile, another process's tokens are newer
     /// than the unsaved ones: they are adopted instead. Returns the error if still unsaved.
     pub(crate) fn retry_unsaved(&self, force: bool) -> Option<Arc<io::Error>> {
-        {
-            let mut p = self.gate.persisted();
-            let err = p.unsaved.clone()?;
-            let now = self.clock.now();
-            // A clock that went back does not hold the retry up.
-            let recent = |t: SystemTime| {
-                now.duration_since(t)
-                    .is_ok_and(|since| since < RETRY_UNSAVED_EVERY)
-            };
-            if !force && p.last_retry.is_some_and(recent) {
-                return Some(err);
-            }
-            p.last_retry = Some(now);
+        match self.take_retry(force) {
+            Ok(()) => self.write_unsaved(),
+            Err(pending) => pending,
         }
-        let _busy = reentry::enter(self.key());
-        let mut lock = match self.store.lock() {
-            Ok(lock) => lock,
-            Err(e) => return Some(Arc::new(e)),
-        };
+    }
+
+    /// On a request's path, for a shared store: the retry of a failed write runs on a thread
+    /// of its own (one at a time), because taking the store's lock can wait for another
+    /// process's whole refresh, and a request with a valid token never waits for that.
+    fn retry_unsaved_in_background(self: &Arc<Self>) {
+        if self.saving.load(Acquire) || self.take_retry(false).is_err() {
+            return;
+        }
+        if self.saving.swap(true, AcqRel) {
+            return;
+        }
+        let inner = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("tokengate-save".into())
+            .spawn(move || {
+                let _ = inner.write_unsaved();
+                inner.saving.store(false, Release);
+            });
+        if spawned.is_err() {
+            // Retried by a later request.
+            self.saving.store(false, Release);
+        }
+    }
+
+    /// Takes the turn to retry a failed write: `Err(None)` if nothing is unsaved,
+    /// `Err(Some(error))` if the last try was less than a second ago (unless `force`).
+    fn take_retry(&self, force: bool) -> Result<(), Option<Arc<io::Error>>> {
         let mut p = self.gate.persisted();
-        p.unsaved.as_ref()?;
-        if let Some(stored) = lock.as_ref().map(StoreLock::stored) {
-            // A record that went bad meanwhile is not overwritten behind the user's back.
-            let stored = match stored {
-                Ok(stored) => stored,
+        let Some(err) = p.unsaved.clone() else {
+            return Err(None);
+        };
+        let now = self.clock.now();
+        // A clock that went back does not hold the retry up.
+        let recent = |t: SystemTime| {
+            now.duration_since(t)
+                .is_ok_and(|since| since < RETRY_UNSAVED_EVERY)
+        };
+        if !force && p.last_retry.is_some_and(recent) {
+            return Err(Some(err));
+        }
+        p.last_retry = Some(now);
+        Ok(())
+    }
+
+    /// The retry itself (see [`Inner::retry_unsaved`]). Events are sent once the store is
+    /// left, so a listener may call the client.
+    fn write_unsaved(&self) -> Option<Arc<io::Error>> {
+        enum Outcome {
+            Saved,
+            Failed(Arc<io::Error>, u64),
+            Newer(u64, Revision, Stored),
+        }
+        let outcome = {
+            let _busy = reentry::enter(self.key());
+            let mut lock = match self.store.lock() {
+                Ok(lock) => lock,
                 Err(e) => return Some(Arc::new(e)),
             };
-            if p.base.is_some_and(|base| stored.revision() != base) {
-                let generation = self.gate.generation();
-                let (since, stored) = (p.base.unwrap_or(stored.revision()), stored.clone());
-                drop(p);
-                drop(lock);
-                return self
-                    .adopt(generation, since, stored)
-                    .err()
-                    .map(|e| Arc::new(io::Error::other(e)));
+            let mut p = self.gate.persisted();
+            p.unsaved.as_ref()?;
+            let newer = match lock.as_ref().map(StoreLock::stored) {
+                // A record that went bad meanwhile is not overwritten behind the user's back.
+                Some(Err(e)) => return Some(Arc::new(e)),
+                Some(Ok(stored)) if p.base.is_some_and(|base| stored.revision() != base) => {
+                    let since = p.base.unwrap_or(stored.revision());
+                    Some(Outcome::Newer(
+                        self.gate.generation(),
+                        since,
+                        stored.clone(),
+                    ))
+                }
+                _ => None,
+            };
+            match newer {
+                Some(newer) => newer,
+                None => {
+                    // Under the persist lock: no install can slip between this snapshot and
+                    // its write.
+                    let snap = self.gate.snapshot();
+                    let writer = match &mut lock {
+                        Some(l) => Writer::Locked(l),
+                        None => Writer::Plain,
+                    };
+                    match self.write_through(&snap, writer, &mut p) {
+                        Ok(()) => Outcome::Saved,
+                        Err(e) => Outcome::Failed(e, snap.generation),
+                    }
+                }
+            }
+        };
+        match outcome {
+            Outcome::Saved => None,
+            Outcome::Newer(generation, since, stored) => self
+                .adopt(generation, since, stored)
+                .err()
+                .map(|e| Arc::new(io::Error::other(e))),
+            Outcome::Failed(err, generation) => {
+                log::warn!(target: TARGET, "retrying a failed save failed again: {}", Chain(&*err));
+                self.emit(Event::StoreFailed { generation });
+                Some(err)
             }
         }
-        // Under the persist lock: no install can slip between this snapshot and its write.
-        let snap = self.gate.snapshot();
-        let writer = match &mut lock {
-            Some(l) => Writer::Locked(l),
-            None => Writer::Plain,
-        };
-        let result = self.write_through(&snap, writer, &mut p);
-        drop(p);
-        drop(lock);
-        let err = result.err()?;
-        log::warn!(target: TARGET, "retrying a failed save failed again: {}", Chain(&*err));
-        self.emit(Event::StoreFailed {
-            generation: snap.generation,
-        });
-        Some(err)
     }
 
     /// Writes `snap` to the store and records the outcome in `p`. Called under the persist

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{Recorder, TempDir};
+use helpers::{must_not_block, wait_until, Recorder, TempDir};
 use support::{body_json, TokenServer};
 use tokengate::{
     Error, Event, FileStore, LockedWrite, ManualClock, Revision, StoreLock, Stored, TokenStore,
@@ -122,11 +122,16 @@ fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(store_failures(&events), 1);
-    // Requests retry the save, at most once a second (and it fails again: still full).
+    // Requests retry the save, at most once a second (and it fails again: still full). With
+    // a shared store the retry runs on a thread of its own (it may wait for the store's lock,
+    // and a request with a valid token never waits for that); the request does not wait.
     client.get("items").call().unwrap();
     assert_eq!(store_failures(&events), 1);
     clock.advance(Duration::from_secs(2));
     client.get("items").call().unwrap();
+    events.wait_for("the retried save failing", 2, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
     assert_eq!(store_failures(&events), 2);
     assert_eq!(stored_refresh_token(&path), "rt-1");
 
@@ -144,8 +149,45 @@ fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
     fail.store(false, SeqCst);
     clock.advance(Duration::from_secs(2));
     client.get("items").call().unwrap();
-    assert_eq!(stored_refresh_token(&path), "rt-3");
+    wait_until("the retried save", || stored_refresh_token(&path) == "rt-3");
+    assert_eq!(store_failures(&events), 3);
     client.close().unwrap();
+}
+
+/// A request with a valid token never waits for the store's lock, also when it is the one
+/// that would retry a failed save: another process holds the lock for its refresh, and the
+/// retry waits for it on a thread of its own. Caught the retry taking the lock on the
+/// request's thread.
+#[test]
+fn a_pending_save_never_makes_a_request_wait_for_the_store_lock() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-pending-save");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    fail.store(true, SeqCst);
+    client.force_refresh().unwrap(); // at-2; its save fails
+    assert_eq!(store_failures(&events), 1);
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+    let c = client.clone();
+    let token = must_not_block("a request while a save is pending", move || {
+        let mut r = c.get("items").call().unwrap();
+        body_json(&mut r)["token"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(token, "at-2");
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+    drop(held);
+    wait_until("the retried save", || stored_refresh_token(&path) == "rt-2");
+    client.close().unwrap();
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.reuse_detected(), 0);
 }
 
 #[test]
