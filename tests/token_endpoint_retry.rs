@@ -277,6 +277,22 @@ fn a_503_is_retried_with_backoff() {
         assert!(*d <= Duration::from_millis(200 << n), "retry {n}: {d:?}");
     }
     assert_eq!(token.reuse(), 0);
+
+    // A 503 every time: exactly 1 + 3 calls (the default policy's 3 retries), then the
+    // 503 as the error; tokens kept.
+    let token = StrictTokenServer::start(vec![Answer::Before(503, None); 10]);
+    let r = run(&api, token.server.url("/token"), HANG_GUARD);
+    let err = r.client.get("x").call().unwrap_err();
+    assert!(
+        matches!(&err, Error::Refresh(e) if e.status() == Some(503)),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(token.calls(), 1 + 3);
+    assert_eq!(retries(&r.events), 3);
+    assert_eq!(r.sleeper.sleeps().len(), 3);
+    assert_eq!(token.reuse(), 0);
+    assert_kept(&r);
 }
 
 #[test]
