@@ -153,11 +153,35 @@ impl Inner {
             .name("tokengate-refresh".into())
             .spawn(move || {
                 let inner = Arc::clone(&claim.owner().0);
+                if inner.store_shared {
+                    inner.watch_background_flight();
+                }
                 let mut note = FlightLog::default();
                 let result =
                     claim.lead(|lead| inner.fly(lead, RefreshReason::Proactive, &mut note));
                 // Nobody to return errors to: the next request sees the outcome through the gate.
                 let _ = inner.after_flight(seen, Role::Led, note, result);
+            });
+    }
+
+    /// For a background flight on a shared store: a thread that takes the store's lock away
+    /// from it once it outlives its bound (a hung custom refresher), so that a process making
+    /// no request, whose threads would otherwise do this when they give up waiting, does not
+    /// keep every other process from refreshing. It ends with the flight, or once it has
+    /// released the lock. If it cannot be spawned, the flight runs unwatched.
+    fn watch_background_flight(self: &Arc<Self>) {
+        let inner = Arc::clone(self);
+        let step = (self.flight_limit / 4).max(Duration::from_millis(10));
+        let _ = std::thread::Builder::new()
+            .name("tokengate-watch".into())
+            .spawn(move || {
+                while !inner.gate.wait_idle(deadline_after(step)) {
+                    if inner.release_stuck_lock(false) {
+                        log::warn!(target: TARGET, "a background refresh outlived its bound of {:?}: \
+                            its store lock is released and its result will not be saved", inner.flight_limit);
+                        return;
+                    }
+                }
             });
     }
 
@@ -721,7 +745,8 @@ impl Inner {
 
     /// Takes the store lock away from the running flight if it outlived its bound (`force`:
     /// whatever its age), so other processes can go on; the flight's write is then refused.
-    pub(crate) fn release_stuck_lock(&self, force: bool) {
+    /// Returns whether it did.
+    pub(crate) fn release_stuck_lock(&self, force: bool) -> bool {
         let mut held = self.flight_lock.lock();
         let stuck = held
             .as_ref()
@@ -731,6 +756,7 @@ impl Inner {
                 drop(f.slot.lock().take());
             }
         }
+        stuck
     }
 
     /// Finishes with the client: waits for a refresh in flight and retries a failed write

@@ -302,6 +302,58 @@ fn dropping_the_client_releases_the_lock_held_by_a_hung_refresher() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A process that makes no more requests (nobody waits, nobody drops the client) while its
+/// background refresh hangs in a custom refresher: once the flight outlives its bound, the
+/// store's lock is taken away from it, and another process can refresh. Caught only waiters
+/// and drop/close releasing a stuck lock (the other process's lock wait timed out).
+#[test]
+fn an_idle_process_does_not_keep_the_lock_of_a_hung_background_refresh() {
+    let srv = TokenServer::start();
+    let dir = temp_dir("hung-idle");
+    let path = dir.join("tokens.json");
+    store_login_inside_the_refresh_window(&srv, &path);
+
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    // Bound of a flight: lock wait 50 ms + one 100 ms token call + the save allowance.
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(Duration::from_millis(100))
+        .retry(tokengate::RetryPolicy::none())
+        .refresher(move |_: &Agent, _: &Tokens| {
+            started_tx.lock().unwrap().send(()).unwrap();
+            let _ = release_rx.lock().unwrap().recv_timeout(HANG_GUARD * 2);
+            Ok(Tokens::new("late-access").with_refresh_token("late-refresh"))
+        })
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .build()
+        .unwrap();
+    let mut resp = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut resp)["token"], "at-1");
+    started.recv_timeout(HANG_GUARD).unwrap();
+
+    // Another process waits for the lock (far longer than the flight's bound, never for
+    // ever); the idle client must give it up.
+    let other = FileStore::new(&path).unwrap().lock_timeout(HANG_GUARD);
+    let lock = other
+        .lock()
+        .expect("the hung refresh's lock was released")
+        .unwrap();
+    drop(lock);
+    // The late answer reaches memory, its write under the lost lock fails, and closing
+    // retries it: the store did not change meanwhile, so the late tokens are saved.
+    release.send(()).unwrap();
+    client.close().unwrap();
+    let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "late-access");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `close()` on the last handle waits for the refresh in flight and reports a failed save.
 #[test]
 fn close_waits_for_the_refresh_in_flight_and_reports_its_store_error() {
