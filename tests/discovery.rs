@@ -22,6 +22,66 @@ fn discovery_error(issuer: &str) -> DiscoveryError {
     }
 }
 
+/// The one-call helpers (`OAuth2Refresh::discover`, `ClientCredentials::discover`,
+/// `DeviceFlow::discover`) fetch with the default agent, which takes its proxy from the
+/// environment: the test runs them in a child process of its own binary with every proxy
+/// variable removed, so that no environment can send them off loopback.
+#[test]
+fn the_one_call_helpers_discover_and_work() {
+    const ROLE: &str = "TOKENGATE_TEST_ROLE";
+    if std::env::var_os(ROLE).is_some() {
+        let srv = LoginServer::start();
+        let refresher = OAuth2Refresh::discover(srv.issuer()).unwrap();
+        let client = AuthClient::builder(srv.ts.api_url())
+            .proxy(None)
+            .refresher(refresher.client_id("my-cli"))
+            .tokens(srv.ts.login())
+            .build()
+            .unwrap();
+        srv.ts.expire_access_tokens();
+        assert_eq!(client.get("me").call().unwrap().status(), 200);
+        assert_eq!(srv.ts.refresh_calls(), 1, "one refresh, at /login/token");
+        // The discovered revocation endpoint is the one logout uses.
+        client.logout().unwrap();
+        assert_eq!(srv.revocations().len(), 1);
+
+        let cc = ClientCredentials::discover(srv.issuer(), "svc", "s3cret").unwrap();
+        assert!(format!("{cc:?}").contains("/login/token"));
+        let flow = DeviceFlow::discover(srv.issuer()).unwrap();
+        assert!(format!("{flow:?}").contains("/login/device"));
+        assert!(matches!(
+            OAuth2Refresh::discover(format!("http://{}/", refused_addr())),
+            Err(Error::Discovery(_))
+        ));
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["the_one_call_helpers_discover_and_work", "--exact"])
+        .env(ROLE, "child");
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ] {
+        child.env_remove(var);
+    }
+    let out = child.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The child ran the test (a filter that matched nothing would pass too).
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
+}
+
 #[test]
 fn openid_configuration_names_the_endpoints() {
     let srv = LoginServer::start();
