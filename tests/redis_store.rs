@@ -215,13 +215,15 @@ fn a_write_is_refused_once_the_lease_ran_out_and_another_process_moved_on() {
 fn a_live_holder_keeps_its_lease_beyond_its_length() {
     let redis = RedisServer::start();
     let mut conn = redis.conn();
-    let lease = Duration::from_millis(900);
+    // Renewed every third of the lease: only a renewal thread starved for over 1.3 s
+    // (not a loaded machine, a broken renewal) lets this lease lapse.
+    let lease = Duration::from_secs(2);
     let holder = store(&redis, "renew").lease(lease);
     let waiter = store(&redis, "renew").lock_timeout(Duration::from_millis(50));
     let held = holder.lock().unwrap().unwrap();
     let owner = conn.lock_holder("renew").unwrap();
-    // Three lease lengths: without renewal it would be gone.
-    std::thread::sleep(lease * 3);
+    // Two and a half lease lengths: without renewal it would be gone.
+    std::thread::sleep(lease * 5 / 2);
     assert_eq!(conn.lock_holder("renew"), Some(owner));
     let e = waiter.lock().unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
