@@ -95,6 +95,43 @@ fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
 }
 
 #[test]
+fn a_poll_that_read_the_store_before_a_logout_never_undoes_it() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("shared_store-poll-vs-logout");
+    let path = dir.path("tokens.json");
+    let store = Arc::new(SlowPoll {
+        file: FileStore::new(&path).unwrap(),
+        armed: Mutex::new(None),
+    });
+    let client = srv
+        .client_builder()
+        .store(store.clone())
+        .tokens(srv.login()) // at-1
+        .build()
+        .unwrap();
+    // Another process logs in: the next poll will find at-2 in the file.
+    FileStore::new(&path).unwrap().save(&srv.login()).unwrap();
+
+    let (read_done_tx, read_done) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    *store.armed.lock().unwrap() = Some((read_done_tx, go_rx));
+    let c = client.clone();
+    let request = std::thread::spawn(move || c.get("items").call().map(drop));
+    read_done.recv_timeout(HANG_GUARD).unwrap();
+    // The poll has read at-2 and not installed it yet. This process logs out…
+    client.clear_tokens().unwrap();
+    // …and only then does the poll go on: it must not log the user back in with at-2.
+    go.send(()).unwrap();
+    let _ = request.join().unwrap();
+    assert!(client.tokens().is_none());
+    assert!(matches!(
+        client.get("items").call().unwrap_err(),
+        Error::NoTokens
+    ));
+    assert!(FileStore::new(&path).unwrap().load().unwrap().is_none());
+}
+
+#[test]
 fn every_process_computes_the_same_refresh_window_from_the_stored_issue_time() {
     let srv = TokenServer::start();
     let dir = TempDir::new("shared_store-window");
