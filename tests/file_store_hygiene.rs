@@ -162,6 +162,39 @@ fn a_directory_opened_up_after_the_store_was_made_stops_writes() {
     assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
 }
 
+/// A file that appeared while the directory was open to others is not read (it may be
+/// theirs): the client keeps its tokens and the request fails with the directory's error;
+/// once the directory is private again, the next read adopts the file.
+#[test]
+fn a_directory_opened_up_after_the_store_was_made_stops_reads() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("hygiene-dir-later-read");
+    let path = dir.path("tokens.json");
+    let client = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .tokens(srv.login()) // at-1
+        .build()
+        .unwrap();
+    // A new file at the token path (another process's login) while the directory is open.
+    FileStore::new(&path).unwrap().save(&srv.login()).unwrap(); // at-2
+    chmod(&dir.0, 0o777);
+    let e = FileStore::new(&path).err().map(|e| e.kind());
+    assert_eq!(e, Some(std::io::ErrorKind::PermissionDenied));
+    match client.get("items").call() {
+        Err(Error::Store(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+            assert!(e.to_string().contains("0777"), "{e}");
+        }
+        other => panic!("expected the directory's error, got {other:?}"),
+    }
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
+
+    chmod(&dir.0, 0o755);
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(support::body_json(&mut r)["token"], "at-2");
+}
+
 #[test]
 fn a_logout_that_cannot_remove_what_is_at_the_token_path_says_so() {
     // Here a directory, which `unlink` refuses: the logout reports it instead of claiming

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -86,10 +85,12 @@ fn a_run_logs_what_happened_at_its_level_and_no_secret() {
     client.get("items").call().unwrap(); // 401, refresh to at-2 / rt-2
     FileStore::new(&path).unwrap().save(&srv.login()).unwrap(); // at-3 / rt-3
     client.get("items").call().unwrap(); // adopted
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+                                         // A directory where the save's temporary file goes: the write fails, reads still work.
+    let tmp = dir.join("tokens.json.tmp");
+    std::fs::create_dir(&tmp).unwrap();
     srv.expire_access_tokens();
-    client.get("items").call().unwrap(); // refreshed to at-4, but the save is refused
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    client.get("items").call().unwrap(); // refreshed to at-4, but the save fails
+    std::fs::remove_dir(&tmp).unwrap();
     srv.revoke_session();
     assert!(matches!(
         client.get("items").call(),

@@ -308,7 +308,12 @@ impl Shared {
             Err(e)
         };
         let (file, meta) = match fsio::open_token_file(path) {
-            Ok(Some(opened)) => opened,
+            Ok(Some(opened)) => {
+                // A directory others can write to may hold a file they put there: refused on
+                // every read, not cached, so a `chmod go-w` takes effect at the next read.
+                fsio::check_dir(&self.dir)?;
+                opened
+            }
             Ok(None) => {
                 *seen = Seen::Absent;
                 return Ok(Stored::new(None, ABSENT));
