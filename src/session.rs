@@ -5,8 +5,9 @@
 //! goes away.
 //!
 //! Lock order, extending the gate's: a shared store's own lock (the cross-process one) is
-//! taken before the gate's persist lock, never while holding it; `Inner::flight_lock` before
-//! a [`FlightLock`]'s slot; the persist lock before a slot.
+//! taken before the gate's persist lock, never while holding it; the persist lock before
+//! `Inner::flight_lock`; `Inner::flight_lock` before a [`FlightLock`]'s slot; the persist
+//! lock before a slot.
 
 use std::io;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
@@ -567,7 +568,11 @@ impl Inner {
             .map_err(Error::InvalidToken)?;
         let adopted = self.gate.replace(
             Some(generation),
-            |p| p.base == Some(since),
+            // Not while this client's flight holds the store's lock: nobody else can have
+            // written since the flight read the store, so what this read found is not newer
+            // than what the flight works from, and replacing memory would make the flight
+            // discard its answer (whose refresh token the server has rotated already).
+            |p| p.base == Some(since) && self.flight_lock.lock().is_none(),
             current,
             |_, p| self.note_revision(p, revision),
         );

@@ -345,3 +345,117 @@ fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_no
     assert_eq!(srv.refresh_calls(), 2);
     assert_eq!(srv.reuse_detected(), 0);
 }
+
+/// A `FileStore` whose polls report no change until `open` is set: like a rate-limited poll
+/// (`RedisStore`'s) that has not looked again yet.
+struct GatedPoll {
+    file: FileStore,
+    open: Arc<AtomicBool>,
+}
+
+impl TokenStore for GatedPoll {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.file.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.file.save(tokens)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.file.clear()
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        self.file.lock()
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        // The build's poll (`None`) finds the store shared.
+        if since.is_some() && !self.open.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.file.poll(since)
+    }
+}
+
+/// A request's poll during this client's own refresh must not replace the tokens the
+/// refresh works from. Here the flight found, under the store's lock, tokens another process
+/// stored that have expired too, and refreshes them with their refresh token; meanwhile a
+/// request of the same client polls the store and reads the same record. Before, the poll
+/// installed it (a newer generation), the flight's answer was discarded as older than that,
+/// and the next refresh presented the rotated refresh token again: the server revoked the
+/// session. Seen about once in ten runs of `redis_fleet`'s restart test.
+#[test]
+fn a_poll_during_the_clients_own_refresh_never_makes_it_discard_its_answer() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("shared_store-poll-during-flight");
+    let path = dir.path("tokens.json");
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let polls = Arc::new(AtomicBool::new(false));
+    // Inside the flight, the refresher opens the polls, lets the request below run and
+    // waits until it has polled and gone on (adopted, drew a 401, or finished).
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_tx = Mutex::new(go_tx);
+    let first = AtomicBool::new(true);
+    let seen = events.clone();
+    let open = polls.clone();
+    let oauth = OAuth2Refresh::new(srv.token_url());
+    let login = srv.login(); // at-1 / rt-1
+    let a = srv
+        .client_builder()
+        .clock(clock.clone())
+        .store(GatedPoll {
+            file: FileStore::new(&path).unwrap(),
+            open: polls.clone(),
+        })
+        .on_event(events.listener())
+        .refresher(move |agent: &Agent, current: &Tokens| {
+            if first.swap(false, Ordering::SeqCst) {
+                open.store(true, Ordering::SeqCst);
+                go_tx.lock().unwrap().send(()).unwrap();
+                seen.wait_for("the request to have polled", 1, |e| {
+                    matches!(
+                        e,
+                        tokengate::Event::Adopted { .. } | tokengate::Event::Unauthorized { .. }
+                    )
+                });
+            }
+            oauth.refresh(agent, current)
+        })
+        // By this client's clock at-1 lives ten hours, so it stays valid below.
+        .tokens(
+            Tokens::new(login.access_token().secret())
+                .with_refresh_token(login.refresh_token().unwrap().secret())
+                .with_expires_in(Duration::from_secs(10 * 3600)),
+        )
+        .build()
+        .unwrap();
+    // Another process refreshes (rt-1 → at-2 / rt-2, one hour) and stores it.
+    let b = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .build()
+        .unwrap();
+    b.force_refresh().unwrap();
+    // Two hours later by a's clock: at-2 has expired, at-1 has not.
+    clock.advance(Duration::from_secs(2 * 3600));
+
+    let c = a.clone();
+    let flight = std::thread::spawn(move || c.force_refresh());
+    go_rx.recv_timeout(HANG_GUARD).unwrap();
+    // The request polls while the flight is inside the refresher.
+    let r = a.get("items").call();
+    events.push(tokengate::Event::Unauthorized {
+        generation: u64::MAX,
+    }); // the request went on
+    flight.join().unwrap().unwrap();
+    drop(r);
+
+    // The flight's answer (rt-2 → at-3) is what the client and the file hold.
+    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(a.tokens().unwrap().access_token().secret(), "at-3");
+    let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "at-3");
+    // And the next refresh presents rt-3, not rt-2 again.
+    a.force_refresh().unwrap();
+    assert_eq!(token_of(&a), "at-4");
+    assert_eq!(srv.reuse_detected(), 0);
+}
