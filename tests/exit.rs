@@ -251,6 +251,32 @@ fn tool_runs_of_random_length_never_lose_the_session() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A custom refresher that reports each start and then hangs until released (at most twice
+/// the hang guard), answering `late-access` / `late-refresh`.
+struct Hanging {
+    started: Mutex<mpsc::Sender<()>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl tokengate::Refresh for Hanging {
+    fn refresh(&self, _: &Agent, _: &Tokens) -> Result<Tokens, tokengate::RefreshError> {
+        self.started.lock().unwrap().send(()).unwrap();
+        let _ = self.release.lock().unwrap().recv_timeout(HANG_GUARD * 2);
+        Ok(Tokens::new("late-access").with_refresh_token("late-refresh"))
+    }
+}
+
+/// A [`Hanging`] refresher, the receiver of its starts and the sender that releases it.
+fn hanging_refresher() -> (Hanging, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let (started_tx, started) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let hung = Hanging {
+        started: Mutex::new(started_tx),
+        release: Mutex::new(release_rx),
+    };
+    (hung, started, release)
+}
+
 /// A custom refresher that hangs (until the test lets it go) holds the store's lock; the
 /// last handle's drop gives up waiting after the token call's timeout and releases the lock,
 /// so other processes can refresh. The hung refresher's late result is not written.
@@ -261,18 +287,12 @@ fn dropping_the_client_releases_the_lock_held_by_a_hung_refresher() {
     let path = dir.join("tokens.json");
     store_login_inside_the_refresh_window(&srv, &path);
 
-    let (started_tx, started) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let (hung, started, release) = hanging_refresher();
     let events = Recorder::new();
     let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .token_timeout(Duration::from_millis(100))
-        .refresher(move |_: &Agent, _: &Tokens| {
-            started_tx.lock().unwrap().send(()).unwrap();
-            let _ = release_rx.lock().unwrap().recv_timeout(HANG_GUARD);
-            Ok(Tokens::new("late-access").with_refresh_token("late-refresh"))
-        })
+        .refresher(hung)
         .store(FileStore::new(&path).unwrap())
         .on_event(events.listener())
         .build()
@@ -313,19 +333,13 @@ fn an_idle_process_does_not_keep_the_lock_of_a_hung_background_refresh() {
     let path = dir.join("tokens.json");
     store_login_inside_the_refresh_window(&srv, &path);
 
-    let (started_tx, started) = mpsc::channel::<()>();
-    let (release, release_rx) = mpsc::channel::<()>();
-    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let (hung, started, release) = hanging_refresher();
     // Bound of a flight: lock wait 50 ms + one 100 ms token call + the save allowance.
     let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .token_timeout(Duration::from_millis(100))
         .retry(tokengate::RetryPolicy::none())
-        .refresher(move |_: &Agent, _: &Tokens| {
-            started_tx.lock().unwrap().send(()).unwrap();
-            let _ = release_rx.lock().unwrap().recv_timeout(HANG_GUARD * 2);
-            Ok(Tokens::new("late-access").with_refresh_token("late-refresh"))
-        })
+        .refresher(hung)
         .store(
             FileStore::new(&path)
                 .unwrap()

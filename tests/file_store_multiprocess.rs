@@ -34,10 +34,6 @@ const CHILD_TIME_LIMIT: Duration = Duration::from_secs(30);
 const PARENT_TIME_LIMIT: Duration = Duration::from_secs(60);
 const MAX_REQUESTS_PER_THREAD: u64 = 20_000;
 const MAX_FAILURES_PER_THREAD: u64 = 20;
-/// Token lifetimes are stamped by each process's wall clock and stored in whole
-/// milliseconds; the server stamps with its monotonic clock. This much slack covers the
-/// rounding and the two clocks, nothing more.
-const CLOCK_SLACK: Duration = Duration::from_millis(5);
 
 const ROLE: &str = "TOKENGATE_TEST_ROLE";
 const URL: &str = "TOKENGATE_TEST_URL";
@@ -127,22 +123,8 @@ fn processes_sharing_a_file_store_refresh_once_per_expiry() {
     // per successful refresh call, and a refresh that reused a rotated token or lost a race
     // would be a call that minted nothing.
     assert_eq!(s.refresh_calls, minted_after_login);
-    // No generation was refreshed before it was due: a client refreshes generation g at ¾ of
-    // its lifetime after receiving it (skew clamped to a quarter of the lifetime), or later
-    // when the API rejects it; it received g after the server minted it. A second refresh of
-    // one expiry would present the next generation before that generation was due.
-    let due = LIFETIME * 3 / 4 - CLOCK_SLACK;
-    for call in &s.token_calls {
-        let g = call
-            .presented
-            .expect("only our refresh tokens are presented");
-        let minted = s.minted_at[g as usize - 1];
-        assert!(
-            call.arrived >= minted + due,
-            "generation {g} was refreshed {:?} after it was minted (due after {due:?})",
-            call.arrived - minted
-        );
-    }
+    // No generation was refreshed before it was due.
+    s.assert_no_generation_refreshed_before_due(LIFETIME);
     // The children ran until they were served generation TARGET_GENERATION: the run covered
     // at least that many windows.
     assert!(minted_after_login >= TARGET_GENERATION - 1);

@@ -58,13 +58,17 @@ impl TokenStore for SlowPoll {
     }
 }
 
-#[test]
-fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("shared_store-poll-vs-login");
-    let path = dir.path("tokens.json");
+/// A client logged in (at-1) on a `SlowPoll` store; another process then logs in (at-2). A
+/// request's poll reads at-2 and stops before installing it; `local` (this process's own
+/// login or logout) runs in that window; then the poll goes on. Returns the client and the
+/// token the request was sent with (or its error).
+fn overtake_a_poll(
+    srv: &TokenServer,
+    path: &std::path::Path,
+    local: impl FnOnce(&AuthClient),
+) -> (AuthClient, Result<String, Error>) {
     let store = Arc::new(SlowPoll {
-        file: FileStore::new(&path).unwrap(),
+        file: FileStore::new(path).unwrap(),
         armed: Mutex::new(None),
     });
     let client = srv
@@ -73,21 +77,32 @@ fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
         .tokens(srv.login()) // at-1
         .build()
         .unwrap();
-    // Another process logs in: the next poll will find at-2 in the file.
-    FileStore::new(&path).unwrap().save(&srv.login()).unwrap();
+    FileStore::new(path).unwrap().save(&srv.login()).unwrap(); // at-2
 
     let (read_done_tx, read_done) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
     *store.armed.lock().unwrap() = Some((read_done_tx, go_rx));
     let c = client.clone();
-    let request = std::thread::spawn(move || token_of(&c));
+    let request = std::thread::spawn(move || {
+        c.get("items")
+            .call()
+            .map(|mut r| body_json(&mut r)["token"].as_str().unwrap().to_owned())
+    });
     read_done.recv_timeout(HANG_GUARD).unwrap();
-    // The poll has read at-2 and not installed it yet. This process logs in (at-3)…
-    let third = srv.login();
-    client.set_tokens(third).unwrap();
-    // …and only then does the poll go on: it must not put the older at-2 back.
+    local(&client);
     go.send(()).unwrap();
-    assert_eq!(request.join().unwrap(), "at-3");
+    let sent = request.join().unwrap();
+    (client, sent)
+}
+
+#[test]
+fn a_poll_that_read_the_store_before_a_login_never_overwrites_it() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("shared_store-poll-vs-login");
+    let path = dir.path("tokens.json");
+    // This process logs in (at-3) after the poll read at-2: the poll must not put at-2 back.
+    let (client, sent) = overtake_a_poll(&srv, &path, |c| c.set_tokens(srv.login()).unwrap());
+    assert_eq!(sent.unwrap(), "at-3");
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-3");
     assert_eq!(token_of(&client), "at-3");
     let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
@@ -99,30 +114,9 @@ fn a_poll_that_read_the_store_before_a_logout_never_undoes_it() {
     let srv = TokenServer::start();
     let dir = TempDir::new("shared_store-poll-vs-logout");
     let path = dir.path("tokens.json");
-    let store = Arc::new(SlowPoll {
-        file: FileStore::new(&path).unwrap(),
-        armed: Mutex::new(None),
-    });
-    let client = srv
-        .client_builder()
-        .store(store.clone())
-        .tokens(srv.login()) // at-1
-        .build()
-        .unwrap();
-    // Another process logs in: the next poll will find at-2 in the file.
-    FileStore::new(&path).unwrap().save(&srv.login()).unwrap();
-
-    let (read_done_tx, read_done) = mpsc::channel();
-    let (go, go_rx) = mpsc::channel();
-    *store.armed.lock().unwrap() = Some((read_done_tx, go_rx));
-    let c = client.clone();
-    let request = std::thread::spawn(move || c.get("items").call().map(drop));
-    read_done.recv_timeout(HANG_GUARD).unwrap();
-    // The poll has read at-2 and not installed it yet. This process logs out…
-    client.clear_tokens().unwrap();
-    // …and only then does the poll go on: it must not log the user back in with at-2.
-    go.send(()).unwrap();
-    let _ = request.join().unwrap();
+    // This process logs out after the poll read at-2: the poll must not log it back in.
+    let (client, sent) = overtake_a_poll(&srv, &path, |c| c.clear_tokens().unwrap());
+    assert!(matches!(sent, Err(Error::NoTokens)), "{sent:?}");
     assert!(client.tokens().is_none());
     assert!(matches!(
         client.get("items").call().unwrap_err(),
@@ -283,35 +277,6 @@ fn a_request_with_a_valid_token_never_waits_for_the_store_lock() {
     drop(held);
 }
 
-/// A `FileStore` whose poll, after the client's build, never reports a change: like a
-/// rate-limited poll (`RedisStore`'s) that has not looked again yet. What another process
-/// stored is then first seen under the store's lock, when a refresh takes it.
-struct PollsOnce {
-    file: FileStore,
-    polled: AtomicBool,
-}
-
-impl TokenStore for PollsOnce {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.file.load()
-    }
-    fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        self.file.save(tokens)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.file.clear()
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        self.file.lock()
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        if self.polled.swap(true, Ordering::SeqCst) {
-            return Ok(None);
-        }
-        self.file.poll(since)
-    }
-}
-
 #[test]
 fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_not_sent() {
     let srv = TokenServer::start();
@@ -321,10 +286,11 @@ fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_no
     let a = srv
         .client_builder()
         .clock(clock.clone())
-        .store(Arc::new(PollsOnce {
+        // Its polls never report a change: what b stores is first seen under the lock.
+        .store(GatedPoll {
             file: FileStore::new(&path).unwrap(),
-            polled: AtomicBool::new(false),
-        }))
+            open: Arc::new(AtomicBool::new(false)),
+        })
         .tokens(srv.login()) // at-1
         .build()
         .unwrap();
@@ -346,8 +312,9 @@ fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_no
     assert_eq!(srv.reuse_detected(), 0);
 }
 
-/// A `FileStore` whose polls report no change until `open` is set: like a rate-limited poll
-/// (`RedisStore`'s) that has not looked again yet.
+/// A `FileStore` whose polls, after the client's build, report no change until `open` is
+/// set: like a rate-limited poll (`RedisStore`'s) that has not looked again yet. What another
+/// process stored meanwhile is first seen under the store's lock, when a refresh takes it.
 struct GatedPoll {
     file: FileStore,
     open: Arc<AtomicBool>,

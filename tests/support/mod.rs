@@ -219,6 +219,29 @@ impl TokenServer {
 }
 
 impl State {
+    /// Asserts that every refresh call presented a generation at least ¾ of `lifetime`
+    /// (less a slack of 5 ms for the clients' whole-millisecond wall-clock stamps against
+    /// this server's monotonic clock) after the server minted it. A client refreshes
+    /// generation g at ¾ of its lifetime after it was issued (every process computes the
+    /// window from the stored issue time), or later when the API rejects it, and g was
+    /// issued after it was minted: a second refresh of one expiry, or a process that ignored
+    /// the stored issue time, would present a generation before it was due.
+    pub fn assert_no_generation_refreshed_before_due(&self, lifetime: Duration) {
+        let due = lifetime * 3 / 4 - Duration::from_millis(5);
+        assert!(!self.token_calls.is_empty());
+        for call in &self.token_calls {
+            let g = call
+                .presented
+                .expect("only our refresh tokens are presented");
+            let minted = self.minted_at[g as usize - 1];
+            assert!(
+                call.arrived >= minted + due,
+                "generation {g} was refreshed {:?} after it was minted (due after {due:?})",
+                call.arrived - minted
+            );
+        }
+    }
+
     fn mint(&mut self) -> (String, String) {
         self.mint_answered_in(Duration::ZERO)
     }
