@@ -525,8 +525,9 @@ impl Inner {
         }
     }
 
-    /// Before a request: retries a failed write (at most once a second), and adopts what
-    /// another process (or client) stored since this client last read or wrote a shared store.
+    /// Before a request: retries a failed write (at most once a second; for a shared store on
+    /// a thread of its own), and adopts what another process (or client) stored since this
+    /// client last read or wrote a shared store.
     pub(crate) fn sync_store(self: &Arc<Self>) -> Result<(), Error> {
         let unsaved = self.unsaved.load(Acquire);
         if !self.store_shared && !unsaved {

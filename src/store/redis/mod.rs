@@ -128,7 +128,7 @@ use crate::tokens::Tokens;
 /// | the holder is paused past its lease, or cut off from Redis | another machine takes the lock; the paused holder's write is refused if the record moved on |
 /// | a record that does not parse | `build()` and refreshes fail with the reason (never quoting it); requests go on; a login replaces it |
 /// | every connect, read and write | bounded by the [I/O timeout](Self::io_timeout) (2 s) |
-/// | a write that failed (Redis went away mid-refresh) | the new tokens stay in memory; the client retries the write on a request at most once a second, which then waits for Redis (at most the I/O timeout per connection attempt when Redis does not answer at all) |
+/// | a write that failed (Redis went away mid-refresh) | the new tokens stay in memory; a request starts a retry of the write at most once a second, on a thread of its own (the request does not wait for Redis) |
 ///
 /// What no lock can save: a machine killed (or cut off for good) after the token endpoint
 /// rotated the refresh token but before its write reached Redis. The others still hold the
