@@ -296,7 +296,7 @@ impl Inner {
             generation: lead.generation(),
         });
         let current = from.unwrap_or_else(|| Tokens::new("-"));
-        match self.call_refresher(refresher, &current) {
+        match self.call_refresher(refresher, &current, &held) {
             Ok(new) => {
                 let new = new.keep_refresh_token(current.refresh_token());
                 let stamped = self
@@ -335,28 +335,27 @@ impl Inner {
     }
 
     /// Calls the refresher; retries (per the [`crate::RetryPolicy`]) only failures after which the
-    /// server cannot have used the refresh token, and none once the client is closing.
+    /// server cannot have used the refresh token, and none once the client is closing or the
+    /// flight's store lock was taken away (another process may be refreshing by now).
     fn call_refresher(
         &self,
         refresher: &dyn Refresh,
         current: &Tokens,
+        held: &HeldLock<'_>,
     ) -> Result<Tokens, RefreshError> {
+        // Closed: the process may not be there to save the answer (a rotated refresh token).
+        // Lock lost: another process may have rotated `current`'s refresh token already.
+        let stop = || self.closing.load(Acquire) || held.lost();
         let mut retries = 0;
         loop {
             match refresher.refresh(&self.token_agent, current) {
-                Err(e)
-                    if retries < self.retry.retries()
-                        && refresh_retryable(&e)
-                        && !self.closing.load(Acquire) =>
-                {
+                Err(e) if retries < self.retry.retries() && refresh_retryable(&e) && !stop() => {
                     let after = match &e {
                         RefreshError::Status { retry_after, .. } => *retry_after,
                         _ => None,
                     };
                     self.token_backoff(retries, after, &e);
-                    if self.closing.load(Acquire) {
-                        // Closed during the backoff: no new call, whose answer (a rotated
-                        // refresh token) the process may no longer be there to save.
+                    if stop() {
                         return Err(e);
                     }
                     retries += 1;
@@ -612,8 +611,16 @@ impl Inner {
         let spawned = std::thread::Builder::new()
             .name("tokengate-save".into())
             .spawn(move || {
+                // Cleared however the retry ends, also by a panicking listener or store:
+                // otherwise no request would start a retry again.
+                struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(false, Release);
+                    }
+                }
+                let _done = Done(&inner.saving);
                 let _ = inner.write_unsaved();
-                inner.saving.store(false, Release);
             });
         if spawned.is_err() {
             // Retried by a later request.
@@ -816,6 +823,11 @@ impl<'a> HeldLock<'a> {
             });
         }
         HeldLock { inner, slot }
+    }
+
+    /// True once [`Inner::release_stuck_lock`] took the lock away from this flight.
+    fn lost(&self) -> bool {
+        self.slot.as_ref().is_some_and(|slot| slot.lock().is_none())
     }
 
     /// What the store held when the lock was taken (`None` for an unshared store).

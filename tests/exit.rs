@@ -368,6 +368,68 @@ fn an_idle_process_does_not_keep_the_lock_of_a_hung_background_refresh() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A background refresh whose store lock was taken away (it outlived its bound) makes no
+/// further token call: another process may have refreshed with the same refresh token by
+/// then. Here the first call, a retryable 503, comes back only after the lock was taken and
+/// another process holds it. Caught the retry loop ignoring the lost lock (2 calls).
+#[test]
+fn a_refresh_that_lost_its_store_lock_makes_no_further_token_call() {
+    let srv = TokenServer::start();
+    let dir = temp_dir("lost-lock");
+    let path = dir.join("tokens.json");
+    store_login_inside_the_refresh_window(&srv, &path);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let other_path = path.clone();
+    let events = Recorder::new();
+    // Bound of a flight: lock wait 50 ms + two 100 ms token calls + one 10 ms backoff + the
+    // save allowance.
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(Duration::from_millis(100))
+        .retry(
+            tokengate::RetryPolicy::new()
+                .max_retries(1)
+                .base_delay(Duration::from_millis(10))
+                .max_delay(Duration::from_millis(10)),
+        )
+        .refresher(move |_: &Agent, _: &Tokens| {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                // Slow: by the time it answers, the lock was taken away and another process
+                // holds it (and may be refreshing).
+                let other = FileStore::new(&other_path)
+                    .unwrap()
+                    .lock_timeout(HANG_GUARD);
+                let held = other.lock().expect("the lock was taken away").unwrap();
+                drop(held);
+            }
+            Err(tokengate::RefreshError::Status {
+                status: 503,
+                retry_after: None,
+            })
+        })
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    let mut resp = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut resp)["token"], "at-1");
+    events.wait_for("the background refresh to fail", 1, |e| {
+        matches!(e, Event::RefreshFailed { .. })
+    });
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "a token call was made without the store's lock"
+    );
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `close()` on the last handle waits for the refresh in flight and reports a failed save.
 #[test]
 fn close_waits_for_the_refresh_in_flight_and_reports_its_store_error() {

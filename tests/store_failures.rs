@@ -190,6 +190,61 @@ fn a_pending_save_never_makes_a_request_wait_for_the_store_lock() {
     assert_eq!(srv.reuse_detected(), 0);
 }
 
+/// A listener that panics on the save-retry thread does not stop later retries. Caught the
+/// "a retry is running" flag staying set after the panic: the save was never retried again,
+/// and another process then presented the consumed refresh token.
+#[test]
+fn a_panic_in_a_save_retry_does_not_stop_later_retries() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-panicking-retry");
+    let path = dir.path("tokens.json");
+    let fail = Arc::new(AtomicBool::new(false));
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let panic_once = Arc::new(AtomicBool::new(false));
+    let armed = panic_once.clone();
+    let record = events.listener();
+    let client = srv
+        .client_builder()
+        .store(Flaky {
+            file: FileStore::new(&path).unwrap(),
+            fail: fail.clone(),
+        })
+        .clock(clock.clone())
+        .on_event(move |e| {
+            record(e);
+            if matches!(e, Event::StoreFailed { .. }) && armed.swap(false, SeqCst) {
+                panic!("a listener panics (on the save thread)");
+            }
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    // at-2 / rt-2 in memory; its save fails.
+    fail.store(true, SeqCst);
+    client.force_refresh().unwrap();
+    assert_eq!(store_failures(&events), 1);
+
+    // The retry a second later fails again, and the listener panics on its thread.
+    panic_once.store(true, SeqCst);
+    clock.advance(Duration::from_secs(2));
+    client.get("items").call().unwrap();
+    events.wait_for("the failed retry", 2, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
+    wait_until("the panic", || !panic_once.load(SeqCst));
+
+    // Space again: a later request's retry saves at-2.
+    fail.store(false, SeqCst);
+    wait_until("the retry saved", || {
+        clock.advance(Duration::from_secs(2));
+        client.get("items").call().unwrap();
+        stored_refresh_token(&path) == "rt-2"
+    });
+    client.close().unwrap();
+    assert_eq!(srv.reuse_detected(), 0);
+}
+
 #[test]
 fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() {
     let srv = TokenServer::start();
