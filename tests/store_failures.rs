@@ -77,9 +77,19 @@ struct Setup {
 }
 
 fn setup(srv: &TokenServer, path: &Path) -> Setup {
+    setup_with_listener(srv, path, |_| {})
+}
+
+/// `setup`, with `also` called on every event after it is recorded.
+fn setup_with_listener(
+    srv: &TokenServer,
+    path: &Path,
+    also: impl Fn(&Event) + Send + Sync + 'static,
+) -> Setup {
     let fail = Arc::new(AtomicBool::new(false));
     let clock = Arc::new(ManualClock::new());
     let events = Recorder::new();
+    let record = events.listener();
     let client = srv
         .client_builder()
         .store(Flaky {
@@ -87,7 +97,10 @@ fn setup(srv: &TokenServer, path: &Path) -> Setup {
             fail: fail.clone(),
         })
         .clock(clock.clone())
-        .on_event(events.listener())
+        .on_event(move |e| {
+            record(e);
+            also(e);
+        })
         .tokens(srv.login())
         .build()
         .unwrap();
@@ -198,28 +211,18 @@ fn a_panic_in_a_save_retry_does_not_stop_later_retries() {
     let srv = TokenServer::start();
     let dir = TempDir::new("store_failures-panicking-retry");
     let path = dir.path("tokens.json");
-    let fail = Arc::new(AtomicBool::new(false));
-    let clock = Arc::new(ManualClock::new());
-    let events = Recorder::new();
     let panic_once = Arc::new(AtomicBool::new(false));
     let armed = panic_once.clone();
-    let record = events.listener();
-    let client = srv
-        .client_builder()
-        .store(Flaky {
-            file: FileStore::new(&path).unwrap(),
-            fail: fail.clone(),
-        })
-        .clock(clock.clone())
-        .on_event(move |e| {
-            record(e);
-            if matches!(e, Event::StoreFailed { .. }) && armed.swap(false, SeqCst) {
-                panic!("a listener panics (on the save thread)");
-            }
-        })
-        .tokens(srv.login())
-        .build()
-        .unwrap();
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup_with_listener(&srv, &path, move |e| {
+        if matches!(e, Event::StoreFailed { .. }) && armed.swap(false, SeqCst) {
+            panic!("a listener panics (on the save thread)");
+        }
+    });
     // at-2 / rt-2 in memory; its save fails.
     fail.store(true, SeqCst);
     client.force_refresh().unwrap();
