@@ -78,6 +78,16 @@ enum Writer<'a> {
     Lost,
 }
 
+impl<'a> Writer<'a> {
+    /// Through `lock` if the store gave one (a shared store), else `save` / `clear`.
+    fn of(lock: &'a mut Option<StoreLock>) -> Self {
+        match lock {
+            Some(l) => Writer::Locked(l),
+            None => Writer::Plain,
+        }
+    }
+}
+
 /// What the local half of a logout did.
 pub(crate) struct LoggedOut {
     /// The tokens logged out: revoke these.
@@ -455,11 +465,7 @@ impl Inner {
             |_| true,
             tokens,
             |snap, p| {
-                let writer = match &mut lock {
-                    Some(l) => Writer::Locked(l),
-                    None => Writer::Plain,
-                };
-                written = self.write_through(snap, writer, p);
+                written = self.write_through(snap, Writer::of(&mut lock), p);
             },
         );
         drop(lock);
@@ -497,11 +503,7 @@ impl Inner {
                 |_| true,
                 None,
                 |s, p| {
-                    let writer = match &mut lock {
-                        Some(l) => Writer::Locked(l),
-                        None => Writer::Plain,
-                    };
-                    written = self.write_through(s, writer, p);
+                    written = self.write_through(s, Writer::of(&mut lock), p);
                 },
             );
             if let Some(cleared) = cleared {
@@ -683,11 +685,7 @@ impl Inner {
                     // Under the persist lock: no install can slip between this snapshot and
                     // its write.
                     let snap = self.gate.snapshot();
-                    let writer = match &mut lock {
-                        Some(l) => Writer::Locked(l),
-                        None => Writer::Plain,
-                    };
-                    match self.write_through(&snap, writer, &mut p) {
+                    match self.write_through(&snap, Writer::of(&mut lock), &mut p) {
                         Ok(()) => Outcome::Saved,
                         Err(e) => Outcome::Failed(e, snap.generation),
                     }
