@@ -27,14 +27,17 @@ fn token_of(client: &AuthClient) -> String {
     body_json(&mut r)["token"].as_str().unwrap().to_owned()
 }
 
-/// A `FileStore` whose next poll, once armed, stops after reading the file until the test
-/// lets it go: the window in which a local login can overtake it.
-struct SlowPoll {
+/// A `FileStore` whose polls go through `hook` (given the store and `since`): how a test
+/// holds a poll up, or hides what it would report.
+struct HookedPoll<F> {
     file: FileStore,
-    armed: Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    hook: F,
 }
 
-impl TokenStore for SlowPoll {
+impl<F> TokenStore for HookedPoll<F>
+where
+    F: Fn(&FileStore, Option<Revision>) -> io::Result<Option<Stored>> + Send + Sync + 'static,
+{
     fn load(&self) -> io::Result<Option<Tokens>> {
         self.file.load()
     }
@@ -48,18 +51,29 @@ impl TokenStore for SlowPoll {
         self.file.lock()
     }
     fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        let read = self.file.poll(since);
-        let armed = self.armed.lock().unwrap().take();
-        if let Some((read_done, go)) = armed {
-            read_done.send(()).unwrap();
-            go.recv_timeout(HANG_GUARD).unwrap();
-        }
-        read
+        (self.hook)(&self.file, since)
     }
 }
 
-/// A client logged in (at-1) on a `SlowPoll` store; another process then logs in (at-2). A
-/// request's poll reads at-2 and stops before installing it; `local` (this process's own
+/// A store whose polls, after the client's build, report no change until `open` is set:
+/// like a rate-limited poll (`RedisStore`'s) that has not looked again yet. What another
+/// process stored meanwhile is first seen under the store's lock, when a refresh takes it.
+fn gated_poll(path: &std::path::Path, open: Arc<AtomicBool>) -> impl TokenStore {
+    HookedPoll {
+        file: FileStore::new(path).unwrap(),
+        // The build's poll (`None`) finds the store shared.
+        hook: move |file: &FileStore, since: Option<Revision>| {
+            if since.is_some() && !open.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            file.poll(since)
+        },
+    }
+}
+
+/// A client logged in (at-1) on a store whose next poll, once armed, stops after reading the
+/// file until the test lets it go; another process then logs in (at-2). A request's poll
+/// reads at-2 and stops before installing it; `local` (this process's own
 /// login or logout) runs in that window; then the poll goes on. Returns the client and the
 /// token the request was sent with (or its error).
 fn overtake_a_poll(
@@ -67,13 +81,23 @@ fn overtake_a_poll(
     path: &std::path::Path,
     local: impl FnOnce(&AuthClient),
 ) -> (AuthClient, Result<String, Error>) {
-    let store = Arc::new(SlowPoll {
+    type Pause = (mpsc::Sender<()>, mpsc::Receiver<()>);
+    let armed: Arc<Mutex<Option<Pause>>> = Arc::default();
+    let pause = armed.clone();
+    let store = HookedPoll {
         file: FileStore::new(path).unwrap(),
-        armed: Mutex::new(None),
-    });
+        hook: move |file: &FileStore, since: Option<Revision>| {
+            let read = file.poll(since);
+            if let Some((read_done, go)) = pause.lock().unwrap().take() {
+                read_done.send(()).unwrap();
+                go.recv_timeout(HANG_GUARD).unwrap();
+            }
+            read
+        },
+    };
     let client = srv
         .client_builder()
-        .store(store.clone())
+        .store(store)
         .tokens(srv.login()) // at-1
         .build()
         .unwrap();
@@ -81,7 +105,7 @@ fn overtake_a_poll(
 
     let (read_done_tx, read_done) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
-    *store.armed.lock().unwrap() = Some((read_done_tx, go_rx));
+    *armed.lock().unwrap() = Some((read_done_tx, go_rx));
     let c = client.clone();
     let request = std::thread::spawn(move || {
         c.get("items")
@@ -287,10 +311,7 @@ fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_no
         .client_builder()
         .clock(clock.clone())
         // Its polls never report a change: what b stores is first seen under the lock.
-        .store(GatedPoll {
-            file: FileStore::new(&path).unwrap(),
-            open: Arc::new(AtomicBool::new(false)),
-        })
+        .store(gated_poll(&path, Arc::new(AtomicBool::new(false))))
         .tokens(srv.login()) // at-1
         .build()
         .unwrap();
@@ -310,36 +331,6 @@ fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_no
     assert_eq!(token_of(&a), "at-3");
     assert_eq!(srv.refresh_calls(), 2);
     assert_eq!(srv.reuse_detected(), 0);
-}
-
-/// A `FileStore` whose polls, after the client's build, report no change until `open` is
-/// set: like a rate-limited poll (`RedisStore`'s) that has not looked again yet. What another
-/// process stored meanwhile is first seen under the store's lock, when a refresh takes it.
-struct GatedPoll {
-    file: FileStore,
-    open: Arc<AtomicBool>,
-}
-
-impl TokenStore for GatedPoll {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.file.load()
-    }
-    fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        self.file.save(tokens)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.file.clear()
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        self.file.lock()
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        // The build's poll (`None`) finds the store shared.
-        if since.is_some() && !self.open.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        self.file.poll(since)
-    }
 }
 
 /// A request's poll during this client's own refresh must not replace the tokens the
@@ -369,10 +360,7 @@ fn a_poll_during_the_clients_own_refresh_never_makes_it_discard_its_answer() {
     let a = srv
         .client_builder()
         .clock(clock.clone())
-        .store(GatedPoll {
-            file: FileStore::new(&path).unwrap(),
-            open: polls.clone(),
-        })
+        .store(gated_poll(&path, polls.clone()))
         .on_event(events.listener())
         .refresher(move |agent: &Agent, current: &Tokens| {
             if first.swap(false, Ordering::SeqCst) {
