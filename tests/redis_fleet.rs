@@ -58,6 +58,14 @@ fn fleet_client(url: &str, store: RedisStore) -> tokengate::AuthClientBuilder {
         .store(store)
 }
 
+/// Another machine of the fleet, in the parent process: a client on `session` in `redis`.
+fn machine(srv: &TokenServer, redis: &RedisServer, session: &str) -> tokengate::AuthClientBuilder {
+    fleet_client(
+        &srv.server.base_url(),
+        RedisStore::open(redis.url(), session).unwrap(),
+    )
+}
+
 /// Starts this test binary's test `name` as a child process in `role`.
 fn spawn_child(
     name: &str,
@@ -204,13 +212,10 @@ fn start_fleet(
     [processes, threads]: [usize; 2],
     target: u64,
 ) -> Vec<Child> {
-    fleet_client(
-        &srv.server.base_url(),
-        RedisStore::open(redis.url(), session).unwrap(),
-    )
-    .tokens(srv.login())
-    .build()
-    .unwrap();
+    machine(srv, redis, session)
+        .tokens(srv.login())
+        .build()
+        .unwrap();
     let extra = [
         (THREADS_VAR, threads.to_string()),
         (TARGET_VAR, target.to_string()),
@@ -364,13 +369,10 @@ struct Tally {
 /// The parent's side: a login whose access token the API no longer accepts, so the first
 /// request of whoever comes next refreshes.
 fn stale_login(srv: &TokenServer, redis: &RedisServer, session: &str) {
-    fleet_client(
-        &srv.server.base_url(),
-        RedisStore::open(redis.url(), session).unwrap(),
-    )
-    .tokens(srv.login())
-    .build()
-    .unwrap();
+    machine(srv, redis, session)
+        .tokens(srv.login())
+        .build()
+        .unwrap();
     srv.expire_access_tokens();
 }
 
@@ -455,12 +457,7 @@ fn a_holder_killed_mid_refresh_frees_the_lock_when_its_lease_ends() {
     assert!(!status.success());
 
     // Another machine: it waits for the lease to end, then refreshes, once.
-    let client = fleet_client(
-        &srv.server.base_url(),
-        RedisStore::open(redis.url(), session).unwrap(),
-    )
-    .build()
-    .unwrap();
+    let client = machine(&srv, &redis, session).build().unwrap();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(srv.refresh_calls(), 1);
@@ -487,12 +484,7 @@ fn pause_a_holder(name: &str, mode: &str) -> (String, TokenServer, RedisServer) 
 
     // Another machine takes the lock once the paused holder's lease ran out, refreshes and
     // writes; the record moves on.
-    let client = fleet_client(
-        &srv.server.base_url(),
-        RedisStore::open(redis.url(), session).unwrap(),
-    )
-    .build()
-    .unwrap();
+    let client = machine(&srv, &redis, session).build().unwrap();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     let mut conn = redis.conn();
