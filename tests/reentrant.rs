@@ -18,6 +18,15 @@ use tokengate::{
 
 type Slot = Arc<OnceLock<AuthClient>>;
 
+/// The token a request on `client` is sent with; the request must not block (`what`).
+fn token_without_blocking(what: &str, client: &AuthClient) -> String {
+    let c = client.clone();
+    must_not_block(what, move || {
+        let mut r = c.get("items").call().unwrap();
+        body_json(&mut r)["token"].as_str().unwrap().to_owned()
+    })
+}
+
 #[test]
 fn a_listener_that_needs_a_refresh_during_the_refresh_gets_reentrant() {
     let srv = TokenServer::start();
@@ -44,11 +53,7 @@ fn a_listener_that_needs_a_refresh_during_the_refresh_gets_reentrant() {
         .unwrap();
     slot.set(client.clone()).unwrap();
     srv.expire_access_tokens();
-    let c = client.clone();
-    let token = must_not_block("a request whose listener calls back", move || {
-        let mut r = c.get("items").call().unwrap();
-        body_json(&mut r)["token"].as_str().unwrap().to_owned()
-    });
+    let token = token_without_blocking("a request whose listener calls back", &client);
     assert_eq!(token, "at-2");
     assert_eq!(
         *seen.lock().unwrap(),
@@ -110,11 +115,7 @@ fn a_refresher_calling_its_own_client_gets_reentrant_not_a_timeout() {
         .unwrap();
     slot.set(client.clone()).unwrap();
     srv.expire_access_tokens();
-    let c = client.clone();
-    let token = must_not_block("a refresher that calls back", move || {
-        let mut r = c.get("items").call().unwrap();
-        body_json(&mut r)["token"].as_str().unwrap().to_owned()
-    });
+    let token = token_without_blocking("a refresher that calls back", &client);
     assert_eq!(token, "at-2");
 }
 
@@ -205,11 +206,7 @@ fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
         .build()
         .unwrap();
     srv_a.expire_access_tokens();
-    let a2 = a.clone();
-    let token = must_not_block("a refresher that uses another client", move || {
-        let mut r = a2.get("items").call().unwrap();
-        body_json(&mut r)["token"].as_str().unwrap().to_owned()
-    });
+    let token = token_without_blocking("a refresher that uses another client", &a);
     assert_eq!(token, "at-2");
     assert_eq!(*via_b.lock().unwrap(), ["at-2"], "b refreshed and answered");
     assert_eq!((srv_a.refresh_calls(), srv_b.refresh_calls()), (1, 1));
