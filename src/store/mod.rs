@@ -31,7 +31,9 @@ pub(crate) mod redis;
 /// `clear_tokens`, and as an [`Event::StoreFailed`](crate::Event::StoreFailed) when a refresh
 /// could not be saved. The tokens in memory are already updated, so the process goes on; the
 /// client retries the write on a later request, and [`AuthClient::close`](crate::AuthClient::close)
-/// reports a write that never succeeded.
+/// reports a write that never succeeded. With a shared store, an unsaved refresh gives way to
+/// a newer record another process stores meanwhile; an unsaved login or logout does not: the
+/// retry writes it over that record.
 ///
 /// # Deadlocks
 /// The client calls the store from the thread that made the change, with its own locks
@@ -137,6 +139,18 @@ pub trait LockedWrite: Send {
     fn reread(&mut self) -> io::Result<Option<Stored>> {
         Ok(None)
     }
+
+    /// Confirms that the lock is still this holder's, right before the client makes a token
+    /// call under it, and extends it if it can lapse. Only a store whose lock can lapse (a
+    /// lease that ran out while its holder was paused or cut off) implements it: a holder
+    /// that lost its lock makes no token call, because the process that holds the lock now
+    /// may be presenting the same refresh token. `Ok(false)` when the lock is gone; an error
+    /// when it cannot be told (the client then makes no token call either).
+    ///
+    /// Defaults to `Ok(true)`: the lock cannot lapse while it is held.
+    fn still_held(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
 }
 
 /// A shared store's exclusive lock, returned by [`TokenStore::lock`], with the tokens read
@@ -188,6 +202,15 @@ impl StoreLock {
             }
             None => Ok(None),
         }
+    }
+
+    /// Whether the lock is still held (see [`LockedWrite::still_held`]); always true for a
+    /// store whose lock cannot lapse.
+    ///
+    /// # Errors
+    /// The store's error when it cannot tell (e.g. Redis unreachable).
+    pub fn still_held(&mut self) -> io::Result<bool> {
+        self.writer.still_held()
     }
 
     /// Writes `tokens` (`None`: logout) under the lock and returns the new revision.

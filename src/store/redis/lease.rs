@@ -10,7 +10,9 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,8 +30,42 @@ const MAX_PAUSE: Duration = Duration::from_millis(50);
 pub(super) struct Lease {
     shared: Arc<Shared>,
     owner: String,
+    lease: Duration,
+    /// Set (for good) once the lease was found gone: it ran out and another owner may hold
+    /// the lock. Written by the renewer thread and by [`Writer::still_held`].
+    lost: Arc<AtomicBool>,
     /// Dropping it stops the renewer thread.
     stop: Option<mpsc::Sender<()>>,
+}
+
+impl Lease {
+    fn new(shared: &Arc<Shared>, owner: String, lease: Duration) -> Lease {
+        Lease {
+            shared: Arc::clone(shared),
+            owner,
+            lease,
+            lost: Arc::new(AtomicBool::new(false)),
+            stop: None,
+        }
+    }
+
+    /// Extends the lease if it is still ours (one round trip): `Ok(false)`, and the loss
+    /// recorded, if it is gone.
+    fn renew(shared: &Shared, owner: &str, lease: Duration, lost: &AtomicBool) -> io::Result<bool> {
+        let renewed = shared.redis.run("renewing the lock", |c| {
+            shared
+                .scripts
+                .renew
+                .key(&shared.keys.lock)
+                .arg(owner)
+                .arg(millis(lease))
+                .invoke::<i64>(c)
+        })?;
+        if renewed == 0 {
+            lost.store(true, Release);
+        }
+        Ok(renewed != 0)
+    }
 }
 
 impl Drop for Lease {
@@ -60,7 +96,7 @@ pub(super) fn acquire(
     timeout: Duration,
 ) -> io::Result<(Lease, Raw)> {
     let owner = new_owner();
-    let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
+    let lease_ms = millis(lease);
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
     let keys = &shared.keys;
@@ -80,20 +116,12 @@ pub(super) fn acquire(
         match taken {
             Ok(None) => {}
             Ok(Some(raw)) => {
-                let mut held = Lease {
-                    shared: Arc::clone(shared),
-                    owner,
-                    stop: None,
-                };
-                held.stop = Some(renew_in_background(shared, &held.owner, lease)?);
+                let mut held = Lease::new(shared, owner, lease);
+                held.stop = Some(renew_in_background(shared, &held)?);
                 return Ok((held, raw));
             }
             Err(e) => {
-                drop(Lease {
-                    shared: Arc::clone(shared),
-                    owner,
-                    stop: None,
-                });
+                drop(Lease::new(shared, owner, lease));
                 return Err(e);
             }
         }
@@ -115,18 +143,16 @@ pub(super) fn acquire(
 
 /// Starts the thread that extends the lease every third of it while it is held. It stops
 /// when the returned sender is dropped, or for good when the lease is found gone (ran out
-/// and taken by another owner: the commit will be refused). A failed renewal (Redis
-/// unreachable) is tried again a third of a lease later; the lease may run out meanwhile.
-fn renew_in_background(
-    shared: &Arc<Shared>,
-    owner: &str,
-    lease: Duration,
-) -> io::Result<mpsc::Sender<()>> {
+/// and taken by another owner: the loss is recorded, so the holder makes no token call and
+/// its commit will be refused). A failed renewal (Redis unreachable) is tried again a third
+/// of a lease later; the lease may run out meanwhile.
+fn renew_in_background(shared: &Arc<Shared>, held: &Lease) -> io::Result<mpsc::Sender<()>> {
     let (stop, stopped) = mpsc::channel::<()>();
+    let lease = held.lease;
     let every = (lease / 3).max(Duration::from_millis(1));
-    let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1);
     let shared = Arc::clone(shared);
-    let owner = owner.to_owned();
+    let owner = held.owner.clone();
+    let lost = Arc::clone(&held.lost);
     std::thread::Builder::new()
         .name("tokengate-redis-lease".into())
         .spawn(move || loop {
@@ -134,20 +160,16 @@ fn renew_in_background(
                 Err(RecvTimeoutError::Timeout) => {}
                 Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
             }
-            let renewed = shared.redis.run("renewing the lock", |c| {
-                shared
-                    .scripts
-                    .renew
-                    .key(&shared.keys.lock)
-                    .arg(&owner)
-                    .arg(lease_ms)
-                    .invoke::<i64>(c)
-            });
-            if matches!(renewed, Ok(0)) {
+            if matches!(Lease::renew(&shared, &owner, lease, &lost), Ok(false)) {
                 return;
             }
         })?;
     Ok(stop)
+}
+
+/// A lease's length in whole milliseconds, at least 1 (what `PX` and `PEXPIRE` take).
+fn millis(lease: Duration) -> u64 {
+    u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 /// A random owner for one lease: 128 bits from std's per-process random hash keys, mixed
@@ -233,6 +255,16 @@ impl LockedWrite for Writer {
             }
             Err((why, now)) => Err(self.refused(why, now)),
         }
+    }
+
+    /// One round trip: extends the lease if it is still ours. A lease the renewer already
+    /// found gone is not asked about again.
+    fn still_held(&mut self) -> io::Result<bool> {
+        let l = &self.lease;
+        if l.lost.load(Acquire) {
+            return Ok(false);
+        }
+        Lease::renew(&l.shared, &l.owner, l.lease, &l.lost)
     }
 
     fn reread(&mut self) -> io::Result<Option<Stored>> {
