@@ -305,11 +305,11 @@ impl AuthClientBuilder {
             .unwrap_or_else(|| transport::default_agent(self.token_timeout, WholeCall, self.proxy));
         let token_call_limit = transport::call_limit(&token_agent);
         let retries = self.retry.retries();
-        let flight_limit = store
-            .lock_timeout()
-            .saturating_add(token_call_limit.saturating_mul(retries + 1))
+        let hold_limit = token_call_limit
+            .saturating_mul(retries + 1)
             .saturating_add(self.retry.max_delay_value().saturating_mul(retries))
             .saturating_add(SAVE_ALLOWANCE);
+        let flight_limit = store.lock_timeout().saturating_add(hold_limit);
         Ok(AuthClient::from_inner(Inner {
             base: base_url,
             base_root,
@@ -331,6 +331,7 @@ impl AuthClientBuilder {
             refresh_timeout: self.refresh_timeout.unwrap_or(flight_limit),
             token_call_limit,
             flight_limit,
+            hold_limit,
             status_as_error: self.status_as_error,
             retry: self.retry,
             sleeper: self.sleeper,
@@ -414,15 +415,19 @@ mod tests {
             .build()
             .unwrap();
         let f = c.inner();
+        // A flight holds the lock for its calls, backoffs and save: less than another
+        // process waits for it.
+        assert_eq!(f.hold_limit, i.flight_limit);
         assert!(
-            crate::FileStore::DEFAULT_LOCK_TIMEOUT > i.flight_limit,
+            crate::FileStore::DEFAULT_LOCK_TIMEOUT > f.hold_limit,
             "another process's refresh holds the lock at most {:?}",
-            i.flight_limit
+            f.hold_limit
         );
         assert_eq!(
             f.refresh_timeout,
             crate::FileStore::DEFAULT_LOCK_TIMEOUT + i.flight_limit
         );
+        assert_eq!(f.flight_limit, f.refresh_timeout);
         // A user-set token timeout moves every bound with it.
         let c = AuthClient::builder("https://api.example.com/")
             .token_timeout(Duration::from_secs(5))

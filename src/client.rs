@@ -72,12 +72,16 @@ pub struct AuthClient {
 /// refreshes hold the [`Inner`] only, so they never keep the handle alive.
 struct Handle {
     inner: Arc<Inner>,
+    /// Set by [`AuthClient::close`] once it shut the client down: `Drop` does not again.
+    closed: bool,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Errors have been reported as events; `close()` is the way to receive them.
-        let _ = self.inner.shut_down(true);
+        if !self.closed {
+            // Errors have been reported as events; `close()` is the way to receive them.
+            let _ = self.inner.shut_down(true);
+        }
     }
 }
 
@@ -125,8 +129,13 @@ pub(crate) struct Inner {
     pub(crate) refresh_timeout: Duration,
     /// The longest one token call can take (the token agent's timeout).
     pub(crate) token_call_limit: Duration,
-    /// The longest a whole refresh can take: lock wait, calls, backoffs.
+    /// The longest a whole refresh can take: lock wait, then `hold_limit`.
     pub(crate) flight_limit: Duration,
+    /// The longest a refresh may hold a shared store's lock: its token calls, the backoffs
+    /// between them and the save. Measured from when it got the lock; a flight that holds it
+    /// longer (a hung custom refresher) has it taken away. With default settings 152 s, below
+    /// the 180 s another process waits for the lock.
+    pub(crate) hold_limit: Duration,
     pub(crate) status_as_error: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) sleeper: Box<dyn Sleeper>,
@@ -153,6 +162,7 @@ impl AuthClient {
         AuthClient {
             handle: Arc::new(Handle {
                 inner: Arc::new(inner),
+                closed: false,
             }),
         }
     }
@@ -203,9 +213,13 @@ impl AuthClient {
     ///
     /// # Errors
     /// [`Error::InvalidToken`] if a token cannot travel in a header (nothing changes then);
-    /// [`Error::Store`] if the store failed (the tokens are in use in memory all the same, and
-    /// the write is retried on a later request); [`Error::Reentrant`] from the client's own
-    /// refresher, store or a listener running during a refresh.
+    /// [`Error::Store`] if the store failed. If a shared store's lock could not be taken
+    /// (another process held it past the lock timeout, Redis down), nothing changes: the
+    /// caller still has the tokens and may try again. If the write failed, the tokens are in
+    /// use in memory all the same, and the write is retried (on a later request, the next
+    /// refresh, `close()`) over whatever the store holds by then: another process's refresh
+    /// of the old session never replaces this login. [`Error::Reentrant`] from the client's
+    /// own refresher, store or a listener running during a refresh.
     pub fn set_tokens(&self, tokens: Tokens) -> Result<(), Error> {
         let inner = self.inner();
         let current = inner.stamp(tokens).map_err(Error::InvalidToken)?;
@@ -216,8 +230,11 @@ impl AuthClient {
     /// [`Error::NoTokens`] until [`AuthClient::set_tokens`].
     ///
     /// # Errors
-    /// [`Error::Store`] if the store could not be cleared (memory is cleared all the same);
-    /// [`Error::Reentrant`] as for [`AuthClient::set_tokens`].
+    /// [`Error::Store`] if the store could not be cleared, also when a shared store's lock
+    /// could not be taken: memory is cleared all the same (a user who logged out must not go
+    /// on sending the token), and the logout is written later (on a later request,
+    /// `close()`) over whatever the store holds by then: another process's refresh of the
+    /// old session never undoes it. [`Error::Reentrant`] as for [`AuthClient::set_tokens`].
     pub fn clear_tokens(&self) -> Result<(), Error> {
         self.inner().replace(None)
     }
@@ -281,19 +298,32 @@ impl AuthClient {
         self.inner().stats.snapshot()
     }
 
-    /// Ends this handle: waits for a refresh in flight (bounded by the token call's timeout),
-    /// saves what it got, and retries a save that failed earlier. Call it before
-    /// `std::process::exit`, or to learn whether the session was stored. Dropping the last
-    /// handle does the same but cannot report errors. With other clones still alive, they go
-    /// on working; if this is the last one, a refresh in flight makes no further token call.
+    /// Ends this handle: waits for a refresh in flight, saves what it got, and retries a save
+    /// that failed earlier. Call it before `std::process::exit`, or to learn whether the
+    /// session was stored. Dropping the last handle does the same but cannot report errors;
+    /// a handle closed here is not shut down again when it drops, so the wait happens once.
+    ///
+    /// On the last handle, a refresh in flight makes no further token call, and the wait is
+    /// bounded by one token call: the token timeout + 2 s. With other clones still alive,
+    /// they go on working, and the wait is bounded by the longest refresh (the default
+    /// `refresh_timeout`).
     ///
     /// # Errors
     /// [`Error::Store`] if tokens in memory could not be saved; [`Error::RefreshTimeout`] if a
-    /// refresh did not finish in time (its store lock is released; the tokens it may get
-    /// are lost); [`Error::Reentrant`] from inside the client's own refresh.
+    /// refresh did not finish in time. On the last handle its store lock is then released
+    /// (the tokens it may get are not saved); on another handle only if the refresh has held
+    /// it past its bound, as any thread giving up on a refresh does. [`Error::Reentrant`]
+    /// from inside the client's own refresh.
     pub fn close(self) -> Result<(), Error> {
-        let last = Arc::strong_count(&self.handle) == 1;
-        self.inner().shut_down(last)
+        let inner = Arc::clone(self.inner());
+        match Arc::into_inner(self.handle) {
+            // The last handle: shut down once, here, and not again when it drops.
+            Some(mut handle) => {
+                handle.closed = true;
+                inner.shut_down(true)
+            }
+            None => inner.shut_down(false),
+        }
     }
 }
 

@@ -85,7 +85,11 @@ pub enum Error {
     #[error("could not serialize the request body")]
     Json(#[source] serde_json::Error),
 
-    /// The token store failed to load, save or clear. Tokens in memory are unaffected.
+    /// The token store failed to load, save or clear, or its lock could not be taken. What
+    /// became of the tokens in memory is documented on the call that returned it (a login
+    /// whose write failed, and any logout, are in use in memory, and written later; see
+    /// [`AuthClient::set_tokens`](crate::AuthClient::set_tokens) and
+    /// [`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens)).
     #[error("token store failed")]
     Store(#[source] Arc<std::io::Error>),
 
@@ -223,8 +227,9 @@ pub enum RefreshError {
     InvalidResponse(&'static str),
 
     /// The shared store could not be locked or read before refreshing (e.g. another process
-    /// held the lock past the lock timeout, or the token file is corrupt). Nothing was sent
-    /// to the token endpoint. Not terminal.
+    /// held the lock past the lock timeout, or the token file is corrupt), or its lock was
+    /// lost before a token call (a `RedisStore` lease that ran out while this process was
+    /// paused or cut off). Nothing was sent to the token endpoint then. Not terminal.
     #[error("the token store could not be locked or read")]
     Store(#[source] Arc<std::io::Error>),
 

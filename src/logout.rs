@@ -28,9 +28,10 @@ impl AuthClient {
     /// # Errors
     /// - [`Error::RevocationFailed`] when the server could not be reached or refused: the
     ///   local logout happened all the same; an [`Event::RevocationFailed`] is reported too.
-    /// - [`Error::Store`] if the store could not be cleared (memory is cleared; the revocation
-    ///   was still attempted, and its failure, if any, is reported as an event only); if the
-    ///   store could not even be locked, nothing changed and nothing was revoked.
+    /// - [`Error::Store`] if the store could not be cleared, also when a shared store's lock
+    ///   could not be taken: memory is cleared and the revocation attempted all the same (its
+    ///   failure, if any, is reported as an event only), and the logout is written to the
+    ///   store later, over whatever it holds by then (see [`AuthClient::clear_tokens`]).
     /// - [`Error::Reentrant`] from the client's own refresher, store or a listener running
     ///   during a refresh.
     pub fn logout(&self) -> Result<(), Error> {

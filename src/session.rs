@@ -9,6 +9,7 @@
 //! `Inner::flight_lock`; `Inner::flight_lock` before a [`FlightLock`]'s slot; the persist
 //! lock before a slot.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::Arc;
@@ -46,6 +47,11 @@ pub(crate) struct Persisted {
     /// The error of the last write, while memory holds a change the store did not take.
     /// Mirrored in `Inner::unsaved`.
     pub(crate) unsaved: Option<Arc<io::Error>>,
+    /// The unsaved change includes a login or logout the user asked for: the next retry
+    /// writes it over whatever a shared store holds by then, and nothing the store holds
+    /// (another process still on the old session refreshing it) replaces it meanwhile.
+    /// Without it, an unsaved refresh gives way to a newer record another process stored.
+    pub(crate) replace_pending: bool,
     /// When (by the client's clock) a failed write was last retried.
     pub(crate) last_retry: Option<SystemTime>,
 }
@@ -55,17 +61,20 @@ impl Persisted {
         Persisted {
             base,
             unsaved: None,
+            replace_pending: false,
             last_retry: None,
         }
     }
 }
 
 /// The store lock of the flight running now, registered in `Inner::flight_lock` so that a
-/// flight outliving its bound (a hung custom refresher) can be made to give it up.
+/// flight holding it longer than its bound (a hung custom refresher) can be made to give it
+/// up.
 pub(crate) struct FlightLock {
     /// The lock; `None` once taken away. Guarded by its own mutex, held only for a write.
     slot: Arc<Mutex<Option<StoreLock>>>,
-    started: Instant,
+    /// When the flight got the lock: it may hold it for `Inner::hold_limit`.
+    locked_at: Instant,
 }
 
 /// How a change reaches the store.
@@ -74,18 +83,32 @@ enum Writer<'a> {
     Plain,
     /// A shared store, through the lock this thread holds.
     Locked(&'a mut StoreLock),
-    /// A shared store whose lock was taken away from a flight that outlived its bound.
-    Lost,
+    /// A shared store whose lock could not be taken, or was taken away from a flight that
+    /// held it past its bound: nothing is written, for this reason.
+    Unlocked(Arc<io::Error>),
 }
 
 impl<'a> Writer<'a> {
-    /// Through `lock` if the store gave one (a shared store), else `save` / `clear`.
-    fn of(lock: &'a mut Option<StoreLock>) -> Self {
+    /// Through `lock` if the store gave one (a shared store), else `save` / `clear`; nothing
+    /// if taking the lock failed.
+    fn of(lock: &'a mut Result<Option<StoreLock>, Arc<io::Error>>) -> Self {
         match lock {
-            Some(l) => Writer::Locked(l),
-            None => Writer::Plain,
+            Ok(Some(l)) => Writer::Locked(l),
+            Ok(None) => Writer::Plain,
+            Err(e) => Writer::Unlocked(Arc::clone(e)),
         }
     }
+}
+
+/// What a write carries, which decides what becomes of it if it fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Tokens a refresh got: if unsaved, a newer record another process stores wins.
+    Refreshed,
+    /// A login or logout the user asked for: if unsaved, it is written over whatever a
+    /// shared store holds at the next retry, never replaced by it (see
+    /// `Persisted::replace_pending`).
+    Replaced,
 }
 
 /// What the local half of a logout did.
@@ -176,22 +199,30 @@ impl Inner {
     }
 
     /// For a background flight on a shared store: a thread that takes the store's lock away
-    /// from it once it outlives its bound (a hung custom refresher), so that a process making
-    /// no request, whose threads would otherwise do this when they give up waiting, does not
-    /// keep every other process from refreshing. It ends with the flight, or once it has
-    /// released the lock. If it cannot be spawned, the flight runs unwatched.
+    /// from it once it has held it for `hold_limit` (a hung custom refresher), so that a
+    /// process making no request, whose threads would otherwise do this when they give up
+    /// waiting, does not keep every other process from refreshing. It wakes when the flight
+    /// has held the lock that long (until the flight has the lock, a few times per
+    /// `hold_limit`), and ends with the flight, or once it has released the lock. If it
+    /// cannot be spawned, the flight runs unwatched.
     fn watch_background_flight(self: &Arc<Self>) {
         let inner = Arc::clone(self);
-        let step = (self.flight_limit / 4).max(Duration::from_millis(10));
+        let step = (self.hold_limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let _ = std::thread::Builder::new()
             .name("tokengate-watch".into())
-            .spawn(move || {
-                while !inner.gate.wait_idle(deadline_after(step)) {
-                    if inner.release_stuck_lock(false) {
-                        log::warn!(target: TARGET, "a background refresh outlived its bound of {:?}: \
-                            its store lock is released and its result will not be saved", inner.flight_limit);
-                        return;
-                    }
+            .spawn(move || loop {
+                let locked_at = inner.flight_lock.lock().as_ref().map(|f| f.locked_at);
+                let deadline = locked_at
+                    .and_then(|t| t.checked_add(inner.hold_limit))
+                    .unwrap_or_else(|| deadline_after(step));
+                if inner.gate.wait_idle(deadline) {
+                    return;
+                }
+                if inner.release_stuck_lock(false) {
+                    log::warn!(target: TARGET, "a background refresh held the store's lock for \
+                        {:?}, its bound: the lock is released and its result will not be saved",
+                        inner.hold_limit);
+                    return;
                 }
             });
     }
@@ -240,14 +271,17 @@ impl Inner {
             // The base must be the one of the tokens this flight replaces: if memory moved on
             // (a poll adopted this very record while we waited for the lock), the flight is
             // moot: the newer tokens are in.
-            let base = {
+            let (base, replace_pending) = {
                 let p = lead.persisted();
                 if self.gate.generation() != lead.generation() {
                     return Ok(());
                 }
-                p.base
+                (p.base, p.replace_pending)
             };
             let changed = match base {
+                // A login or logout this client could not save yet is newer than anything
+                // stored: its tokens are refreshed, and the write goes over the record.
+                _ if replace_pending => false,
                 Some(base) => stored.revision() != base,
                 // Not known yet (a store that is never polled): compare the tokens.
                 None => {
@@ -323,30 +357,53 @@ impl Inner {
                 // A store whose lock can lapse (a lease that ran out while this process was
                 // paused) may hold a newer record by now, from a process whose refresh
                 // rotated the token the server just refused: adopt it, the session goes on.
-                if let Some(newer) = held
-                    .reread()
-                    .filter(|s| Some(s.revision()) != read_revision)
-                {
-                    let revision = newer.revision();
-                    if let Ok(adopted) = newer.into_tokens().map(|t| self.stamp(t)).transpose() {
-                        note.adopted = lead.install(adopted, false, |_, p| {
-                            self.note_revision(p, revision);
-                        });
-                        return Ok(());
-                    }
+                if self.adopt_newer(lead, &held, read_revision, note) {
+                    return Ok(());
                 }
                 lead.install(None, true, |snap, p| {
                     note.store_error = held.write(snap, p).err();
                 });
                 Ok(())
             }
+            // The lock lapsed before a token call, which was not made: the process holding
+            // it now may have stored its refresh already.
+            Err(_) if held.lapsed() && self.adopt_newer(lead, &held, read_revision, note) => Ok(()),
             Err(e) => Err(Arc::new(e)),
         }
     }
 
+    /// Installs the record a store whose lock can lapse holds now, if another process wrote
+    /// it since this flight read it (`read_revision`), and unless a login or logout of this
+    /// client is still unsaved. Returns whether it did.
+    fn adopt_newer(
+        &self,
+        lead: &mut Lead<'_, Current, Arc<RefreshError>, Persisted>,
+        held: &HeldLock<'_>,
+        read_revision: Option<Revision>,
+        note: &mut FlightLog,
+    ) -> bool {
+        if lead.persisted().replace_pending {
+            return false;
+        }
+        let Some(newer) = held
+            .reread()
+            .filter(|s| Some(s.revision()) != read_revision)
+        else {
+            return false;
+        };
+        let revision = newer.revision();
+        let Ok(adopted) = newer.into_tokens().map(|t| self.stamp(t)).transpose() else {
+            return false;
+        };
+        note.adopted = lead.install(adopted, false, |_, p| self.note_revision(p, revision));
+        note.adopted
+    }
+
     /// Calls the refresher; retries (per the [`crate::RetryPolicy`]) only failures after which the
-    /// server cannot have used the refresh token, and none once the client is closing or the
-    /// flight's store lock was taken away (another process may be refreshing by now).
+    /// server cannot have used the refresh token, and none once the client is closing.
+    /// Before every call (the first and each retry) it confirms that the flight still holds
+    /// the store's lock: one that was taken away, or a lease that lapsed, means another
+    /// process may be refreshing with the same refresh token, so no call is made.
     fn call_refresher(
         &self,
         refresher: &dyn Refresh,
@@ -354,10 +411,11 @@ impl Inner {
         held: &HeldLock<'_>,
     ) -> Result<Tokens, RefreshError> {
         // Closed: the process may not be there to save the answer (a rotated refresh token).
-        // Lock lost: another process may have rotated `current`'s refresh token already.
+        // Lock taken away: no point waiting out a backoff.
         let stop = || self.closing.load(Acquire) || held.lost();
         let mut retries = 0;
         loop {
+            held.confirm()?;
             match refresher.refresh(&self.token_agent, current) {
                 Err(e) if retries < self.retry.retries() && refresh_retryable(&e) && !stop() => {
                     let after = match &e {
@@ -452,20 +510,27 @@ impl Inner {
     }
 
     /// Writes a login or logout: under the shared store's lock (taken first, so it waits for
-    /// a refresh another process is making), then installed and written in one step.
+    /// a refresh another process is making), then installed and written in one step. If the
+    /// write fails, memory changes all the same and the change is written at a later retry,
+    /// over whatever the store holds by then. If the lock cannot be taken, a login is not
+    /// made (the caller still has the tokens, and may try again), but a logout is: a user
+    /// who logged out must not go on sending the token.
     pub(crate) fn replace(&self, tokens: Option<Current>) -> Result<(), Error> {
         if reentry::is_busy(self.key()) {
             return Err(Error::Reentrant);
         }
         let _busy = reentry::enter(self.key());
-        let mut lock = self.store.lock().map_err(|e| Error::Store(Arc::new(e)))?;
+        let mut lock = self.store.lock().map_err(Arc::new);
+        if let (Some(_), Err(e)) = (&tokens, &lock) {
+            return Err(Error::Store(Arc::clone(e)));
+        }
         let mut written = Ok(());
         let snap = self.gate.replace(
             None,
             |_| true,
             tokens,
             |snap, p| {
-                written = self.write_through(snap, Writer::of(&mut lock), p);
+                written = self.write_through(snap, Writer::of(&mut lock), Change::Replaced, p);
             },
         );
         drop(lock);
@@ -489,11 +554,13 @@ impl Inner {
             return Err(Error::Reentrant);
         }
         let _busy = reentry::enter(self.key());
-        let mut lock = self.store.lock().map_err(|e| Error::Store(Arc::new(e)))?;
-        let newer_stored = lock.as_ref().and_then(|l| {
+        let mut lock = self.store.lock().map_err(Arc::new);
+        // Not while a login or logout of this client is unsaved: memory is the newer then.
+        let newer_stored = lock.as_ref().ok().and_then(Option::as_ref).and_then(|l| {
             let stored = l.stored().ok()?;
-            let base = self.gate.persisted().base;
-            (base != Some(stored.revision())).then(|| stored.tokens().cloned())?
+            let p = self.gate.persisted();
+            let newer = p.base != Some(stored.revision()) && !p.replace_pending;
+            newer.then(|| stored.tokens().cloned())?
         });
         loop {
             let snap = self.gate.snapshot();
@@ -503,7 +570,7 @@ impl Inner {
                 |_| true,
                 None,
                 |s, p| {
-                    written = self.write_through(s, Writer::of(&mut lock), p);
+                    written = self.write_through(s, Writer::of(&mut lock), Change::Replaced, p);
                 },
             );
             if let Some(cleared) = cleared {
@@ -560,7 +627,8 @@ impl Inner {
 
     /// Installs what a shared store holds, if neither memory (`generation`) nor the revision
     /// this client knows (`since`) changed since it was read: a poll that read the store
-    /// before a local login or logout never overwrites it.
+    /// before a local login or logout never overwrites it, nor does any poll while a login
+    /// or logout of this client is unsaved (its retry writes it over the record).
     fn adopt(&self, generation: u64, since: Revision, stored: Stored) -> Result<(), Error> {
         let revision = stored.revision();
         let current = stored
@@ -574,7 +642,7 @@ impl Inner {
             // written since the flight read the store, so what this read found is not newer
             // than what the flight works from, and replacing memory would make the flight
             // discard its answer (whose refresh token the server has rotated already).
-            |p| p.base == Some(since) && self.flight_lock.lock().is_none(),
+            |p| p.base == Some(since) && !p.replace_pending && self.flight_lock.lock().is_none(),
             current,
             |_, p| self.note_revision(p, revision),
         );
@@ -661,12 +729,19 @@ impl Inner {
         let outcome = {
             let _busy = reentry::enter(self.key());
             let mut lock = match self.store.lock() {
-                Ok(lock) => lock,
+                Ok(lock) => Ok(lock),
                 Err(e) => return Some(Arc::new(e)),
             };
             let mut p = self.gate.persisted();
             p.unsaved.as_ref()?;
-            let newer = match lock.as_ref().map(StoreLock::stored) {
+            let newer = match lock
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map(StoreLock::stored)
+            {
+                // An unsaved login or logout is written over whatever is stored.
+                _ if p.replace_pending => None,
                 // A record that went bad meanwhile is not overwritten behind the user's back.
                 Some(Err(e)) => return Some(Arc::new(e)),
                 Some(Ok(stored)) if p.base.is_some_and(|base| stored.revision() != base) => {
@@ -685,7 +760,12 @@ impl Inner {
                     // Under the persist lock: no install can slip between this snapshot and
                     // its write.
                     let snap = self.gate.snapshot();
-                    match self.write_through(&snap, Writer::of(&mut lock), &mut p) {
+                    match self.write_through(
+                        &snap,
+                        Writer::of(&mut lock),
+                        Change::Refreshed,
+                        &mut p,
+                    ) {
                         Ok(()) => Outcome::Saved,
                         Err(e) => Outcome::Failed(e, snap.generation),
                     }
@@ -706,26 +786,26 @@ impl Inner {
         }
     }
 
-    /// Writes `snap` to the store and records the outcome in `p`. Called under the persist
-    /// lock, in the order of installs.
+    /// Writes `snap` to the store and records the outcome in `p`: a failed write leaves the
+    /// change unsaved (a login or logout as `replace_pending`, until a write succeeds).
+    /// Called under the persist lock, in the order of installs.
     fn write_through(
         &self,
         snap: &Snapshot<Current>,
         writer: Writer<'_>,
+        change: Change,
         p: &mut Persisted,
     ) -> Result<(), Arc<io::Error>> {
         let tokens = snap.tokens.as_ref().map(|c| &c.tokens);
         let written = match writer {
-            Writer::Locked(lock) => lock.write(tokens).map(Some),
+            Writer::Locked(lock) => lock.write(tokens).map(Some).map_err(Arc::new),
             Writer::Plain => match tokens {
                 Some(t) => self.store.save(t),
                 None => self.store.clear(),
             }
-            .map(|()| None),
-            Writer::Lost => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the refresh outlived its bound and gave up the store's lock",
-            )),
+            .map(|()| None)
+            .map_err(Arc::new),
+            Writer::Unlocked(e) => Err(e),
         };
         match written {
             Ok(revision) => {
@@ -733,11 +813,12 @@ impl Inner {
                     self.note_revision(p, revision);
                 }
                 p.unsaved = None;
+                p.replace_pending = false;
                 self.unsaved.store(false, Release);
                 Ok(())
             }
             Err(e) => {
-                let e = Arc::new(e);
+                p.replace_pending |= change == Change::Replaced;
                 p.unsaved = Some(Arc::clone(&e));
                 p.last_retry = Some(self.clock.now());
                 self.unsaved.store(true, Release);
@@ -750,18 +831,19 @@ impl Inner {
     fn note_revision(&self, p: &mut Persisted, revision: Revision) {
         p.base = Some(revision);
         p.unsaved = None;
+        p.replace_pending = false;
         self.base_revision.store(revision.get(), Release);
         self.unsaved.store(false, Release);
     }
 
-    /// Takes the store lock away from the running flight if it outlived its bound (`force`:
-    /// whatever its age), so other processes can go on; the flight's write is then refused.
-    /// Returns whether it did.
+    /// Takes the store lock away from the running flight if it has held it for `hold_limit`
+    /// (`force`: however long), so other processes can go on; the flight then makes no token
+    /// call and its write is refused. Returns whether it did.
     pub(crate) fn release_stuck_lock(&self, force: bool) -> bool {
         let mut held = self.flight_lock.lock();
         let stuck = held
             .as_ref()
-            .is_some_and(|f| force || f.started.elapsed() >= self.flight_limit);
+            .is_some_and(|f| force || f.locked_at.elapsed() >= self.hold_limit);
         if stuck {
             if let Some(f) = held.take() {
                 drop(f.slot.lock().take());
@@ -771,8 +853,11 @@ impl Inner {
     }
 
     /// Finishes with the client: waits for a refresh in flight and retries a failed write
-    /// (see [`crate::AuthClient::close`]). `last`: no other handle is left, so the flight
-    /// makes no new token call and the wait is bounded by one call.
+    /// (see [`crate::AuthClient::close`]). Called once per handle closed. `last`: no other
+    /// handle is left, so the flight makes no new token call, the wait is bounded by one
+    /// call, and a flight still running then loses the store's lock, whatever its age (the
+    /// process is about to end). A handle that is not the last one takes the lock only from
+    /// a flight that held it past its bound, as a waiter giving up does.
     pub(crate) fn shut_down(&self, last: bool) -> Result<(), Error> {
         if reentry::is_busy(self.key()) {
             return Err(Error::Reentrant);
@@ -789,9 +874,10 @@ impl Inner {
             if last { "last" } else { "not the last" });
         let mut result = Ok(());
         if !self.gate.wait_idle(deadline_after(bound)) {
-            log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \
-                its store lock is released and its result will not be saved");
-            self.release_stuck_lock(true);
+            if self.release_stuck_lock(last) {
+                log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \
+                    its store lock is released and its result will not be saved");
+            }
             result = Err(Error::RefreshTimeout(bound));
         }
         if self.unsaved.load(Acquire) {
@@ -809,6 +895,8 @@ struct HeldLock<'a> {
     inner: &'a Inner,
     /// `None` for an unshared store.
     slot: Option<Arc<Mutex<Option<StoreLock>>>>,
+    /// Set by [`HeldLock::confirm`] when it found the lock gone.
+    lapsed: Cell<bool>,
 }
 
 impl<'a> HeldLock<'a> {
@@ -817,15 +905,50 @@ impl<'a> HeldLock<'a> {
         if let Some(slot) = &slot {
             *inner.flight_lock.lock() = Some(FlightLock {
                 slot: Arc::clone(slot),
-                started: Instant::now(),
+                locked_at: Instant::now(),
             });
         }
-        HeldLock { inner, slot }
+        HeldLock {
+            inner,
+            slot,
+            lapsed: Cell::new(false),
+        }
     }
 
     /// True once [`Inner::release_stuck_lock`] took the lock away from this flight.
     fn lost(&self) -> bool {
         self.slot.as_ref().is_some_and(|slot| slot.lock().is_none())
+    }
+
+    /// True once [`HeldLock::confirm`] found the lock gone (taken away, or lapsed).
+    fn lapsed(&self) -> bool {
+        self.lapsed.get()
+    }
+
+    /// Before a token call: confirms that this flight still holds the store's lock (one
+    /// round trip for a store whose lock can lapse; see [`StoreLock::still_held`]). An
+    /// unshared store has nothing to confirm.
+    ///
+    /// # Errors
+    /// [`RefreshError::Store`] if the lock was taken away, lapsed, or cannot be confirmed:
+    /// no token call may be made then.
+    fn confirm(&self) -> Result<(), RefreshError> {
+        let Some(slot) = &self.slot else {
+            return Ok(());
+        };
+        let gone = match slot.lock().as_mut() {
+            None => io::Error::new(io::ErrorKind::TimedOut, LOCK_TAKEN_AWAY),
+            Some(lock) => match lock.still_held() {
+                Ok(true) => return Ok(()),
+                Ok(false) => io::Error::other(
+                    "the store's lock lapsed before the token call (another process may \
+                     hold it now): no token call was made",
+                ),
+                Err(e) => e,
+            },
+        };
+        self.lapsed.set(true);
+        Err(RefreshError::Store(Arc::new(gone)))
     }
 
     /// What the store held when the lock was taken (`None` for an unshared store).
@@ -846,14 +969,17 @@ impl<'a> HeldLock<'a> {
     fn write(&self, snap: &Snapshot<Current>, p: &mut Persisted) -> Result<(), Arc<io::Error>> {
         let inner = self.inner;
         let Some(slot) = &self.slot else {
-            return inner.write_through(snap, Writer::Plain, p);
+            return inner.write_through(snap, Writer::Plain, Change::Refreshed, p);
         };
         let mut lock = slot.lock();
         let writer = match lock.as_mut() {
             Some(l) => Writer::Locked(l),
-            None => Writer::Lost,
+            None => Writer::Unlocked(Arc::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                LOCK_TAKEN_AWAY,
+            ))),
         };
-        inner.write_through(snap, writer, p)
+        inner.write_through(snap, writer, Change::Refreshed, p)
     }
 }
 
@@ -882,6 +1008,8 @@ impl Drop for CountPanic<'_> {
     }
 }
 
+/// Why a flight whose store lock was taken away neither calls nor writes.
+const LOCK_TAKEN_AWAY: &str = "the refresh held the store's lock past its bound and gave it up";
 const STORED_INVALID: &str = "stored token is empty, too long or has invalid characters";
 const RECEIVED_INVALID: &str = "token is empty, too long or has invalid characters";
 
@@ -892,5 +1020,52 @@ fn refresh_retryable(e: &RefreshError) -> bool {
         RefreshError::Transport(t) => retry::nothing_sent(t),
         RefreshError::Status { status, .. } => matches!(status, 429 | 503),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuthClient, FileStore, RetryPolicy};
+
+    /// `close()` on a handle that is not the last one takes the store's lock only from a
+    /// flight that has held it past its bound, as a waiter giving up does. Its wait ends at
+    /// its deadline with some flight running, and that may be one that got the lock during
+    /// the wait (after an idle moment the closing thread did not see): here a flight that
+    /// got it halfway through. It keeps the lock. Caught the close taking the lock from
+    /// whatever flight ran at its deadline.
+    #[test]
+    fn closing_a_handle_that_is_not_the_last_keeps_the_lock_of_a_flight_inside_its_bound() {
+        let dir = std::env::temp_dir().join(format!("tokengate-close-{}", std::process::id()));
+        let store = FileStore::new(dir.join("tokens.json"))
+            .unwrap()
+            .lock_timeout(Duration::from_millis(10));
+        let client = AuthClient::builder("http://127.0.0.1:9/")
+            .token_timeout(Duration::from_millis(10))
+            .retry(RetryPolicy::none())
+            .store(store)
+            .build()
+            .unwrap();
+        let inner = Arc::clone(client.inner());
+        let flight = Gate::try_claim(GateOf(Arc::clone(&inner)), inner.gate.generation());
+        let slot = Arc::new(Mutex::new(inner.store.lock().unwrap()));
+        *inner.flight_lock.lock() = Some(FlightLock {
+            slot: Arc::clone(&slot),
+            locked_at: Instant::now() + inner.flight_limit / 2,
+        });
+
+        let other_handle = client.clone();
+        let closed = other_handle.close();
+        assert!(
+            matches!(closed, Err(Error::RefreshTimeout(_))),
+            "{closed:?}"
+        );
+        assert!(
+            slot.lock().is_some(),
+            "the flight inside its bound keeps its lock"
+        );
+        drop(flight);
+        drop(client);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -578,3 +578,83 @@ fn closing_during_a_token_endpoint_backoff_makes_no_new_token_call() {
         "a token call was made after the client was closed"
     );
 }
+
+/// `close()` on the last handle waits for a hung refresh once: the documented bound (the
+/// token timeout + 2 s) and no more, so at least the bound and less than twice it. Caught
+/// `close()` shutting down again from its own handle's drop (twice the bound; with a shared
+/// store's lock wait, up to 180 s more).
+#[test]
+fn close_waits_for_a_hung_refresh_once() {
+    let srv = TokenServer::start();
+    let dir = temp_dir("close-once");
+    let path = dir.join("tokens.json");
+    store_login_inside_the_refresh_window(&srv, &path);
+    let (hung, started, release) = hanging_refresher();
+    let token_timeout = Duration::from_millis(200);
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(token_timeout)
+        .refresher(hung)
+        .store(FileStore::new(&path).unwrap())
+        .build()
+        .unwrap();
+    client.get("items").call().unwrap(); // starts the background refresh, which hangs
+    started.recv_timeout(HANG_GUARD).unwrap();
+
+    let bound = token_timeout + Duration::from_secs(2);
+    let t = Instant::now();
+    let err = client.close().unwrap_err();
+    let took = t.elapsed();
+    assert!(
+        matches!(err, Error::RefreshTimeout(b) if b == bound),
+        "{err:?}"
+    );
+    assert!(took >= bound, "{took:?}");
+    assert!(
+        took < bound * 2,
+        "close() waited {took:?}, more than once {bound:?}"
+    );
+    release.send(()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A background refresh hung in a custom refresher holds the store's lock no longer than
+/// its token calls, backoffs and save may take, counted from when it got the lock: less
+/// than another process waits for the lock, so that process gets it. Caught the bound being
+/// counted from the lock while including the lock wait (and checked a quarter of it late):
+/// the other process's wait of 6 s timed out.
+#[test]
+fn a_hung_background_refresh_holds_the_lock_less_long_than_another_process_waits_for_it() {
+    let srv = TokenServer::start();
+    let dir = temp_dir("hung-hold");
+    let path = dir.join("tokens.json");
+    store_login_inside_the_refresh_window(&srv, &path);
+    let (hung, started, release) = hanging_refresher();
+    // Holds the lock for at most one 100 ms token call + the 2 s save allowance; its own
+    // lock wait (10 s) is no part of that.
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(Duration::from_millis(100))
+        .retry(tokengate::RetryPolicy::none())
+        .refresher(hung)
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    client.get("items").call().unwrap();
+    started.recv_timeout(HANG_GUARD).unwrap();
+
+    let other = FileStore::new(&path)
+        .unwrap()
+        .lock_timeout(Duration::from_secs(6));
+    let lock = other
+        .lock()
+        .expect("the lock within the other process's wait");
+    drop(lock);
+    release.send(()).unwrap();
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -253,3 +253,40 @@ fn a_revocation_url_is_checked_by_build() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidUrl(_)), "{err:?}");
 }
+
+/// A logout while another process holds the store's lock past the lock timeout still logs
+/// out: memory is cleared and the session revoked at the server; `logout` reports the store
+/// error, and the logout is written once the lock is free. Caught nothing being cleared and
+/// nothing revoked.
+#[test]
+fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
+    let srv = LoginServer::start();
+    let dir = TempDir::new("locked-elsewhere");
+    let path = dir.0.join("tokens.json");
+    let client = discovered_client(&srv)
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(std::time::Duration::from_millis(50)),
+        )
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap();
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+
+    let e = client.logout().unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert!(client.tokens().is_none());
+    let revocations = srv.revocations();
+    assert_eq!(revocations.len(), 1);
+    assert_eq!(revocations[0]["token"], "rt-1");
+    assert!(FileStore::new(&path).unwrap().load().unwrap().is_some());
+
+    // The lock is free again: the write is retried (at most once a second) and the logout
+    // reaches the store.
+    drop(held);
+    helpers::wait_until("the logout written", || {
+        assert!(matches!(client.get("me").call(), Err(Error::NoTokens)));
+        FileStore::new(&path).unwrap().load().unwrap().is_none()
+    });
+}

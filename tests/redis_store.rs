@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use helpers::{Recorder, HANG_GUARD};
+use helpers::{wait_until, FailingWrites, Recorder, HANG_GUARD};
 use support::redis::RedisServer;
 use support::{body_json, TokenServer};
 use tokengate::{
-    AuthClient, AuthClientBuilder, Error, Event, RedisStore, RefreshError, TokenStore, Tokens,
+    AuthClient, AuthClientBuilder, Error, Event, ManualClock, RedisStore, RefreshError, TokenStore,
+    Tokens,
 };
 
 fn token_of(client: &AuthClient) -> String {
@@ -584,4 +585,163 @@ fn urls_and_session_names_are_checked_when_opened() {
     assert_eq!(TokenStore::lock_timeout(&s), Duration::from_secs(7));
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<RedisStore>();
+}
+
+/// A `Sleeper` that runs `pause` during the first backoff (once), instead of sleeping.
+struct PauseOnce(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl tokengate::Sleeper for PauseOnce {
+    fn sleep(&self, _: Duration) {
+        let pause = self.0.lock().unwrap().take();
+        if let Some(pause) = pause {
+            pause();
+        }
+    }
+}
+
+/// Machine A holds the lease, its token call gets a 503, and while it waits out the backoff
+/// it stalls past its lease (the lock key is deleted, as Redis does when the lease runs
+/// out); machine B takes the lease, refreshes rt-1 (the server rotates it) and writes. When A
+/// resumes it must not present rt-1 again (a rotating server revokes the whole session on
+/// reuse): it confirms its lease before the retry, finds it gone, makes no token call and
+/// adopts what B wrote. Caught the retry presenting rt-1 a second time (A:rt-1, B:rt-1,
+/// A:rt-1; reuse detected, session revoked).
+#[test]
+fn a_refresh_whose_lease_lapsed_during_a_backoff_makes_no_token_call_and_adopts_the_newer_record() {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let session = "lapsed";
+    let b = client_on(&srv, store(&redis, session))
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let machine_b = b.clone();
+    let port = redis.port();
+    let pause: Box<dyn FnOnce() + Send> = Box::new(move || {
+        support::redis::Resp::connect(port).cmd(&["DEL", "{lapsed}:lock"]);
+        assert_eq!(token_of(&machine_b), "at-2", "B refreshed and stored");
+    });
+    let events = Recorder::new();
+    let a = client_on(&srv, store(&redis, session))
+        .sleeper(PauseOnce(Mutex::new(Some(pause))))
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    assert_eq!(a.tokens().unwrap().access_token().secret(), "at-1");
+
+    srv.expire_access_tokens();
+    srv.answer_503_to_next_refreshes(1);
+    let served = token_of(&a);
+
+    assert_eq!(srv.presented(), [Some(1), Some(1)], "A:rt-1 (503), B:rt-1");
+    assert_eq!(srv.reuse_detected(), 0);
+    assert!(!srv.state.lock().revoked);
+    assert_eq!(served, "at-2", "A adopted B's refresh");
+    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 1);
+    assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
+    assert_eq!(token_of(&b), "at-2");
+}
+
+/// Two machines on one session: A, whose writes to Redis can be made to fail (with a manual
+/// clock, to make its once-a-second save retry due at will), and B.
+struct UnsavedChange {
+    redis: RedisServer,
+    srv: TokenServer,
+    fail: Arc<std::sync::atomic::AtomicBool>,
+    clock: Arc<ManualClock>,
+    a: AuthClient,
+    b: AuthClient,
+}
+
+fn unsaved_change(session: &str) -> UnsavedChange {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let fast = Duration::from_millis(10);
+    let (store_a, fail) = FailingWrites::new(store(&redis, session).poll_interval(fast));
+    let clock = Arc::new(ManualClock::new());
+    let a = srv
+        .client_builder()
+        .store(store_a)
+        .clock(clock.clone())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let b = client_on(&srv, store(&redis, session).poll_interval(fast))
+        .build()
+        .unwrap();
+    assert_eq!(token_of(&b), "at-1");
+    UnsavedChange {
+        redis,
+        srv,
+        fail,
+        clock,
+        a,
+        b,
+    }
+}
+
+/// A logout whose write to Redis failed is never undone: B, still on the old session,
+/// refreshes and writes it; A stays logged out, and its retry writes the logout over B's
+/// record, which B then adopts. Caught A adopting B's refresh (the logout reverted).
+#[test]
+fn an_unsaved_logout_is_written_over_another_machines_refresh_never_undone_by_it() {
+    let session = "unsaved-logout";
+    let UnsavedChange {
+        redis,
+        srv,
+        fail,
+        clock,
+        a,
+        b,
+    } = unsaved_change(session);
+    fail.store(true, Ordering::SeqCst);
+    assert!(matches!(a.clear_tokens(), Err(Error::Store(_))));
+    assert!(a.tokens().is_none());
+    b.force_refresh().unwrap();
+    assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
+
+    fail.store(false, Ordering::SeqCst);
+    wait_until("the logout written over B's refresh", || {
+        clock.advance(Duration::from_secs(2)); // a retry is due
+        let e = a.get("items").call().unwrap_err();
+        assert!(matches!(e, Error::NoTokens), "logged out, got {e:?}");
+        redis.conn().tokens(session).is_none()
+    });
+    assert!(a.tokens().is_none());
+    wait_until("B adopting the logout", || {
+        matches!(b.get("items").call(), Err(Error::NoTokens))
+    });
+    assert_eq!(srv.reuse_detected(), 0);
+}
+
+/// A login whose write to Redis failed is never replaced by the old session: B refreshes the
+/// old session and writes it; A's requests carry the new user's token throughout, and its
+/// retry writes the login over B's record, which B then adopts. Caught A adopting B's
+/// refresh of the old user's session.
+#[test]
+fn an_unsaved_login_is_written_over_another_machines_refresh_never_replaced_by_it() {
+    let session = "unsaved-login";
+    let UnsavedChange {
+        redis,
+        srv,
+        fail,
+        clock,
+        a,
+        b,
+    } = unsaved_change(session);
+    fail.store(true, Ordering::SeqCst);
+    let e = a.set_tokens(srv.second_user_login()).unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    b.force_refresh().unwrap();
+    assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
+
+    fail.store(false, Ordering::SeqCst);
+    wait_until("the login written over B's refresh", || {
+        clock.advance(Duration::from_secs(2)); // a retry is due
+        assert_eq!(token_of(&a), "user2-at");
+        redis.conn().access_token(session).as_deref() == Some("user2-at")
+    });
+    until_served_with(&b, "user2-at");
+    assert_eq!(token_of(&a), "user2-at");
+    assert_eq!(srv.reuse_detected(), 0);
 }

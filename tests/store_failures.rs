@@ -12,63 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use helpers::{must_not_block, wait_until, Recorder, TempDir};
+use helpers::{must_not_block, wait_until, FailingWrites, Recorder, TempDir};
 use support::{body_json, TokenServer};
-use tokengate::{
-    Error, Event, FileStore, LockedWrite, ManualClock, Revision, StoreLock, Stored, TokenStore,
-    Tokens,
-};
-
-/// A `FileStore` whose writes can be made to fail (a full disk, a read-only mount).
-struct Flaky {
-    file: FileStore,
-    fail: Arc<AtomicBool>,
-}
-
-struct FlakyWrite {
-    lock: StoreLock,
-    fail: Arc<AtomicBool>,
-}
-
-impl LockedWrite for FlakyWrite {
-    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
-        if self.fail.load(SeqCst) {
-            return Err(io::Error::other("No space left on device"));
-        }
-        self.lock.write(tokens)
-    }
-}
-
-impl TokenStore for Flaky {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.file.load()
-    }
-    fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        self.lock()?.unwrap().write(Some(tokens)).map(drop)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.lock()?.unwrap().write(None).map(drop)
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        let lock = self.file.lock()?.unwrap();
-        let stored = lock.stored().cloned();
-        let fail = Arc::clone(&self.fail);
-        Ok(Some(match stored {
-            Ok(stored) => StoreLock::new(stored, FlakyWrite { lock, fail }),
-            Err(e) => StoreLock::unreadable(&e, FlakyWrite { lock, fail }),
-        }))
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        self.file.poll(since)
-    }
-}
+use tokengate::{AuthClient, Error, Event, FileStore, ManualClock, TokenStore, Tokens};
 
 fn stored_refresh_token(path: &Path) -> String {
     let t = FileStore::new(path).unwrap().load().unwrap().unwrap();
     t.refresh_token().unwrap().secret().to_owned()
 }
 
-/// A client logged in (3600 s tokens) on a `Flaky` file store, with a manual clock.
+/// A client logged in (3600 s tokens) on a file store whose writes can be made to fail,
+/// with a manual clock.
 struct Setup {
     fail: Arc<AtomicBool>,
     clock: Arc<ManualClock>,
@@ -86,16 +40,13 @@ fn setup_with_listener(
     path: &Path,
     also: impl Fn(&Event) + Send + Sync + 'static,
 ) -> Setup {
-    let fail = Arc::new(AtomicBool::new(false));
+    let (store, fail) = FailingWrites::new(FileStore::new(path).unwrap());
     let clock = Arc::new(ManualClock::new());
     let events = Recorder::new();
     let record = events.listener();
     let client = srv
         .client_builder()
-        .store(Flaky {
-            file: FileStore::new(path).unwrap(),
-            fail: fail.clone(),
-        })
+        .store(store)
         .clock(clock.clone())
         .on_event(move |e| {
             record(e);
@@ -350,5 +301,153 @@ fn a_failed_save_to_an_unshared_store_is_retried_by_a_request_a_second_later() {
     client.get("items").call().unwrap();
     assert_eq!(store.refresh_token(), "rt-2");
     assert_eq!(store_failures(&events), 1);
+    client.close().unwrap();
+}
+
+fn stored_access_token(path: &Path) -> Option<String> {
+    let t = FileStore::new(path).unwrap().load().unwrap()?;
+    Some(t.access_token().secret().to_owned())
+}
+
+/// Another process on the same session: a plain `FileStore` at `path`, its tokens loaded
+/// from there.
+fn other_process(srv: &TokenServer, path: &Path) -> AuthClient {
+    srv.client_builder()
+        .store(FileStore::new(path).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A logout whose write failed is never undone by the store: another process, still on the
+/// old session, refreshes and stores it; this client's next request must not adopt that
+/// (the user logged out), and the retry writes the logout over the newer record, which the
+/// other process then adopts. Caught the request's poll (and the retry) adopting the other
+/// process's refresh: the logout was reverted.
+#[test]
+fn an_unsaved_logout_is_written_over_another_processs_refresh_never_undone_by_it() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-unsaved-logout");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    let other = other_process(&srv, &path);
+
+    fail.store(true, SeqCst);
+    let e = client.clear_tokens().unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert!(client.tokens().is_none());
+    assert_eq!(store_failures(&events), 1);
+    other.force_refresh().unwrap(); // still on the old session: rt-1 -> rt-2, stored
+    assert_eq!(stored_refresh_token(&path), "rt-2");
+
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+    let e = client.get("items").call().unwrap_err();
+    assert!(matches!(e, Error::NoTokens), "logged out, got {e:?}");
+    wait_until("the logout written over the refresh", || {
+        stored_access_token(&path).is_none()
+    });
+    assert!(client.tokens().is_none());
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 0);
+    // The other process adopts the logout.
+    let e = other.get("items").call().unwrap_err();
+    assert!(matches!(e, Error::NoTokens), "{e:?}");
+    assert_eq!(srv.reuse_detected(), 0);
+    client.close().unwrap();
+}
+
+/// A login whose write failed is never replaced by the old session: another process still on
+/// it refreshes and stores it; this client goes on with the login (its requests carry the
+/// new user's token) and the retry writes the login over the newer record, which the other
+/// process then adopts. Caught the poll replacing the new user's login with the old user's
+/// refreshed session.
+#[test]
+fn an_unsaved_login_is_written_over_another_processs_refresh_never_replaced_by_it() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-unsaved-login");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    let other = other_process(&srv, &path);
+
+    fail.store(true, SeqCst);
+    let e = client.set_tokens(srv.second_user_login()).unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert_eq!(store_failures(&events), 1);
+    other.force_refresh().unwrap(); // the old session: rt-1 -> rt-2, stored
+    assert_eq!(stored_refresh_token(&path), "rt-2");
+
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    wait_until("the login written over the refresh", || {
+        stored_access_token(&path).as_deref() == Some("user2-at")
+    });
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 0);
+    // The other process adopts the login.
+    let mut r = other.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(srv.reuse_detected(), 0);
+    client.close().unwrap();
+}
+
+/// Another process holds the store's lock past this client's lock timeout. A login is not
+/// made (nothing changes; the caller still has the tokens and may try again). A logout is:
+/// memory is cleared at once, since a user who logged out must not go on sending the token,
+/// `clear_tokens` reports the store error, and the logout is written once the lock is free.
+/// Caught the logout leaving memory as it was (the docs promised otherwise).
+#[test]
+fn a_logout_clears_memory_even_when_the_store_lock_cannot_be_taken() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-lock-unavailable");
+    let path = dir.path("tokens.json");
+    let clock = Arc::new(ManualClock::new());
+    let client = srv
+        .client_builder()
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .clock(clock.clone())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+
+    let e = client.set_tokens(srv.second_user_login()).unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
+
+    let e = client.clear_tokens().unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
+    assert!(client.tokens().is_none());
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+    assert_eq!(stored_access_token(&path).as_deref(), Some("at-1"));
+
+    drop(held);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+    wait_until("the logout written", || {
+        stored_access_token(&path).is_none()
+    });
     client.close().unwrap();
 }

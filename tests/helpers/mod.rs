@@ -6,8 +6,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::HashSet;
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use httpmock::prelude::*;
 use httpmock::{HttpMockRequest, HttpMockResponse};
 use tokengate::ureq::Agent;
-use tokengate::{Event, RefreshError, Tokens};
+use tokengate::{
+    Event, LockedWrite, RefreshError, Revision, StoreLock, Stored, TokenStore, Tokens,
+};
 
 /// Upper bound for every wait in the tests (only ever reached by a bug).
 pub const HANG_GUARD: Duration = Duration::from_secs(10);
@@ -494,5 +497,75 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A shared store (`FileStore`, `RedisStore`) whose writes under its lock can be made to
+/// fail, as on a full disk or a read-only mount: while `fail` is set, a locked write returns
+/// an error and changes nothing. Taking the lock, reading and polling are the real store's.
+pub struct FailingWrites<S> {
+    pub store: S,
+    pub fail: Arc<AtomicBool>,
+}
+
+impl<S: TokenStore> FailingWrites<S> {
+    /// Wraps `store`; returns it with its switch (writes succeed until it is set).
+    pub fn new(store: S) -> (Self, Arc<AtomicBool>) {
+        let fail = Arc::new(AtomicBool::new(false));
+        let wrapped = FailingWrites {
+            store,
+            fail: Arc::clone(&fail),
+        };
+        (wrapped, fail)
+    }
+}
+
+struct FailingWrite {
+    lock: StoreLock,
+    fail: Arc<AtomicBool>,
+}
+
+impl LockedWrite for FailingWrite {
+    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        self.lock.write(tokens)
+    }
+    fn reread(&mut self) -> io::Result<Option<Stored>> {
+        self.lock.reread().map(|s| s.cloned())
+    }
+    fn still_held(&mut self) -> io::Result<bool> {
+        self.lock.still_held()
+    }
+}
+
+impl<S: TokenStore> TokenStore for FailingWrites<S> {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.store.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.lock()?.unwrap().write(Some(tokens)).map(drop)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.lock()?.unwrap().write(None).map(drop)
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        let lock = self.store.lock()?.expect("a shared store");
+        let stored = lock.stored().cloned();
+        let writer = FailingWrite {
+            lock,
+            fail: Arc::clone(&self.fail),
+        };
+        Ok(Some(match stored {
+            Ok(stored) => StoreLock::new(stored, writer),
+            Err(e) => StoreLock::unreadable(&e, writer),
+        }))
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        self.store.poll(since)
+    }
+    fn lock_timeout(&self) -> std::time::Duration {
+        self.store.lock_timeout()
     }
 }

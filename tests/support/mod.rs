@@ -51,6 +51,9 @@ pub struct State {
     pub minted_at: Vec<Instant>,
     /// Every refresh_token grant call, in arrival order.
     pub token_calls: Vec<TokenCall>,
+    /// The next this many refresh_token grant calls answer 503 without touching the refresh
+    /// token (counted, and recorded in `token_calls`).
+    pub unavailable: u32,
     /// API calls that carried an `x-request-id` header, by that id, in arrival order.
     pub api_attempts: HashMap<String, Vec<ApiAttempt>>,
 }
@@ -116,6 +119,7 @@ impl TokenServer {
             token_endpoint_auth: Vec::new(),
             minted_at: Vec::new(),
             token_calls: Vec::new(),
+            unavailable: 0,
             api_attempts: HashMap::new(),
         }));
         let s = state.clone();
@@ -178,6 +182,28 @@ impl TokenServer {
 
     pub fn api_url(&self) -> String {
         self.server.url("/api/")
+    }
+
+    /// Another user's login: a live access token (`user2-at`) the API accepts, with a
+    /// refresh token the server does not know. The session's own tokens are not touched.
+    pub fn second_user_login(&self) -> Tokens {
+        let mut s = self.state.lock();
+        let expires = Instant::now() + s.lifetime;
+        s.access.insert("user2-at".to_owned(), expires);
+        Tokens::new("user2-at")
+            .with_refresh_token("user2-rt")
+            .with_expires_in(s.lifetime)
+    }
+
+    /// The next `n` refresh calls answer 503 before looking at the refresh token.
+    pub fn answer_503_to_next_refreshes(&self, n: u32) {
+        self.state.lock().unavailable = n;
+    }
+
+    /// N of the `rt-N` each refresh_token grant call presented, in arrival order.
+    pub fn presented(&self) -> Vec<Option<u64>> {
+        let s = self.state.lock();
+        s.token_calls.iter().map(|c| c.presented).collect()
     }
 
     /// Revokes every live access token: the next API call with any of them gets 401.
@@ -351,6 +377,15 @@ fn oauth_grant(
         return (400, serde_json::json!({"error": "unsupported_grant_type"}));
     }
     let presented = f.get("refresh_token").cloned().unwrap_or_default();
+    if s.unavailable > 0 {
+        s.unavailable -= 1;
+        s.refresh_calls += 1;
+        s.token_calls.push(TokenCall {
+            arrived: Instant::now(),
+            presented: generation_of(&presented, "rt-"),
+        });
+        return (503, serde_json::json!({"error": "temporarily_unavailable"}));
+    }
     match s.rotate_answered_in(&presented, answered_in) {
         Ok((access, refresh)) => (
             200,

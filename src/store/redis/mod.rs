@@ -89,10 +89,16 @@ use crate::tokens::Tokens;
 /// 2. While the lease is held, a thread renews it every third of the [lease](Self::lease)
 ///    (10 s) if it is still ours, so a refresh may take as long as the client allows it
 ///    (token calls with retries) while a holder that is killed, or paused, frees the lock
-///    within one lease.
+///    within one lease. A renewal that finds the lease gone records the loss.
 /// 3. If the record moved on since this client last read or wrote it, the client adopts
 ///    it (unless those tokens expired too: then it refreshes them, with their refresh
-///    token). Otherwise it calls the token endpoint.
+///    token). Otherwise it calls the token endpoint. Before every token call (the first,
+///    and each retry after a 503 or 429) it confirms that the lease is still its own and
+///    extends it, in one round trip ([`StoreLock::still_held`]). If the lease is gone (the
+///    holder stalled past it during a backoff, or lost Redis), it makes no token call, since
+///    the machine holding the lease now may be presenting the same refresh token: it adopts
+///    what that machine wrote, or, if nothing yet, fails transiently and adopts the record
+///    later.
 /// 4. The new tokens are written by a script that checks the record's generation is still
 ///    the one read in step 1 and that no other owner holds the lease, then stores them
 ///    with a higher generation. A refused write leaves the new tokens in memory (reported as
@@ -122,20 +128,22 @@ use crate::tokens::Tokens;
 /// | fault | what happens |
 /// |---|---|
 /// | Redis unreachable at `build()` | `build()` fails with [`Error::Store`](crate::Error::Store) |
-/// | Redis unreachable later | requests go on with the token in memory; a refresh that needs the lock fails with [`Error::Refresh`](crate::Error::Refresh) ([`RefreshError::Store`](crate::RefreshError::Store)) and is tried again by a later request; `set_tokens`/`clear_tokens` fail with `Error::Store`; nothing is cleared |
+/// | Redis unreachable later | requests go on with the token in memory; a refresh that needs the lock fails with [`Error::Refresh`](crate::Error::Refresh) ([`RefreshError::Store`](crate::RefreshError::Store)) and is tried again by a later request; `set_tokens` fails with `Error::Store` and changes nothing; `clear_tokens` fails with `Error::Store` but clears memory, and the logout is written once Redis is back; nothing else is cleared |
 /// | lock held by another machine longer than the lock timeout | the refresh fails the same way, transiently; the token endpoint is not called |
 /// | the holder is killed | the lease runs out (at most one lease), the next machine takes the lock |
-/// | the holder is paused past its lease, or cut off from Redis | another machine takes the lock; the paused holder's write is refused if the record moved on |
+/// | the holder is paused past its lease, or cut off from Redis | another machine takes the lock; the paused holder makes no further token call (it confirms its lease before each one) and adopts the newer record; its write, if its call was already answered, is refused if the record moved on |
 /// | a record that does not parse | `build()` and refreshes fail with the reason (never quoting it); requests go on; a login replaces it |
 /// | every connect, read and write | bounded by the [I/O timeout](Self::io_timeout) (2 s) |
-/// | a write that failed (Redis went away mid-refresh) | the new tokens stay in memory; a request starts a retry of the write at most once a second, on a thread of its own (the request does not wait for Redis) |
+/// | a write that failed (Redis went away mid-refresh) | the new tokens stay in memory; a request starts a retry of the write at most once a second, on a thread of its own (the request does not wait for Redis); a newer record another machine wrote meanwhile wins over an unsaved refresh |
+/// | a login or logout whose write failed | in use in memory; never replaced by what another machine still on the old session writes meanwhile; the retry writes it over that record, and the others adopt it |
 ///
 /// What no lock can save: a machine killed (or cut off for good) after the token endpoint
 /// rotated the refresh token but before its write reached Redis. The others still hold the
 /// old refresh token; with a server that detects reuse, their next refresh ends the
-/// session. The same holds when a holder is paused past its lease *after* its token call:
-/// the next holder refreshes with the token the paused one already used. A provider with a
-/// reuse grace window tolerates both.
+/// session. The same holds when a holder is paused past its lease *between* confirming its
+/// lease and its token call reaching the server, or *after* its token call: the next holder
+/// refreshes with the token the paused one already used. A provider with a reuse grace
+/// window tolerates both.
 ///
 /// # Threads
 /// A store starts one background thread, named `tokengate-redis-poll`, with the first
