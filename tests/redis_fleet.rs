@@ -4,8 +4,9 @@
 //! - a lock holder killed (SIGKILL) mid-refresh: the next process proceeds once the lease
 //!   runs out, with one refresh call and no reuse;
 //! - a lock holder paused (SIGSTOP) past its lease and resumed: its write is refused (the
-//!   newer record is kept and adopted), and an `invalid_grant` it then gets adopts the newer
-//!   record instead of ending the session;
+//!   newer record is kept and adopted), an `invalid_grant` it then gets adopts the newer
+//!   record instead of ending the session, and one paused during a 503's backoff makes no
+//!   further token call;
 //! - Redis stopped mid-run and started again: no panic, no hang, no lost session.
 //!
 //! Each test starts its own `redis-server` (tests/support/redis.rs) and re-executes its own
@@ -376,9 +377,29 @@ fn stale_login(srv: &TokenServer, redis: &RedisServer, session: &str) {
     srv.expire_access_tokens();
 }
 
-/// A holder's child process: its refresher says `HOLDING` (the lease is taken and being
-/// renewed), then blocks until a line arrives on stdin, and then answers as `mode` says:
-/// `tokens` (its own new tokens, as if its token call succeeded) or `invalid_grant`.
+/// Says `what` on stdout, then blocks until a line arrives on stdin.
+fn say_and_wait(what: &str) {
+    println!("{what}");
+    std::io::stdout().flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+/// The backoff of `holder-503`: says `BACKING-OFF` (the token call got its 503; the lease is
+/// held and being renewed), then waits for the parent's line.
+struct BackoffUntilToldTo;
+
+impl tokengate::Sleeper for BackoffUntilToldTo {
+    fn sleep(&self, _: Duration) {
+        say_and_wait("BACKING-OFF");
+    }
+}
+
+/// A holder's child process, in one of three modes. `holder-tokens` / `holder-invalid-grant`:
+/// its refresher says `HOLDING` (the lease is taken and being renewed), then blocks until a
+/// line arrives on stdin, and then answers its own new tokens (as if its token call
+/// succeeded) or `invalid_grant`. `holder-503`: the test server's refresher, whose first
+/// call the server answers 503; the backoff blocks as `BackoffUntilToldTo` says.
 /// Afterwards it makes requests until one succeeds and reports what it saw.
 fn holder() {
     let mode = env(ROLE);
@@ -389,22 +410,24 @@ fn holder() {
     let store_failed = Arc::new(AtomicU64::new(0));
     let expired = Arc::new(AtomicU64::new(0));
     let (failed, ended) = (Arc::clone(&store_failed), Arc::clone(&expired));
-    let client = AuthClient::builder(format!("{}/api/", env(URL)))
-        .proxy(None)
-        .refresher(move |_: &tokengate::ureq::Agent, _: &Tokens| {
-            println!("HOLDING");
-            std::io::stdout().flush().unwrap();
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).unwrap();
-            if mode == "holder-invalid-grant" {
-                Err(RefreshError::terminal("invalid_grant"))
-            } else {
-                Ok(Tokens::new("at-paused")
-                    .with_refresh_token("rt-paused")
-                    .with_expires_in(Duration::from_secs(3600)))
-            }
-        })
-        .store(store)
+    let builder = if mode == "holder-503" {
+        fleet_client(&env(URL), store).sleeper(BackoffUntilToldTo)
+    } else {
+        AuthClient::builder(format!("{}/api/", env(URL)))
+            .proxy(None)
+            .refresher(move |_: &tokengate::ureq::Agent, _: &Tokens| {
+                say_and_wait("HOLDING");
+                if mode == "holder-invalid-grant" {
+                    Err(RefreshError::terminal("invalid_grant"))
+                } else {
+                    Ok(Tokens::new("at-paused")
+                        .with_refresh_token("rt-paused")
+                        .with_expires_in(Duration::from_secs(3600)))
+                }
+            })
+            .store(store)
+    };
+    let client = builder
         .on_event(move |e| {
             if matches!(e, Event::StoreFailed { .. }) {
                 failed.fetch_add(1, Ordering::SeqCst);
@@ -516,6 +539,49 @@ fn a_holder_paused_past_its_lease_cannot_write_its_refresh() {
     assert_eq!(number(&report, "store_failed"), 1, "{report}");
     assert_eq!(field(&report, "last"), "at-2", "{report}");
     assert_eq!(number(&report, "session_expired"), 0, "{report}");
+}
+
+/// The holder's token call gets a 503; during the backoff it is paused (SIGSTOP) past its
+/// lease, and another machine takes the lease and refreshes rt-1 (the server rotates it).
+/// Resumed, the holder confirms its lease before the retry, finds it gone, makes no token
+/// call, and adopts the other machine's tokens: the server saw rt-1 twice (the 503, the
+/// other machine), never a third time. Caught the retry presenting rt-1 again (reuse: the
+/// whole session revoked).
+#[test]
+fn a_holder_paused_past_its_lease_during_a_backoff_makes_no_token_call() {
+    let name = "a_holder_paused_past_its_lease_during_a_backoff_makes_no_token_call";
+    if std::env::var_os(ROLE).is_some() {
+        return holder();
+    }
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let session = "fleet:backoff";
+    stale_login(&srv, &redis, session);
+    srv.answer_503_to_next_refreshes(1);
+    let mut child = spawn_child(name, "holder-503", &srv, &redis, session, &[]);
+    let mut stdin: ChildStdin = child.stdin.take().unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
+    wait_line(&lines, "BACKING-OFF");
+    signal(&child, "-STOP");
+
+    // Another machine: it waits for the paused holder's lease to run out, then refreshes.
+    let client = machine(&srv, &redis, session).build().unwrap();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+
+    signal(&child, "-CONT");
+    stdin.write_all(b"go\n").unwrap();
+    let report = wait_line(&lines, "REPORT");
+    assert!(wait_exit(&mut child).success(), "{report}");
+    assert_eq!(
+        srv.presented(),
+        [Some(1), Some(1)],
+        "holder (503), other machine"
+    );
+    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(field(&report, "first"), "at-2", "{report}");
+    assert_eq!(number(&report, "session_expired"), 0, "{report}");
+    assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
 }
 
 #[test]
