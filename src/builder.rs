@@ -16,7 +16,7 @@ use crate::gate::Gate;
 use crate::redirect::DEFAULT_MAX_REDIRECTS;
 use crate::refresh::Refresh;
 use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
-use crate::session::{Persisted, SAVE_ALLOWANCE};
+use crate::session::{Persisted, LOCK_CHECK_ALLOWANCE, SAVE_ALLOWANCE};
 use crate::stats::Counters;
 use crate::store::Revision;
 use crate::store::{MemoryStore, TokenStore};
@@ -122,8 +122,9 @@ impl AuthClientBuilder {
     /// ([`TokenStore::lock_timeout`]: 0 for [`MemoryStore`], 180 s for a
     /// [`FileStore`](crate::FileStore) or a `RedisStore`), plus one token call per attempt
     /// (the token agent's timeout, 30 s by default, × (1 + retries)) and the backoffs between
-    /// them (the retry policy's max delay × retries), plus 2 s to save. With default
-    /// settings: 152 s, or 332 s with a `FileStore` or `RedisStore`.
+    /// them (the retry policy's max delay × retries), plus 2 s to save; with a shared store,
+    /// 2 s more per token call, to confirm the store's lock first. With default settings:
+    /// 152 s, or 340 s with a `FileStore` or `RedisStore`.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
         self.refresh_timeout = Some(timeout);
         self
@@ -305,7 +306,13 @@ impl AuthClientBuilder {
             .unwrap_or_else(|| transport::default_agent(self.token_timeout, WholeCall, self.proxy));
         let token_call_limit = transport::call_limit(&token_agent);
         let retries = self.retry.retries();
-        let hold_limit = token_call_limit
+        // With a shared store, each token call is preceded by confirming the store's lock.
+        let per_call = if store_shared {
+            token_call_limit.saturating_add(LOCK_CHECK_ALLOWANCE)
+        } else {
+            token_call_limit
+        };
+        let hold_limit = per_call
             .saturating_mul(retries + 1)
             .saturating_add(self.retry.max_delay_value().saturating_mul(retries))
             .saturating_add(SAVE_ALLOWANCE);
@@ -415,9 +422,9 @@ mod tests {
             .build()
             .unwrap();
         let f = c.inner();
-        // A flight holds the lock for its calls, backoffs and save: less than another
-        // process waits for it.
-        assert_eq!(f.hold_limit, i.flight_limit);
+        // A flight holds the lock for its calls (each after a check of the lock), backoffs
+        // and save: less than another process waits for it.
+        assert_eq!(f.hold_limit, Duration::from_secs(4 * (30 + 2) + 3 * 10 + 2));
         assert!(
             crate::FileStore::DEFAULT_LOCK_TIMEOUT > f.hold_limit,
             "another process's refresh holds the lock at most {:?}",
@@ -425,7 +432,7 @@ mod tests {
         );
         assert_eq!(
             f.refresh_timeout,
-            crate::FileStore::DEFAULT_LOCK_TIMEOUT + i.flight_limit
+            crate::FileStore::DEFAULT_LOCK_TIMEOUT + f.hold_limit
         );
         assert_eq!(f.flight_limit, f.refresh_timeout);
         // A user-set token timeout moves every bound with it.

@@ -133,7 +133,7 @@ pub(crate) struct Inner {
     pub(crate) flight_limit: Duration,
     /// The longest a refresh may hold a shared store's lock: its token calls, the backoffs
     /// between them and the save. Measured from when it got the lock; a flight that holds it
-    /// longer (a hung custom refresher) has it taken away. With default settings 152 s, below
+    /// longer (a hung custom refresher) has it taken away. With default settings 160 s, below
     /// the 180 s another process waits for the lock.
     pub(crate) hold_limit: Duration,
     pub(crate) status_as_error: bool,
@@ -218,7 +218,9 @@ impl AuthClient {
     /// caller still has the tokens and may try again. If the write failed, the tokens are in
     /// use in memory all the same, and the write is retried (on a later request, the next
     /// refresh, `close()`) over whatever the store holds by then: another process's refresh
-    /// of the old session never replaces this login. [`Error::Reentrant`] from the client's
+    /// of the old session never replaces this login. (Nor does a login or logout another
+    /// process makes meanwhile: the store keeps no order between the two, and the retry
+    /// writes the change this client was asked for.) [`Error::Reentrant`] from the client's
     /// own refresher, store or a listener running during a refresh.
     pub fn set_tokens(&self, tokens: Tokens) -> Result<(), Error> {
         let inner = self.inner();

@@ -118,9 +118,9 @@
 //! | setting | default |
 //! |---|---|
 //! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime; 1 s more for lifetimes in whole seconds |
-//! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 332 s with a [`FileStore`] or `RedisStore` |
+//! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 340 s with a [`FileStore`] or `RedisStore` |
 //! | dropping the last handle, [`AuthClient::close`] | waits for a refresh on the wire, once: token timeout + 2 s at most |
-//! | a refresh holding a shared store's lock | at most its token calls, backoffs and save, 152 s, counted from when it got the lock (below the 180 s another process waits) |
+//! | a refresh holding a shared store's lock | at most its token calls (each after a 2 s check of the lock), backoffs and save, 160 s, counted from when it got the lock (below the 180 s another process waits) |
 //! | API timeout (per phase: send, response head, body) / token-endpoint timeout (whole call) / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |
 //! | `http_status_as_error` | true |

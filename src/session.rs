@@ -36,6 +36,10 @@ const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
 /// What writing the result of a token call may take beyond the call (an `fsync`, a round trip).
 pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(2);
 
+/// What confirming a shared store's lock before a token call may take: one round trip
+/// (`RedisStore`'s I/O timeout is 2 s by default; a `FileStore` lock cannot lapse).
+pub(crate) const LOCK_CHECK_ALLOWANCE: Duration = Duration::from_secs(2);
+
 /// What the client knows about its store. Guarded by the gate's persist lock; written in the
 /// `commit` of each install (and by a retried write), so it always matches memory.
 pub(crate) struct Persisted {
@@ -187,9 +191,6 @@ impl Inner {
             .name("tokengate-refresh".into())
             .spawn(move || {
                 let inner = Arc::clone(&claim.owner().0);
-                if inner.store_shared {
-                    inner.watch_background_flight();
-                }
                 let mut note = FlightLog::default();
                 let result =
                     claim.lead(|lead| inner.fly(lead, RefreshReason::Proactive, &mut note));
@@ -198,14 +199,14 @@ impl Inner {
             });
     }
 
-    /// For a background flight on a shared store: a thread that takes the store's lock away
-    /// from it once it has held it for `hold_limit` (a hung custom refresher), so that a
-    /// process making no request, whose threads would otherwise do this when they give up
-    /// waiting, does not keep every other process from refreshing. It wakes when the flight
-    /// has held the lock that long (until the flight has the lock, a few times per
-    /// `hold_limit`), and ends with the flight, or once it has released the lock. If it
-    /// cannot be spawned, the flight runs unwatched.
-    fn watch_background_flight(self: &Arc<Self>) {
+    /// For a flight that holds a shared store's lock: a thread that takes the lock away from
+    /// it once it has held it for `hold_limit` (a hung custom refresher), whether the flight
+    /// runs in the background or on a request's thread, and also in a process that makes no
+    /// more requests (whose threads would otherwise do this only when they give up
+    /// waiting), so that it never keeps every other process from refreshing. It wakes when
+    /// the flight has held the lock that long, and ends with the flight, or once it has
+    /// released the lock. If it cannot be spawned, the flight runs unwatched.
+    fn watch_flight(self: &Arc<Self>) {
         let inner = Arc::clone(self);
         let step = (self.hold_limit / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let _ = std::thread::Builder::new()
@@ -219,8 +220,8 @@ impl Inner {
                     return;
                 }
                 if inner.release_stuck_lock(false) {
-                    log::warn!(target: TARGET, "a background refresh held the store's lock for \
-                        {:?}, its bound: the lock is released and its result will not be saved",
+                    log::warn!(target: TARGET, "a refresh held the store's lock for {:?}, its \
+                        bound: the lock is released and its result will not be saved",
                         inner.hold_limit);
                     return;
                 }
@@ -236,7 +237,7 @@ impl Inner {
     ///
     /// Returns `Err` when nothing was installed and the session goes on.
     fn fly(
-        &self,
+        self: &Arc<Self>,
         lead: &mut Lead<'_, Current, Arc<RefreshError>, Persisted>,
         reason: RefreshReason,
         note: &mut FlightLog,
@@ -256,7 +257,11 @@ impl Inner {
             .store
             .lock()
             .map_err(|e| Arc::new(RefreshError::Store(Arc::new(e))))?;
+        let shared = lock.is_some();
         let held = HeldLock::register(self, lock);
+        if shared {
+            self.watch_flight();
+        }
 
         // 1. Another process (or client) changed the store since this client last read or
         //    wrote it: its tokens are newer than ours.
@@ -866,7 +871,7 @@ impl Inner {
             self.closing.store(true, Release);
         }
         let bound = if last {
-            self.token_call_limit + SAVE_ALLOWANCE
+            self.token_call_limit.saturating_add(SAVE_ALLOWANCE)
         } else {
             self.flight_limit
         };

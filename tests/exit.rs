@@ -454,9 +454,19 @@ fn close_waits_for_the_refresh_in_flight_and_reports_its_store_error() {
             .with_issued_at(now - Duration::from_secs(90))
             .with_expires_at(now + Duration::from_secs(10)),
     ));
-    let client = srv.client_builder().store(store).build().unwrap();
+    let events = Recorder::new();
+    let client = srv
+        .client_builder()
+        .store(store)
+        .on_event(events.listener())
+        .build()
+        .unwrap();
     client.get("items").call().unwrap(); // starts the background refresh
-                                         // The store error exists only once the answer arrived: close waited for it.
+                                         // Once its token call is under way (a close before that stops it from starting): the
+                                         // store error exists only once the answer arrived, so close waited for it.
+    events.wait_for("the token call", 1, |e| {
+        matches!(e, Event::RefreshStarted { .. })
+    });
     let err = client.close().unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
     assert_eq!(srv.refresh_calls(), 1);
@@ -622,7 +632,7 @@ fn close_waits_for_a_hung_refresh_once() {
 /// its token calls, backoffs and save may take, counted from when it got the lock: less
 /// than another process waits for the lock, so that process gets it. Caught the bound being
 /// counted from the lock while including the lock wait (and checked a quarter of it late):
-/// the other process's wait of 6 s timed out.
+/// the other process's wait of 8 s timed out.
 #[test]
 fn a_hung_background_refresh_holds_the_lock_less_long_than_another_process_waits_for_it() {
     let srv = TokenServer::start();
@@ -630,8 +640,8 @@ fn a_hung_background_refresh_holds_the_lock_less_long_than_another_process_waits
     let path = dir.join("tokens.json");
     store_login_inside_the_refresh_window(&srv, &path);
     let (hung, started, release) = hanging_refresher();
-    // Holds the lock for at most one 100 ms token call + the 2 s save allowance; its own
-    // lock wait (10 s) is no part of that.
+    // Holds the lock for at most one 100 ms token call after a 2 s check of the lock, and
+    // the 2 s save allowance: 4.1 s. Its own lock wait (10 s) is no part of that.
     let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .token_timeout(Duration::from_millis(100))
@@ -649,7 +659,7 @@ fn a_hung_background_refresh_holds_the_lock_less_long_than_another_process_waits
 
     let other = FileStore::new(&path)
         .unwrap()
-        .lock_timeout(Duration::from_secs(6));
+        .lock_timeout(Duration::from_secs(8));
     let lock = other
         .lock()
         .expect("the lock within the other process's wait");
@@ -657,4 +667,67 @@ fn a_hung_background_refresh_holds_the_lock_less_long_than_another_process_waits
     release.send(()).unwrap();
     drop(client);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same for a refresh on a request's thread (the token expired, so the request itself
+/// leads the refresh, and hangs with it): it holds the store's lock no longer than its
+/// bound, and another process gets it within its wait. Caught only background refreshes
+/// being watched (the other process's wait timed out).
+#[test]
+fn a_hung_refresh_on_a_requests_thread_holds_the_lock_less_long_than_another_process_waits_for_it()
+{
+    let srv = TokenServer::start();
+    let dir = temp_dir("hung-hold-request");
+    let path = dir.join("tokens.json");
+    let login = srv.login();
+    let now = SystemTime::now();
+    let expired = Tokens::new(login.access_token().secret())
+        .with_refresh_token(login.refresh_token().unwrap().secret())
+        .with_issued_at(now - Duration::from_secs(100))
+        .with_expires_at(now - Duration::from_secs(1));
+    FileStore::new(&path).unwrap().save(&expired).unwrap();
+    let (hung, started, release) = hanging_refresher();
+    // Holds the lock for at most one 100 ms token call after a 2 s check of the lock, and
+    // the 2 s save allowance: 4.1 s. Its own lock wait (10 s) is no part of that.
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(Duration::from_millis(100))
+        .retry(tokengate::RetryPolicy::none())
+        .refresher(hung)
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let c = client.clone();
+    let request = std::thread::spawn(move || c.get("items").call().map(drop));
+    started.recv_timeout(HANG_GUARD).unwrap();
+
+    let other = FileStore::new(&path)
+        .unwrap()
+        .lock_timeout(Duration::from_secs(8));
+    let lock = other
+        .lock()
+        .expect("the lock within the other process's wait");
+    drop(lock);
+    release.send(()).unwrap();
+    let _ = request.join().unwrap();
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A client whose token calls may take forever still closes: the bounds saturate instead of
+/// overflowing (a panic in `Drop`).
+#[test]
+fn a_client_with_unbounded_token_calls_closes_without_overflow() {
+    let client = AuthClient::builder("http://127.0.0.1:9/api/")
+        .proxy(None)
+        .token_timeout(Duration::MAX)
+        .tokens(Tokens::new("at"))
+        .build()
+        .unwrap();
+    client.clone().close().unwrap();
+    client.close().unwrap();
 }

@@ -745,3 +745,108 @@ fn an_unsaved_login_is_written_over_another_machines_refresh_never_replaced_by_i
     assert_eq!(token_of(&a), "user2-at");
     assert_eq!(srv.reuse_detected(), 0);
 }
+
+/// A commit whose reply is lost (the connection breaks after Redis applied it, and the
+/// client sends it again on a new connection) is reported done, not refused: a login that
+/// reached Redis is never reported unsaved (the client would write it again later, over
+/// whatever another machine wrote after it, such as that machine's refresh of this very
+/// login). Caught the second send being refused as "written by another process meanwhile".
+#[test]
+fn a_login_whose_commit_reply_was_lost_is_reported_saved() {
+    let redis = RedisServer::start();
+    let proxy = support::redis::ReplyLosingProxy::start(redis.port());
+    let srv = TokenServer::start();
+    let session = "lost-reply";
+    let a = client_on(&srv, RedisStore::open(proxy.url(), session).unwrap())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    proxy.lose_reply_to("user2-at");
+    a.set_tokens(srv.second_user_login()).unwrap();
+    assert_eq!(proxy.replies_lost(), 1);
+    assert_eq!(redis.conn().access_token(session).unwrap(), "user2-at");
+    assert_eq!(token_of(&a), "user2-at");
+}
+
+/// Redis goes away while a refresh waits out a 503's backoff: the check of the lease before
+/// the retry fails, so no token call is made (a machine never refreshes without knowing it
+/// holds the lock); the refresh fails transiently and the session goes on.
+#[test]
+fn a_refresh_that_cannot_confirm_its_lease_makes_no_token_call() {
+    let redis = Arc::new(Mutex::new(RedisServer::start()));
+    let srv = TokenServer::start();
+    let session = "unconfirmed";
+    let url = redis.lock().unwrap().url();
+    let down = Arc::clone(&redis);
+    let pause: Box<dyn FnOnce() + Send> = Box::new(move || down.lock().unwrap().kill());
+    let a = client_on(&srv, RedisStore::open(&url, session).unwrap())
+        .tokens(srv.login())
+        .sleeper(PauseOnce(Mutex::new(Some(pause))))
+        .build()
+        .unwrap();
+    srv.expire_access_tokens();
+    srv.answer_503_to_next_refreshes(1);
+    let e = a.get("items").call().unwrap_err();
+    match &e {
+        Error::Refresh(r) => assert!(matches!(**r, RefreshError::Store(_)), "{r:?}"),
+        other => panic!("expected a refresh error, got {other:?}"),
+    }
+    assert!(e.is_transient());
+    assert_eq!(srv.presented(), [Some(1)], "only the call answered 503");
+    assert_eq!(a.tokens().unwrap().access_token().secret(), "at-1");
+}
+
+/// A `RedisStore` whose lease is gone as soon as it was taken (its holder stalled right
+/// after taking it): the lock is given, but the lease is no longer this holder's.
+struct LapsingLock(RedisStore, u16);
+
+impl TokenStore for LapsingLock {
+    fn load(&self) -> std::io::Result<Option<Tokens>> {
+        self.0.load()
+    }
+    fn save(&self, tokens: &Tokens) -> std::io::Result<()> {
+        self.0.save(tokens)
+    }
+    fn clear(&self) -> std::io::Result<()> {
+        self.0.clear()
+    }
+    fn lock(&self) -> std::io::Result<Option<tokengate::StoreLock>> {
+        let lock = self.0.lock()?;
+        let key = format!("{{{}}}:lock", self.0.session());
+        support::redis::Resp::connect(self.1).cmd(&["DEL", &key]);
+        Ok(lock)
+    }
+    fn poll(
+        &self,
+        since: Option<tokengate::Revision>,
+    ) -> std::io::Result<Option<tokengate::Stored>> {
+        self.0.poll(since)
+    }
+    fn lock_timeout(&self) -> Duration {
+        TokenStore::lock_timeout(&self.0)
+    }
+}
+
+/// A lease that lapsed before the first token call: no call at all (the lease is checked
+/// before the first call too, not only before retries).
+#[test]
+fn a_lease_that_lapsed_before_the_first_token_call_makes_none() {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let login = srv.login();
+    let a = client_on(&srv, store(&redis, "lapsed-first"))
+        .tokens(login)
+        .build()
+        .unwrap();
+    drop(a);
+    let a = srv
+        .client_builder()
+        .store(LapsingLock(store(&redis, "lapsed-first"), redis.port()))
+        .build()
+        .unwrap();
+    srv.expire_access_tokens();
+    let e = a.get("items").call().unwrap_err();
+    assert!(matches!(e, Error::Refresh(_)), "{e:?}");
+    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(a.tokens().unwrap().access_token().secret(), "at-1");
+}

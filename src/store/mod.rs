@@ -128,6 +128,12 @@ pub trait LockedWrite: Send {
     /// Replaces the stored tokens (`None`: logout) and returns the new revision. A store whose
     /// lock can expire (a lease) must refuse the write once it has, rather than overwrite a
     /// newer record.
+    ///
+    /// Return an error only if the record did not change. A write that happened (other
+    /// processes can read it) returns its revision even if something after it failed (a
+    /// directory `fsync`, a lost reply): the client writes a login or logout it believes
+    /// unsaved again, over whatever the store holds by then, which could be another process's
+    /// refresh of those very tokens.
     fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision>;
 
     /// Reads the record again while the lock is held. Only a store whose lock can lapse (a
@@ -147,7 +153,9 @@ pub trait LockedWrite: Send {
     /// may be presenting the same refresh token. `Ok(false)` when the lock is gone; an error
     /// when it cannot be told (the client then makes no token call either).
     ///
-    /// Defaults to `Ok(true)`: the lock cannot lapse while it is held.
+    /// Defaults to `Ok(true)`: the lock cannot lapse while it is held. A `LockedWrite` that
+    /// wraps another store's [`StoreLock`] must forward this (and [`LockedWrite::reread`]),
+    /// or the client can no longer tell that the inner lock lapsed.
     fn still_held(&mut self) -> io::Result<bool> {
         Ok(true)
     }

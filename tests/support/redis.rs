@@ -6,10 +6,12 @@
 //! `redis-server` must be installed (`apt-get install redis-server`; `.ci/run` installs it):
 //! without it these tests fail, they never skip.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Longest wait for a server to answer PING after it was started (only a bug reaches it).
@@ -170,6 +172,111 @@ impl Drop for RedisServer {
     }
 }
 
+/// A TCP proxy in front of a redis-server that loses one reply on purpose: once armed with
+/// a marker, it forwards the first command holding the marker to Redis, reads Redis's reply
+/// (so the command was applied), and then closes the client's connection without passing the
+/// reply on, as a connection lost at the worst moment does. Everything else passes through.
+pub struct ReplyLosingProxy {
+    port: u16,
+    shared: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// The marker of the command whose reply is to be lost; taken by that command.
+    armed: Mutex<Option<Vec<u8>>>,
+    lost: AtomicUsize,
+}
+
+impl ReplyLosingProxy {
+    pub fn start(redis_port: u16) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(ProxyState::default());
+        let state = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = TcpStream::connect((Ipv4Addr::LOCALHOST, redis_port)) else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || proxy_connection(client, upstream, &state));
+            }
+        });
+        ReplyLosingProxy { port, shared }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The reply to the next command holding `marker` will be lost.
+    pub fn lose_reply_to(&self, marker: &str) {
+        *self.shared.armed.lock().unwrap() = Some(marker.as_bytes().to_vec());
+    }
+
+    /// How many replies were lost so far.
+    pub fn replies_lost(&self) -> usize {
+        self.shared.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Pumps one connection both ways, losing the reply to the armed command.
+fn proxy_connection(client: TcpStream, upstream: TcpStream, state: &ProxyState) {
+    let swallow = Arc::new(AtomicBool::new(false));
+    let (mut from_redis, mut to_client) =
+        (upstream.try_clone().unwrap(), client.try_clone().unwrap());
+    let swallow_reply = Arc::clone(&swallow);
+    let replies = std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from_redis.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if swallow_reply.load(Ordering::SeqCst) {
+                // Applied, and its sender never hears so.
+                let _ = to_client.shutdown(Shutdown::Both);
+                let _ = from_redis.shutdown(Shutdown::Both);
+                break;
+            }
+            if to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut from_client, mut to_redis) = (client, upstream);
+    let mut buf = [0u8; 16 * 1024];
+    // The end of the previous read, so that a marker split between two reads is found.
+    let mut window: Vec<u8> = Vec::new();
+    loop {
+        let n = match from_client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        window.extend_from_slice(&buf[..n]);
+        {
+            let mut armed = state.armed.lock().unwrap();
+            let hit = armed
+                .as_ref()
+                .is_some_and(|m| window.windows(m.len()).any(|w| w == m.as_slice()));
+            if hit {
+                *armed = None;
+                swallow.store(true, Ordering::SeqCst);
+                state.lost.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let keep = window.len().saturating_sub(256);
+        window.drain(..keep);
+        if to_redis.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to_redis.shutdown(Shutdown::Both);
+    let _ = replies.join();
+}
+
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
@@ -179,7 +286,7 @@ fn free_port() -> u16 {
 }
 
 fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }

@@ -224,34 +224,35 @@ pub(super) fn write_atomically(
         let _ = fs::remove_file(tmp);
         return Err(context(e, "could not write token file", path));
     }
-    sync_dir(dir)?;
+    sync_dir(dir);
     Ok(file)
 }
 
 /// Removes the token file (no file is fine) and makes the removal durable.
 pub(super) fn remove(path: &Path, dir: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
-        Ok(()) => sync_dir(dir),
+        Ok(()) => {
+            sync_dir(dir);
+            Ok(())
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(context(e, "could not remove token file", path)),
     }
 }
 
-/// Makes a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+/// Makes a rename or removal in `dir` durable, as far as it can. A failure is not an error
+/// of the write: the rename (or removal) is done and every process sees it, and reporting the
+/// write as failed would make the client treat tokens the others may already use as unsaved
+/// (an unsaved login or logout is written again over whatever comes after it). Some file
+/// systems cannot fsync a directory at all.
+fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     {
-        match File::open(dir).and_then(|d| d.sync_all()) {
-            Ok(()) => Ok(()),
-            // Some file systems cannot fsync a directory; the rename is still atomic there.
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
-            Err(e) => Err(context(e, "could not sync directory", dir)),
-        }
+        let _ = File::open(dir).and_then(|d| d.sync_all());
     }
     #[cfg(not(unix))]
     {
         let _ = dir;
-        Ok(())
     }
 }
 

@@ -355,14 +355,16 @@ impl Shared {
         let rec = Record::from_tokens(tokens)?;
         let bytes = rec.to_json();
         let file = fsio::write_atomically(&self.path, &self.tmp_path, &self.dir, &bytes)?;
-        let meta = file
-            .metadata()
-            .map_err(|e| fsio::context(e, "could not read token file", &self.path))?;
         let revision = record::revision_of(&bytes);
-        *self.cache.lock() = Seen::Valid {
-            id: FileId::of(&meta),
-            stored: Stored::new(Some(rec.to_tokens()), revision),
-            _open: fsio::keep_open(file),
+        // The file is in place: the write happened, whatever follows. Without its metadata
+        // the next poll reads it again.
+        *self.cache.lock() = match file.metadata() {
+            Ok(meta) => Seen::Valid {
+                id: FileId::of(&meta),
+                stored: Stored::new(Some(rec.to_tokens()), revision),
+                _open: fsio::keep_open(file),
+            },
+            Err(_) => Seen::Unknown,
         };
         Ok(revision)
     }

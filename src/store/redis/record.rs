@@ -151,12 +151,20 @@ return 0
 /// overwrite a newer record. A lease that ran out with nobody else taking it (and so nobody
 /// else writing) does not refuse the write.
 ///
+/// A commit run a second time after its answer was lost (the connection broke after Redis
+/// applied it, and the command was sent again on a new connection) finds the record it wrote
+/// and reports it done: a write that happened is never reported as failed, which would make
+/// the client write an unsaved login or logout again over whatever came after it.
+///
 /// KEYS: record, lock. ARGV: owner, generation read, new generation, tokens (`""`: logged
 /// out, the field is removed). Returns `{1, new generation}`, `{0, generation now}` if the
 /// record moved on, or `{-1, generation now}` if another owner holds the lease.
 pub(super) const COMMIT: &str = r"
 local holder = redis.call('GET', KEYS[2])
 local current = redis.call('HGET', KEYS[1], 'generation') or '0'
+if current == ARGV[3] and (redis.call('HGET', KEYS[1], 'tokens') or '') == ARGV[4] then
+  return {1, ARGV[3]}
+end
 if holder and holder ~= ARGV[1] then
   return {-1, current}
 end
