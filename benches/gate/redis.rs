@@ -229,7 +229,7 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
         "\n**RedisStore / MemoryStore at 1 / 16 threads: {:.3} / {:.3}.** Run {} UTC.",
         m[0],
         m[1],
-        super::utc_now()
+        super::machine::utc_now()
     );
     md
 }
