@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
 
 use super::contenders::{self, Contender, Kind};
+use super::report::{kreq, median};
 use super::server::Server;
-use super::{kreq, median, setup, throughput, Opts};
+use super::{setup, throughput, Opts};
 
 // The test suite's launcher and RESP client; the bench uses part of them.
 #[allow(dead_code)]
