@@ -13,8 +13,9 @@ use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
 
 use super::contenders::{self, Contender, Kind};
 use super::report::{kreq, median};
+use super::scenarios::{setup, throughput};
 use super::server::Server;
-use super::{setup, throughput, Opts};
+use super::Opts;
 
 // The test suite's launcher and RESP client; the bench uses part of them.
 #[allow(dead_code)]

@@ -1,0 +1,145 @@
+//! The storm's plot.
+
+use std::fmt::Write as _;
+
+/// A log–log line chart of storm completion time vs N, one line per contender, plus the
+/// 1.5 × ideal target.
+pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
+    let (w, h) = (760.0, 460.0);
+    let (left, right, top, bottom) = (80.0, 200.0, 40.0, 60.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let all: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.1);
+    let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+    let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
+    let ns: Vec<usize> = series[0].1.iter().map(|p| p.0).collect();
+    let (xlo, xhi) = (
+        (*ns.first().unwrap() as f64).log2(),
+        (*ns.last().unwrap() as f64).log2(),
+    );
+    let x = |n: f64| left + (n.log2() - xlo) / (xhi - xlo).max(1.0) * pw;
+    let y = |ms: f64| top + ph - (ms.max(0.1).log10() - ylo) / (yhi - ylo) * ph;
+    let colors = ["#555555", "#1f77b4", "#d62728", "#ff7f0e"];
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Refresh storm: time until the last of N requests completes (log-log)</text>\n",
+        w / 2.0
+    );
+    // Grid and axes.
+    let mut e = ylo as i32;
+    while e <= yhi as i32 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(e);
+            if v.log10() > yhi + 1e-9 {
+                continue;
+            }
+            let yy = y(v);
+            let major = m == 1.0;
+            let _ = writeln!(
+                s,
+                "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"{}\"/>",
+                left + pw,
+                if major { "#cccccc" } else { "#eeeeee" }
+            );
+            let label = if v >= 1000.0 {
+                format!("{} s", v / 1000.0)
+            } else {
+                format!("{v} ms")
+            };
+            let _ = writeln!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\" fill=\"#444\">{label}</text>",
+                left - 6.0,
+                yy + 4.0
+            );
+        }
+        e += 1;
+    }
+    for &n in &ns {
+        let xx = x(n as f64);
+        let _ = writeln!(
+            s,
+            "<line x1=\"{xx:.1}\" y1=\"{top}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#eeeeee\"/>\n<text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#444\">{n}</text>",
+            top + ph,
+            top + ph + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">N threads (released together, token rejected with 401, token endpoint 50 ms)</text>\n<text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\">completion time</text>",
+        left + pw / 2.0,
+        h - 18.0,
+        top + ph / 2.0
+    );
+    // Target: 1.5 × ideal.
+    let target: Vec<String> = series[0]
+        .1
+        .iter()
+        .map(|&(n, ms)| format!("{:.1},{:.1}", x(n as f64), y(ms * 1.5)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "<polyline points=\"{}\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>",
+        target.join(" ")
+    );
+    // Lines that nearly coincide stay visible: earlier series are drawn wider underneath,
+    // AuthClient (the second series) last and on top, with square markers for the others.
+    let mut order: Vec<usize> = (0..series.len()).filter(|&i| i != 1).collect();
+    order.push(1);
+    for (rank, &i) in order.iter().enumerate() {
+        let (name, pts) = &series[i];
+        let c = colors[i % colors.len()];
+        let width = if i == 1 { 2.0 } else { 5.0 - rank as f64 };
+        let line: Vec<String> = pts
+            .iter()
+            .map(|&(n, ms)| format!("{:.1},{:.1}", x(n as f64), y(ms)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{c}\" stroke-width=\"{width}\" stroke-opacity=\"0.85\"/>",
+            line.join(" ")
+        );
+        for &(n, ms) in pts {
+            let (cx, cy) = (x(n as f64), y(ms));
+            let title = format!("<title>{name}, N={n}: {ms:.1} ms</title>");
+            let _ = if i == 1 {
+                writeln!(
+                    s,
+                    "<circle cx=\"{cx:.1}\" cy=\"{cy:.1}\" r=\"4\" fill=\"{c}\">{title}</circle>"
+                )
+            } else {
+                writeln!(
+                    s,
+                    "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"9\" height=\"9\" fill=\"{c}\">{title}</rect>",
+                    cx - 4.5,
+                    cy - 4.5
+                )
+            };
+        }
+    }
+    for (i, (name, _)) in series.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let ly = top + 10.0 + i as f64 * 22.0;
+        let lx = left + pw + 16.0;
+        let _ = writeln!(
+            s,
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{c}\" stroke-width=\"2.5\"/><text x=\"{}\" y=\"{}\">{name}</text>",
+            lx + 24.0,
+            lx + 30.0,
+            ly + 4.0
+        );
+    }
+    let ly = top + 10.0 + series.len() as f64 * 22.0;
+    let lx = left + pw + 16.0;
+    let _ = writeln!(
+        s,
+        "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"#2ca02c\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{}\">target: 1.5 × ideal</text>\n</svg>",
+        lx + 24.0,
+        lx + 30.0,
+        ly + 4.0
+    );
+    s
+}
