@@ -17,11 +17,8 @@
 
 mod alloc;
 mod contenders;
-mod instructions;
 mod machine;
 mod memtransport;
-#[cfg(feature = "redis")]
-mod redis;
 mod report;
 mod scenarios;
 mod server;
@@ -82,11 +79,11 @@ fn main() {
     }
     #[cfg(feature = "redis")]
     if args.first().map(String::as_str) == Some("--redis-spin") {
-        redis::spin_child(&args[1..]);
+        scenarios::redis::spin_child(&args[1..]);
         return;
     }
     if args.first().map(String::as_str) == Some("--instructions-child") {
-        instructions::child(&args[1..]);
+        scenarios::instructions::child(&args[1..]);
         return;
     }
     if args.first().map(String::as_str) == Some("--spin") {
@@ -147,13 +144,15 @@ fn main() {
         let mut md = match s.as_str() {
             "ceiling" => scenarios::ceiling::scenario(&server, &opts),
             "overhead" => scenarios::overhead::scenario(&server, &opts, &mut headline),
-            "instructions" => instructions::scenario(opts.quick, &out_dir, &mut headline),
+            "instructions" => {
+                scenarios::instructions::scenario(opts.quick, &out_dir, &mut headline)
+            }
             "storm" => scenarios::storm::scenario(&server, &opts, &out_dir, &mut headline),
             "ahead" => scenarios::ahead::scenario(&server, &opts, &mut headline),
             "memory" => scenarios::memory::scenario(&server, &opts, &mut headline),
             "alloc" => scenarios::allocations::scenario(&server, &opts, &mut headline),
             #[cfg(feature = "redis")]
-            "redis" => redis::scenario(&server, &opts),
+            "redis" => scenarios::redis::scenario(&server, &opts),
             _ => unreachable!(),
         };
         let secs = t.elapsed().as_secs_f64();

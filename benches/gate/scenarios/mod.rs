@@ -4,8 +4,11 @@
 pub mod ahead;
 pub mod allocations;
 pub mod ceiling;
+pub mod instructions;
 pub mod memory;
 pub mod overhead;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod spin;
 pub mod storm;
 pub mod storm_svg;

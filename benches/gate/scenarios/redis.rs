@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
 
-use super::contenders::{self, Contender, Kind};
-use super::report::{kreq, median};
-use super::scenarios::{setup, throughput};
-use super::server::Server;
-use super::Opts;
+use super::{setup, throughput};
+use crate::contenders::{self, Contender, Kind};
+use crate::report::{kreq, median};
+use crate::server::Server;
+use crate::Opts;
 
 // The test suite's launcher and RESP client; the bench uses part of them.
 #[allow(dead_code)]
-#[path = "../../tests/support/redis.rs"]
+#[path = "../../../tests/support/redis.rs"]
 mod launcher;
 
 pub fn scenario(server: &Server, opts: &Opts) -> String {
@@ -103,7 +103,7 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
     // the store would show undiluted.
     let mem_setup = setup(
         server,
-        super::memtransport::agent(None),
+        crate::memtransport::agent(None),
         &sess.live_access,
         &sess.refresh,
     );
@@ -231,7 +231,7 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
         "\n**RedisStore / MemoryStore at 1 / 16 threads: {:.3} / {:.3}.** Run {} UTC.",
         m[0],
         m[1],
-        super::machine::utc_now()
+        crate::machine::utc_now()
     );
     md
 }
@@ -308,7 +308,7 @@ pub fn spin_child(args: &[String]) {
         .with_expires_in(Duration::from_secs(3600));
     let builder = AuthClient::builder("http://127.0.0.1:9/")
         .proxy(None)
-        .api_agent(super::memtransport::agent(None))
+        .api_agent(crate::memtransport::agent(None))
         .refresher(OAuth2Refresh::new("http://127.0.0.1:9/token"));
     let client = match store.as_str() {
         "memory" => builder.tokens(tokens),
