@@ -24,10 +24,16 @@ mod scenarios;
 mod server;
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
 use machine::{cpu_ticks, foreign_load, loadavg, machine_info};
 use report::write_benchmarks_md;
+#[cfg(feature = "redis")]
+use scenarios::redis;
+use scenarios::{
+    ahead, allocations, ceiling, instructions, memory, overhead, spin, storm, storm_svg,
+};
 use server::Server;
 
 #[global_allocator]
@@ -52,82 +58,58 @@ struct Opts {
     scenarios: Vec<String>,
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--memory-child") {
-        scenarios::memory::child(&args[1..]);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("--plot") {
-        // `--plot CSV SVG`: redraw the storm plot from a storm.csv the bench wrote.
-        let [csv, svg] = &args[1..] else {
-            eprintln!("usage: --plot STORM_CSV OUT_SVG");
-            std::process::exit(2);
+impl Opts {
+    /// The options and scenarios on the command line; all scenarios (but `redis`) if none is
+    /// named. Exits on an unknown scenario.
+    fn parse(args: &[String]) -> Opts {
+        let mut opts = Opts {
+            quick: false,
+            write: false,
+            alloc_sites: false,
+            storm_n: None,
+            scenarios: Vec::new(),
         };
-        let text = std::fs::read_to_string(csv).expect("read storm csv");
-        let mut series: Vec<(String, Vec<(usize, f64)>)> = Vec::new();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            let (n, name, ms) = (f[0].parse().expect("n"), f[1], f[3].parse().expect("ms"));
-            match series.iter_mut().find(|s| s.0 == name) {
-                Some(s) => s.1.push((n, ms)),
-                None => series.push((name.to_owned(), vec![(n, ms)])),
-            }
-        }
-        std::fs::write(svg, scenarios::storm_svg::storm_svg(&series)).expect("write svg");
-        return;
-    }
-    #[cfg(feature = "redis")]
-    if args.first().map(String::as_str) == Some("--redis-spin") {
-        scenarios::redis::spin_child(&args[1..]);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("--instructions-child") {
-        scenarios::instructions::child(&args[1..]);
-        return;
-    }
-    if args.first().map(String::as_str) == Some("--spin") {
-        scenarios::spin::run(&args[1..]);
-        return;
-    }
-    let mut opts = Opts {
-        quick: false,
-        write: false,
-        alloc_sites: false,
-        storm_n: None,
-        scenarios: Vec::new(),
-    };
-    let mut args_iter = args.iter();
-    while let Some(a) = args_iter.next() {
-        match a.as_str() {
-            "--storm-n" => {
-                opts.storm_n = args_iter.next().and_then(|n| n.parse().ok());
-                if opts.storm_n.is_none() {
-                    eprintln!("--storm-n needs a thread count");
+        let mut args_iter = args.iter();
+        while let Some(a) = args_iter.next() {
+            match a.as_str() {
+                "--storm-n" => {
+                    opts.storm_n = args_iter.next().and_then(|n| n.parse().ok());
+                    if opts.storm_n.is_none() {
+                        eprintln!("--storm-n needs a thread count");
+                        std::process::exit(2);
+                    }
+                }
+                "--quick" => opts.quick = true,
+                "--write" => opts.write = true,
+                "--alloc-sites" => opts.alloc_sites = true,
+                s if SCENARIOS.contains(&s) => opts.scenarios.push(s.to_owned()),
+                "redis" if cfg!(feature = "redis") => opts.scenarios.push("redis".to_owned()),
+                "redis" => {
+                    eprintln!("the redis scenario needs the feature: cargo bench --features redis --bench gate -- redis");
+                    std::process::exit(2);
+                }
+                s if s.starts_with("--") => {} // `--bench` from cargo
+                s => {
+                    eprintln!("unknown scenario {s:?}; known: {}", SCENARIOS.join(", "));
                     std::process::exit(2);
                 }
             }
-            "--quick" => opts.quick = true,
-            "--write" => opts.write = true,
-            "--alloc-sites" => opts.alloc_sites = true,
-            s if SCENARIOS.contains(&s) => opts.scenarios.push(s.to_owned()),
-            "redis" if cfg!(feature = "redis") => opts.scenarios.push("redis".to_owned()),
-            "redis" => {
-                eprintln!("the redis scenario needs the feature: cargo bench --features redis --bench gate -- redis");
-                std::process::exit(2);
-            }
-            s if s.starts_with("--") => {} // `--bench` from cargo
-            s => {
-                eprintln!("unknown scenario {s:?}; known: {}", SCENARIOS.join(", "));
-                std::process::exit(2);
-            }
         }
+        if opts.scenarios.is_empty() {
+            opts.scenarios = SCENARIOS.iter().map(|s| s.to_string()).collect();
+        }
+        opts
     }
-    if opts.scenarios.is_empty() {
-        opts.scenarios = SCENARIOS.iter().map(|s| s.to_string()).collect();
-    }
+}
 
-    let out_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tokengate-bench");
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if child_mode(&args) {
+        return;
+    }
+    let opts = Opts::parse(&args);
+
+    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tokengate-bench");
     std::fs::create_dir_all(&out_dir).expect("create target/tokengate-bench");
 
     let machine = machine_info();
@@ -138,59 +120,19 @@ fn main() {
     // One line per scenario for the summary, in scenario order.
     let mut headline: Vec<String> = Vec::new();
     for s in opts.scenarios.clone() {
-        let load_before = loadavg();
-        let ticks_before = cpu_ticks();
-        let t = Instant::now();
-        let mut md = match s.as_str() {
-            "ceiling" => scenarios::ceiling::scenario(&server, &opts),
-            "overhead" => scenarios::overhead::scenario(&server, &opts, &mut headline),
-            "instructions" => {
-                scenarios::instructions::scenario(opts.quick, &out_dir, &mut headline)
-            }
-            "storm" => scenarios::storm::scenario(&server, &opts, &out_dir, &mut headline),
-            "ahead" => scenarios::ahead::scenario(&server, &opts, &mut headline),
-            "memory" => scenarios::memory::scenario(&server, &opts, &mut headline),
-            "alloc" => scenarios::allocations::scenario(&server, &opts, &mut headline),
-            #[cfg(feature = "redis")]
-            "redis" => scenarios::redis::scenario(&server, &opts),
-            _ => unreachable!(),
-        };
-        let secs = t.elapsed().as_secs_f64();
-        let _ = writeln!(
-            md,
-            "\n<sub>Scenario `{s}` took {secs:.0} s; meanwhile {}; load average before / after (counting the bench's own threads): {load_before} / {}.</sub>",
-            foreign_load(ticks_before, cpu_ticks(), secs),
-            loadavg()
-        );
+        let md = run_scenario(&s, &server, &opts, &out_dir, &mut headline);
         println!("{md}");
         sections.push((s, md));
     }
     let total = started.elapsed().as_secs_f64();
     println!("total: {total:.0} s");
     if opts.scenarios.len() == SCENARIOS.len() {
-        let mut md = String::new();
-        for l in &headline {
-            let _ = writeln!(md, "- {l}");
-        }
-        let _ = writeln!(
-            md,
-            "\nWhole run: {total:.0} s{}.",
-            if opts.quick {
-                " (--quick: numbers not meaningful)"
-            } else {
-                ""
-            }
-        );
+        let md = report::summary(&headline, total, opts.quick);
         println!("{md}");
         sections.insert(1, ("headline".into(), md));
     }
 
-    let mut all = String::new();
-    for (name, md) in &sections {
-        let _ = writeln!(all, "<!-- {name} -->\n{md}\n");
-    }
-    std::fs::write(out_dir.join("results.md"), &all).expect("write results.md");
-    println!("wrote {}", out_dir.join("results.md").display());
+    report::write_results_md(&sections, &out_dir);
     if opts.write {
         // The redis scenario alone carries its own date and load: the machine block stays
         // the one of the full run the other sections come from.
@@ -199,4 +141,54 @@ fn main() {
         }
         write_benchmarks_md(&sections, &out_dir);
     }
+}
+
+/// The modes in which this binary is not the bench but a child of a scenario, or a tool:
+/// runs the one the first argument names and returns true; false if it names none.
+fn child_mode(args: &[String]) -> bool {
+    match args.first().map(String::as_str) {
+        Some("--memory-child") => memory::child(&args[1..]),
+        // `--plot CSV SVG`: redraw the storm plot from a storm.csv the bench wrote.
+        Some("--plot") => storm_svg::replot(&args[1..]),
+        #[cfg(feature = "redis")]
+        Some("--redis-spin") => redis::spin_child(&args[1..]),
+        Some("--instructions-child") => instructions::child(&args[1..]),
+        Some("--spin") => spin::run(&args[1..]),
+        _ => return false,
+    }
+    true
+}
+
+/// Runs scenario `s` and returns its section, with a footnote: how long it took and how busy
+/// the machine was meanwhile.
+fn run_scenario(
+    s: &str,
+    server: &Server,
+    opts: &Opts,
+    out_dir: &Path,
+    headline: &mut Vec<String>,
+) -> String {
+    let load_before = loadavg();
+    let ticks_before = cpu_ticks();
+    let t = Instant::now();
+    let mut md = match s {
+        "ceiling" => ceiling::scenario(server, opts),
+        "overhead" => overhead::scenario(server, opts, headline),
+        "instructions" => instructions::scenario(opts.quick, out_dir, headline),
+        "storm" => storm::scenario(server, opts, out_dir, headline),
+        "ahead" => ahead::scenario(server, opts, headline),
+        "memory" => memory::scenario(server, opts, headline),
+        "alloc" => allocations::scenario(server, opts, headline),
+        #[cfg(feature = "redis")]
+        "redis" => redis::scenario(server, opts),
+        _ => unreachable!(),
+    };
+    let secs = t.elapsed().as_secs_f64();
+    let _ = writeln!(
+        md,
+        "\n<sub>Scenario `{s}` took {secs:.0} s; meanwhile {}; load average before / after (counting the bench's own threads): {load_before} / {}.</sub>",
+        foreign_load(ticks_before, cpu_ticks(), secs),
+        loadavg()
+    );
+    md
 }

@@ -2,6 +2,9 @@
 //! quantile), the formatting they share, and the BENCHMARKS.md blocks a `--write` run
 //! replaces.
 
+use std::fmt::Write as _;
+use std::path::Path;
+
 pub fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -26,6 +29,37 @@ pub fn quantile(sorted: &[u64], p: f64) -> u64 {
 
 pub fn kreq(x: f64) -> String {
     format!("{:.1}k", x / 1000.0)
+}
+
+// ------------------------------------------------------------------------------------------
+// The run's files
+
+/// The summary section of a run of all scenarios: one line per scenario, and the run's time.
+pub fn summary(headline: &[String], total: f64, quick: bool) -> String {
+    let mut md = String::new();
+    for l in headline {
+        let _ = writeln!(md, "- {l}");
+    }
+    let _ = writeln!(
+        md,
+        "\nWhole run: {total:.0} s{}.",
+        if quick {
+            " (--quick: numbers not meaningful)"
+        } else {
+            ""
+        }
+    );
+    md
+}
+
+/// Writes every section to `results.md` in `out_dir`.
+pub fn write_results_md(sections: &[(String, String)], out_dir: &Path) {
+    let mut all = String::new();
+    for (name, md) in sections {
+        let _ = writeln!(all, "<!-- {name} -->\n{md}\n");
+    }
+    std::fs::write(out_dir.join("results.md"), &all).expect("write results.md");
+    println!("wrote {}", out_dir.join("results.md").display());
 }
 
 // ------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! The storm's plot.
+//! The storm's plot, drawn by the storm scenario and, from its CSV, by `--plot`.
 
 use std::fmt::Write as _;
 
@@ -142,4 +142,23 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
         ly + 4.0
     );
     s
+}
+
+/// `--plot CSV SVG`: redraws the storm plot from a storm.csv the bench wrote.
+pub fn replot(args: &[String]) {
+    let [csv, svg] = args else {
+        eprintln!("usage: --plot STORM_CSV OUT_SVG");
+        std::process::exit(2);
+    };
+    let text = std::fs::read_to_string(csv).expect("read storm csv");
+    let mut series: Vec<(String, Vec<(usize, f64)>)> = Vec::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (n, name, ms) = (f[0].parse().expect("n"), f[1], f[3].parse().expect("ms"));
+        match series.iter_mut().find(|s| s.0 == name) {
+            Some(s) => s.1.push((n, ms)),
+            None => series.push((name.to_owned(), vec![(n, ms)])),
+        }
+    }
+    std::fs::write(svg, storm_svg(&series)).expect("write svg");
 }
