@@ -160,6 +160,26 @@ pub fn scenario(
         (Some(Kind::Naive), Kind::Naive.name()),
         (Some(Kind::Seed), Kind::Seed.name()),
     ];
+    let (runs, plain) = measure(server, opts, ns, reps, &who);
+    let (mut md, csv) = table(ns, &who, &runs, &plain, reps);
+    headline.push(headline_line(ns, &runs, &plain));
+    let _ = writeln!(md, "\nPer-run counts are listed run by run. \"new connections\" counts connections the server accepted during the storm (the token agent's first call opens one).\n\n![storm completion time vs N](docs/storm.svg)");
+    std::fs::write(out_dir.join("storm.csv"), &csv).expect("write storm.csv");
+    let series = series(ns, &who, &runs);
+    std::fs::write(out_dir.join("storm.svg"), storm_svg(&series)).expect("write storm.svg");
+    md
+}
+
+/// The storm's runs, `reps` rounds over `ns`: returns `runs[who][n]` and, for the plain
+/// reference, `plain[n]` (seconds of its runs). With `--storm-n`, only the reference rows
+/// and AuthClient run.
+fn measure(
+    server: &Server,
+    opts: &Opts,
+    ns: &[usize],
+    reps: usize,
+    who: &[(Option<Kind>, &str)],
+) -> (Vec<Vec<Vec<StormRun>>>, Vec<Vec<f64>>) {
     // runs[who][n] = runs
     let mut runs: Vec<Vec<Vec<StormRun>>> = vec![vec![Vec::new(); ns.len()]; who.len()];
     // plain[n] = seconds of the runs of the plain reference
@@ -195,21 +215,38 @@ pub fn scenario(
             }
         }
     }
+    (runs, plain)
+}
 
-    let med = |v: &[StormRun], f: fn(&StormRun) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        median(&mut x)
-    };
+/// The median of `f` over runs `v`.
+fn med(v: &[StormRun], f: fn(&StormRun) -> f64) -> f64 {
+    let mut x: Vec<f64> = v.iter().map(f).collect();
+    median(&mut x)
+}
+
+/// The second reference at `ns[ni]`: the plain requests' median time plus the token
+/// endpoint's delay.
+fn plain_ref(plain: &[Vec<f64>], ni: usize) -> f64 {
+    median(&mut plain[ni].clone()) + STORM_TOKEN_DELAY.as_secs_f64()
+}
+
+/// The storm's Markdown table and its CSV.
+fn table(
+    ns: &[usize],
+    who: &[(Option<Kind>, &str)],
+    runs: &[Vec<Vec<StormRun>>],
+    plain: &[Vec<f64>],
+    reps: usize,
+) -> (String, String) {
     let mut md = format!(
         "### Storm: N threads hit 401 at once, token endpoint 50 ms\n\nEach run: a fresh session whose access token the API rejects (the client believes it valid, so every thread's first request draws a 401), the pool pre-warmed with N connections, N threads released by a `Barrier`. Time = from release until the last request completes; median of {reps} runs (fewer when the runs of a cell add up to over 30 s). \"ideal\" is raw ureq with perfect coordination: one 401 round, a barrier, one refresh while the rest wait at a barrier, one retry round. Ratio = time / ideal time. \"plain + 50 ms\" is the issue-14 reference: the same N threads on a fresh agent (pool warmed alike) each making two plain requests with a valid token (the storm's 2 × N requests without any 401 or coordination; its time is the first row of each N), plus the token endpoint's 50 ms; ratio = time / that.\n\n| N | contender | time (ms) | ratio to ideal | ratio to plain + 50 ms | refresh calls | failed requests | new connections | refresh-token reuse |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|\n"
     );
     let mut csv = String::from(
         "n,contender,runs,median_ms,ratio_to_ideal,refresh_calls,failed,ratio_to_plain\n",
     );
-    let plain_ref = |ni: usize| median(&mut plain[ni].clone()) + STORM_TOKEN_DELAY.as_secs_f64();
     for (ni, &n) in ns.iter().enumerate() {
         let ideal = med(&runs[0][ni], |r| r.secs);
-        let reference = plain_ref(ni);
+        let reference = plain_ref(plain, ni);
         let _ = writeln!(
             md,
             "| {n} | 2 plain requests per thread (reference) | {:.1} | | | | | | |",
@@ -248,6 +285,11 @@ pub fn scenario(
             );
         }
     }
+    (md, csv)
+}
+
+/// The scenario's line in the summary.
+fn headline_line(ns: &[usize], runs: &[Vec<Vec<StormRun>>], plain: &[Vec<f64>]) -> String {
     let auth_cells: Vec<String> = ns
         .iter()
         .enumerate()
@@ -261,7 +303,7 @@ pub fn scenario(
                 if max_refresh == 1 { "" } else { "es" },
                 med(v, |r| r.secs) * 1e3,
                 med(v, |r| r.secs) / ideal,
-                med(v, |r| r.secs) / plain_ref(ni)
+                med(v, |r| r.secs) / plain_ref(plain, ni)
             )
         })
         .collect();
@@ -277,16 +319,21 @@ pub fn scenario(
                 .to_string()
         })
         .collect();
-    headline.push(format!(
+    format!(
         "**Storm** (N threads, one 401 each, token endpoint 50 ms), AuthClient: {} (targets: 1 refresh, ratio to the ideal ≤ 1.5, to plain + 50 ms ≤ 1.2). The naive Mutex client made up to {} refresh calls at N = {}.",
         auth_cells.join("; "),
         naive_max.join(" / "),
         ns.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" / ")
-    ));
-    let _ = writeln!(md, "\nPer-run counts are listed run by run. \"new connections\" counts connections the server accepted during the storm (the token agent's first call opens one).\n\n![storm completion time vs N](docs/storm.svg)");
-    std::fs::write(out_dir.join("storm.csv"), &csv).expect("write storm.csv");
-    let series: Vec<(String, Vec<(usize, f64)>)> = who
-        .iter()
+    )
+}
+
+/// The plot's lines: the median time at each N of each contender that ran at every N.
+fn series(
+    ns: &[usize],
+    who: &[(Option<Kind>, &str)],
+    runs: &[Vec<Vec<StormRun>>],
+) -> Vec<(String, Vec<(usize, f64)>)> {
+    who.iter()
         .enumerate()
         .filter(|(wi, _)| runs[*wi].iter().all(|v| !v.is_empty()))
         .map(|(wi, (_, name))| {
@@ -297,7 +344,5 @@ pub fn scenario(
                 .collect();
             (name.to_string(), pts)
         })
-        .collect();
-    std::fs::write(out_dir.join("storm.svg"), storm_svg(&series)).expect("write storm.svg");
-    md
+        .collect()
 }
