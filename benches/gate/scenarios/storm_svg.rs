@@ -5,30 +5,99 @@ use std::fmt::Write as _;
 /// A log–log line chart of storm completion time vs N, one line per contender, plus the
 /// 1.5 × ideal target.
 pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
-    let (w, h) = (760.0, 460.0);
-    let (left, right, top, bottom) = (80.0, 200.0, 40.0, 60.0);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
-    let all: Vec<f64> = series
-        .iter()
-        .flat_map(|s| s.1.iter().map(|p| p.1))
-        .collect();
-    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.1);
-    let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
-    let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
-    let ns: Vec<usize> = series[0].1.iter().map(|p| p.0).collect();
-    let (xlo, xhi) = (
-        (*ns.first().unwrap() as f64).log2(),
-        (*ns.last().unwrap() as f64).log2(),
-    );
-    let x = |n: f64| left + (n.log2() - xlo) / (xhi - xlo).max(1.0) * pw;
-    let y = |ms: f64| top + ph - (ms.max(0.1).log10() - ylo) / (yhi - ylo) * ph;
-    let colors = ["#555555", "#1f77b4", "#d62728", "#ff7f0e"];
+    let f = Frame::new(series);
+    let (w, h) = (f.w, f.h);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">Refresh storm: time until the last of N requests completes (log-log)</text>\n",
         w / 2.0
     );
-    // Grid and axes.
+    grid(&mut s, &f);
+    target(&mut s, &f, series);
+    lines(&mut s, &f, series);
+    legend(&mut s, &f, series);
+    s
+}
+
+const COLORS: [&str; 4] = ["#555555", "#1f77b4", "#d62728", "#ff7f0e"];
+
+/// The chart's geometry: the SVG's size, the plot area, the Ns on the x axis and the axes'
+/// ranges (log2 of N, log10 of ms).
+struct Frame {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    pw: f64,
+    ph: f64,
+    ns: Vec<usize>,
+    xlo: f64,
+    xhi: f64,
+    ylo: f64,
+    yhi: f64,
+}
+
+impl Frame {
+    fn new(series: &[(String, Vec<(usize, f64)>)]) -> Frame {
+        let (w, h) = (760.0, 460.0);
+        let (left, right, top, bottom) = (80.0, 200.0, 40.0, 60.0);
+        let pw = w - left - right;
+        let ph = h - top - bottom;
+        let all: Vec<f64> = series
+            .iter()
+            .flat_map(|s| s.1.iter().map(|p| p.1))
+            .collect();
+        let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.1);
+        let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 10.0);
+        let (ylo, yhi) = (lo.log10().floor(), hi.log10().ceil());
+        let ns: Vec<usize> = series[0].1.iter().map(|p| p.0).collect();
+        let (xlo, xhi) = (
+            (*ns.first().unwrap() as f64).log2(),
+            (*ns.last().unwrap() as f64).log2(),
+        );
+        Frame {
+            w,
+            h,
+            left,
+            top,
+            pw,
+            ph,
+            ns,
+            xlo,
+            xhi,
+            ylo,
+            yhi,
+        }
+    }
+
+    /// The x coordinate of N = `n`.
+    fn x(&self, n: f64) -> f64 {
+        let Frame {
+            left, pw, xlo, xhi, ..
+        } = *self;
+        left + (n.log2() - xlo) / (xhi - xlo).max(1.0) * pw
+    }
+
+    /// The y coordinate of `ms`.
+    fn y(&self, ms: f64) -> f64 {
+        let Frame {
+            top, ph, ylo, yhi, ..
+        } = *self;
+        top + ph - (ms.max(0.1).log10() - ylo) / (yhi - ylo) * ph
+    }
+}
+
+/// Grid and axes.
+fn grid(s: &mut String, f: &Frame) {
+    let Frame {
+        h,
+        left,
+        top,
+        pw,
+        ph,
+        ylo,
+        yhi,
+        ..
+    } = *f;
     let mut e = ylo as i32;
     while e <= yhi as i32 {
         for m in [1.0, 2.0, 5.0] {
@@ -36,7 +105,7 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
             if v.log10() > yhi + 1e-9 {
                 continue;
             }
-            let yy = y(v);
+            let yy = f.y(v);
             let major = m == 1.0;
             let _ = writeln!(
                 s,
@@ -58,8 +127,8 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
         }
         e += 1;
     }
-    for &n in &ns {
-        let xx = x(n as f64);
+    for &n in &f.ns {
+        let xx = f.x(n as f64);
         let _ = writeln!(
             s,
             "<line x1=\"{xx:.1}\" y1=\"{top}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#eeeeee\"/>\n<text x=\"{xx:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#444\">{n}</text>",
@@ -74,28 +143,35 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
         h - 18.0,
         top + ph / 2.0
     );
-    // Target: 1.5 × ideal.
+}
+
+/// Target: 1.5 × ideal.
+fn target(s: &mut String, f: &Frame, series: &[(String, Vec<(usize, f64)>)]) {
     let target: Vec<String> = series[0]
         .1
         .iter()
-        .map(|&(n, ms)| format!("{:.1},{:.1}", x(n as f64), y(ms * 1.5)))
+        .map(|&(n, ms)| format!("{:.1},{:.1}", f.x(n as f64), f.y(ms * 1.5)))
         .collect();
     let _ = writeln!(
         s,
         "<polyline points=\"{}\" fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/>",
         target.join(" ")
     );
+}
+
+/// One line per contender, with a marker at each N.
+fn lines(s: &mut String, f: &Frame, series: &[(String, Vec<(usize, f64)>)]) {
     // Lines that nearly coincide stay visible: earlier series are drawn wider underneath,
     // AuthClient (the second series) last and on top, with square markers for the others.
     let mut order: Vec<usize> = (0..series.len()).filter(|&i| i != 1).collect();
     order.push(1);
     for (rank, &i) in order.iter().enumerate() {
         let (name, pts) = &series[i];
-        let c = colors[i % colors.len()];
+        let c = COLORS[i % COLORS.len()];
         let width = if i == 1 { 2.0 } else { 5.0 - rank as f64 };
         let line: Vec<String> = pts
             .iter()
-            .map(|&(n, ms)| format!("{:.1},{:.1}", x(n as f64), y(ms)))
+            .map(|&(n, ms)| format!("{:.1},{:.1}", f.x(n as f64), f.y(ms)))
             .collect();
         let _ = writeln!(
             s,
@@ -103,7 +179,7 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
             line.join(" ")
         );
         for &(n, ms) in pts {
-            let (cx, cy) = (x(n as f64), y(ms));
+            let (cx, cy) = (f.x(n as f64), f.y(ms));
             let title = format!("<title>{name}, N={n}: {ms:.1} ms</title>");
             let _ = if i == 1 {
                 writeln!(
@@ -120,8 +196,13 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
             };
         }
     }
+}
+
+/// The legend: each contender, then the target.
+fn legend(s: &mut String, f: &Frame, series: &[(String, Vec<(usize, f64)>)]) {
+    let Frame { left, top, pw, .. } = *f;
     for (i, (name, _)) in series.iter().enumerate() {
-        let c = colors[i % colors.len()];
+        let c = COLORS[i % COLORS.len()];
         let ly = top + 10.0 + i as f64 * 22.0;
         let lx = left + pw + 16.0;
         let _ = writeln!(
@@ -141,7 +222,6 @@ pub fn storm_svg(series: &[(String, Vec<(usize, f64)>)]) -> String {
         lx + 30.0,
         ly + 4.0
     );
-    s
 }
 
 /// `--plot CSV SVG`: redraws the storm plot from a storm.csv the bench wrote.
