@@ -1,12 +1,13 @@
 //! Memory: peak RSS with 1024 threads waiting on the gate (each contender in a child process).
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::contenders::{self, Kind, Setup};
+use crate::contenders::{self, Contender, Kind, Setup};
 use crate::machine::{stack_and_other_rss_kib, status_kib};
 use crate::report::median;
 use crate::server::Server;
@@ -20,61 +21,83 @@ pub fn scenario(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> Str
     let mut rows: Vec<Vec<Vec<u64>>> = vec![Vec::new(); Kind::ALL.len()];
     for _ in 0..reps {
         for (ki, &kind) in Kind::ALL.iter().enumerate() {
-            let sess = server.new_session(Duration::from_secs(3), None);
-            let out = std::process::Command::new(&exe)
-                .args([
-                    "--memory-child",
-                    kind.id(),
-                    &server.base_url(),
-                    &server.token_url(),
-                    &sess.stale_access,
-                    &sess.refresh,
-                    &n.to_string(),
-                ])
-                .output()
-                .expect("run memory child");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let Some(line) = text.lines().find_map(|l| l.strip_prefix("MEM ")) else {
-                eprintln!(
-                    "memory child {} failed: {}",
-                    kind.id(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
+            let Some(v) = run_child(server, &exe, kind, n) else {
                 continue;
             };
-            let v: Vec<u64> = line
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0))
-                .collect();
-            println!(
-                "memory {:12} VmHWM={} KiB baseline={} KiB threads={} 401s={} finished={} stacks={} KiB other={} KiB",
-                kind.id(),
-                v[0],
-                v[1],
-                v[2],
-                v[3],
-                v[4],
-                v[5],
-                v[6]
-            );
             rows[ki].push(v);
         }
     }
     let mut md = format!(
         "### Memory: {n} threads waiting\n\nEach contender runs in its own child process (the server and the other scenarios do not count): {n} threads each send one request with a token the API rejects; the token endpoint takes 3 s, so the threads that refresh or wait stay waiting. The raw-ureq threads take the same 401 and then park (a wait that is not a gate): the difference to that row is the cost of the gate. Once the count of 401s has settled, the child reads `VmHWM` (peak resident set since start) from `/proc/self/status`. Baseline = `VmRSS` after building the client, before the threads start. The last two columns split the resident set at that moment (from `/proc/self/smaps`) into thread stacks (anonymous 2 MiB mappings) and everything else (heap, connection buffers, code). Median of {reps} children; the naive client's threads that had not sent yet wait on its mutex and never see a 401.\n\n| contender | 401s seen | calls finished | baseline RSS | peak RSS (VmHWM) | peak − baseline | per thread | of which thread stacks (now) | rest (now) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     );
-    let peak = |ki: usize| {
-        let mut v: Vec<f64> = rows[ki].iter().map(|r| r[0] as f64).collect();
-        median(&mut v) / 1024.0
-    };
     if !rows[0].is_empty() && !rows[1].is_empty() {
-        headline.push(format!(
-            "**Memory**: peak RSS with {n} threads waiting on the gate {:.1} MiB, vs {:.1} MiB for raw ureq threads parked after the same 401 ({:+.1} KiB per thread).",
-            peak(1),
-            peak(0),
-            (peak(1) - peak(0)) * 1024.0 / n as f64
-        ));
+        headline.push(headline_line(&rows, n));
     }
+    table_rows(&mut md, &rows, n);
+    md
+}
+
+/// One child process for contender `kind` with `n` threads; its `MEM` line's numbers
+/// (printed), or `None` if it failed.
+fn run_child(server: &Server, exe: &Path, kind: Kind, n: usize) -> Option<Vec<u64>> {
+    let sess = server.new_session(Duration::from_secs(3), None);
+    let out = std::process::Command::new(exe)
+        .args([
+            "--memory-child",
+            kind.id(),
+            &server.base_url(),
+            &server.token_url(),
+            &sess.stale_access,
+            &sess.refresh,
+            &n.to_string(),
+        ])
+        .output()
+        .expect("run memory child");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("MEM ")) else {
+        eprintln!(
+            "memory child {} failed: {}",
+            kind.id(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    println!(
+        "memory {:12} VmHWM={} KiB baseline={} KiB threads={} 401s={} finished={} stacks={} KiB other={} KiB",
+        kind.id(),
+        v[0],
+        v[1],
+        v[2],
+        v[3],
+        v[4],
+        v[5],
+        v[6]
+    );
+    Some(v)
+}
+
+/// Peak RSS in MiB, the median of contender `ki`'s children.
+fn peak(rows: &[Vec<Vec<u64>>], ki: usize) -> f64 {
+    let mut v: Vec<f64> = rows[ki].iter().map(|r| r[0] as f64).collect();
+    median(&mut v) / 1024.0
+}
+
+/// The scenario's line in the summary.
+fn headline_line(rows: &[Vec<Vec<u64>>], n: usize) -> String {
+    format!(
+        "**Memory**: peak RSS with {n} threads waiting on the gate {:.1} MiB, vs {:.1} MiB for raw ureq threads parked after the same 401 ({:+.1} KiB per thread).",
+        peak(rows, 1),
+        peak(rows, 0),
+        (peak(rows, 1) - peak(rows, 0)) * 1024.0 / n as f64
+    )
+}
+
+/// One table row per contender that ran.
+fn table_rows(md: &mut String, rows: &[Vec<Vec<u64>>], n: usize) {
     for (ki, &kind) in Kind::ALL.iter().enumerate() {
         if rows[ki].is_empty() {
             continue;
@@ -98,7 +121,6 @@ pub fn scenario(server: &Server, opts: &Opts, headline: &mut Vec<String>) -> Str
             mib(other)
         );
     }
-    md
 }
 
 /// The child side of the memory scenario. Prints
@@ -140,8 +162,25 @@ pub fn child(args: &[String]) {
             finished.fetch_add(1, Relaxed);
         });
     }
-    // Wait until every thread has started and the count of 401s has settled (threads of the
-    // naive client that had not sent yet wait on its mutex and see no 401).
+    wait_until_settled(&c, &started, n);
+    thread::sleep(Duration::from_millis(200));
+    let (stacks, other) = stack_and_other_rss_kib();
+    println!(
+        "MEM {} {} {} {} {} {} {}",
+        status_kib("VmHWM:"),
+        baseline,
+        status_kib("Threads:"),
+        c.unauthorized(),
+        finished.load(Relaxed),
+        stacks,
+        other
+    );
+    std::process::exit(0);
+}
+
+/// Waits until every thread has started and the count of 401s has settled (threads of the
+/// naive client that had not sent yet wait on its mutex and see no 401), for at most 20 s.
+fn wait_until_settled(c: &Arc<dyn Contender>, started: &AtomicU64, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while (started.load(Relaxed) as usize) < n && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
@@ -156,17 +195,4 @@ pub fn child(args: &[String]) {
             break;
         }
     }
-    thread::sleep(Duration::from_millis(200));
-    let (stacks, other) = stack_and_other_rss_kib();
-    println!(
-        "MEM {} {} {} {} {} {} {}",
-        status_kib("VmHWM:"),
-        baseline,
-        status_kib("Threads:"),
-        c.unauthorized(),
-        finished.load(Relaxed),
-        stacks,
-        other
-    );
-    std::process::exit(0);
 }
