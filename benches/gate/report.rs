@@ -31,6 +31,19 @@ pub fn kreq(x: f64) -> String {
     format!("{:.1}k", x / 1000.0)
 }
 
+/// One cell per thread count of a ratio row: the median of the per-round ratios in bold,
+/// then the rounds' min–max in brackets. Sorts each `v`.
+pub fn ratio_cells(ratios: &mut [Vec<f64>]) -> Vec<String> {
+    ratios
+        .iter_mut()
+        .map(|v| {
+            let m = median(v);
+            let (lo, hi) = (v[0], v[v.len() - 1]);
+            format!("**{m:.3}** ({lo:.3}–{hi:.3})")
+        })
+        .collect()
+}
+
 // ------------------------------------------------------------------------------------------
 // The run's files
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{setup, throughput};
 use crate::contenders::{self, Contender, Kind, Setup};
 use crate::memtransport;
-use crate::report::{kreq, median};
+use crate::report::{kreq, median, ratio_cells};
 use crate::server::{Server, Session};
 use crate::Opts;
 
@@ -183,14 +183,7 @@ fn throughput_table(
         ("**AuthClient / raw**, same agent", ratios),
         ("AuthClient / raw, default agent settings", default_ratios),
     ] {
-        let cells: Vec<String> = ratios
-            .iter_mut()
-            .map(|v| {
-                let m = median(v);
-                let (lo, hi) = (v[0], v[v.len() - 1]);
-                format!("**{m:.3}** ({lo:.3}–{hi:.3})")
-            })
-            .collect();
+        let cells = ratio_cells(ratios);
         let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
     }
     md
@@ -320,14 +313,7 @@ fn in_memory_table(md: &mut String, mem: &mut InMemory) {
             .collect();
         let _ = writeln!(md, "| {} | {} |", kind.name(), cells.join(" | "));
     }
-    let cells: Vec<String> = mem_ratios
-        .iter_mut()
-        .map(|v| {
-            let m = median(v);
-            let (lo, hi) = (v[0], v[v.len() - 1]);
-            format!("**{m:.3}** ({lo:.3}–{hi:.3})")
-        })
-        .collect();
+    let cells = ratio_cells(mem_ratios);
     let _ = writeln!(
         md,
         "| **AuthClient / raw**, in memory | {} |",

@@ -13,7 +13,7 @@ use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
 
 use super::{setup, throughput};
 use crate::contenders::{self, Contender, Kind, Setup};
-use crate::report::{kreq, median};
+use crate::report::{kreq, median, ratio_cells};
 use crate::server::{Server, Session};
 use crate::Opts;
 
@@ -276,17 +276,10 @@ fn sockets_table(
             cpus.join(" / ")
         );
     }
-    let ratio_cells: Vec<String> = ratios
-        .iter_mut()
-        .map(|v| {
-            let m = median(v); // sorts `v`
-            format!("**{m:.3}** ({:.3}–{:.3})", v[0], v[v.len() - 1])
-        })
-        .collect();
     let _ = writeln!(
         md,
         "| **RedisStore / MemoryStore** | {} | |",
-        ratio_cells.join(" | ")
+        ratio_cells(ratios).join(" | ")
     );
     md
 }
@@ -312,13 +305,7 @@ fn in_memory_table(md: &mut String, mem: &mut InMemory, reps: usize) {
             .collect();
         let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
     }
-    let mem_cells: Vec<String> = mem_ratios
-        .iter_mut()
-        .map(|v| {
-            let m = median(v); // sorts `v`
-            format!("**{m:.3}** ({:.3}–{:.3})", v[0], v[v.len() - 1])
-        })
-        .collect();
+    let mem_cells = ratio_cells(mem_ratios);
     let _ = writeln!(
         md,
         "| **throughput RedisStore / MemoryStore** | {} |",
