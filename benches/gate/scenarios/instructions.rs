@@ -184,6 +184,19 @@ pub fn scenario(quick: bool, out_dir: &Path, headline: &mut Vec<String>) -> Stri
     } else {
         &[AgentKind::Bench, AgentKind::Default, AgentKind::Memory]
     };
+    let measured = rows(&mut md, &exe, out_dir, agents);
+    below_the_table(&mut md, &measured, headline);
+    md
+}
+
+/// The table: a header, then per agent a row with raw ureq's and AuthClient's counts. Returns
+/// (raw, AuthClient) per agent that was counted.
+fn rows(
+    md: &mut String,
+    exe: &Path,
+    out_dir: &Path,
+    agents: &[AgentKind],
+) -> Vec<(AgentKind, PerRequest, PerRequest)> {
     let _ = writeln!(
         md,
         "| agent | raw ureq, all threads | AuthClient, all threads | raw ureq, calling thread | AuthClient, calling thread | **AuthClient − raw** (calling thread) |\n|---|---:|---:|---:|---:|---:|"
@@ -191,8 +204,8 @@ pub fn scenario(quick: bool, out_dir: &Path, headline: &mut Vec<String>) -> Stri
     // (raw, AuthClient) per agent, for the sentences below the table.
     let mut measured: Vec<(AgentKind, PerRequest, PerRequest)> = Vec::new();
     for &agent in agents {
-        let raw = per_request(&exe, out_dir, Kind::Raw, agent);
-        let auth = per_request(&exe, out_dir, Kind::Auth, agent);
+        let raw = per_request(exe, out_dir, Kind::Raw, agent);
+        let auth = per_request(exe, out_dir, Kind::Auth, agent);
         let (Some(raw), Some(auth)) = (raw, auth) else {
             let _ = writeln!(md, "| {} | failed (see stderr) | | | | |", agent.label());
             continue;
@@ -211,6 +224,15 @@ pub fn scenario(quick: bool, out_dir: &Path, headline: &mut Vec<String>) -> Stri
             100.0 * diff / raw.caller
         );
     }
+    measured
+}
+
+/// The sentences below the table, and the scenario's line in the summary.
+fn below_the_table(
+    md: &mut String,
+    measured: &[(AgentKind, PerRequest, PerRequest)],
+    headline: &mut Vec<String>,
+) {
     let find = |a: AgentKind| measured.iter().find(|m| m.0 == a).map(|m| (m.1, m.2));
     let mut out_of_the_box = String::new();
     if let (Some((raw, _)), Some((raw_default, auth_default))) =
@@ -236,7 +258,6 @@ pub fn scenario(quick: bool, out_dir: &Path, headline: &mut Vec<String>) -> Stri
             auth.caller - raw.caller
         ));
     }
-    md
 }
 
 /// The child side: `--instructions-child KIND AGENT N` makes `WARM_UP + N` requests on one

@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
 
-use super::contenders::{self, Contender, Kind};
-use super::server::Server;
-use super::{kreq, median, setup, throughput, Opts};
+use super::{setup, throughput};
+use crate::contenders::{self, Contender, Kind, Setup};
+use crate::report::{kreq, median, ratio_cells};
+use crate::server::{Server, Session};
+use crate::Opts;
 
 // The test suite's launcher and RESP client; the bench uses part of them.
 #[allow(dead_code)]
-#[path = "../../tests/support/redis.rs"]
+#[path = "../../../tests/support/redis.rs"]
 mod launcher;
 
 pub fn scenario(server: &Server, opts: &Opts) -> String {
@@ -39,24 +41,8 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
 
     // The session in Redis, as a login on another machine stored it.
     let session = "bench:session";
-    RedisStore::open(redis.url(), session)
-        .expect("open RedisStore")
-        .save(
-            &Tokens::new(s.access.clone())
-                .with_refresh_token(s.refresh.clone())
-                .with_expires_in(s.expires_in),
-        )
-        .expect("save the session to Redis");
-    let redis_client = AuthClient::builder(s.base_url.clone())
-        .proxy(None)
-        .api_agent(s.api.clone())
-        .token_agent(contenders::token_agent())
-        .refresher(OAuth2Refresh::new(s.token_url.clone()))
-        .refresh_skew(s.skew)
-        .store(RedisStore::open(redis.url(), session).expect("open RedisStore"))
-        .build()
-        .expect("build AuthClient on Redis");
-    let on_redis: Arc<dyn Contender> = Arc::new(OnRedis(redis_client));
+    save_session(&redis.url(), session, &s);
+    let on_redis = auth_on_redis(&s, s.api.clone(), &redis.url(), session);
     let rows: [(&str, &Arc<dyn Contender>); 2] = [
         ("AuthClient, `MemoryStore`", &memory),
         (
@@ -64,17 +50,91 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             &on_redis,
         ),
     ];
+    let mut conn = redis.conn();
+    let mut net = on_sockets(&rows, &mut conn, reps, warm, dur);
+    // The same two clients with an in-memory transport (no socket, no other thread): what is
+    // left is the CPU cost of a request in ureq and tokengate, where a per-request cost of
+    // the store would show undiluted.
+    let [memory_mem, redis_mem] = in_memory_rows(server, &sess, &s, &redis.url(), session);
+    let mut mem = in_memory([&memory_mem, &redis_mem], reps, warm, dur);
+    // The store's own share of a request: one `poll` with nothing new (what the client calls
+    // before each request), in a tight loop.
+    let polls = if opts.quick { 1_000_000 } else { 10_000_000 };
+    let poll_ns = poll_ns(&redis.url(), session, polls);
+    let instructions = instructions_per_request(&redis.url(), session);
+    drop(redis);
 
+    let mut md = sockets_table(&rows, &mut net, reps, warm, dur);
+    in_memory_table(&mut md, &mut mem, reps);
+    let errors = net.errors + mem.errors;
+    footer(&mut md, &mut net, errors, (poll_ns, polls), &instructions);
+    md
+}
+
+/// Stores the session `s` logs in with in Redis at `url`, as a login on another machine would.
+fn save_session(url: &str, session: &str, s: &Setup) {
+    RedisStore::open(url, session)
+        .expect("open RedisStore")
+        .save(
+            &Tokens::new(s.access.clone())
+                .with_refresh_token(s.refresh.clone())
+                .with_expires_in(s.expires_in),
+        )
+        .expect("save the session to Redis");
+}
+
+/// AuthClient on `api`, its session in Redis at `url` (as `s` describes the server).
+fn auth_on_redis(
+    s: &Setup,
+    api: tokengate::ureq::Agent,
+    url: &str,
+    session: &str,
+) -> Arc<dyn Contender> {
+    Arc::new(OnRedis(
+        AuthClient::builder(s.base_url.clone())
+            .proxy(None)
+            .api_agent(api)
+            .token_agent(contenders::token_agent())
+            .refresher(OAuth2Refresh::new(s.token_url.clone()))
+            .refresh_skew(s.skew)
+            .store(RedisStore::open(url, session).expect("open RedisStore"))
+            .build()
+            .expect("build AuthClient on Redis"),
+    ))
+}
+
+/// The two rows' interleaved rounds on the loopback server.
+struct Sockets {
+    /// `[row][threads]` = per round: req/s, client CPU µs/request.
+    rps: Vec<Vec<Vec<f64>>>,
+    cpu: Vec<Vec<Vec<f64>>>,
+    /// `[threads]` = per round: RedisStore / MemoryStore.
+    ratios: Vec<Vec<f64>>,
+    errors: u64,
+    /// The RedisStore rows' requests (estimated) and time, and the Redis commands meanwhile:
+    /// reads (`HMGET`) and scripts.
+    requests: f64,
+    measured: Duration,
+    reads: u64,
+    scripts: u64,
+}
+
+fn on_sockets(
+    rows: &[(&str, &Arc<dyn Contender>); 2],
+    conn: &mut launcher::Resp,
+    reps: usize,
+    warm: Duration,
+    dur: Duration,
+) -> Sockets {
     let threads_list = [1usize, 16];
     let mut rps = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
     let mut cpu = vec![vec![Vec::new(); threads_list.len()]; rows.len()];
     let mut ratios = vec![Vec::new(); threads_list.len()];
     let mut errors = 0;
-    let mut conn = redis.conn();
     let commands = |conn: &mut launcher::Resp| {
         ["hmget", "evalsha", "eval", "script|load"].map(|c| conn.calls_of(c))
     };
-    let (before, mut requests) = (commands(&mut conn), 0f64);
+    let (before, mut requests) = (commands(conn), 0f64);
     let mut measured = Duration::ZERO;
     for rep in 0..reps {
         for (ti, &threads) in threads_list.iter().enumerate() {
@@ -95,29 +155,57 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             ratios[ti].push(round[1] / round[0]);
         }
     }
-    let after = commands(&mut conn);
-    // The same two clients with an in-memory transport (no socket, no other thread): what is
-    // left is the CPU cost of a request in ureq and tokengate, where a per-request cost of
-    // the store would show undiluted.
+    let after = commands(conn);
+    let reads = after[0] - before[0];
+    let scripts: u64 = (1..4).map(|i| after[i] - before[i]).sum();
+    Sockets {
+        rps,
+        cpu,
+        ratios,
+        errors,
+        requests,
+        measured,
+        reads,
+        scripts,
+    }
+}
+
+/// The same two clients with the in-memory transport: `MemoryStore`, then `RedisStore`.
+fn in_memory_rows(
+    server: &Server,
+    sess: &Session,
+    s: &Setup,
+    url: &str,
+    session: &str,
+) -> [Arc<dyn Contender>; 2] {
     let mem_setup = setup(
         server,
-        super::memtransport::agent(None),
+        crate::memtransport::agent(None),
         &sess.live_access,
         &sess.refresh,
     );
     let memory_mem = contenders::build(Kind::Auth, &mem_setup);
-    let redis_mem: Arc<dyn Contender> = Arc::new(OnRedis(
-        AuthClient::builder(s.base_url.clone())
-            .proxy(None)
-            .api_agent(mem_setup.api.clone())
-            .token_agent(contenders::token_agent())
-            .refresher(OAuth2Refresh::new(s.token_url.clone()))
-            .refresh_skew(s.skew)
-            .store(RedisStore::open(redis.url(), session).expect("open RedisStore"))
-            .build()
-            .expect("build AuthClient on Redis"),
-    ));
-    let mem_rows = [&memory_mem, &redis_mem];
+    let redis_mem = auth_on_redis(s, mem_setup.api.clone(), url, session);
+    [memory_mem, redis_mem]
+}
+
+/// The two clients' interleaved rounds on the in-memory transport.
+struct InMemory {
+    /// `[row][threads]` = per round: ns of CPU per request.
+    ns: Vec<Vec<Vec<f64>>>,
+    /// `[threads]` = per round: RedisStore / MemoryStore.
+    ratios: Vec<Vec<f64>>,
+    errors: u64,
+}
+
+fn in_memory(
+    mem_rows: [&Arc<dyn Contender>; 2],
+    reps: usize,
+    warm: Duration,
+    dur: Duration,
+) -> InMemory {
+    let threads_list = [1usize, 16];
+    let mut errors = 0;
     let mut mem_ns = vec![vec![Vec::new(); threads_list.len()]; 2];
     let mut mem_ratios = vec![Vec::new(); threads_list.len()];
     for rep in 0..reps {
@@ -137,25 +225,39 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             mem_ratios[ti].push(round[1] / round[0]);
         }
     }
-    // The store's own share of a request: one `poll` with nothing new (what the client calls
-    // before each request), in a tight loop.
-    let polled = RedisStore::open(redis.url(), session).expect("open RedisStore");
+    InMemory {
+        ns: mem_ns,
+        ratios: mem_ratios,
+        errors,
+    }
+}
+
+/// ns per `RedisStore::poll` with nothing new, over `polls` calls on one thread.
+fn poll_ns(url: &str, session: &str, polls: u32) -> f64 {
+    let polled = RedisStore::open(url, session).expect("open RedisStore");
     let since = polled
         .poll(None)
         .expect("read the session")
         .expect("a shared store answers")
         .revision();
-    let polls = if opts.quick { 1_000_000 } else { 10_000_000 };
     let t = std::time::Instant::now();
     for _ in 0..polls {
         std::hint::black_box(polled.poll(std::hint::black_box(Some(since))).ok());
     }
-    let poll_ns = t.elapsed().as_nanos() as f64 / polls as f64;
-    let instructions = instructions_per_request(&redis.url(), session);
-    let reads = after[0] - before[0];
-    let scripts: u64 = (1..4).map(|i| after[i] - before[i]).sum();
-    drop(redis);
+    t.elapsed().as_nanos() as f64 / polls as f64
+}
 
+/// The loopback table: requests per second and client CPU, and the ratio row.
+fn sockets_table(
+    rows: &[(&str, &Arc<dyn Contender>); 2],
+    net: &mut Sockets,
+    reps: usize,
+    warm: Duration,
+    dur: Duration,
+) -> String {
+    let Sockets {
+        rps, cpu, ratios, ..
+    } = net;
     let mut md = format!(
         "### A session in Redis: per-request cost\n\nRequests per second with a valid token, median of {reps} interleaved rounds of {} ms (after {} ms warm-up) per cell, every row on the same agent as the overhead scenario's first rows. The `RedisStore` row's session was loaded from a real `redis-server` on loopback (started by the bench); its requests read no Redis: change detection is one background `HMGET` at most once per poll interval. Ratio = RedisStore / MemoryStore, the median of per-round ratios (min–max of the rounds). Client CPU per request from `/proc/self/task/*/schedstat` (the background reader is not a `bench-client` thread and is not counted).\n\n| store | 1 thread | 16 threads | client CPU µs/request, 1 / 16 threads |\n|---|---:|---:|---:|\n",
         dur.as_millis(),
@@ -174,18 +276,21 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             cpus.join(" / ")
         );
     }
-    let ratio_cells: Vec<String> = ratios
-        .iter_mut()
-        .map(|v| {
-            let m = median(v); // sorts `v`
-            format!("**{m:.3}** ({:.3}–{:.3})", v[0], v[v.len() - 1])
-        })
-        .collect();
     let _ = writeln!(
         md,
         "| **RedisStore / MemoryStore** | {} | |",
-        ratio_cells.join(" | ")
+        ratio_cells(ratios).join(" | ")
     );
+    md
+}
+
+/// The in-memory table: ns of CPU per request, and the throughput ratio row.
+fn in_memory_table(md: &mut String, mem: &mut InMemory, reps: usize) {
+    let InMemory {
+        ns: mem_ns,
+        ratios: mem_ratios,
+        ..
+    } = mem;
     let _ = writeln!(
         md,
         "\nWith an in-memory transport (no I/O; the same clients otherwise), ns of CPU per request (1 thread; at 16 threads: wall time × cores / requests), median of {reps} interleaved rounds:\n\n| store | 1 thread | 16 threads |\n|---|---:|---:|"
@@ -200,18 +305,25 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             .collect();
         let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
     }
-    let mem_cells: Vec<String> = mem_ratios
-        .iter_mut()
-        .map(|v| {
-            let m = median(v); // sorts `v`
-            format!("**{m:.3}** ({:.3}–{:.3})", v[0], v[v.len() - 1])
-        })
-        .collect();
+    let mem_cells = ratio_cells(mem_ratios);
     let _ = writeln!(
         md,
         "| **throughput RedisStore / MemoryStore** | {} |",
         mem_cells.join(" | ")
     );
+}
+
+/// What follows the tables: the store's own share, the instruction counts, Redis's commands
+/// and errors, and the summary line.
+fn footer(
+    md: &mut String,
+    net: &mut Sockets,
+    errors: u64,
+    (poll_ns, polls): (f64, u32),
+    instructions: &str,
+) {
+    let (requests, measured, reads, scripts) = (net.requests, net.measured, net.reads, net.scripts);
+    let ratios = &mut net.ratios;
     let _ = writeln!(
         md,
         "\nThe store's own share: `RedisStore::poll` (called before each request) with nothing new takes {poll_ns:.1} ns ({polls} calls in a loop, one thread)."
@@ -229,9 +341,8 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
         "\n**RedisStore / MemoryStore at 1 / 16 threads: {:.3} / {:.3}.** Run {} UTC.",
         m[0],
         m[1],
-        super::utc_now()
+        crate::machine::utc_now()
     );
-    md
 }
 
 /// `AuthClient` on a `RedisStore`, called like the other contenders.
@@ -306,7 +417,7 @@ pub fn spin_child(args: &[String]) {
         .with_expires_in(Duration::from_secs(3600));
     let builder = AuthClient::builder("http://127.0.0.1:9/")
         .proxy(None)
-        .api_agent(super::memtransport::agent(None))
+        .api_agent(crate::memtransport::agent(None))
         .refresher(OAuth2Refresh::new("http://127.0.0.1:9/token"));
     let client = match store.as_str() {
         "memory" => builder.tokens(tokens),
