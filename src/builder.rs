@@ -1,32 +1,28 @@
-//! [`AuthClientBuilder`]: every setting, with its default, checked once by `build()`.
+//! [`AuthClientBuilder`]: every setting, checked once by `build()`, which assembles the
+//! client's [`Config`], [`Hooks`] and [`Session`]. The defaults live in `config.rs`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::http::{HeaderName, Uri};
 use ureq::Agent;
 
-use crate::client::{AuthClient, EventListener, Inner, Listener};
+use crate::client::AuthClient;
 use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    self, BaseUrl, Config, Limits, Settings, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT,
+};
 use crate::error::Error;
 use crate::event::Event;
-use crate::gate::Gate;
-use crate::redirect::DEFAULT_MAX_REDIRECTS;
+use crate::hooks::{EventListener, Hooks, Listener};
 use crate::refresh::Refresh;
 use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
-use crate::session::{Persisted, LOCK_CHECK_ALLOWANCE, SAVE_ALLOWANCE};
-use crate::stats::Counters;
-use crate::store::Revision;
-use crate::store::{MemoryStore, TokenStore};
+use crate::session::{self, Session, StoreMode};
+use crate::store::{MemoryStore, Revision, TokenStore};
 use crate::tokens::{Current, Tokens};
-use crate::transport::TimeoutKind::{PerPhase, WholeCall};
-use crate::transport::{self, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
+use crate::transport::{self, TimeoutKind};
 use crate::util::{strip_userinfo, Origin};
-
-/// Default for [`AuthClientBuilder::refresh_skew`].
-pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
 
 /// Configures an [`AuthClient`]. Created by [`AuthClient::builder`].
 #[must_use = "call build() to get a client"]
@@ -57,6 +53,11 @@ pub struct AuthClientBuilder {
 }
 
 impl AuthClientBuilder {
+    /// Default for [`AuthClientBuilder::refresh_skew`]: 30 s.
+    pub const DEFAULT_REFRESH_SKEW: Duration = config::DEFAULT_REFRESH_SKEW;
+    /// Default for [`AuthClientBuilder::max_redirects`]: 5.
+    pub const DEFAULT_MAX_REDIRECTS: u32 = config::DEFAULT_MAX_REDIRECTS;
+
     pub(crate) fn new(base_url: String) -> Self {
         AuthClientBuilder {
             base_url,
@@ -64,7 +65,7 @@ impl AuthClientBuilder {
             tokens: None,
             store: None,
             clock: Box::new(SystemClock),
-            skew: DEFAULT_REFRESH_SKEW,
+            skew: config::DEFAULT_REFRESH_SKEW,
             refresh_timeout: None,
             api_agent: None,
             token_agent: None,
@@ -75,7 +76,7 @@ impl AuthClientBuilder {
             allow_insecure_http: false,
             retry: RetryPolicy::default(),
             sleeper: Box::new(ThreadSleeper),
-            max_redirects: DEFAULT_MAX_REDIRECTS,
+            max_redirects: config::DEFAULT_MAX_REDIRECTS,
             sensitive_headers: Vec::new(),
             allow_other_origins: false,
             error: None,
@@ -109,7 +110,7 @@ impl AuthClientBuilder {
     }
 
     /// How long before expiry a token is refreshed proactively. Defaults to 30 s
-    /// ([`DEFAULT_REFRESH_SKEW`]). It is clamped to a quarter of each token's lifetime, so a
+    /// ([`Self::DEFAULT_REFRESH_SKEW`]). It is clamped to a quarter of each token's lifetime, so a
     /// token living 2 s is refreshed after 1.5 s, not on every request.
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
         self.skew = skew;
@@ -132,15 +133,15 @@ impl AuthClientBuilder {
 
     /// Whether a 4xx/5xx final response is returned as [`Error::StatusCode`] (ureq's convention).
     /// Defaults to true. A 401 is always handled by the refresh gate first.
-    pub fn http_status_as_error(mut self, yes: bool) -> Self {
-        self.status_as_error = yes;
+    pub fn http_status_as_error(mut self, as_error: bool) -> Self {
+        self.status_as_error = as_error;
         self
     }
 
     /// Allows plain `http://` to non-loopback hosts, for the API and the token endpoint.
     /// Defaults to false: credentials over plain http are refused except to loopback.
-    pub fn allow_insecure_http(mut self, yes: bool) -> Self {
-        self.allow_insecure_http = yes;
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
         self
     }
 
@@ -158,7 +159,7 @@ impl AuthClientBuilder {
     }
 
     /// The most redirects followed in one call; 0 returns 3xx responses as they are.
-    /// Defaults to 5 ([`DEFAULT_MAX_REDIRECTS`]). The token is only ever sent to the base URL's
+    /// Defaults to 5 ([`Self::DEFAULT_MAX_REDIRECTS`]). The token is only ever sent to the base URL's
     /// origin, so a redirect elsewhere (or from https to http) goes without it.
     pub fn max_redirects(mut self, n: u32) -> Self {
         self.max_redirects = n;
@@ -181,8 +182,8 @@ impl AuthClientBuilder {
     /// Lets request paths be absolute URLs of other origins (they are sent without the
     /// token). Defaults to false: such a path is rejected with [`Error::InvalidUrl`], so a
     /// path built from untrusted input cannot point the client elsewhere.
-    pub fn allow_other_origins(mut self, yes: bool) -> Self {
-        self.allow_other_origins = yes;
+    pub fn allow_other_origins(mut self, allow: bool) -> Self {
+        self.allow_other_origins = allow;
         self
     }
 
@@ -248,8 +249,59 @@ impl AuthClientBuilder {
             return Err(e);
         }
         self.retry.validate().map_err(Error::Config)?;
-        let (base_url, base_root, origin) = parse_base(&self.base_url)?;
-        self.check_secure(&origin)?;
+        let base = BaseUrl::parse(&self.base_url)?;
+        self.check_secure(base.origin())?;
+        self.check_endpoints()?;
+        let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
+        let mode = if store.is_shared() {
+            StoreMode::Shared
+        } else {
+            StoreMode::Private
+        };
+        let (tokens, revision) =
+            initial_tokens(&*store, mode, self.tokens, &*self.clock, self.skew)?;
+        let api = self.api_agent.unwrap_or_else(|| {
+            transport::default_agent(self.api_timeout, TimeoutKind::PerPhase, self.proxy.clone())
+        });
+        let token_agent = self.token_agent.unwrap_or_else(|| {
+            transport::default_agent(self.token_timeout, TimeoutKind::WholeCall, self.proxy)
+        });
+        let limits = Limits::new(
+            transport::call_limit(&token_agent),
+            &self.retry,
+            store.lock_timeout(),
+            mode == StoreMode::Shared,
+            self.refresh_timeout,
+        );
+        let config = Arc::new(Config::new(Settings {
+            base,
+            api,
+            status_as_error: self.status_as_error,
+            retry: self.retry,
+            sleeper: self.sleeper,
+            max_redirects: self.max_redirects,
+            sensitive_headers: self.sensitive_headers,
+            allow_other_origins: self.allow_other_origins,
+            clock: self.clock,
+            skew: self.skew,
+            limits,
+        }));
+        let session = Session::new(session::Parts {
+            config: Arc::clone(&config),
+            hooks: Hooks::new(self.on_session_expired, self.on_event),
+            refresher: self.refresher,
+            token_agent,
+            store,
+            mode,
+            tokens,
+            base: revision,
+        });
+        Ok(AuthClient::new(config, session))
+    }
+
+    /// The refresher's token and revocation endpoints must parse, be http(s), carry no
+    /// credentials, and be https unless loopback or opted in.
+    fn check_endpoints(&self) -> Result<(), Error> {
         let endpoints = self.refresher.as_ref().map_or([None, None], |r| {
             [
                 r.endpoint().map(|e| ("token endpoint", e)),
@@ -269,86 +321,7 @@ impl AuthClientBuilder {
             }
             self.check_secure(&o)?;
         }
-
-        let clock = self.clock;
-        let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
-        let store_err = |e| Error::Store(Arc::new(e));
-        // A shared store answers a poll with its current record (and revision).
-        let loaded = store.poll(None).map_err(store_err)?;
-        let store_shared = loaded.is_some();
-        let mut base = loaded.as_ref().map(|s| s.revision());
-        let current = match self.tokens {
-            Some(t) => {
-                let c = Current::new(t, clock.now(), self.skew).map_err(Error::InvalidToken)?;
-                match store.lock().map_err(store_err)? {
-                    Some(mut lock) => base = Some(lock.write(Some(&c.tokens)).map_err(store_err)?),
-                    None => store.save(&c.tokens).map_err(store_err)?,
-                }
-                Some(c)
-            }
-            None => {
-                let tokens = match loaded {
-                    Some(stored) => stored.into_tokens(),
-                    None => store.load().map_err(store_err)?,
-                };
-                tokens
-                    .map(|t| Current::new(t, clock.now(), self.skew))
-                    .transpose()
-                    .map_err(Error::InvalidToken)?
-            }
-        };
-
-        let api = self.api_agent.unwrap_or_else(|| {
-            transport::default_agent(self.api_timeout, PerPhase, self.proxy.clone())
-        });
-        let token_agent = self
-            .token_agent
-            .unwrap_or_else(|| transport::default_agent(self.token_timeout, WholeCall, self.proxy));
-        let token_call_limit = transport::call_limit(&token_agent);
-        let retries = self.retry.retries();
-        // With a shared store, each token call is preceded by confirming the store's lock.
-        let per_call = if store_shared {
-            token_call_limit.saturating_add(LOCK_CHECK_ALLOWANCE)
-        } else {
-            token_call_limit
-        };
-        let hold_limit = per_call
-            .saturating_mul(retries + 1)
-            .saturating_add(self.retry.max_delay_value().saturating_mul(retries))
-            .saturating_add(SAVE_ALLOWANCE);
-        let flight_limit = store.lock_timeout().saturating_add(hold_limit);
-        Ok(AuthClient::from_inner(Inner {
-            base: base_url,
-            base_root,
-            origin,
-            api_configured: transport::agent_fits(&api),
-            api,
-            token_agent,
-            refresher: self.refresher,
-            gate: Gate::new(current, Persisted::new(base)),
-            store,
-            store_shared,
-            base_revision: AtomicU64::new(base.map_or(0, Revision::get)),
-            unsaved: AtomicBool::new(false),
-            saving: AtomicBool::new(false),
-            closing: AtomicBool::new(false),
-            flight_lock: parking_lot::Mutex::new(None),
-            clock,
-            skew: self.skew,
-            refresh_timeout: self.refresh_timeout.unwrap_or(flight_limit),
-            token_call_limit,
-            flight_limit,
-            hold_limit,
-            status_as_error: self.status_as_error,
-            retry: self.retry,
-            sleeper: self.sleeper,
-            max_redirects: self.max_redirects,
-            sensitive_headers: self.sensitive_headers,
-            allow_other_origins: self.allow_other_origins,
-            on_session_expired: self.on_session_expired,
-            on_event: self.on_event,
-            stats: Counters::default(),
-        }))
+        Ok(())
     }
 
     fn check_secure(&self, origin: &Origin) -> Result<(), Error> {
@@ -361,28 +334,42 @@ impl AuthClientBuilder {
     }
 }
 
-/// Parses the base URL into (base ending in `/`, `scheme://authority`, origin).
-fn parse_base(url: &str) -> Result<(String, String, Origin), Error> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|_| Error::InvalidUrl("base URL is not a valid URL".into()))?;
-    let origin = Origin::of(&uri)
-        .ok_or_else(|| Error::InvalidUrl("base URL must be an absolute http(s) URL".into()))?;
-    if uri.query().is_some() {
-        return Err(Error::InvalidUrl("base URL must not have a query".into()));
-    }
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-    if authority.contains('@') {
-        return Err(Error::InvalidUrl(
-            "base URL must not embed credentials".into(),
-        ));
-    }
-    let root = format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority);
-    let mut base = format!("{root}{}", uri.path());
-    if !base.ends_with('/') {
-        base.push('/');
-    }
-    Ok((base, root, origin))
+/// The tokens the client starts with, and the revision of a shared store they correspond to.
+/// `given` (the builder's tokens) are written to the store (under its lock if it is shared);
+/// without them, the store's tokens are read (a shared store's current record and its
+/// revision, from `poll(None)`).
+fn initial_tokens(
+    store: &dyn TokenStore,
+    mode: StoreMode,
+    given: Option<Tokens>,
+    clock: &dyn Clock,
+    skew: Duration,
+) -> Result<(Option<Current>, Option<Revision>), Error> {
+    let store_err = |e| Error::Store(Arc::new(e));
+    let stamp = |t| Current::new(t, clock.now(), skew).map_err(Error::InvalidToken);
+    let loaded = match mode {
+        StoreMode::Shared => store.poll(None).map_err(store_err)?,
+        StoreMode::Private => None,
+    };
+    let mut revision = loaded.as_ref().map(|s| s.revision());
+    let tokens = match given {
+        Some(t) => {
+            let c = stamp(t)?;
+            match store.lock().map_err(store_err)? {
+                Some(mut lock) => revision = Some(lock.write(Some(&c.tokens)).map_err(store_err)?),
+                None => store.save(&c.tokens).map_err(store_err)?,
+            }
+            Some(c)
+        }
+        None => {
+            let tokens = match loaded {
+                Some(stored) => stored.into_tokens(),
+                None => store.load().map_err(store_err)?,
+            };
+            tokens.map(stamp).transpose()?
+        }
+    };
+    Ok((tokens, revision))
 }
 
 impl fmt::Debug for AuthClientBuilder {
@@ -409,11 +396,11 @@ mod tests {
         let c = AuthClient::builder("https://api.example.com/")
             .build()
             .unwrap();
-        let i = c.inner();
-        assert_eq!(i.token_call_limit, Duration::from_secs(30));
+        let i = *c.config().limits();
+        assert_eq!(i.token_call, Duration::from_secs(30));
         // 4 token calls of 30 s, 3 backoffs of at most 10 s, 2 s to save.
-        assert_eq!(i.flight_limit, Duration::from_secs(152));
-        assert_eq!(i.refresh_timeout, i.flight_limit);
+        assert_eq!(i.flight, Duration::from_secs(152));
+        assert_eq!(i.refresh_timeout, i.flight);
 
         let dir = std::env::temp_dir().join(format!("tokengate-unit-{}", std::process::id()));
         let store = crate::FileStore::new(dir.join("tokens.json")).unwrap();
@@ -421,51 +408,29 @@ mod tests {
             .store(store)
             .build()
             .unwrap();
-        let f = c.inner();
+        let f = *c.config().limits();
         // A flight holds the lock for its calls (each after a check of the lock), backoffs
         // and save: less than another process waits for it.
-        assert_eq!(f.hold_limit, Duration::from_secs(4 * (30 + 2) + 3 * 10 + 2));
+        assert_eq!(f.hold, Duration::from_secs(4 * (30 + 2) + 3 * 10 + 2));
         assert!(
-            crate::FileStore::DEFAULT_LOCK_TIMEOUT > f.hold_limit,
+            crate::FileStore::DEFAULT_LOCK_TIMEOUT > f.hold,
             "another process's refresh holds the lock at most {:?}",
-            f.hold_limit
+            f.hold
         );
         assert_eq!(
             f.refresh_timeout,
-            crate::FileStore::DEFAULT_LOCK_TIMEOUT + f.hold_limit
+            crate::FileStore::DEFAULT_LOCK_TIMEOUT + f.hold
         );
-        assert_eq!(f.flight_limit, f.refresh_timeout);
+        assert_eq!(f.flight, f.refresh_timeout);
         // A user-set token timeout moves every bound with it.
         let c = AuthClient::builder("https://api.example.com/")
             .token_timeout(Duration::from_secs(5))
             .build()
             .unwrap();
         assert_eq!(
-            c.inner().flight_limit,
+            c.config().limits().flight,
             Duration::from_secs(4 * 5 + 3 * 10 + 2)
         );
         let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn base_urls_are_normalized_and_checked() {
-        let (base, root, _) = parse_base("https://api.example.com/v1").unwrap();
-        assert_eq!(base, "https://api.example.com/v1/");
-        assert_eq!(root, "https://api.example.com");
-        let (base, _, _) = parse_base("http://127.0.0.1:8080").unwrap();
-        assert_eq!(base, "http://127.0.0.1:8080/");
-        for bad in [
-            "",
-            "api.example.com",
-            "ftp://x/",
-            "https://x/?a=b",
-            "https://u:p@x/",
-            "https://",
-        ] {
-            assert!(
-                matches!(parse_base(bad), Err(Error::InvalidUrl(_))),
-                "{bad}"
-            );
-        }
     }
 }

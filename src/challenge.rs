@@ -1,4 +1,7 @@
-//! Parsing `WWW-Authenticate` challenges (RFC 7235 §4.1, RFC 6750 §3) for the Bearer scheme.
+//! Parsing `WWW-Authenticate` challenges (RFC 7235 §4.1, RFC 6750 §3) for the Bearer scheme,
+//! and what a 401 or 403 means for the token ([`classify`]).
+
+use ureq::http::{header, HeaderMap, StatusCode};
 
 /// What a `Bearer` challenge says. Values are kept only if they are short and printable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -7,6 +10,51 @@ pub(crate) struct BearerChallenge {
     pub(crate) error: Option<String>,
     /// The scope the resource needs (`insufficient_scope`).
     pub(crate) scope: Option<String>,
+}
+
+/// What an answer to a request that carried the client's token says about the token. The
+/// one reading of 401/403 and `WWW-Authenticate`, for the client's requests and the
+/// middleware alike.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// 401 (without `invalid_request` or `insufficient_scope`): the token was rejected;
+    /// refresh it and replay.
+    Token,
+    /// 401 or 403 with `insufficient_scope`: a new token would have the same scopes.
+    InsufficientScope {
+        /// 401 or 403.
+        status: u16,
+        /// The scope the resource needs, if the server said.
+        scope: Option<String>,
+    },
+    /// 401 with `invalid_request`: the request, not the token, is wrong.
+    Request,
+    /// Anything else (another status; a 403 without `insufficient_scope`).
+    None,
+}
+
+/// Reads a response's status and its first `Bearer` challenge (RFC 6750 §3.1). Headers are
+/// only parsed for a 401 or 403.
+pub(crate) fn classify(status: StatusCode, headers: &HeaderMap) -> Rejection {
+    let unauthorized = status == StatusCode::UNAUTHORIZED;
+    if !unauthorized && status != StatusCode::FORBIDDEN {
+        return Rejection::None;
+    }
+    let challenge = headers
+        .get_all(header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_bearer)
+        .unwrap_or_default();
+    match challenge.error.as_deref() {
+        Some("insufficient_scope") => Rejection::InsufficientScope {
+            status: status.as_u16(),
+            scope: challenge.scope,
+        },
+        _ if !unauthorized => Rejection::None,
+        Some("invalid_request") => Rejection::Request,
+        _ => Rejection::Token,
+    }
 }
 
 /// Longest header value parsed; longer ones are treated as having no Bearer challenge.

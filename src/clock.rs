@@ -25,7 +25,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tokengate::{Clock, ManualClock};
+/// use tokengate::time::{Clock, ManualClock};
 /// let clock = ManualClock::new();
 /// let t0 = clock.now();
 /// clock.advance(Duration::from_secs(90));

@@ -125,7 +125,7 @@
 //! | token response size limit | 64 KiB |
 //! | `http_status_as_error` | true |
 //! | retries | 3, full-jitter backoff 200 ms → 10 s ([`RetryPolicy`]) |
-//! | redirects followed | 5 ([`DEFAULT_MAX_REDIRECTS`]) |
+//! | redirects followed | 5 ([`AuthClientBuilder::DEFAULT_MAX_REDIRECTS`]) |
 //! | paths resolving to another origin | rejected ([`AuthClientBuilder::allow_other_origins`]) |
 //! | plain `http://` | loopback hosts only |
 //! | store | [`MemoryStore`] (see [`FileStore`]) |
@@ -142,8 +142,10 @@ mod builder;
 mod challenge;
 mod client;
 mod clock;
+mod config;
 mod error;
 mod event;
+mod hooks;
 
 mod gate;
 mod logging;
@@ -154,9 +156,10 @@ mod reentry;
 mod refresh;
 mod request;
 mod retry;
+mod run;
 mod session;
 mod stats;
-mod store;
+pub mod store;
 mod sync;
 mod tokens;
 mod transport;
@@ -167,26 +170,30 @@ mod util;
 #[path = "fuzz_api.rs"]
 pub mod __fuzz;
 
-pub use builder::{AuthClientBuilder, DEFAULT_REFRESH_SKEW};
+pub use builder::AuthClientBuilder;
 pub use client::AuthClient;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
 pub use middleware::TokenMiddleware;
-pub use redirect::DEFAULT_MAX_REDIRECTS;
 pub use refresh::{
     ClientAuth, ClientCredentials, DeviceAuthorization, DeviceError, DeviceFlow, Discovery,
     DiscoveryError, JsonRefresh, OAuth2Refresh, Refresh, RevocationError, ServerMetadata,
     REVOCATION_TIMEOUT,
 };
 pub use request::RequestBuilder;
-pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
+pub use retry::RetryPolicy;
 pub use stats::Stats;
-pub use store::file::FileStore;
 #[cfg(feature = "redis")]
-pub use store::redis::RedisStore;
-pub use store::{LockedWrite, MemoryStore, Revision, StoreLock, Stored, TokenStore};
+pub use store::RedisStore;
+pub use store::{FileStore, MemoryStore, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
+
+/// Time, made injectable: the clock tokens expire by, and what waits between retries.
+/// Tests use [`ManualClock`](time::ManualClock), which is both.
+pub mod time {
+    pub use crate::clock::{Clock, ManualClock, SystemClock};
+    pub use crate::retry::{Sleeper, ThreadSleeper};
+}
 
 /// Re-exported so users name the same `ureq` (and `http`) types tokengate uses.
 pub use ureq;

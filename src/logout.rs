@@ -35,18 +35,19 @@ impl AuthClient {
     /// - [`Error::Reentrant`] from the client's own refresher, store or a listener running
     ///   during a refresh.
     pub fn logout(&self) -> Result<(), Error> {
-        let inner = self.inner();
-        let out = inner.log_out_locally()?;
-        let (tokens, generation) = (out.tokens, out.generation);
-        let revoked = match (&tokens, &inner.refresher) {
-            (Some(tokens), Some(refresher)) => refresher.revoke(&inner.token_agent, tokens),
-            _ => None,
-        };
-        let revoke_err = match revoked {
+        let session = self.session();
+        let out = session.log_out_locally()?;
+        let generation = out.generation;
+        let revoke_err = match out.tokens.as_ref().and_then(|t| session.revoke(t)) {
             Some(Err(e)) => {
-                log::warn!(target: crate::logging::TARGET, "logged out locally, but revoking the \
-                    session at the server failed: {}", crate::logging::Chain(&e));
-                inner.emit(Event::RevocationFailed { generation });
+                session.hooks().report(
+                    Event::RevocationFailed { generation },
+                    format_args!(
+                        "logged out locally, but revoking the session at the server \
+                        failed: {}",
+                        crate::logging::Chain(&e)
+                    ),
+                );
                 Some(e)
             }
             _ => None,

@@ -6,10 +6,11 @@ use ureq::http::{self, Request, Response};
 use ureq::middleware::{Middleware, MiddlewareNext};
 use ureq::{Body, SendBody};
 
+use crate::challenge::{classify, Rejection};
 use crate::client::AuthClient;
 use crate::event::{Event, RefreshReason};
-use crate::logging::{OriginOf, TARGET};
-use crate::stats::Counters;
+use crate::hooks::Tally;
+use crate::logging::OriginOf;
 
 /// A [`ureq` middleware](ureq::middleware::Middleware) that puts an [`AuthClient`]'s token on
 /// requests an existing `ureq::Agent` makes to the client's API. Made by
@@ -65,40 +66,41 @@ impl Middleware for TokenMiddleware {
         mut request: Request<SendBody>,
         next: MiddlewareNext,
     ) -> Result<Response<Body>, ureq::Error> {
-        let inner = self.client.inner();
-        if !inner.origin.matches(request.uri()) {
+        let session = self.client.session();
+        if !self.client.config().base().origin().matches(request.uri()) {
             return next.handle(request);
         }
-        let (current, generation) = inner
+        let (current, generation) = session
             .usable_tokens()
             .map_err(|e| ureq::Error::Other(Box::new(e)))?;
         request
             .headers_mut()
             .insert(http::header::AUTHORIZATION, current.header.clone());
         let uri = request.uri().clone();
-        Counters::bump(&inner.stats.requests);
+        session.hooks().tally(Tally::Request);
         let result = next.handle(request);
         let rejected = match &result {
-            Ok(resp) if resp.status() == http::StatusCode::UNAUTHORIZED => {
-                let code = crate::client::bearer_challenge(resp).and_then(|c| c.error);
-                !matches!(
-                    code.as_deref(),
-                    Some("insufficient_scope" | "invalid_request")
-                )
-            }
+            Ok(resp) => classify(resp.status(), resp.headers()) == Rejection::Token,
             // The agent turns statuses into errors: there is no challenge to read.
             Err(ureq::Error::StatusCode(401)) => true,
             _ => false,
         };
         if rejected {
-            Counters::bump(&inner.stats.unauthorized);
-            inner.emit(Event::Unauthorized { generation });
-            if inner.refresher.is_some() {
-                log::debug!(target: TARGET, "401 from {} for token generation {generation} \
-                    (through the middleware): refreshing for the caller's retry", OriginOf(&uri));
+            let origin = OriginOf(&uri);
+            let refreshing = session.has_refresher();
+            let then = if refreshing {
+                "refreshing for the caller's retry"
+            } else {
+                "final (no refresher)"
+            };
+            session.hooks().report(
+                Event::Unauthorized { generation },
+                format_args!("401 from {origin} for token generation {generation} (through the middleware): {then}"),
+            );
+            if refreshing {
                 // Through the gate: one refresh for all threads that saw this generation
                 // rejected. Its error, if any, reaches the caller on its retry.
-                let _ = inner.renew(generation, RefreshReason::Unauthorized);
+                let _ = session.renew(generation, RefreshReason::Unauthorized);
             }
         }
         result
@@ -108,7 +110,7 @@ impl Middleware for TokenMiddleware {
 impl fmt::Debug for TokenMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenMiddleware")
-            .field("base_url", &self.client.inner().base)
+            .field("base_url", &self.client.config().base().as_str())
             .finish()
     }
 }

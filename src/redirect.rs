@@ -5,9 +5,6 @@ use ureq::http::{self, HeaderMap, HeaderName, Method, StatusCode, Uri};
 use crate::error::Error;
 use crate::util::{has_http_scheme, Origin};
 
-/// Default for [`AuthClientBuilder::max_redirects`](crate::AuthClientBuilder::max_redirects).
-pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
-
 /// Headers always dropped when a redirect leaves the base URL's origin (besides
 /// `Authorization`, which tokengate itself only ever adds for the base origin).
 const ALWAYS_SENSITIVE: [HeaderName; 2] = [http::header::COOKIE, http::header::PROXY_AUTHORIZATION];

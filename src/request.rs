@@ -5,8 +5,9 @@ use std::fmt;
 use ureq::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use ureq::Body;
 
-use crate::client::{AuthClient, Payload, RequestOptions};
+use crate::client::AuthClient;
 use crate::error::Error;
+use crate::run::{self, Payload, RequestOptions};
 use crate::util::query_encode_into;
 
 /// A request being built. Created by [`AuthClient::get`] and friends; finished by
@@ -53,7 +54,7 @@ impl RequestBuilder {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             (Ok(n), Ok(mut v)) => {
-                if crate::redirect::is_sensitive(&n, &self.client.inner().sensitive_headers) {
+                if crate::redirect::is_sensitive(&n, self.client.config().sensitive_headers()) {
                     v.set_sensitive(true);
                 }
                 self.headers.append(n, v);
@@ -156,14 +157,24 @@ impl RequestBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let inner = self.client.inner();
-        let (uri, base_origin) = inner.resolve(&self.path, &self.query)?;
+        let config = self.client.config();
+        let (uri, base_origin) =
+            config
+                .base()
+                .resolve(&self.path, &self.query, config.allow_other_origins())?;
         let mut request = http::Request::new(());
         *request.method_mut() = self.method;
         *request.uri_mut() = uri;
         *request.headers_mut() = self.headers;
         let (parts, ()) = request.into_parts();
-        inner.execute(parts, base_origin, body, self.options)
+        run::execute(
+            config,
+            self.client.session(),
+            parts,
+            base_origin,
+            body,
+            self.options,
+        )
     }
 }
 

@@ -9,9 +9,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ureq::http::{HeaderMap, Method, StatusCode};
 use ureq::Timeout;
 
-/// Most retries a policy may allow; `build()` rejects more.
-pub const MAX_RETRIES_LIMIT: u32 = 10;
-
 /// When and how failed requests are retried, for API calls and token-endpoint calls alike.
 ///
 /// | setting | default |
@@ -59,6 +56,9 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Most retries a policy may allow; `build()` rejects more.
+    pub const MAX_RETRIES: u32 = 10;
+
     /// The default policy (see the table above).
     pub fn new() -> Self {
         Self::default()
@@ -72,7 +72,7 @@ impl RetryPolicy {
         }
     }
 
-    /// Retries after the first attempt. Defaults to 3; at most [`MAX_RETRIES_LIMIT`].
+    /// Retries after the first attempt. Defaults to 3; at most [`Self::MAX_RETRIES`].
     #[must_use]
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
@@ -95,8 +95,8 @@ impl RetryPolicy {
 
     /// Also retry POST and PATCH on 502/503/504/429, timeouts and resets. Defaults to false.
     #[must_use]
-    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
-        self.non_idempotent = yes;
+    pub fn retry_non_idempotent(mut self, allow: bool) -> Self {
+        self.non_idempotent = allow;
         self
     }
 
@@ -111,7 +111,7 @@ impl RetryPolicy {
     }
 
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
-        if self.max_retries > MAX_RETRIES_LIMIT {
+        if self.max_retries > Self::MAX_RETRIES {
             return Err("RetryPolicy allows at most 10 retries");
         }
         if self.base > self.cap {
@@ -142,7 +142,7 @@ impl RetryPolicy {
 }
 
 /// Waits between retries. Defaults to [`std::thread::sleep`]; inject your own to make backoff
-/// tests exact and instant ([`ManualClock`](crate::ManualClock) implements it by advancing itself).
+/// tests exact and instant ([`ManualClock`](crate::time::ManualClock) implements it by advancing itself).
 pub trait Sleeper: Send + Sync + 'static {
     /// Blocks the calling thread for `d` (or pretends to).
     fn sleep(&self, d: Duration);

@@ -5,14 +5,9 @@ use std::time::Duration;
 use ureq::http::{self, Request, Response};
 use ureq::{Agent, Body};
 
+use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
 use crate::error::RefreshError;
 
-/// Default connect timeout for both agents.
-pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default whole-call timeout for API requests.
-pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default whole-call timeout for token-endpoint requests.
-pub(crate) const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest token-endpoint response body read, in bytes.
 pub(crate) const TOKEN_RESPONSE_LIMIT: u64 = 64 * 1024;
 /// Largest 401 body drained before a retry (so the connection can be reused).

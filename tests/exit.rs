@@ -519,7 +519,7 @@ struct GatedSleeper {
     first: std::sync::atomic::AtomicBool,
 }
 
-impl tokengate::Sleeper for GatedSleeper {
+impl tokengate::time::Sleeper for GatedSleeper {
     fn sleep(&self, _: Duration) {
         if self.first.swap(false, std::sync::atomic::Ordering::SeqCst) {
             let _ = self.slept.lock().unwrap().send(());

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::{body_json, TokenServer};
-use tokengate::{Error, FileStore, StoreLock, TokenStore, Tokens};
+use tokengate::store::StoreLock;
+use tokengate::{Error, FileStore, TokenStore, Tokens};
 
 /// A fresh, empty directory for one test, under Cargo's scratch space for integration tests.
 struct TempDir(PathBuf);

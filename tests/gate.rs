@@ -217,7 +217,7 @@ fn failing_refresh_storm(policy: tokengate::RetryPolicy, calls_per_flight: usize
     let client = AuthClient::builder(api.url())
         .proxy(None)
         .retry(policy)
-        .sleeper(tokengate::ManualClock::new())
+        .sleeper(tokengate::time::ManualClock::new())
         .refresher(move |agent: &Agent, current: &Tokens| {
             if first.fetch_add(1, Ordering::SeqCst) == 0 {
                 wait_until("every other thread waiting", || s.waiters() == N - 1);

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use helpers::{release_together, Api, Recorder};
 use support::{body_json, TokenServer};
+use tokengate::time::ManualClock;
 use tokengate::ureq::{self, Agent};
-use tokengate::{Error, ManualClock, OAuth2Refresh, Refresh, RefreshReason, Tokens};
+use tokengate::{Error, OAuth2Refresh, Refresh, RefreshReason, Tokens};
 
 fn agent_with(client: &tokengate::AuthClient, status_as_error: bool) -> Agent {
     Agent::config_builder()

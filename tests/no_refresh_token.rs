@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use helpers::{is_refresh_started, release_together, Recorder};
 use support::{body_json, TokenServer};
-use tokengate::{AuthClient, Error, Event, JsonRefresh, ManualClock, Tokens};
+use tokengate::time::ManualClock;
+use tokengate::{AuthClient, Error, Event, JsonRefresh, Tokens};
 
 /// The server's access token, with no refresh token and a client-side lifetime of 100 s
 /// (refresh window from 74.25 s).

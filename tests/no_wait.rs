@@ -18,10 +18,9 @@ use std::time::Duration;
 
 use helpers::{must_not_block, release_together, Recorder, TempDir, HANG_GUARD};
 use support::{body_json, TokenServer};
+use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
-use tokengate::{
-    AuthClient, Event, FileStore, ManualClock, OAuth2Refresh, Refresh, RefreshError, Tokens,
-};
+use tokengate::{AuthClient, Event, FileStore, OAuth2Refresh, Refresh, RefreshError, Tokens};
 
 const THREADS: usize = 8;
 const CALLS: usize = 5;

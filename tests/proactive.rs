@@ -13,9 +13,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use helpers::{is_refresh_started, is_refreshed, jwt, must_not_block, unix_secs, Recorder};
 use support::{body_json, TokenServer};
+use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, AuthClientBuilder, Error, Event, ManualClock, OAuth2Refresh, Refresh, RefreshError,
+    AuthClient, AuthClientBuilder, Error, Event, OAuth2Refresh, Refresh, RefreshError,
     RefreshReason, Tokens,
 };
 
@@ -209,7 +210,7 @@ fn a_jwt_exp_claim_is_the_expiry_when_none_is_given() {
     let srv = TokenServer::start();
     let clock = Arc::new(ManualClock::new());
     let events = Recorder::new();
-    let now = unix_secs(tokengate::Clock::now(&*clock));
+    let now = unix_secs(tokengate::time::Clock::now(&*clock));
     let exp = now + 100;
     // The API does not know this JWT: sending it would draw a 401.
     let access = jwt(&serde_json::json!({"sub": "u1", "iat": now, "exp": exp}));
@@ -231,7 +232,7 @@ fn a_jwt_exp_claim_is_the_expiry_when_none_is_given() {
     let after = client.tokens().unwrap().expires_at().unwrap();
     assert_eq!(
         after,
-        tokengate::Clock::now(&*clock) + Duration::from_secs(3600)
+        tokengate::time::Clock::now(&*clock) + Duration::from_secs(3600)
     );
 }
 

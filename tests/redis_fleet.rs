@@ -389,7 +389,7 @@ fn say_and_wait(what: &str) {
 /// held and being renewed), then waits for the parent's line.
 struct BackoffUntilToldTo;
 
-impl tokengate::Sleeper for BackoffUntilToldTo {
+impl tokengate::time::Sleeper for BackoffUntilToldTo {
     fn sleep(&self, _: Duration) {
         say_and_wait("BACKING-OFF");
     }

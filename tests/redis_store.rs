@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use helpers::{wait_until, FailingWrites, Recorder, HANG_GUARD};
 use support::redis::RedisServer;
 use support::{body_json, TokenServer};
+use tokengate::time::ManualClock;
 use tokengate::{
-    AuthClient, AuthClientBuilder, Error, Event, ManualClock, RedisStore, RefreshError, TokenStore,
-    Tokens,
+    AuthClient, AuthClientBuilder, Error, Event, RedisStore, RefreshError, TokenStore, Tokens,
 };
 
 fn token_of(client: &AuthClient) -> String {
@@ -590,7 +590,7 @@ fn urls_and_session_names_are_checked_when_opened() {
 /// A `Sleeper` that runs `pause` during the first backoff (once), instead of sleeping.
 struct PauseOnce(Mutex<Option<Box<dyn FnOnce() + Send>>>);
 
-impl tokengate::Sleeper for PauseOnce {
+impl tokengate::time::Sleeper for PauseOnce {
     fn sleep(&self, _: Duration) {
         let pause = self.0.lock().unwrap().take();
         if let Some(pause) = pause {
@@ -810,7 +810,10 @@ impl TokenStore for LapsingLock {
     fn clear(&self) -> std::io::Result<()> {
         self.0.clear()
     }
-    fn lock(&self) -> std::io::Result<Option<tokengate::StoreLock>> {
+    fn is_shared(&self) -> bool {
+        true
+    }
+    fn lock(&self) -> std::io::Result<Option<tokengate::store::StoreLock>> {
         let lock = self.0.lock()?;
         let key = format!("{{{}}}:lock", self.0.session());
         support::redis::Resp::connect(self.1).cmd(&["DEL", &key]);
@@ -818,8 +821,8 @@ impl TokenStore for LapsingLock {
     }
     fn poll(
         &self,
-        since: Option<tokengate::Revision>,
-    ) -> std::io::Result<Option<tokengate::Stored>> {
+        since: Option<tokengate::store::Revision>,
+    ) -> std::io::Result<Option<tokengate::store::Stored>> {
         self.0.poll(since)
     }
     fn lock_timeout(&self) -> Duration {

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use helpers::{must_not_block, Recorder};
 use support::{body_json, TokenServer};
+use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, Error, Event, ManualClock, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens,
+    AuthClient, Error, Event, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens,
 };
 
 type Slot = Arc<OnceLock<AuthClient>>;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use helpers::{release_together, Api, Seen};
 use support::{body_json, form, TokenServer};
+use tokengate::time::ManualClock;
 use tokengate::{
-    AuthClient, ClientAuth, ClientCredentials, JsonRefresh, ManualClock, OAuth2Refresh, Refresh,
-    Tokens,
+    AuthClient, ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh, Tokens,
 };
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -275,7 +275,7 @@ fn json_refresh_with_custom_field_names() {
     assert_eq!(t.refresh_token().unwrap().secret(), "rt-2");
     assert_eq!(
         t.expires_at(),
-        Some(tokengate::Clock::now(&*clock) + Duration::from_secs(120))
+        Some(tokengate::time::Clock::now(&*clock) + Duration::from_secs(120))
     );
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use parking_lot::Mutex;
 use support::raw::{Action, RawServer};
 use support::{RecordingSleeper, TokenServer};
-use tokengate::{AuthClient, Error, ManualClock, RefreshError, RetryPolicy, Sleeper, Tokens};
+use tokengate::time::{ManualClock, Sleeper};
+use tokengate::{AuthClient, Error, RefreshError, RetryPolicy, Tokens};
 
 fn respond(status: u16, headers: &[&str], body: &str) -> Action {
     Action::Respond(
@@ -375,7 +376,7 @@ fn invalid_retry_policies_are_rejected_by_build() {
     let b = || AuthClient::builder("http://127.0.0.1:1/").tokens(Tokens::new("t"));
     // The limits themselves are allowed.
     assert!(b()
-        .retry(RetryPolicy::new().max_retries(tokengate::MAX_RETRIES_LIMIT))
+        .retry(RetryPolicy::new().max_retries(RetryPolicy::MAX_RETRIES))
         .build()
         .is_ok());
     assert!(b()
@@ -404,11 +405,11 @@ trait ClockExt {
 
 impl ClockExt for ManualClock {
     fn now_secs(&self) -> u64 {
-        use tokengate::Clock;
+        use tokengate::time::Clock;
         self.now().duration_since(UNIX_EPOCH).unwrap().as_secs()
     }
     fn subsec(&self) -> Duration {
-        use tokengate::Clock;
+        use tokengate::time::Clock;
         Duration::from_nanos(u64::from(
             self.now()
                 .duration_since(UNIX_EPOCH)
@@ -475,8 +476,8 @@ fn backoff_is_jittered() {
 fn the_default_sleeper_really_waits() {
     // A lower bound only: `thread::sleep` never returns early, however loaded the machine.
     let start = std::time::Instant::now();
-    tokengate::ThreadSleeper.sleep(Duration::from_millis(20));
+    tokengate::time::ThreadSleeper.sleep(Duration::from_millis(20));
     assert!(start.elapsed() >= Duration::from_millis(20));
-    let boxed: Box<dyn Sleeper> = Box::new(tokengate::ThreadSleeper);
+    let boxed: Box<dyn Sleeper> = Box::new(tokengate::time::ThreadSleeper);
     assert_eq!(format!("{boxed:?}"), "Sleeper");
 }

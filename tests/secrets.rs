@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use helpers::{refused_addr, release_together, Api, ClientSlot, Recorder, TempDir, HANG_GUARD};
+use tokengate::store::{Revision, Stored};
 use tokengate::ureq::Agent;
 use tokengate::{
     AuthClient, ClientCredentials, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
-    RefreshError, Revision, Stored, Tokens,
+    RefreshError, Tokens,
 };
 
 const ACC: &str = "SECRET-acc-123";

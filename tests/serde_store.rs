@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::{body_json, TokenServer};
-use tokengate::{ManualClock, TokenStore, Tokens};
+use tokengate::time::ManualClock;
+use tokengate::{TokenStore, Tokens};
 
 /// Keeps the tokens as a JSON string, as a database column would.
 #[derive(Default)]

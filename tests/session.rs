@@ -172,7 +172,7 @@ fn assert_transient_failure(
     let mut b = AuthClient::builder(api.url())
         .proxy(None)
         // Retry backoff advances a fake clock instead of sleeping.
-        .sleeper(tokengate::ManualClock::new())
+        .sleeper(tokengate::time::ManualClock::new())
         .store(store.clone())
         .refresher(refresher)
         .tokens(Tokens::new("old").with_refresh_token("rt-keep"))

@@ -16,11 +16,10 @@ use std::time::Duration;
 
 use helpers::{is_refresh_started, must_not_block, Recorder, TempDir, HANG_GUARD};
 use support::{body_json, TokenServer};
+use tokengate::store::{Revision, StoreLock, Stored};
+use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
-use tokengate::{
-    AuthClient, Error, FileStore, ManualClock, OAuth2Refresh, Refresh, Revision, StoreLock, Stored,
-    TokenStore, Tokens,
-};
+use tokengate::{AuthClient, Error, FileStore, OAuth2Refresh, Refresh, TokenStore, Tokens};
 
 fn token_of(client: &AuthClient) -> String {
     let mut r = client.get("items").call().unwrap();
@@ -47,6 +46,9 @@ where
     fn clear(&self) -> io::Result<()> {
         self.file.clear()
     }
+    fn is_shared(&self) -> bool {
+        true
+    }
     fn lock(&self) -> io::Result<Option<StoreLock>> {
         self.file.lock()
     }
@@ -61,7 +63,7 @@ where
 fn gated_poll(path: &std::path::Path, open: Arc<AtomicBool>) -> impl TokenStore {
     HookedPoll {
         file: FileStore::new(path).unwrap(),
-        // The build's poll (`None`) finds the store shared.
+        // The build's poll (`None`) reads the current record.
         hook: move |file: &FileStore, since: Option<Revision>| {
             if since.is_some() && !open.load(Ordering::SeqCst) {
                 return Ok(None);

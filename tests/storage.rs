@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use helpers::{is_refreshed, Recorder};
 use support::{body_json, TokenServer};
-use tokengate::{Error, ManualClock, MemoryStore, TokenStore, Tokens};
+use tokengate::time::ManualClock;
+use tokengate::{Error, MemoryStore, TokenStore, Tokens};
 
 fn pair(t: &Tokens) -> (String, String) {
     (

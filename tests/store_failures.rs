@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use helpers::{must_not_block, wait_until, FailingWrites, Recorder, TempDir};
 use support::{body_json, TokenServer};
-use tokengate::{AuthClient, Error, Event, FileStore, ManualClock, TokenStore, Tokens};
+use tokengate::time::ManualClock;
+use tokengate::{AuthClient, Error, Event, FileStore, TokenStore, Tokens};
 
 fn stored_refresh_token(path: &Path) -> String {
     let t = FileStore::new(path).unwrap().load().unwrap().unwrap();

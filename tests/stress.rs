@@ -31,7 +31,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use support::faults::{fnv1a, FaultPlan, FaultServer, TokenOutcome};
-use tokengate::{AuthClient, Clock, Error, Event, OAuth2Refresh, RefreshError};
+use tokengate::time::Clock;
+use tokengate::{AuthClient, Error, Event, OAuth2Refresh, RefreshError};
 
 const THREADS: usize = 64;
 const RUN: Duration = Duration::from_millis(2500);

@@ -11,8 +11,9 @@ use ureq::http::{self, Request, Uri};
 use ureq::Agent;
 
 use super::json_object;
+use crate::config::DEFAULT_TOKEN_TIMEOUT;
 use crate::error::Error;
-use crate::transport::{self, TimeoutKind, DEFAULT_TOKEN_TIMEOUT};
+use crate::transport::{self, TimeoutKind};
 use crate::util::Origin;
 
 /// Largest metadata document read, in bytes. Real ones are a few KiB.

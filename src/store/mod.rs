@@ -1,6 +1,6 @@
 //! Where tokens live between refreshes: the [`TokenStore`] trait and [`MemoryStore`], plus the
 //! three small types a store shared by several processes speaks in ([`Revision`], [`Stored`],
-//! [`StoreLock`]). [`FileStore`](crate::FileStore) lives in `file/`, `RedisStore` (feature
+//! [`StoreLock`]). [`FileStore`] lives in `file/`, `RedisStore` (feature
 //! `redis`) in `redis/`.
 
 use std::fmt;
@@ -15,13 +15,17 @@ pub(crate) mod file;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
+pub use file::FileStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+
 /// Persistence for tokens. The client keeps the authoritative copy in memory and writes
 /// through to the store after every change (refresh, `set_tokens`, `clear_tokens`, session
 /// expiry), in the order the changes happened.
 ///
 /// A store kept by one process needs only [`load`](TokenStore::load),
 /// [`save`](TokenStore::save) and [`clear`](TokenStore::clear). A store shared by several
-/// processes or machines ([`FileStore`](crate::FileStore), `RedisStore`) also implements
+/// processes or machines ([`FileStore`], `RedisStore`) also implements
 /// [`lock`](TokenStore::lock) and [`poll`](TokenStore::poll): the client then writes only
 /// under the store's lock, adopts what other processes stored, and never refreshes tokens
 /// another process already refreshed.
@@ -46,6 +50,19 @@ pub trait TokenStore: Send + Sync + 'static {
     fn save(&self, tokens: &Tokens) -> io::Result<()>;
     /// Removes the saved tokens (logout or session expiry).
     fn clear(&self) -> io::Result<()>;
+
+    /// Whether several processes or clients share this store. A shared store is polled
+    /// before requests ([`poll`](TokenStore::poll)), read under its
+    /// [`lock`](TokenStore::lock) before every refresh, and written only under that lock; a
+    /// private one is written with [`save`](TokenStore::save) and
+    /// [`clear`](TokenStore::clear) and never read back after `build()`.
+    /// [`FileStore`] and `RedisStore` are shared; a store that wraps one
+    /// must forward this.
+    ///
+    /// Defaults to false: the store is this process's own.
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// Shared stores: takes the store's exclusive lock (held against every other process and
     /// client using the same store) and reads the stored tokens under it. The client takes it
@@ -77,7 +94,7 @@ pub trait TokenStore: Send + Sync + 'static {
 
 /// Identifies one state of a shared store: two reads with equal revisions saw the same tokens.
 /// What the number is depends on the store (a hash of the file's bytes for
-/// [`FileStore`](crate::FileStore), a generation counter for `RedisStore`).
+/// [`FileStore`], a generation counter for `RedisStore`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Revision(u64);
 
@@ -294,6 +311,9 @@ impl<S: TokenStore> TokenStore for std::sync::Arc<S> {
     }
     fn clear(&self) -> io::Result<()> {
         (**self).clear()
+    }
+    fn is_shared(&self) -> bool {
+        (**self).is_shared()
     }
     fn lock(&self) -> io::Result<Option<StoreLock>> {
         (**self).lock()

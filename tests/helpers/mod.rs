@@ -15,10 +15,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use httpmock::prelude::*;
 use httpmock::{HttpMockRequest, HttpMockResponse};
+use tokengate::store::{LockedWrite, Revision, StoreLock, Stored};
 use tokengate::ureq::Agent;
-use tokengate::{
-    Event, LockedWrite, RefreshError, Revision, StoreLock, Stored, TokenStore, Tokens,
-};
+use tokengate::{Event, RefreshError, TokenStore, Tokens};
 
 /// Upper bound for every wait in the tests (only ever reached by a bug).
 pub const HANG_GUARD: Duration = Duration::from_secs(10);
@@ -549,6 +548,9 @@ impl<S: TokenStore> TokenStore for FailingWrites<S> {
     }
     fn clear(&self) -> io::Result<()> {
         self.lock()?.unwrap().write(None).map(drop)
+    }
+    fn is_shared(&self) -> bool {
+        self.store.is_shared()
     }
     fn lock(&self) -> io::Result<Option<StoreLock>> {
         let lock = self.store.lock()?.expect("a shared store");

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 use httpmock::prelude::*;
 use httpmock::{HttpMockRequest, HttpMockResponse, Mock};
 use parking_lot::Mutex;
+use tokengate::time::{Clock, ManualClock, Sleeper};
 use tokengate::ureq::Agent;
-use tokengate::{Clock, ManualClock, Sleeper};
 
 use super::{form, json, oauth_token, State, TokenServer};
 

@@ -486,7 +486,7 @@ impl RecordingSleeper {
     }
 }
 
-impl tokengate::Sleeper for RecordingSleeper {
+impl tokengate::time::Sleeper for RecordingSleeper {
     fn sleep(&self, d: Duration) {
         self.sleeps.lock().push(d);
         if let Some(hook) = self.hook.lock().as_mut() {

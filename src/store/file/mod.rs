@@ -407,6 +407,11 @@ impl TokenStore for FileStore {
         self.locked()?.write(None).map(drop)
     }
 
+    /// Shared: by every process (and client) that opens the same file.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn lock(&self) -> io::Result<Option<StoreLock>> {
         self.locked().map(Some)
     }

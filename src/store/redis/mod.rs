@@ -351,6 +351,11 @@ impl TokenStore for RedisStore {
         self.locked()?.write(None).map(drop)
     }
 
+    /// Shared: by every process (and client), on any machine, that opens the same session.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     fn lock(&self) -> io::Result<Option<StoreLock>> {
         self.locked().map(Some)
     }

@@ -1,0 +1,371 @@
+//! [`Config`]: a client's settings, fixed by `build()` and read through getters, and the
+//! defaults of every setting, in one place.
+
+use std::fmt;
+use std::time::Duration;
+
+use ureq::http::{HeaderName, Uri};
+use ureq::Agent;
+
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::event::Event;
+use crate::hooks::Hooks;
+use crate::retry::{self, RetryPolicy, Sleeper};
+use crate::util::{has_http_scheme, Origin};
+
+/// Default for [`AuthClientBuilder::refresh_skew`](crate::AuthClientBuilder::refresh_skew).
+pub(crate) const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
+/// Default for [`AuthClientBuilder::max_redirects`](crate::AuthClientBuilder::max_redirects).
+pub(crate) const DEFAULT_MAX_REDIRECTS: u32 = 5;
+/// Default connect timeout of both agents.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout of API requests (each phase).
+pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default whole-call timeout of token-endpoint requests.
+pub(crate) const DEFAULT_TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// What writing the result of a token call may take beyond the call (an `fsync`, a round
+/// trip): part of every bound that waits for a refresh.
+pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(2);
+/// What confirming a shared store's lock before a token call may take: one round trip
+/// (`RedisStore`'s I/O timeout is 2 s by default; a `FileStore` lock cannot lapse).
+pub(crate) const LOCK_CHECK_ALLOWANCE: Duration = Duration::from_secs(2);
+
+/// The bounds of a refresh, all derived from the token agent's timeout, the retry policy and
+/// the store's lock wait (see [`Limits::new`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// How long a thread waits for another thread's refresh.
+    pub(crate) refresh_timeout: Duration,
+    /// The longest one token call can take (the token agent's timeout).
+    pub(crate) token_call: Duration,
+    /// The longest a whole refresh can take: the store's lock wait, then `hold`.
+    pub(crate) flight: Duration,
+    /// The longest a refresh may hold a shared store's lock: its token calls (each after a
+    /// check of the lock), the backoffs between them and the save. Counted from when it got
+    /// the lock; a flight that holds it longer (a hung custom refresher) has it taken away.
+    /// With default settings 160 s, below the 180 s another process waits for the lock.
+    pub(crate) hold: Duration,
+}
+
+impl Limits {
+    /// The bounds for token calls of at most `token_call`, retried per `retry`, on a store
+    /// whose lock wait is `lock_wait` (`shared`: each token call is preceded by a check of
+    /// the store's lock). `refresh_timeout` defaults to the whole flight, so a waiter never
+    /// gives up on a leader still inside its own bounds.
+    pub(crate) fn new(
+        token_call: Duration,
+        retry: &RetryPolicy,
+        lock_wait: Duration,
+        shared: bool,
+        refresh_timeout: Option<Duration>,
+    ) -> Limits {
+        let retries = retry.retries();
+        let per_call = if shared {
+            token_call.saturating_add(LOCK_CHECK_ALLOWANCE)
+        } else {
+            token_call
+        };
+        let hold = per_call
+            .saturating_mul(retries + 1)
+            .saturating_add(retry.max_delay_value().saturating_mul(retries))
+            .saturating_add(SAVE_ALLOWANCE);
+        let flight = lock_wait.saturating_add(hold);
+        Limits {
+            refresh_timeout: refresh_timeout.unwrap_or(flight),
+            token_call,
+            flight,
+            hold,
+        }
+    }
+
+    /// How long the last handle's drop (or `close()`) waits for a refresh on the wire.
+    pub(crate) fn closing(&self) -> Duration {
+        self.token_call.saturating_add(SAVE_ALLOWANCE)
+    }
+}
+
+/// The base URL: every request path is resolved against it, and its origin is the only one
+/// that ever sees the access token.
+pub(crate) struct BaseUrl {
+    /// The base URL, ending in `/`.
+    url: String,
+    /// `scheme://authority`, for paths starting with `/`.
+    root: String,
+    origin: Origin,
+}
+
+impl BaseUrl {
+    /// Parses and checks a base URL: absolute http(s), no query, no credentials.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] saying which rule it breaks (never quoting it).
+    pub(crate) fn parse(url: &str) -> Result<BaseUrl, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| Error::InvalidUrl("base URL is not a valid URL".into()))?;
+        let origin = Origin::of(&uri)
+            .ok_or_else(|| Error::InvalidUrl("base URL must be an absolute http(s) URL".into()))?;
+        if uri.query().is_some() {
+            return Err(Error::InvalidUrl("base URL must not have a query".into()));
+        }
+        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+        if authority.contains('@') {
+            return Err(Error::InvalidUrl(
+                "base URL must not embed credentials".into(),
+            ));
+        }
+        let root = format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority);
+        let mut url = format!("{root}{}", uri.path());
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        Ok(BaseUrl { url, root, origin })
+    }
+
+    /// The base URL, ending in `/`.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// Its origin.
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Resolves a request path (see [`AuthClient::request`](crate::AuthClient::request)) and
+    /// appends `query`. Also returns whether the URL has the base URL's origin (the only one
+    /// the token goes to); another origin is an error unless `other_origins` allows it.
+    pub(crate) fn resolve(
+        &self,
+        path: &str,
+        query: &str,
+        other_origins: bool,
+    ) -> Result<(Uri, bool), Error> {
+        let mut url = self.join(path)?;
+        if !query.is_empty() {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(query);
+        }
+        // From the `String` itself: parsing a `&str` would copy it.
+        let uri = Uri::try_from(url).map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
+        if self.origin.matches(&uri) {
+            return Ok((uri, true));
+        }
+        match Origin::of(&uri) {
+            None => Err(Error::InvalidUrl(
+                "only http and https URLs with a host are allowed".into(),
+            )),
+            Some(o) if o != self.origin && !other_origins => Err(Error::InvalidUrl(
+                "the URL leaves the base URL's origin (see allow_other_origins)".into(),
+            )),
+            Some(_) => Ok((uri, false)),
+        }
+    }
+
+    /// `path` as a URL: as is if absolute http(s), else joined to the base URL (or its root,
+    /// for a path starting with `/`). Anything that would leave the origin another way is
+    /// refused.
+    fn join(&self, path: &str) -> Result<String, Error> {
+        if has_http_scheme(path) {
+            return Ok(path.to_owned());
+        }
+        if path.starts_with("//") || path.starts_with("\\\\") || path.starts_with("/\\") {
+            return Err(Error::InvalidUrl(
+                "a path starting with // would leave the base URL's origin".into(),
+            ));
+        }
+        if path
+            .find([':', '/', '?', '#'])
+            .is_some_and(|i| path.as_bytes()[i] == b':')
+        {
+            return Err(Error::InvalidUrl(
+                "a path with a scheme other than http(s) is not allowed".into(),
+            ));
+        }
+        let prefix = if path.starts_with('/') {
+            &self.root
+        } else {
+            &self.url
+        };
+        let mut url = String::with_capacity(prefix.len() + path.len() + 1);
+        url.push_str(prefix);
+        url.push_str(path);
+        Ok(url)
+    }
+}
+
+/// Every setting of a client, as `build()` checked it. Immutable; shared (through an `Arc`)
+/// by the handles and the session.
+pub(crate) struct Config {
+    base: BaseUrl,
+    api: Agent,
+    /// `api` already has the settings tokengate needs (no per-request override).
+    api_configured: bool,
+    status_as_error: bool,
+    retry: RetryPolicy,
+    sleeper: Box<dyn Sleeper>,
+    max_redirects: u32,
+    /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) whenever a
+    /// redirect changes origin.
+    sensitive_headers: Vec<HeaderName>,
+    allow_other_origins: bool,
+    clock: Box<dyn Clock>,
+    skew: Duration,
+    limits: Limits,
+}
+
+/// What `build()` hands to [`Config::new`].
+pub(crate) struct Settings {
+    pub(crate) base: BaseUrl,
+    pub(crate) api: Agent,
+    pub(crate) status_as_error: bool,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) sleeper: Box<dyn Sleeper>,
+    pub(crate) max_redirects: u32,
+    pub(crate) sensitive_headers: Vec<HeaderName>,
+    pub(crate) allow_other_origins: bool,
+    pub(crate) clock: Box<dyn Clock>,
+    pub(crate) skew: Duration,
+    pub(crate) limits: Limits,
+}
+
+impl Config {
+    pub(crate) fn new(s: Settings) -> Config {
+        Config {
+            api_configured: crate::transport::agent_fits(&s.api),
+            base: s.base,
+            api: s.api,
+            status_as_error: s.status_as_error,
+            retry: s.retry,
+            sleeper: s.sleeper,
+            max_redirects: s.max_redirects,
+            sensitive_headers: s.sensitive_headers,
+            allow_other_origins: s.allow_other_origins,
+            clock: s.clock,
+            skew: s.skew,
+            limits: s.limits,
+        }
+    }
+
+    /// The base URL.
+    pub(crate) fn base(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    /// The API agent, and whether it already has the settings tokengate needs.
+    pub(crate) fn api(&self) -> (&Agent, bool) {
+        (&self.api, self.api_configured)
+    }
+
+    /// Whether a 4xx/5xx final response is an error. Defaults to true.
+    pub(crate) fn status_as_error(&self) -> bool {
+        self.status_as_error
+    }
+
+    /// The retry policy (API requests and token calls). Defaults to [`RetryPolicy::default`].
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// The most redirects followed. Defaults to [`DEFAULT_MAX_REDIRECTS`].
+    pub(crate) fn max_redirects(&self) -> u32 {
+        self.max_redirects
+    }
+
+    /// Headers dropped with the credentials when a redirect changes origin. Defaults to none.
+    pub(crate) fn sensitive_headers(&self) -> &[HeaderName] {
+        &self.sensitive_headers
+    }
+
+    /// Whether paths may resolve to another origin. Defaults to false.
+    pub(crate) fn allow_other_origins(&self) -> bool {
+        self.allow_other_origins
+    }
+
+    /// The clock. Defaults to the system clock.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// How long before expiry tokens are refreshed. Defaults to [`DEFAULT_REFRESH_SKEW`].
+    pub(crate) fn skew(&self) -> Duration {
+        self.skew
+    }
+
+    /// The bounds of a refresh.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Waits before retry number `retry` (0-based) per the retry policy and `retry_after`,
+    /// reporting it first as [`Event::Retrying`], with the log record `describe` writes given
+    /// the delay.
+    pub(crate) fn back_off(
+        &self,
+        hooks: &Hooks,
+        retry: u32,
+        retry_after: Option<Duration>,
+        describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
+    ) {
+        let delay = self.retry.delay(retry, retry_after, retry::random());
+        hooks.report(
+            Event::Retrying {
+                retry: retry + 1,
+                delay,
+            },
+            format_args!("{}", Describe(describe, delay)),
+        );
+        self.sleeper.sleep(delay);
+    }
+}
+
+/// Writes a log record with a closure (given the value it needs).
+struct Describe<F, T>(F, T);
+
+impl<F: Fn(&mut fmt::Formatter<'_>, T) -> fmt::Result, T: Copy> fmt::Display for Describe<F, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f, self.1)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("base_url", &self.base.url)
+            .field("status_as_error", &self.status_as_error)
+            .field("retry", &self.retry)
+            .field("max_redirects", &self.max_redirects)
+            .field("allow_other_origins", &self.allow_other_origins)
+            .field("skew", &self.skew)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_are_normalized_and_checked() {
+        let b = BaseUrl::parse("https://api.example.com/v1").unwrap();
+        assert_eq!(b.url, "https://api.example.com/v1/");
+        assert_eq!(b.root, "https://api.example.com");
+        let b = BaseUrl::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(b.url, "http://127.0.0.1:8080/");
+        for bad in [
+            "",
+            "api.example.com",
+            "ftp://x/",
+            "https://x/?a=b",
+            "https://u:p@x/",
+            "https://",
+        ] {
+            assert!(
+                matches!(BaseUrl::parse(bad), Err(Error::InvalidUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+}

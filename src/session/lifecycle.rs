@@ -1,0 +1,294 @@
+//! The store lock a flight holds, and the end of a flight that runs too long or outlives the
+//! client: a flight that holds a shared store's lock past its bound (a hung custom
+//! refresher) has it taken away, so other processes can go on; closing the client waits
+//! for the refresh in flight, once, and saves what it got.
+
+use std::cell::Cell;
+use std::io;
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::persistence::{Change, Persisted, Writer};
+use super::Session;
+use crate::error::{Error, RefreshError};
+use crate::gate::Snapshot;
+use crate::logging::TARGET;
+use crate::reentry;
+use crate::store::{StoreLock, Stored};
+use crate::tokens::Current;
+use crate::util::deadline_after;
+
+/// Why a flight whose store lock was taken away neither calls nor writes.
+const LOCK_TAKEN_AWAY: &str = "the refresh held the store's lock past its bound and gave it up";
+
+/// The store lock of a flight.
+pub(super) enum LockState {
+    /// A private store: there is no lock.
+    Unshared,
+    /// The shared store's lock, held.
+    Held(StoreLock),
+    /// Taken away from a flight that held it past its bound (released).
+    Lost,
+}
+
+/// The lock of the flight running now, registered in `Session::flight_lock` so that a flight
+/// holding it too long can be made to give it up.
+pub(crate) struct FlightLock {
+    /// The flight's lock; guarded by its own mutex, held only for a call through the lock.
+    slot: Arc<Mutex<LockState>>,
+    /// When the flight got the lock: it may hold it for `Limits::hold`.
+    locked_at: Instant,
+}
+
+/// A flight's store lock, registered while held. Dropping it unregisters and releases it.
+pub(super) struct HeldLock<'s> {
+    session: &'s Session,
+    slot: Arc<Mutex<LockState>>,
+    /// Set by [`HeldLock::confirm`] when it found the lock gone.
+    lapsed: Cell<bool>,
+}
+
+impl<'s> HeldLock<'s> {
+    /// The lock `store.lock()` gave (`None`: a private store), registered if there is one.
+    pub(super) fn register(session: &'s Session, lock: Option<StoreLock>) -> Self {
+        let state = lock.map_or(LockState::Unshared, LockState::Held);
+        let shared = matches!(state, LockState::Held(_));
+        let slot = Arc::new(Mutex::new(state));
+        if shared {
+            *session.flight_lock.lock() = Some(FlightLock {
+                slot: Arc::clone(&slot),
+                locked_at: Instant::now(),
+            });
+        }
+        HeldLock {
+            session,
+            slot,
+            lapsed: Cell::new(false),
+        }
+    }
+
+    /// True once [`Session::release_stuck_lock`] took the lock away from this flight.
+    pub(super) fn lost(&self) -> bool {
+        matches!(*self.slot.lock(), LockState::Lost)
+    }
+
+    /// True once [`HeldLock::confirm`] found the lock gone (taken away, or lapsed).
+    pub(super) fn lapsed(&self) -> bool {
+        self.lapsed.get()
+    }
+
+    /// Before a token call: confirms that this flight still holds the store's lock (one
+    /// round trip for a store whose lock can lapse; see [`StoreLock::still_held`]). A private
+    /// store has nothing to confirm.
+    ///
+    /// # Errors
+    /// [`RefreshError::Store`] if the lock was taken away, lapsed, or cannot be confirmed:
+    /// no token call may be made then.
+    pub(super) fn confirm(&self) -> Result<(), RefreshError> {
+        let gone = match &mut *self.slot.lock() {
+            LockState::Unshared => return Ok(()),
+            LockState::Lost => io::Error::new(io::ErrorKind::TimedOut, LOCK_TAKEN_AWAY),
+            LockState::Held(lock) => match lock.still_held() {
+                Ok(true) => return Ok(()),
+                Ok(false) => io::Error::other(
+                    "the store's lock lapsed before the token call (another process may \
+                     hold it now): no token call was made",
+                ),
+                Err(e) => e,
+            },
+        };
+        self.lapsed.set(true);
+        Err(RefreshError::Store(Arc::new(gone)))
+    }
+
+    /// What the store held when the lock was taken (`None` for a private store).
+    pub(super) fn stored(&self) -> Option<io::Result<Stored>> {
+        match &*self.slot.lock() {
+            LockState::Held(lock) => Some(lock.stored().cloned()),
+            LockState::Unshared | LockState::Lost => None,
+        }
+    }
+
+    /// The record read again under the lock, if the store's lock can lapse and the read
+    /// succeeded (see [`crate::store::LockedWrite::reread`]).
+    pub(super) fn reread(&self) -> Option<Stored> {
+        match &mut *self.slot.lock() {
+            LockState::Held(lock) => lock.reread().ok().flatten().cloned(),
+            LockState::Unshared | LockState::Lost => None,
+        }
+    }
+
+    /// Writes `snap` through the lock (or with `save`/`clear` for a private store).
+    pub(super) fn write(
+        &self,
+        snap: &Snapshot<Current>,
+        p: &mut Persisted,
+    ) -> Result<(), Arc<io::Error>> {
+        let mut state = self.slot.lock();
+        let writer = match &mut *state {
+            LockState::Unshared => Writer::Plain,
+            LockState::Held(lock) => Writer::Locked(lock),
+            LockState::Lost => Writer::Unlocked(Arc::new(io::Error::new(
+                io::ErrorKind::TimedOut,
+                LOCK_TAKEN_AWAY,
+            ))),
+        };
+        self.session
+            .write_through(snap, writer, Change::Refreshed, p)
+    }
+}
+
+impl Drop for HeldLock<'_> {
+    fn drop(&mut self) {
+        let mut registered = self.session.flight_lock.lock();
+        if registered
+            .as_ref()
+            .is_some_and(|f| Arc::ptr_eq(&f.slot, &self.slot))
+        {
+            *registered = None;
+        }
+        drop(registered);
+        let mut state = self.slot.lock();
+        if matches!(*state, LockState::Held(_)) {
+            *state = LockState::Lost;
+        }
+    }
+}
+
+impl Session {
+    /// For a flight that holds a shared store's lock: a thread that takes the lock away from
+    /// it once it has held it for `Limits::hold` (a hung custom refresher), whether the
+    /// flight runs in the background or on a request's thread, and also in a process that
+    /// makes no more requests (whose threads would otherwise do this only when they give up
+    /// waiting), so that it never keeps every other process from refreshing. It wakes when
+    /// the flight has held the lock that long, and ends with the flight, or once it has
+    /// released the lock. If it cannot be spawned, the flight runs unwatched.
+    pub(super) fn watch_flight(self: &Arc<Self>) {
+        let session = Arc::clone(self);
+        let hold = self.config.limits().hold;
+        let step = (hold / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let _ = std::thread::Builder::new()
+            .name("tokengate-watch".into())
+            .spawn(move || loop {
+                let locked_at = session.flight_lock.lock().as_ref().map(|f| f.locked_at);
+                let deadline = locked_at
+                    .and_then(|t| t.checked_add(hold))
+                    .unwrap_or_else(|| deadline_after(step));
+                if session.gate.wait_idle(deadline) {
+                    return;
+                }
+                if session.release_stuck_lock(false) {
+                    log::warn!(target: TARGET, "a refresh held the store's lock for {hold:?}, its \
+                        bound: the lock is released and its result will not be saved");
+                    return;
+                }
+            });
+    }
+
+    /// Takes the store lock away from the running flight if it has held it for
+    /// `Limits::hold` (`force`: however long), so other processes can go on; the flight then
+    /// makes no token call and its write is refused. Returns whether it did.
+    pub(crate) fn release_stuck_lock(&self, force: bool) -> bool {
+        let mut registered = self.flight_lock.lock();
+        let hold = self.config.limits().hold;
+        let stuck = registered
+            .as_ref()
+            .is_some_and(|f| force || f.locked_at.elapsed() >= hold);
+        if stuck {
+            if let Some(f) = registered.take() {
+                *f.slot.lock() = LockState::Lost;
+            }
+        }
+        stuck
+    }
+
+    /// Finishes with the client: waits for a refresh in flight and retries a failed write
+    /// (see [`crate::AuthClient::close`]). Called once per handle closed. `last`: no other
+    /// handle is left, so the flight makes no new token call, the wait is bounded by one
+    /// call, and a flight still running then loses the store's lock, whatever its age (the
+    /// process is about to end). A handle that is not the last one takes the lock only from
+    /// a flight that held it past its bound, as a waiter giving up does.
+    pub(crate) fn shut_down(&self, last: bool) -> Result<(), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        if last {
+            self.closing.store(true, Release);
+        }
+        let limits = self.config.limits();
+        let bound = if last {
+            limits.closing()
+        } else {
+            limits.flight
+        };
+        log::debug!(target: TARGET, "closing the client ({} handle): waiting up to {bound:?} for a refresh in flight",
+            if last { "last" } else { "not the last" });
+        let mut result = Ok(());
+        if !self.gate.wait_idle(deadline_after(bound)) {
+            if self.release_stuck_lock(last) {
+                log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \
+                    its store lock is released and its result will not be saved");
+            }
+            result = Err(Error::RefreshTimeout(bound));
+        }
+        if self.unsaved.load(Acquire) {
+            if let Some(e) = self.retry_unsaved(true) {
+                result = result.and(Err(Error::Store(e)));
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::Gate;
+    use crate::session::flight::GateOf;
+    use crate::{AuthClient, FileStore, RetryPolicy};
+
+    /// `close()` on a handle that is not the last one takes the store's lock only from a
+    /// flight that has held it past its bound, as a waiter giving up does. Its wait ends at
+    /// its deadline with some flight running, and that may be one that got the lock during
+    /// the wait (after an idle moment the closing thread did not see): here a flight that
+    /// got it halfway through. It keeps the lock. Caught the close taking the lock from
+    /// whatever flight ran at its deadline.
+    #[test]
+    fn closing_a_handle_that_is_not_the_last_keeps_the_lock_of_a_flight_inside_its_bound() {
+        let dir = std::env::temp_dir().join(format!("tokengate-close-{}", std::process::id()));
+        let store = FileStore::new(dir.join("tokens.json"))
+            .unwrap()
+            .lock_timeout(Duration::from_millis(10));
+        let client = AuthClient::builder("http://127.0.0.1:9/")
+            .token_timeout(Duration::from_millis(10))
+            .retry(RetryPolicy::none())
+            .store(store)
+            .build()
+            .unwrap();
+        let session = Arc::clone(client.session());
+        let flight = Gate::try_claim(GateOf(Arc::clone(&session)), session.gate.generation());
+        let lock = session.store.lock().unwrap().unwrap();
+        let slot = Arc::new(Mutex::new(LockState::Held(lock)));
+        *session.flight_lock.lock() = Some(FlightLock {
+            slot: Arc::clone(&slot),
+            locked_at: Instant::now() + session.config.limits().flight / 2,
+        });
+
+        let other_handle = client.clone();
+        let closed = other_handle.close();
+        assert!(
+            matches!(closed, Err(Error::RefreshTimeout(_))),
+            "{closed:?}"
+        );
+        assert!(
+            matches!(*slot.lock(), LockState::Held(_)),
+            "the flight inside its bound keeps its lock"
+        );
+        drop(flight);
+        drop(client);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

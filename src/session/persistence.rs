@@ -1,0 +1,441 @@
+//! How memory and the store stay in step: every change written in the order of installs
+//! (under the gate's persist lock), logins and logouts written under a shared store's lock,
+//! what other processes stored adopted before requests, and a write that failed retried.
+
+use std::io;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::flight::report_adopted;
+use super::{Session, StoreMode};
+use crate::error::Error;
+use crate::event::Event;
+use crate::gate::Snapshot;
+use crate::logging::Chain;
+use crate::reentry;
+use crate::store::{Revision, StoreLock, Stored};
+use crate::tokens::{Current, Tokens};
+
+/// A failed write is retried on requests at most this often.
+const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
+
+/// What the client knows about its store. Guarded by the gate's persist lock; written in the
+/// `commit` of each install (and by a retried write), so it always matches memory.
+pub(crate) struct Persisted {
+    /// Shared stores: the revision the tokens in memory correspond to, i.e. what this client
+    /// last read from or wrote to the store. A stored revision other than this one is another
+    /// process's (or client's) newer change. `None` until known (a store that can be locked
+    /// but not polled, before the first write). Mirrored in `Session::base_revision`.
+    pub(crate) base: Option<Revision>,
+    /// The error of the last write, while memory holds a change the store did not take.
+    /// Mirrored in `Session::unsaved`.
+    pub(crate) unsaved: Option<Arc<io::Error>>,
+    /// The unsaved change includes a login or logout the user asked for: the next retry
+    /// writes it over whatever a shared store holds by then, and nothing the store holds
+    /// (another process still on the old session refreshing it) replaces it meanwhile.
+    /// Without it, an unsaved refresh gives way to a newer record another process stored.
+    pub(crate) replace_pending: bool,
+    /// When (by the client's clock) a failed write was last retried.
+    pub(crate) last_retry: Option<SystemTime>,
+}
+
+impl Persisted {
+    pub(crate) fn new(base: Option<Revision>) -> Self {
+        Persisted {
+            base,
+            unsaved: None,
+            replace_pending: false,
+            last_retry: None,
+        }
+    }
+}
+
+/// How a change reaches the store.
+pub(super) enum Writer<'a> {
+    /// A private store: `save` / `clear`.
+    Plain,
+    /// A shared store, through the lock this thread holds.
+    Locked(&'a mut StoreLock),
+    /// A shared store whose lock could not be taken, or was taken away from a flight that
+    /// held it past its bound: nothing is written, for this reason.
+    Unlocked(Arc<io::Error>),
+}
+
+impl<'a> Writer<'a> {
+    /// Through `lock` if the store gave one (a shared store), else `save` / `clear`; nothing
+    /// if taking the lock failed.
+    fn of(lock: &'a mut Result<Option<StoreLock>, Arc<io::Error>>) -> Self {
+        match lock {
+            Ok(Some(l)) => Writer::Locked(l),
+            Ok(None) => Writer::Plain,
+            Err(e) => Writer::Unlocked(Arc::clone(e)),
+        }
+    }
+}
+
+/// What a write carries, which decides what becomes of it if it fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Tokens a refresh got: if unsaved, a newer record another process stores wins.
+    Refreshed,
+    /// A login or logout the user asked for: if unsaved, it is written over whatever a
+    /// shared store holds at the next retry, never replaced by it (see
+    /// `Persisted::replace_pending`).
+    Replaced,
+}
+
+/// What the local half of a logout did.
+pub(crate) struct LoggedOut {
+    /// The tokens logged out: revoke these.
+    pub(crate) tokens: Option<Tokens>,
+    /// The generation they had.
+    pub(crate) generation: u64,
+    /// Whether the store was cleared too.
+    pub(crate) cleared: Result<(), Error>,
+}
+
+/// What a retried write found under the store's lock.
+enum Retried {
+    Saved,
+    Failed(Arc<io::Error>, u64),
+    /// The record went bad meanwhile: it is not overwritten behind the user's back, and
+    /// nothing was written.
+    Unreadable(Arc<io::Error>),
+    /// Another process stored newer tokens than an unsaved refresh: adopt them.
+    Newer(u64, Revision, Stored),
+}
+
+impl Session {
+    /// Writes a login or logout: under the shared store's lock (taken first, so it waits for
+    /// a refresh another process is making), then installed and written in one step. If the
+    /// write fails, memory changes all the same and the change is written at a later retry,
+    /// over whatever the store holds by then. If the lock cannot be taken, a login is not
+    /// made (the caller still has the tokens, and may try again), but a logout is: a user
+    /// who logged out must not go on sending the token.
+    pub(crate) fn replace(&self, tokens: Option<Current>) -> Result<(), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        let _busy = reentry::enter(self.key());
+        let mut lock = self.store.lock().map_err(Arc::new);
+        if let (Some(_), Err(e)) = (&tokens, &lock) {
+            return Err(Error::Store(Arc::clone(e)));
+        }
+        let mut written = Ok(());
+        let snap = self.gate.replace(
+            None,
+            |_| true,
+            tokens,
+            |snap, p| {
+                written = self.write_through(snap, Writer::of(&mut lock), Change::Replaced, p);
+            },
+        );
+        drop(lock);
+        written.map_err(|e| {
+            if let Some(snap) = snap {
+                self.hooks.report(
+                    Event::StoreFailed {
+                        generation: snap.generation,
+                    },
+                    format_args!(
+                        "could not write a login or logout to the store: {}",
+                        Chain(&*e)
+                    ),
+                );
+            }
+            Error::Store(e)
+        })
+    }
+
+    /// The local half of a logout: under the shared store's lock, clears memory (generation-
+    /// checked: if a refresh or login lands first, the newer tokens are the ones cleared) and
+    /// the store. Returns the tokens logged out (another process's, if it stored newer ones),
+    /// the generation they had, and whether the store was cleared.
+    pub(crate) fn log_out_locally(&self) -> Result<LoggedOut, Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        let _busy = reentry::enter(self.key());
+        let mut lock = self.store.lock().map_err(Arc::new);
+        let newer_stored = self.newer_stored(&lock);
+        loop {
+            let snap = self.gate.snapshot();
+            let mut written = Ok(());
+            let cleared = self.gate.replace(
+                Some(snap.generation),
+                |_| true,
+                None,
+                |s, p| {
+                    written = self.write_through(s, Writer::of(&mut lock), Change::Replaced, p);
+                },
+            );
+            // The generation moved between the read and the clear: log out the newer tokens.
+            let Some(cleared) = cleared else { continue };
+            drop(lock);
+            let cleared = written.map_err(|e| {
+                self.hooks.report(
+                    Event::StoreFailed {
+                        generation: cleared.generation,
+                    },
+                    format_args!("could not clear the store on logout: {}", Chain(&*e)),
+                );
+                Error::Store(e)
+            });
+            return Ok(LoggedOut {
+                tokens: newer_stored.or_else(|| snap.tokens.map(|c| c.tokens.clone())),
+                generation: snap.generation,
+                cleared,
+            });
+        }
+    }
+
+    /// The tokens a shared store holds under `lock` if another process stored them since this
+    /// client last read or wrote it. Not while a login or logout of this client is unsaved:
+    /// memory is the newer then.
+    fn newer_stored(&self, lock: &Result<Option<StoreLock>, Arc<io::Error>>) -> Option<Tokens> {
+        let stored = lock.as_ref().ok()?.as_ref()?.stored().ok()?;
+        let p = self.gate.persisted();
+        let newer = p.base != Some(stored.revision()) && !p.replace_pending;
+        newer.then(|| stored.tokens().cloned())?
+    }
+
+    /// Before a request: retries a failed write (at most once a second; for a shared store on
+    /// a thread of its own), and adopts what another process (or client) stored since this
+    /// client last read or wrote a shared store.
+    pub(crate) fn sync_store(self: &Arc<Self>) -> Result<(), Error> {
+        let unsaved = self.unsaved.load(Acquire);
+        let shared = self.mode == StoreMode::Shared;
+        if !shared && !unsaved {
+            return Ok(());
+        }
+        // Called back from this client's own store or flight: leave the store alone.
+        if reentry::is_busy(self.key()) {
+            return Ok(());
+        }
+        if !shared {
+            let _ = self.retry_unsaved(false);
+            return Ok(());
+        }
+        if unsaved {
+            self.retry_unsaved_in_background();
+        }
+        let generation = self.gate.generation();
+        let since = Revision::new(self.base_revision.load(Acquire));
+        let polled = {
+            let _busy = reentry::enter(self.key());
+            self.store.poll(Some(since))
+        };
+        match polled.map_err(|e| Error::Store(Arc::new(e)))? {
+            None => Ok(()),
+            Some(stored) => self.adopt(generation, since, stored),
+        }
+    }
+
+    /// Installs what a shared store holds, if neither memory (`generation`) nor the revision
+    /// this client knows (`since`) changed since it was read: a poll that read the store
+    /// before a local login or logout never overwrites it, nor does any poll while a login
+    /// or logout of this client is unsaved (its retry writes it over the record).
+    fn adopt(&self, generation: u64, since: Revision, stored: Stored) -> Result<(), Error> {
+        let revision = stored.revision();
+        let current = stored
+            .into_tokens()
+            .map(|t| self.stamp(t))
+            .transpose()
+            .map_err(Error::InvalidToken)?;
+        let adopted = self.gate.replace(
+            Some(generation),
+            // Not while this client's flight holds the store's lock: nobody else can have
+            // written since the flight read the store, so what this read found is not newer
+            // than what the flight works from, and replacing memory would make the flight
+            // discard its answer (whose refresh token the server has rotated already).
+            |p| p.base == Some(since) && !p.replace_pending && self.flight_lock.lock().is_none(),
+            current,
+            |_, p| self.note_revision(p, revision),
+        );
+        if let Some(snap) = adopted {
+            report_adopted(&self.hooks, snap.generation, snap.tokens.is_some());
+        }
+        Ok(())
+    }
+
+    /// Writes what memory holds now if an earlier write failed; `force` ignores the once-a-
+    /// second limit. If a shared store moved on meanwhile, another process's tokens are newer
+    /// than an unsaved refresh: they are adopted instead (an unsaved login or logout is
+    /// written over them). Returns the error if still unsaved.
+    pub(crate) fn retry_unsaved(&self, force: bool) -> Option<Arc<io::Error>> {
+        match self.take_retry(force) {
+            Ok(()) => self.write_unsaved(),
+            Err(pending) => pending,
+        }
+    }
+
+    /// On a request's path, for a shared store: the retry of a failed write runs on a thread
+    /// of its own (one at a time), because taking the store's lock can wait for another
+    /// process's whole refresh, and a request with a valid token never waits for that.
+    fn retry_unsaved_in_background(self: &Arc<Self>) {
+        if self.saving.load(Acquire) || self.take_retry(false).is_err() {
+            return;
+        }
+        if self.saving.swap(true, AcqRel) {
+            return;
+        }
+        let session = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("tokengate-save".into())
+            .spawn(move || {
+                let _done = ClearOnDrop(&session.saving);
+                let _ = session.write_unsaved();
+            });
+        if spawned.is_err() {
+            // Retried by a later request.
+            self.saving.store(false, Release);
+        }
+    }
+
+    /// Takes the turn to retry a failed write: `Err(None)` if nothing is unsaved,
+    /// `Err(Some(error))` if the last try was less than a second ago (unless `force`).
+    fn take_retry(&self, force: bool) -> Result<(), Option<Arc<io::Error>>> {
+        let mut p = self.gate.persisted();
+        let Some(err) = p.unsaved.clone() else {
+            return Err(None);
+        };
+        let now = self.config.clock().now();
+        // A clock that went back does not hold the retry up.
+        let recent = |t: SystemTime| {
+            now.duration_since(t)
+                .is_ok_and(|since| since < RETRY_UNSAVED_EVERY)
+        };
+        if !force && p.last_retry.is_some_and(recent) {
+            return Err(Some(err));
+        }
+        p.last_retry = Some(now);
+        Ok(())
+    }
+
+    /// The retry itself (see [`Session::retry_unsaved`]). Events are sent once the store is
+    /// left, so a listener may call the client.
+    fn write_unsaved(&self) -> Option<Arc<io::Error>> {
+        let retried = {
+            let _busy = reentry::enter(self.key());
+            let mut lock = match self.store.lock() {
+                Ok(lock) => Ok(lock),
+                Err(e) => return Some(Arc::new(e)),
+            };
+            self.retry_under_lock(&mut lock)?
+        };
+        match retried {
+            Retried::Saved => None,
+            Retried::Unreadable(err) => Some(err),
+            Retried::Newer(generation, since, stored) => self
+                .adopt(generation, since, stored)
+                .err()
+                .map(|e| Arc::new(io::Error::other(e))),
+            Retried::Failed(err, generation) => {
+                self.hooks.report(
+                    Event::StoreFailed { generation },
+                    format_args!("retrying a failed save failed again: {}", Chain(&*err)),
+                );
+                Some(err)
+            }
+        }
+    }
+
+    /// Under the store's lock: writes what memory holds, or finds another process's newer
+    /// tokens to adopt instead. `None` if nothing is unsaved any more.
+    fn retry_under_lock(
+        &self,
+        lock: &mut Result<Option<StoreLock>, Arc<io::Error>>,
+    ) -> Option<Retried> {
+        let mut p = self.gate.persisted();
+        p.unsaved.as_ref()?;
+        let stored = lock
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(StoreLock::stored);
+        match stored {
+            // An unsaved login or logout is written over whatever is stored.
+            _ if p.replace_pending => {}
+            // A record that went bad meanwhile is not overwritten behind the user's back.
+            Some(Err(e)) => return Some(Retried::Unreadable(Arc::new(e))),
+            Some(Ok(stored)) if p.base.is_some_and(|base| stored.revision() != base) => {
+                let since = p.base.unwrap_or(stored.revision());
+                return Some(Retried::Newer(
+                    self.gate.generation(),
+                    since,
+                    stored.clone(),
+                ));
+            }
+            _ => {}
+        }
+        // Under the persist lock: no install can slip between this snapshot and its write.
+        let snap = self.gate.snapshot();
+        Some(
+            match self.write_through(&snap, Writer::of(lock), Change::Refreshed, &mut p) {
+                Ok(()) => Retried::Saved,
+                Err(e) => Retried::Failed(e, snap.generation),
+            },
+        )
+    }
+
+    /// Writes `snap` to the store and records the outcome in `p`: a failed write leaves the
+    /// change unsaved (a login or logout as `replace_pending`, until a write succeeds).
+    /// Called under the persist lock, in the order of installs.
+    pub(super) fn write_through(
+        &self,
+        snap: &Snapshot<Current>,
+        writer: Writer<'_>,
+        change: Change,
+        p: &mut Persisted,
+    ) -> Result<(), Arc<io::Error>> {
+        let tokens = snap.tokens.as_ref().map(|c| &c.tokens);
+        let written = match writer {
+            Writer::Locked(lock) => lock.write(tokens).map(Some).map_err(Arc::new),
+            Writer::Plain => match tokens {
+                Some(t) => self.store.save(t),
+                None => self.store.clear(),
+            }
+            .map(|()| None)
+            .map_err(Arc::new),
+            Writer::Unlocked(e) => Err(e),
+        };
+        match written {
+            Ok(revision) => {
+                if let Some(revision) = revision {
+                    self.note_revision(p, revision);
+                }
+                p.unsaved = None;
+                p.replace_pending = false;
+                self.unsaved.store(false, Release);
+                Ok(())
+            }
+            Err(e) => {
+                p.replace_pending |= change == Change::Replaced;
+                p.unsaved = Some(Arc::clone(&e));
+                p.last_retry = Some(self.config.clock().now());
+                self.unsaved.store(true, Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records that memory now corresponds to the shared store's `revision`.
+    pub(super) fn note_revision(&self, p: &mut Persisted, revision: Revision) {
+        p.base = Some(revision);
+        p.unsaved = None;
+        p.replace_pending = false;
+        self.base_revision.store(revision.get(), Release);
+        self.unsaved.store(false, Release);
+    }
+}
+
+/// Clears a flag however the scope ends, also by a panicking listener or store.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Release);
+    }
+}
