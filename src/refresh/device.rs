@@ -18,10 +18,8 @@ use crate::error::{Error, RefreshError};
 use crate::refresh::ClientAuth;
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{ClientSecret, Tokens, MAX_TOKEN_LEN};
-use crate::transport::post_token_request;
-use crate::util::{form_body, has_http_scheme, EndpointUrl, Redacted};
+use crate::util::{has_http_scheme, EndpointUrl, Redacted};
 
-const FORM: &str = "application/x-www-form-urlencoded";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Polling interval when the server names none (RFC 8628 §3.2).
@@ -272,17 +270,11 @@ impl DeviceFlow {
         let mut form = Vec::new();
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
         // RFC 8628 §3.1: a client that does not authenticate sends its client_id in the form.
-        let auth = self.client.apply(&mut form);
-        let body = form_body(form);
         let secrets = [self.client.secret_str()];
-        let resp = post_token_request(
-            &agent,
-            &self.device_url.0,
-            FORM,
-            auth.as_deref(),
-            body.as_bytes(),
-        )
-        .map_err(|e| Error::Device(DeviceError::from_endpoint(e, &secrets)))?;
+        let resp = self
+            .client
+            .post_form(&agent, &self.device_url.0, form, None)
+            .map_err(|e| Error::Device(DeviceError::from_endpoint(e.into(), &secrets)))?;
         if !(200..300).contains(&resp.status) {
             // Any 2xx body would be read as a token response by `parse`, so only errors get here.
             let err = parse(&resp, &Tokens::new("-"))
@@ -459,19 +451,13 @@ impl DeviceAuthorization {
     /// One device access token request (RFC 8628 §3.4).
     fn poll(&self) -> Result<Tokens, RefreshError> {
         let flow = &self.flow;
-        let mut form = vec![
+        let form = vec![
             ("grant_type", GRANT_TYPE),
             ("device_code", self.device_code.as_str()),
         ];
-        let auth = flow.client.apply(&mut form);
-        let body = form_body(form);
-        let resp = post_token_request(
-            &self.agent,
-            &flow.token_url.0,
-            FORM,
-            auth.as_deref(),
-            body.as_bytes(),
-        )?;
+        let resp = flow
+            .client
+            .post_form(&self.agent, &flow.token_url.0, form, None)?;
         parse(&resp, &Tokens::new("-"))
     }
 }

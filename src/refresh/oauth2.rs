@@ -1,6 +1,7 @@
 //! RFC 6749 grants: refresh_token (§6) and client_credentials (§4.4).
 
 use std::fmt;
+use std::time::Duration;
 
 use ureq::Agent;
 
@@ -9,7 +10,7 @@ use super::revoke::{revoke, RevocationError};
 use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::{Error, RefreshError};
 use crate::tokens::{ClientSecret, Tokens};
-use crate::transport::{post_token_request, TokenResponse};
+use crate::transport::{post_token_request, PostError, TokenResponse};
 use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -45,7 +46,7 @@ impl Client {
     }
 
     /// Adds the client's form fields to `form` and returns the `Authorization` header, if any.
-    pub(super) fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
+    fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
         let id = self.id.as_deref();
         match self.method() {
             ClientAuth::None => {
@@ -65,6 +66,22 @@ impl Client {
                 Some(format!("Basic {}", base64_encode(pair.as_bytes())))
             }
         }
+    }
+
+    /// POSTs `form` to `url` (an endpoint of the authorization server) with the client's
+    /// authentication: its fields added to the form, or an `Authorization` header. Every
+    /// request to the authorization server goes through here: both grants, the device flow's
+    /// two requests and revocation. `timeout` as in [`post_token_request`].
+    pub(crate) fn post_form<'a>(
+        &'a self,
+        agent: &Agent,
+        url: &str,
+        mut form: Vec<(&'a str, &'a str)>,
+        timeout: Option<Duration>,
+    ) -> Result<TokenResponse, PostError> {
+        let auth = self.apply(&mut form);
+        let body = form_body(form);
+        post_token_request(agent, url, FORM, auth.as_deref(), body.as_bytes(), timeout)
     }
 
     /// The client secret, or `""`: for [`redact_echo`].
@@ -257,9 +274,7 @@ impl Refresh for OAuth2Refresh {
             ("refresh_token", rt.secret()),
         ];
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let auth = self.client.apply(&mut form);
-        let body = form_body(form);
-        let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
+        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
         let secrets = [
             rt.secret(),
             current.access_token().secret(),
@@ -365,9 +380,7 @@ impl Refresh for ClientCredentials {
     fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError> {
         let mut form = vec![("grant_type", "client_credentials")];
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let auth = self.client.apply(&mut form);
-        let body = form_body(form);
-        let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
+        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
         // §4.4.3: a refresh token SHOULD NOT be included; one that is, is dropped (this grant
         // re-acquires instead of refreshing, and nothing would ever send it).
         let secret = self.client.secret_str();
