@@ -147,6 +147,7 @@ mod event;
 
 mod gate;
 mod logging;
+mod login;
 mod logout;
 mod middleware;
 mod redirect;
@@ -172,13 +173,13 @@ pub use client::AuthClient;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
+pub use login::{
+    DeviceAuthorization, DeviceError, DeviceFlow, Discovery, DiscoveryError, RevocationError,
+    ServerMetadata, REVOCATION_TIMEOUT,
+};
 pub use middleware::TokenMiddleware;
 pub use redirect::DEFAULT_MAX_REDIRECTS;
-pub use refresh::{
-    ClientAuth, ClientCredentials, DeviceAuthorization, DeviceError, DeviceFlow, Discovery,
-    DiscoveryError, JsonRefresh, OAuth2Refresh, Refresh, RevocationError, ServerMetadata,
-    REVOCATION_TIMEOUT,
-};
+pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
 pub use request::RequestBuilder;
 pub use retry::{RetryPolicy, Sleeper, ThreadSleeper, MAX_RETRIES_LIMIT};
 pub use stats::Stats;

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use super::discovery::{Discovery, ServerMetadata};
-use super::revoke::{revoke, RevocationError};
 use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::{Error, RefreshError};
+use crate::login::{revoke, Discovery, RevocationError, ServerMetadata};
 use crate::tokens::{ClientSecret, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
 use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
@@ -28,12 +27,12 @@ pub enum ClientAuth {
 }
 
 /// Client identity and authentication, shared by every request to the authorization server:
-/// both grants here, the device flow (`device.rs`) and revocation (`revoke.rs`).
+/// both grants here, the device flow (`login/device.rs`) and revocation (`login/revoke.rs`).
 #[derive(Clone, Default)]
-pub(super) struct Client {
-    pub(super) id: Option<String>,
-    pub(super) secret: Option<ClientSecret>,
-    pub(super) method: Option<ClientAuth>,
+pub(crate) struct Client {
+    pub(crate) id: Option<String>,
+    pub(crate) secret: Option<ClientSecret>,
+    pub(crate) method: Option<ClientAuth>,
 }
 
 impl Client {
@@ -85,7 +84,7 @@ impl Client {
     }
 
     /// The client secret, or `""`: for [`redact_echo`].
-    pub(super) fn secret_str(&self) -> &str {
+    pub(crate) fn secret_str(&self) -> &str {
         self.secret.as_ref().map_or("", |s| s.secret())
     }
 }
@@ -140,7 +139,7 @@ pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, R
 /// Keeps only the characters RFC 6749 §5.2 allows in `error`, at most 64 of them, so a hostile
 /// server cannot smuggle control characters (or a long echo of a token) into our errors.
 /// An echo of a credential is hidden by [`redact_echo`].
-pub(super) fn sanitize_code(code: &str) -> String {
+pub(crate) fn sanitize_code(code: &str) -> String {
     code.chars()
         .filter(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
         .take(64)
@@ -151,7 +150,7 @@ pub(super) fn sanitize_code(code: &str) -> String {
 /// the refresh token or client secret it was sent), so it cannot reach our errors and logs.
 /// A code sharing 8 consecutive characters with a secret (or all of a shorter one) counts:
 /// `sanitize_code` may have cut the echo short.
-pub(super) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+pub(crate) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
     match err {
         RefreshError::OAuth { status, error } => RefreshError::OAuth {
             status,
@@ -162,7 +161,7 @@ pub(super) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
 }
 
 /// `code`, or `[redacted]` if it echoes one of `secrets` (see [`redact_echo`]).
-pub(super) fn redact_code(code: String, secrets: &[&str]) -> String {
+pub(crate) fn redact_code(code: String, secrets: &[&str]) -> String {
     const WINDOW: usize = 8;
     let echoes = |secret: &str| {
         if secret.len() <= WINDOW {

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use super::json_object;
-use super::oauth2::{redact_code, sanitize_code, Client};
+use crate::refresh::{json_object, redact_code, sanitize_code, Client};
 use crate::transport::PostError;
 
 /// Whole-call timeout of a revocation request: logout is best effort and should not hang.
@@ -46,7 +45,7 @@ pub enum RevocationError {
 /// Revokes `token` at `url` (RFC 7009 §2.1) with the client's authentication, through the
 /// same form POST as the grants, within [`REVOCATION_TIMEOUT`] (or the agent's shorter
 /// whole-call timeout). `hint` is the `token_type_hint` (`refresh_token` or `access_token`).
-pub(super) fn revoke(
+pub(crate) fn revoke(
     agent: &Agent,
     url: &str,
     client: &Client,

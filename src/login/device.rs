@@ -11,11 +11,10 @@ use std::time::{Duration, SystemTime};
 use ureq::Agent;
 
 use super::discovery::{check_url, login_agent, Discovery, DiscoveryError, ServerMetadata};
-use super::oauth2::{parse, redact_code, Client};
-use super::{expires_in_field, json_object, string_field};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RefreshError};
 use crate::refresh::ClientAuth;
+use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{ClientSecret, Tokens, MAX_TOKEN_LEN};
 use crate::util::{has_http_scheme, EndpointUrl, Redacted};

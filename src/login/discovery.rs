@@ -10,8 +10,8 @@ use std::fmt;
 use ureq::http::{self, Request, Uri};
 use ureq::Agent;
 
-use super::json_object;
 use crate::error::Error;
+use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind, DEFAULT_TOKEN_TIMEOUT};
 use crate::util::Origin;
 
