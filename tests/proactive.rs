@@ -15,14 +15,15 @@ use helpers::{is_refresh_started, is_refreshed, jwt, must_not_block, unix_secs, 
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, AuthClientBuilder, Error, Event, ManualClock, OAuth2Refresh, Refresh, RefreshError,
-    RefreshReason, Tokens,
+    AuthClient, AuthClientBuilder, AuthServer, Error, Event, ManualClock, OAuth2Refresh, Refresh,
+    RefreshError, RefreshReason, Tokens,
 };
 
 fn oauth(srv: &TokenServer) -> OAuth2Refresh {
-    OAuth2Refresh::new(srv.token_url())
+    AuthServer::new(srv.token_url())
         .client_id("test-app")
         .client_secret("test-secret")
+        .refresh_grant()
 }
 
 fn builder(srv: &TokenServer, clock: &Arc<ManualClock>, events: &Recorder) -> AuthClientBuilder {

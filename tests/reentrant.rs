@@ -13,7 +13,7 @@ use helpers::{must_not_block, Recorder};
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, Error, Event, ManualClock, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens,
+    AuthClient, AuthServer, Error, Event, ManualClock, MemoryStore, Refresh, TokenStore, Tokens,
 };
 
 type Slot = Arc<OnceLock<AuthClient>>;
@@ -99,9 +99,10 @@ fn a_refresher_calling_its_own_client_gets_reentrant_not_a_timeout() {
     let srv = TokenServer::start();
     let slot: Slot = Arc::default();
     let s = slot.clone();
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let client = srv
         .client_builder()
         .refresher(move |agent: &Agent, current: &Tokens| {
@@ -187,9 +188,10 @@ fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
         .build()
         .unwrap();
     srv_b.expire_access_tokens();
-    let oauth = OAuth2Refresh::new(srv_a.token_url())
+    let oauth = AuthServer::new(srv_a.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let via_b: Arc<Mutex<Vec<String>>> = Arc::default();
     let (b2, log) = (b.clone(), via_b.clone());
     let a = srv_a

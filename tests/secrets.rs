@@ -11,7 +11,7 @@ use std::time::Duration;
 use helpers::{refused_addr, release_together, Api, ClientSlot, Recorder, TempDir, HANG_GUARD};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, ClientCredentials, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
+    AuthClient, AuthServer, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
     RefreshError, Revision, Stored, Tokens,
 };
 
@@ -60,9 +60,10 @@ fn failing_client(api: &Api, refresher: impl tokengate::Refresh, events: &Record
 }
 
 fn oauth(api: &Api, path: &str) -> OAuth2Refresh {
-    OAuth2Refresh::new(api.server.url(path))
+    AuthServer::new(api.server.url(path))
         .client_id("app")
         .client_secret(CS)
+        .refresh_grant()
 }
 
 #[test]
@@ -130,7 +131,9 @@ fn refresh_errors_never_print_secrets_even_when_the_server_echoes_them() {
 
     let client = failing_client(
         &api,
-        OAuth2Refresh::new(format!("http://{}/token", refused_addr())).client_secret(CS),
+        AuthServer::new(format!("http://{}/token", refused_addr()))
+            .client_secret(CS)
+            .refresh_grant(),
         &events,
     );
     let err = client.get("x").call().unwrap_err();
@@ -140,7 +143,12 @@ fn refresh_errors_never_print_secrets_even_when_the_server_echoes_them() {
     api.endpoint("/cc", move |_| (400, format!(r#"{{"error":"{CS}"}}"#)));
     let client = AuthClient::builder(api.url())
         .proxy(None)
-        .refresher(ClientCredentials::new(api.server.url("/cc"), "svc", CS))
+        .refresher(
+            AuthServer::new(api.server.url("/cc"))
+                .client_id("svc")
+                .client_secret(CS)
+                .client_credentials(),
+        )
         .build()
         .unwrap();
     let err = client.get("x").call().unwrap_err();
@@ -197,9 +205,9 @@ fn api_side_errors_never_print_secrets() {
         "token url with credentials",
         AuthClient::builder(api.url())
             .proxy(None)
-            .refresher(OAuth2Refresh::new(format!(
-                "http://app:{CS}@auth.example.com/token"
-            )))
+            .refresher(
+                AuthServer::new(format!("http://app:{CS}@auth.example.com/token")).refresh_grant(),
+            )
             .build()
             .unwrap_err(),
     ));
@@ -207,9 +215,10 @@ fn api_side_errors_never_print_secrets() {
         "insecure token url with a secret in the query",
         AuthClient::builder(api.url())
             .proxy(None)
-            .refresher(OAuth2Refresh::new(format!(
-                "http://auth.example.com/token?client_secret={CS}"
-            )))
+            .refresher(
+                AuthServer::new(format!("http://auth.example.com/token?client_secret={CS}"))
+                    .refresh_grant(),
+            )
             .build()
             .unwrap_err(),
     ));
@@ -357,10 +366,14 @@ fn values_holding_secrets_print_redacted() {
     let tokens = secret_tokens();
     let store = MemoryStore::with_tokens(tokens.clone());
     let lock = Stored::new(Some(tokens.clone()), Revision::new(7));
-    let oauth = OAuth2Refresh::new(api.server.url("/token"))
+    let oauth = AuthServer::new(api.server.url("/token"))
         .client_id("app")
-        .client_secret(CS);
-    let cc = ClientCredentials::new(api.server.url("/token"), "svc", CS);
+        .client_secret(CS)
+        .refresh_grant();
+    let cc = AuthServer::new(api.server.url("/token"))
+        .client_id("svc")
+        .client_secret(CS)
+        .client_credentials();
     let builder = AuthClient::builder(api.url())
         .proxy(None)
         .refresher(oauth.clone())

@@ -18,7 +18,7 @@ use helpers::{is_refresh_started, must_not_block, Recorder, TempDir, HANG_GUARD}
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, Error, FileStore, ManualClock, OAuth2Refresh, Refresh, Revision, StoreLock, Stored,
+    AuthClient, AuthServer, Error, FileStore, ManualClock, Refresh, Revision, StoreLock, Stored,
     TokenStore, Tokens,
 };
 
@@ -230,9 +230,10 @@ fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
     let (started_tx, started) = mpsc::channel::<()>();
     let (release, release_rx) = mpsc::channel::<()>();
     let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let a = AuthClient::builder(srv.api_url())
         .proxy(None)
         .refresher(move |agent: &Agent, current: &Tokens| {
@@ -355,7 +356,7 @@ fn a_poll_during_the_clients_own_refresh_never_makes_it_discard_its_answer() {
     let first = AtomicBool::new(true);
     let seen = events.clone();
     let open = polls.clone();
-    let oauth = OAuth2Refresh::new(srv.token_url());
+    let oauth = AuthServer::new(srv.token_url()).refresh_grant();
     let login = srv.login(); // at-1 / rt-1
     let a = srv
         .client_builder()

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use contenders::{Contender, Kind, Oracle, Setup};
 use server::Server;
-use tokengate::OAuth2Refresh;
+use tokengate::AuthServer;
 
 #[global_allocator]
 static ALLOC: alloc::Counting = alloc::Counting;
@@ -840,7 +840,7 @@ fn storm_run(server: &Server, kind: Option<Kind>, n: usize) -> StormRun {
                 agent: api.clone(),
                 token_agent: contenders::token_agent(),
                 url: server.api_url(),
-                refresher: OAuth2Refresh::new(server.token_url()),
+                refresher: AuthServer::new(server.token_url()).refresh_grant(),
                 stale: sess.stale_access.clone(),
                 refresh: sess.refresh.clone(),
                 after_401: Barrier::new(n),

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
+use tokengate::{AuthClient, AuthServer, RedisStore, TokenStore, Tokens};
 
 use super::contenders::{self, Contender, Kind};
 use super::server::Server;
@@ -51,7 +51,7 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
         .proxy(None)
         .api_agent(s.api.clone())
         .token_agent(contenders::token_agent())
-        .refresher(OAuth2Refresh::new(s.token_url.clone()))
+        .refresher(AuthServer::new(s.token_url.clone()).refresh_grant())
         .refresh_skew(s.skew)
         .store(RedisStore::open(redis.url(), session).expect("open RedisStore"))
         .build()
@@ -111,7 +111,7 @@ pub fn scenario(server: &Server, opts: &Opts) -> String {
             .proxy(None)
             .api_agent(mem_setup.api.clone())
             .token_agent(contenders::token_agent())
-            .refresher(OAuth2Refresh::new(s.token_url.clone()))
+            .refresher(AuthServer::new(s.token_url.clone()).refresh_grant())
             .refresh_skew(s.skew)
             .store(RedisStore::open(redis.url(), session).expect("open RedisStore"))
             .build()
@@ -307,7 +307,7 @@ pub fn spin_child(args: &[String]) {
     let builder = AuthClient::builder("http://127.0.0.1:9/")
         .proxy(None)
         .api_agent(super::memtransport::agent(None))
-        .refresher(OAuth2Refresh::new("http://127.0.0.1:9/token"));
+        .refresher(AuthServer::new("http://127.0.0.1:9/token").refresh_grant());
     let client = match store.as_str() {
         "memory" => builder.tokens(tokens),
         // The session was stored by the scenario; a long poll interval keeps the background

@@ -76,9 +76,10 @@ pub trait Refresh: Send + Sync + 'static {
     /// cleared locally. `agent` is the token-endpoint agent. Returns `None` when the strategy
     /// cannot revoke (no revocation endpoint): the logout is then local only. Defaults to `None`.
     ///
-    /// [`OAuth2Refresh`] with a [revocation URL](OAuth2Refresh::revocation_url) revokes the
-    /// refresh token (or, without one, the access token) with the same client authentication
-    /// as its refreshes, within [`REVOCATION_TIMEOUT`].
+    /// [`OAuth2Refresh`] from an [`AuthServer`](crate::AuthServer) with a
+    /// [revocation URL](crate::AuthServer::revocation_url) revokes the refresh token (or,
+    /// without one, the access token) with the same client authentication as its refreshes,
+    /// within [`REVOCATION_TIMEOUT`](crate::login::REVOCATION_TIMEOUT).
     fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
         let _ = (agent, tokens);
         None

@@ -6,8 +6,8 @@ use std::time::Duration;
 use ureq::Agent;
 
 use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
-use crate::error::{Error, RefreshError};
-use crate::login::{revoke, Discovery, RevocationError, ServerMetadata};
+use crate::error::RefreshError;
+use crate::login::{revoke, RevocationError};
 use crate::tokens::{ClientSecret, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
 use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
@@ -178,14 +178,17 @@ pub(crate) fn redact_code(code: String, secrets: &[&str]) -> String {
     }
 }
 
-/// The RFC 6749 §6 `refresh_token` grant.
+/// The RFC 6749 §6 `refresh_token` grant, built by
+/// [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant) with the server's client
+/// identity, token endpoint and revocation endpoint (if any).
 ///
 /// ```
-/// use tokengate::{ClientAuth, OAuth2Refresh};
-/// let r = OAuth2Refresh::new("https://auth.example.com/oauth/token")
+/// use tokengate::{AuthServer, ClientAuth};
+/// let r = AuthServer::new("https://auth.example.com/oauth/token")
 ///     .client_id("my-app")
 ///     .client_secret("s3cret")          // HTTP Basic by default once a secret is set
 ///     .auth_method(ClientAuth::Post)    // … or in the form body
+///     .refresh_grant()
 ///     .scope("read write");
 /// assert!(!format!("{r:?}").contains("s3cret"));
 /// ```
@@ -198,61 +201,18 @@ pub struct OAuth2Refresh {
 }
 
 impl OAuth2Refresh {
-    /// A refresher for the token endpoint at `token_url`. The URL is checked by `build()`.
-    pub fn new(token_url: impl Into<String>) -> Self {
+    /// For [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant).
+    pub(crate) fn from_server(
+        url: EndpointUrl,
+        revocation_url: Option<EndpointUrl>,
+        client: Client,
+    ) -> Self {
         OAuth2Refresh {
-            url: EndpointUrl(token_url.into()),
-            revocation_url: None,
-            client: Client::default(),
+            url,
+            revocation_url,
+            client,
             scope: None,
         }
-    }
-
-    /// A refresher for the token and revocation endpoints `issuer` publishes (see [`Discovery`]).
-    ///
-    /// # Errors
-    /// [`Error::Discovery`].
-    pub fn discover(issuer: impl Into<String>) -> Result<Self, Error> {
-        Ok(Self::from_metadata(&Discovery::new(issuer).fetch()?))
-    }
-
-    /// A refresher for the token endpoint in `metadata`, and its revocation endpoint if it has one.
-    pub fn from_metadata(metadata: &ServerMetadata) -> Self {
-        let mut r = Self::new(metadata.token_endpoint());
-        r.revocation_url = metadata
-            .revocation_endpoint()
-            .map(|u| EndpointUrl(u.into()));
-        r
-    }
-
-    /// The revocation endpoint (RFC 7009) that [`AuthClient::logout`](crate::AuthClient::logout)
-    /// revokes the refresh token at. Defaults to none (set by [`OAuth2Refresh::discover`] when
-    /// the server publishes one): logout is then local only. The URL is checked by `build()`.
-    #[must_use]
-    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
-        self.revocation_url = Some(EndpointUrl(url.into()));
-        self
-    }
-
-    /// Sets the client id.
-    #[must_use]
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client.id = Some(id.into());
-        self
-    }
-
-    /// Sets the client secret. Defaults to none; with one, authentication defaults to [`ClientAuth::Basic`].
-    #[must_use]
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client.secret = Some(ClientSecret::new(secret));
-        self
-    }
-
-    /// Sets how the client authenticates. Defaults to `Basic` with a secret, `None` without.
-    #[must_use]
-    pub fn auth_method(mut self, method: ClientAuth) -> Self {
-        self.client.method = Some(method);
-        self
     }
 
     /// Requests this scope on refresh. Defaults to none (the server keeps the original scope).
@@ -306,10 +266,15 @@ impl Refresh for OAuth2Refresh {
 
 /// The RFC 6749 §4.4 `client_credentials` grant, for machine clients with no refresh token:
 /// a token is acquired on the first request and re-acquired when it expires or draws a 401.
+/// Built by [`AuthServer::client_credentials`](crate::AuthServer::client_credentials) with the
+/// server's client identity and token endpoint.
 ///
 /// ```
-/// use tokengate::ClientCredentials;
-/// let cc = ClientCredentials::new("https://auth.example.com/oauth/token", "svc", "s3cret")
+/// use tokengate::AuthServer;
+/// let cc = AuthServer::new("https://auth.example.com/oauth/token")
+///     .client_id("svc")
+///     .client_secret("s3cret")          // HTTP Basic by default
+///     .client_credentials()
 ///     .scope("reports:read");
 /// # let _ = cc;
 /// ```
@@ -321,50 +286,13 @@ pub struct ClientCredentials {
 }
 
 impl ClientCredentials {
-    /// Client credentials for `token_url`, authenticated with HTTP Basic by default.
-    pub fn new(
-        token_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Self {
+    /// For [`AuthServer::client_credentials`](crate::AuthServer::client_credentials).
+    pub(crate) fn from_server(url: EndpointUrl, client: Client) -> Self {
         ClientCredentials {
-            url: EndpointUrl(token_url.into()),
-            client: Client {
-                id: Some(client_id.into()),
-                secret: Some(ClientSecret::new(client_secret)),
-                method: None,
-            },
+            url,
+            client,
             scope: None,
         }
-    }
-
-    /// Client credentials for the token endpoint `issuer` publishes (see [`Discovery`]).
-    ///
-    /// # Errors
-    /// [`Error::Discovery`].
-    pub fn discover(
-        issuer: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Result<Self, Error> {
-        let metadata = Discovery::new(issuer).fetch()?;
-        Ok(Self::from_metadata(&metadata, client_id, client_secret))
-    }
-
-    /// Client credentials for the token endpoint in `metadata`.
-    pub fn from_metadata(
-        metadata: &ServerMetadata,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Self {
-        Self::new(metadata.token_endpoint(), client_id, client_secret)
-    }
-
-    /// Sets how the client authenticates. Defaults to [`ClientAuth::Basic`].
-    #[must_use]
-    pub fn auth_method(mut self, method: ClientAuth) -> Self {
-        self.client.method = Some(method);
-        self
     }
 
     /// Requests this scope. Defaults to none.
