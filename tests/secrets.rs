@@ -366,10 +366,13 @@ fn values_holding_secrets_print_redacted() {
     let tokens = secret_tokens();
     let store = MemoryStore::with_tokens(tokens.clone());
     let lock = Stored::new(Some(tokens.clone()), Revision::new(7));
-    let oauth = AuthServer::new(api.server.url("/token"))
+    let server = AuthServer::new(api.server.url("/token"))
         .client_id("app")
         .client_secret(CS)
-        .refresh_grant();
+        .device_authorization_url(api.server.url("/device"))
+        .revocation_url(api.server.url("/revoke"));
+    let oauth = server.refresh_grant();
+    let device = server.device_flow().unwrap();
     let cc = AuthServer::new(api.server.url("/token"))
         .client_id("svc")
         .client_secret(CS)
@@ -392,7 +395,9 @@ fn values_holding_secrets_print_redacted() {
         ("client secret", format!("{:?}", ClientSecret::new(CS))),
         ("store", format!("{store:?}")),
         ("refresh lock", format!("{lock:?} {lock:#?}")),
+        ("auth server", format!("{server:?} {server:#?}")),
         ("oauth2", format!("{oauth:?} {oauth:#?}")),
+        ("device flow", format!("{device:?} {device:#?}")),
         ("client credentials", format!("{cc:?} {cc:#?}")),
         ("builder", builder_debug),
         ("client", format!("{client:?} {client:#?}")),
@@ -406,6 +411,11 @@ fn values_holding_secrets_print_redacted() {
         assert_clean(what, text);
     }
     assert!(printed[0].1.contains("[redacted]"));
+    let server_debug = &printed.iter().find(|(w, _)| *w == "auth server").unwrap().1;
+    assert!(
+        server_debug.contains("[redacted]") && server_debug.contains("/token"),
+        "the secret is shown redacted, the endpoints as they are: {server_debug}"
+    );
     assert!(printed[0].1.contains("read"), "non-secret fields are shown");
     let client_debug = &printed.iter().find(|(w, _)| *w == "client").unwrap().1;
     assert!(
