@@ -14,7 +14,9 @@ use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3).
+/// How the client authenticates to the authorization server's endpoints (RFC 6749 §2.3):
+/// token, device authorization and revocation alike. Set with
+/// [`AuthServer::auth_method`](crate::AuthServer::auth_method).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientAuth {
