@@ -14,7 +14,8 @@ mod support;
 
 use std::time::Duration;
 
-use tokengate::{AuthClient, DeviceFlow, Discovery, FileStore, OAuth2Refresh};
+use tokengate::login::Discovery;
+use tokengate::{AuthClient, AuthServer, FileStore};
 
 const CLIENT_ID: &str = "my-cli";
 
@@ -47,11 +48,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "revocation        {}\n",
         meta.revocation_endpoint().unwrap_or("-")
     );
+    // The client's identity and the server's endpoints, set once; every flow is built from it.
+    // (`AuthServer::discover(issuer)` does the discovery too, with the default agent.)
+    let auth_server = AuthServer::from_metadata(&meta)
+        .client_id(CLIENT_ID)
+        .agent(agent);
 
     let build_client = || -> Result<AuthClient, Box<dyn std::error::Error>> {
         Ok(AuthClient::builder(server.ts.api_url())
             .proxy(None)
-            .refresher(OAuth2Refresh::from_metadata(&meta).client_id(CLIENT_ID))
+            .refresher(auth_server.refresh_grant())
             .store(FileStore::new(&path)?)
             .build()?)
     };
@@ -59,10 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. First run: no saved tokens, so log in with the device flow.
     let client = build_client()?;
     if client.tokens().is_none() {
-        let pending = DeviceFlow::from_metadata(&meta)?
-            .client_id(CLIENT_ID)
+        let pending = auth_server
+            .device_flow()?
             .scope("openid offline_access api")
-            .agent(agent)
             .start()?;
         println!(
             "Open {} and enter {}",

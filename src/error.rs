@@ -123,20 +123,22 @@ pub enum Error {
     #[error("called back into the client from its own refresher, store or listener")]
     Reentrant,
 
-    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::Discovery)).
+    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::login::Discovery)),
+    /// or the server lacks an endpoint a flow needs
+    /// ([`AuthServer::device_flow`](crate::AuthServer::device_flow)).
     #[error("authorization server discovery failed")]
-    Discovery(#[source] crate::DiscoveryError),
+    Discovery(#[source] crate::login::DiscoveryError),
 
-    /// A device login ([`DeviceFlow`](crate::DeviceFlow)) failed: denied, expired, refused,
+    /// A device login ([`DeviceFlow`](crate::login::DeviceFlow)) failed: denied, expired, refused,
     /// or the server could not be reached.
     #[error("device login failed")]
-    Device(#[source] crate::DeviceError),
+    Device(#[source] crate::login::DeviceError),
 
     /// [`AuthClient::logout`](crate::AuthClient::logout) logged out locally (memory and store
     /// cleared), but the server did not confirm the revocation of the session: it may stay
     /// valid at the server until it expires.
     #[error("logged out locally, but revoking the session at the server failed")]
-    RevocationFailed(#[source] crate::RevocationError),
+    RevocationFailed(#[source] crate::login::RevocationError),
 }
 
 impl Error {
@@ -166,9 +168,9 @@ impl Error {
             Error::Unauthorized => Some(401),
             Error::InsufficientScope { status, .. } => Some(*status),
             Error::Refresh(e) => e.status(),
-            Error::Discovery(crate::DiscoveryError::Status(s))
-            | Error::Device(crate::DeviceError::Status(s))
-            | Error::RevocationFailed(crate::RevocationError::Status(s)) => Some(*s),
+            Error::Discovery(crate::login::DiscoveryError::Status(s))
+            | Error::Device(crate::login::DeviceError::Status(s))
+            | Error::RevocationFailed(crate::login::RevocationError::Status(s)) => Some(*s),
             _ => None,
         }
     }

@@ -8,14 +8,15 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tokengate::{AuthClient, OAuth2Refresh, Tokens};
+//! use tokengate::{AuthClient, AuthServer, Tokens};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = AuthClient::builder("https://api.example.com/v1/")      // base URL; requests use relative paths
 //!     .refresher(
-//!         OAuth2Refresh::new("https://auth.example.com/oauth/token")    // RFC 6749 §6 refresh_token grant
+//!         AuthServer::new("https://auth.example.com/oauth/token")
 //!             .client_id("my-app")
-//!             .client_secret("s3cret"),                                // client_secret_basic when a secret is set
+//!             .client_secret("s3cret")                                 // client_secret_basic when a secret is set
+//!             .refresh_grant(),                                        // RFC 6749 §6 refresh_token grant
 //!     )
 //!     .tokens(
 //!         Tokens::new("access-token")
@@ -90,22 +91,26 @@
 //! enabled, as on docs.rs).
 //!
 //! ## From login to logout
-//! [`Discovery`] finds an issuer's endpoints (RFC 8414 / OpenID Connect Discovery, the
-//! document's `issuer` checked against mix-ups); [`DeviceFlow`] logs a user in from a terminal
-//! (RFC 8628); [`AuthClient::logout`] clears the tokens and revokes the session at the server
-//! (RFC 7009). `cargo run --example device_login` runs all three against a local server.
+//! [`AuthServer`] holds the client's identity and the authorization server's endpoints, and
+//! builds every flow: [`AuthServer::discover`] finds the endpoints (RFC 8414 / OpenID Connect
+//! Discovery, the document's `issuer` checked against mix-ups; [`login::Discovery`] for more
+//! control); [`AuthServer::device_flow`] logs a user in from a terminal (RFC 8628);
+//! [`AuthClient::logout`] clears the tokens and revokes the session at the server (RFC 7009)
+//! with [`AuthServer::refresh_grant`]. The rest of the login API is in [`login`].
+//! `cargo run --example device_login` runs all three against a local server.
 //!
 //! ```no_run
-//! use tokengate::{AuthClient, DeviceFlow, Discovery, FileStore, OAuth2Refresh};
+//! use tokengate::{AuthClient, AuthServer, FileStore};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let meta = Discovery::new("https://auth.example.com").fetch()?;     // token, device, revocation endpoints
+//! let server = AuthServer::discover("https://auth.example.com")?      // token, device, revocation endpoints
+//!     .client_id("my-cli");
 //! let client = AuthClient::builder("https://api.example.com/v1/")
-//!     .refresher(OAuth2Refresh::from_metadata(&meta).client_id("my-cli"))
+//!     .refresher(server.refresh_grant())
 //!     .store(FileStore::new("/home/me/.config/my-cli/tokens.json")?)
 //!     .build()?;
 //! if client.tokens().is_none() {
-//!     let pending = DeviceFlow::from_metadata(&meta)?.client_id("my-cli").start()?;
+//!     let pending = server.device_flow()?.start()?;
 //!     println!("Open {} and enter {}", pending.verification_uri(), pending.user_code());
 //!     client.set_tokens(pending.wait()?)?;                             // polls until approved
 //! }
@@ -132,7 +137,7 @@
 //! | discovery / device flow agent | like the token agent: 30 s whole call, connect 10 s, proxy from the environment |
 //! | metadata document size limit | 64 KiB |
 //! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it |
-//! | revocation timeout (whole call) | 5 s ([`REVOCATION_TIMEOUT`]) |
+//! | revocation timeout (whole call) | 5 s ([`login::REVOCATION_TIMEOUT`]) |
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -149,6 +154,7 @@ mod hooks;
 
 mod gate;
 mod logging;
+pub mod login;
 mod logout;
 mod middleware;
 mod redirect;
@@ -174,12 +180,9 @@ pub use builder::AuthClientBuilder;
 pub use client::AuthClient;
 pub use error::{Error, RefreshError};
 pub use event::{Event, RefreshReason};
+pub use login::AuthServer;
 pub use middleware::TokenMiddleware;
-pub use refresh::{
-    ClientAuth, ClientCredentials, DeviceAuthorization, DeviceError, DeviceFlow, Discovery,
-    DiscoveryError, JsonRefresh, OAuth2Refresh, Refresh, RevocationError, ServerMetadata,
-    REVOCATION_TIMEOUT,
-};
+pub use refresh::{ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh};
 pub use request::RequestBuilder;
 pub use retry::RetryPolicy;
 pub use stats::Stats;

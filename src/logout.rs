@@ -6,14 +6,15 @@ use crate::event::Event;
 
 impl AuthClient {
     /// Logs out: clears the tokens from memory and the store, then revokes the session at the
-    /// server (RFC 7009) if the refresher can ([`OAuth2Refresh`](crate::OAuth2Refresh) with a
-    /// [revocation URL](crate::OAuth2Refresh::revocation_url), set by `discover`). Later calls
+    /// server (RFC 7009) if the refresher can ([`OAuth2Refresh`](crate::OAuth2Refresh) from an
+    /// [`AuthServer`](crate::AuthServer) with a
+    /// [revocation URL](crate::AuthServer::revocation_url), set by discovery). Later calls
     /// return [`Error::NoTokens`] until [`AuthClient::set_tokens`].
     ///
     /// The local logout comes first and always happens; the revocation is best effort: it
     /// sends the refresh token (the access token if there is none) with the refresher's client
     /// authentication and `token_type_hint`, on the token agent, within
-    /// [`REVOCATION_TIMEOUT`](crate::REVOCATION_TIMEOUT). Without a revocation endpoint, or
+    /// [`REVOCATION_TIMEOUT`](crate::login::REVOCATION_TIMEOUT). Without a revocation endpoint, or
     /// without tokens, the logout is local only. With a shared store the logout is written
     /// under the store's lock, and if another process saved newer tokens (e.g. after rotating
     /// the refresh token) those are the ones revoked.

@@ -109,48 +109,86 @@ pub(crate) fn drain(resp: &mut Response<Body>) {
         .read_to_vec();
 }
 
-/// POSTs `body` with `content_type` to a token endpoint and returns the status, the
-/// `Retry-After` header and the body (at most [`TOKEN_RESPONSE_LIMIT`] bytes).
+/// POSTs `body` with `content_type` to an endpoint of the authorization server (token,
+/// device authorization, revocation; or a [`JsonRefresh`](crate::JsonRefresh) endpoint) and
+/// returns the status, the `Retry-After` header and the body (at most
+/// [`TOKEN_RESPONSE_LIMIT`] bytes). `authorization` is marked sensitive. With `timeout`, the
+/// call has that whole-call budget whatever the agent says; without, the agent's own.
 pub(crate) fn post_token_request(
     agent: &Agent,
     url: &str,
     content_type: &str,
     authorization: Option<&str>,
     body: &[u8],
-) -> Result<TokenResponse, RefreshError> {
+    timeout: Option<Duration>,
+) -> Result<TokenResponse, PostError> {
     let mut builder = Request::post(url)
         .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::ACCEPT, "application/json");
     if let Some(auth) = authorization {
-        let mut v = http::HeaderValue::try_from(auth).map_err(|_| {
-            RefreshError::InvalidResponse("client credentials not valid in a header")
-        })?;
+        let mut v = http::HeaderValue::try_from(auth)
+            .map_err(|e| PostError::Credentials(http::Error::from(e)))?;
         v.set_sensitive(true);
         builder = builder.header(http::header::AUTHORIZATION, v);
     }
     let req = builder
         .body(body)
-        .map_err(|e| RefreshError::Transport(ureq::Error::Http(e)))?;
-    let mut resp = run(agent, agent_fits(agent), req).map_err(RefreshError::Transport)?;
+        .map_err(|e| PostError::Send(ureq::Error::Http(e)))?;
+    let sent = match timeout {
+        Some(t) => {
+            let req = agent
+                .configure_request(req)
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(t))
+                .build();
+            agent.run(req)
+        }
+        None => run(agent, agent_fits(agent), req),
+    };
+    let mut resp = sent.map_err(PostError::Send)?;
     let status = resp.status().as_u16();
     let retry_after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
-    let body = match resp
+    let body = resp
         .body_mut()
         .with_config()
         .limit(TOKEN_RESPONSE_LIMIT)
         .read_to_vec()
-    {
-        Ok(b) => b,
-        Err(ureq::Error::BodyExceedsLimit(_)) => {
-            return Err(RefreshError::InvalidResponse("response body over 64 KiB"))
-        }
-        Err(e) => return Err(RefreshError::Transport(e)),
-    };
+        .map_err(|error| PostError::Body { status, error })?;
     Ok(TokenResponse {
         status,
         retry_after,
         body,
     })
+}
+
+/// Why [`post_token_request`] has no answer to give. Each caller maps it to its own error:
+/// a refresh to a [`RefreshError`] (the `From` below), a revocation to a `RevocationError`.
+#[derive(Debug)]
+pub(crate) enum PostError {
+    /// The `Authorization` value (the client's credentials) cannot travel in a header.
+    /// Nothing was sent.
+    Credentials(http::Error),
+    /// The request could not be built or sent, or no response came.
+    Send(ureq::Error),
+    /// A response with `status` came, but its body could not be read: over
+    /// [`TOKEN_RESPONSE_LIMIT`] (`ureq::Error::BodyExceedsLimit`) or cut short.
+    Body { status: u16, error: ureq::Error },
+}
+
+impl From<PostError> for RefreshError {
+    fn from(e: PostError) -> Self {
+        match e {
+            PostError::Credentials(_) => {
+                RefreshError::InvalidResponse("client credentials not valid in a header")
+            }
+            PostError::Body {
+                error: ureq::Error::BodyExceedsLimit(_),
+                ..
+            } => RefreshError::InvalidResponse("response body over 64 KiB"),
+            PostError::Send(e) | PostError::Body { error: e, .. } => RefreshError::Transport(e),
+        }
+    }
 }
 
 /// A token endpoint's answer, read in full.

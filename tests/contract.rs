@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::TokenServer;
-use tokengate::{AuthClient, OAuth2Refresh, Tokens};
+use tokengate::{AuthClient, AuthServer, Tokens};
 
 #[test]
 fn the_contract_program_works() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,9 +20,10 @@ fn the_contract_program_works() -> Result<(), Box<dyn std::error::Error>> {
     let client = AuthClient::builder(srv.api_url()) // base URL; requests use relative paths
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(srv.token_url()) // RFC 6749 §6 refresh_token grant
+            AuthServer::new(srv.token_url())
                 .client_id("my-app")
-                .client_secret("s3cret"), // client_secret_basic when a secret is set
+                .client_secret("s3cret") // client_secret_basic when a secret is set
+                .refresh_grant(), // RFC 6749 §6 refresh_token grant
         )
         .tokens(
             Tokens::new(login.access_token().secret())

@@ -10,17 +10,30 @@ use std::time::Duration;
 
 use helpers::refused_addr;
 use support::login::{no_proxy_agent, Answer, LoginServer, TestTime, USER_CODE};
-use tokengate::{AuthClient, ClientAuth, DeviceError, DeviceFlow, Error, OAuth2Refresh};
+use tokengate::login::{DeviceError, DeviceFlow, Discovery};
+use tokengate::{AuthClient, AuthServer, ClientAuth, Error};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
-fn flow(srv: &LoginServer, time: &Arc<TestTime>) -> DeviceFlow {
-    DeviceFlow::new(srv.device_url(), srv.token_url())
+/// The login server's device and token endpoints, for the public client `my-cli`.
+fn server(srv: &LoginServer) -> AuthServer {
+    AuthServer::new(srv.token_url())
+        .device_authorization_url(srv.device_url())
         .client_id("my-cli")
-        .scope("openid offline_access api")
         .agent(no_proxy_agent())
+}
+
+fn flow_of(server: AuthServer, time: &Arc<TestTime>) -> DeviceFlow {
+    server
+        .device_flow()
+        .unwrap()
+        .scope("openid offline_access api")
         .clock(time.clone())
         .sleeper(time.clone())
+}
+
+fn flow(srv: &LoginServer, time: &Arc<TestTime>) -> DeviceFlow {
+    flow_of(server(srv), time)
 }
 
 fn device_error(result: Result<tokengate::Tokens, Error>) -> DeviceError {
@@ -82,7 +95,11 @@ fn the_tokens_work_with_a_client_and_refresh_at_the_same_server() {
     let tokens = flow(&srv, &time).start().unwrap().wait().unwrap();
     let client = AuthClient::builder(srv.ts.api_url())
         .proxy(None)
-        .refresher(OAuth2Refresh::new(srv.token_url()).client_id("my-cli"))
+        .refresher(
+            AuthServer::new(srv.token_url())
+                .client_id("my-cli")
+                .refresh_grant(),
+        )
         .build()
         .unwrap();
     client.set_tokens(tokens).unwrap();
@@ -185,13 +202,15 @@ fn a_confidential_client_authenticates_both_requests_like_its_refreshes() {
     let srv = LoginServer::start();
     srv.script(&[Answer::Approve]);
     let time = TestTime::new();
-    flow(&srv, &time)
-        .client_secret("cli-secret")
+    flow_of(server(&srv).client_secret("cli-secret"), &time)
         .start()
         .unwrap()
         .wait()
         .unwrap();
-    let shown = format!("{:?}", flow(&srv, &time).client_secret("cli-secret"));
+    let shown = format!(
+        "{:?}",
+        flow_of(server(&srv).client_secret("cli-secret"), &time)
+    );
     assert!(!shown.contains("cli-secret"), "{shown}");
     let l = srv.login.lock();
     assert_eq!(l.auth_headers.len(), 2);
@@ -205,13 +224,16 @@ fn a_confidential_client_authenticates_both_requests_like_its_refreshes() {
 
     let srv = LoginServer::start();
     srv.script(&[Answer::Approve]);
-    flow(&srv, &time)
-        .client_secret("cli-secret")
-        .auth_method(ClientAuth::Post)
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    flow_of(
+        server(&srv)
+            .client_secret("cli-secret")
+            .auth_method(ClientAuth::Post),
+        &time,
+    )
+    .start()
+    .unwrap()
+    .wait()
+    .unwrap();
     let l = srv.login.lock();
     assert_eq!(l.device_forms[0]["client_secret"], "cli-secret");
     assert_eq!(l.poll_forms[0]["client_secret"], "cli-secret");
@@ -227,10 +249,13 @@ fn a_refusing_device_endpoint_is_an_oauth_error_without_secrets() {
             .body(r#"{"error":"invalid_client cli-secret-0123456789"}"#);
     });
     let time = TestTime::new();
-    let err = DeviceFlow::new(srv.ts.server.url("/refusing/device"), srv.token_url())
+    let err = AuthServer::new(srv.token_url())
+        .device_authorization_url(srv.ts.server.url("/refusing/device"))
         .client_id("my-cli")
         .client_secret("cli-secret-0123456789")
         .agent(no_proxy_agent())
+        .device_flow()
+        .unwrap()
         .clock(time.clone())
         .sleeper(time.clone())
         .start()
@@ -252,8 +277,11 @@ fn an_unusable_device_response_is_invalid() {
         when.path("/html/device");
         then.status(200).body("<html>sign in</html>");
     });
-    let err = DeviceFlow::new(srv.ts.server.url("/html/device"), srv.token_url())
+    let err = AuthServer::new(srv.token_url())
+        .device_authorization_url(srv.ts.server.url("/html/device"))
         .agent(no_proxy_agent())
+        .device_flow()
+        .unwrap()
         .start()
         .unwrap_err();
     assert!(
@@ -264,14 +292,17 @@ fn an_unusable_device_response_is_invalid() {
 
 #[test]
 fn endpoint_urls_are_checked_before_anything_is_sent() {
-    let err = DeviceFlow::new(
-        "http://auth.example.com/device",
-        "https://auth.example.com/token",
-    )
-    .start()
-    .unwrap_err();
+    let err = AuthServer::new("https://auth.example.com/token")
+        .device_authorization_url("http://auth.example.com/device")
+        .device_flow()
+        .unwrap()
+        .start()
+        .unwrap_err();
     assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");
-    let err = DeviceFlow::new("https://auth.example.com/device", "token")
+    let err = AuthServer::new("token")
+        .device_authorization_url("https://auth.example.com/device")
+        .device_flow()
+        .unwrap()
         .start()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidUrl(_)), "{err:?}");
@@ -280,13 +311,13 @@ fn endpoint_urls_are_checked_before_anything_is_sent() {
 #[test]
 fn an_unreachable_device_endpoint_is_a_transient_transport_error() {
     let addr = refused_addr();
-    let err = DeviceFlow::new(
-        format!("http://{addr}/device"),
-        format!("http://{addr}/token"),
-    )
-    .agent(no_proxy_agent())
-    .start()
-    .unwrap_err();
+    let err = AuthServer::new(format!("http://{addr}/token"))
+        .device_authorization_url(format!("http://{addr}/device"))
+        .agent(no_proxy_agent())
+        .device_flow()
+        .unwrap()
+        .start()
+        .unwrap_err();
     assert!(
         matches!(err, Error::Device(DeviceError::Transport(_))),
         "{err:?}"
@@ -299,14 +330,15 @@ fn discovered_flow_logs_in() {
     let srv = LoginServer::start();
     srv.script(&[Answer::Approve]);
     let time = TestTime::new();
-    let meta = tokengate::Discovery::new(srv.issuer())
+    let meta = Discovery::new(srv.issuer())
         .agent(no_proxy_agent())
         .fetch()
         .unwrap();
-    let tokens = DeviceFlow::from_metadata(&meta)
-        .unwrap()
+    let tokens = AuthServer::from_metadata(&meta)
         .client_id("my-cli")
         .agent(no_proxy_agent())
+        .device_flow()
+        .unwrap()
         .clock(time.clone())
         .sleeper(time.clone())
         .start()

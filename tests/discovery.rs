@@ -6,10 +6,8 @@ mod support;
 
 use helpers::refused_addr;
 use support::login::{no_proxy_agent, LoginServer};
-use tokengate::{
-    AuthClient, ClientCredentials, DeviceFlow, Discovery, DiscoveryError, Error, OAuth2Refresh,
-    ServerMetadata,
-};
+use tokengate::login::{Discovery, DiscoveryError, ServerMetadata};
+use tokengate::{AuthClient, AuthServer, Error};
 
 fn discover(issuer: &str) -> Result<ServerMetadata, Error> {
     Discovery::new(issuer).agent(no_proxy_agent()).fetch()
@@ -22,19 +20,20 @@ fn discovery_error(issuer: &str) -> DiscoveryError {
     }
 }
 
-/// The one-call helpers (`OAuth2Refresh::discover`, `ClientCredentials::discover`,
-/// `DeviceFlow::discover`) fetch with the default agent, which takes its proxy from the
-/// environment: the test runs them in a child process of its own binary with every proxy
-/// variable removed, so that no environment can send them off loopback.
+/// The one-call helper (`AuthServer::discover`) fetches with the default agent, which takes
+/// its proxy from the environment: the test runs it in a child process of its own binary with
+/// every proxy variable removed, so that no environment can send it off loopback. Every flow
+/// built from the discovered server (refresh grant, client credentials, device flow) uses
+/// the discovered endpoints.
 #[test]
-fn the_one_call_helpers_discover_and_work() {
+fn the_one_call_helper_discovers_the_endpoints_of_every_flow() {
     const ROLE: &str = "TOKENGATE_TEST_ROLE";
     if std::env::var_os(ROLE).is_some() {
         let srv = LoginServer::start();
-        let refresher = OAuth2Refresh::discover(srv.issuer()).unwrap();
+        let server = AuthServer::discover(srv.issuer()).unwrap();
         let client = AuthClient::builder(srv.ts.api_url())
             .proxy(None)
-            .refresher(refresher.client_id("my-cli"))
+            .refresher(server.clone().client_id("my-cli").refresh_grant())
             .tokens(srv.ts.login())
             .build()
             .unwrap();
@@ -45,19 +44,26 @@ fn the_one_call_helpers_discover_and_work() {
         client.logout().unwrap();
         assert_eq!(srv.revocations().len(), 1);
 
-        let cc = ClientCredentials::discover(srv.issuer(), "svc", "s3cret").unwrap();
+        let cc = server
+            .clone()
+            .client_id("svc")
+            .client_secret("s3cret")
+            .client_credentials();
         assert!(format!("{cc:?}").contains("/login/token"));
-        let flow = DeviceFlow::discover(srv.issuer()).unwrap();
+        let flow = server.device_flow().unwrap();
         assert!(format!("{flow:?}").contains("/login/device"));
         assert!(matches!(
-            OAuth2Refresh::discover(format!("http://{}/", refused_addr())),
+            AuthServer::discover(format!("http://{}/", refused_addr())),
             Err(Error::Discovery(_))
         ));
         return;
     }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap());
     child
-        .args(["the_one_call_helpers_discover_and_work", "--exact"])
+        .args([
+            "the_one_call_helper_discovers_the_endpoints_of_every_flow",
+            "--exact",
+        ])
         .env(ROLE, "child");
     for var in [
         "HTTP_PROXY",
@@ -101,7 +107,11 @@ fn a_discovered_refresher_refreshes_at_the_discovered_token_endpoint() {
     let meta = discover(&srv.issuer()).unwrap();
     let client = AuthClient::builder(srv.ts.api_url())
         .proxy(None)
-        .refresher(OAuth2Refresh::from_metadata(&meta).client_id("my-cli"))
+        .refresher(
+            AuthServer::from_metadata(&meta)
+                .client_id("my-cli")
+                .refresh_grant(),
+        )
         .tokens(srv.ts.login())
         .build()
         .unwrap();
@@ -113,9 +123,12 @@ fn a_discovered_refresher_refreshes_at_the_discovered_token_endpoint() {
         "rt-2"
     );
 
-    let cc = ClientCredentials::from_metadata(&meta, "svc", "s3cret");
+    let cc = AuthServer::from_metadata(&meta)
+        .client_id("svc")
+        .client_secret("s3cret")
+        .client_credentials();
     assert!(format!("{cc:?}").contains("/login/token"));
-    let flow = DeviceFlow::from_metadata(&meta).unwrap();
+    let flow = AuthServer::from_metadata(&meta).device_flow().unwrap();
     assert!(format!("{flow:?}").contains("/login/device"));
 }
 
@@ -363,7 +376,7 @@ fn device_flow_discovery_needs_a_device_endpoint() {
         doc.to_string(),
     );
     let meta = discover(&issuer).unwrap();
-    let err = DeviceFlow::from_metadata(&meta).unwrap_err();
+    let err = AuthServer::from_metadata(&meta).device_flow().unwrap_err();
     assert!(
         matches!(err, Error::Discovery(DiscoveryError::MissingDeviceEndpoint)),
         "{err:?}"

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use helpers::{is_refreshed, must_not_block, Recorder, HANG_GUARD};
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, Error, Event, FileStore, OAuth2Refresh, TokenStore, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, Event, FileStore, TokenStore, Tokens};
 
 const ROLE: &str = "TOKENGATE_TEST_ROLE";
 const URL: &str = "TOKENGATE_TEST_URL";
@@ -47,9 +47,10 @@ fn builder_for(path: &Path) -> tokengate::AuthClientBuilder {
     AuthClient::builder(format!("{url}/api/"))
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(token_url)
+            AuthServer::new(token_url)
                 .client_id("test-app")
-                .client_secret("test-secret"),
+                .client_secret("test-secret")
+                .refresh_grant(),
         )
         .store(FileStore::new(path).unwrap())
 }

@@ -21,7 +21,7 @@ use helpers::{wait_until, Recorder};
 use parking_lot::Mutex;
 use support::raw::{Action, RawRequest, RawServer};
 use support::RecordingSleeper;
-use tokengate::{AuthClient, Error, Event, OAuth2Refresh, RefreshError, RetryPolicy, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, Event, RefreshError, RetryPolicy, Tokens};
 
 const THREADS: usize = 16;
 const CALLS_PER_THREAD: usize = 60;
@@ -238,7 +238,7 @@ fn random_faults_end_in_outcomes_each_request_record_explains() {
     let client = AuthClient::builder(server.url("/api/"))
         .proxy(None)
         .sleeper(Arc::new(RecordingSleeper::default()))
-        .refresher(OAuth2Refresh::new(server.url("/token")))
+        .refresher(AuthServer::new(server.url("/token")).refresh_grant())
         .tokens(
             Tokens::new("at-0")
                 .with_refresh_token("rt-0")

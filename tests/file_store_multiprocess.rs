@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::{body_json, TokenServer};
-use tokengate::{AuthClient, Event, FileStore, OAuth2Refresh};
+use tokengate::{AuthClient, AuthServer, Event, FileStore};
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 8;
@@ -210,9 +210,10 @@ fn child() {
     let client = AuthClient::builder(format!("{url}/api/"))
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(format!("{url}/oauth/token"))
+            AuthServer::new(format!("{url}/oauth/token"))
                 .client_id("test-app")
-                .client_secret("test-secret"),
+                .client_secret("test-secret")
+                .refresh_grant(),
         )
         .store(FileStore::new(&path).unwrap())
         .on_event(move |e| {

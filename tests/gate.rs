@@ -23,7 +23,7 @@ use helpers::{
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, Error, Event, FileStore, OAuth2Refresh, Refresh, RefreshError, TokenStore, Tokens,
+    AuthClient, AuthServer, Error, Event, FileStore, Refresh, RefreshError, TokenStore, Tokens,
 };
 
 /// Lets a refresher closure, given to the builder before the client exists, ask the client
@@ -49,9 +49,10 @@ fn sixty_four_threads_hitting_401_at_once_cause_exactly_one_refresh() {
     const N: usize = 64;
     let srv = TokenServer::start();
     let events = Recorder::new();
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     // The first refresher call is held until all N threads have seen their 401, so all of
     // them are at (or in) the gate with generation 0 while the refresh runs.
     let ev = events.clone();
@@ -212,7 +213,9 @@ fn failing_refresh_storm(policy: tokengate::RetryPolicy, calls_per_flight: usize
     let api = Api::start(&[]);
     let token_calls = api.endpoint("/token", |_| (503, r#"{"error":"unavailable"}"#.into()));
     let slot = Slot::default();
-    let oauth = OAuth2Refresh::new(api.server.url("/token")).client_id("app");
+    let oauth = AuthServer::new(api.server.url("/token"))
+        .client_id("app")
+        .refresh_grant();
     let (s, first) = (slot.clone(), Arc::new(AtomicUsize::new(0)));
     let client = AuthClient::builder(api.url())
         .proxy(None)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::raw::{Action, RawServer};
-use tokengate::{AuthClient, Error, OAuth2Refresh, RefreshError, RetryPolicy, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, RefreshError, RetryPolicy, Tokens};
 
 /// An API that accepts only `Bearer good`.
 fn api() -> RawServer {
@@ -30,7 +30,7 @@ fn client_with_token_timeout(api: &RawServer, token: &RawServer, timeout: Durati
         .proxy(None)
         .retry(RetryPolicy::none())
         .token_timeout(timeout)
-        .refresher(OAuth2Refresh::new(token.url("/token")))
+        .refresher(AuthServer::new(token.url("/token")).refresh_grant())
         .tokens(Tokens::new("SECRET-old-access").with_refresh_token("SECRET-refresh"))
         .build()
         .unwrap()
@@ -173,7 +173,7 @@ fn bad_base_urls_and_escaping_paths_are_rejected_before_sending() {
         .unwrap_err();
     assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");
     let err = AuthClient::builder("https://api.example.com/")
-        .refresher(OAuth2Refresh::new("http://auth.example.com/token"))
+        .refresher(AuthServer::new("http://auth.example.com/token").refresh_grant())
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");

@@ -10,9 +10,10 @@ use std::sync::Arc;
 
 use helpers::{refused_addr, Recorder};
 use support::login::{no_proxy_agent, LoginServer};
+use tokengate::login::{Discovery, RevocationError};
 use tokengate::{
-    AuthClient, AuthClientBuilder, Discovery, Error, Event, FileStore, MemoryStore, OAuth2Refresh,
-    RevocationError, TokenStore, Tokens,
+    AuthClient, AuthClientBuilder, AuthServer, Error, Event, FileStore, MemoryStore, TokenStore,
+    Tokens,
 };
 
 /// A fresh, empty directory for one test, under Cargo's scratch space for integration tests.
@@ -41,9 +42,10 @@ fn discovered_client(srv: &LoginServer) -> AuthClientBuilder {
         .fetch()
         .unwrap();
     AuthClient::builder(srv.ts.api_url()).proxy(None).refresher(
-        OAuth2Refresh::from_metadata(&meta)
+        AuthServer::from_metadata(&meta)
             .client_id("my-cli")
-            .client_secret("cli-secret"),
+            .client_secret("cli-secret")
+            .refresh_grant(),
     )
 }
 
@@ -97,9 +99,10 @@ fn an_unreachable_revocation_endpoint_still_logs_out_locally_and_says_so() {
     let client = AuthClient::builder(srv.ts.api_url())
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(srv.token_url())
+            AuthServer::new(srv.token_url())
                 .client_id("my-cli")
-                .revocation_url(format!("http://{}/revoke", refused_addr())),
+                .revocation_url(format!("http://{}/revoke", refused_addr()))
+                .refresh_grant(),
         )
         .store(store.clone())
         .tokens(srv.ts.login())
@@ -241,14 +244,19 @@ fn the_newest_refresh_token_from_a_shared_store_is_the_one_revoked() {
 fn a_revocation_url_is_checked_by_build() {
     let err = AuthClient::builder("https://api.example.com/")
         .refresher(
-            OAuth2Refresh::new("https://auth.example.com/token")
-                .revocation_url("http://auth.example.com/revoke"),
+            AuthServer::new("https://auth.example.com/token")
+                .revocation_url("http://auth.example.com/revoke")
+                .refresh_grant(),
         )
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");
     let err = AuthClient::builder("https://api.example.com/")
-        .refresher(OAuth2Refresh::new("https://auth.example.com/token").revocation_url("revoke"))
+        .refresher(
+            AuthServer::new("https://auth.example.com/token")
+                .revocation_url("revoke")
+                .refresh_grant(),
+        )
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidUrl(_)), "{err:?}");

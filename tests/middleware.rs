@@ -10,7 +10,7 @@ use helpers::{release_together, Api, Recorder};
 use support::{body_json, TokenServer};
 use tokengate::time::ManualClock;
 use tokengate::ureq::{self, Agent};
-use tokengate::{Error, OAuth2Refresh, Refresh, RefreshReason, Tokens};
+use tokengate::{AuthServer, Error, Refresh, RefreshReason, Tokens};
 
 fn agent_with(client: &tokengate::AuthClient, status_as_error: bool) -> Agent {
     Agent::config_builder()
@@ -60,9 +60,10 @@ fn a_401_through_the_middleware_refreshes_once_for_the_callers_retry() {
     for status_as_error in [false, true] {
         let srv = TokenServer::start();
         let events = Recorder::new();
-        let oauth = OAuth2Refresh::new(srv.token_url())
+        let oauth = AuthServer::new(srv.token_url())
             .client_id("test-app")
-            .client_secret("test-secret");
+            .client_secret("test-secret")
+            .refresh_grant();
         let ev = events.clone();
         // The refresh waits until every thread has had its 401, so all of them meet it.
         let client = srv

@@ -20,7 +20,9 @@ use helpers::{must_not_block, release_together, Recorder, TempDir, HANG_GUARD};
 use support::{body_json, TokenServer};
 use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, Event, FileStore, OAuth2Refresh, Refresh, RefreshError, Tokens};
+use tokengate::{
+    AuthClient, AuthServer, Event, FileStore, OAuth2Refresh, Refresh, RefreshError, Tokens,
+};
 
 const THREADS: usize = 8;
 const CALLS: usize = 5;
@@ -89,9 +91,10 @@ impl Hold {
 }
 
 fn oauth(srv: &TokenServer) -> OAuth2Refresh {
-    OAuth2Refresh::new(srv.token_url())
+    AuthServer::new(srv.token_url())
         .client_id("test-app")
         .client_secret("test-secret")
+        .refresh_grant()
 }
 
 fn token_of(client: &AuthClient) -> String {

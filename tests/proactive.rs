@@ -16,14 +16,15 @@ use support::{body_json, TokenServer};
 use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, AuthClientBuilder, Error, Event, OAuth2Refresh, Refresh, RefreshError,
+    AuthClient, AuthClientBuilder, AuthServer, Error, Event, OAuth2Refresh, Refresh, RefreshError,
     RefreshReason, Tokens,
 };
 
 fn oauth(srv: &TokenServer) -> OAuth2Refresh {
-    OAuth2Refresh::new(srv.token_url())
+    AuthServer::new(srv.token_url())
         .client_id("test-app")
         .client_secret("test-secret")
+        .refresh_grant()
 }
 
 fn builder(srv: &TokenServer, clock: &Arc<ManualClock>, events: &Recorder) -> AuthClientBuilder {

@@ -23,7 +23,7 @@ use support::raw::{Action, RawRequest, RawServer};
 use support::tls::TlsServer;
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, AuthClientBuilder, ClientAuth, Error, Event, OAuth2Refresh, RefreshError, Tokens,
+    AuthClient, AuthClientBuilder, AuthServer, ClientAuth, Error, Event, RefreshError, Tokens,
 };
 
 type Log = Arc<Mutex<Vec<RawRequest>>>;
@@ -312,9 +312,10 @@ fn a_token_endpoint_that_redirects_elsewhere_is_not_followed() {
                 .proxy(None)
                 .retry(tokengate::RetryPolicy::none())
                 .refresher(
-                    OAuth2Refresh::new(token.url("/token"))
+                    AuthServer::new(token.url("/token"))
                         .client_id("app")
-                        .client_secret("SECRET-client"),
+                        .client_secret("SECRET-client")
+                        .refresh_grant(),
                 )
                 .tokens(Tokens::new("SECRET-access").with_refresh_token("SECRET-refresh"));
             if let Some(agent) = agent.clone() {
@@ -355,10 +356,11 @@ fn shared_server_client(api: &Api, auth: ClientAuth) -> AuthClientBuilder {
     AuthClient::builder(api.url())
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(api.server.url("/oauth/token"))
+            AuthServer::new(api.server.url("/oauth/token"))
                 .client_id("app")
                 .client_secret("SECRET-client")
-                .auth_method(auth),
+                .auth_method(auth)
+                .refresh_grant(),
         )
         .tokens(Tokens::new("login").with_refresh_token("rt-login"))
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use helpers::HANG_GUARD;
 use support::redis::RedisServer;
 use support::{body_json, TokenServer};
-use tokengate::{AuthClient, Error, Event, OAuth2Refresh, RedisStore, RefreshError, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, Event, RedisStore, RefreshError, Tokens};
 
 const ROLE: &str = "TOKENGATE_TEST_ROLE";
 const URL: &str = "TOKENGATE_TEST_URL";
@@ -52,9 +52,10 @@ fn fleet_client(url: &str, store: RedisStore) -> tokengate::AuthClientBuilder {
     AuthClient::builder(format!("{url}/api/"))
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(format!("{url}/oauth/token"))
+            AuthServer::new(format!("{url}/oauth/token"))
                 .client_id("test-app")
-                .client_secret("test-secret"),
+                .client_secret("test-secret")
+                .refresh_grant(),
         )
         .store(store)
 }

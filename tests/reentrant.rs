@@ -13,9 +13,7 @@ use helpers::{must_not_block, Recorder};
 use support::{body_json, TokenServer};
 use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
-use tokengate::{
-    AuthClient, Error, Event, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens,
-};
+use tokengate::{AuthClient, AuthServer, Error, Event, MemoryStore, Refresh, TokenStore, Tokens};
 
 type Slot = Arc<OnceLock<AuthClient>>;
 
@@ -100,9 +98,10 @@ fn a_refresher_calling_its_own_client_gets_reentrant_not_a_timeout() {
     let srv = TokenServer::start();
     let slot: Slot = Arc::default();
     let s = slot.clone();
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let client = srv
         .client_builder()
         .refresher(move |agent: &Agent, current: &Tokens| {
@@ -188,9 +187,10 @@ fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
         .build()
         .unwrap();
     srv_b.expire_access_tokens();
-    let oauth = OAuth2Refresh::new(srv_a.token_url())
+    let oauth = AuthServer::new(srv_a.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let via_b: Arc<Mutex<Vec<String>>> = Arc::default();
     let (b2, log) = (b.clone(), via_b.clone());
     let a = srv_a

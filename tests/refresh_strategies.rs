@@ -11,9 +11,7 @@ use std::time::Duration;
 use helpers::{release_together, Api, Seen};
 use support::{body_json, form, TokenServer};
 use tokengate::time::ManualClock;
-use tokengate::{
-    AuthClient, ClientAuth, ClientCredentials, JsonRefresh, OAuth2Refresh, Refresh, Tokens,
-};
+use tokengate::{AuthClient, AuthServer, ClientAuth, JsonRefresh, Refresh, Tokens};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -47,9 +45,10 @@ fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 fn oauth2_refresh_sends_the_rfc6749_form_with_client_secret_basic() {
     let api = Api::start(&[]);
     let log = api.minting_endpoint("/token", "acc-");
-    let refresher = OAuth2Refresh::new(api.server.url("/token"))
+    let refresher = AuthServer::new(api.server.url("/token"))
         .client_id("my app:1")
-        .client_secret("s3c:r et/+");
+        .client_secret("s3c:r et/+")
+        .refresh_grant();
     let client = client(&api, refresher, "rt/+=~");
     assert_eq!(client.get("x").call().unwrap().status(), 200);
 
@@ -79,10 +78,11 @@ fn oauth2_refresh_sends_the_rfc6749_form_with_client_secret_basic() {
 fn oauth2_refresh_with_client_auth_post_puts_the_credentials_in_the_form() {
     let api = Api::start(&[]);
     let log = api.minting_endpoint("/token", "acc-");
-    let refresher = OAuth2Refresh::new(api.server.url("/token"))
+    let refresher = AuthServer::new(api.server.url("/token"))
         .client_id("my app")
         .client_secret("s3c:r et")
         .auth_method(ClientAuth::Post)
+        .refresh_grant()
         .scope("read write");
     let client = client(&api, refresher, "rt-1");
     assert_eq!(client.get("x").call().unwrap().status(), 200);
@@ -107,10 +107,11 @@ fn oauth2_refresh_with_client_auth_none_sends_only_the_client_id() {
     let api = Api::start(&[]);
     let log = api.minting_endpoint("/token", "acc-");
     // A secret is configured but must not be sent anywhere with ClientAuth::None.
-    let refresher = OAuth2Refresh::new(api.server.url("/token"))
+    let refresher = AuthServer::new(api.server.url("/token"))
         .client_id("public-app")
         .client_secret("never-sent")
-        .auth_method(ClientAuth::None);
+        .auth_method(ClientAuth::None)
+        .refresh_grant();
     let client = client(&api, refresher, "rt-1");
     assert_eq!(client.get("x").call().unwrap().status(), 200);
 
@@ -132,7 +133,9 @@ fn oauth2_refresh_with_client_auth_none_sends_only_the_client_id() {
     let log = api.minting_endpoint("/token", "acc-");
     let client = self::client(
         &api,
-        OAuth2Refresh::new(api.server.url("/token")).client_id("public-app"),
+        AuthServer::new(api.server.url("/token"))
+            .client_id("public-app")
+            .refresh_grant(),
         "rt-1",
     );
     assert_eq!(client.get("x").call().unwrap().status(), 200);
@@ -157,7 +160,7 @@ fn a_response_without_refresh_token_keeps_the_old_one() {
     });
     let client = client(
         &api,
-        OAuth2Refresh::new(api.server.url("/token")),
+        AuthServer::new(api.server.url("/token")).refresh_grant(),
         "rt-orig",
     );
     assert_eq!(client.get("x").call().unwrap().status(), 200);
@@ -289,7 +292,10 @@ fn client_credentials_acquire_once_and_reacquire_on_401_and_expiry() {
         .proxy(None)
         .clock(clock.clone())
         .refresher(
-            ClientCredentials::new(api.server.url("/token"), "svc", "svc-secret")
+            AuthServer::new(api.server.url("/token"))
+                .client_id("svc")
+                .client_secret("svc-secret")
+                .client_credentials()
                 .scope("reports:read"),
         )
         .build()

@@ -17,7 +17,7 @@ use support::{body_json, TokenServer};
 use tokengate::ureq::http::{Request, Response};
 use tokengate::ureq::middleware::MiddlewareNext;
 use tokengate::ureq::{Agent, Body, SendBody};
-use tokengate::{AuthClient, Error, OAuth2Refresh, Refresh, RefreshError, Stats, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, Refresh, RefreshError, Stats, Tokens};
 
 fn client_for(api: &Api, calls: &Arc<AtomicUsize>) -> tokengate::AuthClientBuilder {
     AuthClient::builder(api.url())
@@ -151,9 +151,10 @@ fn force_refresh_from_64_threads_at_once_makes_exactly_one_refresh() {
     let srv = TokenServer::start();
     let slot: Arc<Mutex<Option<AuthClient>>> = Arc::default();
     let s = slot.clone();
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .refresher(move |agent: &Agent, current: &Tokens| {
@@ -223,7 +224,7 @@ fn force_refresh_returns_the_refresh_error_and_keeps_the_session() {
     // No tokens, no refresher.
     let none = AuthClient::builder(api.url())
         .proxy(None)
-        .refresher(OAuth2Refresh::new(srv.token_url()))
+        .refresher(AuthServer::new(srv.token_url()).refresh_grant())
         .build()
         .unwrap();
     assert!(matches!(none.force_refresh(), Err(Error::NoTokens)));

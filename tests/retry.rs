@@ -240,7 +240,7 @@ fn retries_refresh_and_replay_compose_within_the_documented_bound() {
     let c = AuthClient::builder(api.url("/"))
         .proxy(None)
         .sleeper(sleeper.clone())
-        .refresher(tokengate::OAuth2Refresh::new(srv.token_url()))
+        .refresher(tokengate::AuthServer::new(srv.token_url()).refresh_grant())
         .tokens(login)
         .build()
         .unwrap();
@@ -255,7 +255,7 @@ fn retries_refresh_and_replay_compose_within_the_documented_bound() {
     let c = AuthClient::builder(api.url("/"))
         .proxy(None)
         .sleeper(sleeper.clone())
-        .refresher(tokengate::OAuth2Refresh::new(srv.token_url()))
+        .refresher(tokengate::AuthServer::new(srv.token_url()).refresh_grant())
         .tokens(srv.login())
         .build()
         .unwrap();
@@ -315,7 +315,7 @@ fn via_token_server(
     AuthClient::builder(api.url("/"))
         .proxy(None)
         .sleeper(sleeper.clone())
-        .refresher(tokengate::OAuth2Refresh::new(token.url("/token")))
+        .refresher(tokengate::AuthServer::new(token.url("/token")).refresh_grant())
         .tokens(Tokens::new("old").with_refresh_token("rt"))
         .build()
         .unwrap()

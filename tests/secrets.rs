@@ -12,7 +12,7 @@ use helpers::{refused_addr, release_together, Api, ClientSlot, Recorder, TempDir
 use tokengate::store::{Revision, Stored};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, ClientCredentials, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
+    AuthClient, AuthServer, ClientSecret, Error, JsonRefresh, MemoryStore, OAuth2Refresh,
     RefreshError, Tokens,
 };
 
@@ -61,9 +61,10 @@ fn failing_client(api: &Api, refresher: impl tokengate::Refresh, events: &Record
 }
 
 fn oauth(api: &Api, path: &str) -> OAuth2Refresh {
-    OAuth2Refresh::new(api.server.url(path))
+    AuthServer::new(api.server.url(path))
         .client_id("app")
         .client_secret(CS)
+        .refresh_grant()
 }
 
 #[test]
@@ -131,7 +132,9 @@ fn refresh_errors_never_print_secrets_even_when_the_server_echoes_them() {
 
     let client = failing_client(
         &api,
-        OAuth2Refresh::new(format!("http://{}/token", refused_addr())).client_secret(CS),
+        AuthServer::new(format!("http://{}/token", refused_addr()))
+            .client_secret(CS)
+            .refresh_grant(),
         &events,
     );
     let err = client.get("x").call().unwrap_err();
@@ -141,7 +144,12 @@ fn refresh_errors_never_print_secrets_even_when_the_server_echoes_them() {
     api.endpoint("/cc", move |_| (400, format!(r#"{{"error":"{CS}"}}"#)));
     let client = AuthClient::builder(api.url())
         .proxy(None)
-        .refresher(ClientCredentials::new(api.server.url("/cc"), "svc", CS))
+        .refresher(
+            AuthServer::new(api.server.url("/cc"))
+                .client_id("svc")
+                .client_secret(CS)
+                .client_credentials(),
+        )
         .build()
         .unwrap();
     let err = client.get("x").call().unwrap_err();
@@ -198,9 +206,9 @@ fn api_side_errors_never_print_secrets() {
         "token url with credentials",
         AuthClient::builder(api.url())
             .proxy(None)
-            .refresher(OAuth2Refresh::new(format!(
-                "http://app:{CS}@auth.example.com/token"
-            )))
+            .refresher(
+                AuthServer::new(format!("http://app:{CS}@auth.example.com/token")).refresh_grant(),
+            )
             .build()
             .unwrap_err(),
     ));
@@ -208,9 +216,10 @@ fn api_side_errors_never_print_secrets() {
         "insecure token url with a secret in the query",
         AuthClient::builder(api.url())
             .proxy(None)
-            .refresher(OAuth2Refresh::new(format!(
-                "http://auth.example.com/token?client_secret={CS}"
-            )))
+            .refresher(
+                AuthServer::new(format!("http://auth.example.com/token?client_secret={CS}"))
+                    .refresh_grant(),
+            )
             .build()
             .unwrap_err(),
     ));
@@ -358,10 +367,17 @@ fn values_holding_secrets_print_redacted() {
     let tokens = secret_tokens();
     let store = MemoryStore::with_tokens(tokens.clone());
     let lock = Stored::new(Some(tokens.clone()), Revision::new(7));
-    let oauth = OAuth2Refresh::new(api.server.url("/token"))
+    let server = AuthServer::new(api.server.url("/token"))
         .client_id("app")
-        .client_secret(CS);
-    let cc = ClientCredentials::new(api.server.url("/token"), "svc", CS);
+        .client_secret(CS)
+        .device_authorization_url(api.server.url("/device"))
+        .revocation_url(api.server.url("/revoke"));
+    let oauth = server.refresh_grant();
+    let device = server.device_flow().unwrap();
+    let cc = AuthServer::new(api.server.url("/token"))
+        .client_id("svc")
+        .client_secret(CS)
+        .client_credentials();
     let builder = AuthClient::builder(api.url())
         .proxy(None)
         .refresher(oauth.clone())
@@ -380,7 +396,9 @@ fn values_holding_secrets_print_redacted() {
         ("client secret", format!("{:?}", ClientSecret::new(CS))),
         ("store", format!("{store:?}")),
         ("refresh lock", format!("{lock:?} {lock:#?}")),
+        ("auth server", format!("{server:?} {server:#?}")),
         ("oauth2", format!("{oauth:?} {oauth:#?}")),
+        ("device flow", format!("{device:?} {device:#?}")),
         ("client credentials", format!("{cc:?} {cc:#?}")),
         ("builder", builder_debug),
         ("client", format!("{client:?} {client:#?}")),
@@ -394,6 +412,11 @@ fn values_holding_secrets_print_redacted() {
         assert_clean(what, text);
     }
     assert!(printed[0].1.contains("[redacted]"));
+    let server_debug = &printed.iter().find(|(w, _)| *w == "auth server").unwrap().1;
+    assert!(
+        server_debug.contains("[redacted]") && server_debug.contains("/token"),
+        "the secret is shown redacted, the endpoints as they are: {server_debug}"
+    );
     assert!(printed[0].1.contains("read"), "non-secret fields are shown");
     let client_debug = &printed.iter().find(|(w, _)| *w == "client").unwrap().1;
     assert!(

@@ -16,7 +16,7 @@ use helpers::{
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{
-    AuthClient, Error, Event, FileStore, JsonRefresh, MemoryStore, OAuth2Refresh, Refresh,
+    AuthClient, AuthServer, Error, Event, FileStore, JsonRefresh, MemoryStore, Refresh,
     RefreshError, TokenStore, Tokens,
 };
 
@@ -85,7 +85,7 @@ fn invalid_grant_ends_the_session_once_for_sixteen_threads() {
 fn a_late_invalid_grant_does_not_log_out_a_newer_login() {
     let api = Api::start(&["login-2"]);
     let token_calls = api.endpoint("/token", |_| (400, r#"{"error":"invalid_grant"}"#.into()));
-    let oauth = OAuth2Refresh::new(api.server.url("/token"));
+    let oauth = AuthServer::new(api.server.url("/token")).refresh_grant();
     let (started_tx, started) = mpsc::channel::<()>();
     let (release, release_rx) = mpsc::channel::<()>();
     let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
@@ -202,7 +202,11 @@ fn assert_transient_failure(
 fn token_endpoint_failures_keep_the_session() {
     let api = Api::start(&[]);
     let s503 = api.endpoint("/t503", |_| (503, "{}".into()));
-    let cause = assert_transient_failure(&api, OAuth2Refresh::new(api.server.url("/t503")), None);
+    let cause = assert_transient_failure(
+        &api,
+        AuthServer::new(api.server.url("/t503")).refresh_grant(),
+        None,
+    );
     assert_eq!(cause.status(), Some(503));
     // One flight: the first call plus the default policy's 3 retries (a 503 means the
     // server did not use the refresh token, so retrying it is safe).
@@ -214,7 +218,11 @@ fn token_endpoint_failures_keep_the_session() {
             .header("retry-after", "7")
             .body(r#"{"error":"slow_down"}"#);
     });
-    let cause = assert_transient_failure(&api, OAuth2Refresh::new(api.server.url("/t429")), None);
+    let cause = assert_transient_failure(
+        &api,
+        AuthServer::new(api.server.url("/t429")).refresh_grant(),
+        None,
+    );
     assert!(
         matches!(
             *cause,
@@ -230,7 +238,11 @@ fn token_endpoint_failures_keep_the_session() {
 
     // invalid_client is a configuration problem, not a dead session.
     api.endpoint("/client", |_| (401, r#"{"error":"invalid_client"}"#.into()));
-    let cause = assert_transient_failure(&api, OAuth2Refresh::new(api.server.url("/client")), None);
+    let cause = assert_transient_failure(
+        &api,
+        AuthServer::new(api.server.url("/client")).refresh_grant(),
+        None,
+    );
     assert!(
         matches!(&*cause, RefreshError::OAuth { status: 401, error } if error == "invalid_client"),
         "{cause:?}"
@@ -241,13 +253,13 @@ fn token_endpoint_failures_keep_the_session() {
 fn an_unreachable_or_silent_token_endpoint_keeps_the_session() {
     let api = Api::start(&[]);
     let refused = format!("http://{}/token", refused_addr());
-    let cause = assert_transient_failure(&api, OAuth2Refresh::new(refused), None);
+    let cause = assert_transient_failure(&api, AuthServer::new(refused).refresh_grant(), None);
     assert!(matches!(*cause, RefreshError::Transport(_)), "{cause:?}");
 
     let silent = Silent::start();
     let cause = assert_transient_failure(
         &api,
-        OAuth2Refresh::new(format!("http://{}/token", silent.addr)),
+        AuthServer::new(format!("http://{}/token", silent.addr)).refresh_grant(),
         Some(Duration::from_millis(200)),
     );
     assert!(
@@ -271,9 +283,10 @@ fn a_session_ending_under_forced_overlap_ends_once_and_everywhere() {
     let path = dir.path("tokens.json");
     let slot = ClientSlot::default();
     let s = slot.clone();
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let expired = Arc::new(AtomicUsize::new(0));
     let e = expired.clone();
     let events = Recorder::new();

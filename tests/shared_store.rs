@@ -19,7 +19,7 @@ use support::{body_json, TokenServer};
 use tokengate::store::{Revision, StoreLock, Stored};
 use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, Error, FileStore, OAuth2Refresh, Refresh, TokenStore, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, FileStore, Refresh, TokenStore, Tokens};
 
 fn token_of(client: &AuthClient) -> String {
     let mut r = client.get("items").call().unwrap();
@@ -232,9 +232,10 @@ fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
     let (started_tx, started) = mpsc::channel::<()>();
     let (release, release_rx) = mpsc::channel::<()>();
     let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
-    let oauth = OAuth2Refresh::new(srv.token_url())
+    let oauth = AuthServer::new(srv.token_url())
         .client_id("test-app")
-        .client_secret("test-secret");
+        .client_secret("test-secret")
+        .refresh_grant();
     let a = AuthClient::builder(srv.api_url())
         .proxy(None)
         .refresher(move |agent: &Agent, current: &Tokens| {
@@ -357,7 +358,7 @@ fn a_poll_during_the_clients_own_refresh_never_makes_it_discard_its_answer() {
     let first = AtomicBool::new(true);
     let seen = events.clone();
     let open = polls.clone();
-    let oauth = OAuth2Refresh::new(srv.token_url());
+    let oauth = AuthServer::new(srv.token_url()).refresh_grant();
     let login = srv.login(); // at-1 / rt-1
     let a = srv
         .client_builder()

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use support::faults::{fnv1a, FaultPlan, FaultServer, TokenOutcome};
 use tokengate::time::Clock;
-use tokengate::{AuthClient, Error, Event, OAuth2Refresh, RefreshError};
+use tokengate::{AuthClient, AuthServer, Error, Event, RefreshError};
 
 const THREADS: usize = 64;
 const RUN: Duration = Duration::from_millis(2500);
@@ -130,9 +130,10 @@ fn sixty_four_threads_under_injected_faults() {
     let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .refresher(
-            OAuth2Refresh::new(srv.token_url())
+            AuthServer::new(srv.token_url())
                 .client_id("stress")
-                .client_secret("stress-secret"),
+                .client_secret("stress-secret")
+                .refresh_grant(),
         )
         .tokens(srv.login())
         .clock(MonotonicClock {

@@ -19,7 +19,7 @@ use helpers::{refused_addr, wait_until, Recorder, HANG_GUARD};
 use parking_lot::Mutex;
 use support::raw::{Action, RawServer};
 use support::RecordingSleeper;
-use tokengate::{AuthClient, Error, Event, OAuth2Refresh, RefreshError, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, Event, RefreshError, Tokens};
 
 /// What the token endpoint does with one call.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +140,7 @@ fn run(api: &RawServer, token_url: String, token_timeout: Duration) -> Run {
         .proxy(None)
         .sleeper(sleeper.clone())
         .token_timeout(token_timeout)
-        .refresher(OAuth2Refresh::new(token_url))
+        .refresher(AuthServer::new(token_url).refresh_grant())
         .tokens(Tokens::new("login").with_refresh_token("rt-0"))
         .on_event(events.listener())
         .build()

@@ -7,7 +7,7 @@ mod support;
 use helpers::Api;
 use support::{body_json, TokenServer};
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, Error, JsonRefresh, OAuth2Refresh, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, JsonRefresh, Tokens};
 
 #[test]
 fn plain_http_to_a_non_loopback_host_is_refused_at_build() {
@@ -23,7 +23,7 @@ fn plain_http_to_a_non_loopback_host_is_refused_at_build() {
     ] {
         let err = AuthClient::builder("https://api.example.com/")
             .proxy(None)
-            .refresher(OAuth2Refresh::new(token_url))
+            .refresher(AuthServer::new(token_url).refresh_grant())
             .build()
             .unwrap_err();
         assert!(matches!(err, Error::InsecureUrl(_)), "{token_url}: {err:?}");
@@ -35,7 +35,7 @@ fn plain_http_to_a_non_loopback_host_is_refused_at_build() {
         assert!(matches!(err, Error::InsecureUrl(_)), "{token_url}: {err:?}");
         assert!(AuthClient::builder("https://api.example.com/")
             .proxy(None)
-            .refresher(OAuth2Refresh::new(token_url))
+            .refresher(AuthServer::new(token_url).refresh_grant())
             .allow_insecure_http(true)
             .build()
             .is_ok());
@@ -50,7 +50,7 @@ fn plain_http_to_a_non_loopback_host_is_refused_at_build() {
     ] {
         let built = AuthClient::builder(base)
             .proxy(None)
-            .refresher(OAuth2Refresh::new(token))
+            .refresher(AuthServer::new(token).refresh_grant())
             .build();
         assert!(built.is_ok(), "{base} {token}: {built:?}");
     }
@@ -66,7 +66,7 @@ fn plain_http_to_a_non_loopback_host_is_refused_at_build() {
     }
     let err = AuthClient::builder("https://api.example.com/")
         .proxy(None)
-        .refresher(OAuth2Refresh::new("not a url"))
+        .refresher(AuthServer::new("not a url").refresh_grant())
         .build()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidUrl(_)), "{err:?}");
@@ -88,9 +88,10 @@ fn a_user_agent_with_default_config_still_refreshes_and_retries() {
         .api_agent(user_agent())
         .token_agent(user_agent())
         .refresher(
-            OAuth2Refresh::new(srv.token_url())
+            AuthServer::new(srv.token_url())
                 .client_id("test-app")
-                .client_secret("test-secret"),
+                .client_secret("test-secret")
+                .refresh_grant(),
         )
         .tokens(srv.login())
         .build()

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, Event, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens};
+use tokengate::{
+    AuthClient, AuthServer, Event, MemoryStore, OAuth2Refresh, Refresh, TokenStore, Tokens,
+};
 
 /// What every agent here shares: no proxy, statuses as responses, no redirects followed.
 fn base_config() -> ureq::config::ConfigBuilder<ureq::typestate::AgentScope> {
@@ -146,7 +148,7 @@ pub fn build(kind: Kind, s: &Setup) -> Arc<dyn Contender> {
             agent: s.api.clone(),
             token_agent: token_agent(),
             url: format!("{}api", s.base_url),
-            refresher: OAuth2Refresh::new(s.token_url.clone()),
+            refresher: AuthServer::new(s.token_url.clone()).refresh_grant(),
             skew: s.skew,
             state: Mutex::new(NaiveState {
                 tokens: Tokens::new(s.access.clone()).with_refresh_token(s.refresh.clone()),
@@ -159,7 +161,7 @@ pub fn build(kind: Kind, s: &Setup) -> Arc<dyn Contender> {
             agent: s.api.clone(),
             token_agent: token_agent(),
             url: format!("{}api", s.base_url),
-            refresher: OAuth2Refresh::new(s.token_url.clone()),
+            refresher: AuthServer::new(s.token_url.clone()).refresh_grant(),
             store: MemoryStore::with_tokens(
                 Tokens::new(s.access.clone())
                     .with_refresh_token(s.refresh.clone())
@@ -237,7 +239,7 @@ impl Auth {
         let mut b = AuthClient::builder(s.base_url.clone())
             .proxy(None)
             .token_agent(token_agent())
-            .refresher(OAuth2Refresh::new(s.token_url.clone()))
+            .refresher(AuthServer::new(s.token_url.clone()).refresh_grant())
             .tokens(
                 Tokens::new(s.access.clone())
                     .with_refresh_token(s.refresh.clone())

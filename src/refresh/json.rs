@@ -81,7 +81,7 @@ impl Refresh for JsonRefresh {
         let mut req = serde_json::Map::new();
         req.insert(self.request_field.clone(), rt.secret().into());
         let body = serde_json::to_vec(&req).expect("a map of strings always serializes");
-        let resp = post_token_request(agent, &self.url.0, "application/json", None, &body)?;
+        let resp = post_token_request(agent, &self.url.0, "application/json", None, &body, None)?;
         self.parse(&resp, current)
     }
 

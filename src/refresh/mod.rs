@@ -1,18 +1,14 @@
 //! How tokens are renewed: the [`Refresh`] trait and the built-in strategies.
 
-mod device;
-mod discovery;
 mod json;
 mod oauth2;
-mod revoke;
 
-pub use device::{DeviceAuthorization, DeviceError, DeviceFlow};
-pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
 pub use json::JsonRefresh;
 /// For `crate::__fuzz`.
 pub(crate) use oauth2::parse as parse_oauth2_response;
+/// For the login flows (`crate::login`), which talk to the same authorization server.
+pub(crate) use oauth2::{parse, redact_code, sanitize_code, Client};
 pub use oauth2::{ClientAuth, ClientCredentials, OAuth2Refresh};
-pub use revoke::{RevocationError, REVOCATION_TIMEOUT};
 
 use std::time::Duration;
 
@@ -20,6 +16,7 @@ use serde_json::Value;
 use ureq::Agent;
 
 use crate::error::RefreshError;
+use crate::login::RevocationError;
 use crate::tokens::{Tokens, MAX_EXPIRES_IN};
 
 /// A way to get new tokens. tokengate calls it from at most one thread at a time per client
@@ -79,9 +76,10 @@ pub trait Refresh: Send + Sync + 'static {
     /// cleared locally. `agent` is the token-endpoint agent. Returns `None` when the strategy
     /// cannot revoke (no revocation endpoint): the logout is then local only. Defaults to `None`.
     ///
-    /// [`OAuth2Refresh`] with a [revocation URL](OAuth2Refresh::revocation_url) revokes the
-    /// refresh token (or, without one, the access token) with the same client authentication
-    /// as its refreshes, within [`REVOCATION_TIMEOUT`].
+    /// [`OAuth2Refresh`] from an [`AuthServer`](crate::AuthServer) with a
+    /// [revocation URL](crate::AuthServer::revocation_url) revokes the refresh token (or,
+    /// without one, the access token) with the same client authentication as its refreshes,
+    /// within [`REVOCATION_TIMEOUT`](crate::login::REVOCATION_TIMEOUT).
     fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
         let _ = (agent, tokens);
         None
@@ -104,7 +102,7 @@ where
 }
 
 /// Reads a JSON body that must be an object. The body itself is never quoted in the error.
-fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RefreshError> {
+pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RefreshError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(RefreshError::InvalidResponse("JSON is not an object")),
@@ -113,7 +111,7 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RefreshErr
 }
 
 /// A string field; `Ok(None)` when absent or null, an error when present with another type.
-fn string_field<'a>(
+pub(crate) fn string_field<'a>(
     map: &'a serde_json::Map<String, Value>,
     name: &str,
     what: &'static str,
@@ -127,7 +125,7 @@ fn string_field<'a>(
 
 /// `expires_in` as a number of seconds or a string of digits; negative, fractional nonsense,
 /// or more than ten years is an error.
-fn expires_in_field(
+pub(crate) fn expires_in_field(
     map: &serde_json::Map<String, Value>,
     name: &str,
 ) -> Result<Option<Duration>, RefreshError> {

@@ -1,20 +1,22 @@
 //! RFC 6749 grants: refresh_token (§6) and client_credentials (§4.4).
 
 use std::fmt;
+use std::time::Duration;
 
 use ureq::Agent;
 
-use super::discovery::{Discovery, ServerMetadata};
-use super::revoke::{revoke, RevocationError};
 use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
-use crate::error::{Error, RefreshError};
+use crate::error::RefreshError;
+use crate::login::{revoke, RevocationError};
 use crate::tokens::{ClientSecret, Tokens};
-use crate::transport::{post_token_request, TokenResponse};
+use crate::transport::{post_token_request, PostError, TokenResponse};
 use crate::util::{base64_encode, form_body, form_encode_into, EndpointUrl};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
-/// How the client authenticates to the token endpoint (RFC 6749 §2.3).
+/// How the client authenticates to the authorization server's endpoints (RFC 6749 §2.3):
+/// token, device authorization and revocation alike. Set with
+/// [`AuthServer::auth_method`](crate::AuthServer::auth_method).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientAuth {
@@ -27,12 +29,12 @@ pub enum ClientAuth {
 }
 
 /// Client identity and authentication, shared by every request to the authorization server:
-/// both grants here, the device flow (`device.rs`) and revocation (`revoke.rs`).
+/// both grants here, the device flow (`login/device.rs`) and revocation (`login/revoke.rs`).
 #[derive(Clone, Default)]
-pub(super) struct Client {
-    pub(super) id: Option<String>,
-    pub(super) secret: Option<ClientSecret>,
-    pub(super) method: Option<ClientAuth>,
+pub(crate) struct Client {
+    pub(crate) id: Option<String>,
+    pub(crate) secret: Option<ClientSecret>,
+    pub(crate) method: Option<ClientAuth>,
 }
 
 impl Client {
@@ -45,7 +47,7 @@ impl Client {
     }
 
     /// Adds the client's form fields to `form` and returns the `Authorization` header, if any.
-    pub(super) fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
+    fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
         let id = self.id.as_deref();
         match self.method() {
             ClientAuth::None => {
@@ -67,8 +69,24 @@ impl Client {
         }
     }
 
+    /// POSTs `form` to `url` (an endpoint of the authorization server) with the client's
+    /// authentication: its fields added to the form, or an `Authorization` header. Every
+    /// request to the authorization server goes through here: both grants, the device flow's
+    /// two requests and revocation. `timeout` as in [`post_token_request`].
+    pub(crate) fn post_form<'a>(
+        &'a self,
+        agent: &Agent,
+        url: &str,
+        mut form: Vec<(&'a str, &'a str)>,
+        timeout: Option<Duration>,
+    ) -> Result<TokenResponse, PostError> {
+        let auth = self.apply(&mut form);
+        let body = form_body(form);
+        post_token_request(agent, url, FORM, auth.as_deref(), body.as_bytes(), timeout)
+    }
+
     /// The client secret, or `""`: for [`redact_echo`].
-    pub(super) fn secret_str(&self) -> &str {
+    pub(crate) fn secret_str(&self) -> &str {
         self.secret.as_ref().map_or("", |s| s.secret())
     }
 }
@@ -123,7 +141,7 @@ pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, R
 /// Keeps only the characters RFC 6749 §5.2 allows in `error`, at most 64 of them, so a hostile
 /// server cannot smuggle control characters (or a long echo of a token) into our errors.
 /// An echo of a credential is hidden by [`redact_echo`].
-pub(super) fn sanitize_code(code: &str) -> String {
+pub(crate) fn sanitize_code(code: &str) -> String {
     code.chars()
         .filter(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
         .take(64)
@@ -134,7 +152,7 @@ pub(super) fn sanitize_code(code: &str) -> String {
 /// the refresh token or client secret it was sent), so it cannot reach our errors and logs.
 /// A code sharing 8 consecutive characters with a secret (or all of a shorter one) counts:
 /// `sanitize_code` may have cut the echo short.
-pub(super) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+pub(crate) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
     match err {
         RefreshError::OAuth { status, error } => RefreshError::OAuth {
             status,
@@ -145,7 +163,7 @@ pub(super) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
 }
 
 /// `code`, or `[redacted]` if it echoes one of `secrets` (see [`redact_echo`]).
-pub(super) fn redact_code(code: String, secrets: &[&str]) -> String {
+pub(crate) fn redact_code(code: String, secrets: &[&str]) -> String {
     const WINDOW: usize = 8;
     let echoes = |secret: &str| {
         if secret.len() <= WINDOW {
@@ -162,14 +180,17 @@ pub(super) fn redact_code(code: String, secrets: &[&str]) -> String {
     }
 }
 
-/// The RFC 6749 §6 `refresh_token` grant.
+/// The RFC 6749 §6 `refresh_token` grant, built by
+/// [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant) with the server's client
+/// identity, token endpoint and revocation endpoint (if any).
 ///
 /// ```
-/// use tokengate::{ClientAuth, OAuth2Refresh};
-/// let r = OAuth2Refresh::new("https://auth.example.com/oauth/token")
+/// use tokengate::{AuthServer, ClientAuth};
+/// let r = AuthServer::new("https://auth.example.com/oauth/token")
 ///     .client_id("my-app")
 ///     .client_secret("s3cret")          // HTTP Basic by default once a secret is set
 ///     .auth_method(ClientAuth::Post)    // … or in the form body
+///     .refresh_grant()
 ///     .scope("read write");
 /// assert!(!format!("{r:?}").contains("s3cret"));
 /// ```
@@ -182,61 +203,18 @@ pub struct OAuth2Refresh {
 }
 
 impl OAuth2Refresh {
-    /// A refresher for the token endpoint at `token_url`. The URL is checked by `build()`.
-    pub fn new(token_url: impl Into<String>) -> Self {
+    /// For [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant).
+    pub(crate) fn from_server(
+        url: EndpointUrl,
+        revocation_url: Option<EndpointUrl>,
+        client: Client,
+    ) -> Self {
         OAuth2Refresh {
-            url: EndpointUrl(token_url.into()),
-            revocation_url: None,
-            client: Client::default(),
+            url,
+            revocation_url,
+            client,
             scope: None,
         }
-    }
-
-    /// A refresher for the token and revocation endpoints `issuer` publishes (see [`Discovery`]).
-    ///
-    /// # Errors
-    /// [`Error::Discovery`].
-    pub fn discover(issuer: impl Into<String>) -> Result<Self, Error> {
-        Ok(Self::from_metadata(&Discovery::new(issuer).fetch()?))
-    }
-
-    /// A refresher for the token endpoint in `metadata`, and its revocation endpoint if it has one.
-    pub fn from_metadata(metadata: &ServerMetadata) -> Self {
-        let mut r = Self::new(metadata.token_endpoint());
-        r.revocation_url = metadata
-            .revocation_endpoint()
-            .map(|u| EndpointUrl(u.into()));
-        r
-    }
-
-    /// The revocation endpoint (RFC 7009) that [`AuthClient::logout`](crate::AuthClient::logout)
-    /// revokes the refresh token at. Defaults to none (set by [`OAuth2Refresh::discover`] when
-    /// the server publishes one): logout is then local only. The URL is checked by `build()`.
-    #[must_use]
-    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
-        self.revocation_url = Some(EndpointUrl(url.into()));
-        self
-    }
-
-    /// Sets the client id.
-    #[must_use]
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client.id = Some(id.into());
-        self
-    }
-
-    /// Sets the client secret. Defaults to none; with one, authentication defaults to [`ClientAuth::Basic`].
-    #[must_use]
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client.secret = Some(ClientSecret::new(secret));
-        self
-    }
-
-    /// Sets how the client authenticates. Defaults to `Basic` with a secret, `None` without.
-    #[must_use]
-    pub fn auth_method(mut self, method: ClientAuth) -> Self {
-        self.client.method = Some(method);
-        self
     }
 
     /// Requests this scope on refresh. Defaults to none (the server keeps the original scope).
@@ -257,9 +235,7 @@ impl Refresh for OAuth2Refresh {
             ("refresh_token", rt.secret()),
         ];
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let auth = self.client.apply(&mut form);
-        let body = form_body(form);
-        let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
+        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
         let secrets = [
             rt.secret(),
             current.access_token().secret(),
@@ -292,10 +268,15 @@ impl Refresh for OAuth2Refresh {
 
 /// The RFC 6749 §4.4 `client_credentials` grant, for machine clients with no refresh token:
 /// a token is acquired on the first request and re-acquired when it expires or draws a 401.
+/// Built by [`AuthServer::client_credentials`](crate::AuthServer::client_credentials) with the
+/// server's client identity and token endpoint.
 ///
 /// ```
-/// use tokengate::ClientCredentials;
-/// let cc = ClientCredentials::new("https://auth.example.com/oauth/token", "svc", "s3cret")
+/// use tokengate::AuthServer;
+/// let cc = AuthServer::new("https://auth.example.com/oauth/token")
+///     .client_id("svc")
+///     .client_secret("s3cret")          // HTTP Basic by default
+///     .client_credentials()
 ///     .scope("reports:read");
 /// # let _ = cc;
 /// ```
@@ -307,50 +288,13 @@ pub struct ClientCredentials {
 }
 
 impl ClientCredentials {
-    /// Client credentials for `token_url`, authenticated with HTTP Basic by default.
-    pub fn new(
-        token_url: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Self {
+    /// For [`AuthServer::client_credentials`](crate::AuthServer::client_credentials).
+    pub(crate) fn from_server(url: EndpointUrl, client: Client) -> Self {
         ClientCredentials {
-            url: EndpointUrl(token_url.into()),
-            client: Client {
-                id: Some(client_id.into()),
-                secret: Some(ClientSecret::new(client_secret)),
-                method: None,
-            },
+            url,
+            client,
             scope: None,
         }
-    }
-
-    /// Client credentials for the token endpoint `issuer` publishes (see [`Discovery`]).
-    ///
-    /// # Errors
-    /// [`Error::Discovery`].
-    pub fn discover(
-        issuer: impl Into<String>,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Result<Self, Error> {
-        let metadata = Discovery::new(issuer).fetch()?;
-        Ok(Self::from_metadata(&metadata, client_id, client_secret))
-    }
-
-    /// Client credentials for the token endpoint in `metadata`.
-    pub fn from_metadata(
-        metadata: &ServerMetadata,
-        client_id: impl Into<String>,
-        client_secret: impl Into<String>,
-    ) -> Self {
-        Self::new(metadata.token_endpoint(), client_id, client_secret)
-    }
-
-    /// Sets how the client authenticates. Defaults to [`ClientAuth::Basic`].
-    #[must_use]
-    pub fn auth_method(mut self, method: ClientAuth) -> Self {
-        self.client.method = Some(method);
-        self
     }
 
     /// Requests this scope. Defaults to none.
@@ -365,9 +309,7 @@ impl Refresh for ClientCredentials {
     fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError> {
         let mut form = vec![("grant_type", "client_credentials")];
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let auth = self.client.apply(&mut form);
-        let body = form_body(form);
-        let resp = post_token_request(agent, &self.url.0, FORM, auth.as_deref(), body.as_bytes())?;
+        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
         // §4.4.3: a refresh token SHOULD NOT be included; one that is, is dropped (this grant
         // re-acquires instead of refreshing, and nothing would ever send it).
         let secret = self.client.secret_str();

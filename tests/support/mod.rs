@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use httpmock::prelude::*;
 use httpmock::{HttpMockRequest, HttpMockResponse};
 use parking_lot::Mutex;
-use tokengate::{AuthClient, AuthClientBuilder, OAuth2Refresh, Tokens};
+use tokengate::{AuthClient, AuthClientBuilder, AuthServer, Tokens};
 
 /// Everything the server knows. Guarded by `TokenServer::state`.
 #[derive(Debug)]
@@ -237,9 +237,10 @@ impl TokenServer {
     /// A client builder for this server: OAuth2 refresher with a client secret, no proxy.
     pub fn client_builder(&self) -> AuthClientBuilder {
         AuthClient::builder(self.api_url()).proxy(None).refresher(
-            OAuth2Refresh::new(self.token_url())
+            AuthServer::new(self.token_url())
                 .client_id("test-app")
-                .client_secret("test-secret"),
+                .client_secret("test-secret")
+                .refresh_grant(),
         )
     }
 }

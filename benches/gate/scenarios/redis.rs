@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokengate::{AuthClient, OAuth2Refresh, RedisStore, TokenStore, Tokens};
+use tokengate::{AuthClient, AuthServer, RedisStore, TokenStore, Tokens};
 
 use super::{setup, throughput};
 use crate::contenders::{self, Contender, Kind, Setup};
@@ -95,7 +95,7 @@ fn auth_on_redis(
             .proxy(None)
             .api_agent(api)
             .token_agent(contenders::token_agent())
-            .refresher(OAuth2Refresh::new(s.token_url.clone()))
+            .refresher(AuthServer::new(s.token_url.clone()).refresh_grant())
             .refresh_skew(s.skew)
             .store(RedisStore::open(url, session).expect("open RedisStore"))
             .build()
@@ -418,7 +418,7 @@ pub fn spin_child(args: &[String]) {
     let builder = AuthClient::builder("http://127.0.0.1:9/")
         .proxy(None)
         .api_agent(crate::memtransport::agent(None))
-        .refresher(OAuth2Refresh::new("http://127.0.0.1:9/token"));
+        .refresher(AuthServer::new("http://127.0.0.1:9/token").refresh_grant());
     let client = match store.as_str() {
         "memory" => builder.tokens(tokens),
         // The session was stored by the scenario; a long poll interval keeps the background

@@ -6,7 +6,7 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokengate::OAuth2Refresh;
+use tokengate::AuthServer;
 
 use super::setup;
 use super::storm_svg::storm_svg;
@@ -58,7 +58,7 @@ fn storm_run(server: &Server, kind: Option<Kind>, n: usize) -> StormRun {
                 agent: api.clone(),
                 token_agent: contenders::token_agent(),
                 url: server.api_url(),
-                refresher: OAuth2Refresh::new(server.token_url()),
+                refresher: AuthServer::new(server.token_url()).refresh_grant(),
                 stale: sess.stale_access.clone(),
                 refresh: sess.refresh.clone(),
                 after_401: Barrier::new(n),

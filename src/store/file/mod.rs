@@ -32,7 +32,7 @@ use crate::tokens::Tokens;
 /// loop, cron jobs, parallel CI jobs), clients and threads.
 ///
 /// ```
-/// use tokengate::{AuthClient, FileStore, OAuth2Refresh};
+/// use tokengate::{AuthClient, AuthServer, FileStore};
 /// # use tokengate::{TokenStore, Tokens};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -40,7 +40,7 @@ use crate::tokens::Tokens;
 /// let path = dir.join("tokens.json");                  // e.g. ~/.config/my-cli/tokens.json
 /// # FileStore::new(&path)?.save(&Tokens::new("access").with_refresh_token("refresh"))?;
 /// let client = AuthClient::builder("https://api.example.com/v1/")
-///     .refresher(OAuth2Refresh::new("https://auth.example.com/oauth/token").client_id("my-cli"))
+///     .refresher(AuthServer::new("https://auth.example.com/oauth/token").client_id("my-cli").refresh_grant())
 ///     .store(FileStore::new(&path)?)                  // no .tokens(): the saved ones are loaded
 ///     .build()?;
 /// assert!(client.tokens().is_some());

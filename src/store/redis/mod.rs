@@ -40,13 +40,13 @@ use crate::tokens::Tokens;
 /// API: no async runtime.
 ///
 /// ```no_run
-/// use tokengate::{AuthClient, OAuth2Refresh, RedisStore};
+/// use tokengate::{AuthClient, AuthServer, RedisStore};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let tokens = tokengate::Tokens::new("a");
 /// let store = RedisStore::open("redis://127.0.0.1:6379/", "myapp:alice")?;
 /// let client = AuthClient::builder("https://api.example.com/v1/")
-///     .refresher(OAuth2Refresh::new("https://auth.example.com/oauth/token").client_id("svc"))
+///     .refresher(AuthServer::new("https://auth.example.com/oauth/token").client_id("svc").refresh_grant())
 ///     .store(store) // no .tokens(..): the session is loaded from Redis
 ///     .build()?;
 /// client.set_tokens(tokens)?; // a login on one machine: every machine adopts it

@@ -3,13 +3,10 @@
 
 use std::time::Duration;
 
-use ureq::http::{self, Request};
 use ureq::Agent;
 
-use super::json_object;
-use super::oauth2::{redact_code, sanitize_code, Client};
-use crate::transport::TOKEN_RESPONSE_LIMIT;
-use crate::util::form_body;
+use crate::refresh::{json_object, redact_code, sanitize_code, Client};
+use crate::transport::PostError;
 
 /// Whole-call timeout of a revocation request: logout is best effort and should not hang.
 /// An agent with a shorter whole-call timeout keeps its own.
@@ -45,54 +42,31 @@ pub enum RevocationError {
     Custom(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Revokes `token` at `url` (RFC 7009 §2.1) with the client's authentication. `hint` is the
-/// `token_type_hint` (`refresh_token` or `access_token`).
-pub(super) fn revoke(
+/// Revokes `token` at `url` (RFC 7009 §2.1) with the client's authentication, through the
+/// same form POST as the grants, within [`REVOCATION_TIMEOUT`] (or the agent's shorter
+/// whole-call timeout). `hint` is the `token_type_hint` (`refresh_token` or `access_token`).
+pub(crate) fn revoke(
     agent: &Agent,
     url: &str,
     client: &Client,
     token: &str,
     hint: &str,
 ) -> Result<(), RevocationError> {
-    let mut form = vec![("token", token), ("token_type_hint", hint)];
-    let auth = client.apply(&mut form);
-    let body = form_body(form);
-    let mut builder = Request::post(url)
-        .header(
-            http::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .header(http::header::ACCEPT, "application/json");
-    if let Some(auth) = auth {
-        let mut v = http::HeaderValue::try_from(auth)
-            .map_err(|e| RevocationError::Transport(Box::new(ureq::Error::Http(e.into()))))?;
-        v.set_sensitive(true);
-        builder = builder.header(http::header::AUTHORIZATION, v);
-    }
-    let req = builder
-        .body(body.into_bytes())
-        .map_err(|e| RevocationError::Transport(Box::new(ureq::Error::Http(e))))?;
+    let form = vec![("token", token), ("token_type_hint", hint)];
     let timeout = match agent.config().timeouts().global {
         Some(t) if t < REVOCATION_TIMEOUT => t,
         _ => REVOCATION_TIMEOUT,
     };
-    let req = agent
-        .configure_request(req)
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(timeout))
-        .build();
-    let mut resp = agent
-        .run(req)
-        .map_err(|e| RevocationError::Transport(Box::new(e)))?;
-    let status = resp.status().as_u16();
-    // Read (bounded) so the connection can be reused, and for the error code.
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(TOKEN_RESPONSE_LIMIT)
-        .read_to_vec()
-        .unwrap_or_default();
+    let (status, body) = match client.post_form(agent, url, form, Some(timeout)) {
+        Ok(resp) => (resp.status, resp.body),
+        // The body is read (bounded) so the connection can be reused, and for the error code;
+        // one that cannot be read leaves the status to decide.
+        Err(PostError::Body { status, .. }) => (status, Vec::new()),
+        Err(PostError::Send(e)) => return Err(RevocationError::Transport(Box::new(e))),
+        Err(PostError::Credentials(e)) => {
+            return Err(RevocationError::Transport(Box::new(ureq::Error::Http(e))))
+        }
+    };
     match status {
         // §2.2: 200 also for a token that was already invalid.
         200..=299 => Ok(()),

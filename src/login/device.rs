@@ -10,18 +10,15 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
-use super::discovery::{check_url, login_agent, Discovery, DiscoveryError, ServerMetadata};
-use super::oauth2::{parse, redact_code, Client};
-use super::{expires_in_field, json_object, string_field};
+use super::discovery::{check_url, login_agent};
+use super::AuthServer;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RefreshError};
-use crate::refresh::ClientAuth;
+use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
 use crate::retry::{Sleeper, ThreadSleeper};
-use crate::tokens::{ClientSecret, Tokens, MAX_TOKEN_LEN};
-use crate::transport::post_token_request;
-use crate::util::{form_body, has_http_scheme, EndpointUrl, Redacted};
+use crate::tokens::{Tokens, MAX_TOKEN_LEN};
+use crate::util::{has_http_scheme, EndpointUrl, Redacted};
 
-const FORM: &str = "application/x-www-form-urlencoded";
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Polling interval when the server names none (RFC 8628 §3.2).
@@ -128,12 +125,18 @@ impl DeviceError {
 /// A login with the device authorization grant (RFC 8628), for tools that run in a terminal:
 /// the user opens a URL on any device, enters a short code, and the tool receives tokens.
 ///
+/// Built by [`AuthServer::device_flow`], with the server's client identity, device
+/// authorization and token endpoints, agent and `allow_insecure_http`:
+///
 /// ```no_run
+/// use tokengate::AuthServer;
 /// # fn main() -> Result<(), tokengate::Error> {
 /// # let client = tokengate::AuthClient::builder("https://api.example.com/").build()?;
-/// let flow = tokengate::DeviceFlow::new("https://auth.example.com/device", "https://auth.example.com/token")
+/// let flow = AuthServer::new("https://auth.example.com/token")   // or AuthServer::discover(issuer)?
+///     .device_authorization_url("https://auth.example.com/device")
 ///     .client_id("my-cli")
-///     .scope("openid offline_access api");     // or DeviceFlow::discover(issuer)
+///     .device_flow()?
+///     .scope("openid offline_access api");
 /// let pending = flow.start()?;                  // POST to the device endpoint
 /// println!("Open {} and enter {}", pending.verification_uri(), pending.user_code());
 /// let tokens = pending.wait()?;                 // polls the token endpoint
@@ -162,61 +165,19 @@ pub struct DeviceFlow {
 }
 
 impl DeviceFlow {
-    /// A flow using the device authorization endpoint `device_url` and the token endpoint
-    /// `token_url`. The URLs are checked by [`DeviceFlow::start`].
-    pub fn new(device_url: impl Into<String>, token_url: impl Into<String>) -> Self {
+    /// For [`AuthServer::device_flow`]: `device_url` is the server's device authorization
+    /// endpoint.
+    pub(super) fn from_server(device_url: EndpointUrl, server: &AuthServer) -> Self {
         DeviceFlow {
-            device_url: EndpointUrl(device_url.into()),
-            token_url: EndpointUrl(token_url.into()),
-            client: Client::default(),
+            device_url,
+            token_url: server.token_url.clone(),
+            client: server.client.clone(),
             scope: None,
-            agent: None,
+            agent: server.agent.clone(),
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(ThreadSleeper),
-            allow_insecure_http: false,
+            allow_insecure_http: server.allow_insecure_http,
         }
-    }
-
-    /// A flow for the endpoints `issuer` publishes (see [`Discovery`]).
-    ///
-    /// # Errors
-    /// [`Error::Discovery`], also when the server has no `device_authorization_endpoint`.
-    pub fn discover(issuer: impl Into<String>) -> Result<Self, Error> {
-        Self::from_metadata(&Discovery::new(issuer).fetch()?)
-    }
-
-    /// A flow for the endpoints in `metadata`.
-    ///
-    /// # Errors
-    /// [`Error::Discovery`] with [`DiscoveryError::MissingDeviceEndpoint`] when the server has
-    /// no `device_authorization_endpoint`.
-    pub fn from_metadata(metadata: &ServerMetadata) -> Result<Self, Error> {
-        let device = metadata
-            .device_authorization_endpoint()
-            .ok_or(Error::Discovery(DiscoveryError::MissingDeviceEndpoint))?;
-        Ok(Self::new(device, metadata.token_endpoint()))
-    }
-
-    /// Sets the client id (sent in the form unless the client authenticates with Basic).
-    #[must_use]
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client.id = Some(id.into());
-        self
-    }
-
-    /// Sets the client secret. Defaults to none (a public client, as CLI tools usually are);
-    /// with one, authentication defaults to [`ClientAuth::Basic`].
-    #[must_use]
-    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
-        self.client.secret = Some(ClientSecret::new(secret));
-        self
-    }
-
-    /// Sets how the client authenticates. Defaults to `Basic` with a secret, `None` without.
-    #[must_use]
-    pub fn auth_method(mut self, method: ClientAuth) -> Self {
-        self.client.method = Some(method);
-        self
     }
 
     /// Requests this scope (e.g. `openid offline_access api`; `offline_access` is how many
@@ -224,14 +185,6 @@ impl DeviceFlow {
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
-        self
-    }
-
-    /// The agent for both endpoints. Defaults to one like the client's default token agent:
-    /// 30 s for each whole call, 10 s to connect, proxy from the environment.
-    #[must_use]
-    pub fn agent(mut self, agent: Agent) -> Self {
-        self.agent = Some(agent);
         self
     }
 
@@ -246,13 +199,6 @@ impl DeviceFlow {
     #[must_use]
     pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
         self.sleeper = Arc::new(sleeper);
-        self
-    }
-
-    /// Allows plain `http://` to hosts other than loopback. Defaults to false.
-    #[must_use]
-    pub fn allow_insecure_http(mut self, yes: bool) -> Self {
-        self.allow_insecure_http = yes;
         self
     }
 
@@ -272,17 +218,11 @@ impl DeviceFlow {
         let mut form = Vec::new();
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
         // RFC 8628 §3.1: a client that does not authenticate sends its client_id in the form.
-        let auth = self.client.apply(&mut form);
-        let body = form_body(form);
         let secrets = [self.client.secret_str()];
-        let resp = post_token_request(
-            &agent,
-            &self.device_url.0,
-            FORM,
-            auth.as_deref(),
-            body.as_bytes(),
-        )
-        .map_err(|e| Error::Device(DeviceError::from_endpoint(e, &secrets)))?;
+        let resp = self
+            .client
+            .post_form(&agent, &self.device_url.0, form, None)
+            .map_err(|e| Error::Device(DeviceError::from_endpoint(e.into(), &secrets)))?;
         if !(200..300).contains(&resp.status) {
             // Any 2xx body would be read as a token response by `parse`, so only errors get here.
             let err = parse(&resp, &Tokens::new("-"))
@@ -459,19 +399,13 @@ impl DeviceAuthorization {
     /// One device access token request (RFC 8628 §3.4).
     fn poll(&self) -> Result<Tokens, RefreshError> {
         let flow = &self.flow;
-        let mut form = vec![
+        let form = vec![
             ("grant_type", GRANT_TYPE),
             ("device_code", self.device_code.as_str()),
         ];
-        let auth = flow.client.apply(&mut form);
-        let body = form_body(form);
-        let resp = post_token_request(
-            &self.agent,
-            &flow.token_url.0,
-            FORM,
-            auth.as_deref(),
-            body.as_bytes(),
-        )?;
+        let resp = flow
+            .client
+            .post_form(&self.agent, &flow.token_url.0, form, None)?;
         parse(&resp, &Tokens::new("-"))
     }
 }
@@ -504,7 +438,10 @@ mod tests {
     use super::*;
 
     fn read(body: &str) -> Result<DeviceAuthorization, DeviceError> {
-        let flow = DeviceFlow::new("https://a/device", "https://a/token");
+        let flow = AuthServer::new("https://a/token")
+            .device_authorization_url("https://a/device")
+            .device_flow()
+            .unwrap();
         DeviceAuthorization::from_response(
             body.as_bytes(),
             flow,

@@ -1,18 +1,18 @@
 //! Authorization server metadata (RFC 8414, OpenID Connect Discovery 1.0): where the token,
 //! device authorization and revocation endpoints of an issuer are.
 //!
-//! One fetch and one validation, shared by [`OAuth2Refresh::discover`](crate::OAuth2Refresh::discover),
-//! [`ClientCredentials::discover`](crate::ClientCredentials::discover) and
-//! [`DeviceFlow::discover`](crate::DeviceFlow::discover).
+//! One fetch and one validation; [`AuthServer::from_metadata`](super::AuthServer::from_metadata)
+//! takes the endpoints from the result, [`AuthServer::discover`](super::AuthServer::discover)
+//! does both in one call.
 
 use std::fmt;
 
 use ureq::http::{self, Request, Uri};
 use ureq::Agent;
 
-use super::json_object;
 use crate::config::DEFAULT_TOKEN_TIMEOUT;
 use crate::error::Error;
+use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
 use crate::util::Origin;
 
@@ -63,8 +63,9 @@ pub enum DiscoveryError {
     #[error("the metadata document has no token_endpoint")]
     MissingTokenEndpoint,
 
-    /// The document has no `device_authorization_endpoint` (asked for by
-    /// [`DeviceFlow::discover`](crate::DeviceFlow::discover)).
+    /// The authorization server has no device authorization endpoint: the document named no
+    /// `device_authorization_endpoint` (and none was set), when
+    /// [`AuthServer::device_flow`](super::AuthServer::device_flow) asks for one.
     #[error("the metadata document has no device_authorization_endpoint")]
     MissingDeviceEndpoint,
 
@@ -127,11 +128,13 @@ impl ServerMetadata {
 /// trailing `/` matters), and must name a `token_endpoint`. Redirects are not followed.
 ///
 /// ```no_run
-/// use tokengate::{Discovery, DeviceFlow, OAuth2Refresh};
+/// use tokengate::login::Discovery;
+/// use tokengate::AuthServer;
 /// # fn main() -> Result<(), tokengate::Error> {
 /// let meta = Discovery::new("https://auth.example.com").fetch()?;
-/// let refresher = OAuth2Refresh::from_metadata(&meta).client_id("my-cli");
-/// let login = DeviceFlow::from_metadata(&meta)?.client_id("my-cli");
+/// let server = AuthServer::from_metadata(&meta).client_id("my-cli");
+/// let refresher = server.refresh_grant();
+/// let login = server.device_flow()?;
 /// # let _ = (refresher, login); Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -1,0 +1,214 @@
+//! Logging in and out at an OAuth2 authorization server.
+//!
+//! [`AuthServer`] is the one place where the client's identity (id, secret, authentication
+//! method) and the server's endpoints are set; every flow is built from it:
+//!
+//! | flow | built with | what it does |
+//! |---|---|---|
+//! | [`OAuth2Refresh`] | [`AuthServer::refresh_grant`] | the refresh_token grant (RFC 6749 §6) an [`AuthClient`](crate::AuthClient) refreshes with, and revocation (RFC 7009) on [`AuthClient::logout`](crate::AuthClient::logout) |
+//! | [`ClientCredentials`] | [`AuthServer::client_credentials`] | the client_credentials grant (RFC 6749 §4.4), for machine clients |
+//! | [`DeviceFlow`] | [`AuthServer::device_flow`] | a login from a terminal (RFC 8628) |
+//!
+//! [`Discovery`] finds the endpoints (RFC 8414, OpenID Connect Discovery 1.0);
+//! [`AuthServer::discover`] does it in one call.
+
+mod device;
+mod discovery;
+mod revoke;
+
+use std::fmt;
+
+use ureq::Agent;
+
+pub use device::{DeviceAuthorization, DeviceError, DeviceFlow};
+pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
+pub(crate) use revoke::revoke;
+pub use revoke::{RevocationError, REVOCATION_TIMEOUT};
+
+use crate::error::Error;
+use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh};
+use crate::tokens::ClientSecret;
+use crate::util::EndpointUrl;
+
+/// An OAuth2 authorization server as this client knows it: the client's identity and
+/// authentication, and the server's endpoints. Set once, then build the flows from it
+/// (as oauth2-rs does with its `Client`):
+///
+/// ```no_run
+/// use tokengate::{AuthClient, AuthServer, ClientAuth};
+///
+/// # fn main() -> Result<(), tokengate::Error> {
+/// let server = AuthServer::new("https://auth.example.com/oauth/token")
+///     .client_id("my-app")
+///     .client_secret("s3cret")                 // HTTP Basic by default once a secret is set
+///     .auth_method(ClientAuth::Post)           // … or in the form body
+///     .revocation_url("https://auth.example.com/oauth/revoke");
+/// // Or everything the issuer publishes: AuthServer::discover("https://auth.example.com")?
+///
+/// let client = AuthClient::builder("https://api.example.com/v1/")
+///     .refresher(server.refresh_grant())       // refreshes, and revokes on logout
+///     .build()?;
+/// let machine = server.client_credentials().scope("reports:read");
+/// # let _ = (client, machine); Ok(()) }
+/// ```
+///
+/// Endpoint URLs are checked where they are used: the token and revocation endpoints of the
+/// grants by [`AuthClientBuilder::build`](crate::AuthClientBuilder::build), the device flow's
+/// by [`DeviceFlow::start`]. `Debug` hides the client secret.
+#[derive(Clone)]
+pub struct AuthServer {
+    token_url: EndpointUrl,
+    device_authorization_url: Option<EndpointUrl>,
+    revocation_url: Option<EndpointUrl>,
+    client: Client,
+    /// For the flows run outside an `AuthClient` (the device flow); `None`: `login_agent()`.
+    agent: Option<Agent>,
+    allow_insecure_http: bool,
+}
+
+impl AuthServer {
+    /// The authorization server whose token endpoint is `token_url`, with no other endpoint
+    /// and no client identity yet.
+    pub fn new(token_url: impl Into<String>) -> Self {
+        AuthServer {
+            token_url: EndpointUrl(token_url.into()),
+            device_authorization_url: None,
+            revocation_url: None,
+            client: Client::default(),
+            agent: None,
+            allow_insecure_http: false,
+        }
+    }
+
+    /// The authorization server `metadata` describes: its token endpoint, and its device
+    /// authorization and revocation endpoints if it has them.
+    pub fn from_metadata(metadata: &ServerMetadata) -> Self {
+        let endpoint = |url: Option<&str>| url.map(|u| EndpointUrl(u.into()));
+        AuthServer {
+            device_authorization_url: endpoint(metadata.device_authorization_endpoint()),
+            revocation_url: endpoint(metadata.revocation_endpoint()),
+            ..AuthServer::new(metadata.token_endpoint())
+        }
+    }
+
+    /// The authorization server `issuer` publishes, in one call: [`Discovery::fetch`] with its
+    /// defaults, then [`AuthServer::from_metadata`]. Use [`Discovery`] for another agent or
+    /// plain `http://`.
+    ///
+    /// # Errors
+    /// [`Error::Discovery`].
+    pub fn discover(issuer: impl Into<String>) -> Result<Self, Error> {
+        Ok(Self::from_metadata(&Discovery::new(issuer).fetch()?))
+    }
+
+    /// Sets the client id. Defaults to none. Sent in the form unless the client
+    /// authenticates with [`ClientAuth::Basic`].
+    #[must_use]
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client.id = Some(id.into());
+        self
+    }
+
+    /// Sets the client secret. Defaults to none (a public client, as CLI tools usually are);
+    /// with one, authentication defaults to [`ClientAuth::Basic`]. Kept as a [`ClientSecret`]:
+    /// never printed.
+    #[must_use]
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client.secret = Some(ClientSecret::new(secret));
+        self
+    }
+
+    /// Sets how the client authenticates to every endpoint (RFC 6749 §2.3). Defaults to
+    /// [`ClientAuth::Basic`] with a client secret, [`ClientAuth::None`] without.
+    #[must_use]
+    pub fn auth_method(mut self, method: ClientAuth) -> Self {
+        self.client.method = Some(method);
+        self
+    }
+
+    /// Sets the device authorization endpoint (RFC 8628 §3.1), which
+    /// [`AuthServer::device_flow`] needs. Defaults to none, or the one in the metadata
+    /// ([`AuthServer::from_metadata`], [`AuthServer::discover`]).
+    #[must_use]
+    pub fn device_authorization_url(mut self, url: impl Into<String>) -> Self {
+        self.device_authorization_url = Some(EndpointUrl(url.into()));
+        self
+    }
+
+    /// Sets the revocation endpoint (RFC 7009) where
+    /// [`AuthClient::logout`](crate::AuthClient::logout) revokes the refresh token, with a
+    /// [refresh grant](AuthServer::refresh_grant). Defaults to none (logout is then local
+    /// only), or the one in the metadata ([`AuthServer::from_metadata`],
+    /// [`AuthServer::discover`]).
+    #[must_use]
+    pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
+        self.revocation_url = Some(EndpointUrl(url.into()));
+        self
+    }
+
+    /// Sets the agent for the flows that run outside an [`AuthClient`](crate::AuthClient):
+    /// the device flow's two endpoints. Defaults to one like the client's default token
+    /// agent: 30 s for each whole call, 10 s to connect, proxy from the environment. (The
+    /// grants run on the client's token agent; discovery on [`Discovery::agent`].)
+    #[must_use]
+    pub fn agent(mut self, agent: Agent) -> Self {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// Allows plain `http://` to hosts other than loopback for the device flow's endpoints.
+    /// Defaults to false. (The grants' endpoints follow
+    /// [`AuthClientBuilder::allow_insecure_http`](crate::AuthClientBuilder::allow_insecure_http),
+    /// discovery [`Discovery::allow_insecure_http`].)
+    #[must_use]
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// The refresh_token grant (RFC 6749 §6) at the token endpoint, for
+    /// [`AuthClientBuilder::refresher`](crate::AuthClientBuilder::refresher). With a
+    /// revocation endpoint, [`AuthClient::logout`](crate::AuthClient::logout) revokes the
+    /// refresh token there.
+    pub fn refresh_grant(&self) -> OAuth2Refresh {
+        OAuth2Refresh::from_server(
+            self.token_url.clone(),
+            self.revocation_url.clone(),
+            self.client.clone(),
+        )
+    }
+
+    /// The client_credentials grant (RFC 6749 §4.4) at the token endpoint, for machine
+    /// clients: set a [client id](AuthServer::client_id) and
+    /// [secret](AuthServer::client_secret).
+    pub fn client_credentials(&self) -> ClientCredentials {
+        ClientCredentials::from_server(self.token_url.clone(), self.client.clone())
+    }
+
+    /// The device authorization grant (RFC 8628): a login from a terminal, on the device
+    /// authorization and token endpoints, with this server's [agent](AuthServer::agent).
+    ///
+    /// # Errors
+    /// [`Error::Discovery`] with [`DiscoveryError::MissingDeviceEndpoint`] when the server
+    /// has no device authorization endpoint (none in the metadata, none set).
+    pub fn device_flow(&self) -> Result<DeviceFlow, Error> {
+        let device_url = self
+            .device_authorization_url
+            .clone()
+            .ok_or(Error::Discovery(DiscoveryError::MissingDeviceEndpoint))?;
+        Ok(DeviceFlow::from_server(device_url, self))
+    }
+}
+
+impl fmt::Debug for AuthServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthServer")
+            .field("token_url", &self.token_url)
+            .field("device_authorization_url", &self.device_authorization_url)
+            .field("revocation_url", &self.revocation_url)
+            .field("client", &self.client)
+            .field("custom_agent", &self.agent.is_some())
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish()
+    }
+}
