@@ -275,6 +275,7 @@ impl AuthClientBuilder {
         );
         let config = Arc::new(Config::new(Settings {
             base,
+            api_configured: transport::agent_fits(&api),
             api,
             status_as_error: self.status_as_error,
             retry: self.retry,

@@ -8,6 +8,7 @@ use ureq::http::Method;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::handle::Handle;
 use crate::request::RequestBuilder;
 use crate::session::Session;
 use crate::stats::Stats;
@@ -54,25 +55,6 @@ pub struct AuthClient {
     handle: Arc<Handle>,
 }
 
-/// The users' handle on the client. Dropped when the last `AuthClient` clone is: then it
-/// waits for a refresh in flight and saves it (see [`AuthClient::close`]). Background
-/// threads hold the [`Session`] only, so they never keep the handle alive.
-struct Handle {
-    config: Arc<Config>,
-    session: Arc<Session>,
-    /// Set by [`AuthClient::close`] once it shut the client down: `Drop` does not again.
-    closed: bool,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if !self.closed {
-            // Errors have been reported as events; `close()` is the way to receive them.
-            let _ = self.session.shut_down(true);
-        }
-    }
-}
-
 impl AuthClient {
     /// Starts building a client for the API at `base_url` (e.g. `https://api.example.com/v1/`).
     /// Request paths are resolved against it.
@@ -82,11 +64,7 @@ impl AuthClient {
 
     pub(crate) fn new(config: Arc<Config>, session: Session) -> AuthClient {
         AuthClient {
-            handle: Arc::new(Handle {
-                config,
-                session: Arc::new(session),
-                closed: false,
-            }),
+            handle: Handle::new(config, session),
         }
     }
 
@@ -130,7 +108,7 @@ impl AuthClient {
     /// it has the base URL's origin (scheme, host and port). A scheme-relative `//host/..` or
     /// any other scheme is rejected with [`Error::InvalidUrl`].
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        RequestBuilder::new(self.clone(), method, path)
+        RequestBuilder::new(Arc::clone(&self.handle), method, path)
     }
 
     /// Replaces the tokens (after a fresh login). Waiting threads retry with them at once; a
@@ -225,15 +203,7 @@ impl AuthClient {
     /// it past its bound, as any thread giving up on a refresh does. [`Error::Reentrant`]
     /// from inside the client's own refresh.
     pub fn close(self) -> Result<(), Error> {
-        let session = Arc::clone(self.session());
-        match Arc::into_inner(self.handle) {
-            // The last handle: shut down once, here, and not again when it drops.
-            Some(mut handle) => {
-                handle.closed = true;
-                session.shut_down(true)
-            }
-            None => session.shut_down(false),
-        }
+        Handle::close(self.handle)
     }
 }
 

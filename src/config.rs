@@ -219,6 +219,8 @@ pub(crate) struct Config {
 pub(crate) struct Settings {
     pub(crate) base: BaseUrl,
     pub(crate) api: Agent,
+    /// `api` already has the settings tokengate needs.
+    pub(crate) api_configured: bool,
     pub(crate) status_as_error: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) sleeper: Box<dyn Sleeper>,
@@ -233,7 +235,7 @@ pub(crate) struct Settings {
 impl Config {
     pub(crate) fn new(s: Settings) -> Config {
         Config {
-            api_configured: crate::transport::agent_fits(&s.api),
+            api_configured: s.api_configured,
             base: s.base,
             api: s.api,
             status_as_error: s.status_as_error,

@@ -799,36 +799,9 @@ fn a_poll_never_overwrites_a_login_made_after_it_read_the_store() {
                 },
             ));
             let g = gate.clone();
-            let poll = thread::spawn(move || {
-                let generation = g.generation();
-                let since = {
-                    let mut p = g.persisted();
-                    p.log.push("poll read");
-                    p.base
-                };
-                g.replace(
-                    Some(generation),
-                    |p| p.base == since,
-                    Some(2),
-                    |_, p| {
-                        p.base = 11;
-                        p.log.push("adopted");
-                    },
-                )
-                .is_some()
-            });
+            let poll = thread::spawn(move || poll_then_adopt(&g));
             let g = gate.clone();
-            let login = thread::spawn(move || {
-                g.replace(
-                    None,
-                    |_| true,
-                    Some(3),
-                    |_, p| {
-                        p.base = 12;
-                        p.log.push("login");
-                    },
-                )
-            });
+            let login = thread::spawn(move || log_in(&g));
             let g = gate.clone();
             let retry = thread::spawn(move || {
                 let mut p = g.persisted();
@@ -838,38 +811,80 @@ fn a_poll_never_overwrites_a_login_made_after_it_read_the_store() {
             let adopted = poll.join().unwrap();
             login.join().unwrap();
             retry.join().unwrap();
-
-            let p = gate.persisted();
-            let read = p.log.iter().position(|e| *e == "poll read").unwrap();
-            if adopted {
-                let at = p.log.iter().position(|e| *e == "adopted").unwrap();
-                assert!(
-                    !p.log[read..at].contains(&"login"),
-                    "the poll overwrote a newer login: {:?}",
-                    p.log
-                );
-                assert!(
-                    !p.log[read..at].contains(&"retried write"),
-                    "adopted against a base that had moved: {:?}",
-                    p.log
-                );
-                SEEN.mark("adopted");
-            } else {
-                SEEN.mark("not adopted");
-            }
-            // Memory and the persisted base always describe the same write.
-            let tokens = *gate.snapshot().tokens.unwrap();
-            let last = p.log.iter().rev().find(|e| **e != "poll read").copied();
-            let expected = match last {
-                Some("adopted") => (2, 11),
-                Some("login") => (3, 12),
-                Some("retried write") => (tokens, 13),
-                other => panic!("{other:?}"),
-            };
-            assert_eq!((tokens, p.base), expected, "{:?}", p.log);
+            SEEN.mark(check_poll_outcome(&gate, adopted));
         },
     );
     SEEN.assert_all(&["adopted", "not adopted"]);
+}
+
+/// The poll of that model: reads the base, then adopts tokens 2 (stored as revision 11) if
+/// neither the generation nor the base moved. Returns whether it did.
+fn poll_then_adopt(g: &Gate<u64, usize, Persist>) -> bool {
+    let generation = g.generation();
+    let since = {
+        let mut p = g.persisted();
+        p.log.push("poll read");
+        p.base
+    };
+    g.replace(
+        Some(generation),
+        |p| p.base == since,
+        Some(2),
+        |_, p| {
+            p.base = 11;
+            p.log.push("adopted");
+        },
+    )
+    .is_some()
+}
+
+/// The login of that model: tokens 3, written as revision 12.
+fn log_in(g: &Gate<u64, usize, Persist>) {
+    g.replace(
+        None,
+        |_| true,
+        Some(3),
+        |_, p| {
+            p.base = 12;
+            p.log.push("login");
+        },
+    );
+}
+
+/// Checks the end of that model: an adoption saw neither a login nor a moved base since the
+/// poll read, and memory and the persisted base describe the same write. Returns what the
+/// poll did.
+fn check_poll_outcome(gate: &Gate<u64, usize, Persist>, adopted: bool) -> &'static str {
+    let p = gate.persisted();
+    let read = p.log.iter().position(|e| *e == "poll read").unwrap();
+    if adopted {
+        let at = p.log.iter().position(|e| *e == "adopted").unwrap();
+        assert!(
+            !p.log[read..at].contains(&"login"),
+            "the poll overwrote a newer login: {:?}",
+            p.log
+        );
+        assert!(
+            !p.log[read..at].contains(&"retried write"),
+            "adopted against a base that had moved: {:?}",
+            p.log
+        );
+    }
+    // Memory and the persisted base always describe the same write.
+    let tokens = *gate.snapshot().tokens.unwrap();
+    let last = p.log.iter().rev().find(|e| **e != "poll read").copied();
+    let expected = match last {
+        Some("adopted") => (2, 11),
+        Some("login") => (3, 12),
+        Some("retried write") => (tokens, 13),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((tokens, p.base), expected, "{:?}", p.log);
+    if adopted {
+        "adopted"
+    } else {
+        "not adopted"
+    }
 }
 
 /// `wait_idle` (closing the client, dropping its last handle) waits out the flight that runs

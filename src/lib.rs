@@ -153,6 +153,7 @@ mod event;
 mod hooks;
 
 mod gate;
+mod handle;
 mod logging;
 pub mod login;
 mod logout;
@@ -200,6 +201,45 @@ pub mod time {
 
 /// Re-exported so users name the same `ureq` (and `http`) types tokengate uses.
 pub use ureq;
+
+// Every public type a program may hand to another thread is `Send + Sync`: checked when the
+// crate compiles, so a field that would take it away fails the build, not a user's.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<AuthClient>();
+    send_sync::<AuthClientBuilder>();
+    send_sync::<RequestBuilder>();
+    send_sync::<TokenMiddleware>();
+    send_sync::<Error>();
+    send_sync::<RefreshError>();
+    send_sync::<Event>();
+    send_sync::<Stats>();
+    send_sync::<Tokens>();
+    send_sync::<AccessToken>();
+    send_sync::<RefreshToken>();
+    send_sync::<ClientSecret>();
+    send_sync::<AuthServer>();
+    send_sync::<OAuth2Refresh>();
+    send_sync::<ClientCredentials>();
+    send_sync::<JsonRefresh>();
+    send_sync::<RetryPolicy>();
+    send_sync::<MemoryStore>();
+    send_sync::<FileStore>();
+    #[cfg(feature = "redis")]
+    send_sync::<RedisStore>();
+    send_sync::<store::Revision>();
+    send_sync::<store::Stored>();
+    send_sync::<login::Discovery>();
+    send_sync::<login::ServerMetadata>();
+    send_sync::<login::DeviceFlow>();
+    send_sync::<login::DeviceAuthorization>();
+    send_sync::<login::DiscoveryError>();
+    send_sync::<login::DeviceError>();
+    send_sync::<login::RevocationError>();
+    send_sync::<time::ManualClock>();
+    send_sync::<time::SystemClock>();
+    send_sync::<time::ThreadSleeper>();
+};
 
 // The README's Rust examples compile as doctests, so they stay true.
 #[cfg(doctest)]

@@ -1,23 +1,24 @@
 //! [`RequestBuilder`]: one request, built up and then sent with a replayable body.
 
 use std::fmt;
+use std::sync::Arc;
 
 use ureq::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use ureq::Body;
 
-use crate::client::AuthClient;
 use crate::error::Error;
+use crate::handle::Handle;
 use crate::run::{self, Payload, RequestOptions};
 use crate::util::query_encode_into;
 
-/// A request being built. Created by [`AuthClient::get`] and friends; finished by
+/// A request being built. Created by [`AuthClient::get`](crate::AuthClient::get) and friends; finished by
 /// [`call`](RequestBuilder::call), [`send`](RequestBuilder::send),
 /// [`send_json`](RequestBuilder::send_json) or [`send_form`](RequestBuilder::send_form).
 ///
 /// The body is held as bytes, so a request retried after a refresh is re-sent byte for byte.
 #[must_use = "a request does nothing until call() or send*()"]
 pub struct RequestBuilder {
-    client: AuthClient,
+    client: Arc<Handle>,
     method: Method,
     path: String,
     query: String,
@@ -28,7 +29,7 @@ pub struct RequestBuilder {
 }
 
 impl RequestBuilder {
-    pub(crate) fn new(client: AuthClient, method: Method, path: &str) -> Self {
+    pub(crate) fn new(client: Arc<Handle>, method: Method, path: &str) -> Self {
         RequestBuilder {
             client,
             method,
@@ -54,7 +55,7 @@ impl RequestBuilder {
     pub fn header(mut self, name: &str, value: &str) -> Self {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
             (Ok(n), Ok(mut v)) => {
-                if crate::redirect::is_sensitive(&n, self.client.config().sensitive_headers()) {
+                if crate::redirect::is_sensitive(&n, self.client.config.sensitive_headers()) {
                     v.set_sensitive(true);
                 }
                 self.headers.append(n, v);
@@ -157,7 +158,7 @@ impl RequestBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let config = self.client.config();
+        let config = &self.client.config;
         let (uri, base_origin) =
             config
                 .base()
@@ -169,7 +170,7 @@ impl RequestBuilder {
         let (parts, ()) = request.into_parts();
         run::execute(
             config,
-            self.client.session(),
+            &self.client.session,
             parts,
             base_origin,
             body,

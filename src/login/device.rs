@@ -13,7 +13,7 @@ use ureq::Agent;
 use super::discovery::{check_url, login_agent};
 use super::AuthServer;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, RefreshError};
+use crate::error::{DeviceError, Error, RefreshError};
 use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
@@ -35,66 +35,7 @@ const MAX_FAILED_POLLS: u32 = 3;
 const MAX_USER_CODE_CHARS: usize = 256;
 const MAX_URI_LEN: usize = 4096;
 
-/// Why a device login failed. Reported as [`Error::Device`]. Never quotes a device code,
-/// token or client secret.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DeviceError {
-    /// The user denied the request (`access_denied`).
-    #[error("the user denied the login")]
-    AccessDenied,
-
-    /// The server said the device code expired (`expired_token`) before the user approved.
-    #[error(
-        "the device code expired before the login was approved (the server said expired_token)"
-    )]
-    ExpiredToken,
-
-    /// The device code's `expires_in` ran out (on the flow's clock) before the user approved.
-    #[error("the device code expired before the login was approved")]
-    CodeExpired,
-
-    /// The server answered another OAuth2 error (`invalid_client`, `invalid_scope`,
-    /// `unauthorized_client`, `invalid_grant`, …). Only characters RFC 6749 allows are kept.
-    #[error("the authorization server answered {status} with error {error:?}")]
-    OAuth {
-        /// HTTP status.
-        status: u16,
-        /// The OAuth2 `error` code.
-        error: String,
-    },
-
-    /// The server answered an unexpected status (for the token endpoint: after the retries,
-    /// for 5xx and 429).
-    #[error("the authorization server answered {0}")]
-    Status(u16),
-
-    /// The server could not be reached or its answer not read (for the token endpoint: after
-    /// the retries).
-    #[error("could not reach the authorization server")]
-    Transport(#[source] Box<ureq::Error>),
-
-    /// The server answered 2xx with something unusable: not JSON, a missing or malformed
-    /// field, a body over 64 KiB. The body is never quoted.
-    #[error("unusable answer: {0}")]
-    InvalidResponse(&'static str),
-}
-
 impl DeviceError {
-    /// True for [`DeviceError::ExpiredToken`] and [`DeviceError::CodeExpired`]: start again.
-    pub fn is_expired(&self) -> bool {
-        matches!(self, DeviceError::ExpiredToken | DeviceError::CodeExpired)
-    }
-
-    /// True when trying again later may succeed: a transport error, 5xx or 429.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DeviceError::Transport(_) => true,
-            DeviceError::Status(s) => *s == 429 || *s >= 500,
-            _ => false,
-        }
-    }
-
     /// From a token-endpoint-style error; `secrets` are hidden from echoed error codes.
     fn from_endpoint(e: RefreshError, secrets: &[&str]) -> DeviceError {
         match e {

@@ -11,7 +11,7 @@ use ureq::http::{self, Request, Uri};
 use ureq::Agent;
 
 use crate::config::DEFAULT_TOKEN_TIMEOUT;
-use crate::error::Error;
+use crate::error::{DiscoveryError, Error};
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
 use crate::util::Origin;
@@ -21,70 +21,6 @@ pub(crate) const METADATA_LIMIT: u64 = 64 * 1024;
 
 /// Longest `issuer` value quoted back in [`DiscoveryError::IssuerMismatch`].
 const QUOTED_ISSUER_LIMIT: usize = 256;
-
-/// Why discovery failed. Reported as [`Error::Discovery`]. The document's body is never quoted.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum DiscoveryError {
-    /// The issuer given is not an absolute http(s) URL without query, fragment and credentials.
-    #[error("invalid issuer URL: {0}")]
-    InvalidIssuer(&'static str),
-
-    /// The issuer, or an endpoint the document names (the field is given), is plain `http://`
-    /// to a host other than loopback, without [`Discovery::allow_insecure_http`].
-    #[error("refusing plain http to a non-loopback host for {0}")]
-    InsecureEndpoint(&'static str),
-
-    /// The document could not be fetched (connection refused, DNS, TLS, timeout, …).
-    #[error("could not fetch the metadata document")]
-    Transport(#[source] Box<ureq::Error>),
-
-    /// Neither well-known URL answered 2xx: the status of the last answer.
-    #[error("the metadata document was not found (http status {0})")]
-    Status(u16),
-
-    /// The document is larger than 64 KiB.
-    #[error("the metadata document is over 64 KiB")]
-    TooLarge,
-
-    /// The document is not a JSON object.
-    #[error("the metadata document is not a JSON object")]
-    NotJson,
-
-    /// The document's `issuer` is missing or is not exactly the issuer asked for
-    /// (RFC 8414 §3.3: it could be another server's document, a mix-up attack).
-    #[error("the metadata document's issuer {found:?} is not the issuer asked for")]
-    IssuerMismatch {
-        /// The document's `issuer` (control characters dropped, cut at 256 characters), if any.
-        found: Option<String>,
-    },
-
-    /// The document has no `token_endpoint`.
-    #[error("the metadata document has no token_endpoint")]
-    MissingTokenEndpoint,
-
-    /// The authorization server has no device authorization endpoint: the document named no
-    /// `device_authorization_endpoint` (and none was set), when
-    /// [`AuthServer::device_flow`](super::AuthServer::device_flow) asks for one.
-    #[error("the metadata document has no device_authorization_endpoint")]
-    MissingDeviceEndpoint,
-
-    /// A field naming an endpoint is not a string holding an absolute http(s) URL without
-    /// credentials (the field is given).
-    #[error("the metadata document's {0} is not a usable URL")]
-    InvalidEndpoint(&'static str),
-}
-
-impl DiscoveryError {
-    /// True when fetching again later may succeed: a transport error, 5xx or 429.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DiscoveryError::Transport(_) => true,
-            DiscoveryError::Status(s) => *s == 429 || *s >= 500,
-            _ => false,
-        }
-    }
-}
 
 /// What an authorization server says about itself: the parts tokengate uses.
 ///

@@ -14,16 +14,15 @@
 
 mod device;
 mod discovery;
-mod revoke;
 
 use std::fmt;
 
 use ureq::Agent;
 
-pub use device::{DeviceAuthorization, DeviceError, DeviceFlow};
-pub use discovery::{Discovery, DiscoveryError, ServerMetadata};
-pub(crate) use revoke::revoke;
-pub use revoke::{RevocationError, REVOCATION_TIMEOUT};
+pub use crate::error::{DeviceError, DiscoveryError, RevocationError};
+pub use crate::refresh::REVOCATION_TIMEOUT;
+pub use device::{DeviceAuthorization, DeviceFlow};
+pub use discovery::{Discovery, ServerMetadata};
 
 use crate::error::Error;
 use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh};

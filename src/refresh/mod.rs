@@ -1,14 +1,16 @@
 //! How tokens are renewed: the [`Refresh`] trait and the built-in strategies.
 
+mod client;
 mod json;
 mod oauth2;
 
-pub use json::JsonRefresh;
 /// For `crate::__fuzz`.
-pub(crate) use oauth2::parse as parse_oauth2_response;
+pub(crate) use client::parse as parse_oauth2_response;
 /// For the login flows (`crate::login`), which talk to the same authorization server.
-pub(crate) use oauth2::{parse, redact_code, sanitize_code, Client};
-pub use oauth2::{ClientAuth, ClientCredentials, OAuth2Refresh};
+pub(crate) use client::{parse, redact_code, Client};
+pub use client::{ClientAuth, REVOCATION_TIMEOUT};
+pub use json::JsonRefresh;
+pub use oauth2::{ClientCredentials, OAuth2Refresh};
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use serde_json::Value;
 use ureq::Agent;
 
 use crate::error::RefreshError;
-use crate::login::RevocationError;
+use crate::error::RevocationError;
 use crate::tokens::{Tokens, MAX_EXPIRES_IN};
 
 /// A way to get new tokens. tokengate calls it from at most one thread at a time per client

@@ -381,7 +381,7 @@ impl Session {
                 ),
             );
         } else if note.adopted {
-            report_adopted(&self.hooks, generation, fresh.snapshot.tokens.is_some());
+            self.report_adopted(generation, fresh.snapshot.tokens.is_some());
         } else if led && note.refreshed {
             let reason = note.reason.unwrap_or(RefreshReason::Expired);
             self.hooks.report(
@@ -431,19 +431,6 @@ impl Session {
             }
         }
     }
-}
-
-/// Reports tokens adopted from a shared store (`has_tokens`: a refresh or login, else a logout).
-pub(super) fn report_adopted(hooks: &Hooks, generation: u64, has_tokens: bool) {
-    let what = if has_tokens {
-        "a refresh or login"
-    } else {
-        "a logout"
-    };
-    hooks.report(
-        Event::Adopted { generation },
-        format_args!("adopted tokens another process stored ({what}; generation {generation})"),
-    );
 }
 
 /// Counts a refresher that panicked while this thread led its flight.

@@ -30,7 +30,7 @@ use ureq::Agent;
 
 use crate::config::Config;
 use crate::error::{Error, RefreshError};
-use crate::event::RefreshReason;
+use crate::event::{Event, RefreshReason};
 use crate::gate::Gate;
 use crate::hooks::Hooks;
 use crate::login::RevocationError;
@@ -221,6 +221,20 @@ impl Session {
     /// Stamps `tokens` with this client's clock and skew (see [`Current::new`]).
     pub(crate) fn stamp(&self, tokens: Tokens) -> Result<Current, &'static str> {
         Current::new(tokens, self.config.clock().now(), self.config.skew())
+    }
+
+    /// Reports tokens adopted from a shared store (`has_tokens`: a refresh or login, else a
+    /// logout).
+    fn report_adopted(&self, generation: u64, has_tokens: bool) {
+        let what = if has_tokens {
+            "a refresh or login"
+        } else {
+            "a logout"
+        };
+        self.hooks.report(
+            Event::Adopted { generation },
+            format_args!("adopted tokens another process stored ({what}; generation {generation})"),
+        );
     }
 
     /// Identifies this client for [`crate::reentry`].

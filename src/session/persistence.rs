@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::flight::report_adopted;
 use super::{Session, StoreMode};
 use crate::error::Error;
 use crate::event::Event;
@@ -255,7 +254,7 @@ impl Session {
             |_, p| self.note_revision(p, revision),
         );
         if let Some(snap) = adopted {
-            report_adopted(&self.hooks, snap.generation, snap.tokens.is_some());
+            self.report_adopted(snap.generation, snap.tokens.is_some());
         }
         Ok(())
     }

@@ -117,6 +117,21 @@ pub(super) fn revision_of(bytes: &[u8]) -> Revision {
 pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Result<Record> {
     let invalid =
         |what: String| io::Error::new(io::ErrorKind::InvalidData, format!("{source} {what}"));
+    let obj = versioned_object(bytes, &invalid)?;
+    let record = fields(&obj, &invalid)?;
+    record.to_tokens().validate().map_err(|which| {
+        invalid(format!(
+            "holds an invalid {which} (empty, over 16384 bytes, or not visible ASCII)"
+        ))
+    })?;
+    Ok(record)
+}
+
+/// The JSON object of a record of this format version (`invalid` makes the error).
+fn versioned_object(
+    bytes: &[u8],
+    invalid: &dyn Fn(String) -> io::Error,
+) -> io::Result<serde_json::Map<String, serde_json::Value>> {
     if bytes.len() as u64 > MAX_FILE_LEN {
         return Err(invalid(format!(
             "is larger than {MAX_FILE_LEN} bytes: not a token file"
@@ -136,25 +151,26 @@ pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Re
             e.column()
         ))
     })?;
-    let Some(obj) = value.as_object() else {
+    let serde_json::Value::Object(obj) = value else {
         return Err(invalid("is not a JSON object".into()));
     };
-    match obj.get("version") {
-        None => return Err(invalid("has no \"version\" field".into())),
-        Some(v) => match v.as_u64() {
-            Some(FORMAT_VERSION) => {}
-            Some(n) => {
-                return Err(invalid(format!(
-                    "has format version {n}; this tokengate reads version {FORMAT_VERSION}"
-                )))
-            }
-            None => {
-                return Err(invalid(
-                    "has a \"version\" that is not a whole number".into(),
-                ))
-            }
-        },
+    match obj.get("version").map(serde_json::Value::as_u64) {
+        None => Err(invalid("has no \"version\" field".into())),
+        Some(Some(FORMAT_VERSION)) => Ok(obj),
+        Some(Some(n)) => Err(invalid(format!(
+            "has format version {n}; this tokengate reads version {FORMAT_VERSION}"
+        ))),
+        Some(None) => Err(invalid(
+            "has a \"version\" that is not a whole number".into(),
+        )),
     }
+}
+
+/// The record's fields, each of its type (`invalid` makes the error).
+fn fields(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    invalid: &dyn Fn(String) -> io::Error,
+) -> io::Result<Record> {
     let string = |name: &str| -> io::Result<Option<String>> {
         match obj.get(name) {
             None | Some(serde_json::Value::Null) => Ok(None),
@@ -179,19 +195,13 @@ pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Re
     };
     let access_token =
         string("access_token")?.ok_or_else(|| invalid("has no \"access_token\"".into()))?;
-    let record = Record {
+    Ok(Record {
         access_token,
         refresh_token: string("refresh_token")?,
         expires_at_unix_ms: millis("expires_at_unix_ms")?,
         issued_at_unix_ms: millis("issued_at_unix_ms")?,
         scope: string("scope")?,
-    };
-    record.to_tokens().validate().map_err(|which| {
-        invalid(format!(
-            "holds an invalid {which} (empty, over 16384 bytes, or not visible ASCII)"
-        ))
-    })?;
-    Ok(record)
+    })
 }
 
 #[cfg(test)]

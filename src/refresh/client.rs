@@ -1,0 +1,359 @@
+//! The authorization server as every flow talks to it: how the client authenticates
+//! ([`ClientAuth`], [`Client`]), the one form POST all its requests go through (both grants,
+//! the device flow's two requests and revocation), the token response parser, error codes
+//! kept free of echoed secrets, and revocation (RFC 7009).
+
+use std::fmt;
+use std::time::Duration;
+
+use ureq::Agent;
+
+use super::{expires_in_field, json_object, string_field, tokens_from};
+use crate::error::{RefreshError, RevocationError};
+use crate::tokens::{ClientSecret, Tokens};
+use crate::transport::{post_token_request, PostError, TokenResponse};
+use crate::util::{base64_encode, form_body, form_encode_into};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// How the client authenticates to the authorization server's endpoints (RFC 6749 §2.3):
+/// token, device authorization and revocation alike. Set with
+/// [`AuthServer::auth_method`](crate::AuthServer::auth_method).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientAuth {
+    /// No client authentication; `client_id` (if set) goes in the form (public clients).
+    None,
+    /// HTTP Basic with the form-urlencoded id and secret (§2.3.1). The default when a secret is set.
+    Basic,
+    /// `client_id` and `client_secret` in the form body (§2.3.1, "NOT RECOMMENDED" but common).
+    Post,
+}
+
+/// Client identity and authentication, shared by every request to the authorization server:
+/// both grants here, the device flow (`login/device.rs`) and revocation (`login/revoke.rs`).
+#[derive(Clone, Default)]
+pub(crate) struct Client {
+    pub(crate) id: Option<String>,
+    pub(crate) secret: Option<ClientSecret>,
+    pub(crate) method: Option<ClientAuth>,
+}
+
+impl Client {
+    fn method(&self) -> ClientAuth {
+        self.method.unwrap_or(if self.secret.is_some() {
+            ClientAuth::Basic
+        } else {
+            ClientAuth::None
+        })
+    }
+
+    /// Adds the client's form fields to `form` and returns the `Authorization` header, if any.
+    fn apply<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) -> Option<String> {
+        let id = self.id.as_deref();
+        match self.method() {
+            ClientAuth::None => {
+                form.extend(id.map(|id| ("client_id", id)));
+                None
+            }
+            ClientAuth::Post => {
+                form.extend(id.map(|id| ("client_id", id)));
+                form.extend(self.secret.as_ref().map(|s| ("client_secret", s.secret())));
+                None
+            }
+            ClientAuth::Basic => {
+                let mut pair = String::new();
+                form_encode_into(&mut pair, id.unwrap_or(""));
+                pair.push(':');
+                form_encode_into(&mut pair, self.secret.as_ref().map_or("", |s| s.secret()));
+                Some(format!("Basic {}", base64_encode(pair.as_bytes())))
+            }
+        }
+    }
+
+    /// POSTs `form` to `url` (an endpoint of the authorization server) with the client's
+    /// authentication: its fields added to the form, or an `Authorization` header. Every
+    /// request to the authorization server goes through here: both grants, the device flow's
+    /// two requests and revocation. `timeout` as in [`post_token_request`].
+    pub(crate) fn post_form<'a>(
+        &'a self,
+        agent: &Agent,
+        url: &str,
+        mut form: Vec<(&'a str, &'a str)>,
+        timeout: Option<Duration>,
+    ) -> Result<TokenResponse, PostError> {
+        let auth = self.apply(&mut form);
+        let body = form_body(form);
+        post_token_request(agent, url, FORM, auth.as_deref(), body.as_bytes(), timeout)
+    }
+
+    /// The client secret, or `""`: for [`redact_echo`].
+    pub(crate) fn secret_str(&self) -> &str {
+        self.secret.as_ref().map_or("", |s| s.secret())
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("secret", &self.secret)
+            .field("method", &self.method())
+            .finish()
+    }
+}
+
+/// Interprets a token endpoint's answer (RFC 6749 §5.1 success, §5.2 error).
+pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, RefreshError> {
+    match resp.status {
+        200..=299 => {
+            let map = json_object(&resp.body)?;
+            let access = string_field(&map, "access_token", "access_token is not a string")?
+                .ok_or(RefreshError::InvalidResponse("missing access_token"))?;
+            if let Some(tt) = string_field(&map, "token_type", "token_type is not a string")? {
+                if !tt.eq_ignore_ascii_case("bearer") {
+                    return Err(RefreshError::InvalidResponse("token_type is not bearer"));
+                }
+            }
+            let refresh = string_field(&map, "refresh_token", "refresh_token is not a string")?;
+            let scope = string_field(&map, "scope", "scope is not a string")?;
+            let expires_in = expires_in_field(&map, "expires_in")?;
+            tokens_from(access, refresh, expires_in, scope, previous)
+        }
+        400 | 401 => {
+            let code = json_object(&resp.body)
+                .ok()
+                .and_then(|m| m.get("error").and_then(|e| e.as_str()).map(sanitize_code));
+            match code {
+                Some(c) if c == "invalid_grant" => Err(RefreshError::InvalidGrant {
+                    status: resp.status,
+                    error: Some(c),
+                }),
+                Some(c) => Err(RefreshError::OAuth {
+                    status: resp.status,
+                    error: c,
+                }),
+                None => Err(resp.unexpected()),
+            }
+        }
+        _ => Err(resp.unexpected()),
+    }
+}
+
+/// Keeps only the characters RFC 6749 §5.2 allows in `error`, at most 64 of them, so a hostile
+/// server cannot smuggle control characters (or a long echo of a token) into our errors.
+/// An echo of a credential is hidden by [`redact_echo`].
+pub(crate) fn sanitize_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
+        .take(64)
+        .collect()
+}
+
+/// Hides an `error` code that echoes one of `secrets` (a broken or hostile server repeating
+/// the refresh token or client secret it was sent), so it cannot reach our errors and logs.
+/// A code sharing 8 consecutive characters with a secret (or all of a shorter one) counts:
+/// `sanitize_code` may have cut the echo short.
+pub(crate) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+    match err {
+        RefreshError::OAuth { status, error } => RefreshError::OAuth {
+            status,
+            error: redact_code(error, secrets),
+        },
+        e => e,
+    }
+}
+
+/// `code`, or `[redacted]` if it echoes one of `secrets` (see [`redact_echo`]).
+pub(crate) fn redact_code(code: String, secrets: &[&str]) -> String {
+    const WINDOW: usize = 8;
+    let echoes = |secret: &str| {
+        if secret.len() <= WINDOW {
+            return !secret.is_empty() && code.contains(secret);
+        }
+        code.as_bytes()
+            .windows(WINDOW)
+            .any(|w| secret.as_bytes().windows(WINDOW).any(|s| s == w))
+    };
+    if secrets.iter().any(|s| echoes(s)) {
+        "[redacted]".into()
+    } else {
+        code
+    }
+}
+
+/// Whole-call timeout of a revocation request: logout is best effort and should not hang.
+/// An agent with a shorter whole-call timeout keeps its own.
+pub const REVOCATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Revokes `token` at `url` (RFC 7009 §2.1) with the client's authentication, through the
+/// same form POST as the grants, within [`REVOCATION_TIMEOUT`] (or the agent's shorter
+/// whole-call timeout). `hint` is the `token_type_hint` (`refresh_token` or `access_token`).
+pub(crate) fn revoke(
+    agent: &Agent,
+    url: &str,
+    client: &Client,
+    token: &str,
+    hint: &str,
+) -> Result<(), RevocationError> {
+    let form = vec![("token", token), ("token_type_hint", hint)];
+    let timeout = match agent.config().timeouts().global {
+        Some(t) if t < REVOCATION_TIMEOUT => t,
+        _ => REVOCATION_TIMEOUT,
+    };
+    let (status, body) = match client.post_form(agent, url, form, Some(timeout)) {
+        Ok(resp) => (resp.status, resp.body),
+        // The body is read (bounded) so the connection can be reused, and for the error code;
+        // one that cannot be read leaves the status to decide.
+        Err(PostError::Body { status, .. }) => (status, Vec::new()),
+        Err(PostError::Send(e)) => return Err(RevocationError::Transport(Box::new(e))),
+        Err(PostError::Credentials(e)) => {
+            return Err(RevocationError::Transport(Box::new(ureq::Error::Http(e))))
+        }
+    };
+    match status {
+        // §2.2: 200 also for a token that was already invalid.
+        200..=299 => Ok(()),
+        400 | 401 => {
+            let code = json_object(&body)
+                .ok()
+                .and_then(|m| m.get("error").and_then(|e| e.as_str()).map(sanitize_code));
+            match code {
+                Some(code) => Err(RevocationError::OAuth {
+                    status,
+                    error: redact_code(code, &[token, client.secret_str()]),
+                }),
+                None => Err(RevocationError::Status(status)),
+            }
+        }
+        _ => Err(RevocationError::Status(status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, body: &str) -> TokenResponse {
+        TokenResponse {
+            status,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn basic_auth_form_encodes_before_base64() {
+        let c = Client {
+            id: Some("my app".into()),
+            secret: Some(ClientSecret::new("s:e/c")),
+            method: None,
+        };
+        let mut form = vec![];
+        let header = c.apply(&mut form).unwrap();
+        assert!(form.is_empty());
+        assert_eq!(
+            header,
+            format!("Basic {}", base64_encode(b"my+app:s%3Ae%2Fc"))
+        );
+    }
+
+    #[test]
+    fn parses_success_and_keeps_old_refresh_token() {
+        let prev = Tokens::new("old").with_refresh_token("r1");
+        let t = parse(
+            &resp(
+                200,
+                r#"{"access_token":"a2","token_type":"Bearer","expires_in":60,"scope":"x"}"#,
+            ),
+            &prev,
+        )
+        .unwrap();
+        assert_eq!(t.access_token().secret(), "a2");
+        assert_eq!(t.refresh_token().unwrap().secret(), "r1");
+        assert_eq!(t.expires_in(), Some(std::time::Duration::from_secs(60)));
+        assert_eq!(t.scope(), Some("x"));
+        let t = parse(
+            &resp(
+                200,
+                r#"{"access_token":"a3","refresh_token":"r2","expires_in":"30"}"#,
+            ),
+            &prev,
+        )
+        .unwrap();
+        assert_eq!(t.refresh_token().unwrap().secret(), "r2");
+    }
+
+    #[test]
+    fn rejects_hostile_success_bodies() {
+        let prev = Tokens::new("old");
+        for body in [
+            "<html>oops</html>",
+            "[]",
+            r#"{"token_type":"bearer"}"#,
+            r#"{"access_token":7}"#,
+            r#"{"access_token":"a","token_type":"mac"}"#,
+            r#"{"access_token":"a","expires_in":-1}"#,
+            r#"{"access_token":"a","expires_in":1e300}"#,
+            r#"{"access_token":"a","expires_in":"soon"}"#,
+            r#"{"access_token":"a\r\nX: y"}"#,
+            r#"{"access_token":""}"#,
+        ] {
+            let err = parse(&resp(200, body), &prev).unwrap_err();
+            assert!(
+                matches!(err, RefreshError::InvalidResponse(_)),
+                "{body}: {err:?}"
+            );
+            assert!(!err.to_string().contains("oops"));
+        }
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let prev = Tokens::new("old");
+        let e = parse(
+            &resp(400, r#"{"error":"invalid_grant","error_description":"x"}"#),
+            &prev,
+        )
+        .unwrap_err();
+        assert!(e.is_terminal(), "{e:?}");
+        let e = parse(&resp(401, r#"{"error":"invalid_client\r\n"}"#), &prev).unwrap_err();
+        assert!(
+            matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_client"),
+            "{e:?}"
+        );
+        assert!(!e.is_terminal());
+        for status in [400, 429, 500, 503] {
+            let e = parse(&resp(status, "not json"), &prev).unwrap_err();
+            assert!(
+                matches!(e, RefreshError::Status { .. }) && !e.is_terminal(),
+                "{e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_echoing_a_secret_are_redacted() {
+        let secrets = ["rt-0123456789abcdef", "s3cret"];
+        let oauth = |error: &str| RefreshError::OAuth {
+            status: 400,
+            error: error.into(),
+        };
+        for echo in [
+            "rt-0123456789abcdef",
+            "invalid_request rt-0123456789abcdef",
+            "bad token: rt-0123456", // cut short
+            "s3cret",
+        ] {
+            let e = redact_echo(oauth(echo), &secrets);
+            assert!(
+                matches!(&e, RefreshError::OAuth { error, .. } if error == "[redacted]"),
+                "{echo}: {e:?}"
+            );
+        }
+        let e = redact_echo(oauth("invalid_client"), &secrets);
+        assert!(matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_client"));
+        let e = redact_echo(oauth("invalid_scope"), &[""]);
+        assert!(matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_scope"));
+    }
+}
