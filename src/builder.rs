@@ -356,7 +356,11 @@ fn initial_tokens(
     let tokens = match given {
         Some(t) => {
             let c = stamp(t)?;
-            match store.lock().map_err(store_err)? {
+            let lock = match mode {
+                StoreMode::Shared => store.lock().map_err(store_err)?,
+                StoreMode::Private => None,
+            };
+            match lock {
                 Some(mut lock) => revision = Some(lock.write(Some(&c.tokens)).map_err(store_err)?),
                 None => store.save(&c.tokens).map_err(store_err)?,
             }

@@ -392,7 +392,8 @@ fn a_refresh_by_another_process_is_adopted_instead_of_repeated() {
     assert_eq!(srv.api_401s(), 2, "a's and c's requests with at-1");
 }
 
-/// A store that forwards everything (its lock too) but never reports external changes.
+/// A shared store that forwards everything (its lock too) but never reports external
+/// changes: what another process did is first seen under the lock.
 struct NoPoll(FileStore);
 
 impl TokenStore for NoPoll {
@@ -404,6 +405,9 @@ impl TokenStore for NoPoll {
     }
     fn clear(&self) -> io::Result<()> {
         self.0.clear()
+    }
+    fn is_shared(&self) -> bool {
+        true
     }
     fn lock(&self) -> io::Result<Option<StoreLock>> {
         self.0.lock()

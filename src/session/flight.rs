@@ -120,7 +120,7 @@ impl Session {
         let Some(refresher) = self.refresher.as_deref() else {
             return Err(Arc::new(RefreshError::NoRefreshToken));
         };
-        let lock = self.store.lock().map_err(store_error)?;
+        let lock = self.lock_store().map_err(store_error)?;
         let shared = lock.is_some();
         let held = HeldLock::register(self, lock);
         if shared {

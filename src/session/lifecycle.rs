@@ -52,7 +52,7 @@ pub(super) struct HeldLock<'s> {
 }
 
 impl<'s> HeldLock<'s> {
-    /// The lock `store.lock()` gave (`None`: a private store), registered if there is one.
+    /// The shared store's lock (`None`: a private store), registered if there is one.
     pub(super) fn register(session: &'s Session, lock: Option<StoreLock>) -> Self {
         let state = lock.map_or(LockState::Unshared, LockState::Held);
         let shared = matches!(state, LockState::Held(_));

@@ -237,6 +237,15 @@ impl Session {
         );
     }
 
+    /// The shared store's lock, read under it (see [`TokenStore::lock`]); `None` for a
+    /// private store, which is never locked: its changes go through `save` and `clear`.
+    fn lock_store(&self) -> std::io::Result<Option<crate::store::StoreLock>> {
+        match self.mode {
+            StoreMode::Shared => self.store.lock(),
+            StoreMode::Private => Ok(None),
+        }
+    }
+
     /// Identifies this client for [`crate::reentry`].
     pub(crate) fn key(&self) -> usize {
         self as *const Session as usize

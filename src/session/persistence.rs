@@ -118,7 +118,7 @@ impl Session {
             return Err(Error::Reentrant);
         }
         let _busy = reentry::enter(self.key());
-        let mut lock = self.store.lock().map_err(Arc::new);
+        let mut lock = self.lock_store().map_err(Arc::new);
         if let (Some(_), Err(e)) = (&tokens, &lock) {
             return Err(Error::Store(Arc::clone(e)));
         }
@@ -157,7 +157,7 @@ impl Session {
             return Err(Error::Reentrant);
         }
         let _busy = reentry::enter(self.key());
-        let mut lock = self.store.lock().map_err(Arc::new);
+        let mut lock = self.lock_store().map_err(Arc::new);
         let newer_stored = self.newer_stored(&lock);
         loop {
             let snap = self.gate.snapshot();
@@ -318,7 +318,7 @@ impl Session {
     fn write_unsaved(&self) -> Option<Arc<io::Error>> {
         let retried = {
             let _busy = reentry::enter(self.key());
-            let mut lock = match self.store.lock() {
+            let mut lock = match self.lock_store() {
                 Ok(lock) => Ok(lock),
                 Err(e) => return Some(Arc::new(e)),
             };

@@ -54,7 +54,7 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Whether several processes or clients share this store. A shared store is polled
     /// before requests ([`poll`](TokenStore::poll)), read under its
     /// [`lock`](TokenStore::lock) before every refresh, and written only under that lock; a
-    /// private one is written with [`save`](TokenStore::save) and
+    /// private one is never locked: it is written with [`save`](TokenStore::save) and
     /// [`clear`](TokenStore::clear) and never read back after `build()`.
     /// [`FileStore`] and `RedisStore` are shared; a store that wraps one
     /// must forward this.
