@@ -102,8 +102,8 @@ impl Discovery {
 
     /// Accepts plain `http://` to hosts other than loopback for the issuer and the endpoints.
     /// Defaults to false.
-    pub fn allow_insecure_http(mut self, yes: bool) -> Self {
-        self.allow_insecure_http = yes;
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
         self
     }
 
