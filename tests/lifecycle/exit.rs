@@ -482,8 +482,13 @@ fn closing_one_clone_leaves_the_others_refreshing() {
 }
 
 /// Receives the client's "closing" record (target `tokengate`, debug): the moment a close of
-/// the last handle has marked the client closing. Only the test below installs it.
+/// the last handle has marked the client closing. Only the test below installs it, and only
+/// the record of its own closing thread counts: once installed, the logger also sees the
+/// closes of the other tests of this binary, which run at the same time.
 struct ClosingLog;
+
+/// The name of that test's closing thread.
+const CLOSER: &str = "closer during a backoff";
 
 static CLOSING: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
 
@@ -493,6 +498,7 @@ impl log::Log for ClosingLog {
     }
     fn log(&self, record: &log::Record<'_>) {
         if record.target() == "tokengate"
+            && std::thread::current().name() == Some(CLOSER)
             && record
                 .args()
                 .to_string()
@@ -569,7 +575,10 @@ fn closing_during_a_token_endpoint_backoff_makes_no_new_token_call() {
         .expect("the background refresh got a 503 and backs off");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 
-    let closer = std::thread::spawn(move || client.close());
+    let closer = std::thread::Builder::new()
+        .name(CLOSER.to_owned())
+        .spawn(move || client.close())
+        .unwrap();
     closing_rx
         .recv_timeout(HANG_GUARD)
         .expect("close marks the client closing");
