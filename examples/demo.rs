@@ -9,8 +9,8 @@
 //! cargo run --example demo
 //! ```
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,8 +31,10 @@ struct Tally {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server =
-        support::TokenServer::with_lifetime_and_delay(TOKEN_LIFETIME, TOKEN_ENDPOINT_DELAY);
+    let server = harness::servers::TokenServer::with_lifetime_and_delay(
+        TOKEN_LIFETIME,
+        TOKEN_ENDPOINT_DELAY,
+    );
     let start = Instant::now();
     let log = move |who: &str, what: &str| {
         println!("{:>7.3} s  {who:<18} {what}", start.elapsed().as_secs_f64());

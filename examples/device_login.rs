@@ -9,8 +9,8 @@
 //! cargo run --example device_login
 //! ```
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/harness/mod.rs"]
+mod harness;
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokengate::{AuthClient, AuthServer, FileStore};
 const CLIENT_ID: &str = "my-cli";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = support::login::LoginServer::start();
+    let server = harness::servers::login::LoginServer::start();
     {
         let mut login = server.login.lock();
         login.interval = Some(1);

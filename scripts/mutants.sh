@@ -4,14 +4,16 @@
 #   scripts/mutants.sh                 # the default file list (below)
 #   scripts/mutants.sh src/retry.rs    # only these files
 #
-# Default files: src/gate.rs, src/session.rs (the refresh path), src/client.rs,
-# src/reentry.rs, src/retry.rs, src/redirect.rs and FileStore's sources,
-# src/store/file/**/*.rs.
+# Default files: src/gate.rs, src/session/*.rs (the refresh path), src/client.rs and
+# src/run.rs (the client and its request loop), src/reentry.rs, src/retry.rs,
+# src/redirect.rs and FileStore's sources, src/store/file/**/*.rs.
 #
 # Each mutant is tested with the test targets that exercise its file (the table in
-# `selection` below), not with the whole suite: linking ~40 test binaries per mutant would
-# take minutes. Files sharing a selection are run together, by one cargo-mutants invocation;
-# each invocation writes its results to its own directory (see MUTANTS_OUT).
+# `selection` below), not with the whole suite. The targets are the area binaries of tests/
+# (client, gate, store, redis, lifecycle, login; logging and fuzz_corpus on their own), and
+# a selected area runs whole. Files sharing a selection are run together, by one
+# cargo-mutants invocation; each invocation writes its results to its own directory (see
+# MUTANTS_OUT).
 #
 # Environment (all optional):
 #   MUTANTS_BUDGET   whole run, in seconds (default 1500). The run is then interrupted;
@@ -22,10 +24,12 @@
 #                    jobs share one target directory).
 #   MUTANTS_ALL_TESTS=1  test every mutant with the whole suite (`cargo test --tests`)
 #                    instead of the file's selection: slow, for a final check.
-#   MUTANTS_FULL=1   also run the three long randomized tests (stress, multi-process FileStore,
-#                    SIGKILL crash) and the randomized tool-length test of tests/exit.rs,
-#                    skipped by default: they take most of the suite's time and are not
-#                    deterministic enough to judge a mutant by.
+#   MUTANTS_FULL=1   also run the long randomized tests (stress, multi-process FileStore,
+#                    SIGKILL crash, the two Redis fleet runs) and the randomized tool-length
+#                    test of tests/lifecycle/exit.rs, skipped by default: they take most of
+#                    the suite's time and are not deterministic enough to judge a mutant by.
+#                    (The fleet runs came in with the redis area binary, which holds
+#                    redis_fleet next to redis_store; no selection ran them before.)
 #   MUTANTS_OUT      output directory (default target/mutants); the results of a group of files
 #                    in $MUTANTS_OUT/<first file, with / as _>/mutants.out.
 #   MUTANTS_TARGET   cargo target directory for the mutant builds (default target/mutants-target),
@@ -43,35 +47,26 @@ if ! command -v cargo-mutants >/dev/null; then
 fi
 
 # The test targets that exercise each file (cargo test's target selection; `--features F`
-# also goes to cargo-mutants, for its builds). Picked by what each test file is about (its
-# header) and by grepping tests/ for the API the file implements. Unlisted files: all tests.
+# also goes to cargo-mutants, for its builds). Picked by what each test module is about (its
+# header) and by grepping tests/ for the API the file implements; a target is the area
+# binary holding those modules. Unlisted files: all tests.
 selection() {
     case "$1" in
-    src/gate.rs | src/reentry.rs)
-        # Every refresh goes through the gate; wait_idle is the client's close / drop (exit).
-        # No --lib: the gate's unit tests are the loom models, built only under
-        # --cfg tokengate_loom (see TESTING.md for re-checking missed gate mutants with them).
-        echo --test gate --test reactive --test proactive --test session --test no_wait \
-            --test request_controls --test shared_store --test logout --test exit \
-            --test reentrant ;;
-    src/session.rs)
+    src/gate.rs | src/reentry.rs | src/client.rs | src/run.rs)
+        # Every refresh goes through the gate; wait_idle is the client's close / drop
+        # (lifecycle: exit); the request loop's tests are in client, with storage (store)
+        # and reentrant (gate). No --lib: the gate's unit tests are the loom models, built
+        # only under --cfg tokengate_loom (see TESTING.md for re-checking missed gate
+        # mutants with them).
+        echo --test client --test gate --test store --test lifecycle ;;
+    src/session/*)
         # The refresh path, the store sync, the write retry, shut-down; the lapsed-lock
-        # re-read is only reachable with RedisStore (tests/redis_store.rs, a real redis-server).
-        echo --features redis --lib --test gate --test reactive --test proactive --test session \
-            --test no_wait --test request_controls --test shared_store --test logout \
-            --test exit --test reentrant --test storage --test file_store --test store_failures \
-            --test token_endpoint_retry --test no_refresh_token --test logging \
-            --test redis_store ;;
-    src/client.rs)
-        echo --test attach --test reactive --test proactive --test gate --test session \
-            --test no_wait --test limits --test retry --test redirect --test redirect_hygiene \
-            --test request_controls --test token_endpoint_retry --test transport \
-            --test hostile --test secrets --test middleware --test exit --test storage \
-            --test reentrant ;;
+        # re-read is only reachable with RedisStore (tests/redis/redis_store.rs, a real
+        # redis-server).
+        echo --features redis --lib --test client --test gate --test store --test lifecycle \
+            --test logging --test redis ;;
     src/store/file/*)
-        echo --lib --test file_store --test file_store_hygiene --test shared_store \
-            --test store_failures --test exit --test storage --test no_wait --test logout \
-            --test session --test secrets ;;
+        echo --lib --test store --test lifecycle --test client ;;
     *) echo --tests ;;
     esac
 }
@@ -88,8 +83,8 @@ read -r -a extra <<<"${MUTANTS_ARGS:-}"
 files=("$@")
 if [ ${#files[@]} -eq 0 ]; then
     shopt -s nullglob globstar
-    for f in src/gate.rs src/session.rs src/client.rs src/reentry.rs src/retry.rs \
-        src/redirect.rs src/store/file/**/*.rs; do
+    for f in src/gate.rs src/session/*.rs src/client.rs src/run.rs src/reentry.rs \
+        src/retry.rs src/redirect.rs src/store/file/**/*.rs; do
         [ -f "$f" ] && files+=("$f")
     done
 fi
@@ -109,7 +104,9 @@ if [ "${MUTANTS_FULL:-0}" != 1 ]; then
     skips=(--skip sixty_four_threads_under_injected_faults
         --skip processes_sharing_a_file_store_refresh_once_per_expiry
         --skip a_writer_killed_at_random_moments_never_leaves_a_broken_file
-        --skip tool_runs_of_random_length_never_lose_the_session)
+        --skip tool_runs_of_random_length_never_lose_the_session
+        --skip processes_sharing_a_redis_session_refresh_once_per_expiry
+        --skip redis_restarted_mid_run_loses_no_session)
 fi
 
 echo "mutants at $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src tests || echo ' + uncommitted changes'): budget ${budget}s, ${timeout}s per mutant, ${jobs} job(s)"

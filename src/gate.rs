@@ -10,7 +10,7 @@
 //!   └─────── retry with generation+1 ◄──── install (generation check) ───┘ its one outcome)
 //! ```
 //!
-//! Invariants (checked by `tests/gate.rs` with real threads, and under loom by
+//! Invariants (checked by `tests/gate/gate.rs` with real threads, and under loom by
 //! `src/gate_loom_tests.rs`):
 //! - At most one flight runs at a time; a flight is only started for the current generation,
 //!   so one expiry causes exactly one refresh no matter how many threads see it.

@@ -2,16 +2,21 @@
 //! fails, retries, redirects, adopts another process's login, cannot save and ends the
 //! session writes the records the crate docs promise, at their levels, and no record holds a
 //! token, a secret, a code or a query string.
+//!
+//! A binary of its own: it installs a global logger and checks every record of its process,
+//! which the tests of an area binary would add to.
 
-mod support;
+#[path = "harness/mod.rs"]
+mod harness;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::harness::fixtures::RecordingSleeper;
+use crate::harness::servers::raw::{Action, RawServer};
+use crate::harness::servers::TokenServer;
 use log::{Level, LevelFilter, Log, Metadata, Record};
-use support::raw::{Action, RawServer};
-use support::{RecordingSleeper, TokenServer};
 use tokengate::ureq::Agent;
 use tokengate::{AuthClient, Error, FileStore, RefreshError, TokenStore, Tokens};
 

@@ -19,7 +19,7 @@ use crate::Opts;
 
 // The test suite's launcher and RESP client; the bench uses part of them.
 #[allow(dead_code)]
-#[path = "../../../tests/support/redis.rs"]
+#[path = "../../../tests/harness/servers/redis.rs"]
 mod launcher;
 
 pub fn scenario(server: &Server, opts: &Opts) -> String {

@@ -1,0 +1,307 @@
+//! What tests build: temporary directories, tokens and JWTs, refreshers, sleepers and
+//! clocks, stores that fail on purpose, agents and addresses.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokengate::store::{LockedWrite, Revision, StoreLock, Stored};
+use tokengate::time::{Clock, ManualClock, Sleeper};
+use tokengate::ureq::Agent;
+use tokengate::{RefreshError, TokenStore, Tokens};
+
+use super::observe::{wait_until, HANG_GUARD};
+use super::servers::Api;
+
+/// A closure refresher that mints `new-1`, `new-2`, … (accepted by `api`) and counts its calls.
+pub fn minting_refresher(
+    api: &Api,
+    calls: Arc<AtomicUsize>,
+) -> impl Fn(&Agent, &Tokens) -> Result<Tokens, RefreshError> + Send + Sync + 'static {
+    let acc = api.accepted.clone();
+    move |_: &Agent, _: &Tokens| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let access = format!("new-{n}");
+        acc.lock().unwrap().insert(access.clone());
+        Ok(Tokens::new(access).with_refresh_token(format!("rt-new-{n}")))
+    }
+}
+
+/// A loopback address nothing listens on (connection refused).
+pub fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A loopback server that accepts one connection and never answers (for timeouts).
+pub struct Silent {
+    pub addr: SocketAddr,
+    stop: Option<mpsc::Sender<()>>,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Ok((conn, _)) = l.accept() {
+                let _ = rx.recv_timeout(HANG_GUARD);
+                drop(conn);
+            }
+        });
+        Silent {
+            addr,
+            stop: Some(tx),
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        // Unblocks the accept if nothing ever connected.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// Standard base64 with padding.
+pub fn base64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in input.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An unsigned JWT with the given claims (tokengate reads `exp`/`iat` without verifying).
+pub fn jwt(claims: &serde_json::Value) -> String {
+    let url = |s: &str| {
+        base64(s.as_bytes())
+            .trim_end_matches('=')
+            .replace('+', "-")
+            .replace('/', "_")
+    };
+    format!(
+        "{}.{}.c2ln",
+        url(r#"{"alg":"none","typ":"JWT"}"#),
+        url(&claims.to_string())
+    )
+}
+
+/// Whole seconds since the Unix epoch.
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Lets a refresher closure, given to the builder before the client exists, ask the client
+/// how many threads wait on its refresh (`AuthClient::refresh_waiters`).
+#[derive(Clone, Default)]
+pub struct ClientSlot(Arc<Mutex<Option<tokengate::AuthClient>>>);
+
+impl ClientSlot {
+    pub fn set(&self, c: &tokengate::AuthClient) {
+        *self.0.lock().unwrap() = Some(c.clone());
+    }
+
+    pub fn waiters(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |c| c.refresh_waiters())
+    }
+
+    /// Blocks until `n` threads wait on the running refresh (bounded by [`HANG_GUARD`]).
+    pub fn wait_for_waiters(&self, n: usize) {
+        wait_until(&format!("{n} threads waiting on the refresh"), || {
+            self.waiters() == n
+        });
+    }
+
+    /// Breaks the client → refresher → slot → client cycle.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().take();
+    }
+}
+
+/// A fresh, empty directory for one test under Cargo's scratch space for integration tests
+/// (`CARGO_TARGET_TMPDIR`; the examples, which include the harness too, have none and use
+/// the system's temporary directory), removed on drop.
+///
+/// Its name is `name`, the process id and a number unique in the process: the tests of an
+/// area share a process, and two of them giving the same `name` still get two directories.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let root =
+            option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = root.join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// `name` inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A shared store (`FileStore`, `RedisStore`) whose writes under its lock can be made to
+/// fail, as on a full disk or a read-only mount: while `fail` is set, a locked write returns
+/// an error and changes nothing. Taking the lock, reading and polling are the real store's.
+pub struct FailingWrites<S> {
+    pub store: S,
+    pub fail: Arc<AtomicBool>,
+}
+
+impl<S: TokenStore> FailingWrites<S> {
+    /// Wraps `store`; returns it with its switch (writes succeed until it is set).
+    pub fn new(store: S) -> (Self, Arc<AtomicBool>) {
+        let fail = Arc::new(AtomicBool::new(false));
+        let wrapped = FailingWrites {
+            store,
+            fail: Arc::clone(&fail),
+        };
+        (wrapped, fail)
+    }
+}
+
+struct FailingWrite {
+    lock: StoreLock,
+    fail: Arc<AtomicBool>,
+}
+
+impl LockedWrite for FailingWrite {
+    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        self.lock.write(tokens)
+    }
+    fn reread(&mut self) -> io::Result<Option<Stored>> {
+        self.lock.reread().map(|s| s.cloned())
+    }
+    fn still_held(&mut self) -> io::Result<bool> {
+        self.lock.still_held()
+    }
+}
+
+impl<S: TokenStore> TokenStore for FailingWrites<S> {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.store.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.lock()?.unwrap().write(Some(tokens)).map(drop)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.lock()?.unwrap().write(None).map(drop)
+    }
+    fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        let lock = self.store.lock()?.expect("a shared store");
+        let stored = lock.stored().cloned();
+        let writer = FailingWrite {
+            lock,
+            fail: Arc::clone(&self.fail),
+        };
+        Ok(Some(match stored {
+            Ok(stored) => StoreLock::new(stored, writer),
+            Err(e) => StoreLock::unreadable(&e, writer),
+        }))
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        self.store.poll(since)
+    }
+    fn lock_timeout(&self) -> Duration {
+        self.store.lock_timeout()
+    }
+}
+
+/// A `Sleeper` that records every wait instead of sleeping, and can run a hook on each
+/// (e.g. to change the tokens "while" the client backs off).
+#[derive(Default)]
+pub struct RecordingSleeper {
+    pub sleeps: parking_lot::Mutex<Vec<Duration>>,
+    pub hook: parking_lot::Mutex<Option<Box<dyn FnMut() + Send>>>,
+}
+
+impl RecordingSleeper {
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.sleeps.lock().clone()
+    }
+}
+
+impl Sleeper for RecordingSleeper {
+    fn sleep(&self, d: Duration) {
+        self.sleeps.lock().push(d);
+        if let Some(hook) = self.hook.lock().as_mut() {
+            hook();
+        }
+    }
+}
+
+/// A clock that sleeping advances, recording each sleep: the device flow's time, exactly.
+pub struct TestTime {
+    pub clock: ManualClock,
+    pub sleeps: parking_lot::Mutex<Vec<Duration>>,
+}
+
+impl TestTime {
+    pub fn new() -> Arc<Self> {
+        Arc::new(TestTime {
+            clock: ManualClock::new(),
+            sleeps: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn sleeps(&self) -> Vec<Duration> {
+        self.sleeps.lock().clone()
+    }
+}
+
+impl Clock for TestTime {
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+}
+
+impl Sleeper for TestTime {
+    fn sleep(&self, d: Duration) {
+        self.sleeps.lock().push(d);
+        self.clock.advance(d);
+    }
+}
+
+/// An agent that ignores environment proxies (tests talk to loopback only).
+pub fn no_proxy_agent() -> Agent {
+    Agent::config_builder().proxy(None).build().into()
+}

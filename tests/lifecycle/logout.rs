@@ -1,0 +1,278 @@
+//! `AuthClient::logout`: the session ends here (memory and store) always, and at the server
+//! (RFC 7009) when it can; a failed revocation is reported, never keeps the user logged in,
+//! and a newer session is never cleared.
+
+use std::sync::Arc;
+
+use crate::harness::fixtures::{no_proxy_agent, refused_addr, TempDir};
+use crate::harness::observe::{wait_until, Recorder};
+use crate::harness::servers::login::LoginServer;
+use tokengate::login::{Discovery, RevocationError};
+use tokengate::{
+    AuthClient, AuthClientBuilder, AuthServer, Error, Event, FileStore, MemoryStore, TokenStore,
+    Tokens,
+};
+
+/// A client whose refresher was discovered: token and revocation endpoints of `srv`.
+fn discovered_client(srv: &LoginServer) -> AuthClientBuilder {
+    let meta = Discovery::new(srv.issuer())
+        .agent(no_proxy_agent())
+        .fetch()
+        .unwrap();
+    AuthClient::builder(srv.ts.api_url()).proxy(None).refresher(
+        AuthServer::from_metadata(&meta)
+            .client_id("my-cli")
+            .client_secret("cli-secret")
+            .refresh_grant(),
+    )
+}
+
+#[test]
+fn logout_revokes_the_refresh_token_and_empties_the_store() {
+    let srv = LoginServer::start();
+    let dir = TempDir::new("logout-revokes");
+    let path = dir.path("tokens.json");
+    let events = Recorder::new();
+    let client = discovered_client(&srv)
+        .store(FileStore::new(&path).unwrap())
+        .tokens(srv.ts.login())
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+    assert_eq!(client.get("me").call().unwrap().status(), 200);
+    assert!(path.exists());
+
+    client.logout().unwrap();
+
+    let revocations = srv.revocations();
+    assert_eq!(revocations.len(), 1);
+    assert_eq!(revocations[0]["token"], "rt-1");
+    assert_eq!(revocations[0]["token_type_hint"], "refresh_token");
+    let auth = srv.login.lock().revocation_auth.clone();
+    assert!(
+        auth[0].starts_with("Basic "),
+        "same client authentication as the refresh"
+    );
+    // The server refuses the revoked refresh token.
+    assert_eq!(srv.try_refresh("rt-1"), (400, Some("invalid_grant".into())));
+    // Nothing is left here.
+    assert!(client.tokens().is_none());
+    assert!(!path.exists());
+    assert!(FileStore::new(&path).unwrap().load().unwrap().is_none());
+    assert!(matches!(client.get("me").call(), Err(Error::NoTokens)));
+    assert_eq!(
+        events.count(|e| matches!(e, Event::RevocationFailed { .. })),
+        0
+    );
+    // A second logout has nothing to revoke.
+    client.logout().unwrap();
+    assert_eq!(srv.revocations().len(), 1);
+}
+
+#[test]
+fn an_unreachable_revocation_endpoint_still_logs_out_locally_and_says_so() {
+    let srv = LoginServer::start();
+    let store = Arc::new(MemoryStore::new());
+    let events = Recorder::new();
+    let client = AuthClient::builder(srv.ts.api_url())
+        .proxy(None)
+        .refresher(
+            AuthServer::new(srv.token_url())
+                .client_id("my-cli")
+                .revocation_url(format!("http://{}/revoke", refused_addr()))
+                .refresh_grant(),
+        )
+        .store(store.clone())
+        .tokens(srv.ts.login())
+        .on_event(events.listener())
+        .build()
+        .unwrap();
+
+    let err = client.logout().unwrap_err();
+    assert!(
+        matches!(&err, Error::RevocationFailed(RevocationError::Transport(_))),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("logged out locally"), "{err}");
+    assert!(!format!("{err:?}").contains("rt-1"));
+    assert!(client.tokens().is_none());
+    assert!(store.load().unwrap().is_none());
+    assert_eq!(
+        events.count(|e| *e == Event::RevocationFailed { generation: 0 }),
+        1
+    );
+    // Best effort: the server never heard of the logout.
+    assert_eq!(srv.try_refresh("rt-1").0, 200);
+}
+
+#[test]
+fn a_failing_revocation_endpoint_still_logs_out_locally() {
+    let srv = LoginServer::start();
+    srv.login.lock().revocation_status = Some(503);
+    let store = Arc::new(MemoryStore::new());
+    let client = discovered_client(&srv)
+        .store(store.clone())
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap();
+    let err = client.logout().unwrap_err();
+    assert!(
+        matches!(&err, Error::RevocationFailed(RevocationError::Status(503))),
+        "{err:?}"
+    );
+    assert_eq!(err.status(), Some(503));
+    assert!(client.tokens().is_none());
+    assert!(store.load().unwrap().is_none());
+    assert_eq!(srv.revocations().len(), 1);
+}
+
+#[test]
+fn without_a_revocation_endpoint_logout_is_local() {
+    let srv = LoginServer::start();
+    let store = Arc::new(MemoryStore::new());
+    let client = srv
+        .ts
+        .client_builder()
+        .store(store.clone())
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap();
+    client.logout().unwrap();
+    assert!(client.tokens().is_none());
+    assert!(store.load().unwrap().is_none());
+    assert!(srv.revocations().is_empty());
+}
+
+#[test]
+fn tokens_without_a_refresh_token_revoke_the_access_token() {
+    let srv = LoginServer::start();
+    let login = srv.ts.login();
+    let client = discovered_client(&srv)
+        .tokens(Tokens::new(login.access_token().secret()))
+        .build()
+        .unwrap();
+    assert_eq!(client.get("me").call().unwrap().status(), 200);
+    client.logout().unwrap();
+    let revocations = srv.revocations();
+    assert_eq!(revocations[0]["token"], "at-1");
+    assert_eq!(revocations[0]["token_type_hint"], "access_token");
+    assert!(
+        srv.ts.state.lock().access.is_empty(),
+        "revoked at the server"
+    );
+}
+
+#[test]
+fn a_login_that_lands_during_the_revocation_is_not_cleared() {
+    let srv = LoginServer::start();
+    let store = Arc::new(MemoryStore::new());
+    let client = discovered_client(&srv)
+        .store(store.clone())
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap();
+    // While the server handles the revocation of rt-1, the user logs in again.
+    let c = client.clone();
+    srv.login.lock().on_revoke = Some(Box::new(move || {
+        c.set_tokens(Tokens::new("at-new").with_refresh_token("rt-new"))
+            .unwrap();
+    }));
+
+    client.logout().unwrap();
+    srv.login.lock().on_revoke = None; // drops the hook's client clone
+
+    assert_eq!(srv.revocations()[0]["token"], "rt-1");
+    let kept = client
+        .tokens()
+        .expect("the newer login survives the logout");
+    assert_eq!(kept.access_token().secret(), "at-new");
+    let stored = store.load().unwrap().expect("and stays in the store");
+    assert_eq!(stored.refresh_token().unwrap().secret(), "rt-new");
+}
+
+#[test]
+fn the_newest_refresh_token_from_a_shared_store_is_the_one_revoked() {
+    let srv = LoginServer::start();
+    let dir = TempDir::new("logout-shared");
+    let path = dir.path("tokens.json");
+    let login = srv.ts.login();
+    let one = discovered_client(&srv)
+        .store(FileStore::new(&path).unwrap())
+        .tokens(login)
+        .build()
+        .unwrap();
+    // Another "process" on the same file rotates rt-1 into rt-2.
+    let two = discovered_client(&srv)
+        .store(FileStore::new(&path).unwrap())
+        .build()
+        .unwrap();
+    srv.ts.expire_access_tokens();
+    assert_eq!(two.get("me").call().unwrap().status(), 200);
+    assert_eq!(srv.ts.refresh_calls(), 1);
+
+    // The first still holds rt-1 in memory; its logout revokes the stored rt-2.
+    one.logout().unwrap();
+    assert_eq!(srv.revocations()[0]["token"], "rt-2");
+    assert_eq!(srv.try_refresh("rt-2"), (400, Some("invalid_grant".into())));
+    assert!(!path.exists());
+    assert!(matches!(two.get("me").call(), Err(Error::NoTokens)));
+}
+
+#[test]
+fn a_revocation_url_is_checked_by_build() {
+    let err = AuthClient::builder("https://api.example.com/")
+        .refresher(
+            AuthServer::new("https://auth.example.com/token")
+                .revocation_url("http://auth.example.com/revoke")
+                .refresh_grant(),
+        )
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InsecureUrl(_)), "{err:?}");
+    let err = AuthClient::builder("https://api.example.com/")
+        .refresher(
+            AuthServer::new("https://auth.example.com/token")
+                .revocation_url("revoke")
+                .refresh_grant(),
+        )
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl(_)), "{err:?}");
+}
+
+/// A logout while another process holds the store's lock past the lock timeout still logs
+/// out: memory is cleared and the session revoked at the server; `logout` reports the store
+/// error, and the logout is written once the lock is free. Caught nothing being cleared and
+/// nothing revoked.
+#[test]
+fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
+    let srv = LoginServer::start();
+    let dir = TempDir::new("logout-locked-elsewhere");
+    let path = dir.path("tokens.json");
+    let client = discovered_client(&srv)
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(std::time::Duration::from_millis(50)),
+        )
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap();
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+
+    let e = client.logout().unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert!(client.tokens().is_none());
+    let revocations = srv.revocations();
+    assert_eq!(revocations.len(), 1);
+    assert_eq!(revocations[0]["token"], "rt-1");
+    assert!(FileStore::new(&path).unwrap().load().unwrap().is_some());
+
+    // The lock is free again: the write is retried (at most once a second) and the logout
+    // reaches the store.
+    drop(held);
+    wait_until("the logout written", || {
+        assert!(matches!(client.get("me").call(), Err(Error::NoTokens)));
+        FileStore::new(&path).unwrap().load().unwrap().is_none()
+    });
+}

@@ -1,0 +1,452 @@
+//! Issue 10, item 3: a failed save never makes the client go back in time. Memory holds the
+//! new tokens, the store the old ones; the client compares the store with what it last
+//! read or wrote itself, so it never adopts the older stored tokens and never sends their
+//! (consumed) refresh token again. The save is retried, and its failure is reported.
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::harness::fixtures::{FailingWrites, TempDir};
+use crate::harness::observe::{body_json, must_not_block, wait_until, Recorder};
+use crate::harness::servers::TokenServer;
+use tokengate::time::ManualClock;
+use tokengate::{AuthClient, Error, Event, FileStore, TokenStore, Tokens};
+
+fn stored_refresh_token(path: &Path) -> String {
+    let t = FileStore::new(path).unwrap().load().unwrap().unwrap();
+    t.refresh_token().unwrap().secret().to_owned()
+}
+
+/// A client logged in (3600 s tokens) on a file store whose writes can be made to fail,
+/// with a manual clock.
+struct Setup {
+    fail: Arc<AtomicBool>,
+    clock: Arc<ManualClock>,
+    events: Recorder,
+    client: tokengate::AuthClient,
+}
+
+fn setup(srv: &TokenServer, path: &Path) -> Setup {
+    setup_with_listener(srv, path, |_| {})
+}
+
+/// `setup`, with `also` called on every event after it is recorded.
+fn setup_with_listener(
+    srv: &TokenServer,
+    path: &Path,
+    also: impl Fn(&Event) + Send + Sync + 'static,
+) -> Setup {
+    let (store, fail) = FailingWrites::new(FileStore::new(path).unwrap());
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let record = events.listener();
+    let client = srv
+        .client_builder()
+        .store(store)
+        .clock(clock.clone())
+        .on_event(move |e| {
+            record(e);
+            also(e);
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    Setup {
+        fail,
+        clock,
+        events,
+        client,
+    }
+}
+
+fn store_failures(events: &Recorder) -> usize {
+    events.count(|e| matches!(e, Event::StoreFailed { .. }))
+}
+
+#[test]
+fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-consumed");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+
+    // The disk fills up; a 401 makes the client refresh (rt-1 → rt-2) and the save fails.
+    fail.store(true, SeqCst);
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+    assert_eq!(store_failures(&events), 1);
+    // Requests retry the save, at most once a second (and it fails again: still full). With
+    // a shared store the retry runs on a thread of its own (it may wait for the store's lock,
+    // and a request with a valid token never waits for that); the request does not wait.
+    client.get("items").call().unwrap();
+    assert_eq!(store_failures(&events), 1);
+    clock.advance(Duration::from_secs(2));
+    client.get("items").call().unwrap();
+    events.wait_for("the retried save failing", 2, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
+    assert_eq!(store_failures(&events), 2);
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+
+    // The next refresh uses rt-2 from memory: the stored rt-1 is older, not "another
+    // process's newer tokens", and presenting it again would revoke the whole session.
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-3");
+    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.reuse_detected(), 0);
+    assert!(!srv.state.lock().revoked);
+    assert_eq!(store_failures(&events), 3);
+
+    // Space again: the next request (a second later) saves what memory holds.
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2));
+    client.get("items").call().unwrap();
+    wait_until("the retried save", || stored_refresh_token(&path) == "rt-3");
+    assert_eq!(store_failures(&events), 3);
+    client.close().unwrap();
+}
+
+/// A request with a valid token never waits for the store's lock, also when it is the one
+/// that would retry a failed save: another process holds the lock for its refresh, and the
+/// retry waits for it on a thread of its own. Caught the retry taking the lock on the
+/// request's thread.
+#[test]
+fn a_pending_save_never_makes_a_request_wait_for_the_store_lock() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-pending-save");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    fail.store(true, SeqCst);
+    client.force_refresh().unwrap(); // at-2; its save fails
+    assert_eq!(store_failures(&events), 1);
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+    let c = client.clone();
+    let token = must_not_block("a request while a save is pending", move || {
+        let mut r = c.get("items").call().unwrap();
+        body_json(&mut r)["token"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(token, "at-2");
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+    drop(held);
+    wait_until("the retried save", || stored_refresh_token(&path) == "rt-2");
+    client.close().unwrap();
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.reuse_detected(), 0);
+}
+
+/// A listener that panics on the save-retry thread does not stop later retries. Caught the
+/// "a retry is running" flag staying set after the panic: the save was never retried again,
+/// and another process then presented the consumed refresh token.
+#[test]
+fn a_panic_in_a_save_retry_does_not_stop_later_retries() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-panicking-retry");
+    let path = dir.path("tokens.json");
+    let panic_once = Arc::new(AtomicBool::new(false));
+    let armed = panic_once.clone();
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup_with_listener(&srv, &path, move |e| {
+        if matches!(e, Event::StoreFailed { .. }) && armed.swap(false, SeqCst) {
+            panic!("a listener panics (on the save thread)");
+        }
+    });
+    // at-2 / rt-2 in memory; its save fails.
+    fail.store(true, SeqCst);
+    client.force_refresh().unwrap();
+    assert_eq!(store_failures(&events), 1);
+
+    // The retry a second later fails again, and the listener panics on its thread.
+    panic_once.store(true, SeqCst);
+    clock.advance(Duration::from_secs(2));
+    client.get("items").call().unwrap();
+    events.wait_for("the failed retry", 2, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
+    wait_until("the panic", || !panic_once.load(SeqCst));
+
+    // Space again: a later request's retry saves at-2.
+    fail.store(false, SeqCst);
+    wait_until("the retry saved", || {
+        clock.advance(Duration::from_secs(2));
+        client.get("items").call().unwrap();
+        stored_refresh_token(&path) == "rt-2"
+    });
+    client.close().unwrap();
+    assert_eq!(srv.reuse_detected(), 0);
+}
+
+#[test]
+fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-background");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    fail.store(true, SeqCst);
+    clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
+    client.get("items").call().unwrap();
+    events.wait_for("the background save failure", 1, |e| {
+        matches!(e, Event::StoreFailed { .. })
+    });
+    assert_eq!(stored_refresh_token(&path), "rt-1");
+    let c = client.clone();
+    let err = c.close().unwrap_err();
+    assert!(matches!(err, Error::Store(_)), "{err:?}");
+
+    // close() on the last handle retries: with space again, it saves and succeeds.
+    fail.store(false, SeqCst);
+    client.close().unwrap();
+    assert_eq!(stored_refresh_token(&path), "rt-2");
+}
+
+/// A store kept by one process (no lock, no poll) whose writes can be made to fail.
+struct FlakyPlain {
+    saved: Mutex<Option<Tokens>>,
+    fail: AtomicBool,
+}
+
+impl FlakyPlain {
+    fn refresh_token(&self) -> String {
+        let saved = self.saved.lock().unwrap();
+        saved
+            .as_ref()
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .secret()
+            .to_owned()
+    }
+}
+
+impl TokenStore for FlakyPlain {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        Ok(self.saved.lock().unwrap().clone())
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        if self.fail.load(SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        *self.saved.lock().unwrap() = Some(tokens.clone());
+        Ok(())
+    }
+    fn clear(&self) -> io::Result<()> {
+        if self.fail.load(SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        *self.saved.lock().unwrap() = None;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_save_to_an_unshared_store_is_retried_by_a_request_a_second_later() {
+    let srv = TokenServer::start();
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let store = Arc::new(FlakyPlain {
+        saved: Mutex::new(None),
+        fail: AtomicBool::new(false),
+    });
+    let client = srv
+        .client_builder()
+        .store(store.clone())
+        .clock(clock.clone())
+        .on_event(events.listener())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    assert_eq!(store.refresh_token(), "rt-1");
+
+    store.fail.store(true, SeqCst);
+    srv.expire_access_tokens();
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "at-2");
+    assert_eq!(store_failures(&events), 1);
+
+    // The store works again. Requests retry the save at most once a second: not yet...
+    store.fail.store(false, SeqCst);
+    clock.advance(Duration::from_millis(999));
+    client.get("items").call().unwrap();
+    assert_eq!(store.refresh_token(), "rt-1");
+    // ...but a second after the failed one.
+    clock.advance(Duration::from_millis(1));
+    client.get("items").call().unwrap();
+    assert_eq!(store.refresh_token(), "rt-2");
+    assert_eq!(store_failures(&events), 1);
+    client.close().unwrap();
+}
+
+fn stored_access_token(path: &Path) -> Option<String> {
+    let t = FileStore::new(path).unwrap().load().unwrap()?;
+    Some(t.access_token().secret().to_owned())
+}
+
+/// Another process on the same session: a plain `FileStore` at `path`, its tokens loaded
+/// from there.
+fn other_process(srv: &TokenServer, path: &Path) -> AuthClient {
+    srv.client_builder()
+        .store(FileStore::new(path).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A logout whose write failed is never undone by the store: another process, still on the
+/// old session, refreshes and stores it; this client's next request must not adopt that
+/// (the user logged out), and the retry writes the logout over the newer record, which the
+/// other process then adopts. Caught the request's poll (and the retry) adopting the other
+/// process's refresh: the logout was reverted.
+#[test]
+fn an_unsaved_logout_is_written_over_another_processs_refresh_never_undone_by_it() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-unsaved-logout");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    let other = other_process(&srv, &path);
+
+    fail.store(true, SeqCst);
+    let e = client.clear_tokens().unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert!(client.tokens().is_none());
+    assert_eq!(store_failures(&events), 1);
+    other.force_refresh().unwrap(); // still on the old session: rt-1 -> rt-2, stored
+    assert_eq!(stored_refresh_token(&path), "rt-2");
+
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+    let e = client.get("items").call().unwrap_err();
+    assert!(matches!(e, Error::NoTokens), "logged out, got {e:?}");
+    wait_until("the logout written over the refresh", || {
+        stored_access_token(&path).is_none()
+    });
+    assert!(client.tokens().is_none());
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 0);
+    // The other process adopts the logout.
+    let e = other.get("items").call().unwrap_err();
+    assert!(matches!(e, Error::NoTokens), "{e:?}");
+    assert_eq!(srv.reuse_detected(), 0);
+    client.close().unwrap();
+}
+
+/// A login whose write failed is never replaced by the old session: another process still on
+/// it refreshes and stores it; this client goes on with the login (its requests carry the
+/// new user's token) and the retry writes the login over the newer record, which the other
+/// process then adopts. Caught the poll replacing the new user's login with the old user's
+/// refreshed session.
+#[test]
+fn an_unsaved_login_is_written_over_another_processs_refresh_never_replaced_by_it() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-unsaved-login");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client,
+    } = setup(&srv, &path);
+    let other = other_process(&srv, &path);
+
+    fail.store(true, SeqCst);
+    let e = client.set_tokens(srv.second_user_login()).unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert_eq!(store_failures(&events), 1);
+    other.force_refresh().unwrap(); // the old session: rt-1 -> rt-2, stored
+    assert_eq!(stored_refresh_token(&path), "rt-2");
+
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    wait_until("the login written over the refresh", || {
+        stored_access_token(&path).as_deref() == Some("user2-at")
+    });
+    let mut r = client.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 0);
+    // The other process adopts the login.
+    let mut r = other.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(srv.reuse_detected(), 0);
+    client.close().unwrap();
+}
+
+/// Another process holds the store's lock past this client's lock timeout. A login is not
+/// made (nothing changes; the caller still has the tokens and may try again). A logout is:
+/// memory is cleared at once, since a user who logged out must not go on sending the token,
+/// `clear_tokens` reports the store error, and the logout is written once the lock is free.
+/// Caught the logout leaving memory as it was (the docs promised otherwise).
+#[test]
+fn a_logout_clears_memory_even_when_the_store_lock_cannot_be_taken() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-lock-unavailable");
+    let path = dir.path("tokens.json");
+    let clock = Arc::new(ManualClock::new());
+    let client = srv
+        .client_builder()
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .clock(clock.clone())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+
+    let e = client.set_tokens(srv.second_user_login()).unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
+
+    let e = client.clear_tokens().unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
+    assert!(client.tokens().is_none());
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+    assert_eq!(stored_access_token(&path).as_deref(), Some("at-1"));
+
+    drop(held);
+    clock.advance(Duration::from_secs(2)); // a retry is due
+    assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
+    wait_until("the logout written", || {
+        stored_access_token(&path).is_none()
+    });
+    client.close().unwrap();
+}
