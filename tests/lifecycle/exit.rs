@@ -271,6 +271,30 @@ fn hanging_refresher() -> (Hanging, mpsc::Receiver<()>, mpsc::Sender<()>) {
     (hung, started, release)
 }
 
+/// A client of `srv` whose refresher is `hung`, with one token call of 100 ms and no retries,
+/// on a `FileStore` at `path` that waits `lock_wait` for its lock. A flight holds the lock
+/// for at most the token call after a 2 s check of the lock, and the 2 s save allowance:
+/// 4.1 s; its own lock wait is no part of that.
+fn hung_client(srv: &TokenServer, path: &Path, hung: Hanging, lock_wait: Duration) -> AuthClient {
+    AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .token_timeout(Duration::from_millis(100))
+        .retry(tokengate::RetryPolicy::none())
+        .refresher(hung)
+        .store(FileStore::new(path).unwrap().lock_timeout(lock_wait))
+        .build()
+        .unwrap()
+}
+
+/// Another process takes the store's lock at `path` within `wait`, and releases it.
+fn another_process_locks_within(path: &Path, wait: Duration) {
+    let other = FileStore::new(path).unwrap().lock_timeout(wait);
+    let lock = other
+        .lock()
+        .expect("the lock within the other process's wait");
+    drop(lock);
+}
+
 /// A custom refresher that hangs (until the test lets it go) holds the store's lock; the
 /// last handle's drop gives up waiting after the token call's timeout and releases the lock,
 /// so other processes can refresh. The hung refresher's late result is not written.
@@ -328,19 +352,7 @@ fn an_idle_process_does_not_keep_the_lock_of_a_hung_background_refresh() {
     store_login_inside_the_refresh_window(&srv, &path);
 
     let (hung, started, release) = hanging_refresher();
-    // Bound of a flight: lock wait 50 ms + one 100 ms token call + the save allowance.
-    let client = AuthClient::builder(srv.api_url())
-        .proxy(None)
-        .token_timeout(Duration::from_millis(100))
-        .retry(tokengate::RetryPolicy::none())
-        .refresher(hung)
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_millis(50)),
-        )
-        .build()
-        .unwrap();
+    let client = hung_client(&srv, &path, hung, Duration::from_millis(50));
     let mut resp = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut resp)["token"], "at-1");
     started.recv_timeout(HANG_GUARD).unwrap();
@@ -643,30 +655,11 @@ fn a_hung_background_refresh_holds_the_lock_less_long_than_another_process_waits
     let path = dir.path("tokens.json");
     store_login_inside_the_refresh_window(&srv, &path);
     let (hung, started, release) = hanging_refresher();
-    // Holds the lock for at most one 100 ms token call after a 2 s check of the lock, and
-    // the 2 s save allowance: 4.1 s. Its own lock wait (10 s) is no part of that.
-    let client = AuthClient::builder(srv.api_url())
-        .proxy(None)
-        .token_timeout(Duration::from_millis(100))
-        .retry(tokengate::RetryPolicy::none())
-        .refresher(hung)
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_secs(10)),
-        )
-        .build()
-        .unwrap();
+    let client = hung_client(&srv, &path, hung, Duration::from_secs(10));
     client.get("items").call().unwrap();
     started.recv_timeout(HANG_GUARD).unwrap();
 
-    let other = FileStore::new(&path)
-        .unwrap()
-        .lock_timeout(Duration::from_secs(8));
-    let lock = other
-        .lock()
-        .expect("the lock within the other process's wait");
-    drop(lock);
+    another_process_locks_within(&path, Duration::from_secs(8));
     release.send(()).unwrap();
     drop(client);
     drop(dir);
@@ -690,31 +683,12 @@ fn a_hung_refresh_on_a_requests_thread_holds_the_lock_less_long_than_another_pro
         .with_expires_at(now - Duration::from_secs(1));
     FileStore::new(&path).unwrap().save(&expired).unwrap();
     let (hung, started, release) = hanging_refresher();
-    // Holds the lock for at most one 100 ms token call after a 2 s check of the lock, and
-    // the 2 s save allowance: 4.1 s. Its own lock wait (10 s) is no part of that.
-    let client = AuthClient::builder(srv.api_url())
-        .proxy(None)
-        .token_timeout(Duration::from_millis(100))
-        .retry(tokengate::RetryPolicy::none())
-        .refresher(hung)
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_secs(10)),
-        )
-        .build()
-        .unwrap();
+    let client = hung_client(&srv, &path, hung, Duration::from_secs(10));
     let c = client.clone();
     let request = std::thread::spawn(move || c.get("items").call().map(drop));
     started.recv_timeout(HANG_GUARD).unwrap();
 
-    let other = FileStore::new(&path)
-        .unwrap()
-        .lock_timeout(Duration::from_secs(8));
-    let lock = other
-        .lock()
-        .expect("the lock within the other process's wait");
-    drop(lock);
+    another_process_locks_within(&path, Duration::from_secs(8));
     release.send(()).unwrap();
     let _ = request.join().unwrap();
     drop(client);
