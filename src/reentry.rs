@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 thread_local! {
-    /// Addresses of the clients (their shared `Inner`) this thread is busy inside, innermost
+    /// Addresses of the clients (their `Session`) this thread is busy inside, innermost
     /// last. Written only by [`enter`] and [`Busy`]'s `Drop` on this thread.
     static BUSY: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
