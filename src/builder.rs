@@ -356,11 +356,7 @@ fn initial_tokens(
     let tokens = match given {
         Some(t) => {
             let c = stamp(t)?;
-            let lock = match mode {
-                StoreMode::Shared => store.lock().map_err(store_err)?,
-                StoreMode::Private => None,
-            };
-            match lock {
+            match mode.lock(store).map_err(store_err)? {
                 Some(mut lock) => revision = Some(lock.write(Some(&c.tokens)).map_err(store_err)?),
                 None => store.save(&c.tokens).map_err(store_err)?,
             }

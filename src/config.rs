@@ -196,35 +196,21 @@ impl BaseUrl {
 }
 
 /// Every setting of a client, as `build()` checked it. Immutable; shared (through an `Arc`)
-/// by the handles and the session.
-pub(crate) struct Config {
-    base: BaseUrl,
-    api: Agent,
-    /// `api` already has the settings tokengate needs (no per-request override).
-    api_configured: bool,
-    status_as_error: bool,
-    retry: RetryPolicy,
-    sleeper: Box<dyn Sleeper>,
-    max_redirects: u32,
-    /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) whenever a
-    /// redirect changes origin.
-    sensitive_headers: Vec<HeaderName>,
-    allow_other_origins: bool,
-    clock: Box<dyn Clock>,
-    skew: Duration,
-    limits: Limits,
-}
+/// by the handles and the session. Read through its getters.
+pub(crate) struct Config(Settings);
 
-/// What `build()` hands to [`Config::new`].
+/// What `build()` hands to [`Config::new`]: the settings, each as `build()` checked it.
 pub(crate) struct Settings {
     pub(crate) base: BaseUrl,
     pub(crate) api: Agent,
-    /// `api` already has the settings tokengate needs.
+    /// `api` already has the settings tokengate needs (no per-request override).
     pub(crate) api_configured: bool,
     pub(crate) status_as_error: bool,
     pub(crate) retry: RetryPolicy,
     pub(crate) sleeper: Box<dyn Sleeper>,
     pub(crate) max_redirects: u32,
+    /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) whenever a
+    /// redirect changes origin.
     pub(crate) sensitive_headers: Vec<HeaderName>,
     pub(crate) allow_other_origins: bool,
     pub(crate) clock: Box<dyn Clock>,
@@ -233,71 +219,58 @@ pub(crate) struct Settings {
 }
 
 impl Config {
-    pub(crate) fn new(s: Settings) -> Config {
-        Config {
-            api_configured: s.api_configured,
-            base: s.base,
-            api: s.api,
-            status_as_error: s.status_as_error,
-            retry: s.retry,
-            sleeper: s.sleeper,
-            max_redirects: s.max_redirects,
-            sensitive_headers: s.sensitive_headers,
-            allow_other_origins: s.allow_other_origins,
-            clock: s.clock,
-            skew: s.skew,
-            limits: s.limits,
-        }
+    pub(crate) fn new(settings: Settings) -> Config {
+        Config(settings)
     }
 
     /// The base URL.
     pub(crate) fn base(&self) -> &BaseUrl {
-        &self.base
+        &self.0.base
     }
 
     /// The API agent, and whether it already has the settings tokengate needs.
     pub(crate) fn api(&self) -> (&Agent, bool) {
-        (&self.api, self.api_configured)
+        (&self.0.api, self.0.api_configured)
     }
 
     /// Whether a 4xx/5xx final response is an error. Defaults to true.
     pub(crate) fn status_as_error(&self) -> bool {
-        self.status_as_error
+        self.0.status_as_error
     }
 
     /// The retry policy (API requests and token calls). Defaults to [`RetryPolicy::default`].
     pub(crate) fn retry(&self) -> &RetryPolicy {
-        &self.retry
+        &self.0.retry
     }
 
     /// The most redirects followed. Defaults to [`DEFAULT_MAX_REDIRECTS`].
     pub(crate) fn max_redirects(&self) -> u32 {
-        self.max_redirects
+        self.0.max_redirects
     }
 
     /// Headers dropped with the credentials when a redirect changes origin. Defaults to none.
     pub(crate) fn sensitive_headers(&self) -> &[HeaderName] {
-        &self.sensitive_headers
+        &self.0.sensitive_headers
     }
 
     /// Whether paths may resolve to another origin. Defaults to false.
     pub(crate) fn allow_other_origins(&self) -> bool {
-        self.allow_other_origins
+        self.0.allow_other_origins
     }
 
     /// The clock. Defaults to the system clock.
     pub(crate) fn clock(&self) -> &dyn Clock {
-        &*self.clock
+        &*self.0.clock
     }
 
     /// How long before expiry tokens are refreshed. Defaults to [`DEFAULT_REFRESH_SKEW`].
     pub(crate) fn skew(&self) -> Duration {
-        self.skew
+        self.0.skew
     }
 
     /// The bounds of a refresh.
     pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
+        &self.0.limits
     }
 
     /// Waits before retry number `retry` (0-based) per the retry policy and `retry_after`,
@@ -310,7 +283,7 @@ impl Config {
         retry_after: Option<Duration>,
         describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
     ) {
-        let delay = self.retry.delay(retry, retry_after, retry::random());
+        let delay = self.0.retry.delay(retry, retry_after, retry::random());
         hooks.report(
             Event::Retrying {
                 retry: retry + 1,
@@ -318,7 +291,7 @@ impl Config {
             },
             format_args!("{}", Describe(describe, delay)),
         );
-        self.sleeper.sleep(delay);
+        self.0.sleeper.sleep(delay);
     }
 }
 
@@ -334,13 +307,13 @@ impl<F: Fn(&mut fmt::Formatter<'_>, T) -> fmt::Result, T: Copy> fmt::Display for
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("base_url", &self.base.url)
-            .field("status_as_error", &self.status_as_error)
-            .field("retry", &self.retry)
-            .field("max_redirects", &self.max_redirects)
-            .field("allow_other_origins", &self.allow_other_origins)
-            .field("skew", &self.skew)
-            .field("limits", &self.limits)
+            .field("base_url", &self.0.base.url)
+            .field("status_as_error", &self.0.status_as_error)
+            .field("retry", &self.0.retry)
+            .field("max_redirects", &self.0.max_redirects)
+            .field("allow_other_origins", &self.0.allow_other_origins)
+            .field("skew", &self.0.skew)
+            .field("limits", &self.0.limits)
             .finish_non_exhaustive()
     }
 }

@@ -22,7 +22,12 @@ use crate::tokens::Current;
 use crate::util::deadline_after;
 
 /// Why a flight whose store lock was taken away neither calls nor writes.
-const LOCK_TAKEN_AWAY: &str = "the refresh held the store's lock past its bound and gave it up";
+fn taken_away() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the refresh held the store's lock past its bound and gave it up",
+    )
+}
 
 /// The store lock of a flight.
 pub(super) enum LockState {
@@ -90,7 +95,7 @@ impl<'s> HeldLock<'s> {
     pub(super) fn confirm(&self) -> Result<(), RefreshError> {
         let gone = match &mut *self.slot.lock() {
             LockState::Unshared => return Ok(()),
-            LockState::Lost => io::Error::new(io::ErrorKind::TimedOut, LOCK_TAKEN_AWAY),
+            LockState::Lost => taken_away(),
             LockState::Held(lock) => match lock.still_held() {
                 Ok(true) => return Ok(()),
                 Ok(false) => io::Error::other(
@@ -131,10 +136,7 @@ impl<'s> HeldLock<'s> {
         let writer = match &mut *state {
             LockState::Unshared => Writer::Plain,
             LockState::Held(lock) => Writer::Locked(lock),
-            LockState::Lost => Writer::Unlocked(Arc::new(io::Error::new(
-                io::ErrorKind::TimedOut,
-                LOCK_TAKEN_AWAY,
-            ))),
+            LockState::Lost => Writer::Unlocked(Arc::new(taken_away())),
         };
         self.session
             .write_through(snap, writer, Change::Refreshed, p)

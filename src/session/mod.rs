@@ -55,6 +55,20 @@ pub(crate) enum StoreMode {
     Shared,
 }
 
+impl StoreMode {
+    /// The store's lock, read under it (see [`TokenStore::lock`]); `None` for a private
+    /// store, which is never locked: its changes go through `save` and `clear`.
+    pub(crate) fn lock(
+        self,
+        store: &dyn TokenStore,
+    ) -> std::io::Result<Option<crate::store::StoreLock>> {
+        match self {
+            StoreMode::Shared => store.lock(),
+            StoreMode::Private => Ok(None),
+        }
+    }
+}
+
 /// The tokens of one client and what keeps them fresh. Fields are written once by `build()`,
 /// except: the gate (see `gate.rs` for which lock guards what), the atomics (each says who
 /// writes it) and `flight_lock` (its own mutex).
@@ -237,13 +251,9 @@ impl Session {
         );
     }
 
-    /// The shared store's lock, read under it (see [`TokenStore::lock`]); `None` for a
-    /// private store, which is never locked: its changes go through `save` and `clear`.
+    /// This client's store's lock, if it is shared (see [`StoreMode::lock`]).
     fn lock_store(&self) -> std::io::Result<Option<crate::store::StoreLock>> {
-        match self.mode {
-            StoreMode::Shared => self.store.lock(),
-            StoreMode::Private => Ok(None),
-        }
+        self.mode.lock(&*self.store)
     }
 
     /// Identifies this client for [`crate::reentry`].
