@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::hooks::{EventListener, Hooks, Listener};
 use crate::refresh::Refresh;
-use crate::retry::{RetryPolicy, Sleeper, ThreadSleeper};
+use crate::retry::{RetryPolicy, Sleeper};
 use crate::session::{self, Session, StoreMode};
 use crate::store::{MemoryStore, Revision, TokenStore};
 use crate::tokens::{Current, Tokens};
@@ -42,7 +42,9 @@ pub struct AuthClientBuilder {
     status_as_error: bool,
     allow_insecure_http: bool,
     retry: RetryPolicy,
-    sleeper: Box<dyn Sleeper>,
+    /// `None`: [`crate::ThreadSleeper`]'s sleep, which a refresh that lost its lock can cut
+    /// short.
+    sleeper: Option<Box<dyn Sleeper>>,
     max_redirects: u32,
     sensitive_headers: Vec<HeaderName>,
     allow_other_origins: bool,
@@ -75,7 +77,7 @@ impl AuthClientBuilder {
             status_as_error: true,
             allow_insecure_http: false,
             retry: RetryPolicy::default(),
-            sleeper: Box::new(ThreadSleeper),
+            sleeper: None,
             max_redirects: config::DEFAULT_MAX_REDIRECTS,
             sensitive_headers: Vec::new(),
             allow_other_origins: false,
@@ -154,7 +156,7 @@ impl AuthClientBuilder {
 
     /// What waits between retries. Defaults to [`ThreadSleeper`] (`std::thread::sleep`).
     pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
-        self.sleeper = Box::new(sleeper);
+        self.sleeper = Some(Box::new(sleeper));
         self
     }
 
@@ -355,7 +357,8 @@ fn initial_tokens(
     let mut revision = loaded.as_ref().map(|s| s.revision());
     let tokens = match given {
         Some(t) => {
-            let c = stamp(t)?;
+            // Given to the builder: a login, with a new lineage.
+            let c = stamp(t.new_lineage())?;
             match mode.lock(store).map_err(store_err)? {
                 Some(mut lock) => revision = Some(lock.write(Some(&c.tokens)).map_err(store_err)?),
                 None => store.save(&c.tokens).map_err(store_err)?,

@@ -129,7 +129,10 @@ impl AuthClient {
     /// own refresher, store or a listener running during a refresh.
     pub fn set_tokens(&self, tokens: Tokens) -> Result<(), Error> {
         let session = self.session();
-        let current = session.stamp(tokens).map_err(Error::InvalidToken)?;
+        // A login: a new lineage, kept by every refresh of it.
+        let current = session
+            .stamp(tokens.new_lineage())
+            .map_err(Error::InvalidToken)?;
         session.replace(Some(current))
     }
 

@@ -31,6 +31,10 @@ pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(2);
 /// (`RedisStore`'s I/O timeout is 2 s by default; a `FileStore` lock cannot lapse).
 pub(crate) const LOCK_CHECK_ALLOWANCE: Duration = Duration::from_secs(2);
 
+/// How often a backoff checks whether it should stop early (its refresh lost the store's
+/// lock, or the client closed).
+pub(crate) const STOP_CHECK_EVERY: Duration = Duration::from_millis(20);
+
 /// The bounds of a refresh, all derived from the token agent's timeout, the retry policy and
 /// the store's lock wait (see [`Limits::new`]).
 #[derive(Clone, Copy, Debug)]
@@ -207,7 +211,8 @@ pub(crate) struct Settings {
     pub(crate) api_configured: bool,
     pub(crate) status_as_error: bool,
     pub(crate) retry: RetryPolicy,
-    pub(crate) sleeper: Box<dyn Sleeper>,
+    /// `None`: `std::thread::sleep`, in slices, so a backoff can stop early.
+    pub(crate) sleeper: Option<Box<dyn Sleeper>>,
     pub(crate) max_redirects: u32,
     /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) whenever a
     /// redirect changes origin.
@@ -283,6 +288,19 @@ impl Config {
         retry_after: Option<Duration>,
         describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
     ) {
+        self.back_off_unless(hooks, retry, retry_after, describe, &|| false);
+    }
+
+    /// [`Config::back_off`], cut short once `stop` says so (checked every
+    /// [`STOP_CHECK_EVERY`]; a custom [`Sleeper`] sleeps the whole delay in one call).
+    pub(crate) fn back_off_unless(
+        &self,
+        hooks: &Hooks,
+        retry: u32,
+        retry_after: Option<Duration>,
+        describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
+        stop: &dyn Fn() -> bool,
+    ) {
         let delay = self.0.retry.delay(retry, retry_after, retry::random());
         hooks.report(
             Event::Retrying {
@@ -291,7 +309,19 @@ impl Config {
             },
             format_args!("{}", Describe(describe, delay)),
         );
-        self.0.sleeper.sleep(delay);
+        match &self.0.sleeper {
+            Some(sleeper) => sleeper.sleep(delay),
+            None => {
+                let end = crate::util::deadline_after(delay);
+                loop {
+                    let now = std::time::Instant::now();
+                    if now >= end || stop() {
+                        return;
+                    }
+                    std::thread::sleep((end - now).min(STOP_CHECK_EVERY));
+                }
+            }
+        }
     }
 }
 

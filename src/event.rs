@@ -56,6 +56,14 @@ pub enum Event {
         /// The new generation.
         generation: u64,
     },
+    /// A login or logout of this client that could not be written to a shared store was
+    /// dropped: meanwhile another login (in another process or machine) replaced the session
+    /// it applied to, or the login it made was logged out there. The record the store holds
+    /// was adopted, as `generation`.
+    Superseded {
+        /// The generation adopted.
+        generation: u64,
+    },
     /// The store failed to save tokens of `generation` (they are in use in memory). The
     /// write is retried on a later request; [`AuthClient::close`](crate::AuthClient::close)
     /// reports one that never succeeded.

@@ -90,6 +90,7 @@ impl Hooks {
             Event::SessionExpired => Some(&s.session_expiries),
             Event::Adopted { .. } => Some(&s.adopted),
             Event::RefreshStarted { .. }
+            | Event::Superseded { .. }
             | Event::StoreFailed { .. }
             | Event::RevocationFailed { .. } => None,
         }
@@ -106,6 +107,7 @@ fn level_of(event: &Event) -> log::Level {
         | Event::Retrying { .. } => log::Level::Debug,
         Event::SessionExpired | Event::Adopted { .. } => log::Level::Info,
         Event::RefreshFailed { .. }
+        | Event::Superseded { .. }
         | Event::StoreFailed { .. }
         | Event::RevocationFailed { .. } => log::Level::Warn,
     }

@@ -241,6 +241,27 @@ pub(crate) fn from_unix_ms(ms: u64) -> Option<std::time::SystemTime> {
     std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
 }
 
+/// 128 random bits from the operating system, as 32 lowercase hex digits: the ids of logins
+/// (lineages) and of store writes. Only their uniqueness matters; should the OS source fail
+/// (it does not on supported platforms), std's per-process random hash keys, the time and a
+/// counter stand in.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(n);
+            h.write_usize(i);
+            h.write_u128(unix_ms_of(std::time::SystemTime::now()).into());
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A `Debug` stand-in for a secret value.
 pub(crate) struct Redacted;
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::lifecycle::HeldLock;
+use super::persistence::Verdict;
 use super::{Persisted, Session};
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
@@ -42,6 +43,8 @@ pub(super) struct FlightLog {
     refreshed: bool,
     /// It adopted what another process stored.
     adopted: bool,
+    /// What it adopted replaced a login or logout of this client that was not written yet.
+    superseded: bool,
     /// Its write to the store failed.
     store_error: Option<Arc<io::Error>>,
 }
@@ -120,7 +123,7 @@ impl Session {
         let Some(refresher) = self.refresher.as_deref() else {
             return Err(Arc::new(RefreshError::NoRefreshToken));
         };
-        let lock = self.lock_store().map_err(store_error)?;
+        let lock = self.lock_store().map_err(store_error)?.into_inner();
         let shared = lock.is_some();
         let held = HeldLock::register(self, lock);
         if shared {
@@ -156,7 +159,8 @@ impl Session {
             Event::RefreshStarted { reason, generation },
             format_args!("refresh of token generation {generation} started ({reason:?}) on thread {ThisThread}"),
         );
-        let current = from.unwrap_or_else(|| Tokens::new("-"));
+        // Acquiring without tokens (client credentials) is a login: a new lineage.
+        let current = from.unwrap_or_else(|| Tokens::new("-").new_lineage());
         let answer = self.call_refresher(refresher, &current, &held);
         let mut flight = InFlight {
             held,
@@ -186,15 +190,19 @@ impl Session {
         let read = Some(stored.revision());
         // The base must be the one of the tokens this flight replaces: if memory moved on
         // (a poll adopted this very record while we waited for the lock), the flight is moot.
-        let (base, replace_pending) = {
+        let (base, pending, verdict) = {
             let p = lead.persisted();
             if self.gate.generation() != lead.generation() {
                 return Ok(UnderLock::Done);
             }
-            (p.base, p.replace_pending)
+            let verdict = p.judge(lead.tokens().map(Arc::as_ref), &stored);
+            (p.base, p.replace_pending, verdict)
         };
         let changed = match base {
-            _ if replace_pending => false,
+            // A login or logout of this client not written yet is newer than anything the
+            // store holds, unless the store shows it written already or replaced by another
+            // login (see `Verdict`).
+            _ if pending => verdict != Verdict::Stands,
             Some(base) => stored.revision() != base,
             // Not known yet (a store that is never polled): compare the tokens.
             None => {
@@ -205,7 +213,9 @@ impl Session {
         if !changed {
             return Ok(UnderLock::Refresh { from, read });
         }
+        note.superseded = verdict == Verdict::Superseded;
         let revision = stored.revision();
+        let lineage = stored.tokens().and_then(Tokens::lineage).map(str::to_owned);
         let adopted = stored
             .into_tokens()
             .map(|t| self.stamp(t))
@@ -217,7 +227,9 @@ impl Session {
                 read,
             }),
             adopted => {
-                note.adopted = lead.install(adopted, false, |_, p| self.note_revision(p, revision));
+                note.adopted = lead.install(adopted, false, |_, p| {
+                    self.note_revision(p, revision, lineage.as_deref());
+                });
                 Ok(UnderLock::Done)
             }
         }
@@ -235,11 +247,18 @@ impl Session {
         held: &HeldLock<'_>,
     ) -> Result<Tokens, RefreshError> {
         // Closed: the process may not be there to save the answer (a rotated refresh token).
-        // Lock taken away: no point waiting out a backoff.
+        // Lock taken away, or a lease found lapsed: no point waiting out a backoff (it stops
+        // at once).
         let stop = || self.closing.load(Acquire) || held.lost();
         let mut retries = 0;
         loop {
-            held.confirm()?;
+            held.confirm(current.refresh_token())?;
+            // Closed while the lock was being confirmed: no new call (see `shut_down`).
+            if self.closing.load(Acquire) {
+                return Err(RefreshError::transient(
+                    "the client was closed before the token call",
+                ));
+            }
             match refresher.refresh(&self.token_agent, current) {
                 Err(e)
                     if retries < self.config.retry().retries()
@@ -251,16 +270,18 @@ impl Session {
                         _ => None,
                     };
                     let of = self.config.retry().retries();
+                    let describe = |f: &mut std::fmt::Formatter<'_>, delay| {
+                        write!(
+                            f,
+                            "token endpoint: retry {} of {of} in {delay:?} after: {}",
+                            retries + 1,
+                            Chain(&e)
+                        )
+                    };
                     self.config
-                        .back_off(&self.hooks, retries, after, |f, delay| {
-                            write!(
-                                f,
-                                "token endpoint: retry {} of {of} in {delay:?} after: {}",
-                                retries + 1,
-                                Chain(&e)
-                            )
-                        });
-                    if stop() {
+                        .back_off_unless(&self.hooks, retries, after, describe, &stop);
+                    // A lock found lost is confirmed (and its loss recorded) at the top.
+                    if self.closing.load(Acquire) {
                         return Err(e);
                     }
                     retries += 1;
@@ -281,7 +302,7 @@ impl Session {
         let (held, note) = (&flight.held, &mut *flight.note);
         match answer {
             Ok(new) => {
-                let new = new.keep_refresh_token(current.refresh_token());
+                let new = new.continuing(current);
                 let stamped = self
                     .stamp(new)
                     .map_err(|_| Arc::new(RefreshError::InvalidResponse(RECEIVED_INVALID)))?;
@@ -320,17 +341,25 @@ impl Session {
         read: Option<Revision>,
         note: &mut FlightLog,
     ) -> bool {
-        if lead.persisted().replace_pending {
-            return false;
-        }
         let Some(newer) = held.reread().filter(|s| Some(s.revision()) != read) else {
             return false;
         };
+        let (pending, verdict) = {
+            let p = lead.persisted();
+            (p.replace_pending, p.judge(lead.tokens().map(Arc::as_ref), &newer))
+        };
+        if pending && verdict == Verdict::Stands {
+            return false;
+        }
+        note.superseded = verdict == Verdict::Superseded;
         let revision = newer.revision();
+        let lineage = newer.tokens().and_then(Tokens::lineage).map(str::to_owned);
         let Ok(adopted) = newer.into_tokens().map(|t| self.stamp(t)).transpose() else {
             return false;
         };
-        note.adopted = lead.install(adopted, false, |_, p| self.note_revision(p, revision));
+        note.adopted = lead.install(adopted, false, |_, p| {
+            self.note_revision(p, revision, lineage.as_deref());
+        });
         note.adopted
     }
 
@@ -381,6 +410,9 @@ impl Session {
                 ),
             );
         } else if note.adopted {
+            if note.superseded {
+                self.report_superseded(generation);
+            }
             self.report_adopted(generation, fresh.snapshot.tokens.is_some());
         } else if led && note.refreshed {
             let reason = note.reason.unwrap_or(RefreshReason::Expired);

@@ -18,7 +18,7 @@ use crate::gate::Snapshot;
 use crate::logging::TARGET;
 use crate::reentry;
 use crate::store::{StoreLock, Stored};
-use crate::tokens::Current;
+use crate::tokens::{Current, RefreshToken};
 use crate::util::deadline_after;
 
 /// Why a flight whose store lock was taken away neither calls nor writes.
@@ -75,9 +75,14 @@ impl<'s> HeldLock<'s> {
         }
     }
 
-    /// True once [`Session::release_stuck_lock`] took the lock away from this flight.
+    /// True once [`Session::release_stuck_lock`] took the lock away from this flight, or the
+    /// store found its lock lapsed (see [`StoreLock::lost`]; no round trip).
     pub(super) fn lost(&self) -> bool {
-        matches!(*self.slot.lock(), LockState::Lost)
+        match &*self.slot.lock() {
+            LockState::Lost => true,
+            LockState::Held(lock) => lock.lost(),
+            LockState::Unshared => false,
+        }
     }
 
     /// True once [`HeldLock::confirm`] found the lock gone (taken away, or lapsed).
@@ -85,18 +90,20 @@ impl<'s> HeldLock<'s> {
         self.lapsed.get()
     }
 
-    /// Before a token call: confirms that this flight still holds the store's lock (one
-    /// round trip for a store whose lock can lapse; see [`StoreLock::still_held`]). A private
-    /// store has nothing to confirm.
+    /// Before a token call that presents `presenting`: confirms that this flight still holds
+    /// the store's lock, and records the call's intent (one round trip for a store whose
+    /// lock can lapse; see [`StoreLock::before_call`]). A private store has nothing to
+    /// confirm.
     ///
     /// # Errors
     /// [`RefreshError::Store`] if the lock was taken away, lapsed, or cannot be confirmed:
     /// no token call may be made then.
-    pub(super) fn confirm(&self) -> Result<(), RefreshError> {
+    pub(super) fn confirm(&self, presenting: Option<&RefreshToken>) -> Result<(), RefreshError> {
+        let bound = self.session.config.limits().token_call;
         let gone = match &mut *self.slot.lock() {
             LockState::Unshared => return Ok(()),
             LockState::Lost => taken_away(),
-            LockState::Held(lock) => match lock.still_held() {
+            LockState::Held(lock) => match lock.before_call(presenting, bound) {
                 Ok(true) => return Ok(()),
                 Ok(false) => io::Error::other(
                     "the store's lock lapsed before the token call (another process may \
@@ -153,10 +160,13 @@ impl Drop for HeldLock<'_> {
             *registered = None;
         }
         drop(registered);
-        let mut state = self.slot.lock();
-        if matches!(*state, LockState::Held(_)) {
-            *state = LockState::Lost;
-        }
+        let lock = match std::mem::replace(&mut *self.slot.lock(), LockState::Lost) {
+            LockState::Held(lock) => Some(lock),
+            LockState::Unshared => return,
+            LockState::Lost => None,
+        };
+        // Kept if the refresh it got could not be written (see `keep.rs`), else released.
+        self.session.give_back(lock, true);
     }
 }
 
@@ -199,9 +209,13 @@ impl Session {
         let stuck = registered
             .as_ref()
             .is_some_and(|f| force || f.locked_at.elapsed() >= hold);
-        if stuck {
-            if let Some(f) = registered.take() {
-                *f.slot.lock() = LockState::Lost;
+        let taken = stuck.then(|| registered.take()).flatten();
+        drop(registered);
+        // The release (a Redis round trip) runs with no lock of the session held.
+        if let Some(f) = taken {
+            let lock = std::mem::replace(&mut *f.slot.lock(), LockState::Lost);
+            if let LockState::Held(lock) = lock {
+                self.give_back(Some(lock), false);
             }
         }
         stuck
@@ -219,6 +233,7 @@ impl Session {
         }
         if last {
             self.closing.store(true, Release);
+            self.wake_keeper();
         }
         let limits = self.config.limits();
         let bound = if last {
@@ -240,6 +255,11 @@ impl Session {
             if let Some(e) = self.retry_unsaved(true) {
                 result = result.and(Err(Error::Store(e)));
             }
+        }
+        if last {
+            // A lock kept for a refresh that could not be written is released: the process
+            // is about to end (see `keep.rs`).
+            self.release_kept();
         }
         result
     }

@@ -18,12 +18,13 @@
 //! lock before a slot.
 
 mod flight;
+mod keep;
 mod lifecycle;
 mod persistence;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use ureq::Agent;
@@ -95,6 +96,10 @@ pub(crate) struct Session {
     /// The store lock held by the flight running now, so a flight that holds it too long
     /// (a hung custom refresher) can be made to give it up. Guarded by its own mutex.
     flight_lock: Mutex<Option<FlightLock>>,
+    /// The store's lock, kept while a refresh is not written (see `keep.rs`).
+    keep: keep::Keep,
+    /// This session, for the threads it starts from a `&self` (set by [`Session::into_arc`]).
+    this: Weak<Session>,
 }
 
 /// What `build()` hands to [`Session::new`].
@@ -113,10 +118,11 @@ pub(crate) struct Parts {
 
 impl Session {
     pub(crate) fn new(p: Parts) -> Session {
+        let lineage = p.tokens.as_ref().and_then(|c| c.tokens.lineage()).map(str::to_owned);
         Session {
             config: p.config,
             hooks: p.hooks,
-            gate: Gate::new(p.tokens, Persisted::new(p.base)),
+            gate: Gate::new(p.tokens, Persisted::new(p.base, lineage)),
             refresher: p.refresher,
             token_agent: p.token_agent,
             store: p.store,
@@ -126,7 +132,17 @@ impl Session {
             saving: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             flight_lock: Mutex::new(None),
+            keep: keep::Keep::default(),
+            this: Weak::new(),
         }
+    }
+
+    /// The session in its `Arc`, knowing its own address.
+    pub(crate) fn into_arc(mut self) -> Arc<Session> {
+        Arc::new_cyclic(|this| {
+            self.this = this.clone();
+            self
+        })
     }
 
     /// The listeners and counters.
@@ -249,11 +265,6 @@ impl Session {
             Event::Adopted { generation },
             format_args!("adopted tokens another process stored ({what}; generation {generation})"),
         );
-    }
-
-    /// This client's store's lock, if it is shared (see [`StoreMode::lock`]).
-    fn lock_store(&self) -> std::io::Result<Option<crate::store::StoreLock>> {
-        self.mode.lock(&*self.store)
     }
 
     /// Identifies this client for [`crate::reentry`].

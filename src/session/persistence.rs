@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::keep::Locked;
 use super::{Session, StoreMode};
 use crate::error::Error;
 use crate::event::Event;
@@ -36,17 +37,75 @@ pub(crate) struct Persisted {
     /// (another process still on the old session refreshing it) replaces it meanwhile.
     /// Without it, an unsaved refresh gives way to a newer record another process stored.
     pub(crate) replace_pending: bool,
+    /// Shared stores: the lineage (see [`Tokens::lineage`]) of the tokens at `base`, i.e. of
+    /// the session the store held when memory and store last agreed.
+    pub(crate) base_lineage: Option<String>,
+    /// While `replace_pending`: the lineage the pending login or logout replaces (the
+    /// session the store held when it was made). The retry writes it only over that session
+    /// (or one the store cannot name); a record of another login made meanwhile wins.
+    pub(crate) replaced: Option<String>,
     /// When (by the client's clock) a failed write was last retried.
     pub(crate) last_retry: Option<SystemTime>,
 }
 
+/// What a login or logout of this client that is not written yet becomes, judged against
+/// the record a shared store holds now (see [`Persisted::judge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// It still has to be written: the store holds the session it replaces (maybe refreshed
+    /// since by another process), or a record that names no session.
+    Stands,
+    /// It is in the store already (a write that was reported failed but happened, maybe
+    /// refreshed since by another process): adopt the record, write nothing.
+    Done,
+    /// Another login replaced the session it applied to (or the login it made was logged
+    /// out elsewhere): it is dropped, and the record adopted.
+    Superseded,
+}
+
 impl Persisted {
-    pub(crate) fn new(base: Option<Revision>) -> Self {
+    /// Memory corresponds to the shared store's `base`, a record of the session `lineage`.
+    pub(crate) fn new(base: Option<Revision>, lineage: Option<String>) -> Self {
         Persisted {
             base,
             unsaved: None,
             replace_pending: false,
+            base_lineage: lineage,
+            replaced: None,
             last_retry: None,
+        }
+    }
+
+    /// Judges the pending login or logout of this client (memory holds `memory`) against
+    /// `stored`. `Stands` when nothing is pending.
+    pub(crate) fn judge(&self, memory: Option<&Current>, stored: &Stored) -> Verdict {
+        if !self.replace_pending {
+            return Verdict::Stands;
+        }
+        let ours = memory.and_then(|c| c.tokens.lineage());
+        match stored.tokens() {
+            Some(theirs) => match theirs.lineage() {
+                // Our login is stored: adopt it, unless memory holds a later refresh of it.
+                Some(l) if Some(l) == ours => {
+                    let issued = |t: &Tokens| t.issued_at();
+                    let newer_here = memory
+                        .and_then(|c| issued(&c.tokens))
+                        .zip(issued(theirs))
+                        .is_some_and(|(here, there)| here > there);
+                    if newer_here {
+                        Verdict::Stands
+                    } else {
+                        Verdict::Done
+                    }
+                }
+                Some(l) if Some(l) != self.replaced.as_deref() => Verdict::Superseded,
+                _ => Verdict::Stands,
+            },
+            // A logout record: of our own login (it was written, then logged out elsewhere),
+            // or, for a pending logout, already what we want.
+            None if ours.is_some() && stored.ended() == ours => Verdict::Superseded,
+            None if memory.is_none() => Verdict::Done,
+            None => Verdict::Stands,
         }
     }
 }
@@ -65,10 +124,12 @@ pub(super) enum Writer<'a> {
 impl<'a> Writer<'a> {
     /// Through `lock` if the store gave one (a shared store), else `save` / `clear`; nothing
     /// if taking the lock failed.
-    fn of(lock: &'a mut Result<Option<StoreLock>, Arc<io::Error>>) -> Self {
+    fn of(lock: &'a mut Result<Locked<'_>, Arc<io::Error>>) -> Self {
         match lock {
-            Ok(Some(l)) => Writer::Locked(l),
-            Ok(None) => Writer::Plain,
+            Ok(l) => match l.get() {
+                Some(l) => Writer::Locked(l),
+                None => Writer::Plain,
+            },
             Err(e) => Writer::Unlocked(Arc::clone(e)),
         }
     }
@@ -102,7 +163,8 @@ enum Retried {
     /// The record went bad meanwhile: it is not overwritten behind the user's back, and
     /// nothing was written.
     Unreadable(Arc<io::Error>),
-    /// Another process stored newer tokens than an unsaved refresh: adopt them.
+    /// Another process stored newer tokens than an unsaved refresh, or a record that resolves
+    /// an unsaved login or logout (see [`Verdict`]): adopt them.
     Newer(u64, Revision, Stored),
 }
 
@@ -193,8 +255,8 @@ impl Session {
     /// The tokens a shared store holds under `lock` if another process stored them since this
     /// client last read or wrote it. Not while a login or logout of this client is unsaved:
     /// memory is the newer then.
-    fn newer_stored(&self, lock: &Result<Option<StoreLock>, Arc<io::Error>>) -> Option<Tokens> {
-        let stored = lock.as_ref().ok()?.as_ref()?.stored().ok()?;
+    fn newer_stored(&self, lock: &Result<Locked<'_>, Arc<io::Error>>) -> Option<Tokens> {
+        let stored = lock.as_ref().ok()?.peek()?.stored().ok()?;
         let p = self.gate.persisted();
         let newer = p.base != Some(stored.revision()) && !p.replace_pending;
         newer.then(|| stored.tokens().cloned())?
@@ -238,22 +300,33 @@ impl Session {
     /// or logout of this client is unsaved (its retry writes it over the record).
     fn adopt(&self, generation: u64, since: Revision, stored: Stored) -> Result<(), Error> {
         let revision = stored.revision();
+        let lineage = stored.tokens().and_then(Tokens::lineage).map(str::to_owned);
         let current = stored
-            .into_tokens()
+            .tokens()
+            .cloned()
             .map(|t| self.stamp(t))
             .transpose()
             .map_err(Error::InvalidToken)?;
+        let mut verdict = Verdict::Stands;
         let adopted = self.gate.replace(
             Some(generation),
             // Not while this client's flight holds the store's lock: nobody else can have
             // written since the flight read the store, so what this read found is not newer
             // than what the flight works from, and replacing memory would make the flight
             // discard its answer (whose refresh token the server has rotated already).
-            |p| p.base == Some(since) && !p.replace_pending && self.flight_lock.lock().is_none(),
+            |p| {
+                verdict = p.judge(self.gate.snapshot().tokens.as_deref(), &stored);
+                p.base == Some(since)
+                    && (!p.replace_pending || verdict != Verdict::Stands)
+                    && self.flight_lock.lock().is_none()
+            },
             current,
-            |_, p| self.note_revision(p, revision),
+            |_, p| self.note_revision(p, revision, lineage.as_deref()),
         );
         if let Some(snap) = adopted {
+            if verdict == Verdict::Superseded {
+                self.report_superseded(snap.generation);
+            }
             self.report_adopted(snap.generation, snap.tokens.is_some());
         }
         Ok(())
@@ -327,10 +400,14 @@ impl Session {
         match retried {
             Retried::Saved => None,
             Retried::Unreadable(err) => Some(err),
-            Retried::Newer(generation, since, stored) => self
-                .adopt(generation, since, stored)
-                .err()
-                .map(|e| Arc::new(io::Error::other(e))),
+            Retried::Newer(generation, since, stored) => {
+                let adopted = self.adopt(generation, since, stored);
+                // Nothing unsaved any more: a kept lock is released now.
+                if !self.unsaved.load(Acquire) {
+                    self.release_kept();
+                }
+                adopted.err().map(|e| Arc::new(io::Error::other(e)))
+            }
             Retried::Failed(err, generation) => {
                 self.hooks.report(
                     Event::StoreFailed { generation },
@@ -345,17 +422,26 @@ impl Session {
     /// tokens to adopt instead. `None` if nothing is unsaved any more.
     fn retry_under_lock(
         &self,
-        lock: &mut Result<Option<StoreLock>, Arc<io::Error>>,
+        lock: &mut Result<Locked<'_>, Arc<io::Error>>,
     ) -> Option<Retried> {
         let mut p = self.gate.persisted();
         p.unsaved.as_ref()?;
         let stored = lock
             .as_ref()
             .ok()
-            .and_then(Option::as_ref)
+            .and_then(Locked::peek)
             .map(StoreLock::stored);
         match stored {
-            // An unsaved login or logout is written over whatever is stored.
+            // An unsaved login or logout that is in the store already, or that another login
+            // replaced meanwhile: the record is adopted, nothing written.
+            Some(Ok(stored))
+                if p.judge(self.gate.snapshot().tokens.as_deref(), stored) != Verdict::Stands =>
+            {
+                let since = p.base.unwrap_or(stored.revision());
+                return Some(Retried::Newer(self.gate.generation(), since, stored.clone()));
+            }
+            // An unsaved login or logout is written over its own session (refreshed since by
+            // another process) or a record that names none.
             _ if p.replace_pending => {}
             // A record that went bad meanwhile is not overwritten behind the user's back.
             Some(Err(e)) => return Some(Retried::Unreadable(Arc::new(e))),
@@ -403,15 +489,19 @@ impl Session {
         match written {
             Ok(revision) => {
                 if let Some(revision) = revision {
-                    self.note_revision(p, revision);
+                    self.note_revision(p, revision, tokens.and_then(Tokens::lineage));
                 }
                 p.unsaved = None;
                 p.replace_pending = false;
+                p.replaced = None;
                 self.unsaved.store(false, Release);
                 Ok(())
             }
             Err(e) => {
-                p.replace_pending |= change == Change::Replaced;
+                if change == Change::Replaced && !p.replace_pending {
+                    p.replaced = p.base_lineage.clone();
+                    p.replace_pending = true;
+                }
                 p.unsaved = Some(Arc::clone(&e));
                 p.last_retry = Some(self.config.clock().now());
                 self.unsaved.store(true, Release);
@@ -420,13 +510,31 @@ impl Session {
         }
     }
 
-    /// Records that memory now corresponds to the shared store's `revision`.
-    pub(super) fn note_revision(&self, p: &mut Persisted, revision: Revision) {
+    /// Records that memory now corresponds to the shared store's `revision`, a record of the
+    /// session `lineage`.
+    pub(super) fn note_revision(&self, p: &mut Persisted, revision: Revision, lineage: Option<&str>) {
         p.base = Some(revision);
+        p.base_lineage = lineage.map(str::to_owned);
         p.unsaved = None;
         p.replace_pending = false;
+        p.replaced = None;
         self.base_revision.store(revision.get(), Release);
         self.unsaved.store(false, Release);
+    }
+}
+
+impl Session {
+    /// Reports a login or logout of this client that was dropped unwritten: another login
+    /// replaced the session it applied to.
+    pub(super) fn report_superseded(&self, generation: u64) {
+        self.hooks.report(
+            Event::Superseded { generation },
+            format_args!(
+                "a login or logout of this client that could not be written was dropped: \
+                 another login replaced that session in the store meanwhile (adopted as \
+                 generation {generation})"
+            ),
+        );
     }
 }
 

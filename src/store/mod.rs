@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::tokens::Tokens;
+use crate::tokens::{RefreshToken, Tokens};
 
 pub(crate) mod file;
 #[cfg(feature = "redis")]
@@ -115,12 +115,33 @@ impl Revision {
 pub struct Stored {
     tokens: Option<Tokens>,
     revision: Revision,
+    /// A logout record that names the session it ended (`RedisStore` keeps it).
+    ended: Option<String>,
 }
 
 impl Stored {
     /// The record `tokens` at `revision`.
     pub fn new(tokens: Option<Tokens>, revision: Revision) -> Self {
-        Stored { tokens, revision }
+        Stored {
+            tokens,
+            revision,
+            ended: None,
+        }
+    }
+
+    /// A logout record at `revision` that remembers the lineage of the session it ended.
+    pub(crate) fn logged_out(ended: Option<String>, revision: Revision) -> Self {
+        Stored {
+            tokens: None,
+            revision,
+            ended,
+        }
+    }
+
+    /// For a logout record that says so, the lineage (see [`Tokens::lineage`]) of the
+    /// session it ended; `None` otherwise.
+    pub(crate) fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
     }
 
     /// The stored tokens; `None` when logged out.
@@ -175,6 +196,33 @@ pub trait LockedWrite: Send {
     /// or the client can no longer tell that the inner lock lapsed.
     fn still_held(&mut self) -> io::Result<bool> {
         Ok(true)
+    }
+
+    /// Whether the store already knows the lock lapsed (e.g. a lease's renewal found it gone),
+    /// without a round trip: a refresh waiting out a backoff stops at once then.
+    ///
+    /// Defaults to false. A `LockedWrite` that wraps another store's [`StoreLock`] should
+    /// forward it.
+    fn lost(&self) -> bool {
+        false
+    }
+
+    /// Right before a token call that presents `presenting` (the refresh token; `None` when
+    /// acquiring without one) and may take up to `bound`: confirms the lock as
+    /// [`LockedWrite::still_held`] does, and, for a store whose lock can lapse, records the
+    /// intent in the same step, so that a holder who takes the lock after a lapse while this
+    /// call is on the wire waits for its answer instead of presenting the same refresh token
+    /// (`RedisStore` does).
+    ///
+    /// Defaults to [`LockedWrite::still_held`]. A `LockedWrite` that wraps another store's
+    /// [`StoreLock`] must forward it.
+    fn before_call(
+        &mut self,
+        presenting: Option<&RefreshToken>,
+        bound: Duration,
+    ) -> io::Result<bool> {
+        let _ = (presenting, bound);
+        self.still_held()
     }
 }
 
@@ -236,6 +284,24 @@ impl StoreLock {
     /// The store's error when it cannot tell (e.g. Redis unreachable).
     pub fn still_held(&mut self) -> io::Result<bool> {
         self.writer.still_held()
+    }
+
+    /// Whether the store already knows the lock lapsed (see [`LockedWrite::lost`]).
+    pub fn lost(&self) -> bool {
+        self.writer.lost()
+    }
+
+    /// Confirms the lock before a token call and records its intent (see
+    /// [`LockedWrite::before_call`]).
+    ///
+    /// # Errors
+    /// The store's error when it cannot tell (e.g. Redis unreachable).
+    pub fn before_call(
+        &mut self,
+        presenting: Option<&RefreshToken>,
+        bound: Duration,
+    ) -> io::Result<bool> {
+        self.writer.before_call(presenting, bound)
     }
 
     /// Writes `tokens` (`None`: logout) under the lock and returns the new revision.

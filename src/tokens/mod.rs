@@ -12,6 +12,9 @@ mod serialize;
 /// Longest token tokengate accepts, in bytes. Larger values are rejected as invalid.
 pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
+/// Longest lineage tokengate accepts, in bytes (it writes 32).
+pub(crate) const MAX_LINEAGE_LEN: usize = 128;
+
 /// Longest `expires_in` tokengate accepts: ten years. Anything above is treated as a broken server.
 pub(crate) const MAX_EXPIRES_IN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -95,6 +98,8 @@ pub struct Tokens {
     expires_at: Option<SystemTime>,
     issued_at: Option<SystemTime>,
     scope: Option<String>,
+    /// Which login these tokens descend from (see [`Tokens::lineage`]).
+    lineage: Option<String>,
 }
 
 impl Tokens {
@@ -107,6 +112,7 @@ impl Tokens {
             expires_at: None,
             issued_at: None,
             scope: None,
+            lineage: None,
         }
     }
 
@@ -178,11 +184,47 @@ impl Tokens {
         self.scope.as_deref()
     }
 
+    /// Which login these tokens descend from: an opaque id the client gives every login
+    /// ([`AuthClient::set_tokens`](crate::AuthClient::set_tokens), or tokens given to the
+    /// builder) and that every refresh of it keeps. A shared store keeps it with the tokens,
+    /// so that a login or logout that could not be written at once is later written over its
+    /// own session only, never over a newer login made elsewhere. `None` for tokens that
+    /// never entered a client, and for records written before lineages existed.
+    ///
+    /// It is not a secret (it grants nothing), and `Debug` shows it.
+    pub fn lineage(&self) -> Option<&str> {
+        self.lineage.as_deref()
+    }
+
+    /// Sets the lineage: for a [`TokenStore`](crate::TokenStore) of your own that keeps it
+    /// (the `serde` form does). A client replaces it on a login.
+    #[must_use]
+    pub fn with_lineage(mut self, lineage: impl Into<String>) -> Self {
+        self.lineage = Some(lineage.into());
+        self
+    }
+
+    /// Replaces a missing refresh token with `previous` (RFC 6749 §6: the server may keep the
+    /// old one), and takes the lineage of the tokens refreshed: a refresh continues a login.
+    pub(crate) fn continuing(mut self, previous: &Tokens) -> Self {
+        if self.refresh.is_none() {
+            self.refresh = previous.refresh.clone();
+        }
+        self.lineage = previous.lineage.clone();
+        self
+    }
+
     /// Replaces a missing refresh token with `previous` (RFC 6749 §6: the server may keep the old one).
     pub(crate) fn keep_refresh_token(mut self, previous: Option<&RefreshToken>) -> Self {
         if self.refresh.is_none() {
             self.refresh = previous.cloned();
         }
+        self
+    }
+
+    /// The same tokens as a new login: a fresh lineage.
+    pub(crate) fn new_lineage(mut self) -> Self {
+        self.lineage = Some(crate::util::random_id());
         self
     }
 
@@ -198,6 +240,11 @@ impl Tokens {
         if let Some(r) = &self.refresh {
             check_token(r.secret()).map_err(|_| "refresh token")?;
         }
+        if let Some(l) = &self.lineage {
+            if l.is_empty() || l.len() > MAX_LINEAGE_LEN || !l.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return Err("lineage");
+            }
+        }
         Ok(())
     }
 }
@@ -211,6 +258,7 @@ impl fmt::Debug for Tokens {
             .field("expires_at", &self.expires_at)
             .field("issued_at", &self.issued_at)
             .field("scope", &self.scope)
+            .field("lineage", &self.lineage)
             .finish()
     }
 }

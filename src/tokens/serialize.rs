@@ -10,11 +10,14 @@
 //!   "refresh_token": "…",
 //!   "scope": "read write",
 //!   "expires_at_unix_ms": 1767225600000,
-//!   "issued_at_unix_ms": 1767222000000
+//!   "issued_at_unix_ms": 1767222000000,
+//!   "lineage": "9f0c…"
 //! }
 //! ```
 //!
-//! The optional fields are left out when unknown. The times are the ones `FileStore` writes.
+//! The optional fields are left out when unknown. `lineage` (see [`Tokens::lineage`]) is
+//! the login the tokens descend from; a store that keeps it lets the client resolve a login
+//! or logout it could not write at once. The times are the ones `FileStore` writes.
 
 use std::time::SystemTime;
 
@@ -37,6 +40,8 @@ struct Out<'a> {
     expires_at_unix_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_at_unix_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lineage: Option<&'a str>,
 }
 
 /// The serialized form, owned for reading. Unknown fields are ignored.
@@ -53,6 +58,8 @@ struct In {
     expires_at_unix_ms: Option<u64>,
     #[serde(default)]
     issued_at_unix_ms: Option<u64>,
+    #[serde(default)]
+    lineage: Option<String>,
 }
 
 /// **The output holds the tokens in clear**: it is for a store you trust (a keychain, an
@@ -72,6 +79,7 @@ impl Serialize for Tokens {
             scope: self.scope.as_deref(),
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
+            lineage: self.lineage.as_deref(),
         }
         .serialize(serializer)
     }
@@ -100,6 +108,7 @@ impl<'de> Deserialize<'de> for Tokens {
         t.scope = i.scope;
         t.expires_at = time(i.expires_at_unix_ms, "expires_at_unix_ms")?;
         t.issued_at = time(i.issued_at_unix_ms, "issued_at_unix_ms")?;
+        t.lineage = i.lineage;
         t.validate().map_err(|which| {
             D::Error::custom(format!(
                 "invalid {which}: tokens must be 1 to 16384 bytes of visible ASCII"

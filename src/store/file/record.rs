@@ -27,6 +27,7 @@ pub(in crate::store) struct Record {
     expires_at_unix_ms: Option<u64>,
     issued_at_unix_ms: Option<u64>,
     scope: Option<String>,
+    lineage: Option<String>,
 }
 
 /// The file's JSON, as written.
@@ -42,6 +43,8 @@ struct FileV1<'a> {
     issued_at_unix_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lineage: Option<&'a str>,
 }
 
 impl Record {
@@ -66,6 +69,7 @@ impl Record {
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
             scope: tokens.scope().map(str::to_owned),
+            lineage: tokens.lineage().map(str::to_owned),
         })
     }
 
@@ -83,6 +87,9 @@ impl Record {
         if let Some(s) = &self.scope {
             t = t.with_scope(s.clone());
         }
+        if let Some(l) = &self.lineage {
+            t = t.with_lineage(l.clone());
+        }
         t
     }
 
@@ -94,6 +101,7 @@ impl Record {
             expires_at_unix_ms: self.expires_at_unix_ms,
             issued_at_unix_ms: self.issued_at_unix_ms,
             scope: self.scope.as_deref(),
+            lineage: self.lineage.as_deref(),
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("strings and integers serialize");
         bytes.push(b'\n');
@@ -121,7 +129,7 @@ pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Re
     let record = fields(&obj, &invalid)?;
     record.to_tokens().validate().map_err(|which| {
         invalid(format!(
-            "holds an invalid {which} (empty, over 16384 bytes, or not visible ASCII)"
+            "holds an invalid {which} (empty, too long, or not visible ASCII)"
         ))
     })?;
     Ok(record)
@@ -201,6 +209,7 @@ fn fields(
         expires_at_unix_ms: millis("expires_at_unix_ms")?,
         issued_at_unix_ms: millis("issued_at_unix_ms")?,
         scope: string("scope")?,
+        lineage: string("lineage")?,
     })
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::record::{self, Raw, Refused};
 use super::Shared;
 use crate::store::{LockedWrite, Revision, Stored};
-use crate::tokens::Tokens;
+use crate::tokens::{RefreshToken, Tokens};
 use crate::util::deadline_after;
 
 /// The longest pause between two attempts to take a lease another process holds.
@@ -78,6 +78,7 @@ impl Drop for Lease {
                 .scripts
                 .release
                 .key(&shared.keys.lock)
+                .key(&shared.keys.record)
                 .arg(&self.owner)
                 .invoke::<i64>(c)
         });
@@ -110,7 +111,16 @@ pub(super) fn acquire(
                 .arg(&owner)
                 .arg(lease_ms)
                 .invoke::<Vec<redis::Value>>(c)
-        })?;
+        });
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(e) => {
+                // The answer may be lost after Redis gave us the lease: release it by its
+                // owner now (if Redis answers), rather than leave it to run out.
+                drop(Lease::new(shared, owner, lease));
+                return Err(e);
+            }
+        };
         // From here on the lease may be ours: a `Lease` releases it on every path.
         let taken = record::acquired(answer, keys);
         match taken {
@@ -199,14 +209,21 @@ pub(super) struct Writer {
     expected: String,
     /// The highest generation this store knows; the next write stores one above it.
     floor: u64,
+    /// The lineage of the record as last read or written: what a logout records it ended.
+    lineage: Option<String>,
+    /// The id of a write whose outcome is not known (its answer and the read-back were
+    /// lost): the next write first reads back whether it was applied.
+    undecided: Option<String>,
 }
 
 impl Writer {
-    pub(super) fn new(lease: Lease, raw: &Raw, floor: u64) -> Writer {
+    pub(super) fn new(lease: Lease, raw: &Raw, read: Option<&Stored>, floor: u64) -> Writer {
         Writer {
             lease,
             expected: raw.generation.clone(),
             floor,
+            lineage: read.and_then(lineage_of),
+            undecided: None,
         }
     }
 
@@ -225,12 +242,15 @@ impl Writer {
         };
         io::Error::other(message)
     }
-}
 
-impl LockedWrite for Writer {
-    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
-        let (json, stored) = record::encode(tokens)?;
-        let generation = record::next_generation(self.floor);
+    /// Sends the commit of `json` as write `id` (one round trip).
+    fn commit(
+        &self,
+        json: &[u8],
+        generation: u64,
+        id: &str,
+        ended: &str,
+    ) -> io::Result<Result<u64, (Refused, u64)>> {
         let shared = &self.lease.shared;
         let keys = &shared.keys;
         let answer = shared.redis.run("writing the record", |c| {
@@ -242,15 +262,103 @@ impl LockedWrite for Writer {
                 .arg(&self.lease.owner)
                 .arg(&self.expected)
                 .arg(generation)
-                .arg(&json)
+                .arg(json)
+                .arg(id)
+                .arg(ended)
                 .invoke::<Vec<redis::Value>>(c)
         })?;
-        match record::committed(answer, keys)? {
+        record::committed(answer, keys)
+    }
+
+    /// Reads the record back after write `id` went unanswered: `Some(generation)` if the
+    /// write was applied (the record names it), `None` if not.
+    fn read_back(&mut self, id: &str) -> io::Result<Option<u64>> {
+        let shared = Arc::clone(&self.lease.shared);
+        let raw = shared.redis.run("reading back an unanswered write", |c| {
+            record::read(c, &shared.scripts, &shared.keys)
+        })?;
+        if raw.writer.as_deref() != Some(id) {
+            return Ok(None);
+        }
+        let generation = raw.generation(&shared.keys)?;
+        self.expected = raw.generation;
+        self.floor = self.floor.max(generation);
+        Ok(Some(generation))
+    }
+
+    /// Before a write: settles a write whose outcome was left unknown. If it was applied,
+    /// the record it wrote is the one the next write replaces.
+    ///
+    /// # Errors
+    /// The read's error: the outcome is still unknown, and nothing is written meanwhile.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Some(id) = self.undecided.clone() {
+            self.read_back(&id).map_err(undecided)?;
+            self.undecided = None;
+        }
+        Ok(())
+    }
+}
+
+/// The lineage a record names: its tokens', or the one a logout record ended.
+fn lineage_of(stored: &Stored) -> Option<String> {
+    stored
+        .tokens()
+        .and_then(Tokens::lineage)
+        .or(stored.ended())
+        .map(str::to_owned)
+}
+
+/// Why a write is reported failed although it may have been applied.
+fn undecided(e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "the write's outcome is unknown (its answer was lost and reading it back failed; \
+             it is read back before anything else is written): {e}"
+        ),
+    )
+}
+
+impl LockedWrite for Writer {
+    /// A commit whose answer is lost (a broken connection, a timeout) is read back: applied,
+    /// it is reported done and never sent again; not applied, it is sent once more (the
+    /// same write id, so it cannot apply twice). If its outcome cannot be read back, the
+    /// write fails as undecided and the next write through this lock settles it first.
+    fn write(&mut self, tokens: Option<&Tokens>) -> io::Result<Revision> {
+        self.settle()?;
+        let (json, stored) = record::encode(tokens)?;
+        let generation = record::next_generation(self.floor);
+        let id = crate::util::random_id();
+        let ended = match tokens {
+            None => self.lineage.clone().unwrap_or_default(),
+            Some(_) => String::new(),
+        };
+        let answer = match self.commit(&json, generation, &id, &ended) {
+            Ok(answer) => answer,
+            Err(lost) => match self.read_back(&id) {
+                Ok(Some(applied)) => Ok(applied),
+                Ok(None) => self.commit(&json, generation, &id, &ended).map_err(|e| {
+                    self.undecided = Some(id.clone());
+                    undecided(e)
+                })?,
+                Err(_) => {
+                    self.undecided = Some(id);
+                    return Err(undecided(lost));
+                }
+            },
+        };
+        match answer {
             Ok(generation) => {
                 self.expected = generation.to_string();
                 self.floor = generation;
                 let revision = Revision::new(generation);
-                shared.observe(Stored::new(stored, revision));
+                let written = match stored {
+                    Some(t) => Stored::new(Some(t), revision),
+                    None => Stored::logged_out((!ended.is_empty()).then_some(ended), revision),
+                };
+                self.lineage = lineage_of(&written);
+                self.lease.shared.observe(written);
                 Ok(revision)
             }
             Err((why, now)) => Err(self.refused(why, now)),
@@ -267,15 +375,96 @@ impl LockedWrite for Writer {
         Lease::renew(&l.shared, &l.owner, l.lease, &l.lost)
     }
 
+    fn lost(&self) -> bool {
+        self.lease.lost.load(Acquire)
+    }
+
+    /// One round trip: if the lease is still ours, extends it and records the intent (which
+    /// refresh token, for how long: the call's bound plus a lease for writing its answer).
+    fn before_call(&mut self, presenting: Option<&RefreshToken>, bound: Duration) -> io::Result<bool> {
+        let l = &self.lease;
+        if l.lost.load(Acquire) {
+            return Ok(false);
+        }
+        let shared = &l.shared;
+        let fingerprint = presenting.map_or_else(String::new, |t| fingerprint(t.secret()));
+        let recorded = shared.redis.run("declaring the token call", |c| {
+            shared
+                .scripts
+                .intent
+                .key(&shared.keys.lock)
+                .key(&shared.keys.record)
+                .arg(&l.owner)
+                .arg(millis(l.lease))
+                .arg(&fingerprint)
+                .arg(millis(bound.saturating_add(l.lease)))
+                .invoke::<i64>(c)
+        })?;
+        if recorded == 0 {
+            l.lost.store(true, Release);
+        }
+        Ok(recorded != 0)
+    }
+
     fn reread(&mut self) -> io::Result<Option<Stored>> {
         let shared = Arc::clone(&self.lease.shared);
-        let raw = shared
-            .redis
-            .run("reading the record", |c| record::read(c, &shared.keys))?;
+        let raw = shared.redis.run("reading the record", |c| {
+            record::read(c, &shared.scripts, &shared.keys)
+        })?;
         let stored = raw.parse(&shared.keys)?;
         self.expected = raw.generation;
+        self.lineage = lineage_of(&stored);
         let stored = shared.observe(stored);
         self.floor = self.floor.max(stored.revision().get());
         Ok(Some(stored))
+    }
+}
+
+/// What an intent records of the refresh token a holder presents: the first 128 bits of its
+/// SHA-256, in hex. Enough to tell tokens apart; the token itself is never written there.
+pub(super) fn fingerprint(refresh_token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes());
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// After taking the lease: if another holder declared a token call presenting the refresh
+/// token the record holds now, and that call may still be in flight, waits for the record
+/// to move (that holder writes its answer; the refresh token it presented is spent) or for
+/// the intent to end (withdrawn, or run out), at most `timeout`, and returns the record as
+/// it is then. The lease is renewed meanwhile by its thread.
+///
+/// # Errors
+/// Redis' error reading the record.
+pub(super) fn wait_out_intent(shared: &Shared, mut raw: Raw, timeout: Duration) -> io::Result<Raw> {
+    let deadline = deadline_after(timeout);
+    let mut pause = Duration::from_millis(2);
+    let generation = raw.generation.clone();
+    loop {
+        let Some(intent) = &raw.intent else {
+            return Ok(raw);
+        };
+        let presents = raw
+            .parse(&shared.keys)
+            .ok()
+            .and_then(|s| s.into_tokens())
+            .and_then(|t| t.refresh_token().map(|r| fingerprint(r.secret())));
+        if raw.generation != generation || presents.as_deref() != Some(intent.token.as_str()) {
+            return Ok(raw);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(raw);
+        }
+        let wait = pause
+            .min(Duration::from_millis(intent.remaining_ms.max(1)))
+            .min(deadline - now);
+        std::thread::sleep(wait);
+        pause = (pause * 2).min(MAX_PAUSE);
+        raw = shared.redis.run("waiting for a token call in flight", |c| {
+            record::read(c, &shared.scripts, &shared.keys)
+        })?;
     }
 }

@@ -194,7 +194,7 @@ impl Shared {
     fn current(&self) -> io::Result<Stored> {
         let raw = self
             .redis
-            .run("reading the record", |c| record::read(c, &self.keys))?;
+            .run("reading the record", |c| record::read(c, &self.scripts, &self.keys))?;
         Ok(self.observe(raw.parse(&self.keys)?))
     }
 }
@@ -308,16 +308,20 @@ impl RedisStore {
     fn locked(&self) -> io::Result<StoreLock> {
         let shared = &self.shared;
         let (lease, raw) = lease::acquire(shared, self.lease, self.lock_timeout)?;
+        // Another holder's token call with the refresh token the record holds may still be
+        // on the wire (its lease lapsed meanwhile): wait for its answer. If Redis cannot be
+        // read, the lease is released (dropped) and no refresh goes ahead.
+        let raw = lease::wait_out_intent(shared, raw, self.lock_timeout)?;
         Ok(match raw.parse(&shared.keys) {
             Ok(stored) => {
-                let newest = shared.observe(stored);
+                let newest = shared.observe(stored.clone());
                 let floor = newest.revision().get();
-                StoreLock::new(newest, Writer::new(lease, &raw, floor))
+                StoreLock::new(newest, Writer::new(lease, &raw, Some(&stored), floor))
             }
             Err(e) => {
                 let read = raw.generation(&shared.keys).unwrap_or(0);
                 let floor = read.max(shared.newest_generation.load(Ordering::Acquire));
-                StoreLock::unreadable(&e, Writer::new(lease, &raw, floor))
+                StoreLock::unreadable(&e, Writer::new(lease, &raw, None, floor))
             }
         })
     }

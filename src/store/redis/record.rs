@@ -33,11 +33,27 @@ impl Keys {
 }
 
 /// The record as read: its generation as stored (`"0"`: never written) and its `tokens`
-/// field (`None`: never written, or logged out), not yet parsed.
+/// field (`None`: never written, or logged out), not yet parsed; what a logout record says
+/// it ended; the id of the write that stored it; and a token call in flight, if any.
 pub(super) struct Raw {
     /// Compared as text by the commit script.
     pub(super) generation: String,
     pub(super) tokens: Option<Vec<u8>>,
+    /// A logout record: the lineage of the session it ended.
+    pub(super) ended: Option<String>,
+    /// The id of the write that stored this record (see `COMMIT`).
+    pub(super) writer: Option<String>,
+    /// A holder's token call that may still be in flight (see `INTENT`).
+    pub(super) intent: Option<Intent>,
+}
+
+/// A holder's declared token call: which refresh token it presents (a fingerprint) and how
+/// much longer (by Redis' clock) its call, and the write of its answer, may take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Intent {
+    pub(super) owner: String,
+    pub(super) token: String,
+    pub(super) remaining_ms: u64,
 }
 
 impl Raw {
@@ -63,14 +79,14 @@ impl Raw {
     /// [`io::ErrorKind::InvalidData`] if the generation is not a number or the `tokens` field
     /// is not a valid token record (never quoting it).
     pub(super) fn parse(&self, keys: &Keys) -> io::Result<Stored> {
-        let generation = self.generation(keys)?;
-        let tokens = match &self.tokens {
-            None => None,
-            Some(bytes) => Some(
-                record::parse(bytes, &format_args!("Redis record {}", keys.record))?.to_tokens(),
+        let generation = Revision::new(self.generation(keys)?);
+        Ok(match &self.tokens {
+            None => Stored::logged_out(self.ended.clone(), generation),
+            Some(bytes) => Stored::new(
+                Some(record::parse(bytes, &format_args!("Redis record {}", keys.record))?.to_tokens()),
+                generation,
             ),
-        };
-        Ok(Stored::new(tokens, Revision::new(generation)))
+        })
     }
 }
 
@@ -85,17 +101,11 @@ pub(super) fn next_generation(floor: u64) -> u64 {
     floor.saturating_add(1).max(now)
 }
 
-/// Reads the record (one `HMGET`).
-pub(super) fn read(conn: &mut Connection, keys: &Keys) -> RedisResult<Raw> {
-    let (generation, tokens): (Option<String>, Option<Vec<u8>>) = redis::cmd("HMGET")
-        .arg(&keys.record)
-        .arg("generation")
-        .arg("tokens")
-        .query(conn)?;
-    Ok(Raw {
-        generation: generation.unwrap_or_else(|| "0".into()),
-        tokens,
-    })
+/// Reads the record (one round trip, the `READ` script).
+pub(super) fn read(conn: &mut Connection, scripts: &Scripts, keys: &Keys) -> RedisResult<Raw> {
+    let answer: Vec<redis::Value> = scripts.read.key(&keys.record).invoke(conn)?;
+    // After its status (always 1).
+    Ok(raw_of(answer.into_iter().skip(1)))
 }
 
 /// What a write stores in the `tokens` field: the token JSON, or empty for a logout.
@@ -113,11 +123,35 @@ pub(super) fn encode(tokens: Option<&Tokens>) -> io::Result<(Vec<u8>, Option<Tok
     }
 }
 
+/// The record's fields as `READ` and `ACQUIRE` return them, after their status: generation,
+/// tokens, ended lineage, writer, intent owner, intent token, and the intent's remaining
+/// milliseconds by Redis' clock (`-1`: none, or it ran out).
+const FIELDS: &str = r"
+local function fields(record)
+  local f = redis.call('HMGET', record, 'generation', 'tokens', 'lineage', 'writer',
+    'intent_owner', 'intent_token', 'intent_until')
+  local left = -1
+  if f[7] then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local until_ms = tonumber(f[7]) or 0
+    if until_ms > now then left = until_ms - now end
+  end
+  return {f[1] or '0', f[2] or '', f[3] or '', f[4] or '', f[5] or '', f[6] or '', left}
+end
+";
+
+/// Reads the record. KEYS: record. Returns `{1, fields…}` (see `FIELDS`).
+pub(super) const READ: &str = r"
+local f = fields(KEYS[1])
+return {1, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
+";
+
 /// Takes the lease if it is free (or already ours: a retried attempt whose answer was lost)
 /// and reads the record under it, in one round trip.
 ///
-/// KEYS: record, lock. ARGV: owner, lease in ms. Returns `{1, generation, tokens}` (tokens
-/// `""` when there are none) or `{0}` when another owner holds the lease.
+/// KEYS: record, lock. ARGV: owner, lease in ms. Returns `{1, fields…}` (see `FIELDS`) or
+/// `{0}` when another owner holds the lease.
 pub(super) const ACQUIRE: &str = r"
 local holder = redis.call('GET', KEYS[2])
 if holder == ARGV[1] then
@@ -125,8 +159,8 @@ if holder == ARGV[1] then
 elseif holder or not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {0}
 end
-local fields = redis.call('HMGET', KEYS[1], 'generation', 'tokens')
-return {1, fields[1] or '0', fields[2] or ''}
+local f = fields(KEYS[1])
+return {1, f[1], f[2], f[3], f[4], f[5], f[6], f[7]}
 ";
 
 /// Extends the lease if it is still ours. KEYS: lock. ARGV: owner, lease in ms. Returns 1 if
@@ -138,8 +172,34 @@ end
 return 0
 ";
 
-/// Releases the lease if it is still ours (compare-and-delete). KEYS: lock. ARGV: owner.
+/// Right before a token call: if the lease is still ours, extends it and records in the
+/// record which refresh token the holder presents and until when (Redis' clock) its call
+/// and the write of its answer may take, in one step. While that intent is live, another
+/// holder that would present the same refresh token waits for the record to move instead
+/// (see `lease::wait_out_intent`), and the intent's owner may still write its answer
+/// after its lease ran out (see `COMMIT`).
+///
+/// KEYS: lock, record. ARGV: owner, lease in ms, token fingerprint, intent in ms. Returns
+/// 1, or 0 (nothing recorded) if the lease is gone or another owner's.
+pub(super) const INTENT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], 'intent_owner', ARGV[1], 'intent_token', ARGV[3],
+  'intent_until', tostring(now + tonumber(ARGV[4])))
+return 1
+";
+
+/// Releases the lease if it is still ours (compare-and-delete), and withdraws an intent of
+/// ours (its call is over, answered and written or not consumed). KEYS: lock, record.
+/// ARGV: owner.
 pub(super) const RELEASE: &str = r"
+if redis.call('HGET', KEYS[2], 'intent_owner') == ARGV[1] then
+  redis.call('HDEL', KEYS[2], 'intent_owner', 'intent_token', 'intent_until')
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -147,41 +207,58 @@ return 0
 ";
 
 /// Writes the record if nobody else wrote it since it was read (compare-and-set on the
-/// generation) and no other owner holds the lease: a holder whose lease ran out can never
-/// overwrite a newer record. A lease that ran out with nobody else taking it (and so nobody
-/// else writing) does not refuse the write.
+/// generation), and either no other owner holds the lease or this writer's intent is still
+/// live (its token call was declared before its lease ran out: the holder now waits for
+/// this very answer rather than present the same refresh token). A holder whose lease ran
+/// out can never overwrite a newer record. A lease that ran out with nobody else taking it
+/// (and so nobody else writing) does not refuse the write.
 ///
-/// A commit run a second time after its answer was lost (the connection broke after Redis
-/// applied it, and the command was sent again on a new connection) finds the record it wrote
-/// and reports it done: a write that happened is never reported as failed, which would make
-/// the client write an unsaved login or logout again over whatever came after it.
+/// Every write carries a random id, stored as `writer`: a commit whose answer was lost (the
+/// connection broke after Redis applied it) is recognised when read back or sent again, so
+/// a write that happened is never reported failed, nor applied twice.
 ///
 /// KEYS: record, lock. ARGV: owner, generation read, new generation, tokens (`""`: logged
-/// out, the field is removed). Returns `{1, new generation}`, `{0, generation now}` if the
-/// record moved on, or `{-1, generation now}` if another owner holds the lease.
+/// out, the field is removed), write id, the lineage a logout ends (`""`: none). Returns
+/// `{1, generation}`, `{0, generation now}` if the record moved on, or `{-1, generation now}`
+/// if another owner holds the lease.
 pub(super) const COMMIT: &str = r"
-local holder = redis.call('GET', KEYS[2])
 local current = redis.call('HGET', KEYS[1], 'generation') or '0'
-if current == ARGV[3] and (redis.call('HGET', KEYS[1], 'tokens') or '') == ARGV[4] then
-  return {1, ARGV[3]}
+if redis.call('HGET', KEYS[1], 'writer') == ARGV[5] then
+  return {1, current}
 end
+local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then
-  return {-1, current}
+  local live = false
+  if redis.call('HGET', KEYS[1], 'intent_owner') == ARGV[1] then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    live = (tonumber(redis.call('HGET', KEYS[1], 'intent_until')) or 0) > now
+  end
+  if not live then
+    return {-1, current}
+  end
 end
 if current ~= ARGV[2] then
   return {0, current}
 end
+redis.call('HDEL', KEYS[1], 'intent_owner', 'intent_token', 'intent_until')
 if ARGV[4] == '' then
-  redis.call('HDEL', KEYS[1], 'tokens')
-  redis.call('HSET', KEYS[1], 'generation', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'tokens', 'lineage')
+  if ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[1], 'lineage', ARGV[6])
+  end
+  redis.call('HSET', KEYS[1], 'generation', ARGV[3], 'writer', ARGV[5])
 else
-  redis.call('HSET', KEYS[1], 'generation', ARGV[3], 'tokens', ARGV[4])
+  redis.call('HDEL', KEYS[1], 'lineage')
+  redis.call('HSET', KEYS[1], 'generation', ARGV[3], 'tokens', ARGV[4], 'writer', ARGV[5])
 end
 return {1, ARGV[3]}
 ";
 
 /// The scripts, hashed once per store (`EVALSHA`, loaded again after a Redis restart).
 pub(super) struct Scripts {
+    pub(super) read: Script,
+    pub(super) intent: Script,
     pub(super) acquire: Script,
     pub(super) renew: Script,
     pub(super) release: Script,
@@ -190,8 +267,11 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
+        let with_fields = |body: &str| Script::new(&format!("{FIELDS}{body}"));
         Scripts {
-            acquire: Script::new(ACQUIRE),
+            read: with_fields(READ),
+            intent: Script::new(INTENT),
+            acquire: with_fields(ACQUIRE),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             commit: Script::new(COMMIT),
@@ -207,12 +287,42 @@ pub(super) fn acquired(answer: Vec<redis::Value>, keys: &Keys) -> io::Result<Opt
     if took != 1 {
         return Ok(None);
     }
-    let generation: Option<String> = field(fields.next(), keys)?;
-    let tokens: Option<Vec<u8>> = field(fields.next(), keys)?;
-    Ok(Some(Raw {
-        generation: generation.unwrap_or_else(|| "0".into()),
-        tokens: tokens.filter(|t| !t.is_empty()),
-    }))
+    Ok(Some(raw_of(fields)))
+}
+
+/// The record from the fields of a `READ` or `ACQUIRE` answer (after its status). A field
+/// of an unexpected type reads as absent.
+fn raw_of(mut fields: impl Iterator<Item = redis::Value>) -> Raw {
+    let mut text = || -> Option<String> {
+        let v = fields.next()?;
+        redis::from_redis_value::<String>(v)
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    let generation = text().unwrap_or_else(|| "0".into());
+    let tokens = text().map(String::into_bytes);
+    let ended = text();
+    let writer = text();
+    let owner = text();
+    let token = text();
+    let remaining = fields
+        .next()
+        .and_then(|v| redis::from_redis_value::<i64>(v).ok());
+    let intent = match (owner, token, remaining) {
+        (Some(owner), Some(token), Some(ms)) if ms > 0 => Some(Intent {
+            owner,
+            token,
+            remaining_ms: ms.unsigned_abs(),
+        }),
+        _ => None,
+    };
+    Raw {
+        generation,
+        tokens,
+        ended,
+        writer,
+        intent,
+    }
 }
 
 /// Parses a commit's answer: `Ok(new generation)`, or the refusal and the generation now.
@@ -226,6 +336,9 @@ pub(super) fn committed(
     let generation = Raw {
         generation: generation.unwrap_or_else(|| "0".into()),
         tokens: None,
+        ended: None,
+        writer: None,
+        intent: None,
     }
     .generation(keys)?;
     Ok(match status {
