@@ -346,7 +346,10 @@ impl Session {
         };
         let (pending, verdict) = {
             let p = lead.persisted();
-            (p.replace_pending, p.judge(lead.tokens().map(Arc::as_ref), &newer))
+            (
+                p.replace_pending,
+                p.judge(lead.tokens().map(Arc::as_ref), &newer),
+            )
         };
         if pending && verdict == Verdict::Stands {
             return false;

@@ -105,7 +105,11 @@ impl Session {
                 }
                 Slot::Lent => {
                     *slot = Slot::Lent;
-                    if self.keep.returned.wait_until(&mut slot, deadline).timed_out()
+                    if self
+                        .keep
+                        .returned
+                        .wait_until(&mut slot, deadline)
+                        .timed_out()
                         && matches!(*slot, Slot::Lent)
                     {
                         return Err(io::Error::new(
@@ -128,7 +132,8 @@ impl Session {
     /// taken away from a flight). `may_keep`: kept if a refresh is still unsaved and the
     /// client is not closing, else released (outside every lock of the session).
     pub(super) fn give_back(&self, lock: Option<StoreLock>, may_keep: bool) {
-        let keep = lock.filter(|_| may_keep && self.must_keep());
+        // A lock the store knows lapsed (a lease taken by another holder) protects nothing.
+        let keep = lock.filter(|l| may_keep && !l.lost() && self.must_keep());
         let kept = keep.is_some();
         let mut slot = self.keep.slot.lock();
         match keep {

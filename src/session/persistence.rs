@@ -420,10 +420,12 @@ impl Session {
 
     /// Under the store's lock: writes what memory holds, or finds another process's newer
     /// tokens to adopt instead. `None` if nothing is unsaved any more.
-    fn retry_under_lock(
-        &self,
-        lock: &mut Result<Locked<'_>, Arc<io::Error>>,
-    ) -> Option<Retried> {
+    fn retry_under_lock(&self, lock: &mut Result<Locked<'_>, Arc<io::Error>>) -> Option<Retried> {
+        // A store whose lock can lapse (a kept lease) may hold another record by now: read
+        // it again first (no I/O under the persist lock).
+        if let Some(l) = lock.as_mut().ok().and_then(Locked::get) {
+            let _ = l.reread();
+        }
         let mut p = self.gate.persisted();
         p.unsaved.as_ref()?;
         let stored = lock
@@ -438,7 +440,11 @@ impl Session {
                 if p.judge(self.gate.snapshot().tokens.as_deref(), stored) != Verdict::Stands =>
             {
                 let since = p.base.unwrap_or(stored.revision());
-                return Some(Retried::Newer(self.gate.generation(), since, stored.clone()));
+                return Some(Retried::Newer(
+                    self.gate.generation(),
+                    since,
+                    stored.clone(),
+                ));
             }
             // An unsaved login or logout is written over its own session (refreshed since by
             // another process) or a record that names none.
@@ -512,7 +518,12 @@ impl Session {
 
     /// Records that memory now corresponds to the shared store's `revision`, a record of the
     /// session `lineage`.
-    pub(super) fn note_revision(&self, p: &mut Persisted, revision: Revision, lineage: Option<&str>) {
+    pub(super) fn note_revision(
+        &self,
+        p: &mut Persisted,
+        revision: Revision,
+        lineage: Option<&str>,
+    ) {
         p.base = Some(revision);
         p.base_lineage = lineage.map(str::to_owned);
         p.unsaved = None;

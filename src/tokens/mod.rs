@@ -241,7 +241,10 @@ impl Tokens {
             check_token(r.secret()).map_err(|_| "refresh token")?;
         }
         if let Some(l) = &self.lineage {
-            if l.is_empty() || l.len() > MAX_LINEAGE_LEN || !l.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            if l.is_empty()
+                || l.len() > MAX_LINEAGE_LEN
+                || !l.bytes().all(|b| (0x21..=0x7e).contains(&b))
+            {
                 return Err("lineage");
             }
         }

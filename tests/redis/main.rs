@@ -8,5 +8,6 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod redis_deferred;
 mod redis_fleet;
 mod redis_store;

@@ -450,3 +450,92 @@ fn a_logout_clears_memory_even_when_the_store_lock_cannot_be_taken() {
     });
     client.close().unwrap();
 }
+
+/// Issue 23, item 1: process A's logout cannot take the lock (another process holds it) and
+/// stays pending; then process B logs a new session in. A's retry, a second later, must not
+/// write its logout over B's login: the file's lineage is B's new login, not the session A
+/// logged out, so A drops its logout (one `Event::Superseded`) and adopts B's login. Caught
+/// the retry removing the file, which logged B out too.
+#[test]
+fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-deferred-logout");
+    let path = dir.path("tokens.json");
+    let clock = Arc::new(ManualClock::new());
+    let events = Recorder::new();
+    let a = srv
+        .client_builder()
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .clock(clock.clone())
+        .on_event(events.listener())
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let b = other_process(&srv, &path);
+
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+    let e = a.clear_tokens().unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
+    assert!(a.tokens().is_none());
+    drop(held);
+
+    b.set_tokens(srv.second_user_login()).unwrap();
+    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+
+    clock.advance(Duration::from_secs(2)); // A's retry is due
+    wait_until("A adopts B's login", || {
+        let _ = a.get("items").call();
+        a.tokens()
+            .is_some_and(|t| t.access_token().secret() == "user2-at")
+    });
+    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+    let mut r = b.get("items").call().unwrap();
+    assert_eq!(body_json(&mut r)["token"], "user2-at", "B keeps its login");
+    assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 1);
+    a.close().unwrap();
+}
+
+/// Issue 23, item 1, for a login: A's login cannot be written (the store fails) and stays
+/// pending; B logs another user in. A's retry finds a login it did not replace (another
+/// lineage) and drops its own, adopting B's: the newest login in the store wins. A logout
+/// of the same lineage still wins over that lineage's refreshes (issue 19's rule, kept by
+/// `an_unsaved_logout_is_written_over_another_processs_refresh_never_undone_by_it`).
+/// Caught A's retry writing its older login over B's.
+#[test]
+fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-deferred-login");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client: a,
+    } = setup(&srv, &path);
+    let b = other_process(&srv, &path);
+
+    fail.store(true, SeqCst);
+    let login = srv.login(); // at-2: the session's own server-side login, for A
+    assert!(matches!(a.set_tokens(login), Err(Error::Store(_))));
+    assert_eq!(a.tokens().unwrap().access_token().secret(), "at-2");
+    b.set_tokens(srv.second_user_login()).unwrap();
+    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // A's retry is due
+    wait_until("A adopts B's login", || {
+        let _ = a.get("items").call();
+        a.tokens()
+            .is_some_and(|t| t.access_token().secret() == "user2-at")
+    });
+    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+    assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 1);
+    a.close().unwrap();
+}

@@ -71,18 +71,26 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         drop(self.stop.take());
-        // If Redis cannot be reached, the lease runs out by itself.
-        let shared = &self.shared;
-        let _ = shared.redis.run("releasing the lock", |c| {
-            shared
-                .scripts
-                .release
-                .key(&shared.keys.lock)
-                .key(&shared.keys.record)
-                .arg(&self.owner)
-                .invoke::<i64>(c)
-        });
+        // If Redis cannot be reached, the lease runs out by itself, unless this store takes
+        // it first (its next acquire reuses the owner).
+        if release(&self.shared, &self.owner).is_err() {
+            *self.shared.orphan.lock() = Some(self.owner.clone());
+        }
     }
+}
+
+/// Releases `owner`'s lease, if it is still theirs, and withdraws their intent (one round
+/// trip).
+fn release(shared: &Shared, owner: &str) -> io::Result<i64> {
+    shared.redis.run("releasing the lock", |c| {
+        shared
+            .scripts
+            .release
+            .key(&shared.keys.lock)
+            .key(&shared.keys.record)
+            .arg(owner)
+            .invoke::<i64>(c)
+    })
 }
 
 /// Takes the lease, waiting at most `timeout` while another process holds it, and reads the
@@ -96,7 +104,8 @@ pub(super) fn acquire(
     lease: Duration,
     timeout: Duration,
 ) -> io::Result<(Lease, Raw)> {
-    let owner = new_owner();
+    // A lease an earlier acquire may have taken unbeknownst (its answer lost) is ours.
+    let owner = shared.orphan.lock().take().unwrap_or_else(new_owner);
     let lease_ms = millis(lease);
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
@@ -116,8 +125,11 @@ pub(super) fn acquire(
             Ok(answer) => answer,
             Err(e) => {
                 // The answer may be lost after Redis gave us the lease: release it by its
-                // owner now (if Redis answers), rather than leave it to run out.
-                drop(Lease::new(shared, owner, lease));
+                // owner now if Redis answers, else take it back with the next acquire,
+                // rather than leave it to run out.
+                if release(shared, &owner).is_err() {
+                    *shared.orphan.lock() = Some(owner);
+                }
                 return Err(e);
             }
         };
@@ -131,7 +143,7 @@ pub(super) fn acquire(
                 return Ok((held, raw));
             }
             Err(e) => {
-                drop(Lease::new(shared, owner, lease));
+                let _ = release(shared, &owner);
                 return Err(e);
             }
         }
@@ -381,7 +393,11 @@ impl LockedWrite for Writer {
 
     /// One round trip: if the lease is still ours, extends it and records the intent (which
     /// refresh token, for how long: the call's bound plus a lease for writing its answer).
-    fn before_call(&mut self, presenting: Option<&RefreshToken>, bound: Duration) -> io::Result<bool> {
+    fn before_call(
+        &mut self,
+        presenting: Option<&RefreshToken>,
+        bound: Duration,
+    ) -> io::Result<bool> {
         let l = &self.lease;
         if l.lost.load(Acquire) {
             return Ok(false);
@@ -463,8 +479,10 @@ pub(super) fn wait_out_intent(shared: &Shared, mut raw: Raw, timeout: Duration) 
             .min(deadline - now);
         std::thread::sleep(wait);
         pause = (pause * 2).min(MAX_PAUSE);
-        raw = shared.redis.run("waiting for a token call in flight", |c| {
-            record::read(c, &shared.scripts, &shared.keys)
-        })?;
+        raw = shared
+            .redis
+            .run("waiting for a token call in flight", |c| {
+                record::read(c, &shared.scripts, &shared.keys)
+            })?;
     }
 }

@@ -172,6 +172,10 @@ struct Shared {
     /// `newest`'s generation (0 before any read), read by each request's poll.
     newest_generation: AtomicU64,
     poller: Poller,
+    /// The owner of a lease this store may hold without knowing it (an acquire whose answer
+    /// was lost, and whose release could not reach Redis either): the next acquire takes it
+    /// back as its own rather than wait for it to run out. Guarded by itself.
+    orphan: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -192,9 +196,9 @@ impl Shared {
 
     /// Reads the record (no lock) and returns the newest record seen.
     fn current(&self) -> io::Result<Stored> {
-        let raw = self
-            .redis
-            .run("reading the record", |c| record::read(c, &self.scripts, &self.keys))?;
+        let raw = self.redis.run("reading the record", |c| {
+            record::read(c, &self.scripts, &self.keys)
+        })?;
         Ok(self.observe(raw.parse(&self.keys)?))
     }
 }
@@ -240,6 +244,7 @@ impl RedisStore {
             newest: Mutex::new(None),
             newest_generation: AtomicU64::new(0),
             poller: Poller::new(),
+            orphan: Mutex::new(None),
         };
         Ok(RedisStore {
             shared: Arc::new(shared),
@@ -307,11 +312,13 @@ impl RedisStore {
     /// gives the lock (a login may replace it; a refresh fails on it).
     fn locked(&self) -> io::Result<StoreLock> {
         let shared = &self.shared;
+        let started = std::time::Instant::now();
         let (lease, raw) = lease::acquire(shared, self.lease, self.lock_timeout)?;
         // Another holder's token call with the refresh token the record holds may still be
         // on the wire (its lease lapsed meanwhile): wait for its answer. If Redis cannot be
         // read, the lease is released (dropped) and no refresh goes ahead.
-        let raw = lease::wait_out_intent(shared, raw, self.lock_timeout)?;
+        let left = self.lock_timeout.saturating_sub(started.elapsed());
+        let raw = lease::wait_out_intent(shared, raw, left)?;
         Ok(match raw.parse(&shared.keys) {
             Ok(stored) => {
                 let newest = shared.observe(stored.clone());

@@ -83,7 +83,10 @@ impl Raw {
         Ok(match &self.tokens {
             None => Stored::logged_out(self.ended.clone(), generation),
             Some(bytes) => Stored::new(
-                Some(record::parse(bytes, &format_args!("Redis record {}", keys.record))?.to_tokens()),
+                Some(
+                    record::parse(bytes, &format_args!("Redis record {}", keys.record))?
+                        .to_tokens(),
+                ),
                 generation,
             ),
         })

@@ -105,6 +105,26 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it answers nothing, and time runs on for its keys' TTLs.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(which)
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {which} failed");
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
@@ -189,6 +209,13 @@ struct ProxyState {
     /// The marker of the command whose reply is to be lost; taken by that command.
     armed: Mutex<Option<Vec<u8>>>,
     lost: AtomicUsize,
+    /// After losing the armed reply, every connection is cut and new ones are refused until
+    /// `heal` (a network outage that begins at the worst moment).
+    cut_after_loss: AtomicBool,
+    /// New connections are closed at once.
+    refusing: AtomicBool,
+    /// Every connection passed through, to cut them.
+    conns: Mutex<Vec<TcpStream>>,
 }
 
 impl ReplyLosingProxy {
@@ -200,9 +227,16 @@ impl ReplyLosingProxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if state.refusing.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(upstream) = TcpStream::connect((Ipv4Addr::LOCALHOST, redis_port)) else {
                     continue;
                 };
+                if let (Ok(c), Ok(u)) = (client.try_clone(), upstream.try_clone()) {
+                    state.conns.lock().unwrap().extend([c, u]);
+                }
                 let state = Arc::clone(&state);
                 std::thread::spawn(move || proxy_connection(client, upstream, &state));
             }
@@ -219,6 +253,19 @@ impl ReplyLosingProxy {
         *self.shared.armed.lock().unwrap() = Some(marker.as_bytes().to_vec());
     }
 
+    /// The reply to the next command holding `marker` will be lost, and then every
+    /// connection is cut and new ones are refused until [`ReplyLosingProxy::heal`]: neither
+    /// a re-send nor a read-back can reach Redis.
+    pub fn lose_reply_and_cut(&self, marker: &str) {
+        self.shared.cut_after_loss.store(true, Ordering::SeqCst);
+        self.lose_reply_to(marker);
+    }
+
+    /// Accepts connections again.
+    pub fn heal(&self) {
+        self.shared.refusing.store(false, Ordering::SeqCst);
+    }
+
     /// How many replies were lost so far.
     pub fn replies_lost(&self) -> usize {
         self.shared.lost.load(Ordering::SeqCst)
@@ -231,6 +278,10 @@ fn proxy_connection(client: TcpStream, upstream: TcpStream, state: &ProxyState) 
     let (mut from_redis, mut to_client) =
         (upstream.try_clone().unwrap(), client.try_clone().unwrap());
     let swallow_reply = Arc::clone(&swallow);
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_all = Arc::clone(&cut);
+    let all: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+    let conns = Arc::clone(&all);
     let replies = std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -242,6 +293,11 @@ fn proxy_connection(client: TcpStream, upstream: TcpStream, state: &ProxyState) 
                 // Applied, and its sender never hears so.
                 let _ = to_client.shutdown(Shutdown::Both);
                 let _ = from_redis.shutdown(Shutdown::Both);
+                if cut.load(Ordering::SeqCst) {
+                    for conn in all.lock().unwrap().drain(..) {
+                        let _ = conn.shutdown(Shutdown::Both);
+                    }
+                }
                 break;
             }
             if to_client.write_all(&buf[..n]).is_err() {
@@ -266,6 +322,12 @@ fn proxy_connection(client: TcpStream, upstream: TcpStream, state: &ProxyState) 
                 .is_some_and(|m| window.windows(m.len()).any(|w| w == m.as_slice()));
             if hit {
                 *armed = None;
+                if state.cut_after_loss.swap(false, Ordering::SeqCst) {
+                    state.refusing.store(true, Ordering::SeqCst);
+                    let mut others = state.conns.lock().unwrap();
+                    conns.lock().unwrap().extend(others.drain(..));
+                    cut_all.store(true, Ordering::SeqCst);
+                }
                 swallow.store(true, Ordering::SeqCst);
                 state.lost.fetch_add(1, Ordering::SeqCst);
             }
