@@ -194,17 +194,22 @@ impl AuthClient {
     /// session was stored. Dropping the last handle does the same but cannot report errors;
     /// a handle closed here is not shut down again when it drops, so the wait happens once.
     ///
-    /// On the last handle, a refresh in flight makes no further token call, and the wait is
-    /// bounded by one token call: the token timeout + 2 s. With other clones still alive,
-    /// they go on working, and the wait is bounded by the longest refresh (the default
-    /// `refresh_timeout`).
+    /// On the last handle, a refresh in flight makes no further token call (one still
+    /// confirming its store's lock makes none at all), and the wait is bounded by one token
+    /// call: the token timeout + 2 s. With other clones still alive, they go on working, and
+    /// the wait is bounded by the longest refresh (the default `refresh_timeout`). Then a save
+    /// that failed earlier is tried once more; with a shared store that try takes the store's
+    /// lock, so it may wait up to the store's lock timeout while another process holds it.
+    /// A store lock kept for a refresh that could not be written is released.
     ///
     /// # Errors
     /// [`Error::Store`] if tokens in memory could not be saved; [`Error::RefreshTimeout`] if a
     /// refresh did not finish in time. On the last handle its store lock is then released
     /// (the tokens it may get are not saved); on another handle only if the refresh has held
     /// it past its bound, as any thread giving up on a refresh does. [`Error::Reentrant`]
-    /// from inside the client's own refresh.
+    /// from inside the client's own refresh, store or listener: the handle is then not
+    /// closed here; if it was the last one, the client shuts down (on a thread of its own)
+    /// once that refresh is over.
     pub fn close(self) -> Result<(), Error> {
         Handle::close(self.handle)
     }

@@ -83,9 +83,13 @@ impl Limits {
         }
     }
 
-    /// How long the last handle's drop (or `close()`) waits for a refresh on the wire.
+    /// How long the last handle's drop (or `close()`) waits for a refresh on the wire: one
+    /// token call, or one check of the store's lock (after which, the client closing, no call
+    /// is made), whichever is longer, and the save.
     pub(crate) fn closing(&self) -> Duration {
-        self.token_call.saturating_add(SAVE_ALLOWANCE)
+        self.token_call
+            .max(LOCK_CHECK_ALLOWANCE)
+            .saturating_add(SAVE_ALLOWANCE)
     }
 }
 

@@ -70,7 +70,7 @@
 //! |---|---|
 //! | `debug` | each refresh started (reason, generation, thread) and finished (new generation, duration, how many threads waited); each 401 handled; each retry (origin, delay, cause) and redirect hop (origins); a wait for another thread's refresh |
 //! | `info` | a session that ended; a login, logout or refresh of another process adopted |
-//! | `warn` | a failed refresh, a panicking refresher, a failed save, a failed revocation, a refresh that did not finish before the client was closed |
+//! | `warn` | a failed refresh, a panicking refresher, a failed save, a login or logout that could not be written and was dropped for a newer login made elsewhere, a failed revocation, a refresh that did not finish before the client was closed |
 //!
 //! No level is unredacted: records name origins (`scheme://host:port`), never a path or query,
 //! and never a token, secret or code. The same things are reported as [`Event`]s to an
@@ -124,7 +124,7 @@
 //! |---|---|
 //! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime; 1 s more for lifetimes in whole seconds |
 //! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 340 s with a [`FileStore`] or `RedisStore` |
-//! | dropping the last handle, [`AuthClient::close`] | waits for a refresh on the wire, once: token timeout + 2 s at most |
+//! | dropping the last handle, [`AuthClient::close`] | waits for a refresh on the wire, once: token timeout + 2 s at most; then one more try of a pending save, which may wait for the store's lock (its lock timeout) |
 //! | a refresh holding a shared store's lock | at most its token calls (each after a 2 s check of the lock), backoffs and save, 160 s, counted from when it got the lock (below the 180 s another process waits) |
 //! | API timeout (per phase: send, response head, body) / token-endpoint timeout (whole call) / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |

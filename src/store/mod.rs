@@ -36,8 +36,12 @@ pub use redis::RedisStore;
 /// could not be saved. The tokens in memory are already updated, so the process goes on; the
 /// client retries the write on a later request, and [`AuthClient::close`](crate::AuthClient::close)
 /// reports a write that never succeeded. With a shared store, an unsaved refresh gives way to
-/// a newer record another process stores meanwhile; an unsaved login or logout does not: the
-/// retry writes it over that record.
+/// a newer record another process stores meanwhile, and the store's lock is kept until the
+/// refresh is written (another process would otherwise present the spent refresh token); an
+/// unsaved login or logout is written over its own session (see [`Tokens::lineage`]), even
+/// if another process refreshed it meanwhile, and dropped if another login replaced that
+/// session. A store of your own keeps the lineage by storing the tokens whole (the `serde`
+/// form does); one that drops it falls back to "the last write wins".
 ///
 /// # Deadlocks
 /// The client calls the store from the thread that made the change, with its own locks

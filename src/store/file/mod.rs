@@ -70,6 +70,17 @@ use crate::tokens::Tokens;
 /// - **Never back in time.** A client compares the file with the version *it* last read or
 ///   wrote, not with the tokens it holds, so a save that failed (disk full) never makes it
 ///   adopt the older file and send a consumed refresh token again; the save is retried.
+/// - **A refresh that cannot be written keeps the lock.** The token endpoint rotated the
+///   refresh token, so the file holds a spent one: on a full disk (or any failed write) the
+///   client keeps the lock, serves its own requests with the new tokens and retries the
+///   write (50 ms, doubling to 5 s) until it succeeds. Other processes wait for the lock
+///   (their [lock timeout](FileStore::lock_timeout), then a transient refresh error) and
+///   never present the spent refresh token while it lives. Closing the client tries once
+///   more and releases it: a process that exits with its refresh unwritten loses it.
+/// - **A late login or logout never undoes a newer login.** The file carries the session's
+///   lineage (each login gets one; refreshes keep it): a login or logout that could not be
+///   written at once is written later over its own session only, and dropped if another
+///   process logged a new session in meanwhile.
 /// - **Changes from other processes are seen.** Before every request the client asks the
 ///   store, with one `lstat` of the file, whether it changed; a new login is adopted, and a
 ///   logout (file removed) logs this process out too, without a restart.
@@ -86,7 +97,8 @@ use crate::tokens::Tokens;
 ///   "refresh_token": "…",
 ///   "expires_at_unix_ms": 1767225600000,
 ///   "issued_at_unix_ms": 1767222000000,
-///   "scope": "read write"
+///   "scope": "read write",
+///   "lineage": "3f6c0a9e…"
 /// }
 /// ```
 ///
@@ -98,9 +110,10 @@ use crate::tokens::Tokens;
 /// | `expires_at_unix_ms` | optional; absolute expiry of the access token, milliseconds since the Unix epoch (absolute, so every process agrees on it) |
 /// | `issued_at_unix_ms` | optional; when the access token was issued: with the expiry it gives the lifetime, so every process computes the same refresh window. Files without it (written by older versions) are read with the issue time unknown. |
 /// | `scope` | optional; informational |
+/// | `lineage` | optional; the login these tokens descend from ([`Tokens::lineage`](crate::Tokens::lineage)): 1 to 128 bytes of visible ASCII. Files without it (written by older versions) are read as of no known lineage: a late login or logout is then written over them. |
 ///
 /// Unknown fields are ignored, so later minor additions stay readable (older versions
-/// ignore `issued_at_unix_ms`). A format that older readers must not misread will get a new
+/// ignore `issued_at_unix_ms` and `lineage`, and drop them when they rewrite the file). A format that older readers must not misread will get a new
 /// `version`. The file holds one token set; logging out
 /// ([`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens), or a session that ended)
 /// removes the file. No file means no tokens.

@@ -116,7 +116,7 @@ use crate::tokens::Tokens;
 ///
 /// | key | type | content |
 /// |---|---|---|
-/// | `{session}:tokens` | hash | `generation`: a decimal number, larger after every write (each write stores at least the writer's clock in milliseconds since the Unix epoch, so a record written after Redis lost its data is still newer than the lost ones); `tokens`: the tokens as [`FileStore`](crate::FileStore)'s JSON (format version 1: access and refresh token, absolute expiry, issue time, scope); absent after a logout |
+/// | `{session}:tokens` | hash | `generation`: a decimal number, larger after every write (each write stores at least the writer's clock in milliseconds since the Unix epoch, so a record written after Redis lost its data is still newer than the lost ones); `tokens`: the tokens as [`FileStore`](crate::FileStore)'s JSON (format version 1: access and refresh token, absolute expiry, issue time, scope, lineage); absent after a logout; `lineage`: on a logout record, the lineage of the session it ended; `writer`: the random id of the write that stored the record (a write whose answer was lost is recognised by it); `intent_owner`, `intent_token`, `intent_until`: a token call in flight, declared by the lease holder before it (its lease owner, a SHA-256 fingerprint of the refresh token it presents, and until when, in milliseconds by Redis' clock, its call and the write of its answer may take) |
 /// | `{session}:lock` | string with an expiry | the random owner of the lease, while one is held |
 ///
 /// A logout keeps the key (generation and no `tokens`), so generations never repeat. To end
@@ -131,19 +131,21 @@ use crate::tokens::Tokens;
 /// | Redis unreachable later | requests go on with the token in memory; a refresh that needs the lock fails with [`Error::Refresh`](crate::Error::Refresh) ([`RefreshError::Store`](crate::RefreshError::Store)) and is tried again by a later request; `set_tokens` fails with `Error::Store` and changes nothing; `clear_tokens` fails with `Error::Store` but clears memory, and the logout is written once Redis is back; nothing else is cleared |
 /// | lock held by another machine longer than the lock timeout | the refresh fails the same way, transiently; the token endpoint is not called |
 /// | the holder is killed | the lease runs out (at most one lease), the next machine takes the lock |
-/// | the holder is paused past its lease, or cut off from Redis | another machine takes the lock; the paused holder makes no further token call (it confirms its lease before each one) and adopts the newer record; its write, if its call was already answered, is refused if the record moved on |
+/// | the holder is paused past its lease, or cut off from Redis | another machine takes the lock; the paused holder makes no further token call (it confirms its lease before each one; a backoff stops as soon as its renewal found the lease gone) and adopts the newer record; its write, if its call was already answered, is refused if the record moved on |
+/// | the lease lapses while the holder's token call is on the wire (Redis frozen or restarted, a failover, a starved renewal thread) | the holder declared the call in the record, in the same step as its lease check (see "Record layout"); the next holder, finding a live intent for the refresh token it would present, waits (within its lock timeout) for the record to move or the intent to end, and adopts the answer; the old holder may write that answer while its intent lives, even though another machine holds the lease |
 /// | a record that does not parse | `build()` and refreshes fail with the reason (never quoting it); requests go on; a login replaces it |
 /// | every connect, read and write | bounded by the [I/O timeout](Self::io_timeout) (2 s) |
-/// | a write that failed (Redis went away mid-refresh) | the new tokens stay in memory; a request starts a retry of the write at most once a second, on a thread of its own (the request does not wait for Redis); a newer record another machine wrote meanwhile wins over an unsaved refresh |
-/// | a login or logout whose write failed | in use in memory; never replaced by what another machine still on the old session writes meanwhile; the retry writes it over that record, and the others adopt it |
+/// | a write whose answer was lost (the connection broke after Redis applied it) | read back by its write id: applied, it is done and never sent again; not applied, it is sent once more (same id: it cannot apply twice); if it cannot be read back either, it fails as undecided and the next write through that lock reads it back first |
+/// | a lease request whose answer was lost | released by its owner at once if Redis answers, else taken back (as its own) by the store's next lock, never left to run out |
+/// | a refresh's write that failed (Redis went away mid-refresh, or refused it) | the new tokens stay in memory, and the lease is kept (renewed) while a thread retries the write (50 ms doubling to 5 s) until it succeeds or the client closes: the spent refresh token in the record is never presented by another machine meanwhile (they wait for the lock); a newer record another machine wrote meanwhile (possible only after a lapse) wins over an unsaved refresh |
+/// | a login or logout whose write failed | in use in memory; never replaced by what another machine still on the old session writes meanwhile; the retry writes it over its own session (same lineage), and the others adopt it; dropped (`Event::Superseded`) if another login replaced that session meanwhile, or if the record shows it written already |
 ///
 /// What no lock can save: a machine killed (or cut off for good) after the token endpoint
-/// rotated the refresh token but before its write reached Redis. The others still hold the
-/// old refresh token; with a server that detects reuse, their next refresh ends the
-/// session. The same holds when a holder is paused past its lease *between* confirming its
-/// lease and its token call reaching the server, or *after* its token call: the next holder
-/// refreshes with the token the paused one already used. A provider with a reuse grace
-/// window tolerates both.
+/// rotated the refresh token but before its write reached Redis. Its intent runs out (one
+/// token timeout and one lease after its call began); the others still hold the old refresh
+/// token, and with a server that detects reuse their next refresh ends the session. The same
+/// holds for a holder paused (or cut off) past its intent's end before its answer is
+/// written. A provider with a reuse grace window tolerates both.
 ///
 /// # Threads
 /// A store starts one background thread, named `tokengate-redis-poll`, with the first
