@@ -557,3 +557,85 @@ impl Drop for ClearOnDrop<'_> {
         self.0.store(false, Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    fn current(access: &str, lineage: Option<&str>, issued_s: u64) -> Current {
+        let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + issued_s);
+        let mut t = Tokens::new(access)
+            .with_issued_at(issued)
+            .with_expires_at(issued + Duration::from_secs(3600));
+        if let Some(l) = lineage {
+            t = t.with_lineage(l);
+        }
+        Current::new(t, issued, Duration::from_secs(30)).unwrap()
+    }
+
+    fn stored(access: &str, lineage: Option<&str>, issued_s: u64) -> Stored {
+        Stored::new(
+            Some(current(access, lineage, issued_s).tokens),
+            Revision::new(7),
+        )
+    }
+
+    /// Pending, made while the store held `replaced`.
+    fn pending(replaced: Option<&str>) -> Persisted {
+        let mut p = Persisted::new(Some(Revision::new(1)), replaced.map(str::to_owned));
+        p.replace_pending = true;
+        p.replaced = replaced.map(str::to_owned);
+        p
+    }
+
+    /// Every case of the rule that decides a login or logout written late (issue 23, item
+    /// 1): each row would catch a verdict that destroys a newer session or undoes a change.
+    #[test]
+    fn a_pending_change_is_judged_by_the_lineage_the_store_holds() {
+        let logout = pending(Some("old"));
+        // A pending logout of "old": its own session refreshed since is logged out.
+        let v = logout.judge(None, &stored("at-2", Some("old"), 10));
+        assert_eq!(v, Verdict::Stands);
+        // Another login replaced it: dropped.
+        let v = logout.judge(None, &stored("at-n", Some("new"), 10));
+        assert_eq!(v, Verdict::Superseded);
+        // A record of no known lineage (an older writer): written over, as before.
+        assert_eq!(
+            logout.judge(None, &stored("at-x", None, 10)),
+            Verdict::Stands
+        );
+        // Logged out already: nothing to write.
+        let out = Stored::new(None, Revision::new(9));
+        assert_eq!(logout.judge(None, &out), Verdict::Done);
+
+        let login = pending(Some("old"));
+        let mine = current("at-mine", Some("mine"), 5);
+        // The store still holds the session it replaces (maybe refreshed): written.
+        let v = login.judge(Some(&mine), &stored("at-2", Some("old"), 10));
+        assert_eq!(v, Verdict::Stands);
+        // The login is in the store already, refreshed since by another process: adopted.
+        let v = login.judge(Some(&mine), &stored("at-9", Some("mine"), 10));
+        assert_eq!(v, Verdict::Done);
+        // ...unless memory holds a later refresh of it than the store.
+        let later = current("at-later", Some("mine"), 20);
+        let v = login.judge(Some(&later), &stored("at-9", Some("mine"), 10));
+        assert_eq!(v, Verdict::Stands);
+        // Another login replaced the session: dropped.
+        let v = login.judge(Some(&mine), &stored("at-n", Some("new"), 10));
+        assert_eq!(v, Verdict::Superseded);
+        // The login was written and then logged out elsewhere: dropped, not resurrected.
+        let ended = Stored::logged_out(Some("mine".into()), Revision::new(9));
+        assert_eq!(login.judge(Some(&mine), &ended), Verdict::Superseded);
+        // A logout of another session, or one that names none: the login is written.
+        let other = Stored::logged_out(Some("old".into()), Revision::new(9));
+        assert_eq!(login.judge(Some(&mine), &other), Verdict::Stands);
+        assert_eq!(login.judge(Some(&mine), &out), Verdict::Stands);
+
+        // Nothing pending: nothing to judge.
+        let calm = Persisted::new(Some(Revision::new(1)), Some("old".into()));
+        let v = calm.judge(Some(&mine), &stored("at-n", Some("new"), 10));
+        assert_eq!(v, Verdict::Stands);
+    }
+}

@@ -240,6 +240,32 @@ mod tests {
         assert!(back.expires_at().is_some());
     }
 
+    /// The lineage is kept through the file (issue 23), and a file without it (written by an
+    /// earlier version) reads as of no known lineage; an invalid one is refused.
+    #[test]
+    fn the_lineage_round_trips_and_files_without_it_still_read() {
+        let t = Tokens::new("a")
+            .with_refresh_token("r")
+            .with_lineage("0123abcd");
+        let rec = Record::from_tokens(&t).unwrap();
+        let json = String::from_utf8(rec.to_json()).unwrap();
+        assert!(json.contains("\"lineage\": \"0123abcd\""), "{json}");
+        let back = parse(json.as_bytes(), &"token file t.json")
+            .unwrap()
+            .to_tokens();
+        assert_eq!(back.lineage(), Some("0123abcd"));
+
+        let old = br#"{"version":1,"access_token":"a"}"#;
+        let back = parse(old, &"token file t.json").unwrap().to_tokens();
+        assert_eq!(back.lineage(), None);
+
+        let bad = br#"{"version":1,"access_token":"a","lineage":"has space"}"#;
+        let Err(e) = parse(bad, &"token file t.json") else {
+            panic!("an invalid lineage was read");
+        };
+        assert!(e.to_string().contains("invalid lineage"), "{e}");
+    }
+
     #[test]
     fn revisions_follow_the_bytes() {
         assert_eq!(revision_of(b"abc"), revision_of(b"abc"));
