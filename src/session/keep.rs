@@ -196,7 +196,7 @@ impl Session {
                 self.release_kept();
                 break;
             }
-            if let Some(e) = self.retry_unsaved(true) {
+            if let Some(e) = self.retry_unsaved_quietly() {
                 log::debug!(target: TARGET, "the store's lock is kept: the refreshed tokens are \
                     not written yet ({e}); next try in {:?}", (pause * 2).min(MAX_PAUSE));
             }

@@ -338,9 +338,20 @@ impl Session {
     /// written over them). Returns the error if still unsaved.
     pub(crate) fn retry_unsaved(&self, force: bool) -> Option<Arc<io::Error>> {
         match self.take_retry(force) {
-            Ok(()) => self.write_unsaved(),
+            Ok(()) => self.write_unsaved(true),
             Err(pending) => pending,
         }
+    }
+
+    /// The retry of the thread that keeps the store's lock (see `keep.rs`): a failure is
+    /// logged (at debug) by that thread, not reported as an event each time: it retries
+    /// every few seconds for as long as the store fails.
+    /// It leaves the once-a-second turn of requests' retries alone.
+    pub(super) fn retry_unsaved_quietly(&self) -> Option<Arc<io::Error>> {
+        if self.gate.persisted().unsaved.is_none() {
+            return None;
+        }
+        self.write_unsaved(false)
     }
 
     /// On a request's path, for a shared store: the retry of a failed write runs on a thread
@@ -358,7 +369,7 @@ impl Session {
             .name("tokengate-save".into())
             .spawn(move || {
                 let _done = ClearOnDrop(&session.saving);
-                let _ = session.write_unsaved();
+                let _ = session.write_unsaved(true);
             });
         if spawned.is_err() {
             // Retried by a later request.
@@ -388,7 +399,7 @@ impl Session {
 
     /// The retry itself (see [`Session::retry_unsaved`]). Events are sent once the store is
     /// left, so a listener may call the client.
-    fn write_unsaved(&self) -> Option<Arc<io::Error>> {
+    fn write_unsaved(&self, report: bool) -> Option<Arc<io::Error>> {
         let retried = {
             let _busy = reentry::enter(self.key());
             let mut lock = match self.lock_store() {
@@ -408,6 +419,7 @@ impl Session {
                 }
                 adopted.err().map(|e| Arc::new(io::Error::other(e)))
             }
+            Retried::Failed(err, _) if !report => Some(err),
             Retried::Failed(err, generation) => {
                 self.hooks.report(
                     Event::StoreFailed { generation },
