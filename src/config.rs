@@ -84,12 +84,13 @@ impl Limits {
     }
 
     /// How long the last handle's drop (or `close()`) waits for a refresh on the wire: one
-    /// token call, or one check of the store's lock (after which, the client closing, no call
-    /// is made), whichever is longer, and the save.
+    /// token call and the save. A flight still checking its store's lock when the client
+    /// closes makes no call after the check (it re-checks `closing`), so the wait never
+    /// covers a call that starts after it; should the check itself outlast this bound (a
+    /// `RedisStore` on an unreachable Redis), `close()` returns at the bound all the same and
+    /// takes the lock from that flight.
     pub(crate) fn closing(&self) -> Duration {
-        self.token_call
-            .max(LOCK_CHECK_ALLOWANCE)
-            .saturating_add(SAVE_ALLOWANCE)
+        self.token_call.saturating_add(SAVE_ALLOWANCE)
     }
 }
 
