@@ -12,6 +12,7 @@ mod file_store;
 mod file_store_crash;
 mod file_store_hygiene;
 mod file_store_multiprocess;
+mod keep_lock;
 mod serde_store;
 mod shared_store;
 mod storage;
