@@ -190,15 +190,17 @@ impl Session {
         let read = Some(stored.revision());
         // The base must be the one of the tokens this flight replaces: if memory moved on
         // (a poll adopted this very record while we waited for the lock), the flight is moot.
-        let (base, pending, verdict) = {
+        let (base, pending, verdict, spent) = {
             let p = lead.persisted();
             if self.gate.generation() != lead.generation() {
                 return Ok(UnderLock::Done);
             }
             let verdict = p.judge(lead.tokens().map(Arc::as_ref), &stored);
-            (p.base, p.replace_pending, verdict)
+            (p.base, p.replace_pending, verdict, p.is_spent(&stored))
         };
         let changed = match base {
+            // A record holding a refresh token this client spent is older than memory.
+            _ if spent => false,
             // A login or logout of this client not written yet is newer than anything the
             // store holds, unless the store shows it written already or replaced by another
             // login (see `Verdict`).
@@ -306,7 +308,12 @@ impl Session {
                 let stamped = self
                     .stamp(new)
                     .map_err(|_| Arc::new(RefreshError::InvalidResponse(RECEIVED_INVALID)))?;
+                let rotated = stamped.tokens.refresh_token().map(|r| r.secret())
+                    != current.refresh_token().map(|r| r.secret());
                 note.refreshed = lead.install(Some(stamped), false, |snap, p| {
+                    if let (true, Some(spent)) = (rotated, current.refresh_token()) {
+                        p.note_spent(spent.secret());
+                    }
                     note.store_error = held.write(snap, p).err();
                 });
                 Ok(())
@@ -344,14 +351,12 @@ impl Session {
         let Some(newer) = held.reread().filter(|s| Some(s.revision()) != read) else {
             return false;
         };
-        let (pending, verdict) = {
+        let (pending, verdict, spent) = {
             let p = lead.persisted();
-            (
-                p.replace_pending,
-                p.judge(lead.tokens().map(Arc::as_ref), &newer),
-            )
+            let verdict = p.judge(lead.tokens().map(Arc::as_ref), &newer);
+            (p.replace_pending, verdict, p.is_spent(&newer))
         };
-        if pending && verdict == Verdict::Stands {
+        if spent || (pending && verdict == Verdict::Stands) {
             return false;
         }
         note.superseded = verdict == Verdict::Superseded;

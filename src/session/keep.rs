@@ -7,22 +7,24 @@
 //! everyone. So the client keeps the store's lock (a `FileStore` lock stays taken, a
 //! `RedisStore` lease stays renewed) while it holds fresh tokens it could not write, goes on
 //! serving its own requests with them, and retries the write with backoff on a thread of its
-//! own until it succeeds or the client is closed. Other processes wait for the lock (their
-//! lock timeout), never presenting the spent token while this one lives.
+//! own until it succeeds; closing the client tries once more and releases it. Other
+//! processes wait for the lock (their lock timeout), never presenting the spent token while
+//! this one lives.
 //!
-//! Every taking of the store's lock by the session goes through [`Session::lock_store`]:
-//! the kept lock is lent to the thread that asks (a request's refresh, a login, the retry),
-//! and comes back through [`Locked`]'s `Drop` (or [`Session::give_back`] from a flight),
-//! which keeps it again if a refresh is still unsaved, or releases it.
+//! Every taking of the store's lock by the session goes through [`Session::lock_store`], one
+//! thread at a time: the kept lock is lent to the thread that asks (a request's refresh, a
+//! login, a retry), a fresh one is taken from the store otherwise, and either comes back
+//! exactly once, through [`Locked`]'s `Drop` or [`Session::give_back`] (a flight, or a
+//! flight's lock taken away), which keeps it if a refresh is still unsaved, else releases it.
 
 use std::io;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::atomic::Ordering::Acquire;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::Session;
+use super::{Session, StoreMode};
 use crate::logging::TARGET;
 use crate::store::StoreLock;
 use crate::util::deadline_after;
@@ -33,36 +35,43 @@ const FIRST_PAUSE: Duration = Duration::from_millis(50);
 /// The longest pause between two retries of a write under a kept lock.
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 
-/// The lock a session keeps. Guarded by `slot`'s mutex, which is held only to look at or
-/// change the slot (never across store I/O); `returned` is signalled whenever it changes.
+/// The session's hold on its shared store's lock. `state`'s mutex is held only to look at
+/// or change it, never across store I/O; `returned` is signalled whenever it changes.
 #[derive(Default)]
 pub(crate) struct Keep {
-    slot: Mutex<Slot>,
+    state: Mutex<State>,
     returned: Condvar,
-    /// The retry thread ([`Session::keep_writing`]) runs. Written by it and its spawner.
-    writing: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    slot: Slot,
+    /// The retry thread ([`Session::keep_writing`]) runs. Set by whoever starts it and
+    /// cleared by the thread as it decides to end, both under this mutex, so a lock kept
+    /// after that decision starts a new one.
+    writing: bool,
 }
 
 #[derive(Default)]
 enum Slot {
-    /// No lock kept.
+    /// No thread of this session holds the store's lock.
     #[default]
     Empty,
-    /// Kept: a refresh is not written yet.
+    /// Kept: a refresh is not written yet. Nobody uses it right now.
     Kept(StoreLock),
-    /// Lent to a thread of this session, which gives it back.
+    /// A thread of this session holds (or is taking) the lock, and gives it back.
     Lent,
 }
 
 /// The store's lock as [`Session::lock_store`] hands it out (`None` inside: a private
-/// store). Dropping it gives it back: kept while a refresh is unsaved, else released.
+/// store, or a shared store that has no lock). Dropping it gives it back.
 pub(crate) struct Locked<'s> {
     session: &'s Session,
     lock: Option<StoreLock>,
 }
 
 impl Locked<'_> {
-    /// The lock, if the store is shared.
+    /// The lock, if the store has one.
     pub(super) fn get(&mut self) -> Option<&mut StoreLock> {
         self.lock.as_mut()
     }
@@ -81,36 +90,36 @@ impl Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(lock) = self.lock.take() {
-            self.session.give_back(Some(lock), true);
+            self.session.give_back(lock, true);
         }
     }
 }
 
 impl Session {
-    /// This client's store's lock (see [`super::StoreMode::lock`]): the one it keeps, if any
-    /// (waiting, at most the store's lock timeout, while another thread of this client has
-    /// it), else the store's.
+    /// This client's store's lock (see [`StoreMode::lock`]): the one it keeps, if any, else
+    /// the store's. One thread of the client at a time: another waits (at most the store's
+    /// lock timeout) for it to be given back.
     pub(super) fn lock_store(&self) -> io::Result<Locked<'_>> {
+        if self.mode == StoreMode::Private {
+            return Ok(Locked {
+                session: self,
+                lock: None,
+            });
+        }
         let deadline = deadline_after(self.store.lock_timeout());
-        let mut slot = self.keep.slot.lock();
+        let mut state = self.keep.state.lock();
         loop {
-            match std::mem::take(&mut *slot) {
+            match std::mem::replace(&mut state.slot, Slot::Lent) {
                 Slot::Empty => break,
                 Slot::Kept(lock) => {
-                    *slot = Slot::Lent;
                     return Ok(Locked {
                         session: self,
                         lock: Some(lock),
-                    });
+                    })
                 }
                 Slot::Lent => {
-                    *slot = Slot::Lent;
-                    if self
-                        .keep
-                        .returned
-                        .wait_until(&mut slot, deadline)
-                        .timed_out()
-                        && matches!(*slot, Slot::Lent)
+                    if self.keep.returned.wait_until(&mut state, deadline).timed_out()
+                        && matches!(state.slot, Slot::Lent)
                     {
                         return Err(io::Error::new(
                             io::ErrorKind::TimedOut,
@@ -121,108 +130,139 @@ impl Session {
                 }
             }
         }
-        drop(slot);
-        Ok(Locked {
-            session: self,
-            lock: self.mode.lock(&*self.store)?,
-        })
+        drop(state);
+        match self.mode.lock(&*self.store) {
+            Ok(Some(lock)) => Ok(Locked {
+                session: self,
+                lock: Some(lock),
+            }),
+            other => {
+                self.hand_back_nothing();
+                other.map(|_| Locked {
+                    session: self,
+                    lock: None,
+                })
+            }
+        }
     }
 
-    /// Takes back a lock handed out by [`Session::lock_store`] (`None`: it was released, e.g.
-    /// taken away from a flight). `may_keep`: kept if a refresh is still unsaved and the
-    /// client is not closing, else released (outside every lock of the session).
-    pub(super) fn give_back(&self, lock: Option<StoreLock>, may_keep: bool) {
-        // A lock the store knows lapsed (a lease taken by another holder) protects nothing.
-        let keep = lock.filter(|l| may_keep && !l.lost() && self.must_keep());
-        let kept = keep.is_some();
-        let mut slot = self.keep.slot.lock();
-        match keep {
-            Some(lock) => *slot = Slot::Kept(lock),
-            None if matches!(*slot, Slot::Lent) => *slot = Slot::Empty,
-            None => {}
-        }
+    /// Takes back a lock handed out by [`Session::lock_store`]. Kept if `may_keep`, a refresh
+    /// is still unsaved and the store does not know the lock lapsed; else released (outside
+    /// every lock of the session).
+    pub(super) fn give_back(&self, lock: StoreLock, may_keep: bool) {
+        // `must_keep` takes the persist lock: before the slot's.
+        let keep = may_keep && !lock.lost() && self.must_keep();
+        let mut state = self.keep.state.lock();
+        let (released, start) = if keep {
+            state.slot = Slot::Kept(lock);
+            let start = !state.writing && !self.closing.load(Acquire);
+            state.writing |= start;
+            (None, start)
+        } else {
+            state.slot = Slot::Empty;
+            (Some(lock), false)
+        };
         self.keep.returned.notify_all();
-        drop(slot);
-        if kept {
+        drop(state);
+        drop(released);
+        if start {
             self.start_keep_writing();
         }
     }
 
-    /// Whether the lock must be kept: a refresh this client got is not written, and the
-    /// client is not closing (then the lock is released: the process is about to end).
+    /// A lock handed out by [`Session::lock_store`] that was never had (taking it failed).
+    fn hand_back_nothing(&self) {
+        let mut state = self.keep.state.lock();
+        state.slot = Slot::Empty;
+        self.keep.returned.notify_all();
+    }
+
+    /// Whether the lock must be kept: a refresh this client got is not written.
     fn must_keep(&self) -> bool {
-        if self.closing.load(Acquire) {
-            return false;
-        }
         let p = self.gate.persisted();
         p.unsaved.is_some() && !p.replace_pending
     }
 
-    /// Starts the thread that retries the write under the kept lock, unless it runs.
+    /// Starts the retry thread (`writing` is set already).
     fn start_keep_writing(&self) {
-        if self.keep.writing.swap(true, AcqRel) {
-            return;
-        }
-        let Some(session) = self.this.upgrade() else {
-            self.keep.writing.store(false, Release);
-            return;
-        };
-        let spawned = std::thread::Builder::new()
-            .name("tokengate-keep".into())
-            .spawn(move || session.keep_writing());
-        if spawned.is_err() {
-            // Requests retry the write (at most once a second) all the same.
-            self.keep.writing.store(false, Release);
+        let spawned = self.this.upgrade().and_then(|session| {
+            std::thread::Builder::new()
+                .name("tokengate-keep".into())
+                .spawn(move || session.keep_writing())
+                .ok()
+        });
+        if spawned.is_none() {
+            // Requests retry the write (at most once a second) all the same; a later kept
+            // lock tries to start the thread again.
+            self.keep.state.lock().writing = false;
         }
     }
 
-    /// The retry thread: with a growing pause, writes what memory holds through the kept
-    /// lock, until the write succeeds (the lock is released), a newer record is adopted, or
-    /// the client closes.
+    /// The retry thread: after a growing pause, writes what memory holds through the kept
+    /// lock (only that one: it never takes a fresh lock), until the lock is no longer kept
+    /// (written, or a newer record adopted) or the client closes (`shut_down` makes the
+    /// last try and releases it).
     fn keep_writing(self: Arc<Self>) {
         let mut pause = FIRST_PAUSE;
         loop {
-            {
-                let mut slot = self.keep.slot.lock();
-                if !self.closing.load(Acquire) {
-                    let _ = self.keep.returned.wait_for(&mut slot, pause);
+            let lock = {
+                let mut state = self.keep.state.lock();
+                let due = Instant::now() + pause;
+                // Woken early by every change of the slot: wait on until due.
+                while !self.closing.load(Acquire) {
+                    if self.keep.returned.wait_until(&mut state, due).timed_out() {
+                        break;
+                    }
                 }
-                if self.closing.load(Acquire) || matches!(*slot, Slot::Empty) {
-                    break;
+                let closing = self.closing.load(Acquire);
+                match std::mem::take(&mut state.slot) {
+                    Slot::Kept(lock) if !closing => {
+                        state.slot = Slot::Lent;
+                        lock
+                    }
+                    // In use by another thread of the client, which gives it back.
+                    Slot::Lent if !closing => {
+                        state.slot = Slot::Lent;
+                        continue;
+                    }
+                    // Released (written, or a newer record adopted), or closing (the kept
+                    // lock stays for `shut_down`): the thread ends, decided under the mutex,
+                    // so a lock kept after this starts a new one.
+                    other => {
+                        state.slot = other;
+                        state.writing = false;
+                        return;
+                    }
                 }
-            }
-            // Saved meanwhile (by a request's retry), or a newer record adopted.
-            if !self.must_keep() {
-                self.release_kept();
-                break;
-            }
-            if let Some(e) = self.retry_unsaved_quietly() {
+            };
+            let locked = Locked {
+                session: &self,
+                lock: Some(lock),
+            };
+            if let Some(e) = self.retry_unsaved_quietly(Ok(locked)) {
                 log::debug!(target: TARGET, "the store's lock is kept: the refreshed tokens are \
                     not written yet ({e}); next try in {:?}", (pause * 2).min(MAX_PAUSE));
             }
             pause = (pause * 2).min(MAX_PAUSE);
         }
-        self.keep.writing.store(false, Release);
-        if self.closing.load(Acquire) {
-            // Whatever is kept is released now (`shut_down` retried the write once).
-            self.release_kept();
-        }
     }
 
-    /// Wakes the retry thread (the client is closing).
+    /// Wakes the retry thread (the client is closing): it ends, leaving the kept lock for
+    /// `shut_down`'s last try.
     pub(super) fn wake_keeper(&self) {
-        let _slot = self.keep.slot.lock();
+        let _state = self.keep.state.lock();
         self.keep.returned.notify_all();
     }
 
-    /// Releases a kept lock (the client is closing, after its last try of the write).
+    /// Releases a kept lock (the client is closing, after its last try of the write, or
+    /// nothing is unsaved any more).
     pub(super) fn release_kept(&self) {
         let released = {
-            let mut slot = self.keep.slot.lock();
-            match std::mem::take(&mut *slot) {
+            let mut state = self.keep.state.lock();
+            match std::mem::take(&mut state.slot) {
                 Slot::Kept(lock) => Some(lock),
                 other => {
-                    *slot = other;
+                    state.slot = other;
                     None
                 }
             }

@@ -160,13 +160,12 @@ impl Drop for HeldLock<'_> {
             *registered = None;
         }
         drop(registered);
-        let lock = match std::mem::replace(&mut *self.slot.lock(), LockState::Lost) {
-            LockState::Held(lock) => Some(lock),
-            LockState::Unshared => return,
-            LockState::Lost => None,
-        };
-        // Kept if the refresh it got could not be written (see `keep.rs`), else released.
-        self.session.give_back(lock, true);
+        // Kept if the refresh it got could not be written (see `keep.rs`), else released. A
+        // lock taken away was given back by `release_stuck_lock`.
+        if let LockState::Held(lock) = std::mem::replace(&mut *self.slot.lock(), LockState::Lost)
+        {
+            self.session.give_back(lock, true);
+        }
     }
 }
 
@@ -215,7 +214,7 @@ impl Session {
         if let Some(f) = taken {
             let lock = std::mem::replace(&mut *f.slot.lock(), LockState::Lost);
             if let LockState::Held(lock) = lock {
-                self.give_back(Some(lock), false);
+                self.give_back(lock, false);
             }
         }
         stuck

@@ -41,9 +41,20 @@ pub(crate) struct Persisted {
     /// the session the store held when memory and store last agreed.
     pub(crate) base_lineage: Option<String>,
     /// While `replace_pending`: the lineage the pending login or logout replaces (the
-    /// session the store held when it was made). The retry writes it only over that session
-    /// (or one the store cannot name); a record of another login made meanwhile wins.
+    /// session the store held, as read under its lock, when it was made). The retry writes
+    /// it only over that session (or one the store cannot name); a record of another login
+    /// made meanwhile wins.
     pub(crate) replaced: Option<String>,
+    /// While `replace_pending`: the lineage memory holds for the pending change (a login's;
+    /// `None` for a logout), and those of earlier logins of this client made while a change
+    /// was pending (any of them may have reached the store unanswered): a record of one of
+    /// those is this client's own, older than the pending change.
+    pub(crate) pending_lineage: Option<String>,
+    pub(crate) written: Vec<String>,
+    /// Fingerprints of the last refresh tokens this client spent (presented and got a new
+    /// one for): a record holding one of them is older than memory, never adopted, whatever
+    /// its revision (this client's own write whose answer was lost, read back later).
+    pub(crate) spent: std::collections::VecDeque<u64>,
     /// When (by the client's clock) a failed write was last retried.
     pub(crate) last_retry: Option<SystemTime>,
 }
@@ -72,8 +83,28 @@ impl Persisted {
             replace_pending: false,
             base_lineage: lineage,
             replaced: None,
+            pending_lineage: None,
+            written: Vec::new(),
+            spent: std::collections::VecDeque::new(),
             last_retry: None,
         }
+    }
+
+    /// Whether `stored` holds a refresh token this client already spent: it is older than
+    /// memory, whatever its revision.
+    pub(crate) fn is_spent(&self, stored: &Stored) -> bool {
+        stored
+            .tokens()
+            .and_then(Tokens::refresh_token)
+            .is_some_and(|r| self.spent.contains(&fingerprint(r.secret())))
+    }
+
+    /// Records that a refresh spent `presented` (the server answered with another one).
+    pub(crate) fn note_spent(&mut self, presented: &str) {
+        if self.spent.len() == MAX_SPENT {
+            self.spent.pop_front();
+        }
+        self.spent.push_back(fingerprint(presented));
     }
 
     /// Judges the pending login or logout of this client (memory holds `memory`) against
@@ -83,23 +114,25 @@ impl Persisted {
             return Verdict::Stands;
         }
         let ours = memory.and_then(|c| c.tokens.lineage());
+        let own_earlier = |l: &str| self.written.iter().any(|w| w == l);
         match stored.tokens() {
             Some(theirs) => match theirs.lineage() {
-                // Our login is stored: adopt it, unless memory holds a later refresh of it.
+                // Our login is stored, maybe refreshed since by another process: adopt it,
+                // unless it holds a refresh token this client spent (memory is newer).
                 Some(l) if Some(l) == ours => {
-                    let issued = |t: &Tokens| t.issued_at();
-                    let newer_here = memory
-                        .and_then(|c| issued(&c.tokens))
-                        .zip(issued(theirs))
-                        .is_some_and(|(here, there)| here > there);
-                    if newer_here {
+                    if self.is_spent(stored) {
                         Verdict::Stands
                     } else {
                         Verdict::Done
                     }
                 }
-                Some(l) if Some(l) != self.replaced.as_deref() => Verdict::Superseded,
-                _ => Verdict::Stands,
+                // An earlier login of this client, or the session the change replaces (or a
+                // record that names none): the pending change is newer.
+                Some(l) if own_earlier(l) || Some(l) == self.replaced.as_deref() => {
+                    Verdict::Stands
+                }
+                Some(_) => Verdict::Superseded,
+                None => Verdict::Stands,
             },
             // A logout record: of our own login (it was written, then logged out elsewhere),
             // or, for a pending logout, already what we want.
@@ -108,6 +141,29 @@ impl Persisted {
             None => Verdict::Stands,
         }
     }
+}
+
+impl Persisted {
+    /// No login or logout is pending any more.
+    pub(crate) fn clear_pending(&mut self) {
+        self.replace_pending = false;
+        self.replaced = None;
+        self.pending_lineage = None;
+        self.written.clear();
+    }
+}
+
+/// How many spent refresh tokens a client remembers (see `Persisted::spent`).
+const MAX_SPENT: usize = 16;
+
+/// A fingerprint of a refresh token, kept in memory only (std's SipHash with fixed keys:
+/// only equality matters).
+fn fingerprint(secret: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    secret.hash(&mut h);
+    h.finish()
 }
 
 /// How a change reaches the store.
@@ -318,6 +374,7 @@ impl Session {
                 verdict = p.judge(self.gate.snapshot().tokens.as_deref(), &stored);
                 p.base == Some(since)
                     && (!p.replace_pending || verdict != Verdict::Stands)
+                    && !p.is_spent(&stored)
                     && self.flight_lock.lock().is_none()
             },
             current,
@@ -346,12 +403,11 @@ impl Session {
     /// The retry of the thread that keeps the store's lock (see `keep.rs`): a failure is
     /// logged (at debug) by that thread, not reported as an event each time: it retries
     /// every few seconds for as long as the store fails.
-    /// It leaves the once-a-second turn of requests' retries alone.
-    pub(super) fn retry_unsaved_quietly(&self) -> Option<Arc<io::Error>> {
-        if self.gate.persisted().unsaved.is_none() {
-            return None;
-        }
-        self.write_unsaved(false)
+    /// It leaves the once-a-second turn of requests' retries alone, and writes through
+    /// `lock` (the kept one).
+    pub(super) fn retry_unsaved_quietly(&self, lock: io::Result<Locked<'_>>) -> Option<Arc<io::Error>> {
+        self.gate.persisted().unsaved.as_ref()?;
+        self.write_unsaved_through(lock, false)
     }
 
     /// On a request's path, for a shared store: the retry of a failed write runs on a thread
@@ -400,9 +456,21 @@ impl Session {
     /// The retry itself (see [`Session::retry_unsaved`]). Events are sent once the store is
     /// left, so a listener may call the client.
     fn write_unsaved(&self, report: bool) -> Option<Arc<io::Error>> {
+        let _busy = reentry::enter(self.key());
+        let lock = self.lock_store();
+        drop(_busy);
+        self.write_unsaved_through(lock, report)
+    }
+
+    /// [`Session::write_unsaved`] through `lock`, as [`Session::lock_store`] gave it.
+    fn write_unsaved_through(
+        &self,
+        lock: io::Result<Locked<'_>>,
+        report: bool,
+    ) -> Option<Arc<io::Error>> {
         let retried = {
             let _busy = reentry::enter(self.key());
-            let mut lock = match self.lock_store() {
+            let mut lock = match lock {
                 Ok(lock) => Ok(lock),
                 Err(e) => return Some(Arc::new(e)),
             };
@@ -463,7 +531,11 @@ impl Session {
             _ if p.replace_pending => {}
             // A record that went bad meanwhile is not overwritten behind the user's back.
             Some(Err(e)) => return Some(Retried::Unreadable(Arc::new(e))),
-            Some(Ok(stored)) if p.base.is_some_and(|base| stored.revision() != base) => {
+            // Newer, unless it holds a refresh token this client spent (its own write whose
+            // answer was lost: memory is newer, and is written over it).
+            Some(Ok(stored))
+                if p.base.is_some_and(|base| stored.revision() != base) && !p.is_spent(stored) =>
+            {
                 let since = p.base.unwrap_or(stored.revision());
                 return Some(Retried::Newer(
                     self.gate.generation(),
@@ -494,6 +566,15 @@ impl Session {
         p: &mut Persisted,
     ) -> Result<(), Arc<io::Error>> {
         let tokens = snap.tokens.as_ref().map(|c| &c.tokens);
+        // The session the store holds, as read under its lock: what a login or logout that
+        // fails now replaces (the last one this client saw, without the lock).
+        let under_lock = match &writer {
+            Writer::Locked(lock) => lock
+                .stored()
+                .ok()
+                .map(|s| s.tokens().and_then(Tokens::lineage).map(str::to_owned)),
+            _ => None,
+        };
         let written = match writer {
             Writer::Locked(lock) => lock.write(tokens).map(Some).map_err(Arc::new),
             Writer::Plain => match tokens {
@@ -510,15 +591,24 @@ impl Session {
                     self.note_revision(p, revision, tokens.and_then(Tokens::lineage));
                 }
                 p.unsaved = None;
-                p.replace_pending = false;
-                p.replaced = None;
+                p.clear_pending();
                 self.unsaved.store(false, Release);
                 Ok(())
             }
             Err(e) => {
-                if change == Change::Replaced && !p.replace_pending {
-                    p.replaced = p.base_lineage.clone();
-                    p.replace_pending = true;
+                if change == Change::Replaced {
+                    let lineage = tokens.and_then(Tokens::lineage).map(str::to_owned);
+                    if p.replace_pending {
+                        // A change over a pending one: the earlier login may have reached
+                        // the store unanswered, and is this client's own.
+                        if let Some(earlier) = p.pending_lineage.take() {
+                            p.written.push(earlier);
+                        }
+                    } else {
+                        p.replaced = under_lock.unwrap_or_else(|| p.base_lineage.clone());
+                        p.replace_pending = true;
+                    }
+                    p.pending_lineage = lineage;
                 }
                 p.unsaved = Some(Arc::clone(&e));
                 p.last_retry = Some(self.config.clock().now());
@@ -539,8 +629,7 @@ impl Session {
         p.base = Some(revision);
         p.base_lineage = lineage.map(str::to_owned);
         p.unsaved = None;
-        p.replace_pending = false;
-        p.replaced = None;
+        p.clear_pending();
         self.base_revision.store(revision.get(), Release);
         self.unsaved.store(false, Release);
     }
@@ -579,6 +668,7 @@ mod tests {
     fn current(access: &str, lineage: Option<&str>, issued_s: u64) -> Current {
         let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + issued_s);
         let mut t = Tokens::new(access)
+            .with_refresh_token(format!("rt-{access}"))
             .with_issued_at(issued)
             .with_expires_at(issued + Duration::from_secs(3600));
         if let Some(l) = lineage {
@@ -630,9 +720,18 @@ mod tests {
         // The login is in the store already, refreshed since by another process: adopted.
         let v = login.judge(Some(&mine), &stored("at-9", Some("mine"), 10));
         assert_eq!(v, Verdict::Done);
-        // ...unless memory holds a later refresh of it than the store.
-        let later = current("at-later", Some("mine"), 20);
-        let v = login.judge(Some(&later), &stored("at-9", Some("mine"), 10));
+        // ...unless the store holds a refresh token this client spent (its own write whose
+        // answer was lost, and memory refreshed since): memory is newer.
+        let mut spent = pending(Some("old"));
+        spent.note_spent("rt-at-9");
+        let later = current("at-later", Some("mine"), 0);
+        let v = spent.judge(Some(&later), &stored("at-9", Some("mine"), 10));
+        assert_eq!(v, Verdict::Stands);
+        // An earlier login of this client made while a change was pending (it may have
+        // reached the store unanswered): the pending change is newer.
+        let mut twice = pending(Some("old"));
+        twice.written.push("first".into());
+        let v = twice.judge(None, &stored("at-f", Some("first"), 10));
         assert_eq!(v, Verdict::Stands);
         // Another login replaced the session: dropped.
         let v = login.judge(Some(&mine), &stored("at-n", Some("new"), 10));

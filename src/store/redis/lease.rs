@@ -49,6 +49,11 @@ impl Lease {
         }
     }
 
+    /// The random owner this lease is held as.
+    pub(super) fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Extends the lease if it is still ours (one round trip): `Ok(false)`, and the loss
     /// recorded, if it is gone.
     fn renew(shared: &Shared, owner: &str, lease: Duration, lost: &AtomicBool) -> io::Result<bool> {
@@ -446,43 +451,50 @@ pub(super) fn fingerprint(refresh_token: &str) -> String {
         .collect()
 }
 
-/// After taking the lease: if another holder declared a token call presenting the refresh
-/// token the record holds now, and that call may still be in flight, waits for the record
-/// to move (that holder writes its answer; the refresh token it presented is spent) or for
-/// the intent to end (withdrawn, or run out), at most `timeout`, and returns the record as
-/// it is then. The lease is renewed meanwhile by its thread.
+/// After taking the lease: if another holder declared a token call that may still be in
+/// flight (its intent is live), waits for the record to move (that holder writes its answer;
+/// the refresh token it presented is spent) or for the intent to end (withdrawn, or run
+/// out), and returns the record as it is then. Any live intent of another owner is waited
+/// for, whatever refresh token it names: one that is not the record's means that holder's
+/// memory is ahead of the record. The lease is renewed meanwhile by its thread.
 ///
 /// # Errors
-/// Redis' error reading the record.
-pub(super) fn wait_out_intent(shared: &Shared, mut raw: Raw, timeout: Duration) -> io::Result<Raw> {
+/// Redis' error reading the record; [`io::ErrorKind::TimedOut`] if an intent is still live
+/// after `timeout` (no refresh may go ahead then: it could present a spent refresh token).
+pub(super) fn wait_out_intent(
+    shared: &Shared,
+    owner: &str,
+    mut raw: Raw,
+    timeout: Duration,
+) -> io::Result<Raw> {
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
     let generation = raw.generation.clone();
     loop {
-        let Some(intent) = &raw.intent else {
+        let Some(intent) = raw.intent.as_ref().filter(|i| i.owner != owner) else {
             return Ok(raw);
         };
-        let presents = raw
-            .parse(&shared.keys)
-            .ok()
-            .and_then(|s| s.into_tokens())
-            .and_then(|t| t.refresh_token().map(|r| fingerprint(r.secret())));
-        if raw.generation != generation || presents.as_deref() != Some(intent.token.as_str()) {
+        if raw.generation != generation {
             return Ok(raw);
         }
         let now = Instant::now();
         if now >= deadline {
-            return Ok(raw);
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "timed out waiting for another holder's token call on session {:?} to be \
+                     answered (its intent is live for {} ms more)",
+                    shared.keys.session, intent.remaining_ms
+                ),
+            ));
         }
         let wait = pause
             .min(Duration::from_millis(intent.remaining_ms.max(1)))
             .min(deadline - now);
         std::thread::sleep(wait);
         pause = (pause * 2).min(MAX_PAUSE);
-        raw = shared
-            .redis
-            .run("waiting for a token call in flight", |c| {
-                record::read(c, &shared.scripts, &shared.keys)
-            })?;
+        raw = shared.redis.run("waiting for a token call in flight", |c| {
+            record::read(c, &shared.scripts, &shared.keys)
+        })?;
     }
 }

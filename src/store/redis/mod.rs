@@ -320,7 +320,7 @@ impl RedisStore {
         // on the wire (its lease lapsed meanwhile): wait for its answer. If Redis cannot be
         // read, the lease is released (dropped) and no refresh goes ahead.
         let left = self.lock_timeout.saturating_sub(started.elapsed());
-        let raw = lease::wait_out_intent(shared, raw, left)?;
+        let raw = lease::wait_out_intent(shared, lease.owner(), raw, left)?;
         Ok(match raw.parse(&shared.keys) {
             Ok(stored) => {
                 let newest = shared.observe(stored.clone());

@@ -196,14 +196,15 @@ redis.call('HSET', KEYS[2], 'intent_owner', ARGV[1], 'intent_token', ARGV[3],
 return 1
 ";
 
-/// Releases the lease if it is still ours (compare-and-delete), and withdraws an intent of
-/// ours (its call is over, answered and written or not consumed). KEYS: lock, record.
-/// ARGV: owner.
+/// Releases the lease if it is still ours (compare-and-delete), and with it an intent of
+/// ours: the call is over (its answer written, or nothing spent) and nobody else can have
+/// been waiting for it. An intent whose lease lapsed is left to run out: another holder may
+/// be waiting for an answer this one could not write. KEYS: lock, record. ARGV: owner.
 pub(super) const RELEASE: &str = r"
-if redis.call('HGET', KEYS[2], 'intent_owner') == ARGV[1] then
-  redis.call('HDEL', KEYS[2], 'intent_owner', 'intent_token', 'intent_until')
-end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if redis.call('HGET', KEYS[2], 'intent_owner') == ARGV[1] then
+    redis.call('HDEL', KEYS[2], 'intent_owner', 'intent_token', 'intent_until')
+  end
   return redis.call('DEL', KEYS[1])
 end
 return 0
