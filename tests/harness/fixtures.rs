@@ -139,6 +139,11 @@ impl ClientSlot {
     pub fn clear(&self) {
         self.0.lock().unwrap().take();
     }
+
+    /// Takes the client's handle out of the slot (e.g. for a refresher to close it).
+    pub fn take(&self) -> Option<tokengate::AuthClient> {
+        self.0.lock().unwrap().take()
+    }
 }
 
 /// A fresh, empty directory for one test under Cargo's scratch space for integration tests

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::closing_log::closing_marked_on;
 use crate::harness::fixtures::TempDir;
 use crate::harness::observe::{
     body_json, is_refreshed, must_not_block, test_name, Recorder, HANG_GUARD,
@@ -493,36 +494,9 @@ fn closing_one_clone_leaves_the_others_refreshing() {
     client.close().unwrap();
 }
 
-/// Receives the client's "closing" record (target `tokengate`, debug): the moment a close of
-/// the last handle has marked the client closing. Only the test below installs it, and only
-/// the record of its own closing thread counts: once installed, the logger also sees the
-/// closes of the other tests of this binary, which run at the same time.
-struct ClosingLog;
-
-/// The name of that test's closing thread.
+/// The name of the closing thread of the test below: the closing log reports the moment it
+/// marked the client closing (see `closing_log.rs`).
 const CLOSER: &str = "closer during a backoff";
-
-static CLOSING: Mutex<Option<mpsc::Sender<()>>> = Mutex::new(None);
-
-impl log::Log for ClosingLog {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.target() == "tokengate"
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if record.target() == "tokengate"
-            && std::thread::current().name() == Some(CLOSER)
-            && record
-                .args()
-                .to_string()
-                .starts_with("closing the client (last handle)")
-        {
-            if let Some(tx) = CLOSING.lock().unwrap().as_ref() {
-                let _ = tx.send(());
-            }
-        }
-    }
-    fn flush(&self) {}
-}
 
 /// A sleeper whose first sleep reports itself and lasts until the test ends it.
 struct GatedSleeper {
@@ -546,10 +520,7 @@ impl tokengate::time::Sleeper for GatedSleeper {
 /// before the backoff.
 #[test]
 fn closing_during_a_token_endpoint_backoff_makes_no_new_token_call() {
-    let (closing_tx, closing_rx) = mpsc::channel();
-    *CLOSING.lock().unwrap() = Some(closing_tx);
-    log::set_logger(&ClosingLog).expect("the only logger of this test binary");
-    log::set_max_level(log::LevelFilter::Debug);
+    let closing_rx = closing_marked_on(CLOSER);
 
     let srv = TokenServer::start();
     let login = srv.login();

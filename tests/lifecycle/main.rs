@@ -7,5 +7,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod close_bounds;
+mod closing_log;
 mod exit;
 mod logout;

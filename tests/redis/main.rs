@@ -8,6 +8,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod redis_backoff;
 mod redis_deferred;
 mod redis_fleet;
 mod redis_store;
