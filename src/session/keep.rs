@@ -118,7 +118,11 @@ impl Session {
                     })
                 }
                 Slot::Lent => {
-                    if self.keep.returned.wait_until(&mut state, deadline).timed_out()
+                    if self
+                        .keep
+                        .returned
+                        .wait_until(&mut state, deadline)
+                        .timed_out()
                         && matches!(state.slot, Slot::Lent)
                     {
                         return Err(io::Error::new(

@@ -5,6 +5,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,16 +43,26 @@ pub(super) enum LockState {
 /// The lock of the flight running now, registered in `Session::flight_lock` so that a flight
 /// holding it too long can be made to give it up.
 pub(crate) struct FlightLock {
-    /// The flight's lock; guarded by its own mutex, held only for a call through the lock.
-    slot: Arc<Mutex<LockState>>,
+    /// The flight's lock.
+    slot: Arc<Slot>,
     /// When the flight got the lock: it may hold it for `Limits::hold`.
     locked_at: Instant,
+}
+
+/// A flight's lock, shared by the flight and its registration.
+pub(crate) struct Slot {
+    /// Guarded by its own mutex, held for a call through the lock (store I/O).
+    state: Mutex<LockState>,
+    /// Set by [`Session::release_stuck_lock`] when it takes the lock away: if the flight is
+    /// inside a call through its lock then, the flight gives the lock up right after it
+    /// (the taker never waits for the flight's store I/O).
+    taken: AtomicBool,
 }
 
 /// A flight's store lock, registered while held. Dropping it unregisters and releases it.
 pub(super) struct HeldLock<'s> {
     session: &'s Session,
-    slot: Arc<Mutex<LockState>>,
+    slot: Arc<Slot>,
     /// Set by [`HeldLock::confirm`] when it found the lock gone.
     lapsed: Cell<bool>,
 }
@@ -61,7 +72,10 @@ impl<'s> HeldLock<'s> {
     pub(super) fn register(session: &'s Session, lock: Option<StoreLock>) -> Self {
         let state = lock.map_or(LockState::Unshared, LockState::Held);
         let shared = matches!(state, LockState::Held(_));
-        let slot = Arc::new(Mutex::new(state));
+        let slot = Arc::new(Slot {
+            state: Mutex::new(state),
+            taken: AtomicBool::new(false),
+        });
         if shared {
             *session.flight_lock.lock() = Some(FlightLock {
                 slot: Arc::clone(&slot),
@@ -78,7 +92,10 @@ impl<'s> HeldLock<'s> {
     /// True once [`Session::release_stuck_lock`] took the lock away from this flight, or the
     /// store found its lock lapsed (see [`StoreLock::lost`]; no round trip).
     pub(super) fn lost(&self) -> bool {
-        match &*self.slot.lock() {
+        if self.slot.taken.load(Acquire) {
+            return true;
+        }
+        match &*self.slot.state.lock() {
             LockState::Lost => true,
             LockState::Held(lock) => lock.lost(),
             LockState::Unshared => false,
@@ -100,11 +117,14 @@ impl<'s> HeldLock<'s> {
     /// no token call may be made then.
     pub(super) fn confirm(&self, presenting: Option<&RefreshToken>) -> Result<(), RefreshError> {
         let bound = self.session.config.limits().token_call;
-        let gone = match &mut *self.slot.lock() {
+        let mut state = self.slot.state.lock();
+        let gone = match &mut *state {
             LockState::Unshared => return Ok(()),
+            LockState::Held(_) if self.slot.taken.load(Acquire) => taken_away(),
             LockState::Lost => taken_away(),
             LockState::Held(lock) => match lock.before_call(presenting, bound) {
-                Ok(true) => return Ok(()),
+                Ok(true) if !self.slot.taken.load(Acquire) => return Ok(()),
+                Ok(true) => taken_away(),
                 Ok(false) => io::Error::other(
                     "the store's lock lapsed before the token call (another process may \
                      hold it now): no token call was made",
@@ -112,13 +132,20 @@ impl<'s> HeldLock<'s> {
                 Err(e) => e,
             },
         };
+        // Taken away while the check ran: given up now.
+        if self.slot.taken.load(Acquire) {
+            if let LockState::Held(lock) = std::mem::replace(&mut *state, LockState::Lost) {
+                drop(state);
+                self.session.give_back(lock, false);
+            }
+        }
         self.lapsed.set(true);
         Err(RefreshError::Store(Arc::new(gone)))
     }
 
     /// What the store held when the lock was taken (`None` for a private store).
     pub(super) fn stored(&self) -> Option<io::Result<Stored>> {
-        match &*self.slot.lock() {
+        match &*self.slot.state.lock() {
             LockState::Held(lock) => Some(lock.stored().cloned()),
             LockState::Unshared | LockState::Lost => None,
         }
@@ -127,7 +154,7 @@ impl<'s> HeldLock<'s> {
     /// The record read again under the lock, if the store's lock can lapse and the read
     /// succeeded (see [`crate::store::LockedWrite::reread`]).
     pub(super) fn reread(&self) -> Option<Stored> {
-        match &mut *self.slot.lock() {
+        match &mut *self.slot.state.lock() {
             LockState::Held(lock) => lock.reread().ok().flatten().cloned(),
             LockState::Unshared | LockState::Lost => None,
         }
@@ -139,9 +166,12 @@ impl<'s> HeldLock<'s> {
         snap: &Snapshot<Current>,
         p: &mut Persisted,
     ) -> Result<(), Arc<io::Error>> {
-        let mut state = self.slot.lock();
+        let mut state = self.slot.state.lock();
         let writer = match &mut *state {
             LockState::Unshared => Writer::Plain,
+            LockState::Held(_) if self.slot.taken.load(Acquire) => {
+                Writer::Unlocked(Arc::new(taken_away()))
+            }
             LockState::Held(lock) => Writer::Locked(lock),
             LockState::Lost => Writer::Unlocked(Arc::new(taken_away())),
         };
@@ -161,10 +191,11 @@ impl Drop for HeldLock<'_> {
         }
         drop(registered);
         // Kept if the refresh it got could not be written (see `keep.rs`), else released. A
-        // lock taken away was given back by `release_stuck_lock`.
-        if let LockState::Held(lock) = std::mem::replace(&mut *self.slot.lock(), LockState::Lost)
-        {
-            self.session.give_back(lock, true);
+        // lock taken away was given back by `release_stuck_lock`, or is given up here.
+        let state = std::mem::replace(&mut *self.slot.state.lock(), LockState::Lost);
+        if let LockState::Held(lock) = state {
+            let taken = self.slot.taken.load(Acquire);
+            self.session.give_back(lock, !taken);
         }
     }
 }
@@ -210,10 +241,17 @@ impl Session {
             .is_some_and(|f| force || f.locked_at.elapsed() >= hold);
         let taken = stuck.then(|| registered.take()).flatten();
         drop(registered);
-        // The release (a Redis round trip) runs with no lock of the session held.
+        // The release (a Redis round trip) runs with no lock of the session held, and never
+        // waits for the flight's own store I/O: a flight inside a call through its lock gives
+        // it up right after that call.
         if let Some(f) = taken {
-            let lock = std::mem::replace(&mut *f.slot.lock(), LockState::Lost);
-            if let LockState::Held(lock) = lock {
+            f.slot.taken.store(true, Release);
+            let state = f
+                .slot
+                .state
+                .try_lock()
+                .map(|mut s| std::mem::replace(&mut *s, LockState::Lost));
+            if let Some(LockState::Held(lock)) = state {
                 self.give_back(lock, false);
             }
         }
@@ -292,7 +330,10 @@ mod tests {
         let session = Arc::clone(client.session());
         let flight = Gate::try_claim(GateOf(Arc::clone(&session)), session.gate.generation());
         let lock = session.store.lock().unwrap().unwrap();
-        let slot = Arc::new(Mutex::new(LockState::Held(lock)));
+        let slot = Arc::new(Slot {
+            state: Mutex::new(LockState::Held(lock)),
+            taken: AtomicBool::new(false),
+        });
         *session.flight_lock.lock() = Some(FlightLock {
             slot: Arc::clone(&slot),
             locked_at: Instant::now() + session.config.limits().flight / 2,
@@ -305,7 +346,7 @@ mod tests {
             "{closed:?}"
         );
         assert!(
-            matches!(*slot.lock(), LockState::Held(_)),
+            matches!(*slot.state.lock(), LockState::Held(_)),
             "the flight inside its bound keeps its lock"
         );
         drop(flight);

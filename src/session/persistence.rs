@@ -128,9 +128,7 @@ impl Persisted {
                 }
                 // An earlier login of this client, or the session the change replaces (or a
                 // record that names none): the pending change is newer.
-                Some(l) if own_earlier(l) || Some(l) == self.replaced.as_deref() => {
-                    Verdict::Stands
-                }
+                Some(l) if own_earlier(l) || Some(l) == self.replaced.as_deref() => Verdict::Stands,
                 Some(_) => Verdict::Superseded,
                 None => Verdict::Stands,
             },
@@ -405,7 +403,10 @@ impl Session {
     /// every few seconds for as long as the store fails.
     /// It leaves the once-a-second turn of requests' retries alone, and writes through
     /// `lock` (the kept one).
-    pub(super) fn retry_unsaved_quietly(&self, lock: io::Result<Locked<'_>>) -> Option<Arc<io::Error>> {
+    pub(super) fn retry_unsaved_quietly(
+        &self,
+        lock: io::Result<Locked<'_>>,
+    ) -> Option<Arc<io::Error>> {
         self.gate.persisted().unsaved.as_ref()?;
         self.write_unsaved_through(lock, false)
     }

@@ -134,6 +134,7 @@ impl Stored {
     }
 
     /// A logout record at `revision` that remembers the lineage of the session it ended.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn logged_out(ended: Option<String>, revision: Revision) -> Self {
         Stored {
             tokens: None,

@@ -493,8 +493,10 @@ pub(super) fn wait_out_intent(
             .min(deadline - now);
         std::thread::sleep(wait);
         pause = (pause * 2).min(MAX_PAUSE);
-        raw = shared.redis.run("waiting for a token call in flight", |c| {
-            record::read(c, &shared.scripts, &shared.keys)
-        })?;
+        raw = shared
+            .redis
+            .run("waiting for a token call in flight", |c| {
+                record::read(c, &shared.scripts, &shared.keys)
+            })?;
     }
 }
