@@ -154,7 +154,10 @@ impl AuthClientBuilder {
         self
     }
 
-    /// What waits between retries. Defaults to [`ThreadSleeper`] (`std::thread::sleep`).
+    /// What waits between retries. Defaults to [`ThreadSleeper`](crate::time::ThreadSleeper)'s
+    /// `std::thread::sleep`, in slices, so that a refresh's backoff stops as soon as its store
+    /// lock is found lost or the client closes; a sleeper given here sleeps each whole delay
+    /// in one call.
     pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
         self.sleeper = Some(Box::new(sleeper));
         self

@@ -65,7 +65,9 @@ pub enum Event {
         generation: u64,
     },
     /// The store failed to save tokens of `generation` (they are in use in memory). The
-    /// write is retried on a later request; [`AuthClient::close`](crate::AuthClient::close)
+    /// write is retried on a later request (reported again if it fails again) and, for a
+    /// refresh written to a shared store, by a thread that keeps the store's lock meanwhile
+    /// (its tries are logged at debug, not reported); [`AuthClient::close`](crate::AuthClient::close)
     /// reports one that never succeeded.
     StoreFailed {
         /// The generation that could not be saved.

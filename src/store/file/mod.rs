@@ -150,7 +150,11 @@ use crate::tokens::Tokens;
 /// holding the lock releases it (the OS closes its files); one that hangs holding it makes
 /// the others' refreshes ([`Error::Refresh`](crate::Error::Refresh)) and saves
 /// ([`Error::Store`](crate::Error::Store)) fail after the timeout, never deadlock. A client
-/// whose refresher hangs gives the lock up when it is dropped or closed.
+/// whose refresher hangs gives the lock up when it is dropped or closed. A client whose
+/// refresh could not be written keeps the lock until the write succeeds (see "What it
+/// guarantees"): the others' refreshes fail after their timeout meanwhile, transiently,
+/// and never present the spent refresh token; closing that client tries the write once more
+/// and releases the lock (a rotation it never wrote is then lost).
 /// The lock only excludes programs that take it: write the token file only through
 /// `FileStore` (or atomically, by a rename, while holding the lock).
 ///
