@@ -541,3 +541,39 @@ fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
     assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 1);
     a.close().unwrap();
 }
+
+/// A logout made right after another process's login, which this client has not seen yet
+/// (no request in between), is a logout of that login: the store's lock read it. If its
+/// write fails, the retry still writes it: the session it replaces is the one read under
+/// the lock, not the older one this client last saw. Caught the retry judging the logout
+/// against the older session, dropping it as "superseded" and adopting the very login the
+/// user had just logged out (found by a review of issue 23).
+#[test]
+fn a_deferred_logout_of_a_login_this_client_had_not_seen_is_still_written() {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("store_failures-unseen-login-logout");
+    let path = dir.path("tokens.json");
+    let Setup {
+        fail,
+        clock,
+        events,
+        client: a,
+    } = setup(&srv, &path);
+    let b = other_process(&srv, &path);
+    b.set_tokens(srv.second_user_login()).unwrap();
+
+    fail.store(true, SeqCst);
+    let e = a.clear_tokens().unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert!(a.tokens().is_none());
+    fail.store(false, SeqCst);
+    clock.advance(Duration::from_secs(2)); // the retry is due
+    wait_until("the logout written", || {
+        let _ = a.get("items").call();
+        stored_access_token(&path).is_none()
+    });
+    assert!(a.tokens().is_none(), "the user logged out");
+    assert!(matches!(a.get("items").call(), Err(Error::NoTokens)));
+    assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 0);
+    a.close().unwrap();
+}
