@@ -190,7 +190,7 @@ pub use stats::Stats;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{FileStore, MemoryStore, TokenStore};
-pub use tokens::{AccessToken, ClientSecret, RefreshToken, Tokens};
+pub use tokens::{AccessToken, ClientSecret, Lineage, RefreshToken, Tokens};
 
 /// Time, made injectable: the clock tokens expire by, and what waits between retries.
 /// Tests use [`ManualClock`](time::ManualClock), which is both.

@@ -153,6 +153,7 @@ fn child_mode(args: &[String]) -> bool {
         #[cfg(feature = "redis")]
         Some("--redis-spin") => redis::spin_child(&args[1..]),
         Some("--instructions-child") => instructions::child(&args[1..]),
+        Some("--refresh-instructions-child") => instructions::refresh_child(&args[1..]),
         Some("--spin") => spin::run(&args[1..]),
         _ => return false,
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::lifecycle::HeldLock;
 use super::persistence::Verdict;
-use super::{Persisted, Session};
+use super::{Persisted, Session, StoreMode};
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::{Failure, Fresh, Gate, Lead, Role};
@@ -217,7 +217,7 @@ impl Session {
         }
         note.superseded = verdict == Verdict::Superseded;
         let revision = stored.revision();
-        let lineage = stored.tokens().and_then(Tokens::lineage).map(str::to_owned);
+        let lineage = stored.tokens().and_then(Tokens::lineage);
         let adopted = stored
             .into_tokens()
             .map(|t| self.stamp(t))
@@ -230,7 +230,7 @@ impl Session {
             }),
             adopted => {
                 note.adopted = lead.install(adopted, false, |_, p| {
-                    self.note_revision(p, revision, lineage.as_deref());
+                    self.note_revision(p, revision, lineage);
                 });
                 Ok(UnderLock::Done)
             }
@@ -308,8 +308,11 @@ impl Session {
                 let stamped = self
                     .stamp(new)
                     .map_err(|_| Arc::new(RefreshError::InvalidResponse(RECEIVED_INVALID)))?;
-                let rotated = stamped.tokens.refresh_token().map(|r| r.secret())
-                    != current.refresh_token().map(|r| r.secret());
+                // Only a shared store is read back: there a record holding the spent refresh
+                // token must never be adopted.
+                let rotated = self.mode == StoreMode::Shared
+                    && stamped.tokens.refresh_token().map(|r| r.secret())
+                        != current.refresh_token().map(|r| r.secret());
                 note.refreshed = lead.install(Some(stamped), false, |snap, p| {
                     if let (true, Some(spent)) = (rotated, current.refresh_token()) {
                         p.note_spent(spent.secret());
@@ -361,12 +364,12 @@ impl Session {
         }
         note.superseded = verdict == Verdict::Superseded;
         let revision = newer.revision();
-        let lineage = newer.tokens().and_then(Tokens::lineage).map(str::to_owned);
+        let lineage = newer.tokens().and_then(Tokens::lineage);
         let Ok(adopted) = newer.into_tokens().map(|t| self.stamp(t)).transpose() else {
             return false;
         };
         note.adopted = lead.install(adopted, false, |_, p| {
-            self.note_revision(p, revision, lineage.as_deref());
+            self.note_revision(p, revision, lineage);
         });
         note.adopted
     }

@@ -118,11 +118,7 @@ pub(crate) struct Parts {
 
 impl Session {
     pub(crate) fn new(p: Parts) -> Session {
-        let lineage = p
-            .tokens
-            .as_ref()
-            .and_then(|c| c.tokens.lineage())
-            .map(str::to_owned);
+        let lineage = p.tokens.as_ref().and_then(|c| c.tokens.lineage());
         Session {
             config: p.config,
             hooks: p.hooks,

@@ -16,7 +16,7 @@ use crate::gate::Snapshot;
 use crate::logging::Chain;
 use crate::reentry;
 use crate::store::{Revision, StoreLock, Stored};
-use crate::tokens::{Current, Tokens};
+use crate::tokens::{Current, Lineage, Tokens};
 
 /// A failed write is retried on requests at most this often.
 const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
@@ -39,18 +39,18 @@ pub(crate) struct Persisted {
     pub(crate) replace_pending: bool,
     /// Shared stores: the lineage (see [`Tokens::lineage`]) of the tokens at `base`, i.e. of
     /// the session the store held when memory and store last agreed.
-    pub(crate) base_lineage: Option<String>,
+    pub(crate) base_lineage: Option<Lineage>,
     /// While `replace_pending`: the lineage the pending login or logout replaces (the
     /// session the store held, as read under its lock, when it was made). The retry writes
     /// it only over that session (or one the store cannot name); a record of another login
     /// made meanwhile wins.
-    pub(crate) replaced: Option<String>,
+    pub(crate) replaced: Option<Lineage>,
     /// While `replace_pending`: the lineage memory holds for the pending change (a login's;
     /// `None` for a logout), and those of earlier logins of this client made while a change
     /// was pending (any of them may have reached the store unanswered): a record of one of
     /// those is this client's own, older than the pending change.
-    pub(crate) pending_lineage: Option<String>,
-    pub(crate) written: Vec<String>,
+    pub(crate) pending_lineage: Option<Lineage>,
+    pub(crate) written: Vec<Lineage>,
     /// Fingerprints of the last refresh tokens this client spent (presented and got a new
     /// one for): a record holding one of them is older than memory, never adopted, whatever
     /// its revision (this client's own write whose answer was lost, read back later).
@@ -76,7 +76,7 @@ pub(crate) enum Verdict {
 
 impl Persisted {
     /// Memory corresponds to the shared store's `base`, a record of the session `lineage`.
-    pub(crate) fn new(base: Option<Revision>, lineage: Option<String>) -> Self {
+    pub(crate) fn new(base: Option<Revision>, lineage: Option<Lineage>) -> Self {
         Persisted {
             base,
             unsaved: None,
@@ -114,7 +114,7 @@ impl Persisted {
             return Verdict::Stands;
         }
         let ours = memory.and_then(|c| c.tokens.lineage());
-        let own_earlier = |l: &str| self.written.iter().any(|w| w == l);
+        let own_earlier = |l: Lineage| self.written.contains(&l);
         match stored.tokens() {
             Some(theirs) => match theirs.lineage() {
                 // Our login is stored, maybe refreshed since by another process: adopt it,
@@ -128,7 +128,7 @@ impl Persisted {
                 }
                 // An earlier login of this client, or the session the change replaces (or a
                 // record that names none): the pending change is newer.
-                Some(l) if own_earlier(l) || Some(l) == self.replaced.as_deref() => Verdict::Stands,
+                Some(l) if own_earlier(l) || Some(l) == self.replaced => Verdict::Stands,
                 Some(_) => Verdict::Superseded,
                 None => Verdict::Stands,
             },
@@ -154,14 +154,12 @@ impl Persisted {
 /// How many spent refresh tokens a client remembers (see `Persisted::spent`).
 const MAX_SPENT: usize = 16;
 
-/// A fingerprint of a refresh token, kept in memory only (std's SipHash with fixed keys:
-/// only equality matters).
+/// A fingerprint of a refresh token, kept in memory only: 64-bit FNV-1a (cheap on the
+/// refresh path; only equality among a client's last few tokens matters).
 fn fingerprint(secret: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    #[allow(deprecated)]
-    let mut h = std::hash::SipHasher::new();
-    secret.hash(&mut h);
-    h.finish()
+    secret.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// How a change reaches the store.
@@ -354,7 +352,7 @@ impl Session {
     /// or logout of this client is unsaved (its retry writes it over the record).
     fn adopt(&self, generation: u64, since: Revision, stored: Stored) -> Result<(), Error> {
         let revision = stored.revision();
-        let lineage = stored.tokens().and_then(Tokens::lineage).map(str::to_owned);
+        let lineage = stored.tokens().and_then(Tokens::lineage);
         let current = stored
             .tokens()
             .cloned()
@@ -376,7 +374,7 @@ impl Session {
                     && self.flight_lock.lock().is_none()
             },
             current,
-            |_, p| self.note_revision(p, revision, lineage.as_deref()),
+            |_, p| self.note_revision(p, revision, lineage),
         );
         if let Some(snap) = adopted {
             if verdict == Verdict::Superseded {
@@ -573,7 +571,7 @@ impl Session {
             Writer::Locked(lock) => lock
                 .stored()
                 .ok()
-                .map(|s| s.tokens().and_then(Tokens::lineage).map(str::to_owned)),
+                .map(|s| s.tokens().and_then(Tokens::lineage)),
             _ => None,
         };
         let written = match writer {
@@ -598,7 +596,7 @@ impl Session {
             }
             Err(e) => {
                 if change == Change::Replaced {
-                    let lineage = tokens.and_then(Tokens::lineage).map(str::to_owned);
+                    let lineage = tokens.and_then(Tokens::lineage);
                     if p.replace_pending {
                         // A change over a pending one: the earlier login may have reached
                         // the store unanswered, and is this client's own.
@@ -625,10 +623,10 @@ impl Session {
         &self,
         p: &mut Persisted,
         revision: Revision,
-        lineage: Option<&str>,
+        lineage: Option<Lineage>,
     ) {
         p.base = Some(revision);
-        p.base_lineage = lineage.map(str::to_owned);
+        p.base_lineage = lineage;
         p.unsaved = None;
         p.clear_pending();
         self.base_revision.store(revision.get(), Release);
@@ -666,6 +664,14 @@ mod tests {
 
     use super::*;
 
+    /// A lineage named for the test (the same name, the same lineage).
+    fn lin(name: &str) -> Lineage {
+        let n = name
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        Lineage::parse(&format!("{:016x}", n.max(1))).unwrap()
+    }
+
     fn current(access: &str, lineage: Option<&str>, issued_s: u64) -> Current {
         let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000 + issued_s);
         let mut t = Tokens::new(access)
@@ -673,7 +679,7 @@ mod tests {
             .with_issued_at(issued)
             .with_expires_at(issued + Duration::from_secs(3600));
         if let Some(l) = lineage {
-            t = t.with_lineage(l);
+            t = t.with_lineage(lin(l));
         }
         Current::new(t, issued, Duration::from_secs(30)).unwrap()
     }
@@ -687,9 +693,9 @@ mod tests {
 
     /// Pending, made while the store held `replaced`.
     fn pending(replaced: Option<&str>) -> Persisted {
-        let mut p = Persisted::new(Some(Revision::new(1)), replaced.map(str::to_owned));
+        let mut p = Persisted::new(Some(Revision::new(1)), replaced.map(lin));
         p.replace_pending = true;
-        p.replaced = replaced.map(str::to_owned);
+        p.replaced = replaced.map(lin);
         p
     }
 
@@ -731,22 +737,22 @@ mod tests {
         // An earlier login of this client made while a change was pending (it may have
         // reached the store unanswered): the pending change is newer.
         let mut twice = pending(Some("old"));
-        twice.written.push("first".into());
+        twice.written.push(lin("first"));
         let v = twice.judge(None, &stored("at-f", Some("first"), 10));
         assert_eq!(v, Verdict::Stands);
         // Another login replaced the session: dropped.
         let v = login.judge(Some(&mine), &stored("at-n", Some("new"), 10));
         assert_eq!(v, Verdict::Superseded);
         // The login was written and then logged out elsewhere: dropped, not resurrected.
-        let ended = Stored::logged_out(Some("mine".into()), Revision::new(9));
+        let ended = Stored::logged_out(Some(lin("mine")), Revision::new(9));
         assert_eq!(login.judge(Some(&mine), &ended), Verdict::Superseded);
         // A logout of another session, or one that names none: the login is written.
-        let other = Stored::logged_out(Some("old".into()), Revision::new(9));
+        let other = Stored::logged_out(Some(lin("old")), Revision::new(9));
         assert_eq!(login.judge(Some(&mine), &other), Verdict::Stands);
         assert_eq!(login.judge(Some(&mine), &out), Verdict::Stands);
 
         // Nothing pending: nothing to judge.
-        let calm = Persisted::new(Some(Revision::new(1)), Some("old".into()));
+        let calm = Persisted::new(Some(Revision::new(1)), Some(lin("old")));
         let v = calm.judge(Some(&mine), &stored("at-n", Some("new"), 10));
         assert_eq!(v, Verdict::Stands);
     }

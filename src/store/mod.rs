@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::tokens::{RefreshToken, Tokens};
+use crate::tokens::{Lineage, RefreshToken, Tokens};
 
 pub(crate) mod file;
 #[cfg(feature = "redis")]
@@ -120,7 +120,7 @@ pub struct Stored {
     tokens: Option<Tokens>,
     revision: Revision,
     /// A logout record that names the session it ended (`RedisStore` keeps it).
-    ended: Option<String>,
+    ended: Option<Lineage>,
 }
 
 impl Stored {
@@ -135,7 +135,7 @@ impl Stored {
 
     /// A logout record at `revision` that remembers the lineage of the session it ended.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn logged_out(ended: Option<String>, revision: Revision) -> Self {
+    pub(crate) fn logged_out(ended: Option<Lineage>, revision: Revision) -> Self {
         Stored {
             tokens: None,
             revision,
@@ -145,8 +145,8 @@ impl Stored {
 
     /// For a logout record that says so, the lineage (see [`Tokens::lineage`]) of the
     /// session it ended; `None` otherwise.
-    pub(crate) fn ended(&self) -> Option<&str> {
-        self.ended.as_deref()
+    pub(crate) fn ended(&self) -> Option<Lineage> {
+        self.ended
     }
 
     /// The stored tokens; `None` when logged out.

@@ -11,7 +11,7 @@
 //!   "scope": "read write",
 //!   "expires_at_unix_ms": 1767225600000,
 //!   "issued_at_unix_ms": 1767222000000,
-//!   "lineage": "9f0c…"
+//!   "lineage": "9f0c41d27a3be658"
 //! }
 //! ```
 //!
@@ -41,7 +41,7 @@ struct Out<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_at_unix_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    lineage: Option<&'a str>,
+    lineage: Option<String>,
 }
 
 /// The serialized form, owned for reading. Unknown fields are ignored.
@@ -68,9 +68,9 @@ struct In {
 impl Serialize for Tokens {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let now = SystemTime::now();
-        let (expires_at, issued_at) = match self.expires_in {
+        let (expires_at, issued_at) = match self.expires_in() {
             Some(d) => (now.checked_add(d), Some(now)),
-            None => (self.expires_at, self.issued_at),
+            None => (self.expires_at(), self.issued_at),
         };
         Out {
             access_token: self.access.secret(),
@@ -79,7 +79,7 @@ impl Serialize for Tokens {
             scope: self.scope.as_deref(),
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
-            lineage: self.lineage.as_deref(),
+            lineage: self.lineage.map(|l| l.to_hex()),
         }
         .serialize(serializer)
     }
@@ -106,9 +106,12 @@ impl<'de> Deserialize<'de> for Tokens {
         let mut t = Tokens::new(i.access_token);
         t.refresh = i.refresh_token.map(super::RefreshToken::new);
         t.scope = i.scope;
-        t.expires_at = time(i.expires_at_unix_ms, "expires_at_unix_ms")?;
+        t.expiry = time(i.expires_at_unix_ms, "expires_at_unix_ms")?.map(super::Expiry::At);
         t.issued_at = time(i.issued_at_unix_ms, "issued_at_unix_ms")?;
-        t.lineage = i.lineage;
+        t.lineage = i
+            .lineage
+            .map(|l| super::Lineage::parse(&l).ok_or_else(|| D::Error::custom("invalid lineage")))
+            .transpose()?;
         t.validate().map_err(|which| {
             D::Error::custom(format!(
                 "invalid {which}: tokens must be 1 to 16384 bytes of visible ASCII"

@@ -65,7 +65,19 @@ struct Counted {
 
 /// Runs the child under callgrind; `None` (with a message) if valgrind is missing or failed.
 fn callgrind(exe: &Path, out_dir: &Path, kind: Kind, agent: AgentKind, n: u64) -> Option<Counted> {
-    let stem = out_dir.join(format!("callgrind.{}.{}.{n}", kind.id(), agent.id()));
+    let n = n.to_string();
+    let args = ["--instructions-child", kind.id(), agent.id(), &n];
+    callgrind_run(
+        exe,
+        out_dir,
+        &format!("{}.{}.{n}", kind.id(), agent.id()),
+        &args,
+    )
+}
+
+/// Runs this binary with `args` under callgrind (output files named after `name`).
+fn callgrind_run(exe: &Path, out_dir: &Path, name: &str, args: &[&str]) -> Option<Counted> {
+    let stem = out_dir.join(format!("callgrind.{name}"));
     let prefix = stem.to_string_lossy().into_owned();
     // Leftovers of an earlier run would be summed with this one's threads.
     for f in thread_files(&prefix) {
@@ -78,20 +90,13 @@ fn callgrind(exe: &Path, out_dir: &Path, kind: Kind, agent: AgentKind, n: u64) -
             &format!("--callgrind-out-file={prefix}"),
         ])
         .arg(exe)
-        .args([
-            "--instructions-child",
-            kind.id(),
-            agent.id(),
-            &n.to_string(),
-        ])
+        .args(args)
         .output();
     match out {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
             eprintln!(
-                "callgrind run {} {} {n} failed: {}",
-                kind.id(),
-                agent.id(),
+                "callgrind run {name} failed: {}",
                 String::from_utf8_lossy(&o.stderr)
             );
             return None;
@@ -186,7 +191,88 @@ pub fn scenario(quick: bool, out_dir: &Path, headline: &mut Vec<String>) -> Stri
     };
     let measured = rows(&mut md, &exe, out_dir, agents);
     below_the_table(&mut md, &measured, headline);
+    refresh_rows(&mut md, &exe, out_dir);
     md
+}
+
+/// The stores a refresh row writes to (`--refresh-instructions-child STORE N`).
+const REFRESH_STORES: [(&str, &str); 2] = [
+    ("memory", "`MemoryStore`"),
+    (
+        "file",
+        "`FileStore` (lock file, atomic write and `fsync`: system calls are not counted)",
+    ),
+];
+
+/// The refresh path: instructions per forced refresh with a refresher that answers at once
+/// (no HTTP), so what is counted is tokengate's own path (the gate, the flight, the store's
+/// lock and write, the install), the path every 401 and expiry takes.
+fn refresh_rows(md: &mut String, exe: &Path, out_dir: &Path) {
+    let _ = writeln!(
+        md,
+        "\n#### Instructions per refresh\n\nThe refresh path (the one a 401 or an expiry takes, without the HTTP call): one thread makes {} and then {} `force_refresh()` calls (after {WARM_UP} warm-up calls) with a refresher that mints tokens at once; a row is the difference / {}.\n\n| store | all threads | calling thread |\n|---|---:|---:|",
+        COUNTS[0],
+        COUNTS[1],
+        COUNTS[1] - COUNTS[0]
+    );
+    for (store, label) in REFRESH_STORES {
+        let run = |n: u64| {
+            let n = n.to_string();
+            let args = ["--refresh-instructions-child", store, &n];
+            callgrind_run(exe, out_dir, &format!("refresh.{store}.{n}"), &args)
+        };
+        let (Some(a), Some(b)) = (run(COUNTS[0]), run(COUNTS[1])) else {
+            let _ = writeln!(md, "| {label} | failed (see stderr) | |");
+            continue;
+        };
+        let n = (COUNTS[1] - COUNTS[0]) as f64;
+        let per = |x: u64, y: u64| (y as f64 - x as f64) / n;
+        let (all, caller) = (per(a.all, b.all), per(a.caller, b.caller));
+        println!("instructions refresh {store:8} {all:9.0} per refresh ({caller:9.0} on the calling thread)");
+        let _ = writeln!(md, "| {label} | {all:.0} | {caller:.0} |");
+    }
+}
+
+/// The child side of the refresh rows: `--refresh-instructions-child STORE N` makes
+/// `WARM_UP + N` forced refreshes on one thread and exits.
+pub fn refresh_child(args: &[String]) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use tokengate::{AuthClient, FileStore, RefreshError, Tokens};
+
+    let [store, n] = args else {
+        eprintln!("usage: --refresh-instructions-child STORE N");
+        std::process::exit(2);
+    };
+    let n: u64 = n.parse().expect("refresh count");
+    let minted = AtomicU64::new(0);
+    let lifetime = Duration::from_secs(3600);
+    let refresher = move |_: &tokengate::ureq::Agent, _: &Tokens| -> Result<Tokens, RefreshError> {
+        let i = minted.fetch_add(1, Relaxed);
+        Ok(Tokens::new(format!("at-{i}"))
+            .with_refresh_token(format!("rt-{i}"))
+            .with_expires_in(lifetime))
+    };
+    let login = Tokens::new("at")
+        .with_refresh_token("rt")
+        .with_expires_in(lifetime);
+    let builder = AuthClient::builder("http://127.0.0.1:9/")
+        .refresher(refresher)
+        .tokens(login);
+    let dir = std::env::temp_dir().join(format!("tokengate-bench-refresh-{}", std::process::id()));
+    let client = match store.as_str() {
+        "memory" => builder.build(),
+        "file" => builder
+            .store(FileStore::new(dir.join("tokens.json")).expect("token dir"))
+            .build(),
+        other => panic!("unknown store {other}"),
+    }
+    .expect("client");
+    for _ in 0..WARM_UP + n {
+        client.force_refresh().expect("refresh");
+    }
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::process::exit(0);
 }
 
 /// The table: a header, then per agent a row with raw ureq's and AuthClient's counts. Returns

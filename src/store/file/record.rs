@@ -6,7 +6,7 @@ use std::io;
 use std::time::SystemTime;
 
 use crate::store::Revision;
-use crate::tokens::Tokens;
+use crate::tokens::{Lineage, Tokens};
 use crate::util::{from_unix_ms, unix_ms_of};
 
 /// The version of the file format this tokengate writes, and the only one it reads.
@@ -27,7 +27,7 @@ pub(in crate::store) struct Record {
     expires_at_unix_ms: Option<u64>,
     issued_at_unix_ms: Option<u64>,
     scope: Option<String>,
-    lineage: Option<String>,
+    lineage: Option<Lineage>,
 }
 
 /// The file's JSON, as written.
@@ -44,7 +44,7 @@ struct FileV1<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    lineage: Option<&'a str>,
+    lineage: Option<String>,
 }
 
 impl Record {
@@ -69,7 +69,7 @@ impl Record {
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
             scope: tokens.scope().map(str::to_owned),
-            lineage: tokens.lineage().map(str::to_owned),
+            lineage: tokens.lineage(),
         })
     }
 
@@ -87,8 +87,8 @@ impl Record {
         if let Some(s) = &self.scope {
             t = t.with_scope(s.clone());
         }
-        if let Some(l) = &self.lineage {
-            t = t.with_lineage(l.clone());
+        if let Some(l) = self.lineage {
+            t = t.with_lineage(l);
         }
         t
     }
@@ -101,7 +101,7 @@ impl Record {
             expires_at_unix_ms: self.expires_at_unix_ms,
             issued_at_unix_ms: self.issued_at_unix_ms,
             scope: self.scope.as_deref(),
-            lineage: self.lineage.as_deref(),
+            lineage: self.lineage.map(|l| l.to_hex()),
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("strings and integers serialize");
         bytes.push(b'\n');
@@ -209,7 +209,12 @@ fn fields(
         expires_at_unix_ms: millis("expires_at_unix_ms")?,
         issued_at_unix_ms: millis("issued_at_unix_ms")?,
         scope: string("scope")?,
-        lineage: string("lineage")?,
+        lineage: string("lineage")?
+            .map(|l| {
+                Lineage::parse(&l)
+                    .ok_or_else(|| invalid("has a \"lineage\" that is not 16 hex digits".into()))
+            })
+            .transpose()?,
     })
 }
 
@@ -246,14 +251,17 @@ mod tests {
     fn the_lineage_round_trips_and_files_without_it_still_read() {
         let t = Tokens::new("a")
             .with_refresh_token("r")
-            .with_lineage("0123abcd");
+            .with_lineage(Lineage::parse("0123456789abcdef").unwrap());
         let rec = Record::from_tokens(&t).unwrap();
         let json = String::from_utf8(rec.to_json()).unwrap();
-        assert!(json.contains("\"lineage\": \"0123abcd\""), "{json}");
+        assert!(json.contains("\"lineage\": \"0123456789abcdef\""), "{json}");
         let back = parse(json.as_bytes(), &"token file t.json")
             .unwrap()
             .to_tokens();
-        assert_eq!(back.lineage(), Some("0123abcd"));
+        assert_eq!(
+            back.lineage().map(|l| l.to_hex()).as_deref(),
+            Some("0123456789abcdef")
+        );
 
         let old = br#"{"version":1,"access_token":"a"}"#;
         let back = parse(old, &"token file t.json").unwrap().to_tokens();
@@ -263,7 +271,11 @@ mod tests {
         let Err(e) = parse(bad, &"token file t.json") else {
             panic!("an invalid lineage was read");
         };
-        assert!(e.to_string().contains("invalid lineage"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"lineage\" that is not 16 hex digits"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::record::{self, Raw, Refused};
 use super::Shared;
 use crate::store::{LockedWrite, Revision, Stored};
-use crate::tokens::{RefreshToken, Tokens};
+use crate::tokens::{Lineage, RefreshToken, Tokens};
 use crate::util::deadline_after;
 
 /// The longest pause between two attempts to take a lease another process holds.
@@ -227,7 +227,7 @@ pub(super) struct Writer {
     /// The highest generation this store knows; the next write stores one above it.
     floor: u64,
     /// The lineage of the record as last read or written: what a logout records it ended.
-    lineage: Option<String>,
+    lineage: Option<Lineage>,
     /// The id of a write whose outcome is not known (its answer and the read-back were
     /// lost): the next write first reads back whether it was applied.
     undecided: Option<String>,
@@ -318,12 +318,8 @@ impl Writer {
 }
 
 /// The lineage a record names: its tokens', or the one a logout record ended.
-fn lineage_of(stored: &Stored) -> Option<String> {
-    stored
-        .tokens()
-        .and_then(Tokens::lineage)
-        .or(stored.ended())
-        .map(str::to_owned)
+fn lineage_of(stored: &Stored) -> Option<Lineage> {
+    stored.tokens().and_then(Tokens::lineage).or(stored.ended())
 }
 
 /// Why a write is reported failed although it may have been applied.
@@ -348,7 +344,7 @@ impl LockedWrite for Writer {
         let generation = record::next_generation(self.floor);
         let id = crate::util::random_id();
         let ended = match tokens {
-            None => self.lineage.clone().unwrap_or_default(),
+            None => self.lineage.map(|l| l.to_hex()).unwrap_or_default(),
             Some(_) => String::new(),
         };
         let answer = match self.commit(&json, generation, &id, &ended) {
@@ -372,7 +368,7 @@ impl LockedWrite for Writer {
                 let revision = Revision::new(generation);
                 let written = match stored {
                     Some(t) => Stored::new(Some(t), revision),
-                    None => Stored::logged_out((!ended.is_empty()).then_some(ended), revision),
+                    None => Stored::logged_out(Lineage::parse(&ended), revision),
                 };
                 self.lineage = lineage_of(&written);
                 self.lease.shared.observe(written);

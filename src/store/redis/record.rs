@@ -9,7 +9,7 @@ use redis::{Connection, RedisResult, Script};
 
 use crate::store::file::record::{self, Record};
 use crate::store::{Revision, Stored};
-use crate::tokens::Tokens;
+use crate::tokens::{Lineage, Tokens};
 
 /// The two keys of one session. They share a hash tag (`{session}`), so the scripts that
 /// touch both also run where keys are spread over nodes by hash slot.
@@ -81,7 +81,8 @@ impl Raw {
     pub(super) fn parse(&self, keys: &Keys) -> io::Result<Stored> {
         let generation = Revision::new(self.generation(keys)?);
         Ok(match &self.tokens {
-            None => Stored::logged_out(self.ended.clone(), generation),
+            // A lineage that does not parse names no session.
+            None => Stored::logged_out(self.ended.as_deref().and_then(Lineage::parse), generation),
             Some(bytes) => Stored::new(
                 Some(
                     record::parse(bytes, &format_args!("Redis record {}", keys.record))?
