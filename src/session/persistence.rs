@@ -604,7 +604,7 @@ impl Session {
                             p.written.push(earlier);
                         }
                     } else {
-                        p.replaced = under_lock.unwrap_or_else(|| p.base_lineage.clone());
+                        p.replaced = under_lock.unwrap_or(p.base_lineage);
                         p.replace_pending = true;
                     }
                     p.pending_lineage = lineage;
