@@ -216,6 +216,16 @@ impl LockedWrite for FailingWrite {
     fn still_held(&mut self) -> io::Result<bool> {
         self.lock.still_held()
     }
+    fn lost(&self) -> bool {
+        self.lock.lost()
+    }
+    fn before_call(
+        &mut self,
+        presenting: Option<&tokengate::RefreshToken>,
+        bound: Duration,
+    ) -> io::Result<bool> {
+        self.lock.before_call(presenting, bound)
+    }
 }
 
 impl<S: TokenStore> TokenStore for FailingWrites<S> {

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::harness::fixtures::FailingWrites;
 use crate::harness::observe::{token_of, wait_until, Recorder};
 use crate::harness::servers::redis::{RedisServer, ReplyLosingProxy};
 use crate::harness::servers::TokenServer;
@@ -307,4 +308,68 @@ fn a_holder_whose_lease_lapsed_in_a_frozen_redis_mid_call_is_waited_for() {
 #[test]
 fn a_holder_whose_lease_lapsed_in_a_restarted_redis_mid_call_is_waited_for() {
     a_lapsed_holders_call_in_flight_is_waited_for(Fault::Restart);
+}
+
+/// Issue 23, item 3, on Redis: A refreshes (the server rotates rt-1 to rt-2) but Redis does
+/// not take the write. A keeps the lease, renewed past its length (300 ms), so B, whose
+/// token expired too, cannot take the lock: its refresh fails transiently at its lock timeout
+/// and presents nothing. Once writes go through, A's retry thread writes the refresh and
+/// releases the lease, and B adopts it. Caught the lease being released right after the
+/// failed write: B read the old record and presented the spent rt-1, and the server revoked
+/// the session.
+#[test]
+fn a_refresh_redis_did_not_take_keeps_the_lease_until_it_is_written() {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let session = "kept-lease";
+    let (store, fail) = FailingWrites::new(
+        RedisStore::open(redis.url(), session)
+            .unwrap()
+            .lease(Duration::from_millis(300)),
+    );
+    let a = srv
+        .client_builder()
+        .store(store)
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let b = srv
+        .client_builder()
+        .store(
+            RedisStore::open(redis.url(), session)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(500)),
+        )
+        .build()
+        .unwrap();
+    assert_eq!(token_of(&b), "at-1");
+
+    srv.expire_access_tokens(); // at-1: B's next request gets a 401
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    a.force_refresh().unwrap(); // rt-1 -> rt-2 at the server; the write fails
+    assert_eq!(token_of(&a), "at-2");
+    let mut conn = redis.conn();
+    // Three lease lengths later the lease is still A's: kept, and renewed.
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(conn.lock_holder(session).is_some(), "the lease is kept");
+    let e = b.get("items").call().unwrap_err();
+    assert!(
+        matches!(&e, Error::Refresh(r) if matches!(**r, RefreshError::Store(_))),
+        "B must wait for the kept lease, got {e:?} (reuse detected {} time(s))",
+        srv.reuse_detected()
+    );
+    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.reuse_detected(), 0);
+
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("the kept refresh written", || {
+        redis.conn().access_token(session).as_deref() == Some("at-2")
+    });
+    wait_until("the lease released", || {
+        redis.conn().lock_holder(session).is_none()
+    });
+    assert_eq!(token_of(&b), "at-2");
+    assert_eq!(srv.presented(), [Some(1)]);
+    assert_eq!(srv.reuse_detected(), 0);
+    a.close().unwrap();
 }
