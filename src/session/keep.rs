@@ -63,6 +63,17 @@ enum Slot {
     Lent,
 }
 
+/// Empties a slot lent for a lock being taken, unless forgotten (the lock was had).
+struct Unlend<'s>(Option<&'s Session>);
+
+impl Drop for Unlend<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.0.take() {
+            session.hand_back_nothing();
+        }
+    }
+}
+
 /// The store's lock as [`Session::lock_store`] hands it out (`None` inside: a private
 /// store, or a shared store that has no lock). Dropping it gives it back.
 pub(crate) struct Locked<'s> {
@@ -90,15 +101,17 @@ impl Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(lock) = self.lock.take() {
-            self.session.give_back(lock, true);
+            self.session.give_back(lock);
         }
     }
 }
 
 impl Session {
     /// This client's store's lock (see [`StoreMode::lock`]): the one it keeps, if any, else
-    /// the store's. One thread of the client at a time: another waits (at most the store's
-    /// lock timeout) for it to be given back.
+    /// the store's. One thread of the client at a time: another waits for it to be given
+    /// back, at most as long as the longest refresh (`Limits::flight`: the store's lock wait
+    /// and the longest a refresh holds the lock), then takes it from the store (its own lock
+    /// wait).
     pub(super) fn lock_store(&self) -> io::Result<Locked<'_>> {
         if self.mode == StoreMode::Private {
             return Ok(Locked {
@@ -106,7 +119,7 @@ impl Session {
                 lock: None,
             });
         }
-        let deadline = deadline_after(self.store.lock_timeout());
+        let deadline = deadline_after(self.config.limits().flight);
         let mut state = self.keep.state.lock();
         loop {
             match std::mem::replace(&mut state.slot, Slot::Lent) {
@@ -135,13 +148,19 @@ impl Session {
             }
         }
         drop(state);
+        // Lent from here on: whatever happens (an error, no lock, a panicking store), the
+        // slot is emptied again unless a lock is handed out.
+        let mut unlend = Unlend(Some(self));
         match self.mode.lock(&*self.store) {
-            Ok(Some(lock)) => Ok(Locked {
-                session: self,
-                lock: Some(lock),
-            }),
+            Ok(Some(lock)) => {
+                unlend.0 = None;
+                Ok(Locked {
+                    session: self,
+                    lock: Some(lock),
+                })
+            }
             other => {
-                self.hand_back_nothing();
+                drop(unlend);
                 other.map(|_| Locked {
                     session: self,
                     lock: None,
@@ -150,12 +169,13 @@ impl Session {
         }
     }
 
-    /// Takes back a lock handed out by [`Session::lock_store`]. Kept if `may_keep`, a refresh
-    /// is still unsaved and the store does not know the lock lapsed; else released (outside
-    /// every lock of the session).
-    pub(super) fn give_back(&self, lock: StoreLock, may_keep: bool) {
+    /// Takes back a lock handed out by [`Session::lock_store`]. Kept if a refresh is still
+    /// unsaved (also when the lock is taken away from a hung flight: the store still holds
+    /// the refresh token that refresh spent) and the store does not know the lock lapsed;
+    /// else released (outside every lock of the session).
+    pub(super) fn give_back(&self, lock: StoreLock) {
         // `must_keep` takes the persist lock: before the slot's.
-        let keep = may_keep && !lock.lost() && self.must_keep();
+        let keep = !lock.lost() && self.must_keep();
         let mut state = self.keep.state.lock();
         let (released, start) = if keep {
             state.slot = Slot::Kept(lock);
@@ -243,9 +263,21 @@ impl Session {
                 session: &self,
                 lock: Some(lock),
             };
-            if let Some(e) = self.retry_unsaved_quietly(Ok(locked)) {
-                log::debug!(target: TARGET, "the store's lock is kept: the refreshed tokens are \
-                    not written yet ({e}); next try in {:?}", (pause * 2).min(MAX_PAUSE));
+            // A store (or listener) that panics costs this try, not the thread: the lock
+            // comes back (kept) as the panic unwinds, and is tried again later.
+            let tried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.retry_unsaved_quietly(Ok(locked))
+            }));
+            match tried {
+                Ok(Some(e)) => {
+                    log::debug!(target: TARGET, "the store's lock is kept: the refreshed tokens \
+                        are not written yet ({e}); next try in {:?}", (pause * 2).min(MAX_PAUSE));
+                }
+                Ok(None) => {}
+                Err(_) => {
+                    log::warn!(target: TARGET, "a retry of the kept refresh's write panicked; \
+                        tried again in {:?}", (pause * 2).min(MAX_PAUSE));
+                }
             }
             pause = (pause * 2).min(MAX_PAUSE);
         }

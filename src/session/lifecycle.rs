@@ -136,7 +136,7 @@ impl<'s> HeldLock<'s> {
         if self.slot.taken.load(Acquire) {
             if let LockState::Held(lock) = std::mem::replace(&mut *state, LockState::Lost) {
                 drop(state);
-                self.session.give_back(lock, false);
+                self.session.give_back(lock);
             }
         }
         self.lapsed.set(true);
@@ -194,8 +194,7 @@ impl Drop for HeldLock<'_> {
         // lock taken away was given back by `release_stuck_lock`, or is given up here.
         let state = std::mem::replace(&mut *self.slot.state.lock(), LockState::Lost);
         if let LockState::Held(lock) = state {
-            let taken = self.slot.taken.load(Acquire);
-            self.session.give_back(lock, !taken);
+            self.session.give_back(lock);
         }
     }
 }
@@ -252,7 +251,7 @@ impl Session {
                 .try_lock()
                 .map(|mut s| std::mem::replace(&mut *s, LockState::Lost));
             if let Some(LockState::Held(lock)) = state {
-                self.give_back(lock, false);
+                self.give_back(lock);
             }
         }
         stuck

@@ -21,7 +21,7 @@ use crate::harness::observe::{token_of, wait_until, Recorder};
 use crate::harness::servers::redis::{RedisServer, ReplyLosingProxy};
 use crate::harness::servers::TokenServer;
 use tokengate::time::ManualClock;
-use tokengate::{Error, Event, RedisStore, RefreshError};
+use tokengate::{Error, Event, RedisStore, RefreshError, TokenStore};
 
 /// A client of `srv` on the session `session` in the Redis at `url`, with a manual clock
 /// (so a retry of a failed write is due only when the test says).
@@ -372,4 +372,55 @@ fn a_refresh_redis_did_not_take_keeps_the_lease_until_it_is_written() {
     assert_eq!(srv.presented(), [Some(1)]);
     assert_eq!(srv.reuse_detected(), 0);
     a.close().unwrap();
+}
+
+/// A record whose `tokens` field is not even text (bytes that are not UTF-8, as a stray
+/// writer might leave) is unreadable, never a logout: `load` fails with the reason, and a
+/// running client keeps its session instead of adopting "no tokens". Caught the field being
+/// read as absent, i.e. as a logout, which dropped every machine's session (found by a
+/// review of issue 23).
+#[test]
+fn a_record_whose_tokens_are_not_text_is_unreadable_not_a_logout() {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let session = "not-text";
+    let client = srv
+        .client_builder()
+        .store(
+            RedisStore::open(redis.url(), session)
+                .unwrap()
+                .poll_interval(Duration::from_millis(1)),
+        )
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("HSET")
+        .arg("{not-text}:tokens")
+        .arg("tokens")
+        .arg(&b"{\"version\":1,\xff\xfe"[..])
+        .arg("generation")
+        .arg("99999999999999")
+        .query(&mut conn)
+        .unwrap();
+    let loaded = RedisStore::open(redis.url(), session).unwrap().load();
+    assert!(
+        matches!(&loaded, Err(e) if e.kind() == std::io::ErrorKind::InvalidData),
+        "{loaded:?}"
+    );
+    // Requests go on (the poll reports the bad record; the session is kept).
+    for _ in 0..20 {
+        let _ = client.get("items").call();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        client
+            .tokens()
+            .map(|t| t.access_token().secret().to_owned()),
+        Some("at-1".to_owned()),
+        "the running client kept its session"
+    );
 }

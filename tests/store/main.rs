@@ -13,6 +13,7 @@ mod file_store_crash;
 mod file_store_hygiene;
 mod file_store_multiprocess;
 mod keep_lock;
+mod keep_lock_faults;
 mod serde_store;
 mod shared_store;
 mod storage;

@@ -49,11 +49,6 @@ impl Lease {
         }
     }
 
-    /// The random owner this lease is held as.
-    pub(super) fn owner(&self) -> &str {
-        &self.owner
-    }
-
     /// Extends the lease if it is still ours (one round trip): `Ok(false)`, and the loss
     /// recorded, if it is gone.
     fn renew(shared: &Shared, owner: &str, lease: Duration, lost: &AtomicBool) -> io::Result<bool> {
@@ -76,11 +71,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         drop(self.stop.take());
-        // If Redis cannot be reached, the lease runs out by itself, unless this store takes
-        // it first (its next acquire reuses the owner).
-        if release(&self.shared, &self.owner).is_err() {
-            *self.shared.orphan.lock() = Some(self.owner.clone());
-        }
+        // If Redis cannot be reached, the lease runs out by itself. (It is not taken back as
+        // an orphan: a token call may have been declared under it.)
+        let _ = release(&self.shared, &self.owner);
     }
 }
 
@@ -230,7 +223,7 @@ pub(super) struct Writer {
     lineage: Option<Lineage>,
     /// The id of a write whose outcome is not known (its answer and the read-back were
     /// lost): the next write first reads back whether it was applied.
-    undecided: Option<String>,
+    undecided: Option<(String, u64)>,
 }
 
 impl Writer {
@@ -287,17 +280,19 @@ impl Writer {
         record::committed(answer, keys)
     }
 
-    /// Reads the record back after write `id` went unanswered: `Some(generation)` if the
-    /// write was applied (the record names it), `None` if not.
-    fn read_back(&mut self, id: &str) -> io::Result<Option<u64>> {
+    /// Reads the record back after write `id` (of `generation`) went unanswered:
+    /// `Some(generation)` if the write was applied and is still the record (it names the
+    /// write and its generation), `None` if not (never applied, or overwritten since: then
+    /// sending it again is refused as any stale write is).
+    fn read_back(&mut self, id: &str, generation: u64) -> io::Result<Option<u64>> {
         let shared = Arc::clone(&self.lease.shared);
         let raw = shared.redis.run("reading back an unanswered write", |c| {
             record::read(c, &shared.scripts, &shared.keys)
         })?;
-        if raw.writer.as_deref() != Some(id) {
+        let raw = record::read_raw(raw, &shared.keys)?;
+        if raw.writer.as_deref() != Some(id) || raw.generation(&shared.keys)? != generation {
             return Ok(None);
         }
-        let generation = raw.generation(&shared.keys)?;
         self.expected = raw.generation;
         self.floor = self.floor.max(generation);
         Ok(Some(generation))
@@ -309,8 +304,8 @@ impl Writer {
     /// # Errors
     /// The read's error: the outcome is still unknown, and nothing is written meanwhile.
     fn settle(&mut self) -> io::Result<()> {
-        if let Some(id) = self.undecided.clone() {
-            self.read_back(&id).map_err(undecided)?;
+        if let Some((id, generation)) = self.undecided.clone() {
+            self.read_back(&id, generation).map_err(undecided)?;
             self.undecided = None;
         }
         Ok(())
@@ -349,14 +344,14 @@ impl LockedWrite for Writer {
         };
         let answer = match self.commit(&json, generation, &id, &ended) {
             Ok(answer) => answer,
-            Err(lost) => match self.read_back(&id) {
+            Err(lost) => match self.read_back(&id, generation) {
                 Ok(Some(applied)) => Ok(applied),
                 Ok(None) => self.commit(&json, generation, &id, &ended).map_err(|e| {
-                    self.undecided = Some(id.clone());
+                    self.undecided = Some((id.clone(), generation));
                     undecided(e)
                 })?,
                 Err(_) => {
-                    self.undecided = Some(id);
+                    self.undecided = Some((id, generation));
                     return Err(undecided(lost));
                 }
             },
@@ -428,6 +423,7 @@ impl LockedWrite for Writer {
         let raw = shared.redis.run("reading the record", |c| {
             record::read(c, &shared.scripts, &shared.keys)
         })?;
+        let raw = record::read_raw(raw, &shared.keys)?;
         let stored = raw.parse(&shared.keys)?;
         self.expected = raw.generation;
         self.lineage = lineage_of(&stored);
@@ -450,24 +446,19 @@ pub(super) fn fingerprint(refresh_token: &str) -> String {
 /// After taking the lease: if another holder declared a token call that may still be in
 /// flight (its intent is live), waits for the record to move (that holder writes its answer;
 /// the refresh token it presented is spent) or for the intent to end (withdrawn, or run
-/// out), and returns the record as it is then. Any live intent of another owner is waited
-/// for, whatever refresh token it names: one that is not the record's means that holder's
-/// memory is ahead of the record. The lease is renewed meanwhile by its thread.
+/// out), and returns the record as it is then. Any live intent is waited for, whatever
+/// refresh token it names (one that is not the record's means that holder's memory is ahead
+/// of the record) and whoever declared it. The lease is renewed meanwhile by its thread.
 ///
 /// # Errors
 /// Redis' error reading the record; [`io::ErrorKind::TimedOut`] if an intent is still live
 /// after `timeout` (no refresh may go ahead then: it could present a spent refresh token).
-pub(super) fn wait_out_intent(
-    shared: &Shared,
-    owner: &str,
-    mut raw: Raw,
-    timeout: Duration,
-) -> io::Result<Raw> {
+pub(super) fn wait_out_intent(shared: &Shared, mut raw: Raw, timeout: Duration) -> io::Result<Raw> {
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
     let generation = raw.generation.clone();
     loop {
-        let Some(intent) = raw.intent.as_ref().filter(|i| i.owner != owner) else {
+        let Some(intent) = raw.intent.as_ref() else {
             return Ok(raw);
         };
         if raw.generation != generation {
@@ -489,10 +480,11 @@ pub(super) fn wait_out_intent(
             .min(deadline - now);
         std::thread::sleep(wait);
         pause = (pause * 2).min(MAX_PAUSE);
-        raw = shared
+        let answer = shared
             .redis
             .run("waiting for a token call in flight", |c| {
                 record::read(c, &shared.scripts, &shared.keys)
             })?;
+        raw = record::read_raw(answer, &shared.keys)?;
     }
 }

@@ -201,6 +201,7 @@ impl Shared {
         let raw = self.redis.run("reading the record", |c| {
             record::read(c, &self.scripts, &self.keys)
         })?;
+        let raw = record::read_raw(raw, &self.keys)?;
         Ok(self.observe(raw.parse(&self.keys)?))
     }
 }
@@ -320,7 +321,7 @@ impl RedisStore {
         // on the wire (its lease lapsed meanwhile): wait for its answer. If Redis cannot be
         // read, the lease is released (dropped) and no refresh goes ahead.
         let left = self.lock_timeout.saturating_sub(started.elapsed());
-        let raw = lease::wait_out_intent(shared, lease.owner(), raw, left)?;
+        let raw = lease::wait_out_intent(shared, raw, left)?;
         Ok(match raw.parse(&shared.keys) {
             Ok(stored) => {
                 let newest = shared.observe(stored.clone());

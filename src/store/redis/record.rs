@@ -105,11 +105,22 @@ pub(super) fn next_generation(floor: u64) -> u64 {
     floor.saturating_add(1).max(now)
 }
 
-/// Reads the record (one round trip, the `READ` script).
-pub(super) fn read(conn: &mut Connection, scripts: &Scripts, keys: &Keys) -> RedisResult<Raw> {
-    let answer: Vec<redis::Value> = scripts.read.key(&keys.record).invoke(conn)?;
+/// Reads the record (one round trip, the `READ` script): its answer, for [`read_raw`].
+pub(super) fn read(
+    conn: &mut Connection,
+    scripts: &Scripts,
+    keys: &Keys,
+) -> RedisResult<Vec<redis::Value>> {
+    scripts.read.key(&keys.record).invoke(conn)
+}
+
+/// The record from a `READ` answer.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidData`] for an answer of an unexpected shape.
+pub(super) fn read_raw(answer: Vec<redis::Value>, keys: &Keys) -> io::Result<Raw> {
     // After its status (always 1).
-    Ok(raw_of(answer.into_iter().skip(1)))
+    raw_of(answer.into_iter().skip(1), keys)
 }
 
 /// What a write stores in the `tokens` field: the token JSON, or empty for a logout.
@@ -219,8 +230,9 @@ return 0
 /// (and so nobody else writing) does not refuse the write.
 ///
 /// Every write carries a random id, stored as `writer`: a commit whose answer was lost (the
-/// connection broke after Redis applied it) is recognised when read back or sent again, so
-/// a write that happened is never reported failed, nor applied twice.
+/// connection broke after Redis applied it) is recognised when read back or sent again (its
+/// id and the generation it stored, both still in the record), so a write that happened is
+/// never reported failed, nor applied twice; one that was overwritten since is refused.
 ///
 /// KEYS: record, lock. ARGV: owner, generation read, new generation, tokens (`""`: logged
 /// out, the field is removed), write id, the lineage a logout ends (`""`: none). Returns
@@ -228,7 +240,7 @@ return 0
 /// if another owner holds the lease.
 pub(super) const COMMIT: &str = r"
 local current = redis.call('HGET', KEYS[1], 'generation') or '0'
-if redis.call('HGET', KEYS[1], 'writer') == ARGV[5] then
+if current == ARGV[3] and redis.call('HGET', KEYS[1], 'writer') == ARGV[5] then
   return {1, current}
 end
 local holder = redis.call('GET', KEYS[2])
@@ -292,20 +304,40 @@ pub(super) fn acquired(answer: Vec<redis::Value>, keys: &Keys) -> io::Result<Opt
     if took != 1 {
         return Ok(None);
     }
-    Ok(Some(raw_of(fields)))
+    raw_of(fields, keys).map(Some)
 }
 
-/// The record from the fields of a `READ` or `ACQUIRE` answer (after its status). A field
-/// of an unexpected type reads as absent.
-fn raw_of(mut fields: impl Iterator<Item = redis::Value>) -> Raw {
+/// The record from the fields of a `READ` or `ACQUIRE` answer (after its status). The
+/// `tokens` field is kept as bytes (a field that is not a valid token record is reported
+/// unreadable when parsed, never read as a logout); a generation that is not text is an
+/// error; the other fields (ended lineage, writer, intent), written only by tokengate, read
+/// as absent when they are not what it writes.
+fn raw_of(mut fields: impl Iterator<Item = redis::Value>, keys: &Keys) -> io::Result<Raw> {
+    let invalid = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected answer from Redis for {}", keys.record),
+        )
+    };
+    let generation = fields
+        .next()
+        .map(redis::from_redis_value::<String>)
+        .transpose()
+        .map_err(|_| invalid())?
+        .filter(|g| !g.is_empty())
+        .unwrap_or_else(|| "0".into());
+    let tokens = fields
+        .next()
+        .map(redis::from_redis_value::<Vec<u8>>)
+        .transpose()
+        .map_err(|_| invalid())?
+        .filter(|t| !t.is_empty());
     let mut text = || -> Option<String> {
         let v = fields.next()?;
         redis::from_redis_value::<String>(v)
             .ok()
             .filter(|s| !s.is_empty())
     };
-    let generation = text().unwrap_or_else(|| "0".into());
-    let tokens = text().map(String::into_bytes);
     let ended = text();
     let writer = text();
     let owner = text();
@@ -321,13 +353,13 @@ fn raw_of(mut fields: impl Iterator<Item = redis::Value>) -> Raw {
         }),
         _ => None,
     };
-    Raw {
+    Ok(Raw {
         generation,
         tokens,
         ended,
         writer,
         intent,
-    }
+    })
 }
 
 /// Parses a commit's answer: `Ok(new generation)`, or the refusal and the generation now.
