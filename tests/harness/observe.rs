@@ -207,6 +207,17 @@ pub fn body_json(
 }
 
 /// The token an API of the token server saw on a GET of `items` (its JSON answer's `token`).
+/// Makes requests from `client` (each may adopt a record, or retry an unsaved change) until
+/// it holds the access token `token`, bounded by the hang guard.
+pub fn until_holding(client: &AuthClient, token: &str) {
+    wait_until(&format!("the client holding {token}"), || {
+        let _ = client.get("items").call();
+        client
+            .tokens()
+            .is_some_and(|t| t.access_token().secret() == token)
+    });
+}
+
 pub fn token_of(client: &AuthClient) -> String {
     let mut r = client.get("items").call().unwrap();
     body_json(&mut r)["token"].as_str().unwrap().to_owned()

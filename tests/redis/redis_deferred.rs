@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::fixtures::FailingWrites;
-use crate::harness::observe::{token_of, wait_until, Recorder};
+use crate::harness::observe::{token_of, until_holding, wait_until, Recorder};
 use crate::harness::servers::redis::{RedisServer, ReplyLosingProxy};
 use crate::harness::servers::TokenServer;
 use tokengate::time::ManualClock;
@@ -92,11 +92,7 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
     assert_eq!(conn.access_token(session).as_deref(), Some("user2-at"));
 
     clock.advance(Duration::from_secs(2)); // A's retry is due
-    wait_until("A adopts B's login", || {
-        let _ = a.get("items").call();
-        a.tokens()
-            .is_some_and(|t| t.access_token().secret() == "user2-at")
-    });
+    until_holding(&a, "user2-at");
     assert_eq!(conn.access_token(session).as_deref(), Some("user2-at"));
     assert_eq!(token_of(&b), "user2-at", "B keeps its login");
     assert_eq!(token_of(&a), "user2-at");
@@ -155,11 +151,7 @@ fn a_login_applied_but_unanswered_is_resolved_from_the_record_never_written_agai
 
     proxy.heal();
     clock.advance(Duration::from_secs(2)); // A's retry is due
-    wait_until("A adopts B's refresh of its login", || {
-        let _ = a.get("items").call();
-        a.tokens()
-            .is_some_and(|t| t.access_token().secret() == "at-3")
-    });
+    until_holding(&a, "at-3");
     assert_eq!(
         conn.access_token(session).as_deref(),
         Some("at-3"),

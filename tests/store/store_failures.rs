@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::harness::fixtures::{FailingWrites, TempDir};
-use crate::harness::observe::{body_json, must_not_block, wait_until, Recorder};
+use crate::harness::observe::{body_json, must_not_block, until_holding, wait_until, Recorder};
 use crate::harness::servers::TokenServer;
 use tokengate::time::ManualClock;
 use tokengate::{AuthClient, Error, Event, FileStore, TokenStore, Tokens};
@@ -492,11 +492,7 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
     assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
 
     clock.advance(Duration::from_secs(2)); // A's retry is due
-    wait_until("A adopts B's login", || {
-        let _ = a.get("items").call();
-        a.tokens()
-            .is_some_and(|t| t.access_token().secret() == "user2-at")
-    });
+    until_holding(&a, "user2-at");
     assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
     let mut r = b.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "user2-at", "B keeps its login");
@@ -532,11 +528,7 @@ fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
 
     fail.store(false, SeqCst);
     clock.advance(Duration::from_secs(2)); // A's retry is due
-    wait_until("A adopts B's login", || {
-        let _ = a.get("items").call();
-        a.tokens()
-            .is_some_and(|t| t.access_token().secret() == "user2-at")
-    });
+    until_holding(&a, "user2-at");
     assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
     assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 1);
     a.close().unwrap();
