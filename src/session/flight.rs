@@ -190,21 +190,20 @@ impl Session {
         let read = Some(stored.revision());
         // The base must be the one of the tokens this flight replaces: if memory moved on
         // (a poll adopted this very record while we waited for the lock), the flight is moot.
-        let (base, pending, verdict, spent) = {
+        let (base, pending, adoptable) = {
             let p = lead.persisted();
             if self.gate.generation() != lead.generation() {
                 return Ok(UnderLock::Done);
             }
-            let verdict = p.judge(lead.tokens().map(Arc::as_ref), &stored);
-            (p.base, p.replace_pending, verdict, p.is_spent(&stored))
+            let adoptable = p.may_adopt(lead.tokens().map(Arc::as_ref), &stored);
+            (p.base, p.replace_pending, adoptable)
         };
         let changed = match base {
-            // A record holding a refresh token this client spent is older than memory.
-            _ if spent => false,
-            // A login or logout of this client not written yet is newer than anything the
-            // store holds, unless the store shows it written already or replaced by another
-            // login (see `Verdict`).
-            _ if pending => verdict != Verdict::Stands,
+            // Older than memory (a refresh token this client spent), or a login or logout of
+            // this client not written yet that stands against it (see `Persisted::may_adopt`).
+            _ if adoptable.is_none() => false,
+            // The store shows the pending change written already, or replaced by another login.
+            _ if pending => true,
             Some(base) => stored.revision() != base,
             // Not known yet (a store that is never polled): compare the tokens.
             None => {
@@ -215,7 +214,7 @@ impl Session {
         if !changed {
             return Ok(UnderLock::Refresh { from, read });
         }
-        note.superseded = verdict == Verdict::Superseded;
+        note.superseded = adoptable == Some(Verdict::Superseded);
         let revision = stored.revision();
         let lineage = stored.tokens().and_then(Tokens::lineage);
         let adopted = stored
@@ -354,14 +353,12 @@ impl Session {
         let Some(newer) = held.reread().filter(|s| Some(s.revision()) != read) else {
             return false;
         };
-        let (pending, verdict, spent) = {
-            let p = lead.persisted();
-            let verdict = p.judge(lead.tokens().map(Arc::as_ref), &newer);
-            (p.replace_pending, verdict, p.is_spent(&newer))
-        };
-        if spent || (pending && verdict == Verdict::Stands) {
+        let adoptable = lead
+            .persisted()
+            .may_adopt(lead.tokens().map(Arc::as_ref), &newer);
+        let Some(verdict) = adoptable else {
             return false;
-        }
+        };
         note.superseded = verdict == Verdict::Superseded;
         let revision = newer.revision();
         let lineage = newer.tokens().and_then(Tokens::lineage);

@@ -266,7 +266,7 @@ impl Session {
             // A store (or listener) that panics costs this try, not the thread: the lock
             // comes back (kept) as the panic unwinds, and is tried again later.
             let tried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.retry_unsaved_quietly(Ok(locked))
+                self.retry_unsaved_quietly(locked)
             }));
             match tried {
                 Ok(Some(e)) => {

@@ -107,6 +107,21 @@ impl Persisted {
         self.spent.push_back(fingerprint(presented));
     }
 
+    /// Whether memory (`memory`) may give way to `stored`, and as what: `None` when it must
+    /// not, because `stored` holds a refresh token this client spent (it is older than
+    /// memory), or a login or logout of this client not written yet stands against it;
+    /// otherwise the verdict on the pending change (`Stands` when nothing is pending: then
+    /// `stored` is adopted if it is another revision). The one rule every path that adopts
+    /// a record follows (a poll, a refresh under the lock, a retried write, the
+    /// `invalid_grant` re-read).
+    pub(crate) fn may_adopt(&self, memory: Option<&Current>, stored: &Stored) -> Option<Verdict> {
+        if self.is_spent(stored) {
+            return None;
+        }
+        let verdict = self.judge(memory, stored);
+        (!self.replace_pending || verdict != Verdict::Stands).then_some(verdict)
+    }
+
     /// Judges the pending login or logout of this client (memory holds `memory`) against
     /// `stored`. `Stands` when nothing is pending.
     pub(crate) fn judge(&self, memory: Option<&Current>, stored: &Stored) -> Verdict {
@@ -359,7 +374,7 @@ impl Session {
             .map(|t| self.stamp(t))
             .transpose()
             .map_err(Error::InvalidToken)?;
-        let mut verdict = Verdict::Stands;
+        let mut verdict = None;
         let adopted = self.gate.replace(
             Some(generation),
             // Not while this client's flight holds the store's lock: nobody else can have
@@ -367,17 +382,14 @@ impl Session {
             // than what the flight works from, and replacing memory would make the flight
             // discard its answer (whose refresh token the server has rotated already).
             |p| {
-                verdict = p.judge(self.gate.snapshot().tokens.as_deref(), &stored);
-                p.base == Some(since)
-                    && (!p.replace_pending || verdict != Verdict::Stands)
-                    && !p.is_spent(&stored)
-                    && self.flight_lock.lock().is_none()
+                verdict = p.may_adopt(self.gate.snapshot().tokens.as_deref(), &stored);
+                p.base == Some(since) && verdict.is_some() && self.flight_lock.lock().is_none()
             },
             current,
             |_, p| self.note_revision(p, revision, lineage),
         );
         if let Some(snap) = adopted {
-            if verdict == Verdict::Superseded {
+            if verdict == Some(Verdict::Superseded) {
                 self.report_superseded(snap.generation);
             }
             self.report_adopted(snap.generation, snap.tokens.is_some());
@@ -401,12 +413,9 @@ impl Session {
     /// every few seconds for as long as the store fails.
     /// It leaves the once-a-second turn of requests' retries alone, and writes through
     /// `lock` (the kept one).
-    pub(super) fn retry_unsaved_quietly(
-        &self,
-        lock: io::Result<Locked<'_>>,
-    ) -> Option<Arc<io::Error>> {
+    pub(super) fn retry_unsaved_quietly(&self, lock: Locked<'_>) -> Option<Arc<io::Error>> {
         self.gate.persisted().unsaved.as_ref()?;
-        self.write_unsaved_through(lock, false)
+        self.write_unsaved_through(Ok(lock), false)
     }
 
     /// On a request's path, for a shared store: the retry of a failed write runs on a thread
@@ -512,40 +521,28 @@ impl Session {
             .ok()
             .and_then(Locked::peek)
             .map(StoreLock::stored);
+        // Under the persist lock: no install can slip between this snapshot and its write.
+        let snap = self.gate.snapshot();
         match stored {
-            // An unsaved login or logout that is in the store already, or that another login
-            // replaced meanwhile: the record is adopted, nothing written.
+            // A record memory gives way to (see `Persisted::may_adopt`): an unsaved login or
+            // logout that is in the store already, or that another login replaced meanwhile;
+            // or, for an unsaved refresh, another process's newer tokens (not this client's
+            // own write whose answer was lost: memory is newer, and is written over it). It
+            // is adopted, nothing written.
             Some(Ok(stored))
-                if p.judge(self.gate.snapshot().tokens.as_deref(), stored) != Verdict::Stands =>
+                if (p.replace_pending || p.base.is_some_and(|base| stored.revision() != base))
+                    && p.may_adopt(snap.tokens.as_deref(), stored).is_some() =>
             {
                 let since = p.base.unwrap_or(stored.revision());
-                return Some(Retried::Newer(
-                    self.gate.generation(),
-                    since,
-                    stored.clone(),
-                ));
+                return Some(Retried::Newer(snap.generation, since, stored.clone()));
             }
             // An unsaved login or logout is written over its own session (refreshed since by
             // another process) or a record that names none.
             _ if p.replace_pending => {}
             // A record that went bad meanwhile is not overwritten behind the user's back.
             Some(Err(e)) => return Some(Retried::Unreadable(Arc::new(e))),
-            // Newer, unless it holds a refresh token this client spent (its own write whose
-            // answer was lost: memory is newer, and is written over it).
-            Some(Ok(stored))
-                if p.base.is_some_and(|base| stored.revision() != base) && !p.is_spent(stored) =>
-            {
-                let since = p.base.unwrap_or(stored.revision());
-                return Some(Retried::Newer(
-                    self.gate.generation(),
-                    since,
-                    stored.clone(),
-                ));
-            }
             _ => {}
         }
-        // Under the persist lock: no install can slip between this snapshot and its write.
-        let snap = self.gate.snapshot();
         Some(
             match self.write_through(&snap, Writer::of(lock), Change::Refreshed, &mut p) {
                 Ok(()) => Retried::Saved,
