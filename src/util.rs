@@ -241,25 +241,47 @@ pub(crate) fn from_unix_ms(ms: u64) -> Option<std::time::SystemTime> {
     std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
 }
 
-/// 128 random bits from the operating system, as 32 lowercase hex digits: the ids of logins
-/// (lineages) and of store writes. Only their uniqueness matters; should the OS source fail
-/// (it does not on supported platforms), std's per-process random hash keys, the time and a
-/// counter stand in.
-pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; 16];
+/// `N` random bytes from the operating system, for ids whose uniqueness is all that matters
+/// (logins' lineages, store writes, lease owners). Should the OS source fail (it does not on
+/// supported platforms), std's per-process random hash keys mixed with the process id, the
+/// time and a counter stand in.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     if getrandom::getrandom(&mut bytes).is_err() {
         use std::hash::{BuildHasher, Hasher};
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         for (i, chunk) in bytes.chunks_mut(8).enumerate() {
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u64(n);
+            h.write_u32(std::process::id());
+            h.write_u128(nanos);
             h.write_usize(i);
-            h.write_u128(unix_ms_of(std::time::SystemTime::now()).into());
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
+            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
         }
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
+}
+
+/// 128 random bits (see [`random_bytes`]) as 32 lowercase hex digits: `RedisStore`'s lease
+/// owners and write ids.
+#[cfg(feature = "redis")]
+pub(crate) fn random_id() -> String {
+    hex(&random_bytes::<16>())
+}
+
+/// `bytes` as lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// A `Debug` stand-in for a secret value.

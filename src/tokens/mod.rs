@@ -74,19 +74,25 @@ const _: () = assert!(std::mem::size_of::<Tokens>() <= 120);
 
 /// Which login a set of [`Tokens`] descends from (see [`Tokens::lineage`]): 64 random bits,
 /// written as 16 lowercase hex digits. Not a secret: it grants nothing.
+///
+/// A store of your own keeps it beside the tokens (the `serde` form of [`Tokens`] does):
+///
+/// ```
+/// use tokengate::{Lineage, Tokens};
+///
+/// let lineage = Lineage::parse("3f6c0a9e41d27b58").expect("16 hex digits");
+/// let tokens = Tokens::new("access").with_lineage(lineage);
+/// let kept = tokens.lineage().map(|l| l.to_string()); // what a store writes
+/// assert_eq!(kept.as_deref(), Some("3f6c0a9e41d27b58"));
+/// assert_eq!(Lineage::parse(&kept.unwrap()), tokens.lineage()); // and reads back
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lineage(std::num::NonZeroU64);
 
 impl Lineage {
     /// A new lineage, from the operating system's random source.
     pub(crate) fn random() -> Lineage {
-        let mut bytes = [0u8; 8];
-        if getrandom::getrandom(&mut bytes).is_err() {
-            // Not expected on supported platforms; ids need only be unique.
-            let id = crate::util::random_id();
-            bytes.copy_from_slice(&id.as_bytes()[..8]);
-        }
-        let n = u64::from_le_bytes(bytes);
+        let n = u64::from_le_bytes(crate::util::random_bytes());
         Lineage(std::num::NonZeroU64::new(n).unwrap_or(std::num::NonZeroU64::MIN))
     }
 
@@ -112,12 +118,7 @@ impl Lineage {
     /// The 16 lowercase hex digits it is written as (no formatting machinery: it is written
     /// with every record).
     pub(crate) fn to_hex(self) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let n = self.0.get();
-        (0..16)
-            .rev()
-            .map(|i| char::from(DIGITS[((n >> (i * 4)) & 0xf) as usize]))
-            .collect()
+        crate::util::hex(&self.0.get().to_be_bytes())
     }
 }
 

@@ -7,15 +7,11 @@
 //! lease runs out and another machine proceeds; when it resumes, its write is refused if the
 //! record moved on. A holder killed outright frees the lock when its lease runs out.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::sync::atomic::{
-    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
-};
+use std::sync::atomic::{AtomicBool, Ordering::Acquire, Ordering::Release};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::record::{self, Raw, Refused};
 use super::Shared;
@@ -103,7 +99,11 @@ pub(super) fn acquire(
     timeout: Duration,
 ) -> io::Result<(Lease, Raw)> {
     // A lease an earlier acquire may have taken unbeknownst (its answer lost) is ours.
-    let owner = shared.orphan.lock().take().unwrap_or_else(new_owner);
+    let owner = shared
+        .orphan
+        .lock()
+        .take()
+        .unwrap_or_else(crate::util::random_id);
     let lease_ms = millis(lease);
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
@@ -192,26 +192,6 @@ fn millis(lease: Duration) -> u64 {
     u64::try_from(lease.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// A random owner for one lease: 128 bits from std's per-process random hash keys, mixed
-/// with the process id, the time and a counter. Only its uniqueness matters.
-fn new_owner() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let mut words = [0u64; 2];
-    for (i, word) in words.iter_mut().enumerate() {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u64(n);
-        h.write_u32(std::process::id());
-        h.write_u128(nanos);
-        h.write_usize(i);
-        *word = h.finish();
-    }
-    format!("{:016x}{:016x}", words[0], words[1])
-}
-
 /// Writes the record through a held lease; dropping it releases the lease.
 pub(super) struct Writer {
     lease: Lease,
@@ -286,10 +266,7 @@ impl Writer {
     /// sending it again is refused as any stale write is).
     fn read_back(&mut self, id: &str, generation: u64) -> io::Result<Option<u64>> {
         let shared = Arc::clone(&self.lease.shared);
-        let raw = shared.redis.run("reading back an unanswered write", |c| {
-            record::read(c, &shared.scripts, &shared.keys)
-        })?;
-        let raw = record::read_raw(raw, &shared.keys)?;
+        let raw = shared.read_raw("reading back an unanswered write")?;
         if raw.writer.as_deref() != Some(id) || raw.generation(&shared.keys)? != generation {
             return Ok(None);
         }
@@ -420,10 +397,7 @@ impl LockedWrite for Writer {
 
     fn reread(&mut self) -> io::Result<Option<Stored>> {
         let shared = Arc::clone(&self.lease.shared);
-        let raw = shared.redis.run("reading the record", |c| {
-            record::read(c, &shared.scripts, &shared.keys)
-        })?;
-        let raw = record::read_raw(raw, &shared.keys)?;
+        let raw = shared.read_raw("reading the record")?;
         let stored = raw.parse(&shared.keys)?;
         self.expected = raw.generation;
         self.lineage = lineage_of(&stored);
@@ -437,10 +411,7 @@ impl LockedWrite for Writer {
 /// SHA-256, in hex. Enough to tell tokens apart; the token itself is never written there.
 pub(super) fn fingerprint(refresh_token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes());
-    digest.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::util::hex(&digest.as_ref()[..16])
 }
 
 /// After taking the lease: if another holder declared a token call that may still be in
@@ -458,7 +429,7 @@ pub(super) fn wait_out_intent(shared: &Shared, mut raw: Raw, timeout: Duration) 
     let mut pause = Duration::from_millis(2);
     let generation = raw.generation.clone();
     loop {
-        let Some(intent) = raw.intent.as_ref() else {
+        let Some(intent_ms) = raw.intent_ms else {
             return Ok(raw);
         };
         if raw.generation != generation {
@@ -471,20 +442,15 @@ pub(super) fn wait_out_intent(shared: &Shared, mut raw: Raw, timeout: Duration) 
                 format!(
                     "timed out waiting for another holder's token call on session {:?} to be \
                      answered (its intent is live for {} ms more)",
-                    shared.keys.session, intent.remaining_ms
+                    shared.keys.session, intent_ms
                 ),
             ));
         }
         let wait = pause
-            .min(Duration::from_millis(intent.remaining_ms.max(1)))
+            .min(Duration::from_millis(intent_ms.max(1)))
             .min(deadline - now);
         std::thread::sleep(wait);
         pause = (pause * 2).min(MAX_PAUSE);
-        let answer = shared
-            .redis
-            .run("waiting for a token call in flight", |c| {
-                record::read(c, &shared.scripts, &shared.keys)
-            })?;
-        raw = record::read_raw(answer, &shared.keys)?;
+        raw = shared.read_raw("waiting for a token call in flight")?;
     }
 }

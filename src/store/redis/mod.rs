@@ -198,11 +198,17 @@ impl Shared {
 
     /// Reads the record (no lock) and returns the newest record seen.
     fn current(&self) -> io::Result<Stored> {
-        let raw = self.redis.run("reading the record", |c| {
-            record::read(c, &self.scripts, &self.keys)
-        })?;
-        let raw = record::read_raw(raw, &self.keys)?;
+        let raw = self.read_raw("reading the record")?;
         Ok(self.observe(raw.parse(&self.keys)?))
+    }
+
+    /// Reads the record as it is, not yet parsed (one round trip; `doing` names it in
+    /// errors).
+    fn read_raw(&self, doing: &str) -> io::Result<record::Raw> {
+        let answer = self
+            .redis
+            .run(doing, |c| record::read(c, &self.scripts, &self.keys))?;
+        record::read_raw(answer, &self.keys)
     }
 }
 

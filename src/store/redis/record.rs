@@ -34,7 +34,8 @@ impl Keys {
 
 /// The record as read: its generation as stored (`"0"`: never written) and its `tokens`
 /// field (`None`: never written, or logged out), not yet parsed; what a logout record says
-/// it ended; the id of the write that stored it; and a token call in flight, if any.
+/// it ended; the id of the write that stored it; and how much longer a token call declared
+/// by a holder may be in flight, if one is.
 pub(super) struct Raw {
     /// Compared as text by the commit script.
     pub(super) generation: String,
@@ -43,17 +44,9 @@ pub(super) struct Raw {
     pub(super) ended: Option<String>,
     /// The id of the write that stored this record (see `COMMIT`).
     pub(super) writer: Option<String>,
-    /// A holder's token call that may still be in flight (see `INTENT`).
-    pub(super) intent: Option<Intent>,
-}
-
-/// A holder's declared token call: which refresh token it presents (a fingerprint) and how
-/// much longer (by Redis' clock) its call, and the write of its answer, may take.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Intent {
-    pub(super) owner: String,
-    pub(super) token: String,
-    pub(super) remaining_ms: u64,
+    /// A holder's live intent (see `INTENT`): how many more milliseconds (by Redis' clock)
+    /// its token call, and the write of its answer, may take.
+    pub(super) intent_ms: Option<u64>,
 }
 
 impl Raw {
@@ -62,15 +55,7 @@ impl Raw {
     /// # Errors
     /// [`io::ErrorKind::InvalidData`] if it is not a whole number.
     pub(super) fn generation(&self, keys: &Keys) -> io::Result<u64> {
-        self.generation.parse().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "Redis record {} has a \"generation\" that is not a whole number",
-                    keys.record
-                ),
-            )
-        })
+        generation_of(&self.generation, keys)
     }
 
     /// The tokens it holds, as a [`Stored`] at its generation.
@@ -340,25 +325,38 @@ fn raw_of(mut fields: impl Iterator<Item = redis::Value>, keys: &Keys) -> io::Re
     };
     let ended = text();
     let writer = text();
-    let owner = text();
-    let token = text();
+    // A declared call: its owner and fingerprint are the script's to compare; here only
+    // whether one is live, and for how long.
+    let (owner, token) = (text(), text());
+    let declared = owner.is_some() && token.is_some();
     let remaining = fields
         .next()
         .and_then(|v| redis::from_redis_value::<i64>(v).ok());
-    let intent = match (owner, token, remaining) {
-        (Some(owner), Some(token), Some(ms)) if ms > 0 => Some(Intent {
-            owner,
-            token,
-            remaining_ms: ms.unsigned_abs(),
-        }),
-        _ => None,
-    };
+    let intent_ms = remaining
+        .filter(|ms| declared && *ms > 0)
+        .map(i64::unsigned_abs);
     Ok(Raw {
         generation,
         tokens,
         ended,
         writer,
-        intent,
+        intent_ms,
+    })
+}
+
+/// A generation as stored (decimal text) as a number.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidData`] if it is not a whole number.
+fn generation_of(text: &str, keys: &Keys) -> io::Result<u64> {
+    text.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "Redis record {} has a \"generation\" that is not a whole number",
+                keys.record
+            ),
+        )
     })
 }
 
@@ -370,14 +368,7 @@ pub(super) fn committed(
     let mut fields = answer.into_iter();
     let status: i64 = field(fields.next(), keys)?.unwrap_or(0);
     let generation: Option<String> = field(fields.next(), keys)?;
-    let generation = Raw {
-        generation: generation.unwrap_or_else(|| "0".into()),
-        tokens: None,
-        ended: None,
-        writer: None,
-        intent: None,
-    }
-    .generation(keys)?;
+    let generation = generation_of(generation.as_deref().unwrap_or("0"), keys)?;
     Ok(match status {
         1 => Ok(generation),
         -1 => Err((Refused::LeaseTaken, generation)),
