@@ -129,7 +129,7 @@ pub(in crate::store) fn parse(bytes: &[u8], source: &dyn fmt::Display) -> io::Re
     let record = fields(&obj, &invalid)?;
     record.to_tokens().validate().map_err(|which| {
         invalid(format!(
-            "holds an invalid {which} (empty, too long, or not visible ASCII)"
+            "holds an invalid {which} (empty, over 16384 bytes, or not visible ASCII)"
         ))
     })?;
     Ok(record)
