@@ -753,4 +753,25 @@ mod tests {
         let v = calm.judge(Some(&mine), &stored("at-n", Some("new"), 10));
         assert_eq!(v, Verdict::Stands);
     }
+
+    /// The one rule for giving way to a stored record: never to one holding a refresh token
+    /// this client spent (its own write whose answer was lost, read back later), whatever
+    /// else; never to one a pending login or logout stands against; else as judged.
+    #[test]
+    fn memory_never_gives_way_to_a_record_holding_a_spent_refresh_token() {
+        let mut calm = Persisted::new(Some(Revision::new(1)), Some(lin("old")));
+        let mine = current("at-mine", Some("old"), 5);
+        let theirs = stored("at-2", Some("old"), 10);
+        assert_eq!(calm.may_adopt(Some(&mine), &theirs), Some(Verdict::Stands));
+        calm.note_spent("rt-at-2");
+        assert_eq!(calm.may_adopt(Some(&mine), &theirs), None);
+
+        let mut logout = pending(Some("old"));
+        let replaced = stored("at-3", Some("old"), 10);
+        assert_eq!(logout.may_adopt(None, &replaced), None, "the logout stands");
+        let newer = stored("at-n", Some("new"), 10);
+        assert_eq!(logout.may_adopt(None, &newer), Some(Verdict::Superseded));
+        logout.note_spent("rt-at-n");
+        assert_eq!(logout.may_adopt(None, &newer), None);
+    }
 }
