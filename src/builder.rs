@@ -9,7 +9,7 @@ use ureq::http::{HeaderName, Uri};
 use ureq::Agent;
 
 use crate::client::AuthClient;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::config::{
     self, BaseUrl, Config, Limits, Settings, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT,
 };
@@ -28,30 +28,42 @@ use crate::util::{strip_userinfo, Origin};
 #[must_use = "call build() to get a client"]
 pub struct AuthClientBuilder {
     base_url: String,
+    /// The client's settings, each held here once: `build()` checks them and moves them
+    /// whole into the client's `Config`.
+    settings: Settings,
+    /// How the API and token agents are made (or the user's own).
+    agents: Agents,
     refresher: Option<Box<dyn Refresh>>,
     tokens: Option<Tokens>,
     store: Option<Box<dyn TokenStore>>,
-    clock: Box<dyn Clock>,
-    skew: Duration,
-    refresh_timeout: Option<Duration>,
-    api_agent: Option<Agent>,
-    token_agent: Option<Agent>,
-    proxy: Option<Option<ureq::Proxy>>,
-    api_timeout: Duration,
-    token_timeout: Duration,
-    status_as_error: bool,
-    allow_insecure_http: bool,
-    retry: RetryPolicy,
-    /// `None`: [`crate::ThreadSleeper`]'s sleep, which a refresh that lost its lock can cut
-    /// short.
-    sleeper: Option<Box<dyn Sleeper>>,
-    max_redirects: u32,
-    sensitive_headers: Vec<HeaderName>,
-    allow_other_origins: bool,
     /// The first invalid setting given, reported by `build()`.
     error: Option<Error>,
     on_session_expired: Option<Listener>,
     on_event: Option<EventListener>,
+}
+
+/// The agents' settings: the user's own agents, or what the default ones are made with.
+struct Agents {
+    api: Option<Agent>,
+    token: Option<Agent>,
+    /// `None`: ureq's default (the environment's proxy); `Some(None)`: no proxy.
+    proxy: Option<Option<ureq::Proxy>>,
+    api_timeout: Duration,
+    token_timeout: Duration,
+}
+
+impl Agents {
+    /// The API agent and whether it needs no per-request override, and the token agent.
+    fn build(self) -> ((Agent, bool), Agent) {
+        let api = self.api.unwrap_or_else(|| {
+            transport::default_agent(self.api_timeout, TimeoutKind::PerPhase, self.proxy.clone())
+        });
+        let token = self.token.unwrap_or_else(|| {
+            transport::default_agent(self.token_timeout, TimeoutKind::WholeCall, self.proxy)
+        });
+        let fits = transport::agent_fits(&api);
+        ((api, fits), token)
+    }
 }
 
 impl AuthClientBuilder {
@@ -63,24 +75,17 @@ impl AuthClientBuilder {
     pub(crate) fn new(base_url: String) -> Self {
         AuthClientBuilder {
             base_url,
+            settings: Settings::default(),
+            agents: Agents {
+                api: None,
+                token: None,
+                proxy: None,
+                api_timeout: DEFAULT_API_TIMEOUT,
+                token_timeout: DEFAULT_TOKEN_TIMEOUT,
+            },
             refresher: None,
             tokens: None,
             store: None,
-            clock: Box::new(SystemClock),
-            skew: config::DEFAULT_REFRESH_SKEW,
-            refresh_timeout: None,
-            api_agent: None,
-            token_agent: None,
-            proxy: None,
-            api_timeout: DEFAULT_API_TIMEOUT,
-            token_timeout: DEFAULT_TOKEN_TIMEOUT,
-            status_as_error: true,
-            allow_insecure_http: false,
-            retry: RetryPolicy::default(),
-            sleeper: None,
-            max_redirects: config::DEFAULT_MAX_REDIRECTS,
-            sensitive_headers: Vec::new(),
-            allow_other_origins: false,
             error: None,
             on_session_expired: None,
             on_event: None,
@@ -105,17 +110,19 @@ impl AuthClientBuilder {
         self
     }
 
-    /// The clock used for expiry. Defaults to [`SystemClock`].
+    /// The clock used for expiry. Defaults to [`SystemClock`](crate::time::SystemClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Box::new(clock);
+        self.settings.clock = Box::new(clock);
         self
     }
 
     /// How long before expiry a token is refreshed proactively. Defaults to 30 s
-    /// ([`Self::DEFAULT_REFRESH_SKEW`]). It is clamped to a quarter of each token's lifetime, so a
-    /// token living 2 s is refreshed after 1.5 s, not on every request.
+    /// ([`Self::DEFAULT_REFRESH_SKEW`]). It is clamped to a quarter of each token's lifetime,
+    /// and a lifetime in whole seconds loses one more second (at most half of it) to servers
+    /// that count whole seconds: a token living 2 s is refreshed after 0.75 s and treated as
+    /// expired after 1 s, not refreshed on every request.
     pub fn refresh_skew(mut self, skew: Duration) -> Self {
-        self.skew = skew;
+        self.settings.skew = skew;
         self
     }
 
@@ -129,28 +136,28 @@ impl AuthClientBuilder {
     /// 2 s more per token call, to confirm the store's lock first. With default settings:
     /// 152 s, or 340 s with a `FileStore` or `RedisStore`.
     pub fn refresh_timeout(mut self, timeout: Duration) -> Self {
-        self.refresh_timeout = Some(timeout);
+        self.settings.refresh_timeout = Some(timeout);
         self
     }
 
     /// Whether a 4xx/5xx final response is returned as [`Error::StatusCode`] (ureq's convention).
     /// Defaults to true. A 401 is always handled by the refresh gate first.
     pub fn http_status_as_error(mut self, as_error: bool) -> Self {
-        self.status_as_error = as_error;
+        self.settings.status_as_error = as_error;
         self
     }
 
     /// Allows plain `http://` to non-loopback hosts, for the API and the token endpoint.
     /// Defaults to false: credentials over plain http are refused except to loopback.
     pub fn allow_insecure_http(mut self, allow: bool) -> Self {
-        self.allow_insecure_http = allow;
+        self.settings.allow_insecure_http = allow;
         self
     }
 
     /// How failed requests (API and token endpoint) are retried. Defaults to
     /// [`RetryPolicy::default`]: 3 retries, full-jitter exponential backoff from 200 ms to 10 s.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.settings.backoff.set_policy(policy);
         self
     }
 
@@ -159,7 +166,7 @@ impl AuthClientBuilder {
     /// lock is found lost or the client closes; a sleeper given here sleeps each whole delay
     /// in one call.
     pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
-        self.sleeper = Some(Box::new(sleeper));
+        self.settings.backoff.set_sleeper(Box::new(sleeper));
         self
     }
 
@@ -167,7 +174,7 @@ impl AuthClientBuilder {
     /// Defaults to 5 ([`Self::DEFAULT_MAX_REDIRECTS`]). The token is only ever sent to the base URL's
     /// origin, so a redirect elsewhere (or from https to http) goes without it.
     pub fn max_redirects(mut self, n: u32) -> Self {
-        self.max_redirects = n;
+        self.settings.max_redirects = n;
         self
     }
 
@@ -175,7 +182,7 @@ impl AuthClientBuilder {
     /// like `Authorization`, `Cookie` and `Proxy-Authorization`. Defaults to none.
     pub fn sensitive_header(mut self, name: &str) -> Self {
         match HeaderName::try_from(name) {
-            Ok(n) => self.sensitive_headers.push(n),
+            Ok(n) => self.settings.sensitive_headers.push(n),
             Err(_) => {
                 self.error
                     .get_or_insert(Error::Config("invalid sensitive header name"));
@@ -188,27 +195,27 @@ impl AuthClientBuilder {
     /// token). Defaults to false: such a path is rejected with [`Error::InvalidUrl`], so a
     /// path built from untrusted input cannot point the client elsewhere.
     pub fn allow_other_origins(mut self, allow: bool) -> Self {
-        self.allow_other_origins = allow;
+        self.settings.allow_other_origins = allow;
         self
     }
 
     /// Uses your agent for API requests. tokengate still receives statuses as responses and
     /// follows no redirect through ureq (it overrides those two settings per request if needed).
     pub fn api_agent(mut self, agent: Agent) -> Self {
-        self.api_agent = Some(agent);
+        self.agents.api = Some(agent);
         self
     }
 
     /// Uses your agent for token-endpoint requests (same overrides as [`Self::api_agent`]).
     pub fn token_agent(mut self, agent: Agent) -> Self {
-        self.token_agent = Some(agent);
+        self.agents.token = Some(agent);
         self
     }
 
     /// The proxy for the agents tokengate builds. Defaults to ureq's: read from the
     /// `HTTP(S)_PROXY`/`ALL_PROXY` environment variables. `None` disables proxies.
     pub fn proxy(mut self, proxy: Option<ureq::Proxy>) -> Self {
-        self.proxy = Some(proxy);
+        self.agents.proxy = Some(proxy);
         self
     }
 
@@ -217,7 +224,7 @@ impl AuthClientBuilder {
     /// 10 s). It is not one whole-call budget because that makes ureq resolve the host on a
     /// new thread for every request; pass your own agent ([`Self::api_agent`]) for that.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.api_timeout = timeout;
+        self.agents.api_timeout = timeout;
         self
     }
 
@@ -225,7 +232,7 @@ impl AuthClientBuilder {
     /// It also bounds how long dropping (or closing) the last handle waits for a refresh on the
     /// wire.
     pub fn token_timeout(mut self, timeout: Duration) -> Self {
-        self.token_timeout = timeout;
+        self.agents.token_timeout = timeout;
         self
     }
 
@@ -253,10 +260,15 @@ impl AuthClientBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        self.retry.validate().map_err(Error::Config)?;
+        let settings = self.settings;
+        settings
+            .backoff
+            .policy()
+            .validate()
+            .map_err(Error::Config)?;
         let base = BaseUrl::parse(&self.base_url)?;
-        self.check_secure(base.origin())?;
-        self.check_endpoints()?;
+        check_secure(base.origin(), settings.allow_insecure_http)?;
+        check_endpoints(self.refresher.as_deref(), settings.allow_insecure_http)?;
         let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
         let mode = if store.is_shared() {
             StoreMode::Shared
@@ -264,34 +276,16 @@ impl AuthClientBuilder {
             StoreMode::Private
         };
         let (tokens, revision) =
-            initial_tokens(&*store, mode, self.tokens, &*self.clock, self.skew)?;
-        let api = self.api_agent.unwrap_or_else(|| {
-            transport::default_agent(self.api_timeout, TimeoutKind::PerPhase, self.proxy.clone())
-        });
-        let token_agent = self.token_agent.unwrap_or_else(|| {
-            transport::default_agent(self.token_timeout, TimeoutKind::WholeCall, self.proxy)
-        });
+            initial_tokens(&*store, mode, self.tokens, &*settings.clock, settings.skew)?;
+        let (api, token_agent) = self.agents.build();
         let limits = Limits::new(
             transport::call_limit(&token_agent),
-            &self.retry,
+            settings.backoff.policy(),
             store.lock_timeout(),
             mode == StoreMode::Shared,
-            self.refresh_timeout,
+            settings.refresh_timeout,
         );
-        let config = Arc::new(Config::new(Settings {
-            base,
-            api_configured: transport::agent_fits(&api),
-            api,
-            status_as_error: self.status_as_error,
-            retry: self.retry,
-            sleeper: self.sleeper,
-            max_redirects: self.max_redirects,
-            sensitive_headers: self.sensitive_headers,
-            allow_other_origins: self.allow_other_origins,
-            clock: self.clock,
-            skew: self.skew,
-            limits,
-        }));
+        let config = Arc::new(Config::new(settings, base, api, limits));
         let session = Session::new(session::Parts {
             config: Arc::clone(&config),
             hooks: Hooks::new(self.on_session_expired, self.on_event),
@@ -304,39 +298,42 @@ impl AuthClientBuilder {
         });
         Ok(AuthClient::new(config, session))
     }
+}
 
-    /// The refresher's token and revocation endpoints must parse, be http(s), carry no
-    /// credentials, and be https unless loopback or opted in.
-    fn check_endpoints(&self) -> Result<(), Error> {
-        let endpoints = self.refresher.as_ref().map_or([None, None], |r| {
-            [
-                r.endpoint().map(|e| ("token endpoint", e)),
-                r.revocation_endpoint().map(|e| ("revocation endpoint", e)),
-            ]
-        });
-        for (what, endpoint) in endpoints.into_iter().flatten() {
-            let uri: Uri = endpoint
-                .parse()
-                .map_err(|_| Error::InvalidUrl(format!("{what} is not a valid URL")))?;
-            let o = Origin::of(&uri)
-                .ok_or_else(|| Error::InvalidUrl(format!("{what} must be an http(s) URL")))?;
-            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                return Err(Error::InvalidUrl(format!(
-                    "{what} must not embed credentials: use client_id/client_secret"
-                )));
-            }
-            self.check_secure(&o)?;
+/// The refresher's token and revocation endpoints must parse, be http(s), carry no
+/// credentials, and be https unless loopback or opted in.
+fn check_endpoints(
+    refresher: Option<&dyn Refresh>,
+    allow_insecure_http: bool,
+) -> Result<(), Error> {
+    let endpoints = refresher.map_or([None, None], |r| {
+        [
+            r.endpoint().map(|e| ("token endpoint", e)),
+            r.revocation_endpoint().map(|e| ("revocation endpoint", e)),
+        ]
+    });
+    for (what, endpoint) in endpoints.into_iter().flatten() {
+        let uri: Uri = endpoint
+            .parse()
+            .map_err(|_| Error::InvalidUrl(format!("{what} is not a valid URL")))?;
+        let o = Origin::of(&uri)
+            .ok_or_else(|| Error::InvalidUrl(format!("{what} must be an http(s) URL")))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(Error::InvalidUrl(format!(
+                "{what} must not embed credentials: use client_id/client_secret"
+            )));
         }
-        Ok(())
+        check_secure(&o, allow_insecure_http)?;
     }
+    Ok(())
+}
 
-    fn check_secure(&self, origin: &Origin) -> Result<(), Error> {
-        if origin.is_https() || origin.is_loopback() || self.allow_insecure_http {
-            Ok(())
-        } else {
-            // Only the origin: a path or query could carry a secret.
-            Err(Error::InsecureUrl(format!("{origin:?}")))
-        }
+fn check_secure(origin: &Origin, allow_insecure_http: bool) -> Result<(), Error> {
+    if origin.is_https() || origin.is_loopback() || allow_insecure_http {
+        Ok(())
+    } else {
+        // Only the origin: a path or query could carry a secret.
+        Err(Error::InsecureUrl(format!("{origin:?}")))
     }
 }
 
@@ -385,8 +382,8 @@ impl fmt::Debug for AuthClientBuilder {
             .field("base_url", &strip_userinfo(&self.base_url))
             .field("has_refresher", &self.refresher.is_some())
             .field("tokens", &self.tokens)
-            .field("refresh_skew", &self.skew)
-            .field("refresh_timeout", &self.refresh_timeout)
+            .field("refresh_skew", &self.settings.skew)
+            .field("refresh_timeout", &self.settings.refresh_timeout)
             .finish_non_exhaustive()
     }
 }

@@ -7,11 +7,9 @@ use std::time::Duration;
 use ureq::http::{HeaderName, Uri};
 use ureq::Agent;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
-use crate::event::Event;
-use crate::hooks::Hooks;
-use crate::retry::{self, RetryPolicy, Sleeper};
+use crate::retry::{Backoff, RetryPolicy};
 use crate::util::{has_http_scheme, Origin};
 
 /// Default for [`AuthClientBuilder::refresh_skew`](crate::AuthClientBuilder::refresh_skew).
@@ -30,10 +28,6 @@ pub(crate) const SAVE_ALLOWANCE: Duration = Duration::from_secs(2);
 /// What confirming a shared store's lock before a token call may take: one round trip
 /// (`RedisStore`'s I/O timeout is 2 s by default; a `FileStore` lock cannot lapse).
 pub(crate) const LOCK_CHECK_ALLOWANCE: Duration = Duration::from_secs(2);
-
-/// How often a backoff checks whether it should stop early (its refresh lost the store's
-/// lock, or the client closed).
-pub(crate) const STOP_CHECK_EVERY: Duration = Duration::from_millis(20);
 
 /// The bounds of a refresh, all derived from the token agent's timeout, the retry policy and
 /// the store's lock wait (see [`Limits::new`]).
@@ -204,151 +198,146 @@ impl BaseUrl {
     }
 }
 
-/// Every setting of a client, as `build()` checked it. Immutable; shared (through an `Arc`)
-/// by the handles and the session. Read through its getters.
-pub(crate) struct Config(Settings);
-
-/// What `build()` hands to [`Config::new`]: the settings, each as `build()` checked it.
+/// Every setting the builder's methods set, each with its default (see [`Settings::default`]).
+/// The builder holds the one copy while the client is built; `build()` checks it and moves it
+/// whole into the [`Config`].
 pub(crate) struct Settings {
-    pub(crate) base: BaseUrl,
-    pub(crate) api: Agent,
-    /// `api` already has the settings tokengate needs (no per-request override).
-    pub(crate) api_configured: bool,
+    /// Whether a 4xx/5xx final response is an error.
     pub(crate) status_as_error: bool,
-    pub(crate) retry: RetryPolicy,
-    /// `None`: `std::thread::sleep`, in slices, so a backoff can stop early.
-    pub(crate) sleeper: Option<Box<dyn Sleeper>>,
+    /// The retry policy and what sleeps between retries.
+    pub(crate) backoff: Backoff,
+    /// The most redirects followed in one call.
     pub(crate) max_redirects: u32,
     /// Headers dropped (besides Authorization, Cookie, Proxy-Authorization) whenever a
     /// redirect changes origin.
     pub(crate) sensitive_headers: Vec<HeaderName>,
+    /// Whether paths may resolve to another origin.
     pub(crate) allow_other_origins: bool,
+    /// Plain http allowed to non-loopback hosts (checked by `build()`).
+    pub(crate) allow_insecure_http: bool,
+    /// The clock tokens expire by.
     pub(crate) clock: Box<dyn Clock>,
+    /// How long before expiry tokens are refreshed (clamped per token, see `Current::new`).
     pub(crate) skew: Duration,
-    pub(crate) limits: Limits,
+    /// How long a thread waits for another's refresh; `None`: the whole flight (see
+    /// [`Limits::new`]).
+    pub(crate) refresh_timeout: Option<Duration>,
 }
 
-impl Config {
-    pub(crate) fn new(settings: Settings) -> Config {
-        Config(settings)
-    }
-
-    /// The base URL.
-    pub(crate) fn base(&self) -> &BaseUrl {
-        &self.0.base
-    }
-
-    /// The API agent, and whether it already has the settings tokengate needs.
-    pub(crate) fn api(&self) -> (&Agent, bool) {
-        (&self.0.api, self.0.api_configured)
-    }
-
-    /// Whether a 4xx/5xx final response is an error. Defaults to true.
-    pub(crate) fn status_as_error(&self) -> bool {
-        self.0.status_as_error
-    }
-
-    /// The retry policy (API requests and token calls). Defaults to [`RetryPolicy::default`].
-    pub(crate) fn retry(&self) -> &RetryPolicy {
-        &self.0.retry
-    }
-
-    /// The most redirects followed. Defaults to [`DEFAULT_MAX_REDIRECTS`].
-    pub(crate) fn max_redirects(&self) -> u32 {
-        self.0.max_redirects
-    }
-
-    /// Headers dropped with the credentials when a redirect changes origin. Defaults to none.
-    pub(crate) fn sensitive_headers(&self) -> &[HeaderName] {
-        &self.0.sensitive_headers
-    }
-
-    /// Whether paths may resolve to another origin. Defaults to false.
-    pub(crate) fn allow_other_origins(&self) -> bool {
-        self.0.allow_other_origins
-    }
-
-    /// The clock. Defaults to the system clock.
-    pub(crate) fn clock(&self) -> &dyn Clock {
-        &*self.0.clock
-    }
-
-    /// How long before expiry tokens are refreshed. Defaults to [`DEFAULT_REFRESH_SKEW`].
-    pub(crate) fn skew(&self) -> Duration {
-        self.0.skew
-    }
-
-    /// The bounds of a refresh.
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.0.limits
-    }
-
-    /// Waits before retry number `retry` (0-based) per the retry policy and `retry_after`,
-    /// reporting it first as [`Event::Retrying`], with the log record `describe` writes given
-    /// the delay.
-    pub(crate) fn back_off(
-        &self,
-        hooks: &Hooks,
-        retry: u32,
-        retry_after: Option<Duration>,
-        describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
-    ) {
-        self.back_off_unless(hooks, retry, retry_after, describe, &|| false);
-    }
-
-    /// [`Config::back_off`], cut short once `stop` says so (checked every
-    /// [`STOP_CHECK_EVERY`]; a custom [`Sleeper`] sleeps the whole delay in one call).
-    pub(crate) fn back_off_unless(
-        &self,
-        hooks: &Hooks,
-        retry: u32,
-        retry_after: Option<Duration>,
-        describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
-        stop: &dyn Fn() -> bool,
-    ) {
-        let delay = self.0.retry.delay(retry, retry_after, retry::random());
-        hooks.report(
-            Event::Retrying {
-                retry: retry + 1,
-                delay,
-            },
-            format_args!("{}", Describe(describe, delay)),
-        );
-        match &self.0.sleeper {
-            Some(sleeper) => sleeper.sleep(delay),
-            None => {
-                let end = crate::util::deadline_after(delay);
-                loop {
-                    let now = std::time::Instant::now();
-                    if now >= end || stop() {
-                        return;
-                    }
-                    std::thread::sleep((end - now).min(STOP_CHECK_EVERY));
-                }
-            }
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            status_as_error: true,
+            backoff: Backoff::default(),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
+            sensitive_headers: Vec::new(),
+            allow_other_origins: false,
+            allow_insecure_http: false,
+            clock: Box::new(SystemClock),
+            skew: DEFAULT_REFRESH_SKEW,
+            refresh_timeout: None,
         }
     }
 }
 
-/// Writes a log record with a closure (given the value it needs).
-struct Describe<F, T>(F, T);
+/// A client's settings as `build()` checked them, with what it derived from them (the base
+/// URL, the API agent, the bounds of a refresh). Immutable; shared (through an `Arc`) by the
+/// handles and the session. Read through its getters.
+pub(crate) struct Config {
+    settings: Settings,
+    base: BaseUrl,
+    api: Agent,
+    /// `api` already has the settings tokengate needs (no per-request override).
+    api_configured: bool,
+    limits: Limits,
+}
 
-impl<F: Fn(&mut fmt::Formatter<'_>, T) -> fmt::Result, T: Copy> fmt::Display for Describe<F, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (self.0)(f, self.1)
+impl Config {
+    /// The settings, completed by what `build()` derived from them: the base URL, the API
+    /// agent (`api_configured`: it needs no per-request override) and the bounds of a refresh.
+    pub(crate) fn new(
+        settings: Settings,
+        base: BaseUrl,
+        (api, api_configured): (Agent, bool),
+        limits: Limits,
+    ) -> Config {
+        Config {
+            settings,
+            base,
+            api,
+            api_configured,
+            limits,
+        }
+    }
+
+    /// The base URL.
+    pub(crate) fn base(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    /// The API agent, and whether it already has the settings tokengate needs.
+    pub(crate) fn api(&self) -> (&Agent, bool) {
+        (&self.api, self.api_configured)
+    }
+
+    /// Whether a 4xx/5xx final response is an error. Defaults to true.
+    pub(crate) fn status_as_error(&self) -> bool {
+        self.settings.status_as_error
+    }
+
+    /// The retry policy (API requests and token calls). Defaults to [`RetryPolicy::default`].
+    pub(crate) fn retry(&self) -> &RetryPolicy {
+        self.settings.backoff.policy()
+    }
+
+    /// The waits between retries (see [`Backoff::wait`]).
+    pub(crate) fn backoff(&self) -> &Backoff {
+        &self.settings.backoff
+    }
+
+    /// The most redirects followed. Defaults to [`DEFAULT_MAX_REDIRECTS`].
+    pub(crate) fn max_redirects(&self) -> u32 {
+        self.settings.max_redirects
+    }
+
+    /// Headers dropped with the credentials when a redirect changes origin. Defaults to none.
+    pub(crate) fn sensitive_headers(&self) -> &[HeaderName] {
+        &self.settings.sensitive_headers
+    }
+
+    /// Whether paths may resolve to another origin. Defaults to false.
+    pub(crate) fn allow_other_origins(&self) -> bool {
+        self.settings.allow_other_origins
+    }
+
+    /// The clock. Defaults to the system clock.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.settings.clock
+    }
+
+    /// How long before expiry tokens are refreshed. Defaults to [`DEFAULT_REFRESH_SKEW`].
+    pub(crate) fn skew(&self) -> Duration {
+        self.settings.skew
+    }
+
+    /// The bounds of a refresh.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
         f.debug_struct("Config")
-            .field("base_url", &self.0.base.url)
-            .field("status_as_error", &self.0.status_as_error)
-            .field("retry", &self.0.retry)
-            .field("max_redirects", &self.0.max_redirects)
-            .field("allow_other_origins", &self.0.allow_other_origins)
-            .field("skew", &self.0.skew)
-            .field("limits", &self.0.limits)
+            .field("base_url", &self.base.url)
+            .field("status_as_error", &s.status_as_error)
+            .field("retry", s.backoff.policy())
+            .field("max_redirects", &s.max_redirects)
+            .field("allow_other_origins", &s.allow_other_origins)
+            .field("allow_insecure_http", &s.allow_insecure_http)
+            .field("skew", &s.skew)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }

@@ -9,6 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ureq::http::{HeaderMap, Method, StatusCode};
 use ureq::Timeout;
 
+use crate::event::Event;
+use crate::hooks::Hooks;
+
 /// When and how failed requests are retried, for API calls and token-endpoint calls alike.
 ///
 /// | setting | default |
@@ -167,6 +170,80 @@ impl<S: Sleeper> Sleeper for std::sync::Arc<S> {
 impl fmt::Debug for dyn Sleeper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Sleeper")
+    }
+}
+
+/// How often a backoff checks whether it should stop early (its refresh lost the store's
+/// lock, or the client closed).
+pub(crate) const STOP_CHECK_EVERY: Duration = Duration::from_millis(20);
+
+/// The waits between retries: the policy, and what sleeps them (`None`: `std::thread::sleep`
+/// in slices of [`STOP_CHECK_EVERY`], so a backoff can stop early; a user's [`Sleeper`]
+/// sleeps each whole delay in one call).
+#[derive(Default)]
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    sleeper: Option<Box<dyn Sleeper>>,
+}
+
+impl Backoff {
+    /// The retry policy.
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Sets the retry policy.
+    pub(crate) fn set_policy(&mut self, policy: RetryPolicy) {
+        self.policy = policy;
+    }
+
+    /// Sets what sleeps the delays.
+    pub(crate) fn set_sleeper(&mut self, sleeper: Box<dyn Sleeper>) {
+        self.sleeper = Some(sleeper);
+    }
+
+    /// Waits before retry number `retry` (0-based) per the policy and `retry_after`, reporting
+    /// it first as [`Event::Retrying`], with the log record `describe` writes given the delay;
+    /// cut short once `stop` says so (checked every [`STOP_CHECK_EVERY`]; a user's
+    /// [`Sleeper`] sleeps the whole delay in one call).
+    pub(crate) fn wait(
+        &self,
+        hooks: &Hooks,
+        retry: u32,
+        retry_after: Option<Duration>,
+        describe: impl Fn(&mut fmt::Formatter<'_>, Duration) -> fmt::Result,
+        stop: &dyn Fn() -> bool,
+    ) {
+        let delay = self.policy.delay(retry, retry_after, random());
+        hooks.report(
+            Event::Retrying {
+                retry: retry + 1,
+                delay,
+            },
+            format_args!("{}", Describe(describe, delay)),
+        );
+        match &self.sleeper {
+            Some(sleeper) => sleeper.sleep(delay),
+            None => {
+                let end = crate::util::deadline_after(delay);
+                loop {
+                    let now = std::time::Instant::now();
+                    if now >= end || stop() {
+                        return;
+                    }
+                    std::thread::sleep((end - now).min(STOP_CHECK_EVERY));
+                }
+            }
+        }
+    }
+}
+
+/// Writes a log record with a closure (given the value it needs).
+struct Describe<F, T>(F, T);
+
+impl<F: Fn(&mut fmt::Formatter<'_>, T) -> fmt::Result, T: Copy> fmt::Display for Describe<F, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f, self.1)
     }
 }
 

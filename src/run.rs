@@ -270,7 +270,7 @@ impl Run<'_, '_> {
     fn back_off(&mut self, retry_after: Option<Duration>, cause: &Cause) {
         let origin = OriginOf(&self.parts.uri);
         let (retry, of) = (self.retries + 1, self.config.retry().retries());
-        self.config.back_off(
+        self.config.backoff().wait(
             self.session.hooks(),
             self.retries,
             retry_after,
@@ -280,6 +280,7 @@ impl Run<'_, '_> {
                     "retry {retry} of {of} to {origin} in {delay:?} after{cause}"
                 )
             },
+            &|| false,
         );
         self.retries += 1;
     }

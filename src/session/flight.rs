@@ -280,7 +280,8 @@ impl Session {
                         )
                     };
                     self.config
-                        .back_off_unless(&self.hooks, retries, after, describe, &stop);
+                        .backoff()
+                        .wait(&self.hooks, retries, after, describe, &stop);
                     // A lock found lost is confirmed (and its loss recorded) at the top.
                     if self.closing.load(Acquire) {
                         return Err(e);
