@@ -147,18 +147,23 @@ pub(super) fn acquire(
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "timed out after {timeout:?} waiting for the lock of session {:?} in Redis at {}",
-                    keys.session,
-                    shared.redis.shown()
-                ),
-            ));
+            return Err(lock_wait_timed_out(shared, timeout));
         }
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(MAX_PAUSE);
     }
+}
+
+/// Why [`acquire`] gave up: another process held the lease for all of `timeout`.
+fn lock_wait_timed_out(shared: &Shared, timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "timed out after {timeout:?} waiting for the lock of session {:?} in Redis at {}",
+            shared.keys.session,
+            shared.redis.shown()
+        ),
+    )
 }
 
 /// Starts the thread that extends the lease every third of it while it is held. It stops
