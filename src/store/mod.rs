@@ -396,3 +396,16 @@ impl<S: TokenStore> TokenStore for std::sync::Arc<S> {
         (**self).lock_timeout()
     }
 }
+
+/// `save`, or `clear` (`tokens: None`), of a store whose every change goes through its lock
+/// (`FileStore`, `RedisStore`): tokens that cannot be stored are refused before the lock is
+/// taken, so nothing is written.
+pub(crate) fn write_under_lock(
+    lock: impl FnOnce() -> io::Result<StoreLock>,
+    tokens: Option<&Tokens>,
+) -> io::Result<()> {
+    if let Some(tokens) = tokens {
+        file::record::Record::from_tokens(tokens)?;
+    }
+    lock()?.write(tokens).map(drop)
+}

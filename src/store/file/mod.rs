@@ -415,13 +415,12 @@ impl TokenStore for FileStore {
     /// [`io::ErrorKind::TimedOut`] if the lock was not had within the lock timeout; the OS
     /// error (with the path) if writing failed (the old file is then intact).
     fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        Record::from_tokens(tokens)?;
-        self.locked()?.write(Some(tokens)).map(drop)
+        super::write_under_lock(|| self.locked(), Some(tokens))
     }
 
     /// Removes the file under the lock.
     fn clear(&self) -> io::Result<()> {
-        self.locked()?.write(None).map(drop)
+        super::write_under_lock(|| self.locked(), None)
     }
 
     /// Shared: by every process (and client) that opens the same file.

@@ -48,15 +48,12 @@ impl Lease {
     /// Extends the lease if it is still ours (one round trip): `Ok(false)`, and the loss
     /// recorded, if it is gone.
     fn renew(shared: &Shared, owner: &str, lease: Duration, lost: &AtomicBool) -> io::Result<bool> {
-        let renewed = shared.redis.run("renewing the lock", |c| {
-            shared
-                .scripts
-                .renew
-                .key(&shared.keys.lock)
-                .arg(owner)
-                .arg(millis(lease))
-                .invoke::<i64>(c)
-        })?;
+        let renewed: i64 = shared.invoke(
+            "renewing the lock",
+            &shared.scripts.renew,
+            &shared.keys.lock,
+            (owner, millis(lease)),
+        )?;
         if renewed == 0 {
             lost.store(true, Release);
         }
@@ -76,15 +73,12 @@ impl Drop for Lease {
 /// Releases `owner`'s lease, if it is still theirs, and withdraws their intent (one round
 /// trip).
 fn release(shared: &Shared, owner: &str) -> io::Result<i64> {
-    shared.redis.run("releasing the lock", |c| {
-        shared
-            .scripts
-            .release
-            .key(&shared.keys.lock)
-            .key(&shared.keys.record)
-            .arg(owner)
-            .invoke::<i64>(c)
-    })
+    shared.invoke(
+        "releasing the lock",
+        &shared.scripts.release,
+        (&shared.keys.lock, &shared.keys.record),
+        owner,
+    )
 }
 
 /// Takes the lease, waiting at most `timeout` while another process holds it, and reads the
@@ -109,16 +103,12 @@ pub(super) fn acquire(
     let mut pause = Duration::from_millis(2);
     let keys = &shared.keys;
     loop {
-        let answer = shared.redis.run("taking the lock", |c| {
-            shared
-                .scripts
-                .acquire
-                .key(&keys.record)
-                .key(&keys.lock)
-                .arg(&owner)
-                .arg(lease_ms)
-                .invoke::<Vec<redis::Value>>(c)
-        });
+        let answer: io::Result<Vec<redis::Value>> = shared.invoke(
+            "taking the lock",
+            &shared.scripts.acquire,
+            (&keys.record, &keys.lock),
+            (&owner, lease_ms),
+        );
         let answer = match answer {
             Ok(answer) => answer,
             Err(e) => {
@@ -248,20 +238,19 @@ impl Writer {
     ) -> io::Result<Result<u64, (Refused, u64)>> {
         let shared = &self.lease.shared;
         let keys = &shared.keys;
-        let answer = shared.redis.run("writing the record", |c| {
-            shared
-                .scripts
-                .commit
-                .key(&keys.record)
-                .key(&keys.lock)
-                .arg(&self.lease.owner)
-                .arg(&self.expected)
-                .arg(generation)
-                .arg(json)
-                .arg(id)
-                .arg(ended)
-                .invoke::<Vec<redis::Value>>(c)
-        })?;
+        let answer = shared.invoke(
+            "writing the record",
+            &shared.scripts.commit,
+            (&keys.record, &keys.lock),
+            (
+                &self.lease.owner,
+                &self.expected,
+                generation,
+                json,
+                id,
+                ended,
+            ),
+        )?;
         record::committed(answer, keys)
     }
 
@@ -382,18 +371,17 @@ impl LockedWrite for Writer {
         }
         let shared = &l.shared;
         let fingerprint = presenting.map_or_else(String::new, |t| fingerprint(t.secret()));
-        let recorded = shared.redis.run("declaring the token call", |c| {
-            shared
-                .scripts
-                .intent
-                .key(&shared.keys.lock)
-                .key(&shared.keys.record)
-                .arg(&l.owner)
-                .arg(millis(l.lease))
-                .arg(&fingerprint)
-                .arg(millis(bound.saturating_add(l.lease)))
-                .invoke::<i64>(c)
-        })?;
+        let recorded: i64 = shared.invoke(
+            "declaring the token call",
+            &shared.scripts.intent,
+            (&shared.keys.lock, &shared.keys.record),
+            (
+                &l.owner,
+                millis(l.lease),
+                &fingerprint,
+                millis(bound.saturating_add(l.lease)),
+            ),
+        )?;
         if recorded == 0 {
             l.lost.store(true, Release);
         }

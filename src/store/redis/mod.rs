@@ -27,7 +27,6 @@ use self::lease::Writer;
 use self::poll::Poller;
 use self::record::{Keys, Scripts};
 use crate::error::Error;
-use crate::store::file::record::Record;
 use crate::store::{Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::Tokens;
 
@@ -181,6 +180,19 @@ struct Shared {
 }
 
 impl Shared {
+    /// Runs one of the session's scripts (see `record.rs`) with `keys` (the session's, in the
+    /// order the script names them) and `args`; `doing` names it in errors.
+    fn invoke<T: redis::FromRedisValue>(
+        &self,
+        doing: &str,
+        script: &redis::Script,
+        keys: impl redis::ToRedisArgs,
+        args: impl redis::ToRedisArgs,
+    ) -> io::Result<T> {
+        self.redis
+            .run(doing, |c| script.key(&keys).arg(&args).invoke(c))
+    }
+
     /// Records `stored` if it is newer than anything seen, and returns the newest record
     /// seen: an older generation (Redis lost data) is never handed out over a newer one.
     fn observe(&self, stored: Stored) -> Stored {
@@ -361,23 +373,13 @@ impl TokenStore for RedisStore {
     /// [`io::ErrorKind::TimedOut`] if the lock was not had within the lock timeout; the
     /// connection's error.
     fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        Record::from_tokens(tokens)?;
-        self.locked()?.write(Some(tokens)).map(drop)
+        super::write_under_lock(|| self.locked(), Some(tokens))
     }
 
     /// Logs out under the lock: the record keeps its key and a higher generation, without
     /// tokens.
     fn clear(&self) -> io::Result<()> {
-        self.locked()?.write(None).map(drop)
-    }
-
-    /// Shared: by every process (and client), on any machine, that opens the same session.
-    fn is_shared(&self) -> bool {
-        true
-    }
-
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        self.locked().map(Some)
+        super::write_under_lock(|| self.locked(), None)
     }
 
     /// `since: None` reads the record now (the client's `build()`; errors are returned).
@@ -400,6 +402,15 @@ impl TokenStore for RedisStore {
             .as_ref()
             .filter(|s| s.revision().get() > since.get())
             .cloned())
+    }
+
+    /// Shared: by every process (and client), on any machine, that opens the same session.
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        self.locked().map(Some)
     }
 
     fn lock_timeout(&self) -> Duration {
