@@ -99,19 +99,11 @@ impl Lineage {
     /// Reads a lineage as [`Display`](fmt::Display) writes it: exactly 16 hex digits, not
     /// all zero. `None` otherwise.
     pub fn parse(s: &str) -> Option<Lineage> {
-        if s.len() != 16 {
+        // Digits only: `from_str_radix` would also take a sign.
+        if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let mut n = 0u64;
-        for b in s.bytes() {
-            let digit = match b {
-                b'0'..=b'9' => b - b'0',
-                b'a'..=b'f' => b - b'a' + 10,
-                b'A'..=b'F' => b - b'A' + 10,
-                _ => return None,
-            };
-            n = n << 4 | u64::from(digit);
-        }
+        let n = u64::from_str_radix(s, 16).ok()?;
         std::num::NonZeroU64::new(n).map(Lineage)
     }
 
