@@ -236,14 +236,25 @@ impl AuthClientBuilder {
         self
     }
 
-    /// Called once each time the token endpoint ends the session (e.g. to show a login screen).
-    /// Runs on the thread that ran the failed refresh, with no lock held.
+    /// Called once each time the session ends (e.g. to show a login screen): the token
+    /// endpoint rejected the refresh token, or the tokens expired (or drew a 401) and cannot
+    /// be refreshed (no refresh token; see [`Refresh::can_refresh`]). Runs on the thread that
+    /// led the refresh that ended it, with no lock held. Defaults to none. The same moment is
+    /// also reported as [`Event::SessionExpired`].
     pub fn on_session_expired(mut self, listener: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_session_expired = Some(Box::new(listener));
         self
     }
 
-    /// Receives an [`Event`] for each 401, refresh and wait. Defaults to none.
+    /// Receives an [`Event`] for what the client does: each 401 to its token
+    /// ([`Event::Unauthorized`]); each refresh started, finished or failed
+    /// ([`Event::RefreshStarted`], [`Event::Refreshed`], [`Event::RefreshFailed`]); each wait
+    /// for another thread's refresh ([`Event::Waited`]); each retry ([`Event::Retrying`]);
+    /// the session's end ([`Event::SessionExpired`]); tokens another process stored, adopted
+    /// ([`Event::Adopted`]); a login or logout dropped for a newer one ([`Event::Superseded`]);
+    /// a failed save ([`Event::StoreFailed`]); a failed revocation
+    /// ([`Event::RevocationFailed`]). Events carry no secrets; see [`Event`] for the thread
+    /// each runs on and what it may call. Defaults to none.
     pub fn on_event(mut self, listener: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Box::new(listener));
         self
@@ -252,10 +263,16 @@ impl AuthClientBuilder {
     /// Checks the settings and builds the client.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a base, token or revocation URL that does not parse or is not http(s);
+    /// [`Error::Config`] for an invalid setting (a [`RetryPolicy`] with more than 10 retries or
+    /// a base delay above its max delay, an invalid [`sensitive_header`](Self::sensitive_header)
+    /// name);
+    /// [`Error::InvalidUrl`] for a base, token or revocation URL that does not parse, is not
+    /// http(s) or embeds credentials (or a base URL with a query);
     /// [`Error::InsecureUrl`] for plain http to a non-loopback host without opt-in;
     /// [`Error::InvalidToken`] for initial or stored tokens that cannot travel in a header;
-    /// [`Error::Store`] if the store fails to load or save.
+    /// [`Error::Store`] if the store fails to load or save (a shared store is read with
+    /// [`TokenStore::poll`] first, then [`TokenStore::load`] if that found nothing; given
+    /// tokens are written under its lock).
     pub fn build(self) -> Result<AuthClient, Error> {
         if let Some(e) = self.error {
             return Err(e);

@@ -10,10 +10,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The authorization server rejected the refresh token (`invalid_grant`, or a 400/401/403
-    /// from a [`JsonRefresh`](crate::JsonRefresh) endpoint). The tokens were cleared from the
-    /// store, the `on_session_expired` listener ran once, and every call returns this error
-    /// until [`AuthClient::set_tokens`](crate::AuthClient::set_tokens).
+    /// The session ended: the authorization server rejected the refresh token
+    /// (`invalid_grant`, or a 400/401/403 from a [`JsonRefresh`](crate::JsonRefresh)
+    /// endpoint), or the tokens expired (or drew a 401) and cannot be refreshed (no refresh
+    /// token: see [`Refresh::can_refresh`](crate::Refresh::can_refresh)). The tokens were
+    /// cleared from the store, the `on_session_expired` listener ran once, and every call
+    /// returns this error until [`AuthClient::set_tokens`](crate::AuthClient::set_tokens).
     #[error("session expired: log in again")]
     SessionExpired,
 
@@ -23,8 +25,9 @@ pub enum Error {
 
     /// The server answered 401 and a refresh could not help. That is: the 401 came for a
     /// freshly refreshed token (tokengate replays a request at most once after a refresh);
-    /// or there is no refresher; or the challenge said `insufficient_scope`/`invalid_request`;
-    /// or the 401 came from another origin (with `http_status_as_error`, the default).
+    /// or there is no refresher; or the challenge said `invalid_request` (the request, not
+    /// the token, is wrong; `insufficient_scope` is [`Error::InsufficientScope`]); or the 401
+    /// came from another origin (with `http_status_as_error`, the default).
     /// Returned whatever `http_status_as_error` says when the client's own token was rejected.
     #[error("the server answered 401 Unauthorized")]
     Unauthorized,

@@ -31,7 +31,7 @@ pub enum ClientAuth {
 }
 
 /// Client identity and authentication, shared by every request to the authorization server:
-/// both grants here, the device flow (`login/device.rs`) and revocation (`login/revoke.rs`).
+/// both grants, the device flow (`login/device.rs`) and revocation ([`revoke`], below).
 #[derive(Clone, Default)]
 pub(crate) struct Client {
     pub(crate) id: Option<String>,

@@ -1,7 +1,7 @@
-//! Where tokens live between refreshes: the [`TokenStore`] trait and [`MemoryStore`], plus the
-//! three small types a store shared by several processes speaks in ([`Revision`], [`Stored`],
-//! [`StoreLock`]). [`FileStore`] lives in `file/`, `RedisStore` (feature
-//! `redis`) in `redis/`.
+//! Where tokens live between refreshes: the [`TokenStore`] trait, [`MemoryStore`] (one
+//! process), [`FileStore`] (the processes of one machine) and `RedisStore` (a fleet; feature
+//! `redis`), plus the four small types a store shared by several processes speaks in
+//! ([`Revision`], [`Stored`], [`StoreLock`] and the [`LockedWrite`] a lock writes through).
 
 use std::fmt;
 use std::io;
@@ -48,7 +48,9 @@ pub use redis::RedisStore;
 /// arranged so that a store may block (e.g. on a file lock). A store must not call back into
 /// the client that uses it: such a call returns [`Error::Reentrant`](crate::Error::Reentrant).
 pub trait TokenStore: Send + Sync + 'static {
-    /// Loads the saved tokens, if any. Called once by `build()` when no tokens were given.
+    /// Loads the saved tokens, if any. Called once by `build()` when no tokens were given: for
+    /// a private store, at once; a shared one is asked with [`poll(None)`](TokenStore::poll)
+    /// first, and loaded only if that found no record.
     fn load(&self) -> io::Result<Option<Tokens>>;
     /// Saves `tokens`, replacing what was there.
     fn save(&self, tokens: &Tokens) -> io::Result<()>;
