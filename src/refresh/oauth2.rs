@@ -7,6 +7,7 @@ use super::client::{parse, redact_echo, revoke, Client};
 use super::Refresh;
 use crate::error::{RefreshError, RevocationError};
 use crate::tokens::Tokens;
+use crate::transport::TokenResponse;
 use crate::util::EndpointUrl;
 
 /// The RFC 6749 §6 `refresh_token` grant, built by
@@ -25,10 +26,37 @@ use crate::util::EndpointUrl;
 /// ```
 #[derive(Clone, Debug)]
 pub struct OAuth2Refresh {
-    url: EndpointUrl,
+    endpoint: TokenEndpoint,
     revocation_url: Option<EndpointUrl>,
+}
+
+/// What every grant here posts to: the token endpoint, with the client's identity and the
+/// scope asked for.
+#[derive(Clone, Debug)]
+struct TokenEndpoint {
+    url: EndpointUrl,
     client: Client,
     scope: Option<String>,
+}
+
+impl TokenEndpoint {
+    fn new(url: EndpointUrl, client: Client) -> Self {
+        TokenEndpoint {
+            url,
+            client,
+            scope: None,
+        }
+    }
+
+    /// Posts the grant's `form`, with the scope if one is set.
+    fn post<'a>(
+        &'a self,
+        agent: &Agent,
+        mut form: Vec<(&'a str, &'a str)>,
+    ) -> Result<TokenResponse, RefreshError> {
+        form.extend(self.scope.as_deref().map(|s| ("scope", s)));
+        Ok(self.client.post_form(agent, &self.url.0, form, None)?)
+    }
 }
 
 impl OAuth2Refresh {
@@ -39,17 +67,15 @@ impl OAuth2Refresh {
         client: Client,
     ) -> Self {
         OAuth2Refresh {
-            url,
+            endpoint: TokenEndpoint::new(url, client),
             revocation_url,
-            client,
-            scope: None,
         }
     }
 
     /// Requests this scope on refresh. Defaults to none (the server keeps the original scope).
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.scope = Some(scope.into());
+        self.endpoint.scope = Some(scope.into());
         self
     }
 }
@@ -59,16 +85,15 @@ impl Refresh for OAuth2Refresh {
         let rt = current
             .refresh_token()
             .ok_or(RefreshError::NoRefreshToken)?;
-        let mut form = vec![
+        let form = vec![
             ("grant_type", "refresh_token"),
             ("refresh_token", rt.secret()),
         ];
-        form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
+        let resp = self.endpoint.post(agent, form)?;
         let secrets = [
             rt.secret(),
             current.access_token().secret(),
-            self.client.secret_str(),
+            self.endpoint.client.secret_str(),
         ];
         parse(&resp, current).map_err(|e| redact_echo(e, &secrets))
     }
@@ -78,7 +103,7 @@ impl Refresh for OAuth2Refresh {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url.0)
+        Some(&self.endpoint.url.0)
     }
 
     fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
@@ -87,7 +112,7 @@ impl Refresh for OAuth2Refresh {
             Some(rt) => (rt.secret(), "refresh_token"),
             None => (tokens.access_token().secret(), "access_token"),
         };
-        Some(revoke(agent, &url.0, &self.client, token, hint))
+        Some(revoke(agent, &url.0, &self.endpoint.client, token, hint))
     }
 
     fn revocation_endpoint(&self) -> Option<&str> {
@@ -111,37 +136,33 @@ impl Refresh for OAuth2Refresh {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientCredentials {
-    url: EndpointUrl,
-    client: Client,
-    scope: Option<String>,
+    endpoint: TokenEndpoint,
 }
 
 impl ClientCredentials {
     /// For [`AuthServer::client_credentials`](crate::AuthServer::client_credentials).
     pub(crate) fn from_server(url: EndpointUrl, client: Client) -> Self {
         ClientCredentials {
-            url,
-            client,
-            scope: None,
+            endpoint: TokenEndpoint::new(url, client),
         }
     }
 
     /// Requests this scope. Defaults to none.
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
-        self.scope = Some(scope.into());
+        self.endpoint.scope = Some(scope.into());
         self
     }
 }
 
 impl Refresh for ClientCredentials {
     fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError> {
-        let mut form = vec![("grant_type", "client_credentials")];
-        form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
+        let resp = self
+            .endpoint
+            .post(agent, vec![("grant_type", "client_credentials")])?;
         // §4.4.3: a refresh token SHOULD NOT be included; one that is, is dropped (this grant
         // re-acquires instead of refreshing, and nothing would ever send it).
-        let secret = self.client.secret_str();
+        let secret = self.endpoint.client.secret_str();
         let tokens = parse(&resp, &Tokens::new("-")).map_err(|e| redact_echo(e, &[secret]))?;
         let _ = current;
         Ok(tokens.without_refresh_token())
@@ -152,6 +173,6 @@ impl Refresh for ClientCredentials {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url.0)
+        Some(&self.endpoint.url.0)
     }
 }
