@@ -273,6 +273,19 @@ impl AuthClientBuilder {
     /// [`Error::Store`] if the store fails to load or save (a shared store is read with
     /// [`TokenStore::poll`] first, then [`TokenStore::load`] if that found nothing; given
     /// tokens are written under its lock).
+    ///
+    /// ```
+    /// use tokengate::{AuthClient, Error, RetryPolicy};
+    /// let b = || AuthClient::builder("https://api.example.com/");
+    /// let too_many = RetryPolicy::new().max_retries(RetryPolicy::MAX_RETRIES + 1);
+    /// assert!(matches!(b().retry(too_many).build(), Err(Error::Config(_))));
+    /// assert!(matches!(b().sensitive_header("bad name").build(), Err(Error::Config(_))));
+    /// let plain = AuthClient::builder("http://api.example.com/").build();
+    /// assert!(matches!(plain, Err(Error::InsecureUrl(_))));
+    /// let query = AuthClient::builder("https://api.example.com/?k=v").build();
+    /// assert!(matches!(query, Err(Error::InvalidUrl(_))));
+    /// assert!(AuthClient::builder("http://127.0.0.1:8080/").build().is_ok()); // loopback
+    /// ```
     pub fn build(self) -> Result<AuthClient, Error> {
         if let Some(e) = self.error {
             return Err(e);

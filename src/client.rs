@@ -30,7 +30,8 @@ use crate::tokens::Tokens;
 ///
 /// # Ending a program
 /// Dropping the last handle (the last clone) waits for a refresh still in flight, bounded by
-/// the token call's timeout, and saves its result: a short-lived tool that returns from
+/// the token call's timeout + 2 s (then a save that failed earlier is tried once more, which
+/// may wait for the store's lock), and saves its result: a short-lived tool that returns from
 /// `main` while a background refresh is on the wire does not lose the rotated refresh token.
 /// [`AuthClient::close`] does the same and reports what went wrong. What is **not** safe:
 /// `std::process::exit` (or a panic with `panic = "abort"`, or being killed) while a handle is
@@ -104,9 +105,12 @@ impl AuthClient {
     /// A request with any method.
     ///
     /// `path` is resolved against the base URL: `items/7` appends to the base path, `/items/7`
-    /// replaces it. An absolute `http(s)://` URL is used as is; it carries the token only if
-    /// it has the base URL's origin (scheme, host and port). A scheme-relative `//host/..` or
-    /// any other scheme is rejected with [`Error::InvalidUrl`].
+    /// replaces it. An absolute `http(s)://` URL of the base URL's origin (scheme, host
+    /// and port) is used as is, with the token; one of another origin is rejected with
+    /// [`Error::InvalidUrl`] unless
+    /// [`allow_other_origins`](crate::AuthClientBuilder::allow_other_origins) is set, and is
+    /// then sent without the token. A scheme-relative `//host/..` or any other scheme is
+    /// rejected with [`Error::InvalidUrl`].
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
         RequestBuilder::new(Arc::clone(&self.handle), method, path)
     }
@@ -173,9 +177,10 @@ impl AuthClient {
     /// # Errors
     /// The refresh's error: [`Error::Refresh`] (tokens kept; also when the tokens have no
     /// refresh token, in which case nothing is sent), [`Error::SessionExpired`] (the server
-    /// rejected the refresh token: the session is over), [`Error::RefresherPanicked`],
-    /// [`Error::RefreshTimeout`]; [`Error::NoTokens`] without tokens (unless the refresher
-    /// acquires them, like [`ClientCredentials`](crate::ClientCredentials));
+    /// rejected the refresh token, or the session had already ended),
+    /// [`Error::RefresherPanicked`], [`Error::RefreshTimeout`]; [`Error::NoTokens`] without
+    /// tokens (unless the refresher acquires them, like
+    /// [`ClientCredentials`](crate::ClientCredentials));
     /// [`Error::Config`] without a refresher; [`Error::Store`] if a shared store cannot be
     /// read; [`Error::Reentrant`] from the client's own refresher, store or listeners.
     pub fn force_refresh(&self) -> Result<(), Error> {

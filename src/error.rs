@@ -51,7 +51,10 @@ pub enum Error {
     StatusCode(u16),
 
     /// A refresh failed in a way that keeps the session: the token endpoint was unreachable,
-    /// slow, answered 5xx/429, or sent something unusable. The tokens were kept; a later call
+    /// slow, answered 5xx/429, another OAuth2 error than `invalid_grant` (e.g.
+    /// `invalid_client`), or something unusable; a shared store could not be locked or read
+    /// ([`RefreshError::Store`]); or [`AuthClient::force_refresh`](crate::AuthClient::force_refresh)
+    /// found no refresh token. The tokens were kept; a later call
     /// tries again. Every thread that waited on that refresh gets this same error.
     #[error("token refresh failed")]
     Refresh(#[source] Arc<RefreshError>),
@@ -61,7 +64,9 @@ pub enum Error {
     #[error("the token refresher panicked")]
     RefresherPanicked,
 
-    /// This thread waited longer than `refresh_timeout` for another thread's refresh.
+    /// This thread waited longer than `refresh_timeout` for another thread's refresh, or
+    /// [`AuthClient::close`](crate::AuthClient::close) waited this long (the token timeout +
+    /// 2 s on the last handle) for a refresh in flight.
     #[error("timed out waiting {0:?} for a token refresh")]
     RefreshTimeout(Duration),
 
@@ -76,7 +81,9 @@ pub enum Error {
     InvalidUrl(String),
 
     /// Plain `http://` to a host other than loopback, without
-    /// [`AuthClientBuilder::allow_insecure_http`](crate::AuthClientBuilder::allow_insecure_http).
+    /// [`AuthClientBuilder::allow_insecure_http`](crate::AuthClientBuilder::allow_insecure_http)
+    /// (for the device flow's endpoints,
+    /// [`AuthServer::allow_insecure_http`](crate::AuthServer::allow_insecure_http)).
     #[error("refusing to send credentials over plain http to a non-loopback host: {0}")]
     InsecureUrl(String),
 
@@ -96,7 +103,9 @@ pub enum Error {
     #[error("token store failed")]
     Store(#[source] Arc<std::io::Error>),
 
-    /// The client was configured inconsistently (reported by `build()`).
+    /// The client was configured inconsistently: reported by `build()`, by
+    /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) on a client without a
+    /// refresher, and by `RedisStore::open` for an unusable session name.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
 
@@ -151,7 +160,9 @@ impl Error {
     }
 
     /// True when trying the same call later may succeed: a transport error, a transient
-    /// refresh failure, a refresh timeout or panic, or a 5xx/429 status.
+    /// refresh failure, a refresh timeout or panic, a 5xx/429 status, a transient discovery
+    /// or device-login error, or a `NotReplayable` whose cause is one; never `Store` or
+    /// `RevocationFailed`.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Refresh(e) => !e.is_terminal(),
@@ -164,16 +175,28 @@ impl Error {
         }
     }
 
-    /// The HTTP status behind the error, if there is one (401 for [`Error::Unauthorized`]).
+    /// The HTTP status behind the error, if there is one (401 for [`Error::Unauthorized`];
+    /// the cause's for [`Error::NotReplayable`]).
+    ///
+    /// ```
+    /// use tokengate::Error;
+    /// assert_eq!(Error::Unauthorized.status(), Some(401));
+    /// assert_eq!(Error::NotReplayable(Box::new(Error::StatusCode(503))).status(), Some(503));
+    /// assert!(Error::StatusCode(503).is_transient() && !Error::StatusCode(404).is_transient());
+    /// assert_eq!(Error::NoTokens.status(), None);
+    /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::StatusCode(s) => Some(*s),
             Error::Unauthorized => Some(401),
             Error::InsufficientScope { status, .. } => Some(*status),
             Error::Refresh(e) => e.status(),
+            Error::NotReplayable(e) => e.status(),
             Error::Discovery(DiscoveryError::Status(s))
-            | Error::Device(DeviceError::Status(s))
-            | Error::RevocationFailed(RevocationError::Status(s)) => Some(*s),
+            | Error::Device(DeviceError::Status(s) | DeviceError::OAuth { status: s, .. })
+            | Error::RevocationFailed(
+                RevocationError::Status(s) | RevocationError::OAuth { status: s, .. },
+            ) => Some(*s),
             _ => None,
         }
     }

@@ -8,8 +8,9 @@
 /// no secrets. `RefreshStarted`, and `Retrying` for the token endpoint, are reported by the
 /// thread leading a refresh while it runs (with a shared store, while it holds the store's
 /// lock): from those, a call back into the client that needs a refresh or a store write
-/// returns [`Error::Reentrant`](crate::Error::Reentrant) at once. The others are reported after
-/// the refresh, when the client may be called freely.
+/// returns [`Error::Reentrant`](crate::Error::Reentrant) at once. So is `StoreFailed` for a
+/// login or logout, reported from inside `set_tokens`/`clear_tokens`/`logout`. The others are
+/// reported after the refresh, when the client may be called freely.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -75,7 +76,9 @@ pub enum Event {
     },
     /// [`AuthClient::logout`](crate::AuthClient::logout) cleared the tokens of `generation`
     /// locally, but revoking them at the server failed (the call returns
-    /// [`Error::RevocationFailed`](crate::Error::RevocationFailed) with the cause).
+    /// [`Error::RevocationFailed`](crate::Error::RevocationFailed) with the cause, unless
+    /// clearing the store failed too: it then returns [`Error::Store`](crate::Error::Store),
+    /// and this event is the only report of the failed revocation).
     RevocationFailed {
         /// The generation that was logged out.
         generation: u64,

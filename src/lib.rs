@@ -122,7 +122,7 @@
 //! ## Defaults
 //! | setting | default |
 //! |---|---|
-//! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime; 1 s more for lifetimes in whole seconds |
+//! | `refresh_skew` | 30 s, clamped to ¼ of the token's lifetime (less 1 s for a lifetime in whole seconds, which is also treated as expired 1 s early, at most half the lifetime): a 2 s token is refreshed after 0.75 s |
 //! | `refresh_timeout` (wait for another thread's refresh) | the longest refresh: 152 s, 340 s with a [`FileStore`] or `RedisStore` |
 //! | dropping the last handle, [`AuthClient::close`] | waits for a refresh on the wire, once: token timeout + 2 s at most; then one more try of a pending save, which may wait for the store's lock (its lock timeout) |
 //! | a refresh holding a shared store's lock | at most its token calls (each after a 2 s check of the lock), backoffs and save, 160 s, counted from when it got the lock (below the 180 s another process waits) |

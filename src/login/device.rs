@@ -149,7 +149,9 @@ impl DeviceFlow {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] / [`Error::InsecureUrl`] for an unusable endpoint URL (nothing is
-    /// sent); [`Error::Device`] if the server refuses or answers something unusable.
+    /// sent); [`Error::Device`] if the server cannot be reached ([`DeviceError::Transport`]),
+    /// refuses ([`DeviceError::OAuth`], [`DeviceError::Status`]) or answers something
+    /// unusable ([`DeviceError::InvalidResponse`]).
     pub fn start(&self) -> Result<DeviceAuthorization, Error> {
         check_url(&self.device_url.0, self.allow_insecure_http)
             .map_err(|p| p.into_error("device authorization endpoint"))?;
@@ -295,7 +297,10 @@ impl DeviceAuthorization {
     ///
     /// # Errors
     /// [`Error::Device`]: [`DeviceError::AccessDenied`], [`DeviceError::ExpiredToken`],
-    /// [`DeviceError::CodeExpired`], another OAuth2 error, or three failed polls in a row.
+    /// [`DeviceError::CodeExpired`], another OAuth2 error ([`DeviceError::OAuth`]), an
+    /// unusable answer ([`DeviceError::InvalidResponse`]) or a status other than 5xx/429
+    /// ([`DeviceError::Status`]), each at once; [`DeviceError::Transport`], or
+    /// [`DeviceError::Status`] for 5xx/429, after three failed polls in a row.
     pub fn wait(self) -> Result<Tokens, Error> {
         self.poll_until_done().map_err(Error::Device)
     }

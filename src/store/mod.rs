@@ -35,7 +35,11 @@ pub use redis::RedisStore;
 /// `clear_tokens`, and as an [`Event::StoreFailed`](crate::Event::StoreFailed) when a refresh
 /// could not be saved. The tokens in memory are already updated, so the process goes on; the
 /// client retries the write on a later request, and [`AuthClient::close`](crate::AuthClient::close)
-/// reports a write that never succeeded. With a shared store, an unsaved refresh gives way to
+/// reports a write that never succeeded. A shared store whose `lock` fails: a login is not
+/// made (memory unchanged, `Error::Store`), a logout clears memory all the same (and is
+/// written later), a refresh fails with `Error::Refresh` (`RefreshError::Store`) without
+/// calling the token endpoint; a failing `poll` fails the request with `Error::Store`.
+/// With a shared store, an unsaved refresh gives way to
 /// a newer record another process stores meanwhile, and the store's lock is kept until the
 /// refresh is written (another process would otherwise present the spent refresh token); an
 /// unsaved login or logout is written over its own session (see [`Tokens::lineage`]), even
@@ -93,6 +97,14 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Shared stores: the longest [`TokenStore::lock`] waits for another holder. The client's
     /// default `refresh_timeout` adds it to the longest refresh, so a thread never stops
     /// waiting for a refresh that is still inside its bounds. Defaults to zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokengate::{FileStore, MemoryStore, TokenStore};
+    /// let memory = MemoryStore::new();
+    /// assert!(!memory.is_shared() && TokenStore::lock_timeout(&memory) == Duration::ZERO);
+    /// assert_eq!(FileStore::DEFAULT_LOCK_TIMEOUT, Duration::from_secs(180));
+    /// ```
     fn lock_timeout(&self) -> Duration {
         Duration::ZERO
     }

@@ -150,9 +150,11 @@ impl fmt::Debug for Lineage {
 ///
 /// The refresh window is computed from the whole lifetime (`expires_at - issued_at`), so
 /// every process sharing a store refreshes at the same moment, however late it read the
-/// tokens. It starts `refresh_skew` before expiry (clamped to a quarter of the lifetime), and
-/// for a lifetime in whole seconds one more second earlier (at most half the lifetime),
-/// because such servers count expiry in whole seconds: `expires_in: 2` may mean 1.01 s.
+/// tokens. For a lifetime in whole seconds the token is treated as expired one second early
+/// (at most half the lifetime), because such servers count expiry in whole seconds
+/// (`expires_in: 2` may mean 1.01 s); the refresh window starts `refresh_skew` before that,
+/// clamped to a quarter of what is left of the lifetime: a 100 s token is refreshed after
+/// 74.25 s, a 2 s one after 0.75 s.
 #[derive(Clone)]
 pub struct Tokens {
     access: AccessToken,
@@ -202,8 +204,11 @@ impl Tokens {
         self
     }
 
-    /// Sets when the access token was issued, which with its expiry gives its lifetime (and
-    /// so the refresh window). Defaults to the moment the tokens enter the client.
+    /// Sets when the access token was issued, which with an absolute expiry
+    /// ([`Tokens::with_expires_at`]) gives its lifetime (and so the refresh window). Ignored
+    /// with [`Tokens::with_expires_in`], whose lifetime starts when the tokens enter the
+    /// client. Defaults to that moment (for a JWT access token without an explicit expiry,
+    /// its `iat` claim).
     #[must_use]
     pub fn with_issued_at(mut self, issued_at: SystemTime) -> Self {
         self.issued_at = Some(issued_at);

@@ -224,9 +224,9 @@ enum Seen {
 }
 
 impl FileStore {
-    /// Default for [`FileStore::lock_timeout`]: above the longest refresh a client with
-    /// default settings makes while holding the lock (4 token calls of 30 s and 3 backoffs of
-    /// at most 10 s: 150 s).
+    /// Default for [`FileStore::lock_timeout`]: above the longest a refresh of a client
+    /// with default settings holds the lock (4 token calls of 30 s, each after a 2 s check of
+    /// the lock, 3 backoffs of at most 10 s, and 2 s to save: 160 s).
     pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(180);
 
     /// A store for the token file at `path` (e.g. `~/.config/my-cli/tokens.json`; a relative
@@ -412,8 +412,10 @@ impl TokenStore for FileStore {
     ///
     /// # Errors
     /// [`io::ErrorKind::InvalidInput`] for tokens that cannot be stored (nothing is written);
-    /// [`io::ErrorKind::TimedOut`] if the lock was not had within the lock timeout; the OS
-    /// error (with the path) if writing failed (the old file is then intact).
+    /// [`io::ErrorKind::TimedOut`] if the lock was not had within the lock timeout;
+    /// [`io::ErrorKind::PermissionDenied`] or [`io::ErrorKind::InvalidInput`] if the directory
+    /// or the lock file breaks the rules above; the OS error (with the path) if writing failed
+    /// (the old file is then intact).
     fn save(&self, tokens: &Tokens) -> io::Result<()> {
         super::write_under_lock(|| self.locked(), Some(tokens))
     }

@@ -227,9 +227,9 @@ impl Shared {
 impl RedisStore {
     /// Default for [`RedisStore::lease`].
     pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
-    /// Default for [`RedisStore::lock_timeout`]: above the longest refresh a client with
-    /// default settings makes while holding the lock (4 token calls of 30 s and 3 backoffs
-    /// of at most 10 s: 150 s).
+    /// Default for [`RedisStore::lock_timeout`]: above the longest a refresh of a client
+    /// with default settings holds the lock (4 token calls of 30 s, each after a 2 s check of
+    /// the lock, 3 backoffs of at most 10 s, and 2 s to save: 160 s).
     pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(180);
     /// Default for [`RedisStore::poll_interval`].
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
