@@ -72,7 +72,7 @@ use std::sync::Mutex as StdMutex;
 use std::time::{Duration, Instant};
 
 use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use loom::thread;
+use loom::thread::{self, JoinHandle};
 use std::sync::Arc;
 
 use super::{Claim, Failure, Fresh, Gate, Role, Snapshot};
@@ -168,6 +168,54 @@ fn deadline() -> Instant {
     Instant::now() + Duration::from_secs(3600)
 }
 
+/// A gate holding token `0` (expired) at generation 0, to be shared by the model's threads.
+fn expired_gate() -> Arc<TestGate> {
+    Arc::new(TestGate::new(Some(0), ()))
+}
+
+/// An expired gate and a proactive claim of its generation 0, taken before any thread starts
+/// (so it always succeeds, and the threads find that flight running).
+fn claimed_gate() -> (Arc<TestGate>, Claim<Arc<TestGate>>) {
+    let gate = expired_gate();
+    let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
+    (gate, claim)
+}
+
+/// A counter of refresher calls, to be shared by the model's threads.
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+/// A refresher that counts its call and answers the token after the one it refreshes.
+fn counted_next(refreshes: &AtomicUsize) -> impl FnOnce(Option<&Arc<u64>>) -> Attempt + '_ {
+    move |t| {
+        refreshes.fetch_add(1, SeqCst);
+        Attempt::Refreshed(**t.unwrap() + 1)
+    }
+}
+
+/// A refresher that counts its call and answers `token`, whatever it refreshes.
+fn counted_fixed(
+    refreshes: &AtomicUsize,
+    token: u64,
+) -> impl FnOnce(Option<&Arc<u64>>) -> Attempt + '_ {
+    move |_| {
+        refreshes.fetch_add(1, SeqCst);
+        Attempt::Refreshed(token)
+    }
+}
+
+/// Spawns `n` threads, the `i`th running `f(i)` with its own clone of `f` (and so of the
+/// `Arc`s `f` holds).
+fn spawn_n<R: 'static>(n: usize, f: impl Fn(usize) -> R + Clone + 'static) -> Vec<JoinHandle<R>> {
+    (0..n)
+        .map(|i| {
+            let f = f.clone();
+            thread::spawn(move || f(i))
+        })
+        .collect()
+}
+
 /// Counts the outcomes seen across all executions of one model, to prove that the paths the
 /// assertions talk about were actually explored.
 struct Seen(StdMutex<BTreeSet<&'static str>>);
@@ -202,10 +250,7 @@ fn request(gate: &TestGate, refreshes: &AtomicUsize) -> (Option<Role>, u64, u64)
         gate,
         snap.generation,
         deadline(),
-        |t| {
-            refreshes.fetch_add(1, SeqCst);
-            Attempt::Refreshed(**t.unwrap() + 1)
-        },
+        counted_next(refreshes),
         |_| {},
     );
     let fresh = match result {
@@ -217,6 +262,29 @@ fn request(gate: &TestGate, refreshes: &AtomicUsize) -> (Option<Role>, u64, u64)
     (Some(role), *s.tokens.unwrap().as_ref(), s.generation)
 }
 
+/// Spawns `n` threads that each make one [`request`].
+fn spawn_requests(
+    gate: &Arc<TestGate>,
+    refreshes: &Arc<AtomicUsize>,
+    n: usize,
+) -> Vec<JoinHandle<(Option<Role>, u64, u64)>> {
+    let (gate, refreshes) = (gate.clone(), refreshes.clone());
+    spawn_n(n, move |_| request(&gate, &refreshes))
+}
+
+/// Joins the threads of [`spawn_requests`], in order: each must end with token 1 of generation
+/// 1. Returns their roles.
+fn join_requests(handles: Vec<JoinHandle<(Option<Role>, u64, u64)>>) -> Vec<Option<Role>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            let (role, token, generation) = h.join().unwrap();
+            assert_eq!((token, generation), (1, 1), "role {role:?}");
+            role
+        })
+        .collect()
+}
+
 /// Three threads find the token expired at once: the refresher runs exactly once, every thread
 /// ends with the one new token, and each either led, waited for the leader, or found its
 /// generation stale (then it took the new token without refreshing).
@@ -224,18 +292,10 @@ fn request(gate: &TestGate, refreshes: &AtomicUsize) -> (Option<Role>, u64, u64)
 fn one_refresh_per_expiry() {
     static SEEN: Seen = Seen::new();
     model("one_refresh_per_expiry", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let refreshes = Arc::new(AtomicUsize::new(0));
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let (gate, refreshes) = (gate.clone(), refreshes.clone());
-                thread::spawn(move || request(&gate, &refreshes))
-            })
-            .collect();
+        let (gate, refreshes) = (expired_gate(), counter());
+        let handles = spawn_requests(&gate, &refreshes, 3);
         let mut led = 0;
-        for h in handles {
-            let (role, token, generation) = h.join().unwrap();
-            assert_eq!((token, generation), (1, 1), "role {role:?}");
+        for role in join_requests(handles) {
             match role {
                 Some(Role::Led) => {
                     led += 1;
@@ -260,7 +320,7 @@ fn one_refresh_per_expiry() {
 fn stale_callers_never_refresh_an_old_generation() {
     static SEEN: Seen = Seen::new();
     model("stale_callers_never_refresh_an_old_generation", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
+        let gate = expired_gate();
         // The token each refresher call started from: it identifies the generation refreshed.
         let refreshed_from = Arc::new(loom::sync::Mutex::new(Vec::new()));
         let run = |from: &Arc<loom::sync::Mutex<Vec<u64>>>, gate: &TestGate, seen: u64| {
@@ -316,36 +376,11 @@ fn failing_refresher_wakes_every_waiter_with_its_error() {
     model(
         "failing_refresher_wakes_every_waiter_with_its_error",
         || {
-            let gate = Arc::new(TestGate::new(Some(0), ()));
-            let handles: Vec<_> = (0..3)
-                .map(|id| {
-                    let gate = gate.clone();
-                    thread::spawn(move || {
-                        let (role, result) =
-                            refresh(&gate, 0, deadline(), |_| Attempt::Failed(id), |_| {});
-                        match result {
-                            Err(Failure::Failed(by)) => (id, role, by),
-                            Ok(_) => panic!("a failed flight returned tokens"),
-                            Err(other) => panic!("unexpected failure {other:?}"),
-                        }
-                    })
-                })
-                .collect();
-            let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-            let leaders: HashSet<usize> = results
-                .iter()
-                .filter(|(_, role, _)| *role == Role::Led)
-                .map(|(id, _, _)| *id)
-                .collect();
-            for &(id, role, by) in &results {
-                match role {
-                    Role::Led => assert_eq!(by, id, "a leader gets its own error"),
-                    Role::Waited => {
-                        assert!(leaders.contains(&by), "waiter {id} got {by}'s error");
-                        SEEN.mark("waiter shared a failure");
-                    }
-                    Role::Stale => panic!("the generation never moves here"),
-                }
+            let gate = expired_gate();
+            let (leaders, waiters) = join_failures(spawn_failing_refreshes(&gate, 3));
+            for (id, by) in waiters {
+                assert!(leaders.contains(&by), "waiter {id} got {by}'s error");
+                SEEN.mark("waiter shared a failure");
             }
             SEEN.mark(["one flight", "two flights", "three flights"][leaders.len() - 1]);
             let snap = gate.snapshot();
@@ -356,9 +391,67 @@ fn failing_refresher_wakes_every_waiter_with_its_error() {
     SEEN.assert_all(&["waiter shared a failure", "one flight", "three flights"]);
 }
 
+/// Spawns `n` threads that refresh generation 0 with a refresher failing with the thread's
+/// id (`0..n`). Each returns `(its id, its role, the id in the failure it got)`.
+fn spawn_failing_refreshes(
+    gate: &Arc<TestGate>,
+    n: usize,
+) -> Vec<JoinHandle<(usize, Role, usize)>> {
+    let gate = gate.clone();
+    spawn_n(n, move |id| {
+        let (role, result) = refresh(&gate, 0, deadline(), |_| Attempt::Failed(id), |_| {});
+        match result {
+            Err(Failure::Failed(by)) => (id, role, by),
+            Ok(_) => panic!("a failed flight returned tokens"),
+            Err(other) => panic!("unexpected failure {other:?}"),
+        }
+    })
+}
+
+/// Joins the threads of [`spawn_failing_refreshes`] (all of them, in order) and checks that
+/// each leader got its own error and nobody was stale. Returns the leaders' ids and, for each
+/// waiter, `(its id, the id in the failure it got)`.
+fn join_failures(
+    handles: Vec<JoinHandle<(usize, Role, usize)>>,
+) -> (HashSet<usize>, Vec<(usize, usize)>) {
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let (mut leaders, mut waiters) = (HashSet::new(), Vec::new());
+    for (id, role, by) in results {
+        match role {
+            Role::Led => {
+                assert_eq!(by, id, "a leader gets its own error");
+                leaders.insert(id);
+            }
+            Role::Waited => waiters.push((id, by)),
+            Role::Stale => panic!("the generation never moves here"),
+        }
+    }
+    (leaders, waiters)
+}
+
 /// A marker payload for the refresher's simulated panic. `resume_unwind` unwinds without
 /// running the panic hook, so thousands of executions do not print thousands of panics.
 struct RefresherPanic;
+
+/// What a refresh returns, or the payload it unwound with.
+type Caught = std::thread::Result<(Role, Result<Fresh<u64>, Failure<usize>>)>;
+
+/// Spawns `n` threads that refresh generation 0 with a refresher that panics; each returns
+/// what `catch_unwind` made of its refresh.
+fn spawn_panicking_refreshes(gate: &Arc<TestGate>, n: usize) -> Vec<JoinHandle<Caught>> {
+    let gate = gate.clone();
+    spawn_n(n, move |_| {
+        catch_unwind(AssertUnwindSafe(|| {
+            refresh(
+                &gate,
+                0,
+                deadline(),
+                |_| resume_unwind(Box::new(RefresherPanic)),
+                |_| {},
+            )
+        }))
+    })
+}
 
 /// Every refresher call panics. The thread that ran it unwinds (its `LeaderGuard` publishes
 /// `Panicked` while unwinding); every thread that waited for it gets `Failure::Panicked` at once.
@@ -367,23 +460,8 @@ struct RefresherPanic;
 fn panicking_refresher_releases_every_waiter() {
     static SEEN: Seen = Seen::new();
     model("panicking_refresher_releases_every_waiter", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let gate = gate.clone();
-                thread::spawn(move || {
-                    catch_unwind(AssertUnwindSafe(|| {
-                        refresh(
-                            &gate,
-                            0,
-                            deadline(),
-                            |_| resume_unwind(Box::new(RefresherPanic)),
-                            |_| {},
-                        )
-                    }))
-                })
-            })
-            .collect();
+        let gate = expired_gate();
+        let handles = spawn_panicking_refreshes(&gate, 3);
         let mut panicked = 0;
         for h in handles {
             match h.join().unwrap() {
@@ -412,12 +490,50 @@ fn panicking_refresher_releases_every_waiter() {
 /// so this order must be the order of the changes in memory.
 type Committed = Arc<loom::sync::Mutex<Vec<(u64, Option<u64>)>>>;
 
-fn committer(log: &Committed) -> impl FnOnce(&super::Snapshot<u64>) + '_ {
+/// An empty store log.
+fn new_log() -> Committed {
+    Arc::new(loom::sync::Mutex::new(Vec::new()))
+}
+
+/// A `commit` that logs each change to `log`, or does nothing if there is none.
+fn committer(log: Option<&Committed>) -> impl FnOnce(&Snapshot<u64>) + '_ {
     move |snap| {
-        log.lock()
-            .unwrap()
-            .push((snap.generation, snap.tokens.as_deref().copied()));
+        if let Some(log) = log {
+            log.lock()
+                .unwrap()
+                .push((snap.generation, snap.tokens.as_deref().copied()));
+        }
     }
+}
+
+/// Spawns a login (`Some`) or logout (`None`) committing to `log` if given; the thread
+/// returns the generation it installed.
+fn spawn_replace(
+    gate: &Arc<TestGate>,
+    tokens: Option<u64>,
+    log: Option<&Committed>,
+) -> JoinHandle<u64> {
+    let (gate, log) = (gate.clone(), log.cloned());
+    thread::spawn(move || replace(&gate, tokens, committer(log.as_ref())).generation)
+}
+
+/// Spawns `n` threads that refresh generation 0 with [`counted_fixed`] (token 100), counting
+/// in the returned counter and committing to `log` if given; each thread returns what `then`
+/// makes of its role and result.
+fn spawn_counted_refreshes<R: 'static>(
+    gate: &Arc<TestGate>,
+    log: Option<&Committed>,
+    n: usize,
+    then: fn(Role, Result<Fresh<u64>, Failure<usize>>) -> R,
+) -> (Arc<AtomicUsize>, Vec<JoinHandle<R>>) {
+    let refreshes = counter();
+    let (gate, r, log) = (gate.clone(), refreshes.clone(), log.cloned());
+    let handles = spawn_n(n, move |_| {
+        let commit = committer(log.as_ref());
+        let (role, result) = refresh(&gate, 0, deadline(), counted_fixed(&r, 100), commit);
+        then(role, result)
+    });
+    (refreshes, handles)
 }
 
 /// Checks the store saw every change once, in memory's order, and ends with memory's state.
@@ -436,6 +552,23 @@ fn assert_store_matches(gate: &TestGate, log: &Committed) {
     );
 }
 
+/// Checks the end of a model where a login or logout (`replace`) raced refreshes: memory
+/// holds its `tokens` (else it fails with `overwritten`) at its `generation`, not as a
+/// session expiry, and the store saw every change once, in order.
+fn assert_replace_won(
+    gate: &TestGate,
+    log: &Committed,
+    tokens: Option<u64>,
+    generation: u64,
+    overwritten: &str,
+) {
+    let snap = gate.snapshot();
+    assert_eq!(snap.tokens.as_deref().copied(), tokens, "{overwritten}");
+    assert!(!snap.expired, "a login or logout is not a session expiry");
+    assert_eq!(snap.generation, generation);
+    assert_store_matches(gate, log);
+}
+
 /// A login (`replace` with new tokens) races two threads refreshing the old ones. Whatever the
 /// order, the login wins: a refresh that finishes after it is discarded, and one that finished
 /// before it is overwritten. The refresher runs at most once, and the store ends as memory.
@@ -443,52 +576,27 @@ fn assert_store_matches(gate: &TestGate, log: &Committed) {
 fn replace_racing_refresh_keeps_the_newest_login() {
     static SEEN: Seen = Seen::new();
     model("replace_racing_refresh_keeps_the_newest_login", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let refreshes = Arc::new(AtomicUsize::new(0));
-        let log: Committed = Arc::new(loom::sync::Mutex::new(Vec::new()));
-        let refreshers: Vec<_> = (0..2)
-            .map(|_| {
-                let (gate, refreshes, log) = (gate.clone(), refreshes.clone(), log.clone());
-                thread::spawn(move || {
-                    let (_, r) = refresh(
-                        &gate,
-                        0,
-                        deadline(),
-                        |_| {
-                            refreshes.fetch_add(1, SeqCst);
-                            Attempt::Refreshed(100)
-                        },
-                        committer(&log),
-                    );
-                    let fresh = r.unwrap_or_else(|_| panic!("no failure is injected"));
-                    assert!(fresh.snapshot.generation >= 1);
-                    fresh.snapshot.tokens.map(|t| *t)
-                })
-            })
-            .collect();
-        let (g, l) = (gate.clone(), log.clone());
-        let login = thread::spawn(move || replace(&g, Some(200), committer(&l)).generation);
+        let (gate, log) = (expired_gate(), new_log());
+        let (refreshes, refreshers) = spawn_counted_refreshes(&gate, Some(&log), 2, |_, r| {
+            let fresh = r.unwrap_or_else(|_| panic!("no failure is injected"));
+            assert!(fresh.snapshot.generation >= 1);
+            fresh.snapshot.tokens.map(|t| *t)
+        });
+        let login = spawn_replace(&gate, Some(200), Some(&log));
         let login_generation = login.join().unwrap();
         for h in refreshers {
             let token = h.join().unwrap();
             assert!(matches!(token, Some(100 | 200)));
         }
-        let snap = gate.snapshot();
-        assert_eq!(
-            snap.tokens.as_deref(),
-            Some(&200),
-            "the login is never overwritten"
-        );
-        assert!(!snap.expired);
-        assert_eq!(snap.generation, login_generation);
+        let overwritten = "the login is never overwritten";
+        assert_replace_won(&gate, &log, Some(200), login_generation, overwritten);
         let n = refreshes.load(SeqCst);
         assert!(n <= 1, "{n} refreshes");
-        SEEN.mark(match (n, snap.generation) {
+        SEEN.mark(match (n, login_generation) {
             (0, _) => "login before any refresh",
             (1, 1) => "refresh discarded by the login",
             _ => "refresh installed, then the login",
         });
-        assert_store_matches(&gate, &log);
     });
     SEEN.assert_all(&[
         "login before any refresh",
@@ -505,21 +613,21 @@ fn replace_racing_refresh_keeps_the_newest_login() {
 fn logout_racing_refresh_is_never_undone() {
     static SEEN: Seen = Seen::new();
     model("logout_racing_refresh_is_never_undone", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let log: Committed = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let gate = expired_gate();
+        let log = new_log();
         let refreshers: Vec<_> = [Attempt::Refreshed(100), Attempt::Expired]
             .into_iter()
             .map(|attempt| {
                 let (gate, log) = (gate.clone(), log.clone());
                 thread::spawn(move || {
-                    let (role, r) = refresh(&gate, 0, deadline(), |_| attempt, committer(&log));
+                    let (role, r) =
+                        refresh(&gate, 0, deadline(), |_| attempt, committer(Some(&log)));
                     let fresh = r.unwrap_or_else(|_| panic!("no failure is injected"));
                     (role, fresh.ended_session, fresh.snapshot)
                 })
             })
             .collect();
-        let (g, l) = (gate.clone(), log.clone());
-        let logout = thread::spawn(move || replace(&g, None, committer(&l)).generation);
+        let logout = spawn_replace(&gate, None, Some(&log));
         let logout_generation = logout.join().unwrap();
         let mut ended = 0;
         for h in refreshers {
@@ -533,185 +641,16 @@ fn logout_racing_refresh_is_never_undone() {
             }
         }
         assert!(ended <= 1);
-        let snap = gate.snapshot();
-        assert!(snap.tokens.is_none(), "a refresh resurrected a logout");
-        assert!(!snap.expired, "a logout is not a session expiry");
-        assert_eq!(snap.generation, logout_generation);
-        if snap.generation == 1 {
+        let overwritten = "a refresh resurrected a logout";
+        assert_replace_won(&gate, &log, None, logout_generation, overwritten);
+        if logout_generation == 1 {
             SEEN.mark("refresh discarded by the logout");
         }
-        assert_store_matches(&gate, &log);
     });
     SEEN.assert_all(&[
         "session ended, then logout",
         "refresh discarded by the logout",
     ]);
-}
-
-/// A proactive (refresh-ahead) claim races two blocking refreshes of the same generation:
-/// still exactly one refresh, and everybody ends with its token.
-#[test]
-fn proactive_claim_and_blocking_refresh_refresh_once() {
-    static SEEN: Seen = Seen::new();
-    model("proactive_claim_and_blocking_refresh_refresh_once", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let refreshes = Arc::new(AtomicUsize::new(0));
-        let (g, r) = (gate.clone(), refreshes.clone());
-        let proactive = thread::spawn(move || match TestGate::try_claim(g.clone(), 0) {
-            Some(claim) => {
-                let out = lead(
-                    claim,
-                    |t| {
-                        r.fetch_add(1, SeqCst);
-                        Attempt::Refreshed(**t.unwrap() + 1)
-                    },
-                    |_| {},
-                );
-                assert_eq!(out.ok().unwrap().snapshot.generation, 1);
-                true
-            }
-            None => false,
-        });
-        let blocking: Vec<_> = (0..2)
-            .map(|_| {
-                let (gate, refreshes) = (gate.clone(), refreshes.clone());
-                thread::spawn(move || request(&gate, &refreshes))
-            })
-            .collect();
-        SEEN.mark(if proactive.join().unwrap() {
-            "claimed"
-        } else {
-            "not claimed"
-        });
-        for h in blocking {
-            let (_, token, generation) = h.join().unwrap();
-            assert_eq!((token, generation), (1, 1));
-        }
-        assert_eq!(refreshes.load(SeqCst), 1);
-        assert!(!gate.flight.lock().running);
-    });
-    SEEN.assert_all(&["claimed", "not claimed"]);
-}
-
-/// Two threads wait on a proactive claim that never finishes while a login replaces the
-/// tokens: the login alone must wake them (they take its tokens, none refreshes). Then the
-/// claim is abandoned (as when its thread cannot be spawned) and the gate is free again.
-#[test]
-fn replace_wakes_waiters_of_an_abandoned_claim() {
-    static SEEN: Seen = Seen::new();
-    model("replace_wakes_waiters_of_an_abandoned_claim", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let refreshes = Arc::new(AtomicUsize::new(0));
-        // Claimed before the threads start, so both block on it (or on each other).
-        let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let (gate, refreshes) = (gate.clone(), refreshes.clone());
-                thread::spawn(move || {
-                    let (role, r) = refresh(
-                        &gate,
-                        0,
-                        deadline(),
-                        |_| {
-                            refreshes.fetch_add(1, SeqCst);
-                            Attempt::Refreshed(100)
-                        },
-                        |_| {},
-                    );
-                    (role, r.is_ok())
-                })
-            })
-            .collect();
-        let g = gate.clone();
-        let login = thread::spawn(move || {
-            replace(&g, Some(200), |_| {});
-        });
-        login.join().unwrap();
-        // The claim is still held: only the login's wake-up can free the waiters.
-        for h in waiters {
-            let (role, ok) = h.join().unwrap();
-            assert!(ok);
-            assert_ne!(role, Role::Led, "the claim was still held");
-            SEEN.mark(match role {
-                Role::Waited => "woken by the login",
-                _ => "stale after the login",
-            });
-        }
-        drop(claim);
-        assert!(!gate.flight.lock().running);
-        assert_eq!(refreshes.load(SeqCst), 0);
-        assert_eq!(gate.snapshot().tokens.as_deref(), Some(&200));
-    });
-    SEEN.assert_all(&["woken by the login", "stale after the login"]);
-}
-
-/// A proactive claim is abandoned while two threads wait on it: one of them leads instead,
-/// the refresher runs exactly once, and both get the new token.
-#[test]
-fn abandoned_claim_hands_the_flight_to_a_waiter() {
-    static SEEN: Seen = Seen::new();
-    model("abandoned_claim_hands_the_flight_to_a_waiter", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let refreshes = Arc::new(AtomicUsize::new(0));
-        let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let (gate, refreshes) = (gate.clone(), refreshes.clone());
-                thread::spawn(move || request(&gate, &refreshes))
-            })
-            .collect();
-        thread::spawn(move || drop(claim)).join().unwrap();
-        for h in waiters {
-            let (role, token, generation) = h.join().unwrap();
-            assert_eq!((token, generation), (1, 1));
-            if role == Some(Role::Waited) {
-                SEEN.mark("waited, then led or shared");
-            }
-        }
-        assert_eq!(refreshes.load(SeqCst), 1);
-        assert!(!gate.flight.lock().running);
-    });
-    SEEN.assert_all(&["waited, then led or shared"]);
-}
-
-/// A flight for generation 0 fails while a login moves the tokens to generation 1 and the
-/// login's thread then refreshes generation 1 (its request drew a 401). If it waited on the
-/// old flight, it must not take that flight's failure (it was for tokens it never sent): it
-/// leads its own refresh and gets new tokens.
-#[test]
-fn failure_of_an_older_generation_is_not_shared() {
-    static SEEN: Seen = Seen::new();
-    model("failure_of_an_older_generation_is_not_shared", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
-        let g = gate.clone();
-        let old = thread::spawn(move || {
-            let (role, r) = refresh(&g, 0, deadline(), |_| Attempt::Failed(0), |_| {});
-            (role, r.is_ok())
-        });
-        let g = gate.clone();
-        let new = thread::spawn(move || {
-            let seen = replace(&g, Some(5), |_| {}).generation;
-            let (role, r) = refresh(
-                &g,
-                seen,
-                deadline(),
-                |t| Attempt::Refreshed(**t.unwrap() + 1),
-                |_| {},
-            );
-            let fresh = r.unwrap_or_else(|f| panic!("{role:?}: got {f:?} for generation {seen}"));
-            (seen, fresh.snapshot)
-        });
-        let (old_role, old_ok) = old.join().unwrap();
-        let (seen, snap) = new.join().unwrap();
-        assert_eq!(*snap.tokens.unwrap(), 6);
-        assert_eq!(snap.generation, seen + 1);
-        SEEN.mark(match (old_role, old_ok) {
-            (Role::Led, false) => "old flight failed",
-            (Role::Stale, true) => "old caller stale",
-            other => panic!("old caller: {other:?}"),
-        });
-    });
-    SEEN.assert_all(&["old flight failed", "old caller stale"]);
 }
 
 /// A refresh-ahead flight for generation 0 panics (or its claim is dropped unused) while
@@ -724,8 +663,7 @@ fn a_failed_or_panicking_proactive_flight_is_not_claimed_again() {
     model(
         "a_failed_or_panicking_proactive_flight_is_not_claimed_again",
         || {
-            let gate = Arc::new(TestGate::new(Some(0), ()));
-            let calls = Arc::new(AtomicUsize::new(0));
+            let (gate, calls) = (expired_gate(), counter());
             let proactive = |panics: bool| {
                 let (gate, calls) = (gate.clone(), calls.clone());
                 thread::spawn(move || {
@@ -769,6 +707,126 @@ fn a_failed_or_panicking_proactive_flight_is_not_claimed_again() {
         },
     );
     SEEN.assert_all(&["panicked", "claim dropped", "not claimed"]);
+}
+
+/// A proactive (refresh-ahead) claim races two blocking refreshes of the same generation:
+/// still exactly one refresh, and everybody ends with its token.
+#[test]
+fn proactive_claim_and_blocking_refresh_refresh_once() {
+    static SEEN: Seen = Seen::new();
+    model("proactive_claim_and_blocking_refresh_refresh_once", || {
+        let (gate, refreshes) = (expired_gate(), counter());
+        let (g, r) = (gate.clone(), refreshes.clone());
+        let proactive = thread::spawn(move || match TestGate::try_claim(g.clone(), 0) {
+            Some(claim) => {
+                let out = lead(claim, counted_next(&r), |_| {});
+                assert_eq!(out.ok().unwrap().snapshot.generation, 1);
+                true
+            }
+            None => false,
+        });
+        let blocking = spawn_requests(&gate, &refreshes, 2);
+        SEEN.mark(if proactive.join().unwrap() {
+            "claimed"
+        } else {
+            "not claimed"
+        });
+        join_requests(blocking);
+        assert_eq!(refreshes.load(SeqCst), 1);
+        assert!(!gate.flight.lock().running);
+    });
+    SEEN.assert_all(&["claimed", "not claimed"]);
+}
+
+/// A proactive claim is abandoned while two threads wait on it: one of them leads instead,
+/// the refresher runs exactly once, and both get the new token.
+#[test]
+fn abandoned_claim_hands_the_flight_to_a_waiter() {
+    static SEEN: Seen = Seen::new();
+    model("abandoned_claim_hands_the_flight_to_a_waiter", || {
+        let (gate, claim) = claimed_gate();
+        let refreshes = counter();
+        let waiters = spawn_requests(&gate, &refreshes, 2);
+        thread::spawn(move || drop(claim)).join().unwrap();
+        for role in join_requests(waiters) {
+            if role == Some(Role::Waited) {
+                SEEN.mark("waited, then led or shared");
+            }
+        }
+        assert_eq!(refreshes.load(SeqCst), 1);
+        assert!(!gate.flight.lock().running);
+    });
+    SEEN.assert_all(&["waited, then led or shared"]);
+}
+
+/// Two threads wait on a proactive claim that never finishes while a login replaces the
+/// tokens: the login alone must wake them (they take its tokens, none refreshes). Then the
+/// claim is abandoned (as when its thread cannot be spawned) and the gate is free again.
+#[test]
+fn replace_wakes_waiters_of_an_abandoned_claim() {
+    static SEEN: Seen = Seen::new();
+    model("replace_wakes_waiters_of_an_abandoned_claim", || {
+        // Claimed before the threads start, so both block on it (or on each other).
+        let (gate, claim) = claimed_gate();
+        let (refreshes, waiters) =
+            spawn_counted_refreshes(&gate, None, 2, |role, r| (role, r.is_ok()));
+        spawn_replace(&gate, Some(200), None).join().unwrap();
+        // The claim is still held: only the login's wake-up can free the waiters.
+        for h in waiters {
+            let (role, ok) = h.join().unwrap();
+            assert!(ok);
+            assert_ne!(role, Role::Led, "the claim was still held");
+            SEEN.mark(match role {
+                Role::Waited => "woken by the login",
+                _ => "stale after the login",
+            });
+        }
+        drop(claim);
+        assert!(!gate.flight.lock().running);
+        assert_eq!(refreshes.load(SeqCst), 0);
+        assert_eq!(gate.snapshot().tokens.as_deref(), Some(&200));
+    });
+    SEEN.assert_all(&["woken by the login", "stale after the login"]);
+}
+
+/// A flight for generation 0 fails while a login moves the tokens to generation 1 and the
+/// login's thread then refreshes generation 1 (its request drew a 401). If it waited on the
+/// old flight, it must not take that flight's failure (it was for tokens it never sent): it
+/// leads its own refresh and gets new tokens.
+#[test]
+fn failure_of_an_older_generation_is_not_shared() {
+    static SEEN: Seen = Seen::new();
+    model("failure_of_an_older_generation_is_not_shared", || {
+        let gate = expired_gate();
+        let g = gate.clone();
+        let old = thread::spawn(move || {
+            let (role, r) = refresh(&g, 0, deadline(), |_| Attempt::Failed(0), |_| {});
+            (role, r.is_ok())
+        });
+        let g = gate.clone();
+        let new = thread::spawn(move || {
+            let seen = replace(&g, Some(5), |_| {}).generation;
+            let (role, r) = refresh(
+                &g,
+                seen,
+                deadline(),
+                |t| Attempt::Refreshed(**t.unwrap() + 1),
+                |_| {},
+            );
+            let fresh = r.unwrap_or_else(|f| panic!("{role:?}: got {f:?} for generation {seen}"));
+            (seen, fresh.snapshot)
+        });
+        let (old_role, old_ok) = old.join().unwrap();
+        let (seen, snap) = new.join().unwrap();
+        assert_eq!(*snap.tokens.unwrap(), 6);
+        assert_eq!(snap.generation, seen + 1);
+        SEEN.mark(match (old_role, old_ok) {
+            (Role::Led, false) => "old flight failed",
+            (Role::Stale, true) => "old caller stale",
+            other => panic!("old caller: {other:?}"),
+        });
+    });
+    SEEN.assert_all(&["old flight failed", "old caller stale"]);
 }
 
 /// What the client persists beside the tokens, in this model: the store revision memory
@@ -895,9 +953,8 @@ fn check_poll_outcome(gate: &Gate<u64, usize, Persist>, adopted: bool) -> &'stat
 fn wait_idle_outlasts_a_login_made_during_the_flight() {
     static SEEN: Seen = Seen::new();
     model("wait_idle_outlasts_a_login_made_during_the_flight", || {
-        let gate = Arc::new(TestGate::new(Some(0), ()));
         // Claimed before anything starts, so wait_idle always finds a flight running.
-        let claim = TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet");
+        let (gate, claim) = claimed_gate();
         let leader = thread::spawn(move || {
             let mut ran = false;
             let led = lead(
@@ -910,10 +967,7 @@ fn wait_idle_outlasts_a_login_made_during_the_flight() {
             );
             (led.is_ok(), ran)
         });
-        let g = gate.clone();
-        let login = thread::spawn(move || {
-            replace(&g, Some(200), |_| {});
-        });
+        let login = spawn_replace(&gate, Some(200), None);
         assert!(
             gate.wait_idle(deadline()),
             "wait_idle gave up while the flight ran (loom never times out)"
@@ -949,38 +1003,14 @@ fn a_failure_after_an_abandoned_claim_is_shared_by_its_waiter() {
     model(
         "a_failure_after_an_abandoned_claim_is_shared_by_its_waiter",
         || {
-            let gate = Arc::new(TestGate::new(Some(0), ()));
-            drop(TestGate::try_claim(gate.clone(), 0).expect("nothing else runs yet"));
-            let handles: Vec<_> = (0..2)
-                .map(|id| {
-                    let gate = gate.clone();
-                    thread::spawn(move || {
-                        let (role, result) =
-                            refresh(&gate, 0, deadline(), |_| Attempt::Failed(id), |_| {});
-                        match result {
-                            Err(Failure::Failed(by)) => (id, role, by),
-                            Ok(_) => panic!("a failed flight returned tokens"),
-                            Err(other) => panic!("unexpected failure {other:?}"),
-                        }
-                    })
-                })
-                .collect();
-            let mut flights = 0;
-            for h in handles {
-                let (id, role, by) = h.join().unwrap();
-                match role {
-                    Role::Led => {
-                        assert_eq!(by, id, "a leader gets its own error");
-                        flights += 1;
-                    }
-                    Role::Waited => {
-                        assert_ne!(by, id);
-                        SEEN.mark("waiter shared a failure");
-                    }
-                    Role::Stale => panic!("the generation never moves here"),
-                }
+            let (gate, claim) = claimed_gate();
+            drop(claim);
+            let (leaders, waiters) = join_failures(spawn_failing_refreshes(&gate, 2));
+            for (id, by) in waiters {
+                assert_ne!(by, id);
+                SEEN.mark("waiter shared a failure");
             }
-            SEEN.mark(["one flight", "two flights"][flights - 1]);
+            SEEN.mark(["one flight", "two flights"][leaders.len() - 1]);
             assert!(!gate.flight.lock().running);
         },
     );
