@@ -175,8 +175,8 @@ impl<'s> HeldLock<'s> {
             LockState::Held(lock) => Writer::Locked(lock),
             LockState::Lost => Writer::Unlocked(Arc::new(taken_away())),
         };
-        self.session
-            .write_through(snap, writer, Change::Refreshed, p)
+        let clock = self.session.config.clock();
+        (self.session.persistence).write_through(snap, writer, Change::Refreshed, p, clock)
     }
 }
 
@@ -287,7 +287,7 @@ impl Session {
             }
             result = Err(Error::RefreshTimeout(bound));
         }
-        if self.unsaved.load(Acquire) {
+        if self.persistence.is_unsaved() {
             if let Some(e) = self.retry_unsaved(true) {
                 result = result.and(Err(Error::Store(e)));
             }
@@ -328,7 +328,7 @@ mod tests {
             .unwrap();
         let session = Arc::clone(client.session());
         let flight = Gate::try_claim(GateOf(Arc::clone(&session)), session.gate.generation());
-        let lock = session.store.lock().unwrap().unwrap();
+        let lock = session.persistence.lock().unwrap().unwrap();
         let slot = Arc::new(Slot {
             state: Mutex::new(LockState::Held(lock)),
             taken: AtomicBool::new(false),

@@ -23,7 +23,7 @@ mod lifecycle;
 mod persistence;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -43,32 +43,8 @@ use crate::util::deadline_after;
 
 use self::flight::FlightLog;
 use self::lifecycle::FlightLock;
-pub(crate) use self::persistence::Persisted;
-
-/// How the client keeps its store in step, as the store declares
-/// ([`TokenStore::is_shared`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StoreMode {
-    /// Kept by this process only: written with `save` and `clear`, never read back.
-    Private,
-    /// Shared with other processes or clients: polled before requests, read under its lock
-    /// before refreshing, written only under its lock.
-    Shared,
-}
-
-impl StoreMode {
-    /// The store's lock, read under it (see [`TokenStore::lock`]); `None` for a private
-    /// store, which is never locked: its changes go through `save` and `clear`.
-    pub(crate) fn lock(
-        self,
-        store: &dyn TokenStore,
-    ) -> std::io::Result<Option<crate::store::StoreLock>> {
-        match self {
-            StoreMode::Shared => store.lock(),
-            StoreMode::Private => Ok(None),
-        }
-    }
-}
+use self::persistence::Persistence;
+pub(crate) use self::persistence::{Persisted, StoreMode};
 
 /// The tokens of one client and what keeps them fresh. Fields are written once by `build()`,
 /// except: the gate (see `gate.rs` for which lock guards what), the atomics (each says who
@@ -80,16 +56,8 @@ pub(crate) struct Session {
     gate: Gate<Current, Arc<RefreshError>, Persisted>,
     refresher: Option<Box<dyn Refresh>>,
     token_agent: Agent,
-    store: Box<dyn TokenStore>,
-    mode: StoreMode,
-    /// Mirrors `Persisted::base` (the store revision memory corresponds to), so a request can
-    /// poll the store without taking the persist lock. Written under the persist lock.
-    base_revision: AtomicU64,
-    /// Mirrors `Persisted::unsaved.is_some()`: memory holds a change the store did not take.
-    /// Written under the persist lock; read by every request to decide whether to retry.
-    unsaved: AtomicBool,
-    /// A thread retrying a failed write to a shared store runs (at most one at a time).
-    saving: AtomicBool,
+    /// The store, and the lock-free mirrors of `Persisted` (see `persistence.rs`).
+    persistence: Persistence,
     /// Set once the last handle is dropped or closed: a flight still running makes no new
     /// token call (it finishes the one on the wire and saves it).
     closing: AtomicBool,
@@ -125,11 +93,7 @@ impl Session {
             gate: Gate::new(p.tokens, Persisted::new(p.base, lineage)),
             refresher: p.refresher,
             token_agent: p.token_agent,
-            store: p.store,
-            mode: p.mode,
-            base_revision: AtomicU64::new(p.base.map_or(0, Revision::get)),
-            unsaved: AtomicBool::new(false),
-            saving: AtomicBool::new(false),
+            persistence: Persistence::new(p.store, p.mode, p.base),
             closing: AtomicBool::new(false),
             flight_lock: Mutex::new(None),
             keep: keep::Keep::default(),
@@ -280,7 +244,7 @@ impl fmt::Debug for Session {
             .field("has_tokens", &has_tokens)
             .field("generation", &generation)
             .field("session_expired", &expired)
-            .field("store", &self.mode)
+            .field("store", &self.persistence.mode())
             .finish_non_exhaustive()
     }
 }
