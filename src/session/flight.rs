@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Acquire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::lifecycle::HeldLock;
+use super::flight_lock::HeldLock;
 use super::persistence::Verdict;
 use super::{Persisted, Session};
 use crate::error::{Error, RefreshError};

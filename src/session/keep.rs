@@ -107,11 +107,11 @@ impl Drop for Locked<'_> {
 }
 
 impl Session {
-    /// This client's store's lock (see [`StoreMode::lock`]): the one it keeps, if any, else
-    /// the store's. One thread of the client at a time: another waits for it to be given
-    /// back, at most as long as the longest refresh (`Limits::flight`: the store's lock wait
-    /// and the longest a refresh holds the lock), then takes it from the store (its own lock
-    /// wait).
+    /// This client's store's lock: the one it keeps, if any, else the store's (see
+    /// [`Persistence::lock`](super::persistence::Persistence::lock)). One thread of the
+    /// client at a time: another waits for it to be given back, at most as long as the
+    /// longest refresh (`Limits::flight`: the store's lock wait and the longest a refresh
+    /// holds the lock), then takes it from the store (its own lock wait).
     pub(super) fn lock_store(&self) -> io::Result<Locked<'_>> {
         if !self.persistence.is_shared() {
             return Ok(Locked {

@@ -640,7 +640,7 @@ impl Session {
             // discard its answer (whose refresh token the server has rotated already).
             |p| {
                 verdict = p.may_adopt(self.gate.snapshot().tokens.as_deref(), &stored);
-                p.base == Some(since) && verdict.is_some() && self.flight_lock.lock().is_none()
+                p.base == Some(since) && verdict.is_some() && !self.flight_lock.is_held()
             },
             current,
             |_, p| self.persistence.note_revision(p, revision, lineage),
