@@ -69,8 +69,10 @@ impl StoreMode {
 ///   an unsaved change. Both are written only by the methods that take the `&mut Persisted`
 ///   they mirror ([`Persistence::write_through`], [`Persistence::note_revision`]), so under
 ///   the persist lock and in the same critical section as the field they mirror (`Release`);
-///   read with no lock (`Acquire`) by requests, which may see them a moment late and then
-///   poll or retry once more than needed, never less.
+///   read with no lock (`Acquire`) by requests, which may see them a moment late: an
+///   adoption from a poll made with a stale revision is refused (it checks the revision
+///   against `Persisted` under the persist lock), and a retry missed is made by a later
+///   request.
 /// - `saving` is set (by a swap) by the request that starts the background retry of a
 ///   failed write, and cleared by that retry's thread when it ends (or by the request if the
 ///   thread could not be spawned): at most one such thread runs.
