@@ -13,9 +13,9 @@ use std::sync::atomic::Ordering::Acquire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::lifecycle::HeldLock;
+use super::flight_lock::HeldLock;
 use super::persistence::Verdict;
-use super::{Persisted, Session, StoreMode};
+use super::{Persisted, Session};
 use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::{Failure, Fresh, Gate, Lead, Role};
@@ -196,7 +196,7 @@ impl Session {
                 return Ok(UnderLock::Done);
             }
             let adoptable = p.may_adopt(lead.tokens().map(Arc::as_ref), &stored);
-            (p.base, p.replace_pending, adoptable)
+            (p.base(), p.replace_pending(), adoptable)
         };
         let changed = match base {
             // Older than memory (a refresh token this client spent), or a login or logout of
@@ -229,7 +229,7 @@ impl Session {
             }),
             adopted => {
                 note.adopted = lead.install(adopted, false, |_, p| {
-                    self.note_revision(p, revision, lineage);
+                    self.persistence.note_revision(p, revision, lineage);
                 });
                 Ok(UnderLock::Done)
             }
@@ -310,7 +310,7 @@ impl Session {
                     .map_err(|_| Arc::new(RefreshError::InvalidResponse(RECEIVED_INVALID)))?;
                 // Only a shared store is read back: there a record holding the spent refresh
                 // token must never be adopted.
-                let rotated = self.mode == StoreMode::Shared
+                let rotated = self.persistence.is_shared()
                     && stamped.tokens.refresh_token().map(|r| r.secret())
                         != current.refresh_token().map(|r| r.secret());
                 note.refreshed = lead.install(Some(stamped), false, |snap, p| {
@@ -367,7 +367,7 @@ impl Session {
             return false;
         };
         note.adopted = lead.install(adopted, false, |_, p| {
-            self.note_revision(p, revision, lineage);
+            self.persistence.note_revision(p, revision, lineage);
         });
         note.adopted
     }

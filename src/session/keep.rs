@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{Session, StoreMode};
+use super::Session;
 use crate::logging::TARGET;
 use crate::store::StoreLock;
 use crate::util::deadline_after;
@@ -107,13 +107,13 @@ impl Drop for Locked<'_> {
 }
 
 impl Session {
-    /// This client's store's lock (see [`StoreMode::lock`]): the one it keeps, if any, else
-    /// the store's. One thread of the client at a time: another waits for it to be given
-    /// back, at most as long as the longest refresh (`Limits::flight`: the store's lock wait
-    /// and the longest a refresh holds the lock), then takes it from the store (its own lock
-    /// wait).
+    /// This client's store's lock: the one it keeps, if any, else the store's (see
+    /// [`Persistence::lock`](super::persistence::Persistence::lock)). One thread of the
+    /// client at a time: another waits for it to be given back, at most as long as the
+    /// longest refresh (`Limits::flight`: the store's lock wait and the longest a refresh
+    /// holds the lock), then takes it from the store (its own lock wait).
     pub(super) fn lock_store(&self) -> io::Result<Locked<'_>> {
-        if self.mode == StoreMode::Private {
+        if !self.persistence.is_shared() {
             return Ok(Locked {
                 session: self,
                 lock: None,
@@ -151,7 +151,7 @@ impl Session {
         // Lent from here on: whatever happens (an error, no lock, a panicking store), the
         // slot is emptied again unless a lock is handed out.
         let mut unlend = Unlend(Some(self));
-        match self.mode.lock(&*self.store) {
+        match self.persistence.lock() {
             Ok(Some(lock)) => {
                 unlend.0 = None;
                 Ok(Locked {
@@ -203,8 +203,7 @@ impl Session {
 
     /// Whether the lock must be kept: a refresh this client got is not written.
     fn must_keep(&self) -> bool {
-        let p = self.gate.persisted();
-        p.unsaved.is_some() && !p.replace_pending
+        self.gate.persisted().refresh_unsaved()
     }
 
     /// Starts the retry thread (`writing` is set already).

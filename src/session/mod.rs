@@ -1,32 +1,44 @@
 //! The session: the tokens, and everything that keeps them fresh and in step with the store.
 //! [`Session`] is what a client's handles and its background threads share.
 //!
-//! By concern:
+//! By concern, each part a type of its own that [`Session`] owns, and that the others use
+//! through its methods:
 //! - here: the session's parts and its small API (the tokens for a request, a refresh
-//!   through the gate, a forced refresh);
+//!   through the gate, a forced refresh, closing the client);
 //! - `flight.rs`: the refresh path, "tokens newer than generation g", the same code for a
 //!   401, an expiry, a background refresh-ahead, a forced refresh and an acquisition;
 //! - `persistence.rs`: how memory and the store stay in step: writes in the order of
 //!   installs, adopting what other processes stored, retrying a write that failed, logins
-//!   and logouts;
-//! - `lifecycle.rs`: the store lock a flight holds (and how a flight that holds it too long
-//!   loses it), and finishing a refresh before the client goes away.
+//!   and logouts. `Persisted` is what the client knows about its store (under the gate's
+//!   persist lock), `Persistence` the store itself and lock-free mirrors of `Persisted`;
+//! - `flight_lock.rs`: the store lock a flight holds (`FlightLock`, the session's
+//!   registration of it; `HeldLock`, the flight's hold on it), and how a flight that holds
+//!   it too long loses it;
+//! - `keep.rs`: every taking of the store's lock by the session, and the lock kept while a
+//!   refresh is not written (`Keep`).
 //!
-//! Lock order, extending the gate's: a shared store's own lock (the cross-process one) is
-//! taken before the gate's persist lock, never while holding it; the persist lock before
-//! `Session::flight_lock`; `Session::flight_lock` before a flight's lock slot; the persist
-//! lock before a slot.
+//! Lock order, extending the gate's (`flight` before `state`, `persist` before `state`):
+//! - a shared store's own lock (the cross-process one, taken through `Session::lock_store`)
+//!   before the gate's persist lock, never while holding it;
+//! - the persist lock before `FlightLock`'s mutex (an adoption asks whether a flight holds
+//!   the store's lock) and before a flight's `Slot` mutex (a flight's write, in its
+//!   install's commit);
+//! - a `Slot` mutex is held across store I/O through the flight's lock, and nothing of the
+//!   session is taken under it; who takes the lock away from a flight only tries it;
+//! - `FlightLock`'s mutex and `Keep`'s are innermost: nothing is taken while either is held
+//!   (`Session::give_back` asks the persist lock whether to keep a lock before it takes
+//!   `Keep`'s); `Persistence` has no lock (atomics, each written as its doc says).
 
 mod flight;
+mod flight_lock;
 mod keep;
-mod lifecycle;
 mod persistence;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Release;
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
 use ureq::Agent;
 
 use crate::config::Config;
@@ -34,6 +46,7 @@ use crate::error::{Error, RefreshError};
 use crate::event::{Event, RefreshReason};
 use crate::gate::Gate;
 use crate::hooks::Hooks;
+use crate::logging::TARGET;
 use crate::login::RevocationError;
 use crate::reentry;
 use crate::refresh::Refresh;
@@ -42,37 +55,14 @@ use crate::tokens::{Current, Tokens};
 use crate::util::deadline_after;
 
 use self::flight::FlightLog;
-use self::lifecycle::FlightLock;
-pub(crate) use self::persistence::Persisted;
-
-/// How the client keeps its store in step, as the store declares
-/// ([`TokenStore::is_shared`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StoreMode {
-    /// Kept by this process only: written with `save` and `clear`, never read back.
-    Private,
-    /// Shared with other processes or clients: polled before requests, read under its lock
-    /// before refreshing, written only under its lock.
-    Shared,
-}
-
-impl StoreMode {
-    /// The store's lock, read under it (see [`TokenStore::lock`]); `None` for a private
-    /// store, which is never locked: its changes go through `save` and `clear`.
-    pub(crate) fn lock(
-        self,
-        store: &dyn TokenStore,
-    ) -> std::io::Result<Option<crate::store::StoreLock>> {
-        match self {
-            StoreMode::Shared => store.lock(),
-            StoreMode::Private => Ok(None),
-        }
-    }
-}
+use self::flight_lock::FlightLock;
+use self::persistence::Persistence;
+pub(crate) use self::persistence::{Persisted, StoreMode};
 
 /// The tokens of one client and what keeps them fresh. Fields are written once by `build()`,
-/// except: the gate (see `gate.rs` for which lock guards what), the atomics (each says who
-/// writes it) and `flight_lock` (its own mutex).
+/// except the parts that guard their own state: the gate (see `gate.rs` for which lock
+/// guards what), `persistence`, `flight_lock` and `keep` (each type's doc says which lock
+/// guards which field and who writes each atomic), and `closing`.
 pub(crate) struct Session {
     config: Arc<Config>,
     hooks: Hooks,
@@ -80,22 +70,15 @@ pub(crate) struct Session {
     gate: Gate<Current, Arc<RefreshError>, Persisted>,
     refresher: Option<Box<dyn Refresh>>,
     token_agent: Agent,
-    store: Box<dyn TokenStore>,
-    mode: StoreMode,
-    /// Mirrors `Persisted::base` (the store revision memory corresponds to), so a request can
-    /// poll the store without taking the persist lock. Written under the persist lock.
-    base_revision: AtomicU64,
-    /// Mirrors `Persisted::unsaved.is_some()`: memory holds a change the store did not take.
-    /// Written under the persist lock; read by every request to decide whether to retry.
-    unsaved: AtomicBool,
-    /// A thread retrying a failed write to a shared store runs (at most one at a time).
-    saving: AtomicBool,
-    /// Set once the last handle is dropped or closed: a flight still running makes no new
-    /// token call (it finishes the one on the wire and saves it).
+    /// The store, and the lock-free mirrors of `Persisted` (see `persistence.rs`).
+    persistence: Persistence,
+    /// Set once (never cleared), by [`Session::shut_down`] of the last handle: a flight still
+    /// running makes no new token call (it finishes the one on the wire and saves it), and
+    /// the thread retrying a kept lock's write ends (see `keep.rs`).
     closing: AtomicBool,
     /// The store lock held by the flight running now, so a flight that holds it too long
-    /// (a hung custom refresher) can be made to give it up. Guarded by its own mutex.
-    flight_lock: Mutex<Option<FlightLock>>,
+    /// (a hung custom refresher) can be made to give it up (see `flight_lock.rs`).
+    flight_lock: FlightLock,
     /// The store's lock, kept while a refresh is not written (see `keep.rs`).
     keep: keep::Keep,
     /// This session, for the threads it starts from a `&self` (set by [`Session::into_arc`]).
@@ -125,13 +108,9 @@ impl Session {
             gate: Gate::new(p.tokens, Persisted::new(p.base, lineage)),
             refresher: p.refresher,
             token_agent: p.token_agent,
-            store: p.store,
-            mode: p.mode,
-            base_revision: AtomicU64::new(p.base.map_or(0, Revision::get)),
-            unsaved: AtomicBool::new(false),
-            saving: AtomicBool::new(false),
+            persistence: Persistence::new(p.store, p.mode, p.base),
             closing: AtomicBool::new(false),
-            flight_lock: Mutex::new(None),
+            flight_lock: FlightLock::default(),
             keep: keep::Keep::default(),
             this: Weak::new(),
         }
@@ -271,6 +250,49 @@ impl Session {
     pub(crate) fn key(&self) -> usize {
         self as *const Session as usize
     }
+
+    /// Finishes with the client: waits for a refresh in flight and retries a failed write
+    /// (see [`crate::AuthClient::close`]). Called once per handle closed. `last`: no other
+    /// handle is left, so the flight makes no new token call, the wait is bounded by one
+    /// call, and a flight still running then loses the store's lock, whatever its age (the
+    /// process is about to end). A handle that is not the last one takes the lock only from
+    /// a flight that held it past its bound, as a waiter giving up does.
+    pub(crate) fn shut_down(&self, last: bool) -> Result<(), Error> {
+        if reentry::is_busy(self.key()) {
+            return Err(Error::Reentrant);
+        }
+        if last {
+            self.closing.store(true, Release);
+            self.wake_keeper();
+        }
+        let limits = self.config.limits();
+        let bound = if last {
+            limits.closing()
+        } else {
+            limits.flight
+        };
+        log::debug!(target: TARGET, "closing the client ({} handle): waiting up to {bound:?} for a refresh in flight",
+            if last { "last" } else { "not the last" });
+        let mut result = Ok(());
+        if !self.gate.wait_idle(deadline_after(bound)) {
+            if self.release_stuck_lock(last) {
+                log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \
+                    its store lock is released and its result will not be saved");
+            }
+            result = Err(Error::RefreshTimeout(bound));
+        }
+        if self.persistence.is_unsaved() {
+            if let Some(e) = self.retry_unsaved(true) {
+                result = result.and(Err(Error::Store(e)));
+            }
+        }
+        if last {
+            // A lock kept for a refresh that could not be written is released: the process
+            // is about to end (see `keep.rs`).
+            self.release_kept();
+        }
+        result
+    }
 }
 
 impl fmt::Debug for Session {
@@ -280,7 +302,7 @@ impl fmt::Debug for Session {
             .field("has_tokens", &has_tokens)
             .field("generation", &generation)
             .field("session_expired", &expired)
-            .field("store", &self.mode)
+            .field("store", &self.persistence.mode())
             .finish_non_exhaustive()
     }
 }

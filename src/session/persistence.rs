@@ -1,62 +1,131 @@
 //! How memory and the store stay in step: every change written in the order of installs
 //! (under the gate's persist lock), logins and logouts written under a shared store's lock,
 //! what other processes stored adopted before requests, and a write that failed retried.
+//!
+//! Two types, split by the lock that guards them:
+//! - [`Persisted`], the record of what the client knows about its store (the revision and
+//!   session memory corresponds to, a pending write and its error, the refresh tokens spent),
+//!   lives inside the gate, under its persist lock, and changes in the `commit` of each
+//!   install, so it always matches memory;
+//! - [`Persistence`], owned by the session, holds what needs no lock: the store itself, how
+//!   it is kept ([`StoreMode`]), and lock-free mirrors of `Persisted` for the request path
+//!   (which polls the store and retries a failed write without taking the persist lock).
+//!
+//! A write reaches the store only through [`Persistence::write_through`] (the outcome
+//! recorded in `Persisted` and its mirrors at once), and what the store is known to hold
+//! only through [`Persistence::note_revision`]: both take the `Persisted` they update, so
+//! they run under the persist lock.
 
 use std::io;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::keep::Locked;
-use super::{Session, StoreMode};
+use super::Session;
+use crate::clock::Clock;
 use crate::error::Error;
 use crate::event::Event;
 use crate::gate::Snapshot;
 use crate::logging::Chain;
 use crate::reentry;
-use crate::store::{Revision, StoreLock, Stored};
+use crate::store::{Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::{Current, Lineage, Tokens};
 
 /// A failed write is retried on requests at most this often.
 const RETRY_UNSAVED_EVERY: Duration = Duration::from_secs(1);
 
+/// How the client keeps its store in step, as the store declares
+/// ([`TokenStore::is_shared`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoreMode {
+    /// Kept by this process only: written with `save` and `clear`, never read back.
+    Private,
+    /// Shared with other processes or clients: polled before requests, read under its lock
+    /// before refreshing, written only under its lock.
+    Shared,
+}
+
+impl StoreMode {
+    /// The store's lock, read under it (see [`TokenStore::lock`]); `None` for a private
+    /// store, which is never locked: its changes go through `save` and `clear`.
+    pub(crate) fn lock(
+        self,
+        store: &dyn TokenStore,
+    ) -> std::io::Result<Option<crate::store::StoreLock>> {
+        match self {
+            StoreMode::Shared => store.lock(),
+            StoreMode::Private => Ok(None),
+        }
+    }
+}
+
+/// The session's store, and what the request path knows of it without the persist lock.
+///
+/// Invariants:
+/// - `store` and `mode` are set once, by [`Persistence::new`].
+/// - `base_revision` mirrors [`Persisted`]'s `base`, and `unsaved` whether `Persisted` holds
+///   an unsaved change. Both are written only by the methods that take the `&mut Persisted`
+///   they mirror ([`Persistence::write_through`], [`Persistence::note_revision`]), so under
+///   the persist lock and in the same critical section as the field they mirror (`Release`);
+///   read with no lock (`Acquire`) by requests, which may see them a moment late: an
+///   adoption from a poll made with a stale revision is refused (it checks the revision
+///   against `Persisted` under the persist lock), and a retry missed is made by a later
+///   request.
+/// - `saving` is set (by a swap) by the request that starts the background retry of a
+///   failed write, and cleared by that retry's thread when it ends (or by the request if the
+///   thread could not be spawned): at most one such thread runs.
+pub(super) struct Persistence {
+    store: Box<dyn TokenStore>,
+    mode: StoreMode,
+    /// Mirrors `Persisted::base` (the store revision memory corresponds to; 0 while unknown),
+    /// so a request can poll the store without taking the persist lock.
+    base_revision: AtomicU64,
+    /// Mirrors `Persisted::unsaved.is_some()`: memory holds a change the store did not take.
+    /// Read by every request to decide whether to retry.
+    unsaved: AtomicBool,
+    /// A thread retrying a failed write to a shared store runs (at most one at a time).
+    saving: AtomicBool,
+}
+
 /// What the client knows about its store. Guarded by the gate's persist lock; written in the
-/// `commit` of each install (and by a retried write), so it always matches memory.
+/// `commit` of each install (and by a retried write), so it always matches memory. Its
+/// fields are this file's: other files ask through its methods.
 pub(crate) struct Persisted {
     /// Shared stores: the revision the tokens in memory correspond to, i.e. what this client
     /// last read from or wrote to the store. A stored revision other than this one is another
     /// process's (or client's) newer change. `None` until known (a store that can be locked
-    /// but not polled, before the first write). Mirrored in `Session::base_revision`.
-    pub(crate) base: Option<Revision>,
+    /// but not polled, before the first write). Mirrored in `Persistence::base_revision`.
+    base: Option<Revision>,
     /// The error of the last write, while memory holds a change the store did not take.
-    /// Mirrored in `Session::unsaved`.
-    pub(crate) unsaved: Option<Arc<io::Error>>,
+    /// Mirrored in `Persistence::unsaved`.
+    unsaved: Option<Arc<io::Error>>,
     /// The unsaved change includes a login or logout the user asked for: the next retry
     /// writes it over whatever a shared store holds by then, and nothing the store holds
     /// (another process still on the old session refreshing it) replaces it meanwhile.
     /// Without it, an unsaved refresh gives way to a newer record another process stored.
-    pub(crate) replace_pending: bool,
+    replace_pending: bool,
     /// Shared stores: the lineage (see [`Tokens::lineage`]) of the tokens at `base`, i.e. of
     /// the session the store held when memory and store last agreed.
-    pub(crate) base_lineage: Option<Lineage>,
+    base_lineage: Option<Lineage>,
     /// While `replace_pending`: the lineage the pending login or logout replaces (the
     /// session the store held, as read under its lock, when it was made). The retry writes
     /// it only over that session (or one the store cannot name); a record of another login
     /// made meanwhile wins.
-    pub(crate) replaced: Option<Lineage>,
+    replaced: Option<Lineage>,
     /// While `replace_pending`: the lineage memory holds for the pending change (a login's;
     /// `None` for a logout), and those of earlier logins of this client made while a change
     /// was pending (any of them may have reached the store unanswered): a record of one of
     /// those is this client's own, older than the pending change.
-    pub(crate) pending_lineage: Option<Lineage>,
-    pub(crate) written: Vec<Lineage>,
+    pending_lineage: Option<Lineage>,
+    written: Vec<Lineage>,
     /// Fingerprints of the last refresh tokens this client spent (presented and got a new
     /// one for): a record holding one of them is older than memory, never adopted, whatever
     /// its revision (this client's own write whose answer was lost, read back later).
-    pub(crate) spent: std::collections::VecDeque<u64>,
+    spent: std::collections::VecDeque<u64>,
     /// When (by the client's clock) a failed write was last retried.
-    pub(crate) last_retry: Option<SystemTime>,
+    last_retry: Option<SystemTime>,
 }
 
 /// What a login or logout of this client that is not written yet becomes, judged against
@@ -158,11 +227,189 @@ impl Persisted {
 
 impl Persisted {
     /// No login or logout is pending any more.
-    pub(crate) fn clear_pending(&mut self) {
+    fn clear_pending(&mut self) {
         self.replace_pending = false;
         self.replaced = None;
         self.pending_lineage = None;
         self.written.clear();
+    }
+
+    /// The revision of a shared store memory corresponds to (`None` until known).
+    pub(super) fn base(&self) -> Option<Revision> {
+        self.base
+    }
+
+    /// Whether a login or logout of this client is not written yet (see `replace_pending`).
+    pub(super) fn replace_pending(&self) -> bool {
+        self.replace_pending
+    }
+
+    /// Whether memory holds a refresh this client got that the store did not take (and no
+    /// login or logout): the store still holds the refresh token it spent.
+    pub(super) fn refresh_unsaved(&self) -> bool {
+        self.unsaved.is_some() && !self.replace_pending
+    }
+
+    /// Takes the turn to retry a failed write: `Err(None)` if nothing is unsaved,
+    /// `Err(Some(error))` if the last try was less than a second ago by `clock` (unless
+    /// `force`).
+    fn take_retry(&mut self, clock: &dyn Clock, force: bool) -> Result<(), Option<Arc<io::Error>>> {
+        let Some(err) = self.unsaved.clone() else {
+            return Err(None);
+        };
+        let now = clock.now();
+        // A clock that went back does not hold the retry up.
+        let recent = |t: SystemTime| {
+            now.duration_since(t)
+                .is_ok_and(|since| since < RETRY_UNSAVED_EVERY)
+        };
+        if !force && self.last_retry.is_some_and(recent) {
+            return Err(Some(err));
+        }
+        self.last_retry = Some(now);
+        Ok(())
+    }
+}
+
+impl Persistence {
+    /// `store`, kept as `mode` says; memory corresponds to its revision `base`, if known.
+    pub(super) fn new(store: Box<dyn TokenStore>, mode: StoreMode, base: Option<Revision>) -> Self {
+        Persistence {
+            store,
+            mode,
+            base_revision: AtomicU64::new(base.map_or(0, Revision::get)),
+            unsaved: AtomicBool::new(false),
+            saving: AtomicBool::new(false),
+        }
+    }
+
+    /// How the store is kept.
+    pub(super) fn mode(&self) -> StoreMode {
+        self.mode
+    }
+
+    /// Whether the store is shared (see [`StoreMode::Shared`]).
+    pub(super) fn is_shared(&self) -> bool {
+        self.mode == StoreMode::Shared
+    }
+
+    /// The store's own lock (see [`StoreMode::lock`]), taken from the store: the session
+    /// takes it only through `Session::lock_store` (see `keep.rs`).
+    pub(super) fn lock(&self) -> io::Result<Option<StoreLock>> {
+        self.mode.lock(&*self.store)
+    }
+
+    /// Whether memory holds a change the store did not take (the mirror; no lock).
+    pub(super) fn is_unsaved(&self) -> bool {
+        self.unsaved.load(Acquire)
+    }
+
+    /// The revision memory corresponds to, as mirrored (no lock; 0 while unknown).
+    fn base_revision(&self) -> Revision {
+        Revision::new(self.base_revision.load(Acquire))
+    }
+
+    /// What a shared store holds if it changed since `since` (see [`TokenStore::poll`]).
+    fn poll(&self, since: Revision) -> io::Result<Option<Stored>> {
+        self.store.poll(Some(since))
+    }
+
+    /// Writes `snap` to the store and records the outcome in `p` (and its mirrors): a failed
+    /// write leaves the change unsaved (a login or logout as `replace_pending`, until a write
+    /// succeeds), retried no sooner than a second later by `clock`. Called under the persist
+    /// lock, in the order of installs.
+    pub(super) fn write_through(
+        &self,
+        snap: &Snapshot<Current>,
+        writer: Writer<'_>,
+        change: Change,
+        p: &mut Persisted,
+        clock: &dyn Clock,
+    ) -> Result<(), Arc<io::Error>> {
+        let tokens = snap.tokens.as_ref().map(|c| &c.tokens);
+        // The session the store holds, as read under its lock: what a login or logout that
+        // fails now replaces (the last one this client saw, without the lock).
+        let under_lock = match &writer {
+            Writer::Locked(lock) => lock
+                .stored()
+                .ok()
+                .map(|s| s.tokens().and_then(Tokens::lineage)),
+            _ => None,
+        };
+        let written = match writer {
+            Writer::Locked(lock) => lock.write(tokens).map(Some).map_err(Arc::new),
+            Writer::Plain => match tokens {
+                Some(t) => self.store.save(t),
+                None => self.store.clear(),
+            }
+            .map(|()| None)
+            .map_err(Arc::new),
+            Writer::Unlocked(e) => Err(e),
+        };
+        match written {
+            Ok(revision) => {
+                if let Some(revision) = revision {
+                    self.note_revision(p, revision, tokens.and_then(Tokens::lineage));
+                }
+                p.unsaved = None;
+                p.clear_pending();
+                self.unsaved.store(false, Release);
+                Ok(())
+            }
+            Err(e) => {
+                if change == Change::Replaced {
+                    let lineage = tokens.and_then(Tokens::lineage);
+                    if p.replace_pending {
+                        // A change over a pending one: the earlier login may have reached
+                        // the store unanswered, and is this client's own.
+                        if let Some(earlier) = p.pending_lineage.take() {
+                            p.written.push(earlier);
+                        }
+                    } else {
+                        p.replaced = under_lock.unwrap_or(p.base_lineage);
+                        p.replace_pending = true;
+                    }
+                    p.pending_lineage = lineage;
+                }
+                p.unsaved = Some(Arc::clone(&e));
+                p.last_retry = Some(clock.now());
+                self.unsaved.store(true, Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records in `p` (and its mirrors) that memory now corresponds to the shared store's
+    /// `revision`, a record of the session `lineage`: nothing is unsaved any more. Called
+    /// under the persist lock.
+    pub(super) fn note_revision(
+        &self,
+        p: &mut Persisted,
+        revision: Revision,
+        lineage: Option<Lineage>,
+    ) {
+        p.base = Some(revision);
+        p.base_lineage = lineage;
+        p.unsaved = None;
+        p.clear_pending();
+        self.base_revision.store(revision.get(), Release);
+        self.unsaved.store(false, Release);
+    }
+
+    /// Takes the turn to start the background retry of a failed write: false if one runs.
+    /// The retry gives the turn back with [`Persistence::end_saving`].
+    fn start_saving(&self) -> bool {
+        !self.saving.swap(true, AcqRel)
+    }
+
+    /// Whether the background retry of a failed write runs.
+    fn saving(&self) -> bool {
+        self.saving.load(Acquire)
+    }
+
+    /// The background retry ended (or never started).
+    fn end_saving(&self) {
+        self.saving.store(false, Release);
     }
 }
 
@@ -257,7 +504,13 @@ impl Session {
             |_| true,
             tokens,
             |snap, p| {
-                written = self.write_through(snap, Writer::of(&mut lock), Change::Replaced, p);
+                written = self.persistence.write_through(
+                    snap,
+                    Writer::of(&mut lock),
+                    Change::Replaced,
+                    p,
+                    self.config.clock(),
+                );
             },
         );
         drop(lock);
@@ -296,7 +549,13 @@ impl Session {
                 |_| true,
                 None,
                 |s, p| {
-                    written = self.write_through(s, Writer::of(&mut lock), Change::Replaced, p);
+                    written = self.persistence.write_through(
+                        s,
+                        Writer::of(&mut lock),
+                        Change::Replaced,
+                        p,
+                        self.config.clock(),
+                    );
                 },
             );
             // The generation moved between the read and the clear: log out the newer tokens.
@@ -333,8 +592,8 @@ impl Session {
     /// a thread of its own), and adopts what another process (or client) stored since this
     /// client last read or wrote a shared store.
     pub(crate) fn sync_store(self: &Arc<Self>) -> Result<(), Error> {
-        let unsaved = self.unsaved.load(Acquire);
-        let shared = self.mode == StoreMode::Shared;
+        let unsaved = self.persistence.is_unsaved();
+        let shared = self.persistence.is_shared();
         if !shared && !unsaved {
             return Ok(());
         }
@@ -350,10 +609,10 @@ impl Session {
             self.retry_unsaved_in_background();
         }
         let generation = self.gate.generation();
-        let since = Revision::new(self.base_revision.load(Acquire));
+        let since = self.persistence.base_revision();
         let polled = {
             let _busy = reentry::enter(self.key());
-            self.store.poll(Some(since))
+            self.persistence.poll(since)
         };
         match polled.map_err(|e| Error::Store(Arc::new(e)))? {
             None => Ok(()),
@@ -383,10 +642,10 @@ impl Session {
             // discard its answer (whose refresh token the server has rotated already).
             |p| {
                 verdict = p.may_adopt(self.gate.snapshot().tokens.as_deref(), &stored);
-                p.base == Some(since) && verdict.is_some() && self.flight_lock.lock().is_none()
+                p.base == Some(since) && verdict.is_some() && !self.flight_lock.is_held()
             },
             current,
-            |_, p| self.note_revision(p, revision, lineage),
+            |_, p| self.persistence.note_revision(p, revision, lineage),
         );
         if let Some(snap) = adopted {
             if verdict == Some(Verdict::Superseded) {
@@ -422,43 +681,28 @@ impl Session {
     /// of its own (one at a time), because taking the store's lock can wait for another
     /// process's whole refresh, and a request with a valid token never waits for that.
     fn retry_unsaved_in_background(self: &Arc<Self>) {
-        if self.saving.load(Acquire) || self.take_retry(false).is_err() {
+        if self.persistence.saving() || self.take_retry(false).is_err() {
             return;
         }
-        if self.saving.swap(true, AcqRel) {
+        if !self.persistence.start_saving() {
             return;
         }
         let session = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("tokengate-save".into())
             .spawn(move || {
-                let _done = ClearOnDrop(&session.saving);
+                let _done = EndSaving(&session.persistence);
                 let _ = session.write_unsaved(true);
             });
         if spawned.is_err() {
             // Retried by a later request.
-            self.saving.store(false, Release);
+            self.persistence.end_saving();
         }
     }
 
-    /// Takes the turn to retry a failed write: `Err(None)` if nothing is unsaved,
-    /// `Err(Some(error))` if the last try was less than a second ago (unless `force`).
+    /// Takes the turn to retry a failed write (see `Persisted::take_retry`).
     fn take_retry(&self, force: bool) -> Result<(), Option<Arc<io::Error>>> {
-        let mut p = self.gate.persisted();
-        let Some(err) = p.unsaved.clone() else {
-            return Err(None);
-        };
-        let now = self.config.clock().now();
-        // A clock that went back does not hold the retry up.
-        let recent = |t: SystemTime| {
-            now.duration_since(t)
-                .is_ok_and(|since| since < RETRY_UNSAVED_EVERY)
-        };
-        if !force && p.last_retry.is_some_and(recent) {
-            return Err(Some(err));
-        }
-        p.last_retry = Some(now);
-        Ok(())
+        self.gate.persisted().take_retry(self.config.clock(), force)
     }
 
     /// The retry itself (see [`Session::retry_unsaved`]). Events are sent once the store is
@@ -490,7 +734,7 @@ impl Session {
             Retried::Newer(generation, since, stored) => {
                 let adopted = self.adopt(generation, since, stored);
                 // Nothing unsaved any more: a kept lock is released now.
-                if !self.unsaved.load(Acquire) {
+                if !self.persistence.is_unsaved() {
                     self.release_kept();
                 }
                 adopted.err().map(|e| Arc::new(io::Error::other(e)))
@@ -544,90 +788,17 @@ impl Session {
             _ => {}
         }
         Some(
-            match self.write_through(&snap, Writer::of(lock), Change::Refreshed, &mut p) {
+            match self.persistence.write_through(
+                &snap,
+                Writer::of(lock),
+                Change::Refreshed,
+                &mut p,
+                self.config.clock(),
+            ) {
                 Ok(()) => Retried::Saved,
                 Err(e) => Retried::Failed(e, snap.generation),
             },
         )
-    }
-
-    /// Writes `snap` to the store and records the outcome in `p`: a failed write leaves the
-    /// change unsaved (a login or logout as `replace_pending`, until a write succeeds).
-    /// Called under the persist lock, in the order of installs.
-    pub(super) fn write_through(
-        &self,
-        snap: &Snapshot<Current>,
-        writer: Writer<'_>,
-        change: Change,
-        p: &mut Persisted,
-    ) -> Result<(), Arc<io::Error>> {
-        let tokens = snap.tokens.as_ref().map(|c| &c.tokens);
-        // The session the store holds, as read under its lock: what a login or logout that
-        // fails now replaces (the last one this client saw, without the lock).
-        let under_lock = match &writer {
-            Writer::Locked(lock) => lock
-                .stored()
-                .ok()
-                .map(|s| s.tokens().and_then(Tokens::lineage)),
-            _ => None,
-        };
-        let written = match writer {
-            Writer::Locked(lock) => lock.write(tokens).map(Some).map_err(Arc::new),
-            Writer::Plain => match tokens {
-                Some(t) => self.store.save(t),
-                None => self.store.clear(),
-            }
-            .map(|()| None)
-            .map_err(Arc::new),
-            Writer::Unlocked(e) => Err(e),
-        };
-        match written {
-            Ok(revision) => {
-                if let Some(revision) = revision {
-                    self.note_revision(p, revision, tokens.and_then(Tokens::lineage));
-                }
-                p.unsaved = None;
-                p.clear_pending();
-                self.unsaved.store(false, Release);
-                Ok(())
-            }
-            Err(e) => {
-                if change == Change::Replaced {
-                    let lineage = tokens.and_then(Tokens::lineage);
-                    if p.replace_pending {
-                        // A change over a pending one: the earlier login may have reached
-                        // the store unanswered, and is this client's own.
-                        if let Some(earlier) = p.pending_lineage.take() {
-                            p.written.push(earlier);
-                        }
-                    } else {
-                        p.replaced = under_lock.unwrap_or(p.base_lineage);
-                        p.replace_pending = true;
-                    }
-                    p.pending_lineage = lineage;
-                }
-                p.unsaved = Some(Arc::clone(&e));
-                p.last_retry = Some(self.config.clock().now());
-                self.unsaved.store(true, Release);
-                Err(e)
-            }
-        }
-    }
-
-    /// Records that memory now corresponds to the shared store's `revision`, a record of the
-    /// session `lineage`.
-    pub(super) fn note_revision(
-        &self,
-        p: &mut Persisted,
-        revision: Revision,
-        lineage: Option<Lineage>,
-    ) {
-        p.base = Some(revision);
-        p.base_lineage = lineage;
-        p.unsaved = None;
-        p.clear_pending();
-        self.base_revision.store(revision.get(), Release);
-        self.unsaved.store(false, Release);
     }
 }
 
@@ -646,12 +817,13 @@ impl Session {
     }
 }
 
-/// Clears a flag however the scope ends, also by a panicking listener or store.
-struct ClearOnDrop<'a>(&'a AtomicBool);
+/// Ends the background retry's turn however its thread ends, also by a panicking listener
+/// or store.
+struct EndSaving<'a>(&'a Persistence);
 
-impl Drop for ClearOnDrop<'_> {
+impl Drop for EndSaving<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Release);
+        self.0.end_saving();
     }
 }
 

@@ -1,7 +1,10 @@
-//! The store lock a flight holds, and the end of a flight that runs too long or outlives the
-//! client: a flight that holds a shared store's lock past its bound (a hung custom
-//! refresher) has it taken away, so other processes can go on; closing the client waits
-//! for the refresh in flight, once, and saves what it got.
+//! The shared store's lock a flight holds, and how a flight that holds it too long loses
+//! it: a flight that holds the lock past its bound (a hung custom refresher) has it taken
+//! away, so other processes can go on; it then makes no token call and its write is refused.
+//!
+//! [`FlightLock`] (the session's) registers the lock of the flight running now; the flight
+//! holds it as a [`HeldLock`], through which it reads, confirms and writes, and which gives
+//! it back when the flight ends (see `keep.rs`).
 
 use std::cell::Cell;
 use std::io;
@@ -14,10 +17,9 @@ use parking_lot::Mutex;
 
 use super::persistence::{Change, Persisted, Writer};
 use super::Session;
-use crate::error::{Error, RefreshError};
+use crate::error::RefreshError;
 use crate::gate::Snapshot;
 use crate::logging::TARGET;
-use crate::reentry;
 use crate::store::{StoreLock, Stored};
 use crate::tokens::{Current, RefreshToken};
 use crate::util::deadline_after;
@@ -31,7 +33,7 @@ fn taken_away() -> io::Error {
 }
 
 /// The store lock of a flight.
-pub(super) enum LockState {
+enum LockState {
     /// A private store: there is no lock.
     Unshared,
     /// The shared store's lock, held.
@@ -40,9 +42,26 @@ pub(super) enum LockState {
     Lost,
 }
 
-/// The lock of the flight running now, registered in `Session::flight_lock` so that a flight
-/// holding it too long can be made to give it up.
-pub(crate) struct FlightLock {
+/// The shared store's lock of the flight running now, registered so that a flight holding
+/// it too long can be made to give it up ([`Session::release_stuck_lock`]). Owned by the
+/// session.
+///
+/// Invariants:
+/// - `running` is guarded by its own mutex, held only to look at or change it: never across
+///   store I/O, and no other lock is taken while it is held. It is taken after the gate's
+///   persist lock (an adoption asks [`FlightLock::is_held`] under it), never before.
+/// - At most one flight is registered: only the gate's one flight registers, and only a
+///   shared store's lock. A flight removes its own registration only (when its
+///   [`HeldLock`] drops), never one that replaced it; [`FlightLock::take_stuck`] removes a
+///   registration it takes the lock away from.
+/// - A registered [`Slot`] is shared by the flight and its registration: see its fields.
+#[derive(Default)]
+pub(super) struct FlightLock {
+    running: Mutex<Option<Registration>>,
+}
+
+/// The lock of the flight running now, as registered in [`FlightLock`].
+struct Registration {
     /// The flight's lock.
     slot: Arc<Slot>,
     /// When the flight got the lock: it may hold it for `Limits::hold`.
@@ -50,13 +69,67 @@ pub(crate) struct FlightLock {
 }
 
 /// A flight's lock, shared by the flight and its registration.
-pub(crate) struct Slot {
-    /// Guarded by its own mutex, held for a call through the lock (store I/O).
+struct Slot {
+    /// Guarded by its own mutex, which the flight holds for a call through the lock (store
+    /// I/O): one who takes the lock away only tries it, and never waits for that I/O.
     state: Mutex<LockState>,
-    /// Set by [`Session::release_stuck_lock`] when it takes the lock away: if the flight is
-    /// inside a call through its lock then, the flight gives the lock up right after it
-    /// (the taker never waits for the flight's store I/O).
+    /// Set (once, false to true) by [`FlightLock::take_stuck`] when it takes the lock away,
+    /// before it tries `state`: if the flight is inside a call through its lock then, the
+    /// flight reads this after the call and gives the lock up right away.
     taken: AtomicBool,
+}
+
+impl FlightLock {
+    /// Whether a flight holds the shared store's lock now (registered, not taken away).
+    pub(super) fn is_held(&self) -> bool {
+        self.running.lock().is_some()
+    }
+
+    /// When the flight running now got the lock, if one holds it.
+    fn locked_at(&self) -> Option<Instant> {
+        self.running.lock().as_ref().map(|f| f.locked_at)
+    }
+
+    /// Registers `slot`, the lock a flight got just now.
+    fn register(&self, slot: &Arc<Slot>) {
+        *self.running.lock() = Some(Registration {
+            slot: Arc::clone(slot),
+            locked_at: Instant::now(),
+        });
+    }
+
+    /// Removes the registration of `slot` (a flight that ends), if it is still the one.
+    fn unregister(&self, slot: &Arc<Slot>) {
+        let mut running = self.running.lock();
+        if running.as_ref().is_some_and(|f| Arc::ptr_eq(&f.slot, slot)) {
+            *running = None;
+        }
+    }
+
+    /// Takes the lock away from the flight running now if it has held it for `hold`
+    /// (`force`: however long). Returns whether it did, and the lock to give back unless the
+    /// flight is inside a call through it (it gives the lock up right after that call).
+    fn take_stuck(&self, hold: Duration, force: bool) -> (bool, Option<StoreLock>) {
+        let mut running = self.running.lock();
+        let stuck = running
+            .as_ref()
+            .is_some_and(|f| force || f.locked_at.elapsed() >= hold);
+        let taken = stuck.then(|| running.take()).flatten();
+        drop(running);
+        let Some(f) = taken else {
+            return (stuck, None);
+        };
+        f.slot.taken.store(true, Release);
+        let state = f
+            .slot
+            .state
+            .try_lock()
+            .map(|mut s| std::mem::replace(&mut *s, LockState::Lost));
+        match state {
+            Some(LockState::Held(lock)) => (stuck, Some(lock)),
+            _ => (stuck, None),
+        }
+    }
 }
 
 /// A flight's store lock, registered while held. Dropping it unregisters and releases it.
@@ -77,10 +150,7 @@ impl<'s> HeldLock<'s> {
             taken: AtomicBool::new(false),
         });
         if shared {
-            *session.flight_lock.lock() = Some(FlightLock {
-                slot: Arc::clone(&slot),
-                locked_at: Instant::now(),
-            });
+            session.flight_lock.register(&slot);
         }
         HeldLock {
             session,
@@ -175,21 +245,16 @@ impl<'s> HeldLock<'s> {
             LockState::Held(lock) => Writer::Locked(lock),
             LockState::Lost => Writer::Unlocked(Arc::new(taken_away())),
         };
+        let clock = self.session.config.clock();
         self.session
-            .write_through(snap, writer, Change::Refreshed, p)
+            .persistence
+            .write_through(snap, writer, Change::Refreshed, p, clock)
     }
 }
 
 impl Drop for HeldLock<'_> {
     fn drop(&mut self) {
-        let mut registered = self.session.flight_lock.lock();
-        if registered
-            .as_ref()
-            .is_some_and(|f| Arc::ptr_eq(&f.slot, &self.slot))
-        {
-            *registered = None;
-        }
-        drop(registered);
+        self.session.flight_lock.unregister(&self.slot);
         // Kept if the refresh it got could not be written (see `keep.rs`), else released. A
         // lock taken away was given back by `release_stuck_lock`, or is given up here.
         let state = std::mem::replace(&mut *self.slot.state.lock(), LockState::Lost);
@@ -214,7 +279,7 @@ impl Session {
         let _ = std::thread::Builder::new()
             .name("tokengate-watch".into())
             .spawn(move || loop {
-                let locked_at = session.flight_lock.lock().as_ref().map(|f| f.locked_at);
+                let locked_at = session.flight_lock.locked_at();
                 let deadline = locked_at
                     .and_then(|t| t.checked_add(hold))
                     .unwrap_or_else(|| deadline_after(step));
@@ -233,77 +298,22 @@ impl Session {
     /// `Limits::hold` (`force`: however long), so other processes can go on; the flight then
     /// makes no token call and its write is refused. Returns whether it did.
     pub(crate) fn release_stuck_lock(&self, force: bool) -> bool {
-        let mut registered = self.flight_lock.lock();
         let hold = self.config.limits().hold;
-        let stuck = registered
-            .as_ref()
-            .is_some_and(|f| force || f.locked_at.elapsed() >= hold);
-        let taken = stuck.then(|| registered.take()).flatten();
-        drop(registered);
         // The release (a Redis round trip) runs with no lock of the session held, and never
         // waits for the flight's own store I/O: a flight inside a call through its lock gives
         // it up right after that call.
-        if let Some(f) = taken {
-            f.slot.taken.store(true, Release);
-            let state = f
-                .slot
-                .state
-                .try_lock()
-                .map(|mut s| std::mem::replace(&mut *s, LockState::Lost));
-            if let Some(LockState::Held(lock)) = state {
-                self.give_back(lock);
-            }
+        let (stuck, lock) = self.flight_lock.take_stuck(hold, force);
+        if let Some(lock) = lock {
+            self.give_back(lock);
         }
         stuck
-    }
-
-    /// Finishes with the client: waits for a refresh in flight and retries a failed write
-    /// (see [`crate::AuthClient::close`]). Called once per handle closed. `last`: no other
-    /// handle is left, so the flight makes no new token call, the wait is bounded by one
-    /// call, and a flight still running then loses the store's lock, whatever its age (the
-    /// process is about to end). A handle that is not the last one takes the lock only from
-    /// a flight that held it past its bound, as a waiter giving up does.
-    pub(crate) fn shut_down(&self, last: bool) -> Result<(), Error> {
-        if reentry::is_busy(self.key()) {
-            return Err(Error::Reentrant);
-        }
-        if last {
-            self.closing.store(true, Release);
-            self.wake_keeper();
-        }
-        let limits = self.config.limits();
-        let bound = if last {
-            limits.closing()
-        } else {
-            limits.flight
-        };
-        log::debug!(target: TARGET, "closing the client ({} handle): waiting up to {bound:?} for a refresh in flight",
-            if last { "last" } else { "not the last" });
-        let mut result = Ok(());
-        if !self.gate.wait_idle(deadline_after(bound)) {
-            if self.release_stuck_lock(last) {
-                log::warn!(target: TARGET, "a refresh did not finish within {bound:?} of closing the client: \
-                    its store lock is released and its result will not be saved");
-            }
-            result = Err(Error::RefreshTimeout(bound));
-        }
-        if self.unsaved.load(Acquire) {
-            if let Some(e) = self.retry_unsaved(true) {
-                result = result.and(Err(Error::Store(e)));
-            }
-        }
-        if last {
-            // A lock kept for a refresh that could not be written is released: the process
-            // is about to end (see `keep.rs`).
-            self.release_kept();
-        }
-        result
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::gate::Gate;
     use crate::session::flight::GateOf;
     use crate::{AuthClient, FileStore, RetryPolicy};
@@ -328,12 +338,12 @@ mod tests {
             .unwrap();
         let session = Arc::clone(client.session());
         let flight = Gate::try_claim(GateOf(Arc::clone(&session)), session.gate.generation());
-        let lock = session.store.lock().unwrap().unwrap();
+        let lock = session.persistence.lock().unwrap().unwrap();
         let slot = Arc::new(Slot {
             state: Mutex::new(LockState::Held(lock)),
             taken: AtomicBool::new(false),
         });
-        *session.flight_lock.lock() = Some(FlightLock {
+        *session.flight_lock.running.lock() = Some(Registration {
             slot: Arc::clone(&slot),
             locked_at: Instant::now() + session.config.limits().flight / 2,
         });
