@@ -22,7 +22,7 @@ use crate::session::{self, Session, StoreMode};
 use crate::store::{MemoryStore, Revision, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport::{self, TimeoutKind};
-use crate::util::{strip_userinfo, Origin};
+use crate::url::{strip_userinfo, Origin};
 
 /// Configures an [`AuthClient`]. Created by [`AuthClient::builder`].
 #[must_use = "call build() to get a client"]

@@ -10,7 +10,7 @@ use ureq::Agent;
 use crate::clock::{Clock, SystemClock};
 use crate::error::Error;
 use crate::retry::{Backoff, RetryPolicy};
-use crate::util::{has_http_scheme, Origin};
+use crate::url::{has_http_scheme, Origin};
 
 /// Default for [`AuthClientBuilder::refresh_skew`](crate::AuthClientBuilder::refresh_skew).
 pub(crate) const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);

@@ -14,10 +14,11 @@ use super::discovery::{check_url, login_agent};
 use super::AuthServer;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{DeviceError, Error, RefreshError};
+use crate::redacted::Redacted;
 use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
-use crate::util::{has_http_scheme, EndpointUrl, Redacted};
+use crate::url::{has_http_scheme, EndpointUrl};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 

@@ -14,7 +14,7 @@ use crate::config::DEFAULT_TOKEN_TIMEOUT;
 use crate::error::{DiscoveryError, Error};
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
-use crate::util::Origin;
+use crate::url::Origin;
 
 /// Largest metadata document read, in bytes. Real ones are a few KiB.
 pub(crate) const METADATA_LIMIT: u64 = 64 * 1024;

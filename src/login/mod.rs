@@ -27,7 +27,7 @@ pub use discovery::{Discovery, ServerMetadata};
 use crate::error::Error;
 use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh};
 use crate::tokens::ClientSecret;
-use crate::util::EndpointUrl;
+use crate::url::EndpointUrl;
 
 /// An OAuth2 authorization server as this client knows it: the client's identity and
 /// authentication, and the server's endpoints. Set once, then build the flows from it

@@ -6,7 +6,7 @@ use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::RefreshError;
 use crate::tokens::Tokens;
 use crate::transport::{post_token_request, TokenResponse};
-use crate::util::EndpointUrl;
+use crate::url::EndpointUrl;
 
 /// A non-OAuth refresh endpoint: POST `{"refreshToken": "…"}`, answer
 /// `{"accessToken": "…", "refreshToken": "…", "expiresIn": 3600}`. Field names are configurable.

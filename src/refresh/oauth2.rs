@@ -7,7 +7,7 @@ use super::client::{parse, redact_echo, revoke, Client};
 use super::Refresh;
 use crate::error::{RefreshError, RevocationError};
 use crate::tokens::Tokens;
-use crate::util::EndpointUrl;
+use crate::url::EndpointUrl;
 
 /// The RFC 6749 §6 `refresh_token` grant, built by
 /// [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant) with the server's client

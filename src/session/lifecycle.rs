@@ -19,8 +19,8 @@ use crate::gate::Snapshot;
 use crate::logging::TARGET;
 use crate::reentry;
 use crate::store::{StoreLock, Stored};
+use crate::timing::deadline_after;
 use crate::tokens::{Current, RefreshToken};
-use crate::util::deadline_after;
 
 /// Why a flight whose store lock was taken away neither calls nor writes.
 fn taken_away() -> io::Error {
