@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 use ureq::Agent;
 
 use super::discovery::{check_url, login_agent};
+use super::error::DeviceError;
 use super::AuthServer;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{DeviceError, Error, RefreshError};
+use crate::error::{Error, RefreshError};
 use crate::redacted::Redacted;
 use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
 use crate::retry::{Sleeper, ThreadSleeper};

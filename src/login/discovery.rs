@@ -10,8 +10,9 @@ use std::fmt;
 use ureq::http::{self, Request, Uri};
 use ureq::Agent;
 
+use super::error::DiscoveryError;
 use crate::config::DEFAULT_TOKEN_TIMEOUT;
-use crate::error::{DiscoveryError, Error};
+use crate::error::Error;
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
 use crate::url::Origin;

@@ -14,15 +14,16 @@
 
 mod device;
 mod discovery;
+pub(crate) mod error;
 
 use std::fmt;
 
 use ureq::Agent;
 
-pub use crate::error::{DeviceError, DiscoveryError, RevocationError};
 pub use crate::refresh::REVOCATION_TIMEOUT;
 pub use device::{DeviceAuthorization, DeviceFlow};
 pub use discovery::{Discovery, ServerMetadata};
+pub use error::{DeviceError, DiscoveryError, RevocationError};
 
 use crate::error::Error;
 use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh};

@@ -10,7 +10,8 @@ use ureq::Agent;
 
 use super::{expires_in_field, json_object, string_field, tokens_from};
 use crate::encoding::{base64_encode, form_body, form_encode_into};
-use crate::error::{RefreshError, RevocationError};
+use crate::error::RefreshError;
+use crate::login::error::RevocationError;
 use crate::tokens::{ClientSecret, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
 

@@ -5,7 +5,8 @@ use ureq::Agent;
 
 use super::client::{parse, redact_echo, revoke, Client};
 use super::Refresh;
-use crate::error::{RefreshError, RevocationError};
+use crate::error::RefreshError;
+use crate::login::error::RevocationError;
 use crate::tokens::Tokens;
 use crate::url::EndpointUrl;
 
