@@ -8,7 +8,7 @@ use super::Refresh;
 use crate::error::RefreshError;
 use crate::login::error::RevocationError;
 use crate::tokens::Tokens;
-use crate::url::EndpointUrl;
+use crate::url::GivenUrl;
 
 /// The RFC 6749 §6 `refresh_token` grant, built by
 /// [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant) with the server's client
@@ -26,8 +26,8 @@ use crate::url::EndpointUrl;
 /// ```
 #[derive(Clone, Debug)]
 pub struct OAuth2Refresh {
-    url: EndpointUrl,
-    revocation_url: Option<EndpointUrl>,
+    url: GivenUrl,
+    revocation_url: Option<GivenUrl>,
     client: Client,
     scope: Option<String>,
 }
@@ -35,8 +35,8 @@ pub struct OAuth2Refresh {
 impl OAuth2Refresh {
     /// For [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant).
     pub(crate) fn from_server(
-        url: EndpointUrl,
-        revocation_url: Option<EndpointUrl>,
+        url: GivenUrl,
+        revocation_url: Option<GivenUrl>,
         client: Client,
     ) -> Self {
         OAuth2Refresh {
@@ -65,7 +65,9 @@ impl Refresh for OAuth2Refresh {
             ("refresh_token", rt.secret()),
         ];
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
+        let resp = self
+            .client
+            .post_form(agent, self.url.as_str(), form, None)?;
         let secrets = [
             rt.secret(),
             current.access_token().secret(),
@@ -79,7 +81,7 @@ impl Refresh for OAuth2Refresh {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url.0)
+        Some(self.url.as_str())
     }
 
     fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
@@ -88,11 +90,11 @@ impl Refresh for OAuth2Refresh {
             Some(rt) => (rt.secret(), "refresh_token"),
             None => (tokens.access_token().secret(), "access_token"),
         };
-        Some(revoke(agent, &url.0, &self.client, token, hint))
+        Some(revoke(agent, url.as_str(), &self.client, token, hint))
     }
 
     fn revocation_endpoint(&self) -> Option<&str> {
-        self.revocation_url.as_ref().map(|u| u.0.as_str())
+        self.revocation_url.as_ref().map(GivenUrl::as_str)
     }
 }
 
@@ -112,14 +114,14 @@ impl Refresh for OAuth2Refresh {
 /// ```
 #[derive(Clone, Debug)]
 pub struct ClientCredentials {
-    url: EndpointUrl,
+    url: GivenUrl,
     client: Client,
     scope: Option<String>,
 }
 
 impl ClientCredentials {
     /// For [`AuthServer::client_credentials`](crate::AuthServer::client_credentials).
-    pub(crate) fn from_server(url: EndpointUrl, client: Client) -> Self {
+    pub(crate) fn from_server(url: GivenUrl, client: Client) -> Self {
         ClientCredentials {
             url,
             client,
@@ -139,7 +141,9 @@ impl Refresh for ClientCredentials {
     fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError> {
         let mut form = vec![("grant_type", "client_credentials")];
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        let resp = self.client.post_form(agent, &self.url.0, form, None)?;
+        let resp = self
+            .client
+            .post_form(agent, self.url.as_str(), form, None)?;
         // §4.4.3: a refresh token SHOULD NOT be included; one that is, is dropped (this grant
         // re-acquires instead of refreshing, and nothing would ever send it).
         let secret = self.client.secret_str();
@@ -153,6 +157,6 @@ impl Refresh for ClientCredentials {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url.0)
+        Some(self.url.as_str())
     }
 }
