@@ -5,14 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::http::{HeaderName, Uri};
+use ureq::http::HeaderName;
 use ureq::Agent;
 
 use crate::client::AuthClient;
 use crate::clock::Clock;
-use crate::config::{
-    self, BaseUrl, Config, Limits, Settings, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT,
-};
+use crate::config::{self, Config, Limits, Settings, DEFAULT_API_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
 use crate::error::Error;
 use crate::event::Event;
 use crate::hooks::{EventListener, Hooks, Listener};
@@ -22,7 +20,7 @@ use crate::session::{self, Session, StoreMode};
 use crate::store::{MemoryStore, Revision, TokenStore};
 use crate::tokens::{Current, Tokens};
 use crate::transport::{self, TimeoutKind};
-use crate::util::{strip_userinfo, Origin};
+use crate::url::{insecure, strip_userinfo, BaseUrl, EndpointUrl, UrlProblem};
 
 /// Configures an [`AuthClient`]. Created by [`AuthClient::builder`].
 #[must_use = "call build() to get a client"]
@@ -296,8 +294,7 @@ impl AuthClientBuilder {
             .policy()
             .validate()
             .map_err(Error::Config)?;
-        let base = BaseUrl::parse(&self.base_url)?;
-        check_secure(base.origin(), settings.allow_insecure_http)?;
+        let base = BaseUrl::parse(&self.base_url, settings.allow_insecure_http)?;
         check_endpoints(self.refresher.as_deref(), settings.allow_insecure_http)?;
         let store = self.store.unwrap_or_else(|| Box::new(MemoryStore::new()));
         let mode = if store.is_shared() {
@@ -343,28 +340,16 @@ fn check_endpoints(
         ]
     });
     for (what, endpoint) in endpoints.into_iter().flatten() {
-        let uri: Uri = endpoint
-            .parse()
-            .map_err(|_| Error::InvalidUrl(format!("{what} is not a valid URL")))?;
-        let o = Origin::of(&uri)
-            .ok_or_else(|| Error::InvalidUrl(format!("{what} must be an http(s) URL")))?;
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(Error::InvalidUrl(format!(
+        EndpointUrl::parse(endpoint, allow_insecure_http).map_err(|p| match p {
+            UrlProblem::Unparsable => Error::InvalidUrl(format!("{what} is not a valid URL")),
+            UrlProblem::NotHttp => Error::InvalidUrl(format!("{what} must be an http(s) URL")),
+            UrlProblem::Credentials => Error::InvalidUrl(format!(
                 "{what} must not embed credentials: use client_id/client_secret"
-            )));
-        }
-        check_secure(&o, allow_insecure_http)?;
+            )),
+            UrlProblem::Insecure(origin) => insecure(&origin),
+        })?;
     }
     Ok(())
-}
-
-fn check_secure(origin: &Origin, allow_insecure_http: bool) -> Result<(), Error> {
-    if origin.is_https() || origin.is_loopback() || allow_insecure_http {
-        Ok(())
-    } else {
-        // Only the origin: a path or query could carry a secret.
-        Err(Error::InsecureUrl(format!("{origin:?}")))
-    }
 }
 
 /// The tokens the client starts with, and the revision of a shared store they correspond to.

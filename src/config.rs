@@ -4,13 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use ureq::http::{HeaderName, Uri};
+use ureq::http::HeaderName;
 use ureq::Agent;
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::Error;
 use crate::retry::{Backoff, RetryPolicy};
-use crate::util::{has_http_scheme, Origin};
+use crate::url::BaseUrl;
 
 /// Default for [`AuthClientBuilder::refresh_skew`](crate::AuthClientBuilder::refresh_skew).
 pub(crate) const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(30);
@@ -85,116 +84,6 @@ impl Limits {
     /// takes the lock from that flight.
     pub(crate) fn closing(&self) -> Duration {
         self.token_call.saturating_add(SAVE_ALLOWANCE)
-    }
-}
-
-/// The base URL: every request path is resolved against it, and its origin is the only one
-/// that ever sees the access token.
-pub(crate) struct BaseUrl {
-    /// The base URL, ending in `/`.
-    url: String,
-    /// `scheme://authority`, for paths starting with `/`.
-    root: String,
-    origin: Origin,
-}
-
-impl BaseUrl {
-    /// Parses and checks a base URL: absolute http(s), no query, no credentials.
-    ///
-    /// # Errors
-    /// [`Error::InvalidUrl`] saying which rule it breaks (never quoting it).
-    pub(crate) fn parse(url: &str) -> Result<BaseUrl, Error> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| Error::InvalidUrl("base URL is not a valid URL".into()))?;
-        let origin = Origin::of(&uri)
-            .ok_or_else(|| Error::InvalidUrl("base URL must be an absolute http(s) URL".into()))?;
-        if uri.query().is_some() {
-            return Err(Error::InvalidUrl("base URL must not have a query".into()));
-        }
-        let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-        if authority.contains('@') {
-            return Err(Error::InvalidUrl(
-                "base URL must not embed credentials".into(),
-            ));
-        }
-        let root = format!("{}://{}", uri.scheme_str().unwrap_or("https"), authority);
-        let mut url = format!("{root}{}", uri.path());
-        if !url.ends_with('/') {
-            url.push('/');
-        }
-        Ok(BaseUrl { url, root, origin })
-    }
-
-    /// The base URL, ending in `/`.
-    pub(crate) fn as_str(&self) -> &str {
-        &self.url
-    }
-
-    /// Its origin.
-    pub(crate) fn origin(&self) -> &Origin {
-        &self.origin
-    }
-
-    /// Resolves a request path (see [`AuthClient::request`](crate::AuthClient::request)) and
-    /// appends `query`. Also returns whether the URL has the base URL's origin (the only one
-    /// the token goes to); another origin is an error unless `other_origins` allows it.
-    pub(crate) fn resolve(
-        &self,
-        path: &str,
-        query: &str,
-        other_origins: bool,
-    ) -> Result<(Uri, bool), Error> {
-        let mut url = self.join(path)?;
-        if !query.is_empty() {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(query);
-        }
-        // From the `String` itself: parsing a `&str` would copy it.
-        let uri = Uri::try_from(url).map_err(|_| Error::InvalidUrl("not a valid URL".into()))?;
-        if self.origin.matches(&uri) {
-            return Ok((uri, true));
-        }
-        match Origin::of(&uri) {
-            None => Err(Error::InvalidUrl(
-                "only http and https URLs with a host are allowed".into(),
-            )),
-            Some(o) if o != self.origin && !other_origins => Err(Error::InvalidUrl(
-                "the URL leaves the base URL's origin (see allow_other_origins)".into(),
-            )),
-            Some(_) => Ok((uri, false)),
-        }
-    }
-
-    /// `path` as a URL: as is if absolute http(s), else joined to the base URL (or its root,
-    /// for a path starting with `/`). Anything that would leave the origin another way is
-    /// refused.
-    fn join(&self, path: &str) -> Result<String, Error> {
-        if has_http_scheme(path) {
-            return Ok(path.to_owned());
-        }
-        if path.starts_with("//") || path.starts_with("\\\\") || path.starts_with("/\\") {
-            return Err(Error::InvalidUrl(
-                "a path starting with // would leave the base URL's origin".into(),
-            ));
-        }
-        if path
-            .find([':', '/', '?', '#'])
-            .is_some_and(|i| path.as_bytes()[i] == b':')
-        {
-            return Err(Error::InvalidUrl(
-                "a path with a scheme other than http(s) is not allowed".into(),
-            ));
-        }
-        let prefix = if path.starts_with('/') {
-            &self.root
-        } else {
-            &self.url
-        };
-        let mut url = String::with_capacity(prefix.len() + path.len() + 1);
-        url.push_str(prefix);
-        url.push_str(path);
-        Ok(url)
     }
 }
 
@@ -330,7 +219,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.settings;
         f.debug_struct("Config")
-            .field("base_url", &self.base.url)
+            .field("base_url", &self.base.as_str())
             .field("status_as_error", &s.status_as_error)
             .field("retry", s.backoff.policy())
             .field("max_redirects", &s.max_redirects)
@@ -339,32 +228,5 @@ impl fmt::Debug for Config {
             .field("skew", &s.skew)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_are_normalized_and_checked() {
-        let b = BaseUrl::parse("https://api.example.com/v1").unwrap();
-        assert_eq!(b.url, "https://api.example.com/v1/");
-        assert_eq!(b.root, "https://api.example.com");
-        let b = BaseUrl::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!(b.url, "http://127.0.0.1:8080/");
-        for bad in [
-            "",
-            "api.example.com",
-            "ftp://x/",
-            "https://x/?a=b",
-            "https://u:p@x/",
-            "https://",
-        ] {
-            assert!(
-                matches!(BaseUrl::parse(bad), Err(Error::InvalidUrl(_))),
-                "{bad}"
-            );
-        }
     }
 }

@@ -148,6 +148,7 @@ mod challenge;
 mod client;
 mod clock;
 mod config;
+mod encoding;
 mod error;
 mod event;
 mod hooks;
@@ -158,6 +159,8 @@ mod logging;
 pub mod login;
 mod logout;
 mod middleware;
+mod random;
+mod redacted;
 mod redirect;
 mod reentry;
 mod refresh;
@@ -168,9 +171,10 @@ mod session;
 mod stats;
 pub mod store;
 mod sync;
+mod timing;
 mod tokens;
 mod transport;
-mod util;
+mod url;
 
 // Thin wrappers around the private parsers, for `fuzz/` and `tests/fuzz_corpus.rs` only.
 #[doc(hidden)]

@@ -3,7 +3,7 @@
 use ureq::http::{self, HeaderMap, HeaderName, Method, StatusCode, Uri};
 
 use crate::error::Error;
-use crate::util::{has_http_scheme, Origin};
+use crate::url::{has_http_scheme, Origin};
 
 /// Headers always dropped when a redirect leaves the base URL's origin (besides
 /// `Authorization`, which tokengate itself only ever adds for the base origin).

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use ureq::http::{self, HeaderMap, HeaderName, HeaderValue, Method, Response};
 use ureq::Body;
 
+use crate::encoding::query_encode_into;
 use crate::error::Error;
 use crate::handle::Handle;
 use crate::run::{self, Payload, RequestOptions};
-use crate::util::query_encode_into;
 
 /// A request being built. Created by [`AuthClient::get`](crate::AuthClient::get) and friends; finished by
 /// [`call`](RequestBuilder::call), [`send`](RequestBuilder::send),
@@ -143,7 +143,7 @@ impl RequestBuilder {
         V: AsRef<str>,
     {
         let owned: Vec<(K, V)> = pairs.into_iter().collect();
-        let body = crate::util::form_body(owned.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
+        let body = crate::encoding::form_body(owned.iter().map(|(k, v)| (k.as_ref(), v.as_ref())));
         self.default_content_type("application/x-www-form-urlencoded");
         self.run(Payload::Bytes(body.as_bytes()))
     }

@@ -225,7 +225,7 @@ impl Backoff {
         match &self.sleeper {
             Some(sleeper) => sleeper.sleep(delay),
             None => {
-                let end = crate::util::deadline_after(delay);
+                let end = crate::timing::deadline_after(delay);
                 loop {
                     let now = std::time::Instant::now();
                     if now >= end || stop() {

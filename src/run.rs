@@ -20,7 +20,7 @@ use crate::redirect::{self, Hop};
 use crate::retry;
 use crate::session::Session;
 use crate::transport;
-use crate::util::Origin;
+use crate::url::Origin;
 
 /// The body of a request. Bytes are borrowed for each attempt, so a retried or replayed
 /// request is re-sent byte for byte; a reader can be sent only once.

@@ -10,14 +10,16 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
-use super::discovery::{check_url, login_agent};
+use super::discovery::login_agent;
+use super::error::DeviceError;
 use super::AuthServer;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{DeviceError, Error, RefreshError};
+use crate::error::{Error, RefreshError};
+use crate::redacted::Redacted;
 use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
-use crate::util::{has_http_scheme, EndpointUrl, Redacted};
+use crate::url::{has_http_scheme, insecure, GivenUrl, UrlProblem};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -95,8 +97,8 @@ impl DeviceError {
 /// so a test can run the whole flow without waiting (a shared `Arc<ManualClock>` does both).
 #[derive(Clone)]
 pub struct DeviceFlow {
-    device_url: EndpointUrl,
-    token_url: EndpointUrl,
+    device_url: GivenUrl,
+    token_url: GivenUrl,
     client: Client,
     scope: Option<String>,
     agent: Option<Agent>,
@@ -108,7 +110,7 @@ pub struct DeviceFlow {
 impl DeviceFlow {
     /// For [`AuthServer::device_flow`]: `device_url` is the server's device authorization
     /// endpoint.
-    pub(super) fn from_server(device_url: EndpointUrl, server: &AuthServer) -> Self {
+    pub(super) fn from_server(device_url: GivenUrl, server: &AuthServer) -> Self {
         DeviceFlow {
             device_url,
             token_url: server.token_url.clone(),
@@ -153,10 +155,13 @@ impl DeviceFlow {
     /// refuses ([`DeviceError::OAuth`], [`DeviceError::Status`]) or answers something
     /// unusable ([`DeviceError::InvalidResponse`]).
     pub fn start(&self) -> Result<DeviceAuthorization, Error> {
-        check_url(&self.device_url.0, self.allow_insecure_http)
-            .map_err(|p| p.into_error("device authorization endpoint"))?;
-        check_url(&self.token_url.0, self.allow_insecure_http)
-            .map_err(|p| p.into_error("token endpoint"))?;
+        let device_url = self
+            .device_url
+            .check(self.allow_insecure_http)
+            .map_err(|p| endpoint_error(p, "device authorization endpoint"))?;
+        self.token_url
+            .check(self.allow_insecure_http)
+            .map_err(|p| endpoint_error(p, "token endpoint"))?;
         let agent = self.agent.clone().unwrap_or_else(login_agent);
         let mut form = Vec::new();
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
@@ -164,7 +169,7 @@ impl DeviceFlow {
         let secrets = [self.client.secret_str()];
         let resp = self
             .client
-            .post_form(&agent, &self.device_url.0, form, None)
+            .post_form(&agent, device_url.as_str(), form, None)
             .map_err(|e| Error::Device(DeviceError::from_endpoint(e.into(), &secrets)))?;
         if !(200..300).contains(&resp.status) {
             // Any 2xx body would be read as a token response by `parse`, so only errors get here.
@@ -351,7 +356,7 @@ impl DeviceAuthorization {
         ];
         let resp = flow
             .client
-            .post_form(&self.agent, &flow.token_url.0, form, None)?;
+            .post_form(&self.agent, flow.token_url.as_str(), form, None)?;
         parse(&resp, &Tokens::new("-"))
     }
 }
@@ -366,6 +371,19 @@ impl fmt::Debug for DeviceAuthorization {
             .field("expires_in", &self.expires_in)
             .field("interval", &self.interval)
             .finish_non_exhaustive()
+    }
+}
+
+/// The error for an endpoint of the flow that breaks the URL rule (`what` names it).
+fn endpoint_error(problem: UrlProblem, what: &str) -> Error {
+    match problem {
+        UrlProblem::Unparsable | UrlProblem::NotHttp => {
+            Error::InvalidUrl(format!("{what} is not an absolute http(s) URL"))
+        }
+        UrlProblem::Credentials => Error::InvalidUrl(format!(
+            "{what} must not embed credentials: use client_id/client_secret"
+        )),
+        UrlProblem::Insecure(origin) => insecure(&origin),
     }
 }
 

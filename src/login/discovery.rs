@@ -7,14 +7,15 @@
 
 use std::fmt;
 
-use ureq::http::{self, Request, Uri};
+use ureq::http::{self, Request};
 use ureq::Agent;
 
+use super::error::DiscoveryError;
 use crate::config::DEFAULT_TOKEN_TIMEOUT;
-use crate::error::{DiscoveryError, Error};
+use crate::error::Error;
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
-use crate::util::Origin;
+use crate::url::{EndpointUrl, UrlProblem};
 
 /// Largest metadata document read, in bytes. Real ones are a few KiB.
 pub(crate) const METADATA_LIMIT: u64 = 64 * 1024;
@@ -117,12 +118,7 @@ impl Discovery {
 
     fn fetch_inner(&self) -> Result<ServerMetadata, DiscoveryError> {
         let issuer = &self.issuer;
-        let (oidc_url, rfc8414_url) = well_known_urls(issuer)?;
-        match check_url(issuer, self.allow_insecure_http) {
-            Ok(()) => {}
-            Err(UrlProblem::Insecure(_)) => return Err(DiscoveryError::InsecureEndpoint("issuer")),
-            Err(_) => return Err(DiscoveryError::InvalidIssuer("not an absolute http(s) URL")),
-        }
+        let (oidc_url, rfc8414_url) = well_known_urls(issuer, self.allow_insecure_http)?;
         let default_agent;
         let agent = match &self.agent {
             Some(a) => a,
@@ -149,28 +145,32 @@ impl fmt::Debug for Discovery {
     }
 }
 
-/// The OpenID Connect and the RFC 8414 well-known URLs of `issuer`.
-fn well_known_urls(issuer: &str) -> Result<(String, String), DiscoveryError> {
+/// Checks `issuer` (no query or fragment, and the URL rule of every endpoint) and gives its
+/// OpenID Connect and RFC 8414 well-known URLs.
+fn well_known_urls(
+    issuer: &str,
+    allow_insecure_http: bool,
+) -> Result<(String, String), DiscoveryError> {
     if issuer.contains(['?', '#']) {
         return Err(DiscoveryError::InvalidIssuer(
             "an issuer has no query or fragment",
         ));
     }
-    let uri: Uri = issuer
-        .parse()
-        .map_err(|_| DiscoveryError::InvalidIssuer("not a valid URL"))?;
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(DiscoveryError::InvalidIssuer("not an absolute http(s) URL"));
-    };
-    if authority.as_str().contains('@') {
-        return Err(DiscoveryError::InvalidIssuer("credentials in the URL"));
-    }
-    let path = uri.path().trim_end_matches('/');
+    let url = EndpointUrl::parse(issuer, allow_insecure_http).map_err(|p| match p {
+        UrlProblem::Unparsable => DiscoveryError::InvalidIssuer("not a valid URL"),
+        UrlProblem::NotHttp => DiscoveryError::InvalidIssuer("not an absolute http(s) URL"),
+        UrlProblem::Credentials => DiscoveryError::InvalidIssuer("credentials in the URL"),
+        UrlProblem::Insecure(_) => DiscoveryError::InsecureEndpoint("issuer"),
+    })?;
+    let path = url.path().trim_end_matches('/');
     let oidc = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
     );
-    let rfc8414 = format!("{scheme}://{authority}/.well-known/oauth-authorization-server{path}");
+    let rfc8414 = format!(
+        "{}/.well-known/oauth-authorization-server{path}",
+        url.root()
+    );
     Ok((oidc, rfc8414))
 }
 
@@ -225,8 +225,8 @@ fn parse_metadata(
             Some(serde_json::Value::String(s)) => s,
             Some(_) => return Err(DiscoveryError::InvalidEndpoint(field)),
         };
-        match check_url(url, allow_insecure_http) {
-            Ok(()) => Ok(Some(url.clone())),
+        match EndpointUrl::parse(url, allow_insecure_http) {
+            Ok(_) => Ok(Some(url.clone())),
             Err(UrlProblem::Insecure(_)) => Err(DiscoveryError::InsecureEndpoint(field)),
             Err(_) => Err(DiscoveryError::InvalidEndpoint(field)),
         }
@@ -237,47 +237,6 @@ fn parse_metadata(
         device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
         revocation_endpoint: endpoint("revocation_endpoint")?,
     })
-}
-
-/// What is wrong with an endpoint URL.
-#[derive(Debug)]
-pub(super) enum UrlProblem {
-    /// Does not parse, or is not an absolute http(s) URL with a host.
-    Invalid,
-    /// Has `user:password@`.
-    Credentials,
-    /// Plain http to a host other than loopback (the origin, which is safe to show).
-    Insecure(Origin),
-}
-
-/// The rule every endpoint follows: an absolute http(s) URL without credentials, `https`
-/// unless the host is loopback or `allow_insecure_http`.
-pub(super) fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), UrlProblem> {
-    let uri: Uri = url.parse().map_err(|_| UrlProblem::Invalid)?;
-    let origin = Origin::of(&uri).ok_or(UrlProblem::Invalid)?;
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(UrlProblem::Credentials);
-    }
-    if origin.is_https() || origin.is_loopback() || allow_insecure_http {
-        Ok(())
-    } else {
-        Err(UrlProblem::Insecure(origin))
-    }
-}
-
-impl UrlProblem {
-    /// The crate-level error for an endpoint the user configured (`what` names it).
-    pub(super) fn into_error(self, what: &str) -> Error {
-        match self {
-            UrlProblem::Invalid => {
-                Error::InvalidUrl(format!("{what} is not an absolute http(s) URL"))
-            }
-            UrlProblem::Credentials => Error::InvalidUrl(format!(
-                "{what} must not embed credentials: use client_id/client_secret"
-            )),
-            UrlProblem::Insecure(origin) => Error::InsecureUrl(format!("{origin:?}")),
-        }
-    }
 }
 
 /// The agent discovery and the device flow build when none is given: like the client's
@@ -292,7 +251,7 @@ mod tests {
 
     #[test]
     fn well_known_urls_follow_both_specs() {
-        let (oidc, rfc) = well_known_urls("https://auth.example.com").unwrap();
+        let (oidc, rfc) = well_known_urls("https://auth.example.com", false).unwrap();
         assert_eq!(
             oidc,
             "https://auth.example.com/.well-known/openid-configuration"
@@ -301,7 +260,7 @@ mod tests {
             rfc,
             "https://auth.example.com/.well-known/oauth-authorization-server"
         );
-        let (oidc, rfc) = well_known_urls("https://h:8443/realms/main/").unwrap();
+        let (oidc, rfc) = well_known_urls("https://h:8443/realms/main/", false).unwrap();
         assert_eq!(
             oidc,
             "https://h:8443/realms/main/.well-known/openid-configuration"
@@ -318,7 +277,10 @@ mod tests {
             "https://u:p@h/",
         ] {
             assert!(
-                matches!(well_known_urls(bad), Err(DiscoveryError::InvalidIssuer(_))),
+                matches!(
+                    well_known_urls(bad, false),
+                    Err(DiscoveryError::InvalidIssuer(_))
+                ),
                 "{bad}"
             );
         }

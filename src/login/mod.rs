@@ -14,20 +14,21 @@
 
 mod device;
 mod discovery;
+pub(crate) mod error;
 
 use std::fmt;
 
 use ureq::Agent;
 
-pub use crate::error::{DeviceError, DiscoveryError, RevocationError};
 pub use crate::refresh::REVOCATION_TIMEOUT;
 pub use device::{DeviceAuthorization, DeviceFlow};
 pub use discovery::{Discovery, ServerMetadata};
+pub use error::{DeviceError, DiscoveryError, RevocationError};
 
 use crate::error::Error;
 use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh};
 use crate::tokens::ClientSecret;
-use crate::util::EndpointUrl;
+use crate::url::GivenUrl;
 
 /// An OAuth2 authorization server as this client knows it: the client's identity and
 /// authentication, and the server's endpoints. Set once, then build the flows from it
@@ -56,9 +57,9 @@ use crate::util::EndpointUrl;
 /// by [`DeviceFlow::start`]. `Debug` hides the client secret.
 #[derive(Clone)]
 pub struct AuthServer {
-    token_url: EndpointUrl,
-    device_authorization_url: Option<EndpointUrl>,
-    revocation_url: Option<EndpointUrl>,
+    token_url: GivenUrl,
+    device_authorization_url: Option<GivenUrl>,
+    revocation_url: Option<GivenUrl>,
     client: Client,
     /// For the flows run outside an `AuthClient` (the device flow); `None`: `login_agent()`.
     agent: Option<Agent>,
@@ -70,7 +71,7 @@ impl AuthServer {
     /// and no client identity yet.
     pub fn new(token_url: impl Into<String>) -> Self {
         AuthServer {
-            token_url: EndpointUrl(token_url.into()),
+            token_url: GivenUrl::new(token_url),
             device_authorization_url: None,
             revocation_url: None,
             client: Client::default(),
@@ -82,7 +83,7 @@ impl AuthServer {
     /// The authorization server `metadata` describes: its token endpoint, and its device
     /// authorization and revocation endpoints if it has them.
     pub fn from_metadata(metadata: &ServerMetadata) -> Self {
-        let endpoint = |url: Option<&str>| url.map(|u| EndpointUrl(u.into()));
+        let endpoint = |url: Option<&str>| url.map(GivenUrl::new);
         AuthServer {
             device_authorization_url: endpoint(metadata.device_authorization_endpoint()),
             revocation_url: endpoint(metadata.revocation_endpoint()),
@@ -130,7 +131,7 @@ impl AuthServer {
     /// ([`AuthServer::from_metadata`], [`AuthServer::discover`]).
     #[must_use]
     pub fn device_authorization_url(mut self, url: impl Into<String>) -> Self {
-        self.device_authorization_url = Some(EndpointUrl(url.into()));
+        self.device_authorization_url = Some(GivenUrl::new(url));
         self
     }
 
@@ -141,7 +142,7 @@ impl AuthServer {
     /// [`AuthServer::discover`]).
     #[must_use]
     pub fn revocation_url(mut self, url: impl Into<String>) -> Self {
-        self.revocation_url = Some(EndpointUrl(url.into()));
+        self.revocation_url = Some(GivenUrl::new(url));
         self
     }
 

@@ -9,10 +9,11 @@ use std::time::Duration;
 use ureq::Agent;
 
 use super::{expires_in_field, json_object, string_field, tokens_from};
-use crate::error::{RefreshError, RevocationError};
+use crate::encoding::{base64_encode, form_body, form_encode_into};
+use crate::error::RefreshError;
+use crate::login::error::RevocationError;
 use crate::tokens::{ClientSecret, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
-use crate::util::{base64_encode, form_body, form_encode_into};
 
 const FORM: &str = "application/x-www-form-urlencoded";
 

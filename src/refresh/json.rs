@@ -6,7 +6,7 @@ use super::{expires_in_field, json_object, string_field, tokens_from, Refresh};
 use crate::error::RefreshError;
 use crate::tokens::Tokens;
 use crate::transport::{post_token_request, TokenResponse};
-use crate::util::EndpointUrl;
+use crate::url::GivenUrl;
 
 /// A non-OAuth refresh endpoint: POST `{"refreshToken": "…"}`, answer
 /// `{"accessToken": "…", "refreshToken": "…", "expiresIn": 3600}`. Field names are configurable.
@@ -25,7 +25,7 @@ use crate::util::EndpointUrl;
 /// ```
 #[derive(Clone, Debug)]
 pub struct JsonRefresh {
-    url: EndpointUrl,
+    url: GivenUrl,
     request_field: String,
     access_field: String,
     refresh_field: String,
@@ -36,7 +36,7 @@ impl JsonRefresh {
     /// A refresher POSTing JSON to `url`. The URL is checked by `build()`.
     pub fn new(url: impl Into<String>) -> Self {
         JsonRefresh {
-            url: EndpointUrl(url.into()),
+            url: GivenUrl::new(url),
             request_field: "refreshToken".into(),
             access_field: "accessToken".into(),
             refresh_field: "refreshToken".into(),
@@ -81,7 +81,14 @@ impl Refresh for JsonRefresh {
         let mut req = serde_json::Map::new();
         req.insert(self.request_field.clone(), rt.secret().into());
         let body = serde_json::to_vec(&req).expect("a map of strings always serializes");
-        let resp = post_token_request(agent, &self.url.0, "application/json", None, &body, None)?;
+        let resp = post_token_request(
+            agent,
+            self.url.as_str(),
+            "application/json",
+            None,
+            &body,
+            None,
+        )?;
         self.parse(&resp, current)
     }
 
@@ -90,7 +97,7 @@ impl Refresh for JsonRefresh {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.url.0)
+        Some(self.url.as_str())
     }
 }
 

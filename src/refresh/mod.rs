@@ -18,7 +18,7 @@ use serde_json::Value;
 use ureq::Agent;
 
 use crate::error::RefreshError;
-use crate::error::RevocationError;
+use crate::login::error::RevocationError;
 use crate::tokens::{Tokens, MAX_EXPIRES_IN};
 
 /// A way to get new tokens. tokengate calls it from at most one thread at a time per client

@@ -5,10 +5,11 @@ use ureq::Agent;
 
 use super::client::{parse, redact_echo, revoke, Client};
 use super::Refresh;
-use crate::error::{RefreshError, RevocationError};
+use crate::error::RefreshError;
+use crate::login::error::RevocationError;
 use crate::tokens::Tokens;
 use crate::transport::TokenResponse;
-use crate::util::EndpointUrl;
+use crate::url::GivenUrl;
 
 /// The RFC 6749 §6 `refresh_token` grant, built by
 /// [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant) with the server's client
@@ -27,20 +28,20 @@ use crate::util::EndpointUrl;
 #[derive(Clone, Debug)]
 pub struct OAuth2Refresh {
     endpoint: TokenEndpoint,
-    revocation_url: Option<EndpointUrl>,
+    revocation_url: Option<GivenUrl>,
 }
 
 /// What every grant here posts to: the token endpoint, with the client's identity and the
 /// scope asked for.
 #[derive(Clone, Debug)]
 struct TokenEndpoint {
-    url: EndpointUrl,
+    url: GivenUrl,
     client: Client,
     scope: Option<String>,
 }
 
 impl TokenEndpoint {
-    fn new(url: EndpointUrl, client: Client) -> Self {
+    fn new(url: GivenUrl, client: Client) -> Self {
         TokenEndpoint {
             url,
             client,
@@ -55,15 +56,17 @@ impl TokenEndpoint {
         mut form: Vec<(&'a str, &'a str)>,
     ) -> Result<TokenResponse, RefreshError> {
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
-        Ok(self.client.post_form(agent, &self.url.0, form, None)?)
+        Ok(self
+            .client
+            .post_form(agent, self.url.as_str(), form, None)?)
     }
 }
 
 impl OAuth2Refresh {
     /// For [`AuthServer::refresh_grant`](crate::AuthServer::refresh_grant).
     pub(crate) fn from_server(
-        url: EndpointUrl,
-        revocation_url: Option<EndpointUrl>,
+        url: GivenUrl,
+        revocation_url: Option<GivenUrl>,
         client: Client,
     ) -> Self {
         OAuth2Refresh {
@@ -103,7 +106,7 @@ impl Refresh for OAuth2Refresh {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.endpoint.url.0)
+        Some(self.endpoint.url.as_str())
     }
 
     fn revoke(&self, agent: &Agent, tokens: &Tokens) -> Option<Result<(), RevocationError>> {
@@ -112,11 +115,17 @@ impl Refresh for OAuth2Refresh {
             Some(rt) => (rt.secret(), "refresh_token"),
             None => (tokens.access_token().secret(), "access_token"),
         };
-        Some(revoke(agent, &url.0, &self.endpoint.client, token, hint))
+        Some(revoke(
+            agent,
+            url.as_str(),
+            &self.endpoint.client,
+            token,
+            hint,
+        ))
     }
 
     fn revocation_endpoint(&self) -> Option<&str> {
-        self.revocation_url.as_ref().map(|u| u.0.as_str())
+        self.revocation_url.as_ref().map(|u| u.as_str())
     }
 }
 
@@ -141,7 +150,7 @@ pub struct ClientCredentials {
 
 impl ClientCredentials {
     /// For [`AuthServer::client_credentials`](crate::AuthServer::client_credentials).
-    pub(crate) fn from_server(url: EndpointUrl, client: Client) -> Self {
+    pub(crate) fn from_server(url: GivenUrl, client: Client) -> Self {
         ClientCredentials {
             endpoint: TokenEndpoint::new(url, client),
         }
@@ -173,6 +182,6 @@ impl Refresh for ClientCredentials {
     }
 
     fn endpoint(&self) -> Option<&str> {
-        Some(&self.endpoint.url.0)
+        Some(self.endpoint.url.as_str())
     }
 }

@@ -21,8 +21,8 @@ use crate::error::RefreshError;
 use crate::gate::Snapshot;
 use crate::logging::TARGET;
 use crate::store::{StoreLock, Stored};
+use crate::timing::deadline_after;
 use crate::tokens::{Current, RefreshToken};
-use crate::util::deadline_after;
 
 /// Why a flight whose store lock was taken away neither calls nor writes.
 fn taken_away() -> io::Error {

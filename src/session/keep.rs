@@ -27,7 +27,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Session;
 use crate::logging::TARGET;
 use crate::store::StoreLock;
-use crate::util::deadline_after;
+use crate::timing::deadline_after;
 
 /// The first pause between two retries of a write under a kept lock; it doubles up to
 /// [`MAX_PAUSE`].

@@ -51,8 +51,8 @@ use crate::login::RevocationError;
 use crate::reentry;
 use crate::refresh::Refresh;
 use crate::store::{Revision, TokenStore};
+use crate::timing::deadline_after;
 use crate::tokens::{Current, Tokens};
-use crate::util::deadline_after;
 
 use self::flight::FlightLog;
 use self::flight_lock::FlightLock;

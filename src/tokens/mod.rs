@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ureq::http::HeaderValue;
 
-use crate::util::{base64url_decode, Redacted};
+use crate::encoding::base64url_decode;
+use crate::redacted::Redacted;
 
 mod serialize;
 
@@ -92,7 +93,7 @@ pub struct Lineage(std::num::NonZeroU64);
 impl Lineage {
     /// A new lineage, from the operating system's random source.
     pub(crate) fn random() -> Lineage {
-        let n = u64::from_le_bytes(crate::util::random_bytes());
+        let n = u64::from_le_bytes(crate::random::random_bytes());
         Lineage(std::num::NonZeroU64::new(n).unwrap_or(std::num::NonZeroU64::MIN))
     }
 
@@ -110,7 +111,7 @@ impl Lineage {
     /// The 16 lowercase hex digits it is written as (no formatting machinery: it is written
     /// with every record).
     pub(crate) fn to_hex(self) -> String {
-        crate::util::hex(&self.0.get().to_be_bytes())
+        crate::encoding::hex(&self.0.get().to_be_bytes())
     }
 }
 
@@ -439,7 +440,7 @@ pub(crate) fn jwt_expiry(token: &str) -> Option<(SystemTime, Option<SystemTime>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::util::base64_encode;
+    use crate::encoding::base64_encode;
 
     fn jwt(payload: &str) -> String {
         let b64 = |s: &str| {

@@ -25,7 +25,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Tokens;
-use crate::util::{from_unix_ms, unix_ms_of};
+use crate::timing::{from_unix_ms, unix_ms_of};
 
 /// The serialized form, borrowed for writing.
 #[derive(Serialize)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::fsio::{context, is_still_at, open_lock_file};
 use super::Shared;
-use crate::util::deadline_after;
+use crate::timing::deadline_after;
 
 /// Longest pause between two attempts to take the lock file while another process holds it.
 const MAX_LOCK_PAUSE: Duration = Duration::from_millis(8);

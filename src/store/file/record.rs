@@ -6,8 +6,8 @@ use std::io;
 use std::time::SystemTime;
 
 use crate::store::Revision;
+use crate::timing::{from_unix_ms, unix_ms_of};
 use crate::tokens::{Lineage, Tokens};
-use crate::util::{from_unix_ms, unix_ms_of};
 
 /// The version of the file format this tokengate writes, and the only one it reads.
 pub(super) const FORMAT_VERSION: u64 = 1;

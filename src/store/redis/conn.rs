@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use redis::{Client, Connection, RedisError, RedisResult};
 
-use crate::util::strip_userinfo;
+use crate::url::strip_userinfo;
 
 /// Idle connections kept for reuse. A client uses at most a few at once: the change-detection
 /// thread, a lease's renewer, and the thread holding the lock (or waiting for it).

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use super::record::{self, Raw, Refused};
 use super::Shared;
 use crate::store::{LockedWrite, Revision, Stored};
+use crate::timing::deadline_after;
 use crate::tokens::{Lineage, RefreshToken, Tokens};
-use crate::util::deadline_after;
 
 /// The longest pause between two attempts to take a lease another process holds.
 const MAX_PAUSE: Duration = Duration::from_millis(50);
@@ -97,7 +97,7 @@ pub(super) fn acquire(
         .orphan
         .lock()
         .take()
-        .unwrap_or_else(crate::util::random_id);
+        .unwrap_or_else(crate::random::random_id);
     let lease_ms = millis(lease);
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
@@ -308,7 +308,7 @@ impl LockedWrite for Writer {
         self.settle()?;
         let (json, stored) = record::encode(tokens)?;
         let generation = record::next_generation(self.floor);
-        let id = crate::util::random_id();
+        let id = crate::random::random_id();
         let ended = match tokens {
             None => self.lineage.map(|l| l.to_hex()).unwrap_or_default(),
             Some(_) => String::new(),
@@ -404,7 +404,7 @@ impl LockedWrite for Writer {
 /// SHA-256, in hex. Enough to tell tokens apart; the token itself is never written there.
 pub(super) fn fingerprint(refresh_token: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes());
-    crate::util::hex(&digest.as_ref()[..16])
+    crate::encoding::hex(&digest.as_ref()[..16])
 }
 
 /// After taking the lease: if another holder declared a token call that may still be in

@@ -1,0 +1,159 @@
+//! The errors of the login flows: [`DiscoveryError`], [`DeviceError`] and
+//! [`RevocationError`], reported inside [`Error`](crate::Error). None of them ever quotes a
+//! token, device code or client secret.
+
+/// Why discovery failed. Reported as [`Error::Discovery`](crate::Error::Discovery). The
+/// document's body is never quoted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The issuer given is not an absolute http(s) URL without query, fragment and credentials.
+    #[error("invalid issuer URL: {0}")]
+    InvalidIssuer(&'static str),
+
+    /// The issuer, or an endpoint the document names (the field is given), is plain `http://`
+    /// to a host other than loopback, without [`Discovery::allow_insecure_http`](crate::login::Discovery::allow_insecure_http).
+    #[error("refusing plain http to a non-loopback host for {0}")]
+    InsecureEndpoint(&'static str),
+
+    /// The document could not be fetched (connection refused, DNS, TLS, timeout, …).
+    #[error("could not fetch the metadata document")]
+    Transport(#[source] Box<ureq::Error>),
+
+    /// Neither well-known URL answered 2xx: the status of the last answer.
+    #[error("the metadata document was not found (http status {0})")]
+    Status(u16),
+
+    /// The document is larger than 64 KiB.
+    #[error("the metadata document is over 64 KiB")]
+    TooLarge,
+
+    /// The document is not a JSON object.
+    #[error("the metadata document is not a JSON object")]
+    NotJson,
+
+    /// The document's `issuer` is missing or is not exactly the issuer asked for
+    /// (RFC 8414 §3.3: it could be another server's document, a mix-up attack).
+    #[error("the metadata document's issuer {found:?} is not the issuer asked for")]
+    IssuerMismatch {
+        /// The document's `issuer` (control characters dropped, cut at 256 characters), if any.
+        found: Option<String>,
+    },
+
+    /// The document has no `token_endpoint`.
+    #[error("the metadata document has no token_endpoint")]
+    MissingTokenEndpoint,
+
+    /// The authorization server has no device authorization endpoint: the document named no
+    /// `device_authorization_endpoint` (and none was set), when
+    /// [`AuthServer::device_flow`](crate::AuthServer::device_flow) asks for one.
+    #[error("the metadata document has no device_authorization_endpoint")]
+    MissingDeviceEndpoint,
+
+    /// A field naming an endpoint is not a string holding an absolute http(s) URL without
+    /// credentials (the field is given).
+    #[error("the metadata document's {0} is not a usable URL")]
+    InvalidEndpoint(&'static str),
+}
+
+impl DiscoveryError {
+    /// True when fetching again later may succeed: a transport error, 5xx or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DiscoveryError::Transport(_) => true,
+            DiscoveryError::Status(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Why a device login failed. Reported as [`Error::Device`](crate::Error::Device). Never quotes
+/// a device code, token or client secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The user denied the request (`access_denied`).
+    #[error("the user denied the login")]
+    AccessDenied,
+
+    /// The server said the device code expired (`expired_token`) before the user approved.
+    #[error(
+        "the device code expired before the login was approved (the server said expired_token)"
+    )]
+    ExpiredToken,
+
+    /// The device code's `expires_in` ran out (on the flow's clock) before the user approved.
+    #[error("the device code expired before the login was approved")]
+    CodeExpired,
+
+    /// The server answered another OAuth2 error (`invalid_client`, `invalid_scope`,
+    /// `unauthorized_client`, `invalid_grant`, …). Only characters RFC 6749 allows are kept.
+    #[error("the authorization server answered {status} with error {error:?}")]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code.
+        error: String,
+    },
+
+    /// The server answered an unexpected status (for the token endpoint: after the retries,
+    /// for 5xx and 429).
+    #[error("the authorization server answered {0}")]
+    Status(u16),
+
+    /// The server could not be reached or its answer not read (for the token endpoint: after
+    /// the retries).
+    #[error("could not reach the authorization server")]
+    Transport(#[source] Box<ureq::Error>),
+
+    /// The server answered 2xx with something unusable: not JSON, a missing or malformed
+    /// field, a body over 64 KiB. The body is never quoted.
+    #[error("unusable answer: {0}")]
+    InvalidResponse(&'static str),
+}
+
+impl DeviceError {
+    /// True for [`DeviceError::ExpiredToken`] and [`DeviceError::CodeExpired`]: start again.
+    pub fn is_expired(&self) -> bool {
+        matches!(self, DeviceError::ExpiredToken | DeviceError::CodeExpired)
+    }
+
+    /// True when trying again later may succeed: a transport error, 5xx or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DeviceError::Transport(_) => true,
+            DeviceError::Status(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Why revoking a token at the server failed. Reported inside
+/// [`Error::RevocationFailed`](crate::Error::RevocationFailed), after the local logout.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevocationError {
+    /// The revocation endpoint could not be reached or did not answer in time.
+    #[error("could not reach the revocation endpoint")]
+    Transport(#[source] Box<ureq::Error>),
+
+    /// The revocation endpoint answered an unexpected status (e.g. 503: try again later,
+    /// RFC 7009 §2.2.1).
+    #[error("the revocation endpoint answered {0}")]
+    Status(u16),
+
+    /// The revocation endpoint answered an OAuth2 error (`unsupported_token_type`,
+    /// `invalid_client`, …). Only characters RFC 6749 allows are kept; an echo of a secret is
+    /// shown as `[redacted]`.
+    #[error("the revocation endpoint answered {status} with error {error:?}")]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code.
+        error: String,
+    },
+
+    /// An error from a custom [`Refresh::revoke`](crate::Refresh::revoke) implementation.
+    #[error("custom revocation failed")]
+    Custom(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
