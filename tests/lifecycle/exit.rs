@@ -101,10 +101,28 @@ fn short_tool(close_and_exit: bool) {
     println!("TOKEN {}", body_json(&mut resp)["token"].as_str().unwrap());
     if std::env::var(ROLE).unwrap() == "refreshing tool" {
         started.recv_timeout(HANG_GUARD).unwrap();
+        // `RefreshStarted` comes before the lock check that precedes the token call, and a
+        // close() landing there makes no call at all: end only once the call has arrived.
+        wait_for_a_token_call();
     }
     if close_and_exit {
         client.close().unwrap();
         std::process::exit(0);
+    }
+}
+
+/// Waits (at most `HANG_GUARD`) until the parent's token server has received a refresh call.
+fn wait_for_a_token_call() {
+    let url = format!("{}/refresh-calls", std::env::var(URL).unwrap());
+    let agent: Agent = Agent::config_builder().proxy(None).build().into();
+    let end = Instant::now() + HANG_GUARD;
+    loop {
+        let calls = agent.get(&url).call().unwrap().body_mut().read_to_string();
+        if calls.unwrap().trim() != "0" {
+            return;
+        }
+        assert!(Instant::now() < end, "no token call arrived");
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -142,6 +142,13 @@ impl TokenServer {
             then.delay(token_delay)
                 .respond_with(move |req| json_refresh(&s, req));
         });
+        // For a test's child process (which cannot read `state`): how many refresh_token grant
+        // calls have arrived (counted when a call arrives, before its answer).
+        let s = state.clone();
+        server.mock(move |when, then| {
+            when.method(GET).path("/refresh-calls");
+            then.respond_with(move |_| json(200, s.lock().refresh_calls));
+        });
         let s = state.clone();
         server.mock(move |when, then| {
             when.path_prefix("/api/");
