@@ -1,7 +1,7 @@
 //! Where tokens live between refreshes: the [`TokenStore`] trait and [`MemoryStore`], plus the
 //! three small types a store shared by several processes speaks in ([`Revision`], [`Stored`],
 //! [`StoreLock`]). [`FileStore`] lives in `file/`, `RedisStore` (feature
-//! `redis`) in `redis/`.
+//! `redis`) in `redis/`; `record.rs` is the record format both write.
 
 use std::fmt;
 use std::io;
@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use crate::tokens::{Lineage, RefreshToken, Tokens};
 
 pub(crate) mod file;
+mod record;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 

@@ -1,6 +1,7 @@
 //! [`FileStore`]: tokens kept in a JSON file that several processes share safely.
 //!
-//! By concern: `record.rs` is the file format, `lock.rs` the lock protocol, `fsio.rs` the
+//! By concern: the file format is the record both shared stores write (`store/record.rs`),
+//! `lock.rs` the lock protocol, `fsio.rs` the
 //! careful I/O (no symlinks, no FIFOs, private modes, atomic writes). This file ties them to
 //! [`TokenStore`]. What users need to know (format, protocol, crashes, corrupt files) is
 //! documented on [`FileStore`] itself.
@@ -13,7 +14,6 @@
 
 mod fsio;
 mod lock;
-pub(in crate::store) mod record;
 
 use std::fs::File;
 use std::io;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use self::fsio::FileId;
-use self::record::{Record, ABSENT};
+use crate::store::record::{self, Record};
 use crate::store::{LockedWrite, Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::Tokens;
 
@@ -349,7 +349,7 @@ impl Shared {
         });
         match parsed {
             Ok((rec, bytes)) => {
-                let stored = Stored::new(Some(rec.to_tokens()), record::revision_of(&bytes));
+                let stored = Stored::new(Some(rec.to_tokens()), revision_of(&bytes));
                 *seen = Seen::Valid {
                     id,
                     stored: stored.clone(),
@@ -372,7 +372,7 @@ impl Shared {
         let rec = Record::from_tokens(tokens)?;
         let bytes = rec.to_json();
         let file = fsio::write_atomically(&self.path, &self.tmp_path, &self.dir, &bytes)?;
-        let revision = record::revision_of(&bytes);
+        let revision = revision_of(&bytes);
         // The file is in place: the write happened, whatever follows. Without its metadata
         // the next poll reads it again.
         *self.cache.lock() = match file.metadata() {
@@ -470,5 +470,31 @@ impl std::fmt::Debug for FileStore {
             .field("path", &self.shared.path)
             .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// The revision of "no file".
+const ABSENT: Revision = Revision::new(0);
+
+/// The revision of a file holding `bytes`: a 64-bit FNV-1a hash (never [`ABSENT`]). Equal
+/// bytes are the same tokens, so a rewrite of the same record is the same revision.
+fn revision_of(bytes: &[u8]) -> Revision {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Revision::new(h.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_follow_the_bytes() {
+        assert_eq!(revision_of(b"abc"), revision_of(b"abc"));
+        assert_ne!(revision_of(b"abc"), revision_of(b"abd"));
+        assert_ne!(revision_of(b""), ABSENT);
     }
 }

@@ -27,7 +27,7 @@ use self::lease::Writer;
 use self::poll::Poller;
 use self::record::{Keys, Scripts};
 use crate::error::Error;
-use crate::store::file::record::Record;
+use crate::store::record::Record;
 use crate::store::{Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::Tokens;
 

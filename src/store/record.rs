@@ -1,25 +1,22 @@
-//! The token file's format: one JSON object, versioned (see [`FileStore`](super::FileStore)).
-//! `RedisStore` keeps the same object in its record's `tokens` field.
+//! The record format both shared stores write: one JSON object, versioned. `FileStore` keeps
+//! it as its token file (see [`FileStore`](super::FileStore) for the format), `RedisStore`
+//! in its record's `tokens` field.
 
 use std::fmt;
 use std::io;
 use std::time::SystemTime;
 
-use crate::store::Revision;
 use crate::tokens::{Lineage, Tokens};
 use crate::util::{from_unix_ms, unix_ms_of};
 
-/// The version of the file format this tokengate writes, and the only one it reads.
-pub(super) const FORMAT_VERSION: u64 = 1;
+/// The version of the record format this tokengate writes, and the only one it reads.
+pub(in crate::store) const FORMAT_VERSION: u64 = 1;
 
-/// Largest token file read. Two 16 KiB tokens and a scope fit many times over; anything
-/// bigger is not a token file.
-pub(super) const MAX_FILE_LEN: u64 = 256 * 1024;
+/// Largest record read (a token file, a Redis record's `tokens` field). Two 16 KiB tokens
+/// and a scope fit many times over; anything bigger is not a token record.
+pub(in crate::store) const MAX_RECORD_LEN: u64 = 256 * 1024;
 
-/// The revision of "no file".
-pub(super) const ABSENT: Revision = Revision::new(0);
-
-/// One token set as the file holds it. No `Debug`: it holds secrets.
+/// One token set as a record holds it. No `Debug`: it holds secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub(in crate::store) struct Record {
     access_token: String,
@@ -30,9 +27,9 @@ pub(in crate::store) struct Record {
     lineage: Option<Lineage>,
 }
 
-/// The file's JSON, as written.
+/// The record's JSON, as written.
 #[derive(serde::Serialize)]
-struct FileV1<'a> {
+struct RecordV1<'a> {
     version: u64,
     access_token: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,7 +91,7 @@ impl Record {
     }
 
     pub(in crate::store) fn to_json(&self) -> Vec<u8> {
-        let file = FileV1 {
+        let file = RecordV1 {
             version: FORMAT_VERSION,
             access_token: &self.access_token,
             refresh_token: self.refresh_token.as_deref(),
@@ -107,17 +104,6 @@ impl Record {
         bytes.push(b'\n');
         bytes
     }
-}
-
-/// The revision of a file holding `bytes`: a 64-bit FNV-1a hash (never [`ABSENT`]). Equal
-/// bytes are the same tokens, so a rewrite of the same record is the same revision.
-pub(super) fn revision_of(bytes: &[u8]) -> Revision {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    Revision::new(h.max(1))
 }
 
 /// Parses a token file's bytes (or a Redis record's `tokens` field); `source` names it in
@@ -140,9 +126,9 @@ fn versioned_object(
     bytes: &[u8],
     invalid: &dyn Fn(String) -> io::Error,
 ) -> io::Result<serde_json::Map<String, serde_json::Value>> {
-    if bytes.len() as u64 > MAX_FILE_LEN {
+    if bytes.len() as u64 > MAX_RECORD_LEN {
         return Err(invalid(format!(
-            "is larger than {MAX_FILE_LEN} bytes: not a token file"
+            "is larger than {MAX_RECORD_LEN} bytes: not a token file"
         )));
     }
     // serde_json's own messages can quote a value (a token in the wrong field): only its
@@ -276,12 +262,5 @@ mod tests {
                 .contains("\"lineage\" that is not 16 hex digits"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn revisions_follow_the_bytes() {
-        assert_eq!(revision_of(b"abc"), revision_of(b"abc"));
-        assert_ne!(revision_of(b"abc"), revision_of(b"abd"));
-        assert_ne!(revision_of(b""), ABSENT);
     }
 }
