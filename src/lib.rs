@@ -148,6 +148,7 @@ mod challenge;
 mod client;
 mod clock;
 mod config;
+mod credential;
 mod error;
 mod event;
 mod hooks;
