@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::time::SystemTime;
 
-use crate::tokens::{Lineage, Tokens};
+use crate::tokens::{Lineage, TokenType, Tokens};
 use crate::util::{from_unix_ms, unix_ms_of};
 
 /// The version of the record format this tokengate writes, and the only one it reads.
@@ -20,6 +20,8 @@ pub(in crate::store) const MAX_RECORD_LEN: u64 = 256 * 1024;
 #[derive(Clone, PartialEq, Eq)]
 pub(in crate::store) struct Record {
     access_token: String,
+    /// Optional in what is read: a record written before it was kept is Bearer.
+    token_type: TokenType,
     refresh_token: Option<String>,
     expires_at_unix_ms: Option<u64>,
     issued_at_unix_ms: Option<u64>,
@@ -32,6 +34,7 @@ pub(in crate::store) struct Record {
 struct RecordV1<'a> {
     version: u64,
     access_token: &'a str,
+    token_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +65,7 @@ impl Record {
         };
         Ok(Record {
             access_token: tokens.access_token().secret().to_owned(),
+            token_type: tokens.kind(),
             refresh_token: tokens.refresh_token().map(|r| r.secret().to_owned()),
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
@@ -71,7 +75,7 @@ impl Record {
     }
 
     pub(in crate::store) fn to_tokens(&self) -> Tokens {
-        let mut t = Tokens::new(self.access_token.clone());
+        let mut t = Tokens::new(self.access_token.clone()).with_token_type(self.token_type);
         if let Some(r) = &self.refresh_token {
             t = t.with_refresh_token(r.clone());
         }
@@ -94,6 +98,7 @@ impl Record {
         let file = RecordV1 {
             version: FORMAT_VERSION,
             access_token: &self.access_token,
+            token_type: self.token_type.as_str(),
             refresh_token: self.refresh_token.as_deref(),
             expires_at_unix_ms: self.expires_at_unix_ms,
             issued_at_unix_ms: self.issued_at_unix_ms,
@@ -189,8 +194,15 @@ fn fields(
     };
     let access_token =
         string("access_token")?.ok_or_else(|| invalid("has no \"access_token\"".into()))?;
+    let token_type = match string("token_type")? {
+        None => TokenType::Bearer,
+        Some(t) => TokenType::parse(&t).ok_or_else(|| {
+            invalid("has a \"token_type\" other than Bearer, the only type tokengate uses".into())
+        })?,
+    };
     Ok(Record {
         access_token,
+        token_type,
         refresh_token: string("refresh_token")?,
         expires_at_unix_ms: millis("expires_at_unix_ms")?,
         issued_at_unix_ms: millis("issued_at_unix_ms")?,
@@ -229,6 +241,40 @@ mod tests {
         let back = parse(old, &"token file t.json").unwrap().to_tokens();
         assert_eq!(back.issued_at(), None);
         assert!(back.expires_at().is_some());
+    }
+
+    /// The token type is kept through the record (issue 24); a record without it (written by
+    /// an earlier version) reads as Bearer, the spelling of the type does not matter, and a
+    /// type tokengate cannot present is refused without quoting anything.
+    #[test]
+    fn the_token_type_round_trips_and_records_without_it_read_as_bearer() {
+        let rec = Record::from_tokens(&Tokens::new("a")).unwrap();
+        let json = String::from_utf8(rec.to_json()).unwrap();
+        assert!(json.contains("\"token_type\": \"Bearer\""), "{json}");
+        let back = parse(json.as_bytes(), &"token file t.json").unwrap();
+        assert!(back == rec);
+        assert_eq!(back.to_tokens().token_type(), "Bearer");
+
+        for old in [
+            &br#"{"version":1,"access_token":"a"}"#[..],
+            br#"{"version":1,"access_token":"a","token_type":null}"#,
+            br#"{"version":1,"access_token":"a","token_type":"bearer"}"#,
+        ] {
+            let back = parse(old, &"token file t.json").unwrap().to_tokens();
+            assert_eq!(back.kind(), TokenType::Bearer);
+        }
+
+        for bad in [
+            &br#"{"version":1,"access_token":"SECRET","token_type":"mac"}"#[..],
+            br#"{"version":1,"access_token":"SECRET","token_type":7}"#,
+        ] {
+            let Err(e) = parse(bad, &"token file t.json") else {
+                panic!("a token type tokengate cannot present was read");
+            };
+            let e = e.to_string();
+            assert!(e.contains("\"token_type\""), "{e}");
+            assert!(!e.contains("SECRET") && !e.contains("mac"), "{e}");
+        }
     }
 
     /// The lineage is kept through the file (issue 23), and a file without it (written by an

@@ -94,6 +94,7 @@ use crate::tokens::Tokens;
 /// {
 ///   "version": 1,
 ///   "access_token": "…",
+///   "token_type": "Bearer",
 ///   "refresh_token": "…",
 ///   "expires_at_unix_ms": 1767225600000,
 ///   "issued_at_unix_ms": 1767222000000,
@@ -106,6 +107,7 @@ use crate::tokens::Tokens;
 /// |---|---|
 /// | `version` | required; the format version. Any other value than `1` is refused. |
 /// | `access_token` | required; 1 to 16384 bytes of visible ASCII |
+/// | `token_type` | optional; the token type the token endpoint gave ([`Tokens::token_type`](crate::Tokens::token_type)), compared without regard to case. Only `Bearer` is accepted: another type is refused like any invalid field. Files without it (written by older versions) are read as Bearer. |
 /// | `refresh_token` | optional; same rules |
 /// | `expires_at_unix_ms` | optional; absolute expiry of the access token, milliseconds since the Unix epoch (absolute, so every process agrees on it) |
 /// | `issued_at_unix_ms` | optional; when the access token was issued: with the expiry it gives the lifetime, so every process computes the same refresh window. Files without it (written by older versions) are read with the issue time unknown. |
@@ -113,7 +115,8 @@ use crate::tokens::Tokens;
 /// | `lineage` | optional; the login these tokens descend from ([`Tokens::lineage`](crate::Tokens::lineage)): 16 hex digits ([`Lineage`](crate::Lineage)). Files without it (written by older versions) are read as of no known lineage: a late login or logout is then written over them. |
 ///
 /// Unknown fields are ignored, so later minor additions stay readable (older versions
-/// ignore `issued_at_unix_ms` and `lineage`, and drop them when they rewrite the file). A format that older readers must not misread will get a new
+/// ignore `issued_at_unix_ms`, `lineage` and `token_type`, and drop them when they rewrite
+/// the file). A format that older readers must not misread will get a new
 /// `version`. The file holds one token set; logging out
 /// ([`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens), or a session that ended)
 /// removes the file. No file means no tokens.
