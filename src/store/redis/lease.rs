@@ -99,51 +99,18 @@ pub(super) fn acquire(
     timeout: Duration,
 ) -> io::Result<(Lease, Raw)> {
     // A lease an earlier acquire may have taken unbeknownst (its answer lost) is ours.
-    let owner = shared
-        .orphan
-        .lock()
-        .take()
-        .unwrap_or_else(crate::util::random_id);
-    let lease_ms = millis(lease);
+    let mut owner = Some(
+        shared
+            .orphan
+            .lock()
+            .take()
+            .unwrap_or_else(crate::util::random_id),
+    );
     let deadline = deadline_after(timeout);
     let mut pause = Duration::from_millis(2);
-    let keys = &shared.keys;
     loop {
-        let answer = shared.redis.run("taking the lock", |c| {
-            shared
-                .scripts
-                .acquire
-                .key(&keys.record)
-                .key(&keys.lock)
-                .arg(&owner)
-                .arg(lease_ms)
-                .invoke::<Vec<redis::Value>>(c)
-        });
-        let answer = match answer {
-            Ok(answer) => answer,
-            Err(e) => {
-                // The answer may be lost after Redis gave us the lease: release it by its
-                // owner now if Redis answers, else take it back with the next acquire,
-                // rather than leave it to run out.
-                if release(shared, &owner).is_err() {
-                    *shared.orphan.lock() = Some(owner);
-                }
-                return Err(e);
-            }
-        };
-        // From here on the lease may be ours: a `Lease` releases it on every path.
-        let taken = record::acquired(answer, keys);
-        match taken {
-            Ok(None) => {}
-            Ok(Some(raw)) => {
-                let mut held = Lease::new(shared, owner, lease);
-                held.stop = Some(renew_in_background(shared, &held)?);
-                return Ok((held, raw));
-            }
-            Err(e) => {
-                let _ = release(shared, &owner);
-                return Err(e);
-            }
+        if let Some(taken) = try_acquire(shared, &mut owner, lease)? {
+            return Ok(taken);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -151,13 +118,59 @@ pub(super) fn acquire(
                 io::ErrorKind::TimedOut,
                 format!(
                     "timed out after {timeout:?} waiting for the lock of session {:?} in Redis at {}",
-                    keys.session,
+                    shared.keys.session,
                     shared.redis.shown()
                 ),
             ));
         }
         std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(MAX_PAUSE);
+    }
+}
+
+/// One attempt of [`acquire`]: the lease and the record under it, or `None` while another
+/// process holds it. `owner` is taken by the lease once it is ours.
+fn try_acquire(
+    shared: &Arc<Shared>,
+    owner: &mut Option<String>,
+    lease: Duration,
+) -> io::Result<Option<(Lease, Raw)>> {
+    let keys = &shared.keys;
+    let id = owner.as_deref().unwrap_or_default();
+    let answer = shared.redis.run("taking the lock", |c| {
+        shared
+            .scripts
+            .acquire
+            .key(&keys.record)
+            .key(&keys.lock)
+            .arg(id)
+            .arg(millis(lease))
+            .invoke::<Vec<redis::Value>>(c)
+    });
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            // The answer may be lost after Redis gave us the lease: release it by its
+            // owner now if Redis answers, else take it back with the next acquire,
+            // rather than leave it to run out.
+            if release(shared, id).is_err() {
+                *shared.orphan.lock() = owner.take();
+            }
+            return Err(e);
+        }
+    };
+    // From here on the lease may be ours: a `Lease` releases it on every path.
+    match record::acquired(answer, keys) {
+        Ok(None) => Ok(None),
+        Ok(Some(raw)) => {
+            let mut held = Lease::new(shared, owner.take().unwrap_or_default(), lease);
+            held.stop = Some(renew_in_background(shared, &held)?);
+            Ok(Some((held, raw)))
+        }
+        Err(e) => {
+            let _ = release(shared, id);
+            Err(e)
+        }
     }
 }
 
