@@ -34,12 +34,18 @@ impl TokenType {
     }
 
     /// The `Authorization` value that presents `access`: built once, when tokens are stamped,
-    /// and marked sensitive. `None` if it cannot be a header value.
+    /// and marked sensitive. `None` if it cannot be a header value. One allocation of the
+    /// exact size (no formatting machinery: it runs on every refresh).
     pub(crate) fn header(self, access: &AccessToken) -> Option<HeaderValue> {
         let scheme = match self {
             TokenType::Bearer => "Bearer",
         };
-        let mut value = HeaderValue::try_from(format!("{scheme} {}", access.secret())).ok()?;
+        let secret = access.secret();
+        let mut text = String::with_capacity(scheme.len() + 1 + secret.len());
+        text.push_str(scheme);
+        text.push(' ');
+        text.push_str(secret);
+        let mut value = HeaderValue::try_from(text).ok()?;
         value.set_sensitive(true);
         Some(value)
     }
