@@ -106,7 +106,8 @@ impl Session {
         }
     }
 
-    /// [`Session::judge`] for a 401 or 403.
+    /// [`Session::judge`] for a 401 or 403. The counting rule, in one place: each 401 is
+    /// counted once, by its event for a rejected token, by a tally otherwise; a 403 is not.
     fn judged(&self, rejection: Rejection, presented: Presented, via: Via, uri: &Uri) -> Verdict {
         match rejection {
             Rejection::None => Verdict::Pass,
@@ -129,15 +130,15 @@ impl Session {
     fn rejected(&self, generation: u64, via: Via, uri: &Uri) -> Verdict {
         let refreshed = matches!(via, Via::Client { refreshed: true });
         let last = refreshed || !self.has_refresher();
-        let (through, why) = match (via, last) {
-            (Via::Client { .. }, false) => ("", "refreshing"),
-            (Via::Client { .. }, true) if refreshed => ("", "final (after a refresh)"),
-            (Via::Middleware, false) => (
+        let (through, why) = match via {
+            Via::Client { .. } if !last => ("", "refreshing"),
+            Via::Client { .. } if refreshed => ("", "final (after a refresh)"),
+            Via::Client { .. } => ("", "final (no refresher)"),
+            Via::Middleware if !last => (
                 " (through the middleware)",
                 "refreshing for the caller's retry",
             ),
-            (Via::Middleware, true) => (" (through the middleware)", "final (no refresher)"),
-            (Via::Client { .. }, true) => ("", "final (no refresher)"),
+            Via::Middleware => (" (through the middleware)", "final (no refresher)"),
         };
         let origin = OriginOf(uri);
         self.hooks().report(
