@@ -34,12 +34,19 @@ pub(crate) enum Rejection {
 }
 
 /// Reads a response's status and its first `Bearer` challenge (RFC 6750 §3.1). Headers are
-/// only parsed for a 401 or 403.
+/// only parsed for a 401 or 403: every other answer is decided inline, without a call (it
+/// runs for every response to the token).
+#[inline]
 pub(crate) fn classify(status: StatusCode, headers: &HeaderMap) -> Rejection {
-    let unauthorized = status == StatusCode::UNAUTHORIZED;
-    if !unauthorized && status != StatusCode::FORBIDDEN {
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
         return Rejection::None;
     }
+    classify_challenge(status, headers)
+}
+
+/// [`classify`] for a 401 or 403.
+fn classify_challenge(status: StatusCode, headers: &HeaderMap) -> Rejection {
+    let unauthorized = status == StatusCode::UNAUTHORIZED;
     let challenge = headers
         .get_all(header::WWW_AUTHENTICATE)
         .iter()

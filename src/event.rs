@@ -14,7 +14,10 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    /// The API answered 401 to a request that carried the tokens of `generation`.
+    /// The API rejected the token of `generation`: it answered 401 to a request that carried
+    /// it, with a challenge other than `insufficient_scope` or `invalid_request` (those make
+    /// no refresh and no event; [`Stats::unauthorized`](crate::Stats::unauthorized) counts
+    /// every 401).
     Unauthorized {
         /// The token generation the request carried.
         generation: u64,

@@ -148,6 +148,7 @@ mod challenge;
 mod client;
 mod clock;
 mod config;
+mod credential;
 mod encoding;
 mod error;
 mod event;

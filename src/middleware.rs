@@ -2,15 +2,14 @@
 
 use std::fmt;
 
-use ureq::http::{self, Request, Response};
+use ureq::http::{HeaderMap, Request, Response, StatusCode};
 use ureq::middleware::{Middleware, MiddlewareNext};
 use ureq::{Body, SendBody};
 
-use crate::challenge::{classify, Rejection};
 use crate::client::AuthClient;
-use crate::event::{Event, RefreshReason};
+use crate::credential::{sees_token, Verdict, Via};
+use crate::event::RefreshReason;
 use crate::hooks::Tally;
-use crate::logging::OriginOf;
 
 /// A [`ureq` middleware](ureq::middleware::Middleware) that puts an [`AuthClient`]'s token on
 /// requests an existing `ureq::Agent` makes to the client's API. Made by
@@ -34,9 +33,12 @@ use crate::logging::OriginOf;
 ///   refreshed first when expired (through the gate, shared with every thread and with the
 ///   client's own requests), adopted from a shared store.
 /// - Requests to other origins pass through untouched: they never see the token.
-/// - A 401 to the token (a response, or `ureq::Error::StatusCode(401)` when the agent turns
-///   statuses into errors) makes it refresh through the gate before returning, so your own
-///   retry of the request gets the new token. The 401 is returned unchanged.
+/// - A 401 that rejects the token (a response whose challenge is not `insufficient_scope` or
+///   `invalid_request`, or `ureq::Error::StatusCode(401)` when the agent turns statuses into
+///   errors: it has no challenge to read) makes it refresh through the gate before
+///   returning, so your own retry of the request gets the new token. Every answer is
+///   returned unchanged, and read and counted as the client's own requests read and count
+///   theirs (see [`Stats`](crate::Stats)).
 /// - Without usable tokens (none, or the session ended) the request is not sent: the error
 ///   is `ureq::Error::Other` holding the [`Error`](crate::Error).
 ///
@@ -67,41 +69,38 @@ impl Middleware for TokenMiddleware {
         next: MiddlewareNext,
     ) -> Result<Response<Body>, ureq::Error> {
         let session = self.client.session();
-        if !self.client.config().base().origin().matches(request.uri()) {
-            return next.handle(request);
-        }
-        let (current, generation) = session
-            .usable_tokens()
+        let sees = sees_token(self.client.config(), request.uri());
+        let presented = session
+            .authorize(sees, request.headers_mut())
             .map_err(|e| ureq::Error::Other(Box::new(e)))?;
-        request
-            .headers_mut()
-            .insert(http::header::AUTHORIZATION, current.header.clone());
+        let Some(presented) = presented else {
+            return next.handle(request);
+        };
         let uri = request.uri().clone();
         session.hooks().tally(Tally::Request);
         let result = next.handle(request);
-        let rejected = match &result {
-            Ok(resp) => classify(resp.status(), resp.headers()) == Rejection::Token,
+        let verdict = match &result {
+            Ok(resp) => session.judge(
+                presented,
+                Via::Middleware,
+                &uri,
+                resp.status(),
+                resp.headers(),
+            ),
             // The agent turns statuses into errors: there is no challenge to read.
-            Err(ureq::Error::StatusCode(401)) => true,
-            _ => false,
+            Err(ureq::Error::StatusCode(401)) => session.judge(
+                presented,
+                Via::Middleware,
+                &uri,
+                StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+            ),
+            _ => Verdict::Pass,
         };
-        if rejected {
-            let origin = OriginOf(&uri);
-            let refreshing = session.has_refresher();
-            let then = if refreshing {
-                "refreshing for the caller's retry"
-            } else {
-                "final (no refresher)"
-            };
-            session.hooks().report(
-                Event::Unauthorized { generation },
-                format_args!("401 from {origin} for token generation {generation} (through the middleware): {then}"),
-            );
-            if refreshing {
-                // Through the gate: one refresh for all threads that saw this generation
-                // rejected. Its error, if any, reaches the caller on its retry.
-                let _ = session.renew(generation, RefreshReason::Unauthorized);
-            }
+        if let Verdict::Refresh(generation) = verdict {
+            // Through the gate: one refresh for all threads that saw this generation
+            // rejected. Its error, if any, reaches the caller on its retry.
+            let _ = session.renew(generation, RefreshReason::Unauthorized);
         }
         result
     }

@@ -7,13 +7,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ureq::http::{self, request::Parts, HeaderValue, Method, Request, Response};
+use ureq::http::{self, request::Parts, Method, Request, Response};
 use ureq::Body;
 
-use crate::challenge::{classify, Rejection};
 use crate::config::Config;
+use crate::credential::{self, Presented, Verdict, Via};
 use crate::error::Error;
-use crate::event::{Event, RefreshReason};
+use crate::event::RefreshReason;
 use crate::hooks::Tally;
 use crate::logging::{Chain, OriginOf, TARGET};
 use crate::redirect::{self, Hop};
@@ -112,15 +112,14 @@ pub(crate) fn execute(
         refreshed: false,
     };
     loop {
-        // The token goes to the base URL's origin only; another origin's 401 is just a
-        // status, and so is one to a request sent `without_auth`.
-        let token = if run.base_origin && !opts.without_auth {
-            Some(session.usable_tokens()?)
-        } else {
-            None
-        };
-        let next = match run.send(token.as_ref().map(|(current, _)| &current.header)) {
-            Ok(resp) => run.answered(resp, token.map(|(_, generation)| generation)),
+        // A copy of `parts` (which stay as they are, for a retry or a redirect). The token
+        // goes to the base URL's origin only; another origin's 401 is just a status, and so
+        // is one to a request sent `without_auth`.
+        let mut parts = run.parts.clone();
+        let presented =
+            session.authorize(run.base_origin && !opts.without_auth, &mut parts.headers)?;
+        let next = match run.send(parts) {
+            Ok(resp) => run.answered(resp, presented),
             Err(e) => run.failed(e),
         };
         match next {
@@ -134,17 +133,10 @@ pub(crate) fn execute(
 }
 
 impl Run<'_, '_> {
-    /// Sends one attempt: a copy of `parts` (which stay as they are, for a retry or a
-    /// redirect) with `authorization` set, if given, replacing any the caller set.
-    fn send(&mut self, authorization: Option<&HeaderValue>) -> Result<Response<Body>, ureq::Error> {
+    /// Sends one attempt: `parts`, as authorized.
+    fn send(&mut self, parts: Parts) -> Result<Response<Body>, ureq::Error> {
         self.session.hooks().tally(Tally::Request);
         let (api, configured) = self.config.api();
-        let mut parts = self.parts.clone();
-        if let Some(value) = authorization {
-            parts
-                .headers
-                .insert(http::header::AUTHORIZATION, value.clone());
-        }
         match &mut self.payload {
             Payload::None => transport::run(api, configured, Request::from_parts(parts, ())),
             Payload::Bytes(b) => transport::run(api, configured, Request::from_parts(parts, *b)),
@@ -189,10 +181,10 @@ impl Run<'_, '_> {
     }
 
     /// What a response leads to: a rejected token, a retryable status, a redirect, or the
-    /// end. `generation` is that of the token the attempt carried, if it carried one.
-    fn answered(&self, mut resp: Response<Body>, generation: Option<u64>) -> Next {
-        if let Some(generation) = generation {
-            if let Some(next) = self.rejected(&mut resp, generation) {
+    /// end. `presented`: the token the attempt carried, if it carried one.
+    fn answered(&self, mut resp: Response<Body>, presented: Option<Presented>) -> Next {
+        if let Some(presented) = presented {
+            if let Some(next) = self.rejected(&mut resp, presented) {
                 return next;
             }
         }
@@ -215,44 +207,31 @@ impl Run<'_, '_> {
         Next::Done(resp)
     }
 
-    /// A 401 or 403 to the client's token (`None` for any other answer): a rejected token is
-    /// refreshed once, an `insufficient_scope` is returned as such.
-    fn rejected(&self, resp: &mut Response<Body>, generation: u64) -> Option<Next> {
-        let hooks = self.session.hooks();
-        match classify(resp.status(), resp.headers()) {
-            Rejection::None => None,
-            Rejection::Request => {
-                hooks.tally(Tally::PlainUnauthorized);
-                None
+    /// What the answer to the client's token says about it ([`Session::judge`]; `None`: go
+    /// on with the answer): a rejected token is refreshed once, an `insufficient_scope` is
+    /// returned as such.
+    fn rejected(&self, resp: &mut Response<Body>, presented: Presented) -> Option<Next> {
+        let via = Via::Client {
+            refreshed: self.refreshed,
+        };
+        let verdict = self.session.judge(
+            presented,
+            via,
+            &self.parts.uri,
+            resp.status(),
+            resp.headers(),
+        );
+        let next = match verdict {
+            Verdict::Pass => return None,
+            // A new token would have the same scopes: no refresh.
+            Verdict::InsufficientScope { status, scope } => {
+                Next::Fail(Error::InsufficientScope { status, scope })
             }
-            Rejection::InsufficientScope { status, scope } => {
-                if status == 401 {
-                    hooks.tally(Tally::PlainUnauthorized);
-                }
-                // A new token would have the same scopes: no refresh.
-                transport::drain(resp);
-                Some(Next::Fail(Error::InsufficientScope { status, scope }))
-            }
-            Rejection::Token => {
-                transport::drain(resp);
-                let last = self.refreshed || !self.session.has_refresher();
-                let origin = OriginOf(&self.parts.uri);
-                let why = match (last, self.refreshed) {
-                    (false, _) => "refreshing",
-                    (true, true) => "final (after a refresh)",
-                    (true, false) => "final (no refresher)",
-                };
-                hooks.report(
-                    Event::Unauthorized { generation },
-                    format_args!("401 from {origin} for token generation {generation}: {why}"),
-                );
-                Some(if last {
-                    Next::Fail(Error::Unauthorized)
-                } else {
-                    Next::Refresh(generation)
-                })
-            }
-        }
+            Verdict::Refresh(generation) => Next::Refresh(generation),
+            Verdict::Final => Next::Fail(Error::Unauthorized),
+        };
+        transport::drain(resp);
+        Some(next)
     }
 
     /// Refreshes generation `generation` through the gate (even for a body that cannot be
@@ -322,7 +301,7 @@ impl Run<'_, '_> {
         if other_origin {
             redirect::strip_sensitive(&mut self.parts.headers, self.config.sensitive_headers());
         }
-        self.base_origin = self.config.base().origin().matches(&hop.uri);
+        self.base_origin = credential::sees_token(self.config, &hop.uri);
         self.parts.uri = hop.uri;
         self.redirects += 1;
     }

@@ -8,10 +8,19 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Requests sent to the network: every attempt, so retries, replays after a refresh and
-    /// redirects followed each count once. Requests refused before sending do not count.
+    /// Requests sent to the network: every attempt of the client's own requests (to any
+    /// origin), so retries, replays after a refresh and redirects followed each count once;
+    /// and the requests its [middleware](crate::TokenMiddleware) put the token on (requests
+    /// the middleware lets pass untouched, to other origins, are not counted). Requests
+    /// refused before sending do not count.
     pub requests: u64,
-    /// 401 answers to the client's own token (each handled by the refresh gate, or final).
+    /// 401 answers to requests that carried the client's token, through its own requests and
+    /// its middleware alike: each counts once, whatever its `WWW-Authenticate` challenge
+    /// says. That is a rejected token (`invalid_token`, any other error or none: refreshed
+    /// through the gate, or final, and reported as an [`Event::Unauthorized`](crate::Event::Unauthorized)),
+    /// and also `insufficient_scope` and `invalid_request`, which make no refresh. A 403 is
+    /// not counted, nor a 401 to a request that carried no token (another origin, a request
+    /// sent without auth).
     pub unauthorized: u64,
     /// Refreshes this client led that got new tokens from the token endpoint.
     pub refreshes: u64,

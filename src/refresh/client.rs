@@ -12,7 +12,7 @@ use super::{expires_in_field, json_object, string_field, tokens_from};
 use crate::encoding::{base64_encode, form_body, form_encode_into};
 use crate::error::RefreshError;
 use crate::login::error::RevocationError;
-use crate::tokens::{ClientSecret, Tokens};
+use crate::tokens::{ClientSecret, TokenType, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
 
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -111,15 +111,18 @@ pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, R
             let map = json_object(&resp.body)?;
             let access = string_field(&map, "access_token", "access_token is not a string")?
                 .ok_or(RefreshError::InvalidResponse("missing access_token"))?;
-            if let Some(tt) = string_field(&map, "token_type", "token_type is not a string")? {
-                if !tt.eq_ignore_ascii_case("bearer") {
-                    return Err(RefreshError::InvalidResponse("token_type is not bearer"));
-                }
-            }
+            // Kept with the tokens; Bearer when absent (RFC 6749 §5.1 requires it, servers
+            // omit it), the only type accepted.
+            let token_type = match string_field(&map, "token_type", "token_type is not a string")? {
+                None => TokenType::Bearer,
+                Some(tt) => TokenType::parse(tt)
+                    .ok_or(RefreshError::InvalidResponse("token_type is not bearer"))?,
+            };
             let refresh = string_field(&map, "refresh_token", "refresh_token is not a string")?;
             let scope = string_field(&map, "scope", "scope is not a string")?;
             let expires_in = expires_in_field(&map, "expires_in")?;
             tokens_from(access, refresh, expires_in, scope, previous)
+                .map(|t| t.with_token_type(token_type))
         }
         400 | 401 => {
             let code = json_object(&resp.body)
@@ -283,6 +286,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.refresh_token().unwrap().secret(), "r2");
+
+        // The token type is kept as given, in any spelling; Bearer when absent.
+        for body in [
+            r#"{"access_token":"a","token_type":"bearer"}"#,
+            r#"{"access_token":"a","token_type":"BEARER"}"#,
+            r#"{"access_token":"a"}"#,
+        ] {
+            let t = parse(&resp(200, body), &prev).unwrap();
+            assert_eq!(t.kind(), TokenType::Bearer, "{body}");
+            assert_eq!(t.token_type(), "Bearer", "{body}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use crate::tokens::{Lineage, RefreshToken, Tokens};
 
 pub(crate) mod file;
+mod record;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
@@ -419,7 +420,7 @@ pub(crate) fn write_under_lock(
     tokens: Option<&Tokens>,
 ) -> io::Result<()> {
     if let Some(tokens) = tokens {
-        file::record::Record::from_tokens(tokens)?;
+        record::Record::from_tokens(tokens)?;
     }
     lock()?.write(tokens).map(drop)
 }

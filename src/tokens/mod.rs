@@ -9,6 +9,9 @@ use crate::encoding::base64url_decode;
 use crate::redacted::Redacted;
 
 mod serialize;
+mod token_type;
+
+pub(crate) use self::token_type::TokenType;
 
 /// Longest token tokengate accepts, in bytes. Larger values are rejected as invalid.
 pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -169,6 +172,8 @@ pub struct Tokens {
     /// clones and moves a refresh makes stay as cheap as without it (measured: the refresh
     /// path's instructions).
     lineage: Option<Lineage>,
+    /// How the access token is presented (see [`Tokens::token_type`]). One byte.
+    token_type: TokenType,
 }
 
 impl Tokens {
@@ -181,6 +186,7 @@ impl Tokens {
             issued_at: None,
             scope: None,
             lineage: None,
+            token_type: TokenType::Bearer,
         }
     }
 
@@ -270,6 +276,25 @@ impl Tokens {
         self.lineage
     }
 
+    /// The token type (RFC 6749 §7.1) the access token was issued as, spelled as tokengate
+    /// writes it: `"Bearer"`, the only type it accepts today (a token response of another
+    /// type is refused; one without `token_type` is taken as Bearer). Stores keep it with the
+    /// tokens (the `serde` form does); records written before it was kept read as Bearer.
+    pub fn token_type(&self) -> &str {
+        self.token_type.as_str()
+    }
+
+    /// The token type, for the code that keeps or presents it.
+    pub(crate) fn kind(&self) -> TokenType {
+        self.token_type
+    }
+
+    /// Sets the token type, as a token response or a stored record gave it.
+    pub(crate) fn with_token_type(mut self, token_type: TokenType) -> Self {
+        self.token_type = token_type;
+        self
+    }
+
     /// Sets the lineage: for a [`TokenStore`](crate::TokenStore) of your own that keeps it
     /// (the `serde` form does). A client replaces it on a login.
     #[must_use]
@@ -328,6 +353,7 @@ impl fmt::Debug for Tokens {
             .field("issued_at", &self.issued_at)
             .field("scope", &self.scope)
             .field("lineage", &self.lineage)
+            .field("token_type", &self.token_type)
             .finish()
     }
 }
@@ -343,7 +369,8 @@ fn check_token(s: &str) -> Result<(), ()> {
 const EXPIRY_GRAIN: Duration = Duration::from_secs(1);
 
 /// Tokens as the client holds them: stamped with an absolute expiry and issue time, with the
-/// `Authorization` header value built once (cloning it does not allocate).
+/// `Authorization` header value built once, from the token type ([`TokenType::header`]);
+/// cloning it does not allocate.
 pub(crate) struct Current {
     pub(crate) tokens: Tokens,
     pub(crate) header: HeaderValue,
@@ -367,9 +394,10 @@ impl Current {
         skew: Duration,
     ) -> Result<Current, &'static str> {
         tokens.validate()?;
-        let mut header = HeaderValue::try_from(format!("Bearer {}", tokens.access.secret()))
-            .map_err(|_| "access token")?;
-        header.set_sensitive(true);
+        let header = tokens
+            .token_type
+            .header(&tokens.access)
+            .ok_or("access token")?;
 
         let (expires_at, issued_at) = match (tokens.expires_at(), tokens.expires_in()) {
             (Some(at), _) => (Some(at), tokens.issued_at.unwrap_or(now)),

@@ -15,7 +15,8 @@
 //! }
 //! ```
 //!
-//! The optional fields are left out when unknown. `lineage` (see [`Tokens::lineage`]) is
+//! `token_type` is the type the token endpoint gave (see [`Tokens::token_type`]); one without
+//! it reads as Bearer. The other optional fields are left out when unknown. `lineage` (see [`Tokens::lineage`]) is
 //! the login the tokens descend from; a store that keeps it lets the client resolve a login
 //! or logout it could not write at once. The times are the ones `FileStore` writes.
 
@@ -24,7 +25,7 @@ use std::time::SystemTime;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::Tokens;
+use super::{TokenType, Tokens};
 use crate::timing::{from_unix_ms, unix_ms_of};
 
 /// The serialized form, borrowed for writing.
@@ -74,7 +75,7 @@ impl Serialize for Tokens {
         };
         Out {
             access_token: self.access.secret(),
-            token_type: "Bearer",
+            token_type: self.token_type.as_str(),
             refresh_token: self.refresh.as_ref().map(|r| r.secret()),
             scope: self.scope.as_deref(),
             expires_at_unix_ms: expires_at.map(unix_ms_of),
@@ -91,19 +92,19 @@ impl Serialize for Tokens {
 impl<'de> Deserialize<'de> for Tokens {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let i = In::deserialize(deserializer)?;
-        if i.token_type
-            .as_deref()
-            .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-        {
-            return Err(D::Error::custom("token_type is not Bearer"));
-        }
+        let token_type = match i.token_type.as_deref() {
+            None => TokenType::Bearer,
+            Some(t) => {
+                TokenType::parse(t).ok_or_else(|| D::Error::custom("token_type is not Bearer"))?
+            }
+        };
         let time = |ms: Option<u64>, what: &str| -> Result<Option<SystemTime>, D::Error> {
             ms.map(|ms| {
                 from_unix_ms(ms).ok_or_else(|| D::Error::custom(format!("{what} is out of range")))
             })
             .transpose()
         };
-        let mut t = Tokens::new(i.access_token);
+        let mut t = Tokens::new(i.access_token).with_token_type(token_type);
         t.refresh = i.refresh_token.map(super::RefreshToken::new);
         t.scope = i.scope;
         t.expiry = time(i.expires_at_unix_ms, "expires_at_unix_ms")?.map(super::Expiry::At);
@@ -154,10 +155,17 @@ mod tests {
         assert_eq!(back.expires_at(), t.expires_at());
         assert_eq!(back.issued_at(), Some(issued));
 
-        // Only the access token is required; unknown fields are ignored.
+        assert_eq!(back.token_type(), "Bearer");
+
+        // Only the access token is required (no token type is Bearer); unknown fields are
+        // ignored; the type is read in any spelling.
         let back: Tokens =
             serde_json::from_str(r#"{"access_token":"a","expires_in":60,"x":[1]}"#).unwrap();
         assert!(back.expires_at().is_none() && back.refresh_token().is_none());
+        assert_eq!(back.kind(), TokenType::Bearer);
+        let back: Tokens =
+            serde_json::from_str(r#"{"access_token":"a","token_type":"bearer"}"#).unwrap();
+        assert_eq!(back.kind(), TokenType::Bearer);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::harness::observe::{
 use crate::harness::servers::{Api, TokenServer};
 use tokengate::time::ManualClock;
 use tokengate::ureq::{self, Agent};
-use tokengate::{AuthServer, Error, Refresh, RefreshReason, Tokens};
+use tokengate::{AuthClient, AuthServer, Error, Refresh, RefreshReason, Stats, Tokens};
 
 fn agent_with(client: &tokengate::AuthClient, status_as_error: bool) -> Agent {
     Agent::config_builder()
@@ -161,4 +161,77 @@ fn the_middleware_refreshes_ahead_in_the_background_and_reports_missing_tokens()
         other => panic!("{other:?}"),
     }
     assert_eq!(srv.api_calls(), 2, "nothing sent without tokens");
+}
+
+/// Issue 24: the client's own requests and the middleware read an answer to the token in one
+/// place, and count it by one rule: every 401 is `unauthorized`, whatever its challenge
+/// says; a 403 is not. The same answers give the same counts through either path, and
+/// through an agent that turns statuses into errors (it cannot read the challenge: every
+/// 401 is then a rejected token, still one count each).
+#[test]
+fn the_client_and_the_middleware_count_the_same_answers_the_same_way() {
+    const SCOPE: &str = r#"Bearer error="insufficient_scope", scope="admin""#;
+    let answers: [(&str, u16, Option<&str>); 7] = [
+        (
+            "invalid-token",
+            401,
+            Some(r#"Bearer error="invalid_token""#),
+        ),
+        ("no-challenge", 401, None),
+        ("scope", 401, Some(SCOPE)),
+        ("malformed", 401, Some(r#"Bearer error="invalid_request""#)),
+        ("forbidden-scope", 403, Some(SCOPE)),
+        ("forbidden", 403, None),
+        ("fine", 200, None),
+    ];
+    // Every answer needs the token: a request without it would get a 404.
+    let server = httpmock::MockServer::start();
+    let mocks: Vec<_> = answers
+        .iter()
+        .map(|&(name, status, challenge)| {
+            server.mock(|when, then| {
+                when.path(format!("/answers/{name}"))
+                    .header("authorization", "Bearer acc");
+                let then = then.status(status);
+                if let Some(challenge) = challenge {
+                    then.header("www-authenticate", challenge);
+                }
+            })
+        })
+        .collect();
+    // No refresher: each call is one request through either path (the client would replay
+    // after a refresh, the middleware cannot).
+    let stats_of = |through: Option<bool>| -> Stats {
+        let client = AuthClient::builder(server.url("/api/"))
+            .proxy(None)
+            .tokens(Tokens::new("acc"))
+            .build()
+            .unwrap();
+        for (name, ..) in answers {
+            let path = format!("/answers/{name}");
+            match through {
+                None => drop(client.get(&path).call()),
+                Some(status_as_error) => {
+                    let agent = agent_with(&client, status_as_error);
+                    drop(agent.get(&server.url(&path)).call());
+                }
+            }
+        }
+        client.stats()
+    };
+    let client = stats_of(None);
+    assert_eq!((client.requests, client.unauthorized), (7, 4), "{client:?}");
+    assert_eq!(
+        stats_of(Some(false)),
+        client,
+        "the middleware, statuses as responses"
+    );
+    assert_eq!(
+        stats_of(Some(true)),
+        client,
+        "the middleware, statuses as errors"
+    );
+    for mock in mocks {
+        assert_eq!(mock.calls(), 3, "each answer, once through each path");
+    }
 }

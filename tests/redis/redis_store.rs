@@ -84,6 +84,7 @@ fn a_login_is_stored_as_versioned_json_and_every_client_adopts_it() {
     let json = conn.tokens(session).unwrap();
     assert_eq!(json["version"], 1);
     assert_eq!(json["access_token"], "at-1");
+    assert_eq!(json["token_type"], "Bearer");
     assert_eq!(json["refresh_token"], "rt-1");
     let expires = json["expires_at_unix_ms"].as_u64().unwrap();
     let issued = json["issued_at_unix_ms"].as_u64().unwrap();
@@ -120,6 +121,47 @@ fn a_login_is_stored_as_versioned_json_and_every_client_adopts_it() {
     assert_eq!(c.tokens().unwrap().access_token().secret(), "at-2");
     assert_eq!(token_of(&c), "at-2");
     assert_eq!(srv.refresh_calls(), 0);
+}
+
+/// Issue 24: the token type is kept in the record. A record written before it was (format 1
+/// without `token_type`, as that version wrote it) still loads, as Bearer, and its token is
+/// presented as such; the next write adds the field, and it reads back the same.
+#[test]
+fn a_record_without_a_token_type_still_loads_and_the_type_round_trips() {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let session = "typed";
+    let login = srv.login();
+    let written_before = format!(
+        "{{\n  \"version\": 1,\n  \"access_token\": \"{}\",\n  \"refresh_token\": \"{}\",\n  \"expires_at_unix_ms\": 4102444800000,\n  \"issued_at_unix_ms\": 4102441200000,\n  \"lineage\": \"3f6c0a9e41d27b58\"\n}}\n",
+        login.access_token().secret(),
+        login.refresh_token().unwrap().secret(),
+    );
+    let mut conn = redis.conn();
+    conn.cmd(&[
+        "HSET",
+        "{typed}:tokens",
+        "generation",
+        "1700000000000",
+        "tokens",
+        &written_before,
+    ]);
+    let t = store(&redis, session).load().unwrap().unwrap();
+    assert_eq!(t.token_type(), "Bearer");
+    assert_eq!(t.lineage().unwrap().to_string(), "3f6c0a9e41d27b58");
+    let client = client_on(&srv, store(&redis, session)).build().unwrap();
+    // The test API takes only `Authorization: Bearer <token>`.
+    assert_eq!(token_of(&client), "at-1");
+
+    // Written again (a refresh), the record says its type, and reads back the same.
+    srv.expire_access_tokens();
+    assert_eq!(token_of(&client), "at-2");
+    let json = conn.tokens(session).unwrap();
+    assert_eq!(json["token_type"], "Bearer", "{json}");
+    assert_eq!(json["access_token"], "at-2");
+    let t = store(&redis, session).load().unwrap().unwrap();
+    assert_eq!(t.token_type(), "Bearer");
+    assert_eq!(t.access_token().secret(), "at-2");
 }
 
 #[test]

@@ -64,6 +64,7 @@ fn saved_tokens_round_trip_through_a_versioned_json_file() {
         serde_json::json!({
             "version": 1,
             "access_token": "access-1",
+            "token_type": "Bearer",
             "refresh_token": "refresh-1",
             "expires_at_unix_ms": 1_767_225_600_001u64,
             "scope": "read write",
@@ -83,8 +84,8 @@ fn saved_tokens_round_trip_through_a_versioned_json_file() {
         .save(&Tokens::new("bare").with_expires_in(Duration::from_secs(600)))
         .unwrap();
     let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    // version, access_token, expires_at_unix_ms, issued_at_unix_ms
-    assert_eq!(raw.as_object().unwrap().len(), 4, "{raw}");
+    // version, access_token, token_type, expires_at_unix_ms, issued_at_unix_ms
+    assert_eq!(raw.as_object().unwrap().len(), 5, "{raw}");
     let t = store.load().unwrap().unwrap();
     assert!(t.refresh_token().is_none() && t.scope().is_none());
     let at = t.expires_at().unwrap();
@@ -109,6 +110,56 @@ fn saved_tokens_round_trip_through_a_versioned_json_file() {
         !dir.path("tokens.json.tmp").exists(),
         "no temporary file is left behind"
     );
+}
+
+/// Issue 24: the token type is kept in the file. A file written before it was (today's
+/// format 1 without `token_type`, byte for byte as that version wrote it) still loads, as
+/// Bearer, and its token is presented as such; the next write adds the field, and a type
+/// tokengate cannot present is refused like any invalid field.
+#[test]
+fn a_token_file_without_a_token_type_still_loads_and_the_type_round_trips() {
+    let dir = TempDir::new("file_store-token-type");
+    let path = dir.path("tokens.json");
+    let srv = TokenServer::start();
+    let login = srv.login();
+    let written_before = format!(
+        "{{\n  \"version\": 1,\n  \"access_token\": \"{}\",\n  \"refresh_token\": \"{}\",\n  \"expires_at_unix_ms\": 4102444800000,\n  \"issued_at_unix_ms\": 4102441200000,\n  \"lineage\": \"3f6c0a9e41d27b58\"\n}}\n",
+        login.access_token().secret(),
+        login.refresh_token().unwrap().secret(),
+    );
+    write_private(&path, &written_before);
+    let store = FileStore::new(&path).unwrap();
+    let t = store.load().unwrap().unwrap();
+    assert_eq!(t.token_type(), "Bearer");
+    assert_eq!(t.lineage().unwrap().to_string(), "3f6c0a9e41d27b58");
+    let client = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .build()
+        .unwrap();
+    // The test API takes only `Authorization: Bearer <token>`.
+    assert_eq!(token_seen_by_api(&client), "at-1");
+
+    // Written again (a refresh), the file says its type, and reads back the same.
+    srv.expire_access_tokens();
+    assert_eq!(token_seen_by_api(&client), "at-2");
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(raw["token_type"], "Bearer", "{raw}");
+    assert_eq!(raw["access_token"], "at-2");
+    let t = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(t.token_type(), "Bearer");
+    assert_eq!(t.access_token().secret(), "at-2");
+
+    // Another type is refused, quoting nothing.
+    write_private(
+        &path,
+        r#"{"version":1,"access_token":"SECRET-1","token_type":"mac"}"#,
+    );
+    let e = FileStore::new(&path).unwrap().load().unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    let text = e.to_string();
+    assert!(text.contains("\"token_type\""), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::record::MAX_FILE_LEN;
+use crate::store::record::MAX_RECORD_LEN;
 
 /// What identifies one version of the file: which file (device and inode on Unix, where a
 /// rename always brings a new inode) and its size and modification time (an in-place edit).
@@ -142,10 +142,10 @@ pub(super) fn open_token_file(path: &Path) -> io::Result<Option<(File, fs::Metad
     Ok(Some((file, meta)))
 }
 
-/// Reads an open token file, at most one byte more than [`MAX_FILE_LEN`].
+/// Reads an open token file, at most one byte more than [`MAX_RECORD_LEN`].
 pub(super) fn read_all(file: &File, path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_LEN + 1)
+    file.take(MAX_RECORD_LEN + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| context(e, "could not read token file", path))?;
     Ok(bytes)

@@ -1,6 +1,7 @@
 //! [`FileStore`]: tokens kept in a JSON file that several processes share safely.
 //!
-//! By concern: `record.rs` is the file format, `lock.rs` the lock protocol, `fsio.rs` the
+//! By concern: the file format is the record both shared stores write (`store/record.rs`),
+//! `lock.rs` the lock protocol, `fsio.rs` the
 //! careful I/O (no symlinks, no FIFOs, private modes, atomic writes). This file ties them to
 //! [`TokenStore`]. What users need to know (format, protocol, crashes, corrupt files) is
 //! documented on [`FileStore`] itself.
@@ -13,7 +14,6 @@
 
 mod fsio;
 mod lock;
-pub(in crate::store) mod record;
 
 use std::fs::File;
 use std::io;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use self::fsio::FileId;
-use self::record::{Record, ABSENT};
+use crate::store::record::{self, Record};
 use crate::store::{LockedWrite, Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::Tokens;
 
@@ -94,6 +94,7 @@ use crate::tokens::Tokens;
 /// {
 ///   "version": 1,
 ///   "access_token": "…",
+///   "token_type": "Bearer",
 ///   "refresh_token": "…",
 ///   "expires_at_unix_ms": 1767225600000,
 ///   "issued_at_unix_ms": 1767222000000,
@@ -106,6 +107,7 @@ use crate::tokens::Tokens;
 /// |---|---|
 /// | `version` | required; the format version. Any other value than `1` is refused. |
 /// | `access_token` | required; 1 to 16384 bytes of visible ASCII |
+/// | `token_type` | optional; the token type the token endpoint gave ([`Tokens::token_type`](crate::Tokens::token_type)), compared without regard to case. Only `Bearer` is accepted: another type is refused like any invalid field. Files without it (written by older versions) are read as Bearer. |
 /// | `refresh_token` | optional; same rules |
 /// | `expires_at_unix_ms` | optional; absolute expiry of the access token, milliseconds since the Unix epoch (absolute, so every process agrees on it) |
 /// | `issued_at_unix_ms` | optional; when the access token was issued: with the expiry it gives the lifetime, so every process computes the same refresh window. Files without it (written by older versions) are read with the issue time unknown. |
@@ -113,7 +115,8 @@ use crate::tokens::Tokens;
 /// | `lineage` | optional; the login these tokens descend from ([`Tokens::lineage`](crate::Tokens::lineage)): 16 hex digits ([`Lineage`](crate::Lineage)). Files without it (written by older versions) are read as of no known lineage: a late login or logout is then written over them. |
 ///
 /// Unknown fields are ignored, so later minor additions stay readable (older versions
-/// ignore `issued_at_unix_ms` and `lineage`, and drop them when they rewrite the file). A format that older readers must not misread will get a new
+/// ignore `issued_at_unix_ms`, `lineage` and `token_type`, and drop them when they rewrite
+/// the file). A format that older readers must not misread will get a new
 /// `version`. The file holds one token set; logging out
 /// ([`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens), or a session that ended)
 /// removes the file. No file means no tokens.
@@ -349,7 +352,7 @@ impl Shared {
         });
         match parsed {
             Ok((rec, bytes)) => {
-                let stored = Stored::new(Some(rec.to_tokens()), record::revision_of(&bytes));
+                let stored = Stored::new(Some(rec.to_tokens()), revision_of(&bytes));
                 *seen = Seen::Valid {
                     id,
                     stored: stored.clone(),
@@ -372,7 +375,7 @@ impl Shared {
         let rec = Record::from_tokens(tokens)?;
         let bytes = rec.to_json();
         let file = fsio::write_atomically(&self.path, &self.tmp_path, &self.dir, &bytes)?;
-        let revision = record::revision_of(&bytes);
+        let revision = revision_of(&bytes);
         // The file is in place: the write happened, whatever follows. Without its metadata
         // the next poll reads it again.
         *self.cache.lock() = match file.metadata() {
@@ -471,5 +474,31 @@ impl std::fmt::Debug for FileStore {
             .field("path", &self.shared.path)
             .field("lock_timeout", &self.lock_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// The revision of "no file".
+const ABSENT: Revision = Revision::new(0);
+
+/// The revision of a file holding `bytes`: a 64-bit FNV-1a hash (never [`ABSENT`]). Equal
+/// bytes are the same tokens, so a rewrite of the same record is the same revision.
+fn revision_of(bytes: &[u8]) -> Revision {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Revision::new(h.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_follow_the_bytes() {
+        assert_eq!(revision_of(b"abc"), revision_of(b"abc"));
+        assert_ne!(revision_of(b"abc"), revision_of(b"abd"));
+        assert_ne!(revision_of(b""), ABSENT);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis::{Connection, RedisResult, Script};
 
-use crate::store::file::record::{self, Record};
+use crate::store::record::{self, Record};
 use crate::store::{Revision, Stored};
 use crate::tokens::{Lineage, Tokens};
 

@@ -1,28 +1,27 @@
-//! The token file's format: one JSON object, versioned (see [`FileStore`](super::FileStore)).
-//! `RedisStore` keeps the same object in its record's `tokens` field.
+//! The record format both shared stores write: one JSON object, versioned. `FileStore` keeps
+//! it as its token file (see [`FileStore`](super::FileStore) for the format), `RedisStore`
+//! in its record's `tokens` field.
 
 use std::fmt;
 use std::io;
 use std::time::SystemTime;
 
-use crate::store::Revision;
 use crate::timing::{from_unix_ms, unix_ms_of};
-use crate::tokens::{Lineage, Tokens};
+use crate::tokens::{Lineage, TokenType, Tokens};
 
-/// The version of the file format this tokengate writes, and the only one it reads.
-pub(super) const FORMAT_VERSION: u64 = 1;
+/// The version of the record format this tokengate writes, and the only one it reads.
+pub(in crate::store) const FORMAT_VERSION: u64 = 1;
 
-/// Largest token file read. Two 16 KiB tokens and a scope fit many times over; anything
-/// bigger is not a token file.
-pub(super) const MAX_FILE_LEN: u64 = 256 * 1024;
+/// Largest record read (a token file, a Redis record's `tokens` field). Two 16 KiB tokens
+/// and a scope fit many times over; anything bigger is not a token record.
+pub(in crate::store) const MAX_RECORD_LEN: u64 = 256 * 1024;
 
-/// The revision of "no file".
-pub(super) const ABSENT: Revision = Revision::new(0);
-
-/// One token set as the file holds it. No `Debug`: it holds secrets.
+/// One token set as a record holds it. No `Debug`: it holds secrets.
 #[derive(Clone, PartialEq, Eq)]
 pub(in crate::store) struct Record {
     access_token: String,
+    /// Optional in what is read: a record written before it was kept is Bearer.
+    token_type: TokenType,
     refresh_token: Option<String>,
     expires_at_unix_ms: Option<u64>,
     issued_at_unix_ms: Option<u64>,
@@ -30,11 +29,12 @@ pub(in crate::store) struct Record {
     lineage: Option<Lineage>,
 }
 
-/// The file's JSON, as written.
+/// The record's JSON, as written.
 #[derive(serde::Serialize)]
-struct FileV1<'a> {
+struct RecordV1<'a> {
     version: u64,
     access_token: &'a str,
+    token_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,6 +65,7 @@ impl Record {
         };
         Ok(Record {
             access_token: tokens.access_token().secret().to_owned(),
+            token_type: tokens.kind(),
             refresh_token: tokens.refresh_token().map(|r| r.secret().to_owned()),
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
@@ -74,7 +75,7 @@ impl Record {
     }
 
     pub(in crate::store) fn to_tokens(&self) -> Tokens {
-        let mut t = Tokens::new(self.access_token.clone());
+        let mut t = Tokens::new(self.access_token.clone()).with_token_type(self.token_type);
         if let Some(r) = &self.refresh_token {
             t = t.with_refresh_token(r.clone());
         }
@@ -94,9 +95,10 @@ impl Record {
     }
 
     pub(in crate::store) fn to_json(&self) -> Vec<u8> {
-        let file = FileV1 {
+        let file = RecordV1 {
             version: FORMAT_VERSION,
             access_token: &self.access_token,
+            token_type: self.token_type.as_str(),
             refresh_token: self.refresh_token.as_deref(),
             expires_at_unix_ms: self.expires_at_unix_ms,
             issued_at_unix_ms: self.issued_at_unix_ms,
@@ -107,17 +109,6 @@ impl Record {
         bytes.push(b'\n');
         bytes
     }
-}
-
-/// The revision of a file holding `bytes`: a 64-bit FNV-1a hash (never [`ABSENT`]). Equal
-/// bytes are the same tokens, so a rewrite of the same record is the same revision.
-pub(super) fn revision_of(bytes: &[u8]) -> Revision {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    Revision::new(h.max(1))
 }
 
 /// Parses a token file's bytes (or a Redis record's `tokens` field); `source` names it in
@@ -140,9 +131,9 @@ fn versioned_object(
     bytes: &[u8],
     invalid: &dyn Fn(String) -> io::Error,
 ) -> io::Result<serde_json::Map<String, serde_json::Value>> {
-    if bytes.len() as u64 > MAX_FILE_LEN {
+    if bytes.len() as u64 > MAX_RECORD_LEN {
         return Err(invalid(format!(
-            "is larger than {MAX_FILE_LEN} bytes: not a token file"
+            "is larger than {MAX_RECORD_LEN} bytes: not a token file"
         )));
     }
     // serde_json's own messages can quote a value (a token in the wrong field): only its
@@ -203,8 +194,15 @@ fn fields(
     };
     let access_token =
         string("access_token")?.ok_or_else(|| invalid("has no \"access_token\"".into()))?;
+    let token_type = match string("token_type")? {
+        None => TokenType::Bearer,
+        Some(t) => TokenType::parse(&t).ok_or_else(|| {
+            invalid("has a \"token_type\" other than Bearer, the only type tokengate uses".into())
+        })?,
+    };
     Ok(Record {
         access_token,
+        token_type,
         refresh_token: string("refresh_token")?,
         expires_at_unix_ms: millis("expires_at_unix_ms")?,
         issued_at_unix_ms: millis("issued_at_unix_ms")?,
@@ -245,6 +243,40 @@ mod tests {
         assert!(back.expires_at().is_some());
     }
 
+    /// The token type is kept through the record (issue 24); a record without it (written by
+    /// an earlier version) reads as Bearer, the spelling of the type does not matter, and a
+    /// type tokengate cannot present is refused without quoting anything.
+    #[test]
+    fn the_token_type_round_trips_and_records_without_it_read_as_bearer() {
+        let rec = Record::from_tokens(&Tokens::new("a")).unwrap();
+        let json = String::from_utf8(rec.to_json()).unwrap();
+        assert!(json.contains("\"token_type\": \"Bearer\""), "{json}");
+        let back = parse(json.as_bytes(), &"token file t.json").unwrap();
+        assert!(back == rec);
+        assert_eq!(back.to_tokens().token_type(), "Bearer");
+
+        for old in [
+            &br#"{"version":1,"access_token":"a"}"#[..],
+            br#"{"version":1,"access_token":"a","token_type":null}"#,
+            br#"{"version":1,"access_token":"a","token_type":"bearer"}"#,
+        ] {
+            let back = parse(old, &"token file t.json").unwrap().to_tokens();
+            assert_eq!(back.kind(), TokenType::Bearer);
+        }
+
+        for bad in [
+            &br#"{"version":1,"access_token":"SECRET","token_type":"mac"}"#[..],
+            br#"{"version":1,"access_token":"SECRET","token_type":7}"#,
+        ] {
+            let Err(e) = parse(bad, &"token file t.json") else {
+                panic!("a token type tokengate cannot present was read");
+            };
+            let e = e.to_string();
+            assert!(e.contains("\"token_type\""), "{e}");
+            assert!(!e.contains("SECRET") && !e.contains("mac"), "{e}");
+        }
+    }
+
     /// The lineage is kept through the file (issue 23), and a file without it (written by an
     /// earlier version) reads as of no known lineage; an invalid one is refused.
     #[test]
@@ -276,12 +308,5 @@ mod tests {
                 .contains("\"lineage\" that is not 16 hex digits"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn revisions_follow_the_bytes() {
-        assert_eq!(revision_of(b"abc"), revision_of(b"abc"));
-        assert_ne!(revision_of(b"abc"), revision_of(b"abd"));
-        assert_ne!(revision_of(b""), ABSENT);
     }
 }
