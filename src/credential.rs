@@ -19,7 +19,7 @@ use crate::logging::OriginOf;
 use crate::session::Session;
 
 /// Whether a request to `uri` may carry the token: only the base URL's origin (scheme, host
-/// and port) sees it. [`BaseUrl::resolve`](crate::config::BaseUrl::resolve) answers the same
+/// and port) sees it. [`BaseUrl::resolve`](crate::url::BaseUrl::resolve) answers the same
 /// for the paths it resolves (it compares the origin while building the URL).
 pub(crate) fn sees_token(config: &Config, uri: &Uri) -> bool {
     config.base().origin().matches(uri)

@@ -90,7 +90,7 @@ struct Run<'a, 'b> {
 }
 
 /// Runs one request to completion. `base_origin` says whether `parts.uri` has the base URL's
-/// origin, as [`BaseUrl::resolve`](crate::config::BaseUrl::resolve) found.
+/// origin, as [`BaseUrl::resolve`](crate::url::BaseUrl::resolve) found.
 pub(crate) fn execute(
     config: &Config,
     session: &Arc<Session>,
