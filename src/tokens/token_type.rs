@@ -37,9 +37,9 @@ impl TokenType {
     /// and marked sensitive. `None` if it cannot be a header value. One allocation of the
     /// exact size (no formatting machinery: it runs on every refresh).
     pub(crate) fn header(self, access: &AccessToken) -> Option<HeaderValue> {
-        let scheme = match self {
-            TokenType::Bearer => "Bearer",
-        };
+        // The authentication scheme is spelled as the type is written (RFC 6750 §2.1,
+        // RFC 9449 §7.1).
+        let scheme = self.as_str();
         let secret = access.secret();
         let mut text = String::with_capacity(scheme.len() + 1 + secret.len());
         text.push_str(scheme);
