@@ -305,12 +305,10 @@ impl Tokens {
 
     /// Replaces a missing refresh token with `previous` (RFC 6749 §6: the server may keep the
     /// old one), and takes the lineage of the tokens refreshed: a refresh continues a login.
-    pub(crate) fn continuing(mut self, previous: &Tokens) -> Self {
-        if self.refresh.is_none() {
-            self.refresh = previous.refresh.clone();
-        }
-        self.lineage = previous.lineage;
-        self
+    pub(crate) fn continuing(self, previous: &Tokens) -> Self {
+        let mut t = self.keep_refresh_token(previous.refresh.as_ref());
+        t.lineage = previous.lineage;
+        t
     }
 
     /// Replaces a missing refresh token with `previous` (RFC 6749 §6: the server may keep the old one).
