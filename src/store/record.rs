@@ -55,14 +55,7 @@ impl Record {
                 format!("cannot store an invalid {which}: tokens must be 1 to 16384 bytes of visible ASCII"),
             )
         })?;
-        let now = SystemTime::now();
-        let expires_at = tokens
-            .expires_at()
-            .or_else(|| tokens.expires_in().and_then(|d| now.checked_add(d)));
-        let issued_at = match tokens.expires_in() {
-            Some(_) => Some(now),
-            None => tokens.issued_at(),
-        };
+        let (expires_at, issued_at) = tokens.absolute_times(SystemTime::now());
         Ok(Record {
             access_token: tokens.access_token().secret().to_owned(),
             token_type: tokens.kind(),

@@ -255,6 +255,19 @@ impl Tokens {
         }
     }
 
+    /// The absolute expiry and issue time as a store keeps them, at `now`: a relative
+    /// `expires_in` not yet turned into an absolute expiry (tokens that never entered a
+    /// client) is counted from `now`, which is then their issue time.
+    pub(crate) fn absolute_times(
+        &self,
+        now: SystemTime,
+    ) -> (Option<SystemTime>, Option<SystemTime>) {
+        match self.expiry {
+            Some(Expiry::In(d)) => (now.checked_add(d), Some(now)),
+            _ => (self.expires_at(), self.issued_at),
+        }
+    }
+
     /// When the access token was issued, if known (always known once a client holds it).
     pub fn issued_at(&self) -> Option<SystemTime> {
         self.issued_at

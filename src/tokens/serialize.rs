@@ -68,11 +68,7 @@ struct In {
 /// expiry (tokens that never entered a client) is counted from the moment of serializing.
 impl Serialize for Tokens {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let now = SystemTime::now();
-        let (expires_at, issued_at) = match self.expires_in() {
-            Some(d) => (now.checked_add(d), Some(now)),
-            None => (self.expires_at(), self.issued_at),
-        };
+        let (expires_at, issued_at) = self.absolute_times(SystemTime::now());
         Out {
             access_token: self.access.secret(),
             token_type: self.token_type.as_str(),
