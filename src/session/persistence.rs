@@ -347,13 +347,12 @@ impl Persistence {
             Writer::Unlocked(e) => Err(e),
         };
         match written {
-            Ok(revision) => {
-                if let Some(revision) = revision {
-                    self.note_revision(p, revision, tokens.and_then(Tokens::lineage));
-                }
-                p.unsaved = None;
-                p.clear_pending();
-                self.unsaved.store(false, Release);
+            Ok(Some(revision)) => {
+                self.note_revision(p, revision, tokens.and_then(Tokens::lineage));
+                Ok(())
+            }
+            Ok(None) => {
+                self.mark_saved(p);
                 Ok(())
             }
             Err(e) => {
@@ -390,9 +389,15 @@ impl Persistence {
     ) {
         p.base = Some(revision);
         p.base_lineage = lineage;
+        self.base_revision.store(revision.get(), Release);
+        self.mark_saved(p);
+    }
+
+    /// Records in `p` (and its mirror) that the store holds what memory holds: nothing is
+    /// unsaved or pending any more. Called under the persist lock.
+    fn mark_saved(&self, p: &mut Persisted) {
         p.unsaved = None;
         p.clear_pending();
-        self.base_revision.store(revision.get(), Release);
         self.unsaved.store(false, Release);
     }
 
