@@ -1,5 +1,14 @@
 //! Encodings with no secrets of their own: base64 (HTTP Basic, JWT segments),
-//! `application/x-www-form-urlencoded` bodies, query components and hex digits.
+//! `application/x-www-form-urlencoded` bodies, query components and hex digits; and the
+//! 64-bit FNV-1a hash tokengate keeps of bytes it only compares for equality.
+
+/// 64-bit FNV-1a of `bytes`: cheap, not cryptographic. For values compared only for equality
+/// among a few (a token file's revision, the fingerprints of a client's spent refresh tokens).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -135,6 +144,13 @@ mod tests {
         assert_eq!(base64url_decode("-_8"), Some(vec![0xfb, 0xff]));
         assert_eq!(base64url_decode("a"), None);
         assert_eq!(base64url_decode("a+b/"), None);
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

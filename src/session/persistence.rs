@@ -424,9 +424,7 @@ const MAX_SPENT: usize = 16;
 /// A fingerprint of a refresh token, kept in memory only: 64-bit FNV-1a (cheap on the
 /// refresh path; only equality among a client's last few tokens matters).
 fn fingerprint(secret: &str) -> u64 {
-    secret.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::encoding::fnv1a(secret.as_bytes())
 }
 
 /// How a change reaches the store.

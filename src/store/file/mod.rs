@@ -1,10 +1,9 @@
 //! [`FileStore`]: tokens kept in a JSON file that several processes share safely.
 //!
 //! By concern: the file format is the record both shared stores write (`store/record.rs`),
-//! `lock.rs` the lock protocol, `fsio.rs` the
-//! careful I/O (no symlinks, no FIFOs, private modes, atomic writes). This file ties them to
-//! [`TokenStore`]. What users need to know (format, protocol, crashes, corrupt files) is
-//! documented on [`FileStore`] itself.
+//! `lock.rs` the lock protocol, `fsio.rs` the careful I/O (no symlinks, no FIFOs, private
+//! modes, atomic writes). This file ties them to [`TokenStore`]. What users need to know
+//! (format, protocol, crashes, corrupt files) is documented on [`FileStore`] itself.
 //!
 //! Inside one process a store has two mutexes, never held together: `busy` (with the
 //! `freed` Condvar) says a thread of this process holds, or is taking, the store's lock (the
@@ -483,12 +482,7 @@ const ABSENT: Revision = Revision::new(0);
 /// The revision of a file holding `bytes`: a 64-bit FNV-1a hash (never [`ABSENT`]). Equal
 /// bytes are the same tokens, so a rewrite of the same record is the same revision.
 fn revision_of(bytes: &[u8]) -> Revision {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    Revision::new(h.max(1))
+    Revision::new(crate::encoding::fnv1a(bytes).max(1))
 }
 
 #[cfg(test)]
