@@ -123,6 +123,15 @@ pub(super) fn encode(tokens: Option<&Tokens>) -> io::Result<(Vec<u8>, Option<Tok
     }
 }
 
+/// Redis' clock in milliseconds (`TIME`), the one clock intents are kept by: prepended to
+/// every script that reads or writes an intent's end.
+const NOW_MS: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+";
+
 /// The record's fields as `READ` and `ACQUIRE` return them, after their status: generation,
 /// tokens, ended lineage, writer, intent owner, intent token, and the intent's remaining
 /// milliseconds by Redis' clock (`-1`: none, or it ran out).
@@ -132,8 +141,7 @@ local function fields(record)
     'intent_owner', 'intent_token', 'intent_until')
   local left = -1
   if f[7] then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local now = now_ms()
     local until_ms = tonumber(f[7]) or 0
     if until_ms > now then left = until_ms - now end
   end
@@ -186,10 +194,8 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[2], 'intent_owner', ARGV[1], 'intent_token', ARGV[3],
-  'intent_until', tostring(now + tonumber(ARGV[4])))
+  'intent_until', tostring(now_ms() + tonumber(ARGV[4])))
 return 1
 ";
 
@@ -232,9 +238,7 @@ local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then
   local live = false
   if redis.call('HGET', KEYS[1], 'intent_owner') == ARGV[1] then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    live = (tonumber(redis.call('HGET', KEYS[1], 'intent_until')) or 0) > now
+    live = (tonumber(redis.call('HGET', KEYS[1], 'intent_until')) or 0) > now_ms()
   end
   if not live then
     return {-1, current}
@@ -269,14 +273,15 @@ pub(super) struct Scripts {
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
-        let with_fields = |body: &str| Script::new(&format!("{FIELDS}{body}"));
+        let with_clock = |body: &str| Script::new(&format!("{NOW_MS}{body}"));
+        let with_fields = |body: &str| Script::new(&format!("{NOW_MS}{FIELDS}{body}"));
         Scripts {
             read: with_fields(READ),
-            intent: Script::new(INTENT),
+            intent: with_clock(INTENT),
             acquire: with_fields(ACQUIRE),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
-            commit: Script::new(COMMIT),
+            commit: with_clock(COMMIT),
         }
     }
 }
