@@ -172,6 +172,73 @@ fn a_store_calling_its_own_client_gets_reentrant_not_a_deadlock() {
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-3");
 }
 
+/// A store whose `save` fails once armed (`clear` and `load` work).
+struct FailingSave {
+    inner: MemoryStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl TokenStore for FailingSave {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.inner.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(io::Error::other("No space left on device"));
+        }
+        self.inner.save(tokens)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.inner.clear()
+    }
+}
+
+/// `Event::StoreFailed` for a login is reported from inside `set_tokens` (as `Event`'s doc
+/// says): a listener that calls back for a store write gets `Reentrant` at once, while the
+/// same call once `set_tokens` has returned goes through. Catches the report being moved out
+/// of the busy section without the doc following (or a deadlock on the way back in).
+#[test]
+fn a_store_failed_listener_of_a_login_gets_reentrant_from_inside_set_tokens() {
+    let srv = TokenServer::start();
+    let slot: Slot = Arc::default();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (s, log) = (slot.clone(), seen.clone());
+    let store = Arc::new(FailingSave {
+        inner: MemoryStore::new(),
+        fail: false.into(),
+    });
+    let client = srv
+        .client_builder()
+        .store(store.clone())
+        .on_event(move |e| {
+            if matches!(e, Event::StoreFailed { .. }) {
+                let login = s
+                    .get()
+                    .unwrap()
+                    .set_tokens(Tokens::new("from-the-listener"));
+                log.lock().unwrap().push(format!("{login:?}"));
+            }
+        })
+        .tokens(srv.login())
+        .build()
+        .unwrap();
+    slot.set(client.clone()).unwrap();
+    store.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let c = client.clone();
+    let login = srv.login();
+    let result = must_not_block(
+        "set_tokens whose StoreFailed listener calls back",
+        move || format!("{:?}", c.set_tokens(login)),
+    );
+    assert!(result.starts_with("Err(Store("), "{result}");
+    assert_eq!(*seen.lock().unwrap(), ["Err(Reentrant)"]);
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "at-2");
+    // Outside set_tokens the same call is an ordinary login.
+    store.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    client.set_tokens(Tokens::new("later")).unwrap();
+    assert_eq!(client.tokens().unwrap().access_token().secret(), "later");
+}
+
 #[test]
 fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
     // A token exchange: client `a` refreshes through client `b`, whose own token has expired,
