@@ -276,3 +276,38 @@ fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
         FileStore::new(&path).unwrap().load().unwrap().is_none()
     });
 }
+
+/// A logout whose store write and revocation both fail returns the store's error, and
+/// reports the failed revocation as its one `Event::RevocationFailed` (as the event's doc
+/// says): the user is logged out in memory all the same. Catches either failure going
+/// unreported, or the revocation's error hiding the store's.
+#[test]
+fn a_logout_whose_store_and_revocation_both_fail_returns_the_store_error_and_reports_the_revocation(
+) {
+    let srv = LoginServer::start();
+    srv.login.lock().revocation_status = Some(503);
+    let dir = TempDir::new("logout-both-fail");
+    let path = dir.path("tokens.json");
+    let events = Recorder::new();
+    let client = discovered_client(&srv)
+        .store(
+            FileStore::new(&path)
+                .unwrap()
+                .lock_timeout(std::time::Duration::from_millis(50)),
+        )
+        .on_event(events.listener())
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap();
+    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+
+    let e = client.logout().unwrap_err();
+    assert!(matches!(e, Error::Store(_)), "{e:?}");
+    assert!(client.tokens().is_none());
+    assert_eq!(srv.revocations().len(), 1);
+    assert_eq!(
+        events.count(|e| matches!(e, Event::RevocationFailed { .. })),
+        1
+    );
+    drop(held);
+}
