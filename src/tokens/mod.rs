@@ -216,6 +216,23 @@ impl Tokens {
     /// with [`Tokens::with_expires_in`], whose lifetime starts when the tokens enter the
     /// client. Defaults to that moment (for a JWT access token without an explicit expiry,
     /// its `iat` claim).
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use tokengate::{AuthClient, Tokens};
+    ///
+    /// let issued = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let with = |t: Tokens| AuthClient::builder("https://api.example.com/").tokens(t).build();
+    /// let absolute = with(Tokens::new("a")
+    ///     .with_issued_at(issued)
+    ///     .with_expires_at(issued + Duration::from_secs(3600)))?;
+    /// assert_eq!(absolute.tokens().unwrap().issued_at(), Some(issued));
+    /// let relative = with(Tokens::new("a")
+    ///     .with_issued_at(issued)
+    ///     .with_expires_in(Duration::from_secs(3600)))?;
+    /// assert_ne!(relative.tokens().unwrap().issued_at(), Some(issued)); // counted from now
+    /// # Ok::<(), tokengate::Error>(())
+    /// ```
     #[must_use]
     pub fn with_issued_at(mut self, issued_at: SystemTime) -> Self {
         self.issued_at = Some(issued_at);
