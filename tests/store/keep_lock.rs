@@ -47,6 +47,18 @@ fn is_lock_timeout(e: &Error) -> bool {
         if matches!(&**r, RefreshError::Store(io) if io.kind() == io::ErrorKind::TimedOut))
 }
 
+/// Asserts that B's refresh failed with `e` because it waited for the lock A keeps (and not
+/// because it presented a spent refresh token: the message says how often `srv` detected
+/// reuse).
+#[track_caller]
+fn assert_waited_for_the_kept_lock(e: &Error, srv: &TokenServer) {
+    assert!(
+        is_lock_timeout(e),
+        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
+        srv.reuse_detected()
+    );
+}
+
 /// Failed writes reported on the thread named `thread`.
 fn failed_writes_on(events: &Recorder, thread: &str) -> usize {
     events
@@ -135,18 +147,10 @@ fn a_refresh_that_cannot_be_written_keeps_the_lock_until_it_is_written() {
     // B's at-1 is rejected: its refresh waits for the lock, gives up, and calls nobody.
     srv.state.lock().access.remove("at-1");
     let e = b.get("items").call().unwrap_err();
-    assert!(
-        is_lock_timeout(&e),
-        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
-        srv.reuse_detected()
-    );
+    assert_waited_for_the_kept_lock(&e, &srv);
     assert!(e.is_transient(), "{e:?}");
     let e = b.force_refresh().unwrap_err();
-    assert!(
-        is_lock_timeout(&e),
-        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
-        srv.reuse_detected()
-    );
+    assert_waited_for_the_kept_lock(&e, &srv);
     assert_eq!(srv.refresh_calls(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     assert!(b.tokens().is_some(), "B's session goes on");
@@ -199,11 +203,7 @@ fn closing_while_the_write_still_fails_releases_the_kept_lock() {
     fail.store(true, SeqCst);
     a.force_refresh().unwrap();
     let e = b.force_refresh().unwrap_err();
-    assert!(
-        is_lock_timeout(&e),
-        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
-        srv.reuse_detected()
-    );
+    assert_waited_for_the_kept_lock(&e, &srv);
     assert_eq!(srv.refresh_calls(), 1);
 
     // Closed with the disk still full: one more try, which fails, then the lock is released.
