@@ -13,7 +13,7 @@ use crate::harness::fixtures::{FailingWrites, TempDir};
 use crate::harness::observe::{body_json, must_not_block, until_holding, wait_until, Recorder};
 use crate::harness::servers::TokenServer;
 use tokengate::time::ManualClock;
-use tokengate::{AuthClient, Error, Event, FileStore, TokenStore, Tokens};
+use tokengate::{AuthClient, AuthClientBuilder, Error, Event, FileStore, TokenStore, Tokens};
 
 fn stored_refresh_token(path: &Path) -> String {
     let t = FileStore::new(path).unwrap().load().unwrap().unwrap();
@@ -373,6 +373,27 @@ fn an_unsaved_login_is_written_over_another_processs_refresh_never_replaced_by_i
     client.close().unwrap();
 }
 
+/// A client builder (its tokens not given yet) on the token file at `path`, whose
+/// `FileStore` waits at most 50 ms for another process's lock, with `clock`.
+fn impatient_client(srv: &TokenServer, path: &Path, clock: &Arc<ManualClock>) -> AuthClientBuilder {
+    srv.client_builder()
+        .store(
+            FileStore::new(path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .clock(clock.clone())
+}
+
+/// Asserts that `e` is the store's lock timing out.
+#[track_caller]
+fn assert_lock_timed_out(e: &Error) {
+    assert!(
+        matches!(e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
+}
+
 /// Another process holds the store's lock past this client's lock timeout. A login is not
 /// made (nothing changes; the caller still has the tokens and may try again). A logout is:
 /// memory is cleared at once, since a user who logged out must not go on sending the token,
@@ -384,31 +405,18 @@ fn a_logout_clears_memory_even_when_the_store_lock_cannot_be_taken() {
     let dir = TempDir::new("store_failures-lock-unavailable");
     let path = dir.path("tokens.json");
     let clock = Arc::new(ManualClock::new());
-    let client = srv
-        .client_builder()
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_millis(50)),
-        )
-        .clock(clock.clone())
+    let client = impatient_client(&srv, &path, &clock)
         .tokens(srv.login())
         .build()
         .unwrap();
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
 
     let e = client.set_tokens(srv.second_user_login()).unwrap_err();
-    assert!(
-        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_lock_timed_out(&e);
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
 
     let e = client.clear_tokens().unwrap_err();
-    assert!(
-        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_lock_timed_out(&e);
     assert!(client.tokens().is_none());
     assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
     assert_eq!(stored_access_token(&path).as_deref(), Some("at-1"));
@@ -434,14 +442,7 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
     let path = dir.path("tokens.json");
     let clock = Arc::new(ManualClock::new());
     let events = Recorder::new();
-    let a = srv
-        .client_builder()
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_millis(50)),
-        )
-        .clock(clock.clone())
+    let a = impatient_client(&srv, &path, &clock)
         .on_event(events.listener())
         .tokens(srv.login())
         .build()
@@ -450,10 +451,7 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
 
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
     let e = a.clear_tokens().unwrap_err();
-    assert!(
-        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_lock_timed_out(&e);
     assert!(a.tokens().is_none());
     drop(held);
 
