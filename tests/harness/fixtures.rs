@@ -1,5 +1,5 @@
 //! What tests build: temporary directories, tokens and JWTs, refreshers, sleepers and
-//! clocks, stores that fail on purpose, agents and addresses.
+//! clocks, stores that fail on purpose or forward to a real one, agents and addresses.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -258,6 +258,120 @@ impl<S: TokenStore> TokenStore for FailingWrites<S> {
     }
     fn lock_timeout(&self) -> Duration {
         self.store.lock_timeout()
+    }
+}
+
+/// What a [`Forwarding`] store's replaced `lock` does, given the inner store.
+type LockWith<S> = Box<dyn Fn(&S) -> io::Result<Option<StoreLock>> + Send + Sync>;
+/// What a [`Forwarding`] store's replaced `poll` does, given the inner store and `since`.
+type PollWith<S> = Box<dyn Fn(&S, Option<Revision>) -> io::Result<Option<Stored>> + Send + Sync>;
+
+/// A store of a test's own around a shared one (`FileStore`, `RedisStore`): every method
+/// forwards to `inner`, except those the test replaces. `lock` runs a function of the inner
+/// store ([`Forwarding::lock_with`]: to panic, to wrap the lock's writes, to lose the lease),
+/// and so does `poll` ([`Forwarding::poll_with`]: to hold a poll up, or hide what it would
+/// report); `poll` and `lock_timeout`, which a store of your own may leave out, can be left
+/// to the trait's defaults ([`Forwarding::no_poll`]: never reports a change;
+/// [`Forwarding::no_lock_timeout`]: zero), and `lock_timeout` can declare another value
+/// ([`Forwarding::lock_timeout`]).
+pub struct Forwarding<S> {
+    pub inner: S,
+    lock: Option<LockWith<S>>,
+    poll: Option<PollWith<S>>,
+    lock_timeout: Option<Duration>,
+}
+
+impl<S: TokenStore> Forwarding<S> {
+    /// Forwards every method to `inner`.
+    pub fn new(inner: S) -> Self {
+        Forwarding {
+            inner,
+            lock: None,
+            poll: None,
+            lock_timeout: None,
+        }
+    }
+
+    /// `lock` is `f(&inner)`.
+    pub fn lock_with(
+        mut self,
+        f: impl Fn(&S) -> io::Result<Option<StoreLock>> + Send + Sync + 'static,
+    ) -> Self {
+        self.lock = Some(Box::new(f));
+        self
+    }
+
+    /// `poll` is `f(&inner, since)`.
+    pub fn poll_with(
+        mut self,
+        f: impl Fn(&S, Option<Revision>) -> io::Result<Option<Stored>> + Send + Sync + 'static,
+    ) -> Self {
+        self.poll = Some(Box::new(f));
+        self
+    }
+
+    /// `poll` is the trait's default: nothing ever changes behind the client's back.
+    pub fn no_poll(self) -> Self {
+        self.poll_with(|_, since| TraitDefaults.poll(since))
+    }
+
+    /// `lock_timeout` is the trait's default (zero): the store declares none.
+    pub fn no_lock_timeout(self) -> Self {
+        let zero = TokenStore::lock_timeout(&TraitDefaults);
+        self.lock_timeout(zero)
+    }
+
+    /// `lock_timeout` declares `timeout` (whatever the inner store's lock waits).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<S: TokenStore> TokenStore for Forwarding<S> {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        self.inner.load()
+    }
+    fn save(&self, tokens: &Tokens) -> io::Result<()> {
+        self.inner.save(tokens)
+    }
+    fn clear(&self) -> io::Result<()> {
+        self.inner.clear()
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    fn lock(&self) -> io::Result<Option<StoreLock>> {
+        match &self.lock {
+            Some(f) => f(&self.inner),
+            None => self.inner.lock(),
+        }
+    }
+    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
+        match &self.poll {
+            Some(f) => f(&self.inner, since),
+            None => self.inner.poll(since),
+        }
+    }
+    fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+            .unwrap_or_else(|| TokenStore::lock_timeout(&self.inner))
+    }
+}
+
+/// A store that leaves out every method it may: the trait's defaults, for a [`Forwarding`]
+/// store that leaves a method out. Never loaded, saved or cleared.
+struct TraitDefaults;
+
+impl TokenStore for TraitDefaults {
+    fn load(&self) -> io::Result<Option<Tokens>> {
+        unreachable!("only the trait's defaults are asked")
+    }
+    fn save(&self, _: &Tokens) -> io::Result<()> {
+        unreachable!("only the trait's defaults are asked")
+    }
+    fn clear(&self) -> io::Result<()> {
+        unreachable!("only the trait's defaults are asked")
     }
 }
 

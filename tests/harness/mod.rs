@@ -9,7 +9,7 @@
 //!   (`tls.rs`, certificates in `servers/tls/`), and a `redis-server` launcher with a RESP
 //!   client (`redis.rs`).
 //! - [`fixtures`]: what tests build: `TempDir`, tokens and JWTs, stores that fail on purpose
-//!   (`FailingWrites`), refreshers, sleepers and clocks, `ClientSlot`, addresses nobody
+//!   (`FailingWrites`), stores of a test's own that forward to a real one (`Forwarding`), refreshers, sleepers and clocks, `ClientSlot`, addresses nobody
 //!   answers on.
 //! - [`observe`]: what tests watch with: the event `Recorder` and its predicates, bounded
 //!   waits (`wait_until`, `must_not_block`, all under `HANG_GUARD`), `Seen` (a request as a

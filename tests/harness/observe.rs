@@ -1,9 +1,11 @@
 //! What tests watch with: an event recorder, bounded waits, the requests a server received
-//! (`Seen`), response bodies, and the threads released at once by `release_together`.
+//! (`Seen`), response bodies, the threads released at once by `release_together`, and child
+//! processes that run one test of the binary (`test_name!`, `child_test`).
 //!
 //! Every wait here is bounded by [`HANG_GUARD`]: it turns a bug that would hang into a failed
 //! test. It is never a measured claim about speed.
 
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -238,6 +240,28 @@ macro_rules! test_name {
 }
 #[allow(unused_imports)] // as the macro
 pub(crate) use test_name;
+
+/// The environment variable that gives a child process its role (unset in the parent: a
+/// test that finds it set runs as that child).
+pub const ROLE: &str = "TOKENGATE_TEST_ROLE";
+/// The environment variable that gives a child process the base URL of the parent's token
+/// server (`TokenServer::client_builder_at` builds a client of it).
+pub const URL: &str = "TOKENGATE_TEST_URL";
+/// The environment variable that gives a child process the token file it shares.
+pub const FILE: &str = "TOKENGATE_TEST_FILE";
+
+/// A command that runs this test binary's test `name` (from `test_name!`) alone, as a child
+/// process in `role` ([`ROLE`]), its output not captured by the test harness: its stdout
+/// piped to the parent, its stderr the parent's. The caller adds the rest of its environment
+/// and starts it.
+pub fn child_test(name: &str, role: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd
+}
 
 /// `module::name` for `module` given as `module_path!()` (`lifecycle::exit`): the path of
 /// `name` inside its test binary, without the crate.

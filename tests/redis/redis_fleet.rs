@@ -22,13 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::harness::observe::{body_json, test_name, HANG_GUARD};
+use crate::harness::observe::{body_json, child_test, test_name, HANG_GUARD, ROLE, URL};
 use crate::harness::servers::redis::{RedisServer, Reply};
 use crate::harness::servers::{State, TokenServer};
-use tokengate::{AuthClient, AuthServer, Error, Event, RedisStore, RefreshError, Tokens};
+use tokengate::{AuthClient, Error, Event, RedisStore, RefreshError, Tokens};
 
-const ROLE: &str = "TOKENGATE_TEST_ROLE";
-const URL: &str = "TOKENGATE_TEST_URL";
 const REDIS: &str = "TOKENGATE_TEST_REDIS";
 const SESSION: &str = "TOKENGATE_TEST_SESSION";
 const THREADS_VAR: &str = "TOKENGATE_TEST_THREADS";
@@ -47,15 +45,7 @@ fn env(name: &str) -> String {
 
 /// A client of the test server whose session lives in Redis.
 fn fleet_client(url: &str, store: RedisStore) -> tokengate::AuthClientBuilder {
-    AuthClient::builder(format!("{url}/api/"))
-        .proxy(None)
-        .refresher(
-            AuthServer::new(format!("{url}/oauth/token"))
-                .client_id("test-app")
-                .client_secret("test-secret")
-                .refresh_grant(),
-        )
-        .store(store)
+    TokenServer::client_builder_at(url).store(store)
 }
 
 /// Another machine of the fleet, in the parent process: a client on `session` in `redis`.
@@ -75,15 +65,11 @@ fn spawn_child(
     session: &str,
     extra: &[(&str, String)],
 ) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(URL, srv.server.base_url())
+    let mut cmd = child_test(name, role);
+    cmd.env(URL, srv.server.base_url())
         .env(REDIS, redis.url())
         .env(SESSION, session)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stdin(Stdio::piped());
     for (k, v) in extra {
         cmd.env(k, v);
     }

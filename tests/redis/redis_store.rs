@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::fixtures::FailingWrites;
+use crate::harness::fixtures::{FailingWrites, Forwarding};
 use crate::harness::observe::{body_json, token_of, wait_until, Recorder, HANG_GUARD};
 use crate::harness::servers::redis::{RedisServer, ReplyLosingProxy, Resp};
 use crate::harness::servers::TokenServer;
@@ -832,37 +832,15 @@ fn a_refresh_that_cannot_confirm_its_lease_makes_no_token_call() {
 }
 
 /// A `RedisStore` whose lease is gone as soon as it was taken (its holder stalled right
-/// after taking it): the lock is given, but the lease is no longer this holder's.
-struct LapsingLock(RedisStore, u16);
-
-impl TokenStore for LapsingLock {
-    fn load(&self) -> std::io::Result<Option<Tokens>> {
-        self.0.load()
-    }
-    fn save(&self, tokens: &Tokens) -> std::io::Result<()> {
-        self.0.save(tokens)
-    }
-    fn clear(&self) -> std::io::Result<()> {
-        self.0.clear()
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn lock(&self) -> std::io::Result<Option<tokengate::store::StoreLock>> {
-        let lock = self.0.lock()?;
-        let key = format!("{{{}}}:lock", self.0.session());
-        Resp::connect(self.1).cmd(&["DEL", &key]);
+/// after taking it): the lock is given, but the lease is no longer this holder's. `port` is
+/// the Redis server's.
+fn lapsing_lock(store: RedisStore, port: u16) -> Forwarding<RedisStore> {
+    Forwarding::new(store).lock_with(move |inner| {
+        let lock = inner.lock()?;
+        let key = format!("{{{}}}:lock", inner.session());
+        Resp::connect(port).cmd(&["DEL", &key]);
         Ok(lock)
-    }
-    fn poll(
-        &self,
-        since: Option<tokengate::store::Revision>,
-    ) -> std::io::Result<Option<tokengate::store::Stored>> {
-        self.0.poll(since)
-    }
-    fn lock_timeout(&self) -> Duration {
-        TokenStore::lock_timeout(&self.0)
-    }
+    })
 }
 
 /// A lease that lapsed before the first token call: no call at all (the lease is checked
@@ -879,7 +857,7 @@ fn a_lease_that_lapsed_before_the_first_token_call_makes_none() {
     drop(a);
     let a = srv
         .client_builder()
-        .store(LapsingLock(store(&redis, "lapsed-first"), redis.port()))
+        .store(lapsing_lock(store(&redis, "lapsed-first"), redis.port()))
         .build()
         .unwrap();
     srv.expire_access_tokens();

@@ -10,10 +10,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::harness::fixtures::TempDir;
+use crate::harness::fixtures::{Forwarding, TempDir};
 use crate::harness::observe::body_json;
 use crate::harness::servers::TokenServer;
-use tokengate::store::StoreLock;
 use tokengate::{Error, FileStore, TokenStore, Tokens};
 
 fn ms(ms: u64) -> SystemTime {
@@ -397,11 +396,7 @@ fn a_refresh_by_another_process_is_adopted_instead_of_repeated() {
         .unwrap();
     // `c` never hears of changes before a request: only the re-read under the refresh lock
     // can save it from refreshing with a refresh token that was already rotated.
-    let c = srv
-        .client_builder()
-        .store(NoPoll(FileStore::new(&path).unwrap()))
-        .build()
-        .unwrap();
+    let c = srv.client_builder().store(no_poll(&path)).build().unwrap();
     assert_eq!(token_seen_by_api(&c), "at-1");
 
     srv.expire_access_tokens();
@@ -423,25 +418,12 @@ fn a_refresh_by_another_process_is_adopted_instead_of_repeated() {
 }
 
 /// A shared store that forwards everything (its lock too) but never reports external
-/// changes: what another process did is first seen under the lock.
-struct NoPoll(FileStore);
-
-impl TokenStore for NoPoll {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.0.load()
-    }
-    fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        self.0.save(tokens)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.0.clear()
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        self.0.lock()
-    }
+/// changes: what another process did is first seen under the lock. Like a store of your own
+/// that leaves out `poll` and `lock_timeout`.
+fn no_poll(path: &Path) -> Forwarding<FileStore> {
+    Forwarding::new(FileStore::new(path).unwrap())
+        .no_poll()
+        .no_lock_timeout()
 }
 
 #[test]
@@ -611,7 +593,7 @@ fn an_expired_token_found_under_the_refresh_lock_is_refreshed_not_adopted() {
     let first = srv.login(); // at-1 / rt-1
     let c = srv
         .client_builder()
-        .store(NoPoll(FileStore::new(&path).unwrap()))
+        .store(no_poll(&path))
         .tokens(first)
         .build()
         .unwrap();

@@ -9,10 +9,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::harness::observe::test_name;
+use crate::harness::observe::{child_test, test_name, FILE, ROLE};
 use tokengate::{FileStore, TokenStore, Tokens};
 
 /// At least this many kills …
@@ -27,9 +26,6 @@ const MAX_DELAY_US: u64 = 6_000;
 /// Bounds that only a bug reaches.
 const CHILD_TIME_LIMIT: Duration = Duration::from_secs(10);
 const MAX_SAVES: u64 = 100_000;
-
-const ROLE: &str = "TOKENGATE_TEST_ROLE";
-const FILE: &str = "TOKENGATE_TEST_FILE";
 
 /// Token set number `n`: every field says `n`, so a mix of two sets cannot pass `check`.
 fn tokens(n: u64) -> Tokens {
@@ -79,19 +75,13 @@ fn a_writer_killed_at_random_moments_never_leaves_a_broken_file() {
     while kills < KILLS || (left_temp_file < MIN_INTERRUPTED && kills < MAX_KILLS) {
         let kill = kills;
         kills += 1;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                test_name!(a_writer_killed_at_random_moments_never_leaves_a_broken_file).as_str(),
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, "writer")
-            .env(FILE, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let mut child = child_test(
+            &test_name!(a_writer_killed_at_random_moments_never_leaves_a_broken_file),
+            "writer",
+        )
+        .env(FILE, &path)
+        .spawn()
+        .unwrap();
         // The child says READY once its first save is complete (renamed and synced).
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();

@@ -13,14 +13,14 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::harness::observe::{body_json, test_name};
+use crate::harness::observe::{body_json, child_test, test_name, FILE, ROLE, URL};
 use crate::harness::servers::TokenServer;
-use tokengate::{AuthClient, AuthServer, Event, FileStore};
+use tokengate::{Event, FileStore};
 
 const PROCESSES: usize = 4;
 const THREADS: usize = 8;
@@ -34,10 +34,6 @@ const CHILD_TIME_LIMIT: Duration = Duration::from_secs(30);
 const PARENT_TIME_LIMIT: Duration = Duration::from_secs(60);
 const MAX_REQUESTS_PER_THREAD: u64 = 20_000;
 const MAX_FAILURES_PER_THREAD: u64 = 20;
-
-const ROLE: &str = "TOKENGATE_TEST_ROLE";
-const URL: &str = "TOKENGATE_TEST_URL";
-const FILE: &str = "TOKENGATE_TEST_FILE";
 
 #[test]
 fn processes_sharing_a_file_store_refresh_once_per_expiry() {
@@ -59,20 +55,14 @@ fn processes_sharing_a_file_store_refresh_once_per_expiry() {
 
     let children: Vec<Child> = (0..PROCESSES)
         .map(|_| {
-            Command::new(std::env::current_exe().unwrap())
-                .args([
-                    test_name!(processes_sharing_a_file_store_refresh_once_per_expiry).as_str(),
-                    "--exact",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(ROLE, "child")
-                .env(URL, srv.server.base_url())
-                .env(FILE, &path)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap()
+            child_test(
+                &test_name!(processes_sharing_a_file_store_refresh_once_per_expiry),
+                "child",
+            )
+            .env(URL, srv.server.base_url())
+            .env(FILE, &path)
+            .spawn()
+            .unwrap()
         })
         .collect();
     let reports = wait_all(children);
@@ -207,14 +197,7 @@ fn child() {
     let path = PathBuf::from(std::env::var_os(FILE).unwrap());
     let started = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&started);
-    let client = AuthClient::builder(format!("{url}/api/"))
-        .proxy(None)
-        .refresher(
-            AuthServer::new(format!("{url}/oauth/token"))
-                .client_id("test-app")
-                .client_secret("test-secret")
-                .refresh_grant(),
-        )
+    let client = TokenServer::client_builder_at(&url)
         .store(FileStore::new(&path).unwrap())
         .on_event(move |e| {
             if matches!(e, Event::RefreshStarted { .. }) {

@@ -20,15 +20,17 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::harness::fixtures::{FailingWrites, TempDir};
-use crate::harness::observe::{test_name, token_of, wait_until, Recorder, HANG_GUARD};
+use crate::harness::observe::{
+    child_test, test_name, token_of, wait_until, Recorder, FILE, HANG_GUARD, ROLE, URL,
+};
 use crate::harness::servers::TokenServer;
-use tokengate::{AuthClient, AuthServer, Error, Event, FileStore, RefreshError, TokenStore};
+use tokengate::{AuthClient, Error, Event, FileStore, RefreshError, TokenStore};
 
 /// The lock timeout of the client that must wait for the kept lock: short, so its refresh
 /// gives up quickly; the holder keeps the lock however long that is.
@@ -45,6 +47,18 @@ fn stored_refresh_token(path: &Path) -> Option<String> {
 fn is_lock_timeout(e: &Error) -> bool {
     matches!(e, Error::Refresh(r)
         if matches!(&**r, RefreshError::Store(io) if io.kind() == io::ErrorKind::TimedOut))
+}
+
+/// Asserts that B's refresh failed with `e` because it waited for the lock A keeps (and not
+/// because it presented a spent refresh token: the message says how often `srv` detected
+/// reuse).
+#[track_caller]
+fn assert_waited_for_the_kept_lock(e: &Error, srv: &TokenServer) {
+    assert!(
+        is_lock_timeout(e),
+        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
+        srv.reuse_detected()
+    );
 }
 
 /// Failed writes reported on the thread named `thread`.
@@ -135,18 +149,10 @@ fn a_refresh_that_cannot_be_written_keeps_the_lock_until_it_is_written() {
     // B's at-1 is rejected: its refresh waits for the lock, gives up, and calls nobody.
     srv.state.lock().access.remove("at-1");
     let e = b.get("items").call().unwrap_err();
-    assert!(
-        is_lock_timeout(&e),
-        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
-        srv.reuse_detected()
-    );
+    assert_waited_for_the_kept_lock(&e, &srv);
     assert!(e.is_transient(), "{e:?}");
     let e = b.force_refresh().unwrap_err();
-    assert!(
-        is_lock_timeout(&e),
-        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
-        srv.reuse_detected()
-    );
+    assert_waited_for_the_kept_lock(&e, &srv);
     assert_eq!(srv.refresh_calls(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     assert!(b.tokens().is_some(), "B's session goes on");
@@ -199,11 +205,7 @@ fn closing_while_the_write_still_fails_releases_the_kept_lock() {
     fail.store(true, SeqCst);
     a.force_refresh().unwrap();
     let e = b.force_refresh().unwrap_err();
-    assert!(
-        is_lock_timeout(&e),
-        "B's refresh must wait for the kept lock, got {e:?} (the server detected reuse {} time(s))",
-        srv.reuse_detected()
-    );
+    assert_waited_for_the_kept_lock(&e, &srv);
     assert_eq!(srv.refresh_calls(), 1);
 
     // Closed with the disk still full: one more try, which fails, then the lock is released.
@@ -238,9 +240,6 @@ fn closing_while_the_write_still_fails_releases_the_kept_lock() {
 
 // --- Real processes on a real full disk ------------------------------------------------
 
-const ROLE: &str = "TOKENGATE_TEST_ROLE";
-const URL: &str = "TOKENGATE_TEST_URL";
-const FILE: &str = "TOKENGATE_TEST_FILE";
 const COORD: &str = "TOKENGATE_TEST_COORD";
 
 /// Bounds that only a bug (or a machine stalled for most of a minute) reaches.
@@ -299,22 +298,15 @@ fn a_full_disk_never_lets_another_process_present_the_spent_refresh_token() {
 
     let mut children = Children::default();
     let spawn = |role| {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                test_name!(a_full_disk_never_lets_another_process_present_the_spent_refresh_token)
-                    .as_str(),
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ROLE, role)
-            .env(URL, srv.server.base_url())
-            .env(FILE, &path)
-            .env(COORD, &coord)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
+        child_test(
+            &test_name!(a_full_disk_never_lets_another_process_present_the_spent_refresh_token),
+            role,
+        )
+        .env(URL, srv.server.base_url())
+        .env(FILE, &path)
+        .env(COORD, &coord)
+        .spawn()
+        .unwrap()
     };
 
     children.0.push(("holder", spawn("holder")));
@@ -470,14 +462,7 @@ fn read_stdout(child: &mut Child) -> String {
 fn child_client(lock_timeout: Duration, events: &Recorder) -> AuthClient {
     let url = std::env::var(URL).unwrap();
     let path = PathBuf::from(std::env::var_os(FILE).unwrap());
-    AuthClient::builder(format!("{url}/api/"))
-        .proxy(None)
-        .refresher(
-            AuthServer::new(format!("{url}/oauth/token"))
-                .client_id("test-app")
-                .client_secret("test-secret")
-                .refresh_grant(),
-        )
+    TokenServer::client_builder_at(&url)
         .store(FileStore::new(&path).unwrap().lock_timeout(lock_timeout))
         .on_event(events.listener())
         .build()

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::fixtures::{FailingWrites, TempDir};
+use crate::harness::fixtures::{FailingWrites, Forwarding, TempDir};
 use crate::harness::observe::wait_until;
-use tokengate::store::{LockedWrite, Revision, StoreLock, Stored};
+use tokengate::store::{LockedWrite, Revision, StoreLock};
 use tokengate::ureq::Agent;
 use tokengate::{AuthClient, FileStore, Refresh, RefreshError, RetryPolicy, TokenStore, Tokens};
 
@@ -28,37 +28,17 @@ fn stored_refresh_token(path: &Path) -> Option<String> {
     Some(tokens.refresh_token()?.secret().to_owned())
 }
 
-/// A `FileStore` whose `lock()` panics once when armed.
-struct PanickyLock {
-    inner: FileStore,
-    arm: Arc<AtomicBool>,
-}
-
-impl TokenStore for PanickyLock {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.inner.load()
-    }
-    fn save(&self, t: &Tokens) -> io::Result<()> {
-        self.inner.save(t)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.inner.clear()
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        if self.arm.swap(false, SeqCst) {
-            panic!("the store's lock panicked");
-        }
-        self.inner.lock()
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        self.inner.poll(since)
-    }
-    fn lock_timeout(&self) -> Duration {
-        Duration::from_millis(500)
-    }
+/// A `FileStore` whose `lock()` panics once when armed (by `arm`).
+fn panicky_lock(path: &Path, arm: &Arc<AtomicBool>) -> Forwarding<FileStore> {
+    let arm = Arc::clone(arm);
+    Forwarding::new(FileStore::new(path).unwrap())
+        .lock_with(move |inner| {
+            if arm.swap(false, SeqCst) {
+                panic!("the store's lock panicked");
+            }
+            inner.lock()
+        })
+        .lock_timeout(Duration::from_millis(500))
 }
 
 /// A store whose `lock()` panics once: the next login works. Caught the client's own
@@ -71,10 +51,7 @@ fn a_store_whose_lock_panicked_once_goes_on_working() {
     let arm = Arc::new(AtomicBool::new(false));
     let client = AuthClient::builder("http://127.0.0.1:9/")
         .proxy(None)
-        .store(PanickyLock {
-            inner: FileStore::new(&path).unwrap(),
-            arm: Arc::clone(&arm),
-        })
+        .store(panicky_lock(&path, &arm))
         .build()
         .unwrap();
     arm.store(true, SeqCst);
@@ -159,27 +136,8 @@ fn a_kept_lock_taken_from_a_hung_refresh_stays_kept_while_the_file_holds_a_spent
 
 /// A shared store of your own that declares no lock timeout (the trait's default, zero),
 /// forwarding everything else to a `FileStore`.
-struct NoLockTimeout(FileStore);
-
-impl TokenStore for NoLockTimeout {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.0.load()
-    }
-    fn save(&self, t: &Tokens) -> io::Result<()> {
-        self.0.save(t)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.0.clear()
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        self.0.lock()
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        self.0.poll(since)
-    }
+fn no_lock_timeout(path: &Path) -> Forwarding<FileStore> {
+    Forwarding::new(FileStore::new(path).unwrap()).no_lock_timeout()
 }
 
 /// Answers after 400 ms.
@@ -205,7 +163,7 @@ fn a_login_during_a_refresh_waits_for_it_with_a_store_that_declares_no_lock_time
         .proxy(None)
         .token_timeout(Duration::from_secs(2))
         .refresher(Slow)
-        .store(NoLockTimeout(FileStore::new(&path).unwrap()))
+        .store(no_lock_timeout(&path))
         .tokens(login())
         .build()
         .unwrap();
@@ -225,10 +183,17 @@ fn a_login_during_a_refresh_waits_for_it_with_a_store_that_declares_no_lock_time
     assert_eq!(stored_refresh_token(&path).as_deref(), Some("rt-9"));
 }
 
-/// Writes through a `FileStore` lock that succeed, fail or panic, by the store's mode.
-struct ModeStore {
-    inner: FileStore,
-    mode: Arc<AtomicU8>,
+/// A `FileStore` whose writes under its lock succeed, fail or panic, by `mode`.
+fn mode_store(path: &Path, mode: &Arc<AtomicU8>) -> Forwarding<FileStore> {
+    let mode = Arc::clone(mode);
+    Forwarding::new(FileStore::new(path).unwrap())
+        .lock_with(move |inner| {
+            let lock = inner.lock()?.expect("a shared store");
+            let stored = lock.stored().cloned()?;
+            let mode = Arc::clone(&mode);
+            Ok(Some(StoreLock::new(stored, ModeWrite { lock, mode })))
+        })
+        .lock_timeout(Duration::from_secs(1))
 }
 
 const WRITE: u8 = 0;
@@ -250,33 +215,6 @@ impl LockedWrite for ModeWrite {
     }
 }
 
-impl TokenStore for ModeStore {
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.inner.load()
-    }
-    fn save(&self, t: &Tokens) -> io::Result<()> {
-        self.inner.save(t)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.inner.clear()
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        let lock = self.inner.lock()?.expect("a shared store");
-        let stored = lock.stored().cloned()?;
-        let mode = Arc::clone(&self.mode);
-        Ok(Some(StoreLock::new(stored, ModeWrite { lock, mode })))
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        self.inner.poll(since)
-    }
-    fn lock_timeout(&self) -> Duration {
-        Duration::from_secs(1)
-    }
-}
-
 /// The retry thread of a kept lock survives a store whose write panics: once writes work
 /// again, the refresh is written (with no request made meanwhile) and the lock released.
 /// Caught the thread dying on the panic, leaving the lock kept with nobody retrying.
@@ -288,10 +226,7 @@ fn a_retry_whose_write_panicked_does_not_end_the_retries() {
     let client = AuthClient::builder("http://127.0.0.1:9/")
         .proxy(None)
         .refresher(Slow)
-        .store(ModeStore {
-            inner: FileStore::new(&path).unwrap(),
-            mode: Arc::clone(&mode),
-        })
+        .store(mode_store(&path, &mode))
         .tokens(login())
         .build()
         .unwrap();

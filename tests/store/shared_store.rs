@@ -11,61 +11,39 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::fixtures::TempDir;
+use crate::harness::fixtures::{Forwarding, TempDir};
 use crate::harness::observe::{
     body_json, is_refresh_started, is_refreshed, must_not_block, token_of, Recorder, HANG_GUARD,
 };
 use crate::harness::servers::TokenServer;
-use tokengate::store::{Revision, StoreLock, Stored};
+use tokengate::store::{Revision, Stored};
 use tokengate::time::ManualClock;
 use tokengate::ureq::Agent;
 use tokengate::{AuthClient, AuthServer, Error, FileStore, Refresh, TokenStore, Tokens};
 
 /// A `FileStore` whose polls go through `hook` (given the store and `since`): how a test
-/// holds a poll up, or hides what it would report.
-struct HookedPoll<F> {
-    file: FileStore,
-    hook: F,
-}
-
-impl<F> TokenStore for HookedPoll<F>
-where
-    F: Fn(&FileStore, Option<Revision>) -> io::Result<Option<Stored>> + Send + Sync + 'static,
-{
-    fn load(&self) -> io::Result<Option<Tokens>> {
-        self.file.load()
-    }
-    fn save(&self, tokens: &Tokens) -> io::Result<()> {
-        self.file.save(tokens)
-    }
-    fn clear(&self) -> io::Result<()> {
-        self.file.clear()
-    }
-    fn is_shared(&self) -> bool {
-        true
-    }
-    fn lock(&self) -> io::Result<Option<StoreLock>> {
-        self.file.lock()
-    }
-    fn poll(&self, since: Option<Revision>) -> io::Result<Option<Stored>> {
-        (self.hook)(&self.file, since)
-    }
+/// holds a poll up, or hides what it would report. Like a store of your own, it declares no
+/// lock timeout.
+fn hooked_poll(
+    path: &std::path::Path,
+    hook: impl Fn(&FileStore, Option<Revision>) -> io::Result<Option<Stored>> + Send + Sync + 'static,
+) -> Forwarding<FileStore> {
+    Forwarding::new(FileStore::new(path).unwrap())
+        .poll_with(hook)
+        .no_lock_timeout()
 }
 
 /// A store whose polls, after the client's build, report no change until `open` is set:
 /// like a rate-limited poll (`RedisStore`'s) that has not looked again yet. What another
 /// process stored meanwhile is first seen under the store's lock, when a refresh takes it.
 fn gated_poll(path: &std::path::Path, open: Arc<AtomicBool>) -> impl TokenStore {
-    HookedPoll {
-        file: FileStore::new(path).unwrap(),
-        // The build's poll (`None`) reads the current record.
-        hook: move |file: &FileStore, since: Option<Revision>| {
-            if since.is_some() && !open.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            file.poll(since)
-        },
-    }
+    // The build's poll (`None`) reads the current record.
+    hooked_poll(path, move |file, since| {
+        if since.is_some() && !open.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        file.poll(since)
+    })
 }
 
 /// A client logged in (at-1) on a store whose next poll, once armed, stops after reading the
@@ -81,17 +59,14 @@ fn overtake_a_poll(
     type Pause = (mpsc::Sender<()>, mpsc::Receiver<()>);
     let armed: Arc<Mutex<Option<Pause>>> = Arc::default();
     let pause = armed.clone();
-    let store = HookedPoll {
-        file: FileStore::new(path).unwrap(),
-        hook: move |file: &FileStore, since: Option<Revision>| {
-            let read = file.poll(since);
-            if let Some((read_done, go)) = pause.lock().unwrap().take() {
-                read_done.send(()).unwrap();
-                go.recv_timeout(HANG_GUARD).unwrap();
-            }
-            read
-        },
-    };
+    let store = hooked_poll(path, move |file, since| {
+        let read = file.poll(since);
+        if let Some((read_done, go)) = pause.lock().unwrap().take() {
+            read_done.send(()).unwrap();
+            go.recv_timeout(HANG_GUARD).unwrap();
+        }
+        read
+    });
     let client = srv
         .client_builder()
         .store(store)

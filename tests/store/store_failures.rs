@@ -4,7 +4,7 @@
 //! (consumed) refresh token again. The save is retried, and its failure is reported.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,33 +13,38 @@ use crate::harness::fixtures::{FailingWrites, TempDir};
 use crate::harness::observe::{body_json, must_not_block, until_holding, wait_until, Recorder};
 use crate::harness::servers::TokenServer;
 use tokengate::time::ManualClock;
-use tokengate::{AuthClient, Error, Event, FileStore, TokenStore, Tokens};
+use tokengate::{AuthClient, AuthClientBuilder, Error, Event, FileStore, TokenStore, Tokens};
 
 fn stored_refresh_token(path: &Path) -> String {
     let t = FileStore::new(path).unwrap().load().unwrap().unwrap();
     t.refresh_token().unwrap().secret().to_owned()
 }
 
-/// A client logged in (3600 s tokens) on a file store whose writes can be made to fail,
-/// with a manual clock.
+/// A test's token server, and a file store (a token file in a fresh directory named
+/// `name`) whose writes can be made to fail, with a manual clock; the client logged in on
+/// it (3600 s tokens) is returned with it.
 struct Setup {
-    fail: Arc<AtomicBool>,
-    clock: Arc<ManualClock>,
     events: Recorder,
-    client: tokengate::AuthClient,
+    clock: Arc<ManualClock>,
+    fail: Arc<AtomicBool>,
+    path: PathBuf,
+    _dir: TempDir,
+    srv: TokenServer,
 }
 
-fn setup(srv: &TokenServer, path: &Path) -> Setup {
-    setup_with_listener(srv, path, |_| {})
+fn setup(name: &str) -> (Setup, AuthClient) {
+    setup_with_listener(name, |_| {})
 }
 
 /// `setup`, with `also` called on every event after it is recorded.
 fn setup_with_listener(
-    srv: &TokenServer,
-    path: &Path,
+    name: &str,
     also: impl Fn(&Event) + Send + Sync + 'static,
-) -> Setup {
-    let (store, fail) = FailingWrites::new(FileStore::new(path).unwrap());
+) -> (Setup, AuthClient) {
+    let srv = TokenServer::start();
+    let dir = TempDir::new(name);
+    let path = dir.path("tokens.json");
+    let (store, fail) = FailingWrites::new(FileStore::new(&path).unwrap());
     let clock = Arc::new(ManualClock::new());
     let events = Recorder::new();
     let record = events.listener();
@@ -54,12 +59,15 @@ fn setup_with_listener(
         .tokens(srv.login())
         .build()
         .unwrap();
-    Setup {
-        fail,
-        clock,
+    let setup = Setup {
         events,
-        client,
-    }
+        clock,
+        fail,
+        path,
+        _dir: dir,
+        srv,
+    };
+    (setup, client)
 }
 
 fn store_failures(events: &Recorder) -> usize {
@@ -68,52 +76,46 @@ fn store_failures(events: &Recorder) -> usize {
 
 #[test]
 fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-consumed");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client,
-    } = setup(&srv, &path);
-    assert_eq!(stored_refresh_token(&path), "rt-1");
+    let (s, client) = setup("store_failures-consumed");
+    assert_eq!(stored_refresh_token(&s.path), "rt-1");
 
     // The disk fills up; a 401 makes the client refresh (rt-1 → rt-2) and the save fails.
-    fail.store(true, SeqCst);
-    srv.expire_access_tokens();
+    s.fail.store(true, SeqCst);
+    s.srv.expire_access_tokens();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
-    assert_eq!(store_failures(&events), 1);
+    assert_eq!(store_failures(&s.events), 1);
     // Requests retry the save, at most once a second (and it fails again: still full). With
     // a shared store the retry runs on a thread of its own (it may wait for the store's lock,
     // and a request with a valid token never waits for that); the request does not wait.
     client.get("items").call().unwrap();
-    assert_eq!(store_failures(&events), 1);
-    clock.advance(Duration::from_secs(2));
+    assert_eq!(store_failures(&s.events), 1);
+    s.clock.advance(Duration::from_secs(2));
     client.get("items").call().unwrap();
-    events.wait_for("the retried save failing", 2, |e| {
+    s.events.wait_for("the retried save failing", 2, |e| {
         matches!(e, Event::StoreFailed { .. })
     });
-    assert_eq!(store_failures(&events), 2);
-    assert_eq!(stored_refresh_token(&path), "rt-1");
+    assert_eq!(store_failures(&s.events), 2);
+    assert_eq!(stored_refresh_token(&s.path), "rt-1");
 
     // The next refresh uses rt-2 from memory: the stored rt-1 is older, not "another
     // process's newer tokens", and presenting it again would revoke the whole session.
-    srv.expire_access_tokens();
+    s.srv.expire_access_tokens();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-3");
-    assert_eq!(srv.refresh_calls(), 2);
-    assert_eq!(srv.reuse_detected(), 0);
-    assert!(!srv.state.lock().revoked);
-    assert_eq!(store_failures(&events), 3);
+    assert_eq!(s.srv.refresh_calls(), 2);
+    assert_eq!(s.srv.reuse_detected(), 0);
+    assert!(!s.srv.state.lock().revoked);
+    assert_eq!(store_failures(&s.events), 3);
 
     // Space again: the next request (a second later) saves what memory holds.
-    fail.store(false, SeqCst);
-    clock.advance(Duration::from_secs(2));
+    s.fail.store(false, SeqCst);
+    s.clock.advance(Duration::from_secs(2));
     client.get("items").call().unwrap();
-    wait_until("the retried save", || stored_refresh_token(&path) == "rt-3");
-    assert_eq!(store_failures(&events), 3);
+    wait_until("the retried save", || {
+        stored_refresh_token(&s.path) == "rt-3"
+    });
+    assert_eq!(store_failures(&s.events), 3);
     client.close().unwrap();
 }
 
@@ -124,35 +126,29 @@ fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
 /// itself, so no other process can hold it meanwhile; see `tests/store/keep_lock.rs`.)
 #[test]
 fn a_pending_save_never_makes_a_request_wait_for_the_store_lock() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-pending-save");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client,
-    } = setup(&srv, &path);
-    fail.store(true, SeqCst);
-    let e = client.set_tokens(srv.login()).unwrap_err(); // at-2; its save fails
+    let (s, client) = setup("store_failures-pending-save");
+    s.fail.store(true, SeqCst);
+    let e = client.set_tokens(s.srv.login()).unwrap_err(); // at-2; its save fails
     assert!(matches!(e, Error::Store(_)), "{e:?}");
-    assert_eq!(store_failures(&events), 1);
-    fail.store(false, SeqCst);
-    clock.advance(Duration::from_secs(2)); // a retry is due
+    assert_eq!(store_failures(&s.events), 1);
+    s.fail.store(false, SeqCst);
+    s.clock.advance(Duration::from_secs(2)); // a retry is due
 
-    let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
+    let held = FileStore::new(&s.path).unwrap().lock().unwrap().unwrap();
     let c = client.clone();
     let token = must_not_block("a request while a save is pending", move || {
         let mut r = c.get("items").call().unwrap();
         body_json(&mut r)["token"].as_str().unwrap().to_owned()
     });
     assert_eq!(token, "at-2");
-    assert_eq!(stored_refresh_token(&path), "rt-1");
+    assert_eq!(stored_refresh_token(&s.path), "rt-1");
     drop(held);
-    wait_until("the retried save", || stored_refresh_token(&path) == "rt-2");
+    wait_until("the retried save", || {
+        stored_refresh_token(&s.path) == "rt-2"
+    });
     client.close().unwrap();
-    assert_eq!(srv.refresh_calls(), 0);
-    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(s.srv.refresh_calls(), 0);
+    assert_eq!(s.srv.reuse_detected(), 0);
 }
 
 /// A listener that panics on the save-retry thread does not stop later retries. Caught the
@@ -160,72 +156,56 @@ fn a_pending_save_never_makes_a_request_wait_for_the_store_lock() {
 /// and another process then presented the consumed refresh token.
 #[test]
 fn a_panic_in_a_save_retry_does_not_stop_later_retries() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-panicking-retry");
-    let path = dir.path("tokens.json");
     let panic_once = Arc::new(AtomicBool::new(false));
     let armed = panic_once.clone();
-    let Setup {
-        fail,
-        clock,
-        events,
-        client,
-    } = setup_with_listener(&srv, &path, move |e| {
+    let (s, client) = setup_with_listener("store_failures-panicking-retry", move |e| {
         if matches!(e, Event::StoreFailed { .. }) && armed.swap(false, SeqCst) {
             panic!("a listener panics (on the save thread)");
         }
     });
     // at-2 / rt-2 in memory; its save fails.
-    fail.store(true, SeqCst);
+    s.fail.store(true, SeqCst);
     client.force_refresh().unwrap();
-    assert_eq!(store_failures(&events), 1);
+    assert_eq!(store_failures(&s.events), 1);
 
     // The retry a second later fails again, and the listener panics on its thread.
     panic_once.store(true, SeqCst);
-    clock.advance(Duration::from_secs(2));
+    s.clock.advance(Duration::from_secs(2));
     client.get("items").call().unwrap();
-    events.wait_for("the failed retry", 2, |e| {
+    s.events.wait_for("the failed retry", 2, |e| {
         matches!(e, Event::StoreFailed { .. })
     });
     wait_until("the panic", || !panic_once.load(SeqCst));
 
     // Space again: a later request's retry saves at-2.
-    fail.store(false, SeqCst);
+    s.fail.store(false, SeqCst);
     wait_until("the retry saved", || {
-        clock.advance(Duration::from_secs(2));
+        s.clock.advance(Duration::from_secs(2));
         client.get("items").call().unwrap();
-        stored_refresh_token(&path) == "rt-2"
+        stored_refresh_token(&s.path) == "rt-2"
     });
     client.close().unwrap();
-    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(s.srv.reuse_detected(), 0);
 }
 
 #[test]
 fn a_background_refresh_that_cannot_be_saved_is_reported_and_retried_on_close() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-background");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client,
-    } = setup(&srv, &path);
-    fail.store(true, SeqCst);
-    clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
+    let (s, client) = setup("store_failures-background");
+    s.fail.store(true, SeqCst);
+    s.clock.advance(Duration::from_secs(3600 - 20)); // inside the refresh window
     client.get("items").call().unwrap();
-    events.wait_for("the background save failure", 1, |e| {
+    s.events.wait_for("the background save failure", 1, |e| {
         matches!(e, Event::StoreFailed { .. })
     });
-    assert_eq!(stored_refresh_token(&path), "rt-1");
+    assert_eq!(stored_refresh_token(&s.path), "rt-1");
     let c = client.clone();
     let err = c.close().unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");
 
     // close() on the last handle retries: with space again, it saves and succeeds.
-    fail.store(false, SeqCst);
+    s.fail.store(false, SeqCst);
     client.close().unwrap();
-    assert_eq!(stored_refresh_token(&path), "rt-2");
+    assert_eq!(stored_refresh_token(&s.path), "rt-2");
 }
 
 /// A store kept by one process (no lock, no poll) whose writes can be made to fail.
@@ -319,6 +299,13 @@ fn other_process(srv: &TokenServer, path: &Path) -> AuthClient {
         .unwrap()
 }
 
+/// `setup`, and another process on the same session (`other_process`): A and B.
+fn setup_two_processes(name: &str) -> (Setup, AuthClient, AuthClient) {
+    let (s, a) = setup(name);
+    let b = other_process(&s.srv, &s.path);
+    (s, a, b)
+}
+
 /// A logout whose write failed is never undone by the store: another process, still on the
 /// old session, refreshes and stores it; this client's next request must not adopt that
 /// (the user logged out), and the retry writes the logout over the newer record, which the
@@ -326,39 +313,30 @@ fn other_process(srv: &TokenServer, path: &Path) -> AuthClient {
 /// process's refresh: the logout was reverted.
 #[test]
 fn an_unsaved_logout_is_written_over_another_processs_refresh_never_undone_by_it() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-unsaved-logout");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client,
-    } = setup(&srv, &path);
-    let other = other_process(&srv, &path);
+    let (s, client, other) = setup_two_processes("store_failures-unsaved-logout");
 
-    fail.store(true, SeqCst);
+    s.fail.store(true, SeqCst);
     let e = client.clear_tokens().unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
     assert!(client.tokens().is_none());
-    assert_eq!(store_failures(&events), 1);
+    assert_eq!(store_failures(&s.events), 1);
     other.force_refresh().unwrap(); // still on the old session: rt-1 -> rt-2, stored
-    assert_eq!(stored_refresh_token(&path), "rt-2");
+    assert_eq!(stored_refresh_token(&s.path), "rt-2");
 
-    fail.store(false, SeqCst);
-    clock.advance(Duration::from_secs(2)); // a retry is due
+    s.fail.store(false, SeqCst);
+    s.clock.advance(Duration::from_secs(2)); // a retry is due
     let e = client.get("items").call().unwrap_err();
     assert!(matches!(e, Error::NoTokens), "logged out, got {e:?}");
     wait_until("the logout written over the refresh", || {
-        stored_access_token(&path).is_none()
+        stored_access_token(&s.path).is_none()
     });
     assert!(client.tokens().is_none());
     assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
-    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 0);
+    assert_eq!(s.events.count(|e| matches!(e, Event::Adopted { .. })), 0);
     // The other process adopts the logout.
     let e = other.get("items").call().unwrap_err();
     assert!(matches!(e, Error::NoTokens), "{e:?}");
-    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(s.srv.reuse_detected(), 0);
     client.close().unwrap();
 }
 
@@ -369,39 +347,51 @@ fn an_unsaved_logout_is_written_over_another_processs_refresh_never_undone_by_it
 /// refreshed session.
 #[test]
 fn an_unsaved_login_is_written_over_another_processs_refresh_never_replaced_by_it() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-unsaved-login");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client,
-    } = setup(&srv, &path);
-    let other = other_process(&srv, &path);
+    let (s, client, other) = setup_two_processes("store_failures-unsaved-login");
 
-    fail.store(true, SeqCst);
-    let e = client.set_tokens(srv.second_user_login()).unwrap_err();
+    s.fail.store(true, SeqCst);
+    let e = client.set_tokens(s.srv.second_user_login()).unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
-    assert_eq!(store_failures(&events), 1);
+    assert_eq!(store_failures(&s.events), 1);
     other.force_refresh().unwrap(); // the old session: rt-1 -> rt-2, stored
-    assert_eq!(stored_refresh_token(&path), "rt-2");
+    assert_eq!(stored_refresh_token(&s.path), "rt-2");
 
-    fail.store(false, SeqCst);
-    clock.advance(Duration::from_secs(2)); // a retry is due
+    s.fail.store(false, SeqCst);
+    s.clock.advance(Duration::from_secs(2)); // a retry is due
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "user2-at");
     wait_until("the login written over the refresh", || {
-        stored_access_token(&path).as_deref() == Some("user2-at")
+        stored_access_token(&s.path).as_deref() == Some("user2-at")
     });
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "user2-at");
-    assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 0);
+    assert_eq!(s.events.count(|e| matches!(e, Event::Adopted { .. })), 0);
     // The other process adopts the login.
     let mut r = other.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "user2-at");
-    assert_eq!(srv.reuse_detected(), 0);
+    assert_eq!(s.srv.reuse_detected(), 0);
     client.close().unwrap();
+}
+
+/// A client builder (its tokens not given yet) on the token file at `path`, whose
+/// `FileStore` waits at most 50 ms for another process's lock, with `clock`.
+fn impatient_client(srv: &TokenServer, path: &Path, clock: &Arc<ManualClock>) -> AuthClientBuilder {
+    srv.client_builder()
+        .store(
+            FileStore::new(path)
+                .unwrap()
+                .lock_timeout(Duration::from_millis(50)),
+        )
+        .clock(clock.clone())
+}
+
+/// Asserts that `e` is the store's lock timing out.
+#[track_caller]
+fn assert_lock_timed_out(e: &Error) {
+    assert!(
+        matches!(e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
+        "{e:?}"
+    );
 }
 
 /// Another process holds the store's lock past this client's lock timeout. A login is not
@@ -415,31 +405,18 @@ fn a_logout_clears_memory_even_when_the_store_lock_cannot_be_taken() {
     let dir = TempDir::new("store_failures-lock-unavailable");
     let path = dir.path("tokens.json");
     let clock = Arc::new(ManualClock::new());
-    let client = srv
-        .client_builder()
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_millis(50)),
-        )
-        .clock(clock.clone())
+    let client = impatient_client(&srv, &path, &clock)
         .tokens(srv.login())
         .build()
         .unwrap();
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
 
     let e = client.set_tokens(srv.second_user_login()).unwrap_err();
-    assert!(
-        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_lock_timed_out(&e);
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
 
     let e = client.clear_tokens().unwrap_err();
-    assert!(
-        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_lock_timed_out(&e);
     assert!(client.tokens().is_none());
     assert!(matches!(client.get("items").call(), Err(Error::NoTokens)));
     assert_eq!(stored_access_token(&path).as_deref(), Some("at-1"));
@@ -465,14 +442,7 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
     let path = dir.path("tokens.json");
     let clock = Arc::new(ManualClock::new());
     let events = Recorder::new();
-    let a = srv
-        .client_builder()
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(Duration::from_millis(50)),
-        )
-        .clock(clock.clone())
+    let a = impatient_client(&srv, &path, &clock)
         .on_event(events.listener())
         .tokens(srv.login())
         .build()
@@ -481,10 +451,7 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
 
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
     let e = a.clear_tokens().unwrap_err();
-    assert!(
-        matches!(&e, Error::Store(err) if err.kind() == io::ErrorKind::TimedOut),
-        "{e:?}"
-    );
+    assert_lock_timed_out(&e);
     assert!(a.tokens().is_none());
     drop(held);
 
@@ -508,29 +475,20 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
 /// Caught A's retry writing its older login over B's.
 #[test]
 fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-deferred-login");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client: a,
-    } = setup(&srv, &path);
-    let b = other_process(&srv, &path);
+    let (s, a, b) = setup_two_processes("store_failures-deferred-login");
 
-    fail.store(true, SeqCst);
-    let login = srv.login(); // at-2: the session's own server-side login, for A
+    s.fail.store(true, SeqCst);
+    let login = s.srv.login(); // at-2: the session's own server-side login, for A
     assert!(matches!(a.set_tokens(login), Err(Error::Store(_))));
     assert_eq!(a.tokens().unwrap().access_token().secret(), "at-2");
-    b.set_tokens(srv.second_user_login()).unwrap();
-    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+    b.set_tokens(s.srv.second_user_login()).unwrap();
+    assert_eq!(stored_access_token(&s.path).as_deref(), Some("user2-at"));
 
-    fail.store(false, SeqCst);
-    clock.advance(Duration::from_secs(2)); // A's retry is due
+    s.fail.store(false, SeqCst);
+    s.clock.advance(Duration::from_secs(2)); // A's retry is due
     until_holding(&a, "user2-at");
-    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
-    assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 1);
+    assert_eq!(stored_access_token(&s.path).as_deref(), Some("user2-at"));
+    assert_eq!(s.events.count(|e| matches!(e, Event::Superseded { .. })), 1);
     a.close().unwrap();
 }
 
@@ -542,30 +500,21 @@ fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
 /// user had just logged out (found by a review of issue 23).
 #[test]
 fn a_deferred_logout_of_a_login_this_client_had_not_seen_is_still_written() {
-    let srv = TokenServer::start();
-    let dir = TempDir::new("store_failures-unseen-login-logout");
-    let path = dir.path("tokens.json");
-    let Setup {
-        fail,
-        clock,
-        events,
-        client: a,
-    } = setup(&srv, &path);
-    let b = other_process(&srv, &path);
-    b.set_tokens(srv.second_user_login()).unwrap();
+    let (s, a, b) = setup_two_processes("store_failures-unseen-login-logout");
+    b.set_tokens(s.srv.second_user_login()).unwrap();
 
-    fail.store(true, SeqCst);
+    s.fail.store(true, SeqCst);
     let e = a.clear_tokens().unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
     assert!(a.tokens().is_none());
-    fail.store(false, SeqCst);
-    clock.advance(Duration::from_secs(2)); // the retry is due
+    s.fail.store(false, SeqCst);
+    s.clock.advance(Duration::from_secs(2)); // the retry is due
     wait_until("the logout written", || {
         let _ = a.get("items").call();
-        stored_access_token(&path).is_none()
+        stored_access_token(&s.path).is_none()
     });
     assert!(a.tokens().is_none(), "the user logged out");
     assert!(matches!(a.get("items").call(), Err(Error::NoTokens)));
-    assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 0);
+    assert_eq!(s.events.count(|e| matches!(e, Event::Superseded { .. })), 0);
     a.close().unwrap();
 }

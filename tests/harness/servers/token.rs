@@ -238,10 +238,7 @@ impl TokenServer {
 
     /// The OAuth2 refresher for this server: client `test-app` with a client secret.
     pub fn refresher(&self) -> OAuth2Refresh {
-        AuthServer::new(self.token_url())
-            .client_id("test-app")
-            .client_secret("test-secret")
-            .refresh_grant()
+        refresher_at(self.token_url())
     }
 
     /// A client builder for this server: its [`refresher`](Self::refresher), no proxy.
@@ -250,6 +247,24 @@ impl TokenServer {
             .proxy(None)
             .refresher(self.refresher())
     }
+
+    /// A client builder for the token server whose `server.base_url()` is `base_url`, for a
+    /// child process, which has only that: [`client_builder`](Self::client_builder) of a
+    /// server whose token endpoint is its own (no `late` one).
+    pub fn client_builder_at(base_url: &str) -> AuthClientBuilder {
+        AuthClient::builder(format!("{base_url}/api/"))
+            .proxy(None)
+            .refresher(refresher_at(format!("{base_url}/oauth/token")))
+    }
+}
+
+/// The OAuth2 refresher for the token endpoint at `token_url`: client `test-app` with a
+/// client secret.
+fn refresher_at(token_url: String) -> OAuth2Refresh {
+    AuthServer::new(token_url)
+        .client_id("test-app")
+        .client_secret("test-secret")
+        .refresh_grant()
 }
 
 impl State {
