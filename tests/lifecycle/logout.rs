@@ -240,6 +240,23 @@ fn a_revocation_url_is_checked_by_build() {
     assert!(matches!(err, Error::InvalidUrl(_)), "{err:?}");
 }
 
+/// `builder` logged in, on a `FileStore` at `path` that waits at most 50 ms for its lock.
+fn logged_in_with_a_50ms_lock_wait(
+    srv: &LoginServer,
+    builder: AuthClientBuilder,
+    path: &std::path::Path,
+) -> AuthClient {
+    builder
+        .store(
+            FileStore::new(path)
+                .unwrap()
+                .lock_timeout(std::time::Duration::from_millis(50)),
+        )
+        .tokens(srv.ts.login())
+        .build()
+        .unwrap()
+}
+
 /// A logout while another process holds the store's lock past the lock timeout still logs
 /// out: memory is cleared and the session revoked at the server; `logout` reports the store
 /// error, and the logout is written once the lock is free. Caught nothing being cleared and
@@ -249,15 +266,7 @@ fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
     let srv = LoginServer::start();
     let dir = TempDir::new("logout-locked-elsewhere");
     let path = dir.path("tokens.json");
-    let client = discovered_client(&srv)
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(std::time::Duration::from_millis(50)),
-        )
-        .tokens(srv.ts.login())
-        .build()
-        .unwrap();
+    let client = logged_in_with_a_50ms_lock_wait(&srv, discovered_client(&srv), &path);
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
 
     let e = client.logout().unwrap_err();
@@ -289,16 +298,8 @@ fn a_logout_whose_store_and_revocation_both_fail_returns_the_store_error_and_rep
     let dir = TempDir::new("logout-both-fail");
     let path = dir.path("tokens.json");
     let events = Recorder::new();
-    let client = discovered_client(&srv)
-        .store(
-            FileStore::new(&path)
-                .unwrap()
-                .lock_timeout(std::time::Duration::from_millis(50)),
-        )
-        .on_event(events.listener())
-        .tokens(srv.ts.login())
-        .build()
-        .unwrap();
+    let builder = discovered_client(&srv).on_event(events.listener());
+    let client = logged_in_with_a_50ms_lock_wait(&srv, builder, &path);
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
 
     let e = client.logout().unwrap_err();
