@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::login::error::{DeviceError, DiscoveryError, RevocationError};
+use crate::login::error::{described, DeviceError, DiscoveryError, RevocationError};
 
 /// Everything an [`AuthClient`](crate::AuthClient) call can fail with.
 ///
@@ -212,29 +212,38 @@ impl Error {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RefreshError {
-    /// The server rejected the refresh token (`invalid_grant`, or 400/401/403 from a JSON
-    /// endpoint). Terminal.
-    #[error("the refresh token was rejected ({status}{})", code_suffix(.error))]
+    /// The server rejected the refresh token: an OAuth error that only a new login cures
+    /// (`invalid_grant`; GitHub's `bad_refresh_token`; OpenID Connect's
+    /// `interaction_required`, `login_required`, `consent_required`, as Microsoft Entra sends
+    /// when it now requires MFA), with any status but 5xx and 429 (GitHub answers with 200);
+    /// or 400/401/403 from a [`JsonRefresh`](crate::JsonRefresh) endpoint. Terminal.
+    #[error("the refresh token was rejected ({status}{}{})", code_suffix(.error), described(.description))]
     InvalidGrant {
         /// HTTP status of the token response.
         status: u16,
         /// The OAuth2 `error` code, if the server gave one.
         error: Option<String>,
+        /// The server's `error_description`, made printable (control characters dropped,
+        /// at most 400 characters), or `[redacted]` if it echoed a secret.
+        description: Option<String>,
     },
 
     /// There is no refresh token to refresh with. Terminal.
     #[error("no refresh token")]
     NoRefreshToken,
 
-    /// The token endpoint answered an OAuth2 error other than `invalid_grant`
-    /// (e.g. `invalid_client`, `invalid_scope`). Not terminal: it is a configuration problem,
-    /// not a dead session, so tokens are kept.
-    #[error("the token endpoint answered {status} with error {error:?}")]
+    /// The token endpoint answered another OAuth2 error (e.g. `invalid_client`,
+    /// `invalid_scope`, GitHub's `incorrect_client_credentials`), with any status but 5xx and
+    /// 429. Not terminal: it is a configuration problem, not a dead session, so tokens are kept.
+    #[error("the token endpoint answered {status} with error {error}{}", described(.description))]
     OAuth {
         /// HTTP status.
         status: u16,
-        /// The OAuth2 `error` code (only characters RFC 6749 allows are kept).
+        /// The OAuth2 `error` code (only characters RFC 6749 allows are kept, at most 64), or
+        /// `[redacted]` if it echoed a secret.
         error: String,
+        /// The server's `error_description`, as for [`RefreshError::InvalidGrant`].
+        description: Option<String>,
     },
 
     /// The token endpoint answered an unexpected status (5xx, 429, …). Not terminal.
@@ -338,7 +347,8 @@ mod tests {
     fn terminal_classification() {
         assert!(RefreshError::InvalidGrant {
             status: 400,
-            error: None
+            error: None,
+            description: None,
         }
         .is_terminal());
         assert!(RefreshError::NoRefreshToken.is_terminal());
@@ -349,7 +359,8 @@ mod tests {
         .is_terminal());
         assert!(!RefreshError::OAuth {
             status: 401,
-            error: "invalid_client".into()
+            error: "invalid_client".into(),
+            description: None,
         }
         .is_terminal());
         assert!(RefreshError::terminal("x").is_terminal());
@@ -363,7 +374,8 @@ mod tests {
         assert_eq!(
             RefreshError::InvalidGrant {
                 status: 400,
-                error: Some("invalid_grant".into())
+                error: Some("invalid_grant".into()),
+                description: None,
             }
             .to_string(),
             "the refresh token was rejected (400, invalid_grant)"

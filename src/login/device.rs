@@ -16,7 +16,10 @@ use super::AuthServer;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RefreshError};
 use crate::redacted::Redacted;
-use crate::refresh::{expires_in_field, json_object, parse, redact_code, string_field, Client};
+use crate::refresh::{
+    error_of, expires_in_field, json_object, meaning, parse, redact_code, string_field, Client,
+    Meaning,
+};
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
 use crate::url::{has_http_scheme, insecure, GivenUrl, UrlProblem};
@@ -38,22 +41,33 @@ const MAX_USER_CODE_CHARS: usize = 256;
 const MAX_URI_LEN: usize = 4096;
 
 impl DeviceError {
-    /// From a token-endpoint-style error; `secrets` are hidden from echoed error codes.
+    /// From a token-endpoint-style error, its code read in the one table (`oauth_error.rs`);
+    /// `secrets` are hidden from echoed codes and descriptions.
     fn from_endpoint(e: RefreshError, secrets: &[&str]) -> DeviceError {
+        let hide = |text: String| redact_code(text, secrets);
         match e {
-            RefreshError::OAuth { error, .. } if error == "access_denied" => {
-                DeviceError::AccessDenied
-            }
-            RefreshError::OAuth { error, .. } if error == "expired_token" => {
-                DeviceError::ExpiredToken
-            }
-            RefreshError::OAuth { status, error } => DeviceError::OAuth {
+            RefreshError::OAuth {
                 status,
-                error: redact_code(error, secrets),
+                error,
+                description,
+            }
+            | RefreshError::InvalidGrant {
+                status,
+                error: Some(error),
+                description,
+            } => match meaning(&error) {
+                Meaning::Denied => DeviceError::AccessDenied,
+                Meaning::Expired => DeviceError::ExpiredToken,
+                _ => DeviceError::OAuth {
+                    status,
+                    error: hide(error),
+                    description: description.map(hide),
+                },
             },
             RefreshError::InvalidGrant { status, .. } => DeviceError::OAuth {
                 status,
                 error: "invalid_grant".into(),
+                description: None,
             },
             RefreshError::Status { status, .. } => DeviceError::Status(status),
             RefreshError::Transport(e) => DeviceError::Transport(Box::new(e)),
@@ -171,11 +185,7 @@ impl DeviceFlow {
             .client
             .post_form(&agent, device_url.as_str(), form, None)
             .map_err(|e| Error::Device(DeviceError::from_endpoint(e.into(), &secrets)))?;
-        if !(200..300).contains(&resp.status) {
-            // Any 2xx body would be read as a token response by `parse`, so only errors get here.
-            let err = parse(&resp, &Tokens::new("-"))
-                .err()
-                .unwrap_or_else(|| resp.unexpected());
+        if let Some(err) = error_of(&resp) {
             return Err(Error::Device(DeviceError::from_endpoint(err, &secrets)));
         }
         let now = self.clock.now();
@@ -328,10 +338,10 @@ impl DeviceAuthorization {
             let secrets = [self.device_code.as_str(), self.flow.client.secret_str()];
             match self.poll() {
                 Ok(tokens) => return Ok(tokens),
-                Err(RefreshError::OAuth { error, .. }) if error == "authorization_pending" => {
+                Err(RefreshError::OAuth { error, .. }) if meaning(&error) == Meaning::Pending => {
                     failed_polls = 0;
                 }
-                Err(RefreshError::OAuth { error, .. }) if error == "slow_down" => {
+                Err(RefreshError::OAuth { error, .. }) if meaning(&error) == Meaning::SlowDown => {
                     failed_polls = 0;
                     self.interval = self.interval.saturating_add(SLOW_DOWN_STEP);
                 }

@@ -56,6 +56,15 @@ pub enum DiscoveryError {
     InvalidEndpoint(&'static str),
 }
 
+/// `: description`, or nothing: for the `Display` of errors that keep a server's
+/// `error_description`.
+pub(crate) fn described(description: &Option<String>) -> String {
+    description
+        .as_deref()
+        .map(|d| format!(": {d}"))
+        .unwrap_or_default()
+}
+
 impl DiscoveryError {
     /// True when fetching again later may succeed: a transport error, 5xx or 429.
     pub fn is_transient(&self) -> bool {
@@ -87,13 +96,18 @@ pub enum DeviceError {
     CodeExpired,
 
     /// The server answered another OAuth2 error (`invalid_client`, `invalid_scope`,
-    /// `unauthorized_client`, `invalid_grant`, …). Only characters RFC 6749 allows are kept.
-    #[error("the authorization server answered {status} with error {error:?}")]
+    /// `unauthorized_client`, `invalid_grant`, GitHub's `incorrect_device_code`, …), with any
+    /// status but 5xx and 429 (GitHub answers with 200).
+    #[error("the authorization server answered {status} with error {error}{}", described(.description))]
     OAuth {
         /// HTTP status.
         status: u16,
-        /// The OAuth2 `error` code.
+        /// The OAuth2 `error` code (only characters RFC 6749 allows are kept, at most 64), or
+        /// `[redacted]` if it echoed a secret.
         error: String,
+        /// The server's `error_description`, made printable (control characters dropped, at
+        /// most 400 characters), or `[redacted]` if it echoed a secret.
+        description: Option<String>,
     },
 
     /// The server answered an unexpected status (for the token endpoint: after the retries,
@@ -143,14 +157,17 @@ pub enum RevocationError {
     Status(u16),
 
     /// The revocation endpoint answered an OAuth2 error (`unsupported_token_type`,
-    /// `invalid_client`, …). Only characters RFC 6749 allows are kept; an echo of a secret is
-    /// shown as `[redacted]`.
-    #[error("the revocation endpoint answered {status} with error {error:?}")]
+    /// `invalid_client`, …), with any status but 5xx and 429.
+    #[error("the revocation endpoint answered {status} with error {error}{}", described(.description))]
     OAuth {
         /// HTTP status.
         status: u16,
-        /// The OAuth2 `error` code.
+        /// The OAuth2 `error` code (only characters RFC 6749 allows are kept, at most 64), or
+        /// `[redacted]` if it echoed a secret.
         error: String,
+        /// The server's `error_description`, made printable (control characters dropped, at
+        /// most 400 characters), or `[redacted]` if it echoed a secret.
+        description: Option<String>,
     },
 
     /// An error from a custom [`Refresh::revoke`](crate::Refresh::revoke) implementation.

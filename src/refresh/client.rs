@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ureq::Agent;
 
+use super::oauth_error::{meaning, oauth_error, redact_code, Meaning, ServerSaid};
 use super::{expires_in_field, json_object, string_field, tokens_from};
 use crate::encoding::{base64_encode, form_body, form_encode_into};
 use crate::error::RefreshError;
@@ -104,85 +105,84 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Interprets a token endpoint's answer (RFC 6749 §5.1 success, §5.2 error).
+/// The error an authorization server's answer is, if it is one: an OAuth `error` whatever the
+/// status (GitHub answers errors with 200), unless the status is 5xx or 429 (the server in
+/// trouble, never a verdict on the session); or any status but 2xx. What a code means is
+/// decided in one table (`oauth_error.rs`). Used for the grants, the device flow's two
+/// endpoints and revocation.
+pub(crate) fn error_of(resp: &TokenResponse) -> Option<RefreshError> {
+    let verdict_status = matches!(resp.status, 200..=299 | 400..=428 | 430..=499);
+    if let Some(said) = verdict_status.then(|| oauth_error(&resp.body)).flatten() {
+        return Some(RefreshError::from_server(resp.status, said));
+    }
+    (!(200..=299).contains(&resp.status)).then(|| resp.unexpected())
+}
+
+/// Interprets a token endpoint's answer (RFC 6749 §5.1 success, §5.2 error; see [`error_of`]).
 pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, RefreshError> {
-    match resp.status {
-        200..=299 => {
-            let map = json_object(&resp.body)?;
-            let access = string_field(&map, "access_token", "access_token is not a string")?
-                .ok_or(RefreshError::InvalidResponse("missing access_token"))?;
-            // Kept with the tokens; Bearer when absent (RFC 6749 §5.1 requires it, servers
-            // omit it), the only type accepted.
-            let token_type = match string_field(&map, "token_type", "token_type is not a string")? {
-                None => TokenType::Bearer,
-                Some(tt) => TokenType::parse(tt)
-                    .ok_or(RefreshError::InvalidResponse("token_type is not bearer"))?,
-            };
-            let refresh = string_field(&map, "refresh_token", "refresh_token is not a string")?;
-            let scope = string_field(&map, "scope", "scope is not a string")?;
-            let expires_in = expires_in_field(&map, "expires_in")?;
-            tokens_from(access, refresh, expires_in, scope, previous)
-                .map(|t| t.with_token_type(token_type))
+    if let Some(e) = error_of(resp) {
+        return Err(e);
+    }
+    let map = json_object(&resp.body)?;
+    let access = string_field(&map, "access_token", "access_token is not a string")?
+        .ok_or(RefreshError::InvalidResponse("missing access_token"))?;
+    // Kept with the tokens; Bearer when absent (RFC 6749 §5.1 requires it, servers
+    // omit it), the only type accepted.
+    let token_type = match string_field(&map, "token_type", "token_type is not a string")? {
+        None => TokenType::Bearer,
+        Some(tt) => {
+            TokenType::parse(tt).ok_or(RefreshError::InvalidResponse("token_type is not bearer"))?
         }
-        400 | 401 => {
-            let code = json_object(&resp.body)
-                .ok()
-                .and_then(|m| m.get("error").and_then(|e| e.as_str()).map(sanitize_code));
-            match code {
-                Some(c) if c == "invalid_grant" => Err(RefreshError::InvalidGrant {
-                    status: resp.status,
-                    error: Some(c),
-                }),
-                Some(c) => Err(RefreshError::OAuth {
-                    status: resp.status,
-                    error: c,
-                }),
-                None => Err(resp.unexpected()),
-            }
+    };
+    let refresh = string_field(&map, "refresh_token", "refresh_token is not a string")?;
+    let scope = string_field(&map, "scope", "scope is not a string")?;
+    let expires_in = expires_in_field(&map, "expires_in")?;
+    tokens_from(access, refresh, expires_in, scope, previous).map(|t| t.with_token_type(token_type))
+}
+
+impl RefreshError {
+    /// The error for an OAuth error answer, classified by its code (one table, `oauth_error.rs`).
+    pub(crate) fn from_server(status: u16, said: ServerSaid) -> RefreshError {
+        match meaning(&said.code) {
+            Meaning::SessionOver => RefreshError::InvalidGrant {
+                status,
+                error: Some(said.code),
+                description: said.description,
+            },
+            _ => RefreshError::OAuth {
+                status,
+                error: said.code,
+                description: said.description,
+            },
         }
-        _ => Err(resp.unexpected()),
     }
 }
 
-/// Keeps only the characters RFC 6749 §5.2 allows in `error`, at most 64 of them, so a hostile
-/// server cannot smuggle control characters (or a long echo of a token) into our errors.
-/// An echo of a credential is hidden by [`redact_echo`].
-pub(crate) fn sanitize_code(code: &str) -> String {
-    code.chars()
-        .filter(|c| matches!(c, '\x20'..='\x21' | '\x23'..='\x5b' | '\x5d'..='\x7e'))
-        .take(64)
-        .collect()
-}
-
-/// Hides an `error` code that echoes one of `secrets` (a broken or hostile server repeating
-/// the refresh token or client secret it was sent), so it cannot reach our errors and logs.
-/// A code sharing 8 consecutive characters with a secret (or all of a shorter one) counts:
-/// `sanitize_code` may have cut the echo short.
+/// Hides an `error` code or description that echoes one of `secrets` (a broken or hostile
+/// server repeating the refresh token or client secret it was sent), so it cannot reach our
+/// errors and logs; see [`redact_code`].
 pub(crate) fn redact_echo(err: RefreshError, secrets: &[&str]) -> RefreshError {
+    let hide = |d: Option<String>| d.map(|d| redact_code(d, secrets));
     match err {
-        RefreshError::OAuth { status, error } => RefreshError::OAuth {
+        RefreshError::OAuth {
+            status,
+            error,
+            description,
+        } => RefreshError::OAuth {
             status,
             error: redact_code(error, secrets),
+            description: hide(description),
+        },
+        RefreshError::InvalidGrant {
+            status,
+            error,
+            description,
+        } => RefreshError::InvalidGrant {
+            status,
+            error,
+            description: hide(description),
         },
         e => e,
-    }
-}
-
-/// `code`, or `[redacted]` if it echoes one of `secrets` (see [`redact_echo`]).
-pub(crate) fn redact_code(code: String, secrets: &[&str]) -> String {
-    const WINDOW: usize = 8;
-    let echoes = |secret: &str| {
-        if secret.len() <= WINDOW {
-            return !secret.is_empty() && code.contains(secret);
-        }
-        code.as_bytes()
-            .windows(WINDOW)
-            .any(|w| secret.as_bytes().windows(WINDOW).any(|s| s == w))
-    };
-    if secrets.iter().any(|s| echoes(s)) {
-        "[redacted]".into()
-    } else {
-        code
     }
 }
 
@@ -205,32 +205,41 @@ pub(crate) fn revoke(
         Some(t) if t < REVOCATION_TIMEOUT => t,
         _ => REVOCATION_TIMEOUT,
     };
-    let (status, body) = match client.post_form(agent, url, form, Some(timeout)) {
-        Ok(resp) => (resp.status, resp.body),
+    let resp = match client.post_form(agent, url, form, Some(timeout)) {
+        Ok(resp) => resp,
         // The body is read (bounded) so the connection can be reused, and for the error code;
         // one that cannot be read leaves the status to decide.
-        Err(PostError::Body { status, .. }) => (status, Vec::new()),
+        Err(PostError::Body { status, .. }) => TokenResponse {
+            status,
+            retry_after: None,
+            body: Vec::new(),
+        },
         Err(PostError::Send(e)) => return Err(RevocationError::Transport(Box::new(e))),
         Err(PostError::Credentials(e)) => {
             return Err(RevocationError::Transport(Box::new(ureq::Error::Http(e))))
         }
     };
-    match status {
-        // §2.2: 200 also for a token that was already invalid.
-        200..=299 => Ok(()),
-        400 | 401 => {
-            let code = json_object(&body)
-                .ok()
-                .and_then(|m| m.get("error").and_then(|e| e.as_str()).map(sanitize_code));
-            match code {
-                Some(code) => Err(RevocationError::OAuth {
-                    status,
-                    error: redact_code(code, &[token, client.secret_str()]),
-                }),
-                None => Err(RevocationError::Status(status)),
+    // §2.2: 200 also for a token that was already invalid.
+    let secrets = [token, client.secret_str()];
+    match error_of(&resp).map(|e| redact_echo(e, &secrets)) {
+        None => Ok(()),
+        Some(
+            RefreshError::OAuth {
+                status,
+                error,
+                description,
             }
-        }
-        _ => Err(RevocationError::Status(status)),
+            | RefreshError::InvalidGrant {
+                status,
+                error: Some(error),
+                description,
+            },
+        ) => Err(RevocationError::OAuth {
+            status,
+            error,
+            description,
+        }),
+        Some(_) => Err(RevocationError::Status(resp.status)),
     }
 }
 
@@ -348,27 +357,73 @@ mod tests {
     }
 
     #[test]
-    fn error_codes_echoing_a_secret_are_redacted() {
+    fn an_oauth_error_is_an_error_whatever_its_status() {
+        let prev = Tokens::new("old").with_refresh_token("r");
+        // GitHub: a dead refresh token is 200 {"error":"bad_refresh_token"}; it ends the session.
+        let e = parse(
+            &resp(
+                200,
+                r#"{"error":"bad_refresh_token","error_description":"The refresh token passed is incorrect or expired."}"#,
+            ),
+            &prev,
+        )
+        .unwrap_err();
+        assert!(e.is_terminal(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the refresh token was rejected (200, bad_refresh_token: The refresh token passed is incorrect or expired.)"
+        );
+        // 200 with another code: an error that keeps the session, the description kept.
+        let e = parse(
+            &resp(200, r#"{"error":"incorrect_client_credentials","error_description":"The client_id and/or client_secret passed are incorrect."}"#),
+            &prev,
+        )
+        .unwrap_err();
+        assert!(!e.is_terminal(), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the token endpoint answered 200 with error incorrect_client_credentials: The client_id and/or client_secret passed are incorrect."
+        );
+        // 403 with invalid_grant: the code decides, not the status.
+        assert!(parse(&resp(403, r#"{"error":"invalid_grant"}"#), &prev)
+            .unwrap_err()
+            .is_terminal());
+        // A 5xx or 429 is never a verdict on the session, whatever its body says.
+        for status in [429, 500, 503] {
+            let e = parse(&resp(status, r#"{"error":"invalid_grant"}"#), &prev).unwrap_err();
+            assert!(matches!(e, RefreshError::Status { .. }), "{status}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn error_codes_and_descriptions_echoing_a_secret_are_redacted() {
         let secrets = ["rt-0123456789abcdef", "s3cret"];
         let oauth = |error: &str| RefreshError::OAuth {
             status: 400,
             error: error.into(),
+            description: Some(format!("about {error}")),
         };
-        for echo in [
-            "rt-0123456789abcdef",
-            "invalid_request rt-0123456789abcdef",
-            "bad token: rt-0123456", // cut short
-            "s3cret",
-        ] {
+        for echo in ["invalid_request rt-0123456789abcdef", "s3cret"] {
             let e = redact_echo(oauth(echo), &secrets);
             assert!(
-                matches!(&e, RefreshError::OAuth { error, .. } if error == "[redacted]"),
+                matches!(&e, RefreshError::OAuth { error, description: Some(d), .. }
+                    if error == "[redacted]" && d == "[redacted]"),
                 "{echo}: {e:?}"
             );
         }
         let e = redact_echo(oauth("invalid_client"), &secrets);
         assert!(matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_client"));
-        let e = redact_echo(oauth("invalid_scope"), &[""]);
-        assert!(matches!(&e, RefreshError::OAuth { error, .. } if error == "invalid_scope"));
+        let e = redact_echo(
+            RefreshError::InvalidGrant {
+                status: 400,
+                error: Some("invalid_grant".into()),
+                description: Some("token s3cret is revoked".into()),
+            },
+            &secrets,
+        );
+        assert_eq!(
+            e.to_string(),
+            "the refresh token was rejected (400, invalid_grant: [redacted])"
+        );
     }
 }

@@ -128,6 +128,7 @@ impl JsonRefresh {
             400 | 401 | 403 => Err(RefreshError::InvalidGrant {
                 status: resp.status,
                 error: None,
+                description: None,
             }),
             _ => Err(resp.unexpected()),
         }

@@ -3,14 +3,16 @@
 mod client;
 mod json;
 mod oauth2;
+mod oauth_error;
 
 /// For `crate::__fuzz`.
 pub(crate) use client::parse as parse_oauth2_response;
 /// For the login flows (`crate::login`), which talk to the same authorization server.
-pub(crate) use client::{parse, redact_code, Client};
+pub(crate) use client::{error_of, parse, Client};
 pub use client::{ClientAuth, REVOCATION_TIMEOUT};
 pub use json::JsonRefresh;
 pub use oauth2::{ClientCredentials, OAuth2Refresh};
+pub(crate) use oauth_error::{meaning, redact_code, Meaning};
 
 use std::time::Duration;
 

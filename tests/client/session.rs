@@ -240,7 +240,7 @@ fn token_endpoint_failures_keep_the_session() {
         None,
     );
     assert!(
-        matches!(&*cause, RefreshError::OAuth { status: 401, error } if error == "invalid_client"),
+        matches!(&*cause, RefreshError::OAuth { status: 401, error, .. } if error == "invalid_client"),
         "{cause:?}"
     );
 }
