@@ -1,6 +1,7 @@
 //! The crate's error types, [`Error`] and [`RefreshError`] (the login flows' own errors are in
 //! `login/error.rs`). None of them ever prints a token or a client secret.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,19 @@ use crate::login::error::{described, DeviceError, DiscoveryError, RevocationErro
 ///
 /// Predicates ([`Error::is_session_expired`], [`Error::is_transient`], [`Error::status`]) let
 /// callers act without matching every variant.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Display` says what failed and, for a variant that wraps an error ([`RefreshError`],
+/// [`DeviceError`], …), that error's message too: what the server answered (its OAuth `error`
+/// and `error_description`), which endpoint could not be reached:
+///
+/// ```text
+/// token refresh failed: the token endpoint answered 401 with error invalid_client: AADSTS7000215: Invalid client secret provided.
+/// ```
+///
+/// `source()` then goes on from the wrapped error's own cause (a transport error, an I/O
+/// error), so a chain printed cause by cause says each thing once. Match the variant for the
+/// wrapped error itself.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// The session ended: the authorization server rejected the refresh token
@@ -19,11 +32,9 @@ pub enum Error {
     /// token: see [`Refresh::can_refresh`](crate::Refresh::can_refresh)). The tokens were
     /// cleared from the store, the `on_session_expired` listener ran once, and every call
     /// returns this error until [`AuthClient::set_tokens`](crate::AuthClient::set_tokens).
-    #[error("session expired: log in again")]
     SessionExpired,
 
     /// There are no tokens: none were given, or [`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens) logged out.
-    #[error("no tokens: log in first")]
     NoTokens,
 
     /// The server answered 401 and a refresh could not help. That is: the 401 came for a
@@ -32,7 +43,6 @@ pub enum Error {
     /// the token, is wrong; `insufficient_scope` is [`Error::InsufficientScope`]); or the 401
     /// came from another origin (with `http_status_as_error`, the default).
     /// Returned whatever `http_status_as_error` says when the client's own token was rejected.
-    #[error("the server answered 401 Unauthorized")]
     Unauthorized,
 
     /// The API answered 401 or 403 to the client's token with `WWW-Authenticate: Bearer
@@ -40,7 +50,6 @@ pub enum Error {
     /// no refresh is made; ask the user to consent to `scope` (the one the server named, if
     /// it did, printable ASCII of at most 256 bytes) and log in again. Returned whatever
     /// `http_status_as_error` says.
-    #[error("the token lacks a scope the API requires ({status})")]
     InsufficientScope {
         /// 401 or 403.
         status: u16,
@@ -50,7 +59,6 @@ pub enum Error {
 
     /// The final response had a 4xx or 5xx status (only when `http_status_as_error` is on,
     /// the default). The status is never 401: that one is [`Error::Unauthorized`].
-    #[error("http status: {0}")]
     StatusCode(u16),
 
     /// A refresh failed in a way that keeps the session: the token endpoint was unreachable,
@@ -59,101 +67,150 @@ pub enum Error {
     /// ([`RefreshError::Store`]); or [`AuthClient::force_refresh`](crate::AuthClient::force_refresh)
     /// found no refresh token. The tokens were kept; a later call
     /// tries again. Every thread that waited on that refresh gets this same error.
-    #[error("token refresh failed")]
-    Refresh(#[source] Arc<RefreshError>),
+    Refresh(Arc<RefreshError>),
 
     /// The refresher panicked. The panic propagated in the thread that ran it; every thread
     /// waiting on that refresh gets this error, and the next call can refresh again.
-    #[error("the token refresher panicked")]
     RefresherPanicked,
 
     /// This thread waited longer than `refresh_timeout` for another thread's refresh, or
     /// [`AuthClient::close`](crate::AuthClient::close) waited this long (the token timeout +
     /// 2 s on the last handle) for a refresh in flight.
-    #[error("timed out waiting {0:?} for a token refresh")]
     RefreshTimeout(Duration),
 
     /// A token given to or received by tokengate is empty, too long, or holds characters that
     /// cannot travel in an HTTP header (CR, LF, NUL, spaces, non-ASCII). It was not stored or sent.
-    #[error("invalid {0}: tokens must be 1 to 16384 bytes of visible ASCII")]
     InvalidToken(&'static str),
 
     /// A URL or path is not usable: unparsable, not http(s), or a path that would leave the
     /// base URL's origin (e.g. `//evil.example/`).
-    #[error("invalid url: {0}")]
     InvalidUrl(String),
 
     /// Plain `http://` to a host other than loopback, without
     /// [`AuthClientBuilder::allow_insecure_http`](crate::AuthClientBuilder::allow_insecure_http)
     /// (for the device flow's endpoints,
     /// [`AuthServer::allow_insecure_http`](crate::AuthServer::allow_insecure_http)).
-    #[error("refusing to send credentials over plain http to a non-loopback host: {0}")]
     InsecureUrl(String),
 
     /// A header name or value given to a request builder is invalid.
-    #[error("invalid header {0}")]
     InvalidHeader(String),
 
     /// The request body could not be serialized (`send_json`).
-    #[error("could not serialize the request body")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
 
     /// The token store failed to load, save or clear, or its lock could not be taken. What
     /// became of the tokens in memory is documented on the call that returned it (a login
     /// whose write failed, and any logout, are in use in memory, and written later; see
     /// [`AuthClient::set_tokens`](crate::AuthClient::set_tokens) and
     /// [`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens)).
-    #[error("token store failed")]
-    Store(#[source] Arc<std::io::Error>),
+    Store(Arc<std::io::Error>),
 
     /// The client was configured inconsistently: reported by `build()`, by
     /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) on a client without a
     /// refresher, and by `RedisStore::open` for an unusable session name.
-    #[error("invalid configuration: {0}")]
     Config(&'static str),
 
     /// More redirects than `max_redirects` (the number given) in one call.
-    #[error("too many redirects (more than {0})")]
     TooManyRedirects(u32),
 
     /// A redirect could not be followed: no or unparsable `Location`, or a non-http(s) target.
-    #[error("cannot follow redirect: {0}")]
     BadRedirect(&'static str),
 
     /// The request would have been retried (or replayed after a refresh, or re-sent to a
     /// 307/308 target), but its body was streamed with
     /// [`send_reader`](crate::RequestBuilder::send_reader) and cannot be sent twice. The
     /// error that stopped it is the source.
-    #[error("the request failed and its streamed body cannot be re-sent")]
-    NotReplayable(#[source] Box<Error>),
+    NotReplayable(Box<Error>),
 
     /// A transport error from ureq talking to the API: connection, TLS, timeout, protocol.
-    #[error("http transport error")]
-    Http(#[source] ureq::Error),
+    Http(ureq::Error),
 
     /// The client was called from inside itself: from its refresher, its store, or an event
     /// listener running while it refreshes or writes the store. Waiting there would wait for
     /// the very refresh (or store lock) the calling thread holds, so the call fails at once.
     /// Requests that need no refresh still work from a listener.
-    #[error("called back into the client from its own refresher, store or listener")]
     Reentrant,
 
     /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::login::Discovery)),
     /// or the server lacks an endpoint a flow needs
     /// ([`AuthServer::device_flow`](crate::AuthServer::device_flow)).
-    #[error("authorization server discovery failed")]
-    Discovery(#[source] DiscoveryError),
+    Discovery(DiscoveryError),
 
     /// A device login ([`DeviceFlow`](crate::login::DeviceFlow)) failed: denied, expired, refused,
     /// or the server could not be reached.
-    #[error("device login failed")]
-    Device(#[source] DeviceError),
+    Device(DeviceError),
 
     /// [`AuthClient::logout`](crate::AuthClient::logout) logged out locally (memory and store
     /// cleared), but the server did not confirm the revocation of the session: it may stay
     /// valid at the server until it expires.
-    #[error("logged out locally, but revoking the session at the server failed")]
-    RevocationFailed(#[source] RevocationError),
+    RevocationFailed(RevocationError),
+}
+
+/// Each variant says what failed; one that wraps an error shows that error's message too
+/// (what the server said, which endpoint, which proxy), and `source()` then goes on from that
+/// error's own cause, so a chain printed cause by cause says each thing once.
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::SessionExpired => f.write_str("session expired: log in again"),
+            Error::NoTokens => f.write_str("no tokens: log in first"),
+            Error::Unauthorized => f.write_str("the server answered 401 Unauthorized"),
+            Error::InsufficientScope { status, .. } => {
+                write!(f, "the token lacks a scope the API requires ({status})")
+            }
+            Error::StatusCode(s) => write!(f, "http status: {s}"),
+            Error::Refresh(e) => write!(f, "token refresh failed: {e}"),
+            Error::RefresherPanicked => f.write_str("the token refresher panicked"),
+            Error::RefreshTimeout(d) => write!(f, "timed out waiting {d:?} for a token refresh"),
+            Error::InvalidToken(what) => write!(
+                f,
+                "invalid {what}: tokens must be 1 to 16384 bytes of visible ASCII"
+            ),
+            Error::InvalidUrl(why) => write!(f, "invalid url: {why}"),
+            Error::InsecureUrl(origin) => write!(
+                f,
+                "refusing to send credentials over plain http to a non-loopback host: {origin}"
+            ),
+            Error::InvalidHeader(why) => write!(f, "invalid header {why}"),
+            Error::Json(e) => write!(f, "could not serialize the request body: {e}"),
+            Error::Store(e) => write!(f, "token store failed: {e}"),
+            Error::Config(why) => write!(f, "invalid configuration: {why}"),
+            Error::TooManyRedirects(n) => write!(f, "too many redirects (more than {n})"),
+            Error::BadRedirect(why) => write!(f, "cannot follow redirect: {why}"),
+            Error::NotReplayable(e) => write!(
+                f,
+                "the request failed and its streamed body cannot be re-sent: {e}"
+            ),
+            Error::Http(e) => write!(f, "http transport error: {e}"),
+            Error::Reentrant => {
+                f.write_str("called back into the client from its own refresher, store or listener")
+            }
+            Error::Discovery(e) => write!(f, "authorization server discovery failed: {e}"),
+            Error::Device(e) => write!(f, "device login failed: {e}"),
+            Error::RevocationFailed(e) => write!(
+                f,
+                "logged out locally, but revoking the session at the server failed: {e}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    /// The cause of the error `Display` shows: for a variant that wraps an error, that
+    /// error's own cause (its message is already in this one's).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Refresh(e) => e.source(),
+            Error::Json(e) => e.source(),
+            Error::Store(e) => e.source(),
+            Error::NotReplayable(e) => e.source(),
+            Error::Http(e) => e.source(),
+            Error::Discovery(e) => e.source(),
+            Error::Device(e) => e.source(),
+            Error::RevocationFailed(e) => e.source(),
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -341,6 +398,44 @@ mod tests {
             "{}",
             std::mem::size_of::<Error>()
         );
+    }
+
+    #[test]
+    fn display_says_what_the_server_said_and_the_chain_says_each_thing_once() {
+        use std::error::Error as _;
+        let e = Error::Refresh(Arc::new(RefreshError::OAuth {
+            status: 401,
+            error: "invalid_client".into(),
+            description: Some("AADSTS7000215: Invalid client secret provided.".into()),
+        }));
+        assert_eq!(
+            e.to_string(),
+            "token refresh failed: the token endpoint answered 401 with error invalid_client: \
+             AADSTS7000215: Invalid client secret provided."
+        );
+        assert!(e.source().is_none());
+        let e = Error::Device(DeviceError::AccessDenied);
+        assert_eq!(
+            e.to_string(),
+            "device login failed: the user denied the login"
+        );
+        // A wrapped error with a cause: its message here, its cause next.
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::Refresh(Arc::new(RefreshError::Store(Arc::new(io))));
+        assert_eq!(
+            e.to_string(),
+            "token refresh failed: the token store could not be locked or read"
+        );
+        assert_eq!(e.source().unwrap().to_string(), "disk on fire");
+        let e = Error::NotReplayable(Box::new(Error::Refresh(Arc::new(
+            RefreshError::NoRefreshToken,
+        ))));
+        assert_eq!(
+            e.to_string(),
+            "the request failed and its streamed body cannot be re-sent: token refresh failed: \
+             no refresh token"
+        );
+        assert!(e.source().is_none());
     }
 
     #[test]

@@ -258,7 +258,9 @@ fn a_refusing_device_endpoint_is_an_oauth_error_without_secrets() {
         .start()
         .unwrap_err();
     match &err {
-        Error::Device(DeviceError::OAuth { status: 401, error, .. }) => {
+        Error::Device(DeviceError::OAuth {
+            status: 401, error, ..
+        }) => {
             assert_eq!(error, "[redacted]")
         }
         other => panic!("{other:?}"),
