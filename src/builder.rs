@@ -339,6 +339,9 @@ fn check_endpoints(
             r.revocation_endpoint().map(|e| ("revocation endpoint", e)),
         ]
     });
+    if let Some(problem) = refresher.and_then(|r| r.config_problem()) {
+        return Err(Error::Config(problem));
+    }
     for (what, endpoint) in endpoints.into_iter().flatten() {
         EndpointUrl::parse(endpoint, allow_insecure_http).map_err(|p| match p {
             UrlProblem::Unparsable => Error::InvalidUrl(format!("{what} is not a valid URL")),

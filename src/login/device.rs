@@ -18,7 +18,7 @@ use crate::error::{Error, RefreshError};
 use crate::redacted::Redacted;
 use crate::refresh::{
     error_of, expires_in_field, json_object, meaning, parse, redact_code, string_field, Client,
-    Meaning,
+    Meaning, Params,
 };
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
@@ -115,6 +115,8 @@ pub struct DeviceFlow {
     token_url: GivenUrl,
     client: Client,
     scope: Option<String>,
+    /// The server's extra parameters, then the flow's.
+    params: Params,
     agent: Option<Agent>,
     clock: Arc<dyn Clock>,
     sleeper: Arc<dyn Sleeper>,
@@ -130,6 +132,7 @@ impl DeviceFlow {
             token_url: server.token_url.clone(),
             client: server.client.clone(),
             scope: None,
+            params: server.params.clone(),
             agent: server.agent.clone(),
             clock: Arc::new(SystemClock),
             sleeper: Arc::new(ThreadSleeper),
@@ -142,6 +145,15 @@ impl DeviceFlow {
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = Some(scope.into());
+        self
+    }
+
+    /// Adds a parameter to the device authorization request and to every poll, after the
+    /// server's ([`AuthServer::extra_param`], which says which names are refused):
+    /// `audience` for Auth0, `resource` for Microsoft Entra v1. Repeatable.
+    #[must_use]
+    pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push(name.into(), value.into());
         self
     }
 
@@ -169,6 +181,9 @@ impl DeviceFlow {
     /// refuses ([`DeviceError::OAuth`], [`DeviceError::Status`]) or answers something
     /// unusable ([`DeviceError::InvalidResponse`]).
     pub fn start(&self) -> Result<DeviceAuthorization, Error> {
+        if let Some(problem) = self.params.problem() {
+            return Err(Error::Config(problem));
+        }
         let device_url = self
             .device_url
             .check(self.allow_insecure_http)
@@ -179,6 +194,7 @@ impl DeviceFlow {
         let agent = self.agent.clone().unwrap_or_else(login_agent);
         let mut form = Vec::new();
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
+        self.params.add_to(&mut form);
         // RFC 8628 §3.1: a client that does not authenticate sends its client_id in the form.
         let secrets = [self.client.secret_str()];
         let resp = self
@@ -201,6 +217,7 @@ impl fmt::Debug for DeviceFlow {
             .field("token_url", &self.token_url)
             .field("client", &self.client)
             .field("scope", &self.scope)
+            .field("extra_params", &self.params)
             .field("custom_agent", &self.agent.is_some())
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish_non_exhaustive()
@@ -360,10 +377,11 @@ impl DeviceAuthorization {
     /// One device access token request (RFC 8628 §3.4).
     fn poll(&self) -> Result<Tokens, RefreshError> {
         let flow = &self.flow;
-        let form = vec![
+        let mut form = vec![
             ("grant_type", GRANT_TYPE),
             ("device_code", self.device_code.as_str()),
         ];
+        flow.params.add_to(&mut form);
         let resp = flow
             .client
             .post_form(&self.agent, flow.token_url.as_str(), form, None)?;

@@ -26,7 +26,7 @@ pub use discovery::{Discovery, ServerMetadata};
 pub use error::{DeviceError, DiscoveryError, RevocationError};
 
 use crate::error::Error;
-use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh};
+use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh, Params};
 use crate::tokens::ClientSecret;
 use crate::url::GivenUrl;
 
@@ -61,6 +61,8 @@ pub struct AuthServer {
     device_authorization_url: Option<GivenUrl>,
     revocation_url: Option<GivenUrl>,
     client: Client,
+    /// Added to every token and device authorization request.
+    params: Params,
     /// For the flows run outside an `AuthClient` (the device flow); `None`: `login_agent()`.
     agent: Option<Agent>,
     allow_insecure_http: bool,
@@ -75,6 +77,7 @@ impl AuthServer {
             device_authorization_url: None,
             revocation_url: None,
             client: Client::default(),
+            params: Params::default(),
             agent: None,
             allow_insecure_http: false,
         }
@@ -123,6 +126,35 @@ impl AuthServer {
     #[must_use]
     pub fn auth_method(mut self, method: ClientAuth) -> Self {
         self.client.method = Some(method);
+        self
+    }
+
+    /// Adds a parameter to every request to the token endpoint (both grants, the device
+    /// flow's polls) and to the device authorization request: `audience` for Auth0,
+    /// `resource` for Microsoft Entra v1 or RFC 8707 resource indicators (repeat it for
+    /// several), any other name a server wants. Repeatable, also with the same name; the
+    /// flows can add their own (`extra_param` on each). Defaults to none. Not sent to the
+    /// revocation endpoint. `Debug` shows the names only.
+    ///
+    /// A name that tokengate sends itself (`grant_type`, `refresh_token`, `device_code`,
+    /// `code`, `code_verifier`, `redirect_uri`, `client_id`, `client_secret`,
+    /// `client_assertion`, `client_assertion_type`, `scope`: set the scope on the flow), or
+    /// an empty one, is refused with [`Error::Config`] by
+    /// [`AuthClientBuilder::build`](crate::AuthClientBuilder::build) and [`DeviceFlow::start`].
+    ///
+    /// ```
+    /// use tokengate::AuthServer;
+    /// let auth0 = AuthServer::new("https://tenant.eu.auth0.com/oauth/token")
+    ///     .client_id("my-cli")
+    ///     .extra_param("audience", "https://api.example.com/");
+    /// let rfc8707 = AuthServer::new("https://as.example.com/token")
+    ///     .extra_param("resource", "https://api.example.com/")
+    ///     .extra_param("resource", "https://files.example.com/");
+    /// # let _ = (auth0, rfc8707);
+    /// ```
+    #[must_use]
+    pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push(name.into(), value.into());
         self
     }
 
@@ -175,6 +207,7 @@ impl AuthServer {
             self.token_url.clone(),
             self.revocation_url.clone(),
             self.client.clone(),
+            self.params.clone(),
         )
     }
 
@@ -182,7 +215,11 @@ impl AuthServer {
     /// clients: set a [client id](AuthServer::client_id) and
     /// [secret](AuthServer::client_secret).
     pub fn client_credentials(&self) -> ClientCredentials {
-        ClientCredentials::from_server(self.token_url.clone(), self.client.clone())
+        ClientCredentials::from_server(
+            self.token_url.clone(),
+            self.client.clone(),
+            self.params.clone(),
+        )
     }
 
     /// The device authorization grant (RFC 8628): a login from a terminal, on the device
@@ -207,6 +244,7 @@ impl fmt::Debug for AuthServer {
             .field("device_authorization_url", &self.device_authorization_url)
             .field("revocation_url", &self.revocation_url)
             .field("client", &self.client)
+            .field("extra_params", &self.params)
             .field("custom_agent", &self.agent.is_some())
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()

@@ -95,6 +95,60 @@ impl Client {
     }
 }
 
+/// Parameters the flows add to their requests besides their own (`audience` for Auth0,
+/// `resource` for Microsoft Entra v1 and RFC 8707, …), in the order given; a name may repeat.
+/// `Debug` shows the names only (a value could be a key).
+#[derive(Clone, Default)]
+pub(crate) struct Params(Vec<(String, String)>);
+
+/// Names the flows send themselves (or that authenticate the client): never extra.
+const RESERVED: &[&str] = &[
+    "grant_type",
+    "refresh_token",
+    "device_code",
+    "code",
+    "code_verifier",
+    "redirect_uri",
+    "client_id",
+    "client_secret",
+    "client_assertion",
+    "client_assertion_type",
+    "scope",
+];
+
+/// Why an extra parameter cannot be sent, for `Error::Config`.
+pub(crate) const RESERVED_PARAM: &str =
+    "an extra parameter must have a name, and not one tokengate sends itself \
+     (grant_type, refresh_token, device_code, code, code_verifier, redirect_uri, client_id, \
+     client_secret, client_assertion, client_assertion_type, scope: set the scope with scope())";
+
+impl Params {
+    pub(crate) fn push(&mut self, name: String, value: String) {
+        self.0.push((name, value));
+    }
+
+    /// `Some(RESERVED_PARAM)` if a name is empty or reserved.
+    pub(crate) fn problem(&self) -> Option<&'static str> {
+        self.0
+            .iter()
+            .any(|(name, _)| name.is_empty() || RESERVED.contains(&name.as_str()))
+            .then_some(RESERVED_PARAM)
+    }
+
+    /// Adds them to `form`.
+    pub(crate) fn add_to<'a>(&'a self, form: &mut Vec<(&'a str, &'a str)>) {
+        form.extend(self.0.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    }
+}
+
+impl fmt::Debug for Params {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")

@@ -8,7 +8,7 @@ mod oauth_error;
 /// For `crate::__fuzz`.
 pub(crate) use client::parse as parse_oauth2_response;
 /// For the login flows (`crate::login`), which talk to the same authorization server.
-pub(crate) use client::{error_of, parse, Client};
+pub(crate) use client::{error_of, parse, Client, Params};
 pub use client::{ClientAuth, REVOCATION_TIMEOUT};
 pub use json::JsonRefresh;
 pub use oauth2::{ClientCredentials, OAuth2Refresh};
@@ -92,6 +92,13 @@ pub trait Refresh: Send + Sync + 'static {
     /// The revocation endpoint's URL, if the strategy has one, so `build()` can check it like
     /// [`Refresh::endpoint`]. Defaults to `None`.
     fn revocation_endpoint(&self) -> Option<&str> {
+        None
+    }
+
+    /// Why the strategy is configured so that it cannot work, for `build()` to report as
+    /// [`Error::Config`](crate::Error::Config) (the built-in grants: a refused extra parameter).
+    #[doc(hidden)]
+    fn config_problem(&self) -> Option<&'static str> {
         None
     }
 }

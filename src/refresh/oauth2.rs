@@ -3,7 +3,7 @@
 
 use ureq::Agent;
 
-use super::client::{parse, redact_echo, revoke, Client};
+use super::client::{parse, redact_echo, revoke, Client, Params};
 use super::Refresh;
 use crate::error::RefreshError;
 use crate::login::error::RevocationError;
@@ -31,31 +31,34 @@ pub struct OAuth2Refresh {
     revocation_url: Option<GivenUrl>,
 }
 
-/// What every grant here posts to: the token endpoint, with the client's identity and the
-/// scope asked for.
+/// What every grant here posts to: the token endpoint, with the client's identity, the
+/// scope asked for and the extra parameters.
 #[derive(Clone, Debug)]
 struct TokenEndpoint {
     url: GivenUrl,
     client: Client,
     scope: Option<String>,
+    params: Params,
 }
 
 impl TokenEndpoint {
-    fn new(url: GivenUrl, client: Client) -> Self {
+    fn new(url: GivenUrl, client: Client, params: Params) -> Self {
         TokenEndpoint {
             url,
             client,
             scope: None,
+            params,
         }
     }
 
-    /// Posts the grant's `form`, with the scope if one is set.
+    /// Posts the grant's `form`, with the scope if one is set and the extra parameters.
     fn post<'a>(
         &'a self,
         agent: &Agent,
         mut form: Vec<(&'a str, &'a str)>,
     ) -> Result<TokenResponse, RefreshError> {
         form.extend(self.scope.as_deref().map(|s| ("scope", s)));
+        self.params.add_to(&mut form);
         Ok(self
             .client
             .post_form(agent, self.url.as_str(), form, None)?)
@@ -68,9 +71,10 @@ impl OAuth2Refresh {
         url: GivenUrl,
         revocation_url: Option<GivenUrl>,
         client: Client,
+        params: Params,
     ) -> Self {
         OAuth2Refresh {
-            endpoint: TokenEndpoint::new(url, client),
+            endpoint: TokenEndpoint::new(url, client, params),
             revocation_url,
         }
     }
@@ -79,6 +83,15 @@ impl OAuth2Refresh {
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.endpoint.scope = Some(scope.into());
+        self
+    }
+
+    /// Adds a parameter to every refresh request, after the server's
+    /// ([`AuthServer::extra_param`](crate::AuthServer::extra_param), which says which names are
+    /// refused). Repeatable, also with the same name.
+    #[must_use]
+    pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.endpoint.params.push(name.into(), value.into());
         self
     }
 }
@@ -103,6 +116,10 @@ impl Refresh for OAuth2Refresh {
 
     fn can_refresh(&self, current: &Tokens) -> bool {
         current.refresh_token().is_some()
+    }
+
+    fn config_problem(&self) -> Option<&'static str> {
+        self.endpoint.params.problem()
     }
 
     fn endpoint(&self) -> Option<&str> {
@@ -150,9 +167,9 @@ pub struct ClientCredentials {
 
 impl ClientCredentials {
     /// For [`AuthServer::client_credentials`](crate::AuthServer::client_credentials).
-    pub(crate) fn from_server(url: GivenUrl, client: Client) -> Self {
+    pub(crate) fn from_server(url: GivenUrl, client: Client, params: Params) -> Self {
         ClientCredentials {
-            endpoint: TokenEndpoint::new(url, client),
+            endpoint: TokenEndpoint::new(url, client, params),
         }
     }
 
@@ -160,6 +177,16 @@ impl ClientCredentials {
     #[must_use]
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.endpoint.scope = Some(scope.into());
+        self
+    }
+
+    /// Adds a parameter to every token request (`audience` for Auth0, `resource` for
+    /// Microsoft Entra v1 or RFC 8707), after the server's
+    /// ([`AuthServer::extra_param`](crate::AuthServer::extra_param), which says which names are
+    /// refused). Repeatable, also with the same name.
+    #[must_use]
+    pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.endpoint.params.push(name.into(), value.into());
         self
     }
 }
@@ -179,6 +206,10 @@ impl Refresh for ClientCredentials {
 
     fn acquires_without_tokens(&self) -> bool {
         true
+    }
+
+    fn config_problem(&self) -> Option<&'static str> {
+        self.endpoint.params.problem()
     }
 
     fn endpoint(&self) -> Option<&str> {
