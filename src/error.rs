@@ -108,7 +108,9 @@ pub enum Error {
 
     /// The client was configured inconsistently: reported by `build()`, by
     /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) on a client without a
-    /// refresher, and by `RedisStore::open` for an unusable session name.
+    /// refresher, by `RedisStore::open` for an unusable session name, and by
+    /// [`AuthServer::device_flow`](crate::AuthServer::device_flow) without a device
+    /// authorization endpoint.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
 
@@ -138,9 +140,7 @@ pub enum Error {
     #[error("called back into the client from its own refresher, store or listener")]
     Reentrant,
 
-    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::login::Discovery)),
-    /// or the server lacks an endpoint a flow needs
-    /// ([`AuthServer::device_flow`](crate::AuthServer::device_flow)).
+    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::login::Discovery)).
     #[error("authorization server discovery failed")]
     Discovery(#[source] DiscoveryError),
 
