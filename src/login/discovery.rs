@@ -88,19 +88,20 @@ impl ServerMetadata {
 /// One exception, accepted by default: Microsoft Entra ID's multi-tenant issuers. The
 /// documents of `https://login.microsoftonline.com/common/v2.0` and `…/organizations/v2.0`
 /// say their issuer is the template `https://login.microsoftonline.com/{tenantid}/v2.0`, and
-/// that of `…/consumers/v2.0` says `https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0`
-/// (the personal accounts' tenant), so no exact match can succeed
+/// that of `…/consumers/v2.0` names the personal accounts' tenant,
+/// `https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0`, so no
+/// exact match can succeed
 /// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-protocols-oidc>). Such a
 /// document is accepted only when the issuer asked for is exactly
 /// `https://{host}/{common|organizations|consumers}/v2.0`, `{host}` one of Entra's
 /// `login.microsoftonline.com`, `login.microsoftonline.us` (Azure Government) and
 /// `login.partner.microsoftonline.cn` (Azure operated by 21Vianet), and the document's
-/// issuer is that same `https://{host}/…/v2.0` with `{tenantid}` in place of the tenant
-/// segment (for `consumers`, also the tenant above). Every other issuer is compared exactly. It is not
-/// an opt-in: the document was fetched over https from the Entra host the issuer asked for
-/// names, and names that same host, so it cannot be another server's document; an option
-/// would only make every Entra user meet the error first. [`ServerMetadata::issuer`] is then
-/// the issuer asked for.
+/// issuer is `https://{the same host}/{tenantid}/v2.0` (for `consumers`, also with the
+/// tenant above in place of `{tenantid}`). Every other issuer is compared exactly, and a
+/// template is accepted for no other issuer or host. Not an opt-in, because it opens no
+/// mix-up: the document was fetched over https from the Entra host that the issuer asked for
+/// names, and it names that same host; an option would only make every Entra user meet the
+/// error first. [`ServerMetadata::issuer`] is then the issuer asked for.
 ///
 /// This is the only `issuer` check tokengate makes: it does not validate id_tokens, or the
 /// `iss` claim of any token (tokens are opaque to it). An application that validates Entra
@@ -306,7 +307,8 @@ fn entra_multi_tenant_matches(asked: &str, found: &str) -> bool {
     else {
         return false;
     };
-    found_tenant == "{tenantid}" || (tenant == "consumers" && found_tenant == ENTRA_CONSUMERS_TENANT)
+    found_tenant == "{tenantid}"
+        || (tenant == "consumers" && found_tenant == ENTRA_CONSUMERS_TENANT)
 }
 
 /// An issuer as quoted in [`DiscoveryError::IssuerMismatch`]: control characters dropped,
@@ -366,64 +368,142 @@ mod tests {
         }
     }
 
+    const ENTRA_TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+    const ENTRA_CONSUMERS: &str =
+        "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0";
+
+    /// (issuer asked for, document's issuer) that match.
+    const ENTRA_ACCEPTED: &[(&str, &str)] = &[
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/organizations/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/consumers/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/consumers/v2.0",
+            ENTRA_CONSUMERS,
+        ),
+        (
+            "https://login.microsoftonline.us/common/v2.0",
+            "https://login.microsoftonline.us/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.partner.microsoftonline.cn/organizations/v2.0",
+            "https://login.partner.microsoftonline.cn/{tenantid}/v2.0",
+        ),
+        // The exact rule, as before.
+        ("https://auth.example.com", "https://auth.example.com"),
+        (ENTRA_TEMPLATE, ENTRA_TEMPLATE),
+    ];
+
+    /// (issuer asked for, document's issuer) that do not.
+    const ENTRA_REFUSED: &[(&str, &str)] = &[
+        // A single tenant, by name or id, is compared exactly.
+        (
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        // The personal accounts' tenant only for `consumers`.
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            ENTRA_CONSUMERS,
+        ),
+        (
+            "https://login.microsoftonline.com/organizations/v2.0",
+            ENTRA_CONSUMERS,
+        ),
+        // The same host, and https, on both sides.
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.us/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://evil.example/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "http://login.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "http://login.microsoftonline.com/common/v2.0",
+            "http://login.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "http://login.microsoftonline.com/common/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        // Other hosts: a look-alike, a subdomain, a port, another spelling.
+        (
+            "https://login.example.com/common/v2.0",
+            "https://login.example.com/{tenantid}/v2.0",
+        ),
+        (
+            "https://evil.login.microsoftonline.com/common/v2.0",
+            "https://evil.login.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com:8443/common/v2.0",
+            "https://login.microsoftonline.com:8443/{tenantid}/v2.0",
+        ),
+        (
+            "https://LOGIN.microsoftonline.com/common/v2.0",
+            "https://LOGIN.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "https://127.0.0.1:8080/common/v2.0",
+            "https://127.0.0.1:8080/{tenantid}/v2.0",
+        ),
+        // Other paths: v1, a trailing slash, a longer path, another ENTRA_TEMPLATE.
+        (
+            "https://login.microsoftonline.com/common",
+            "https://login.microsoftonline.com/{tenantid}",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0/",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/{tenantid}/v2.0/",
+        ),
+        (
+            "https://login.microsoftonline.com/x/common/v2.0",
+            "https://login.microsoftonline.com/x/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/{tenant}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/common/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com//v2.0",
+        ),
+    ];
+
     /// The Entra exception: the multi-tenant issuers asked for, on Entra's hosts, accept their
     /// own host's template; nothing else does (the exact rule is unchanged).
     #[test]
     fn entra_multi_tenant_issuers_accept_their_hosts_template_only() {
-        let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
-        let consumers = "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0";
-        let accepted = [
-            ("https://login.microsoftonline.com/common/v2.0", template),
-            ("https://login.microsoftonline.com/organizations/v2.0", template),
-            ("https://login.microsoftonline.com/consumers/v2.0", template),
-            ("https://login.microsoftonline.com/consumers/v2.0", consumers),
-            (
-                "https://login.microsoftonline.us/common/v2.0",
-                "https://login.microsoftonline.us/{tenantid}/v2.0",
-            ),
-            (
-                "https://login.partner.microsoftonline.cn/organizations/v2.0",
-                "https://login.partner.microsoftonline.cn/{tenantid}/v2.0",
-            ),
-            // The exact rule, as before.
-            ("https://auth.example.com", "https://auth.example.com"),
-            (template, template),
-        ];
-        for (asked, found) in accepted {
+        for (asked, found) in ENTRA_ACCEPTED {
             assert!(issuer_matches(asked, found), "{asked} / {found}");
         }
-        let refused = [
-            // A single tenant, by name or id, is compared exactly.
-            ("https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0", template),
-            (
-                "https://login.microsoftonline.com/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/v2.0",
-                template,
-            ),
-            // The personal accounts' tenant only for `consumers`.
-            ("https://login.microsoftonline.com/common/v2.0", consumers),
-            ("https://login.microsoftonline.com/organizations/v2.0", consumers),
-            // The same host, and https, on both sides.
-            ("https://login.microsoftonline.com/common/v2.0", "https://login.microsoftonline.us/{tenantid}/v2.0"),
-            ("https://login.microsoftonline.com/common/v2.0", "https://evil.example/{tenantid}/v2.0"),
-            ("https://login.microsoftonline.com/common/v2.0", "http://login.microsoftonline.com/{tenantid}/v2.0"),
-            ("http://login.microsoftonline.com/common/v2.0", "http://login.microsoftonline.com/{tenantid}/v2.0"),
-            ("http://login.microsoftonline.com/common/v2.0", template),
-            // Other hosts: a look-alike, a subdomain, a port, another spelling.
-            ("https://login.example.com/common/v2.0", "https://login.example.com/{tenantid}/v2.0"),
-            ("https://evil.login.microsoftonline.com/common/v2.0", "https://evil.login.microsoftonline.com/{tenantid}/v2.0"),
-            ("https://login.microsoftonline.com:8443/common/v2.0", "https://login.microsoftonline.com:8443/{tenantid}/v2.0"),
-            ("https://LOGIN.microsoftonline.com/common/v2.0", "https://LOGIN.microsoftonline.com/{tenantid}/v2.0"),
-            ("https://127.0.0.1:8080/common/v2.0", "https://127.0.0.1:8080/{tenantid}/v2.0"),
-            // Other paths: v1, a trailing slash, a longer path, another template.
-            ("https://login.microsoftonline.com/common", "https://login.microsoftonline.com/{tenantid}"),
-            ("https://login.microsoftonline.com/common/v2.0/", template),
-            ("https://login.microsoftonline.com/common/v2.0", "https://login.microsoftonline.com/{tenantid}/v2.0/"),
-            ("https://login.microsoftonline.com/x/common/v2.0", "https://login.microsoftonline.com/x/{tenantid}/v2.0"),
-            ("https://login.microsoftonline.com/common/v2.0", "https://login.microsoftonline.com/{tenant}/v2.0"),
-            ("https://login.microsoftonline.com/common/v2.0", "https://login.microsoftonline.com/common/{tenantid}/v2.0"),
-            ("https://login.microsoftonline.com/common/v2.0", "https://login.microsoftonline.com//v2.0"),
-        ];
-        for (asked, found) in refused {
+        for (asked, found) in ENTRA_REFUSED {
             assert!(!issuer_matches(asked, found), "{asked} / {found}");
         }
     }
@@ -440,8 +520,8 @@ mod tests {
             e.to_string(),
             r#"the metadata document's issuer "https://x" is not the issuer asked for ("https://y")"#
         );
-        let e = parse_metadata(br#"{"token_endpoint":"https://x/t"}"#, "https://y", false)
-            .unwrap_err();
+        let e =
+            parse_metadata(br#"{"token_endpoint":"https://x/t"}"#, "https://y", false).unwrap_err();
         assert_eq!(
             e.to_string(),
             r#"the metadata document has no issuer (asked for "https://y")"#
@@ -453,8 +533,10 @@ mod tests {
         })
         .to_string();
         let asked = format!("https://y/\u{1b}[2J\n{}", "b".repeat(300));
-        let Err(DiscoveryError::IssuerMismatch { found: Some(found), expected }) =
-            parse_metadata(body.as_bytes(), &asked, false)
+        let Err(DiscoveryError::IssuerMismatch {
+            found: Some(found),
+            expected,
+        }) = parse_metadata(body.as_bytes(), &asked, false)
         else {
             panic!("expected a mismatch");
         };

@@ -357,7 +357,9 @@ fn entra_multi_tenant_documents_with_a_templated_issuer_are_accepted() {
             Some((tenant, iss)) if https => Action::Respond(
                 200,
                 vec![b"content-type: application/json".to_vec()],
-                entra_document(iss, &endpoints, tenant).to_string().into_bytes(),
+                entra_document(iss, &endpoints, tenant)
+                    .to_string()
+                    .into_bytes(),
             ),
             _ => Action::Respond(404, Vec::new(), Vec::new()),
         }
@@ -482,7 +484,10 @@ fn a_keycloak_realm_issuer_discovers_its_endpoints() {
         meta.device_authorization_endpoint(),
         Some(format!("{oidc}/auth/device").as_str())
     );
-    assert_eq!(meta.revocation_endpoint(), Some(format!("{oidc}/revoke").as_str()));
+    assert_eq!(
+        meta.revocation_endpoint(),
+        Some(format!("{oidc}/revoke").as_str())
+    );
     served.assert_calls(1);
 }
 
@@ -529,7 +534,10 @@ fn an_okta_custom_authorization_server_discovers_its_endpoints() {
         meta.device_authorization_endpoint(),
         Some(format!("{v1}/device/authorize").as_str())
     );
-    assert_eq!(meta.revocation_endpoint(), Some(format!("{v1}/revoke").as_str()));
+    assert_eq!(
+        meta.revocation_endpoint(),
+        Some(format!("{v1}/revoke").as_str())
+    );
     oidc.assert_calls(1);
     oauth.assert_calls(0);
 }

@@ -18,9 +18,9 @@ use std::thread;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokengate::ureq::tls::{Certificate, RootCerts, TlsConfig};
 use tokengate::ureq::config::Config;
 use tokengate::ureq::http::Uri;
+use tokengate::ureq::tls::{Certificate, RootCerts, TlsConfig};
 use tokengate::ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use tokengate::ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use tokengate::ureq::Agent;
