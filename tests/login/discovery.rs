@@ -339,8 +339,8 @@ fn document_server(documents: Vec<(String, String)>) -> TlsServer {
 fn entra_multi_tenant_documents_with_a_templated_issuer_are_accepted() {
     let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
     let consumers = "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0";
-    // The endpoints: the loopback server's own address (the port is known once it runs, so
-    // the documents are built from a placeholder and the port filled in by the handler).
+    // The documents' endpoints are on the loopback server itself, whose port is known only
+    // once it runs: the handler builds each document with the port set just after the start.
     let cases = [
         ("common", template),
         ("organizations", template),
