@@ -107,7 +107,9 @@ pub enum Error {
 
     /// The client was configured inconsistently: reported by `build()`, by
     /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) on a client without a
-    /// refresher, and by `RedisStore::open` for an unusable session name.
+    /// refresher, by `RedisStore::open` for an unusable session name, and by
+    /// [`AuthServer::device_flow`](crate::AuthServer::device_flow) without a device
+    /// authorization endpoint.
     Config(&'static str),
 
     /// More redirects than `max_redirects` (the number given) in one call.
@@ -131,9 +133,7 @@ pub enum Error {
     /// Requests that need no refresh still work from a listener.
     Reentrant,
 
-    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::login::Discovery)),
-    /// or the server lacks an endpoint a flow needs
-    /// ([`AuthServer::device_flow`](crate::AuthServer::device_flow)).
+    /// Fetching or checking an issuer's metadata failed ([`Discovery`](crate::login::Discovery)).
     Discovery(DiscoveryError),
 
     /// A device login ([`DeviceFlow`](crate::login::DeviceFlow)) failed: denied, expired, refused,

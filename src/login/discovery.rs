@@ -23,6 +23,22 @@ pub(crate) const METADATA_LIMIT: u64 = 64 * 1024;
 /// Longest `issuer` value quoted back in [`DiscoveryError::IssuerMismatch`].
 const QUOTED_ISSUER_LIMIT: usize = 256;
 
+/// The hosts of Microsoft Entra ID whose multi-tenant issuers publish a templated `issuer`:
+/// the global cloud, Azure Government, and Azure operated by 21Vianet (Microsoft's "National
+/// clouds" page, <https://learn.microsoft.com/en-us/entra/identity-platform/authentication-national-cloud>).
+const ENTRA_HOSTS: [&str; 3] = [
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+];
+
+/// The multi-tenant names of an Entra issuer's tenant segment.
+const ENTRA_MULTI_TENANT: [&str; 3] = ["common", "organizations", "consumers"];
+
+/// The tenant of personal Microsoft accounts, which the `consumers` document names as its
+/// issuer's tenant.
+const ENTRA_CONSUMERS_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
 /// What an authorization server says about itself: the parts tokengate uses.
 ///
 /// Obtained with [`Discovery::fetch`]; every URL in it was checked (absolute http(s), no
@@ -36,7 +52,11 @@ pub struct ServerMetadata {
 }
 
 impl ServerMetadata {
-    /// The issuer, exactly as asked for (and as the document said).
+    /// The issuer, exactly as asked for, which is what the document said, except for
+    /// Microsoft Entra's multi-tenant issuers (see [`Discovery`]): for
+    /// `https://login.microsoftonline.com/common/v2.0` this is that URL, not the document's
+    /// template `https://login.microsoftonline.com/{tenantid}/v2.0` (which is no server's
+    /// address; each user's tokens name their own tenant).
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
@@ -62,7 +82,31 @@ impl ServerMetadata {
 /// `https://host/.well-known/oauth-authorization-server{path of the issuer}`.
 ///
 /// The document's `issuer` must be exactly the issuer asked for (character for character: a
-/// trailing `/` matters), and must name a `token_endpoint`. Redirects are not followed.
+/// trailing `/` matters; RFC 8414 §3.3, against mix-ups), and must name a `token_endpoint`.
+/// Redirects are not followed.
+///
+/// One exception, accepted by default: Microsoft Entra ID's multi-tenant issuers. The
+/// documents of `https://login.microsoftonline.com/common/v2.0` and `…/organizations/v2.0`
+/// say their issuer is the template `https://login.microsoftonline.com/{tenantid}/v2.0`, and
+/// that of `…/consumers/v2.0` names the personal accounts' tenant,
+/// `https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0`, so no
+/// exact match can succeed
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/v2-protocols-oidc>). Such a
+/// document is accepted only when the issuer asked for is exactly
+/// `https://{host}/{common|organizations|consumers}/v2.0`, `{host}` one of Entra's
+/// `login.microsoftonline.com`, `login.microsoftonline.us` (Azure Government) and
+/// `login.partner.microsoftonline.cn` (Azure operated by 21Vianet), and the document's
+/// issuer is `https://{the same host}/{tenantid}/v2.0` (for `consumers`, also with the
+/// tenant above in place of `{tenantid}`). Every other issuer is compared exactly, and a
+/// template is accepted for no other issuer or host. Not an opt-in, because it opens no
+/// mix-up: the document was fetched over https from the Entra host that the issuer asked for
+/// names, and it names that same host; an option would only make every Entra user meet the
+/// error first. [`ServerMetadata::issuer`] is then the issuer asked for.
+///
+/// This is the only `issuer` check tokengate makes: it does not validate id_tokens, or the
+/// `iss` claim of any token (tokens are opaque to it). An application that validates Entra
+/// id_tokens from a multi-tenant issuer must check `iss` itself, against the template with
+/// the token's `tid` claim in place of `{tenantid}`.
 ///
 /// ```no_run
 /// use tokengate::login::Discovery;
@@ -207,15 +251,11 @@ fn parse_metadata(
 ) -> Result<ServerMetadata, DiscoveryError> {
     let map = json_object(body).map_err(|_| DiscoveryError::NotJson)?;
     match map.get("issuer").and_then(|v| v.as_str()) {
-        Some(found) if found == issuer => {}
+        Some(found) if issuer_matches(issuer, found) => {}
         found => {
             return Err(DiscoveryError::IssuerMismatch {
-                found: found.map(|f| {
-                    f.chars()
-                        .filter(|c| !c.is_control())
-                        .take(QUOTED_ISSUER_LIMIT)
-                        .collect()
-                }),
+                found: found.map(quoted_issuer),
+                expected: quoted_issuer(issuer),
             })
         }
     }
@@ -237,6 +277,48 @@ fn parse_metadata(
         device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
         revocation_endpoint: endpoint("revocation_endpoint")?,
     })
+}
+
+/// True if a document whose `issuer` is `found` is the document of the issuer `asked`:
+/// `found == asked`, or Entra's multi-tenant exception (see [`Discovery`]).
+fn issuer_matches(asked: &str, found: &str) -> bool {
+    found == asked || entra_multi_tenant_matches(asked, found)
+}
+
+/// True if `asked` is exactly `https://{host}/{tenant}/v2.0` for an Entra host and a
+/// multi-tenant name, and `found` is `https://{host}/{tenantid}/v2.0` (for `consumers`, also
+/// with the personal accounts' tenant in place of `{tenantid}`).
+fn entra_multi_tenant_matches(asked: &str, found: &str) -> bool {
+    let Some((host, tenant)) = asked
+        .strip_prefix("https://")
+        .and_then(|rest| rest.strip_suffix("/v2.0"))
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    if !ENTRA_HOSTS.contains(&host) || !ENTRA_MULTI_TENANT.contains(&tenant) {
+        return false;
+    }
+    let Some(found_tenant) = found
+        .strip_prefix("https://")
+        .and_then(|rest| rest.strip_prefix(host))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_suffix("/v2.0"))
+    else {
+        return false;
+    };
+    found_tenant == "{tenantid}"
+        || (tenant == "consumers" && found_tenant == ENTRA_CONSUMERS_TENANT)
+}
+
+/// An issuer as quoted in [`DiscoveryError::IssuerMismatch`]: control characters dropped,
+/// at most [`QUOTED_ISSUER_LIMIT`] characters.
+fn quoted_issuer(issuer: &str) -> String {
+    issuer
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(QUOTED_ISSUER_LIMIT)
+        .collect()
 }
 
 /// The agent discovery and the device flow build when none is given: like the client's
@@ -286,6 +368,182 @@ mod tests {
         }
     }
 
+    const ENTRA_TEMPLATE: &str = "https://login.microsoftonline.com/{tenantid}/v2.0";
+    const ENTRA_CONSUMERS: &str =
+        "https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0";
+
+    /// (issuer asked for, document's issuer) that match.
+    const ENTRA_ACCEPTED: &[(&str, &str)] = &[
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/organizations/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/consumers/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/consumers/v2.0",
+            ENTRA_CONSUMERS,
+        ),
+        (
+            "https://login.microsoftonline.us/common/v2.0",
+            "https://login.microsoftonline.us/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.partner.microsoftonline.cn/organizations/v2.0",
+            "https://login.partner.microsoftonline.cn/{tenantid}/v2.0",
+        ),
+        // The exact rule, as before.
+        ("https://auth.example.com", "https://auth.example.com"),
+        (ENTRA_TEMPLATE, ENTRA_TEMPLATE),
+    ];
+
+    /// (issuer asked for, document's issuer) that do not.
+    const ENTRA_REFUSED: &[(&str, &str)] = &[
+        // A single tenant, by name or id, is compared exactly.
+        (
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        // The personal accounts' tenant only for `consumers`.
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            ENTRA_CONSUMERS,
+        ),
+        (
+            "https://login.microsoftonline.com/organizations/v2.0",
+            ENTRA_CONSUMERS,
+        ),
+        // The same host, and https, on both sides.
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.us/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://evil.example/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "http://login.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "http://login.microsoftonline.com/common/v2.0",
+            "http://login.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "http://login.microsoftonline.com/common/v2.0",
+            ENTRA_TEMPLATE,
+        ),
+        // Other hosts: a look-alike, a subdomain, a port, another spelling.
+        (
+            "https://login.example.com/common/v2.0",
+            "https://login.example.com/{tenantid}/v2.0",
+        ),
+        (
+            "https://evil.login.microsoftonline.com/common/v2.0",
+            "https://evil.login.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com:8443/common/v2.0",
+            "https://login.microsoftonline.com:8443/{tenantid}/v2.0",
+        ),
+        (
+            "https://LOGIN.microsoftonline.com/common/v2.0",
+            "https://LOGIN.microsoftonline.com/{tenantid}/v2.0",
+        ),
+        (
+            "https://127.0.0.1:8080/common/v2.0",
+            "https://127.0.0.1:8080/{tenantid}/v2.0",
+        ),
+        // Other paths: v1, a trailing slash, a longer path, another ENTRA_TEMPLATE.
+        (
+            "https://login.microsoftonline.com/common",
+            "https://login.microsoftonline.com/{tenantid}",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0/",
+            ENTRA_TEMPLATE,
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/{tenantid}/v2.0/",
+        ),
+        (
+            "https://login.microsoftonline.com/x/common/v2.0",
+            "https://login.microsoftonline.com/x/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/{tenant}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/common/{tenantid}/v2.0",
+        ),
+        (
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com//v2.0",
+        ),
+    ];
+
+    /// The Entra exception: the multi-tenant issuers asked for, on Entra's hosts, accept their
+    /// own host's template; nothing else does (the exact rule is unchanged).
+    #[test]
+    fn entra_multi_tenant_issuers_accept_their_hosts_template_only() {
+        for (asked, found) in ENTRA_ACCEPTED {
+            assert!(issuer_matches(asked, found), "{asked} / {found}");
+        }
+        for (asked, found) in ENTRA_REFUSED {
+            assert!(!issuer_matches(asked, found), "{asked} / {found}");
+        }
+    }
+
+    #[test]
+    fn a_mismatch_quotes_both_issuers_sanitized() {
+        let e = parse_metadata(
+            br#"{"issuer":"https://x","token_endpoint":"https://x/t"}"#,
+            "https://y",
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"the metadata document's issuer "https://x" is not the issuer asked for ("https://y")"#
+        );
+        let e =
+            parse_metadata(br#"{"token_endpoint":"https://x/t"}"#, "https://y", false).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"the metadata document has no issuer (asked for "https://y")"#
+        );
+        // Control characters dropped, both cut at 256 characters.
+        let body = serde_json::json!({
+            "issuer": format!("https://y/\u{1b}[2J{}", "a".repeat(300)),
+            "token_endpoint": "https://x/t",
+        })
+        .to_string();
+        let asked = format!("https://y/\u{1b}[2J\n{}", "b".repeat(300));
+        let Err(DiscoveryError::IssuerMismatch {
+            found: Some(found),
+            expected,
+        }) = parse_metadata(body.as_bytes(), &asked, false)
+        else {
+            panic!("expected a mismatch");
+        };
+        assert_eq!(found, format!("https://y/[2J{}", "a".repeat(243)));
+        assert_eq!(expected, format!("https://y/[2J{}", "b".repeat(243)));
+    }
+
     #[test]
     fn documents_are_checked() {
         let iss = "https://auth.example.com";
@@ -303,7 +561,7 @@ mod tests {
         assert!(matches!(err("<html>"), DiscoveryError::NotJson));
         assert!(matches!(
             err(r#"{"issuer":"https://auth.example.com/","token_endpoint":"https://a/t"}"#),
-            DiscoveryError::IssuerMismatch { found: Some(f) } if f == "https://auth.example.com/"
+            DiscoveryError::IssuerMismatch { found: Some(f), expected } if f == "https://auth.example.com/" && expected == iss
         ));
         assert!(matches!(
             err(r#"{"issuer":"https://auth.example.com"}"#),

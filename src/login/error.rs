@@ -33,22 +33,24 @@ pub enum DiscoveryError {
     NotJson,
 
     /// The document's `issuer` is missing or is not exactly the issuer asked for
-    /// (RFC 8414 §3.3: it could be another server's document, a mix-up attack).
-    #[error("the metadata document's issuer {found:?} is not the issuer asked for")]
+    /// (RFC 8414 §3.3: it could be another server's document, a mix-up attack; the one
+    /// exception, Microsoft Entra's multi-tenant issuers, is described on
+    /// [`Discovery`](crate::login::Discovery)).
+    ///
+    /// Both issuers are quoted: `the metadata document's issuer "https://x" is not the issuer
+    /// asked for ("https://y")`, or `the metadata document has no issuer (asked for
+    /// "https://y")`.
+    #[error("{}", issuer_mismatch(.found.as_deref(), .expected))]
     IssuerMismatch {
         /// The document's `issuer` (control characters dropped, cut at 256 characters), if any.
         found: Option<String>,
+        /// The issuer asked for (control characters dropped, cut at 256 characters).
+        expected: String,
     },
 
     /// The document has no `token_endpoint`.
     #[error("the metadata document has no token_endpoint")]
     MissingTokenEndpoint,
-
-    /// The authorization server has no device authorization endpoint: the document named no
-    /// `device_authorization_endpoint` (and none was set), when
-    /// [`AuthServer::device_flow`](crate::AuthServer::device_flow) asks for one.
-    #[error("the metadata document has no device_authorization_endpoint")]
-    MissingDeviceEndpoint,
 
     /// A field naming an endpoint is not a string holding an absolute http(s) URL without
     /// credentials (the field is given).
@@ -63,6 +65,16 @@ pub(crate) fn described(description: &Option<String>) -> String {
         .as_deref()
         .map(|d| format!(": {d}"))
         .unwrap_or_default()
+}
+
+/// [`DiscoveryError::IssuerMismatch`]'s message.
+fn issuer_mismatch(found: Option<&str>, expected: &str) -> String {
+    match found {
+        Some(found) => format!(
+            "the metadata document's issuer {found:?} is not the issuer asked for ({expected:?})"
+        ),
+        None => format!("the metadata document has no issuer (asked for {expected:?})"),
+    }
 }
 
 impl DiscoveryError {

@@ -30,6 +30,10 @@ use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh, Param
 use crate::tokens::ClientSecret;
 use crate::url::GivenUrl;
 
+/// [`AuthServer::device_flow`]'s error without a device authorization endpoint.
+const NO_DEVICE_ENDPOINT: &str = "the authorization server has no device authorization endpoint: \
+     set AuthServer::device_authorization_url, or discover an issuer that publishes one";
+
 /// An OAuth2 authorization server as this client knows it: the client's identity and
 /// authentication, and the server's endpoints. Set once, then build the flows from it
 /// (as oauth2-rs does with its `Client`):
@@ -226,13 +230,16 @@ impl AuthServer {
     /// authorization and token endpoints, with this server's [agent](AuthServer::agent).
     ///
     /// # Errors
-    /// [`Error::Discovery`] with [`DiscoveryError::MissingDeviceEndpoint`] when the server
-    /// has no device authorization endpoint (none in the metadata, none set).
+    /// [`Error::Config`] when the server has no device authorization endpoint (none set with
+    /// [`AuthServer::device_authorization_url`], none in the metadata it was built from):
+    /// "the authorization server has no device authorization endpoint: set
+    /// AuthServer::device_authorization_url, or discover an issuer that publishes one".
+    /// The URL itself is checked by [`DeviceFlow::start`].
     pub fn device_flow(&self) -> Result<DeviceFlow, Error> {
         let device_url = self
             .device_authorization_url
             .clone()
-            .ok_or(Error::Discovery(DiscoveryError::MissingDeviceEndpoint))?;
+            .ok_or(Error::Config(NO_DEVICE_ENDPOINT))?;
         Ok(DeviceFlow::from_server(device_url, self))
     }
 }

@@ -6,17 +6,23 @@
 //! `Action::Respond` is supported.
 //!
 //! The certificate is for `127.0.0.1` and `localhost`, signed by a test CA (`ca.pem`), both
-//! valid until 2126. [`TlsServer::agent`] builds a ureq agent that trusts only that CA.
+//! valid until 2126. [`TlsServer::agent`] builds a ureq agent that trusts only that CA;
+//! [`TlsServer::any_host_agent`] one that sends every host name to this server, for
+//! `https://` URLs of real hosts served on loopback.
 
 use std::io::{BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokengate::ureq::config::Config;
+use tokengate::ureq::http::Uri;
 use tokengate::ureq::tls::{Certificate, RootCerts, TlsConfig};
+use tokengate::ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use tokengate::ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use tokengate::ureq::Agent;
 
 use super::raw::{read_request, Action, RawRequest};
@@ -96,6 +102,41 @@ impl TlsServer {
             )
             .build()
             .into()
+    }
+}
+
+impl TlsServer {
+    /// A ureq agent (no proxy) that connects to this server whatever host and port a URL
+    /// names: its resolver answers `127.0.0.1:PORT` for every name and asks no DNS. It does
+    /// not verify the server's certificate, which names `127.0.0.1`, not the host asked for.
+    /// For `https://login.microsoftonline.com/…` and the like, served on loopback.
+    pub fn any_host_agent(&self) -> Agent {
+        let config = Agent::config_builder()
+            .proxy(None)
+            .tls_config(TlsConfig::builder().disable_verification(true).build())
+            .build();
+        Agent::with_parts(
+            config,
+            DefaultConnector::new(),
+            LoopbackResolver(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))),
+        )
+    }
+}
+
+/// Resolves every name to one loopback address.
+#[derive(Debug)]
+struct LoopbackResolver(SocketAddr);
+
+impl Resolver for LoopbackResolver {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        _config: &Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, tokengate::ureq::Error> {
+        let mut addrs = self.empty();
+        addrs.push(self.0);
+        Ok(addrs)
     }
 }
 
