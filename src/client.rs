@@ -12,7 +12,7 @@ use crate::handle::Handle;
 use crate::request::RequestBuilder;
 use crate::session::Session;
 use crate::stats::Stats;
-use crate::tokens::Tokens;
+use crate::tokens::{AccessToken, Tokens};
 
 /// A thread-safe HTTP client that attaches a bearer token to every request to its API and
 /// keeps that token fresh.
@@ -156,6 +156,35 @@ impl AuthClient {
     /// A copy of the current tokens, if any (with `expires_at` and `issued_at` resolved).
     pub fn tokens(&self) -> Option<Tokens> {
         self.session().tokens()
+    }
+
+    /// An access token that is valid now, for use outside this client: to print it (like
+    /// `gcloud auth print-access-token`), hand it to a git credential helper or another HTTP
+    /// client. Refreshes first, through the refresh gate (one refresh shared with every
+    /// thread and request that needs one; with a shared store, tokens another process stored
+    /// are adopted instead), when the token has expired, and also when it is inside the
+    /// refresh window: whoever gets it cannot come back after a 401, so it gets the fresher
+    /// token. That refresh is waited for (unlike a request's refresh-ahead, which runs in the
+    /// background); if it fails without ending the session while the token is still valid,
+    /// the still-valid token is returned. A token that is not in its window is returned at
+    /// once, with no call. [`AuthClient::tokens`] has its expiry.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tokengate::Error> {
+    /// # let client = tokengate::AuthClient::builder("https://api.example.com/").build()?;
+    /// println!("{}", client.access_token()?.secret());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As for a request that needs a token: [`Error::NoTokens`] (none, and the refresher
+    /// cannot acquire any), [`Error::SessionExpired`]; for an expired token, the refresh's
+    /// errors as for [`AuthClient::force_refresh`]; [`Error::Store`] if a shared store cannot
+    /// be read; [`Error::Reentrant`] from the client's own refresher, store or a listener
+    /// during a refresh.
+    pub fn access_token(&self) -> Result<AccessToken, Error> {
+        let current = self.session().valid_tokens()?;
+        Ok(current.tokens.access_token().clone())
     }
 
     /// How many threads are blocked right now waiting for another thread's refresh to finish.

@@ -96,7 +96,8 @@ pub enum RefreshReason {
     Unauthorized,
     /// The access token was past its expiry.
     Expired,
-    /// The access token entered its refresh window (refresh-ahead, in the background).
+    /// The access token entered its refresh window: refresh-ahead, in the background for a
+    /// request, waited for by [`AuthClient::access_token`](crate::AuthClient::access_token).
     Proactive,
     /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) asked for it.
     Forced,

@@ -179,6 +179,35 @@ impl Session {
         Ok((current, snap.generation))
     }
 
+    /// Tokens to hand out (see [`crate::AuthClient::access_token`]): as for a request, and
+    /// also refreshed first, through the gate, inside the refresh window, since whoever gets
+    /// them cannot come back after a 401. A refresh in the window that fails without ending
+    /// the session leaves the still-valid tokens to return.
+    pub(crate) fn valid_tokens(self: &Arc<Self>) -> Result<Arc<Current>, Error> {
+        let (current, generation) = self.usable_tokens()?;
+        let now = self.config.clock().now();
+        let due = self
+            .refresher
+            .as_ref()
+            .is_some_and(|r| current.wants_refresh(now) && r.can_refresh(&current.tokens));
+        if !due {
+            return Ok(current);
+        }
+        match self.renew(generation, RefreshReason::Proactive) {
+            Ok((fresh, _)) => Ok(fresh),
+            Err(e @ (Error::SessionExpired | Error::NoTokens)) => Err(e),
+            Err(e) if current.is_expired(self.config.clock().now()) => Err(e),
+            Err(e) => {
+                log::debug!(
+                    target: TARGET,
+                    "refreshing a token to hand out failed, the still-valid one is returned: {}",
+                    crate::logging::Chain(&e)
+                );
+                Ok(current)
+            }
+        }
+    }
+
     /// The refresh path, in one place: returns tokens newer than generation `seen`. This
     /// thread leads the flight (see `flight.rs`) or waits for the thread that does and shares
     /// its outcome; a caller whose generation is already stale gets the newer tokens at once.

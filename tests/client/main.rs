@@ -10,6 +10,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod access_token;
 mod attach;
 mod contract;
 mod faults;
