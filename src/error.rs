@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::login::error::{described, DeviceError, DiscoveryError, RevocationError};
+use crate::transport_error::TransportError;
 
 /// Everything an [`AuthClient`](crate::AuthClient) call can fail with.
 ///
@@ -125,7 +126,7 @@ pub enum Error {
     NotReplayable(Box<Error>),
 
     /// A transport error from ureq talking to the API: connection, TLS, timeout, protocol.
-    Http(ureq::Error),
+    Http(TransportError),
 
     /// The client was called from inside itself: from its refresher, its store, or an event
     /// listener running while it refreshes or writes the store. Waiting there would wait for
@@ -314,8 +315,8 @@ pub enum RefreshError {
 
     /// The token endpoint could not be reached or its answer not read (connection refused,
     /// timeout, reset mid-body). Not terminal.
-    #[error("could not reach the token endpoint")]
-    Transport(#[source] ureq::Error),
+    #[error("could not reach the token endpoint: {0}")]
+    Transport(TransportError),
 
     /// The token endpoint answered 2xx with something that is not a usable token response:
     /// not JSON, wrong shape, missing `access_token`, a non-bearer `token_type`, a bad

@@ -175,6 +175,7 @@ mod sync;
 mod timing;
 mod tokens;
 mod transport;
+mod transport_error;
 mod url;
 
 // Thin wrappers around the private parsers, for `fuzz/` and `tests/fuzz_corpus.rs` only.
@@ -196,6 +197,7 @@ pub use stats::Stats;
 pub use store::RedisStore;
 pub use store::{FileStore, MemoryStore, TokenStore};
 pub use tokens::{AccessToken, ClientSecret, Lineage, RefreshToken, Tokens};
+pub use transport_error::TransportError;
 
 /// Time, made injectable: the clock tokens expire by, and what waits between retries.
 /// Tests use [`ManualClock`](time::ManualClock), which is both.

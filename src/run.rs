@@ -20,6 +20,7 @@ use crate::redirect::{self, Hop};
 use crate::retry;
 use crate::session::Session;
 use crate::transport;
+use crate::transport_error::TransportError;
 use crate::url::Origin;
 
 /// The body of a request. Bytes are borrowed for each attempt, so a retried or replayed
@@ -168,11 +169,15 @@ impl Run<'_, '_> {
     fn failed(&self, e: ureq::Error) -> Next {
         let retryable =
             retry::nothing_sent(&e) || (self.may_retry_sent() && retry::transient_after_send(&e));
+        let transport = |e| {
+            let url = self.parts.uri.to_string();
+            Error::Http(TransportError::on(self.config.api().0, &url, e))
+        };
         if !(retryable && self.can_retry()) {
-            return Next::Fail(Error::Http(e));
+            return Next::Fail(transport(e));
         }
         if !self.replayable {
-            return Next::Fail(Error::NotReplayable(Box::new(Error::Http(e))));
+            return Next::Fail(Error::NotReplayable(Box::new(transport(e))));
         }
         Next::Retry {
             retry_after: None,

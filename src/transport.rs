@@ -7,6 +7,7 @@ use ureq::{Agent, Body};
 
 use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
 use crate::error::RefreshError;
+use crate::transport_error::TransportError;
 
 /// Largest token-endpoint response body read, in bytes.
 pub(crate) const TOKEN_RESPONSE_LIMIT: u64 = 64 * 1024;
@@ -131,9 +132,10 @@ pub(crate) fn post_token_request(
         v.set_sensitive(true);
         builder = builder.header(http::header::AUTHORIZATION, v);
     }
+    let failed = |e| PostError::Send(TransportError::on(agent, url, e));
     let req = builder
         .body(body)
-        .map_err(|e| PostError::Send(ureq::Error::Http(e)))?;
+        .map_err(|e| failed(ureq::Error::Http(e)))?;
     let sent = match timeout {
         Some(t) => {
             let req = agent
@@ -146,7 +148,7 @@ pub(crate) fn post_token_request(
         }
         None => run(agent, agent_fits(agent), req),
     };
-    let mut resp = sent.map_err(PostError::Send)?;
+    let mut resp = sent.map_err(failed)?;
     let status = resp.status().as_u16();
     let retry_after = crate::retry::retry_after(resp.headers(), std::time::SystemTime::now());
     let body = resp
@@ -154,7 +156,13 @@ pub(crate) fn post_token_request(
         .with_config()
         .limit(TOKEN_RESPONSE_LIMIT)
         .read_to_vec()
-        .map_err(|error| PostError::Body { status, error })?;
+        .map_err(|error| match error {
+            ureq::Error::BodyExceedsLimit(_) => PostError::TooLarge { status },
+            error => PostError::Body {
+                status,
+                error: TransportError::on(agent, url, error),
+            },
+        })?;
     Ok(TokenResponse {
         status,
         retry_after,
@@ -170,10 +178,11 @@ pub(crate) enum PostError {
     /// Nothing was sent.
     Credentials(http::Error),
     /// The request could not be built or sent, or no response came.
-    Send(ureq::Error),
-    /// A response with `status` came, but its body could not be read: over
-    /// [`TOKEN_RESPONSE_LIMIT`] (`ureq::Error::BodyExceedsLimit`) or cut short.
-    Body { status: u16, error: ureq::Error },
+    Send(TransportError),
+    /// A response with `status` came, but its body is over [`TOKEN_RESPONSE_LIMIT`].
+    TooLarge { status: u16 },
+    /// A response with `status` came, but its body could not be read (cut short).
+    Body { status: u16, error: TransportError },
 }
 
 impl From<PostError> for RefreshError {
@@ -182,10 +191,9 @@ impl From<PostError> for RefreshError {
             PostError::Credentials(_) => {
                 RefreshError::InvalidResponse("client credentials not valid in a header")
             }
-            PostError::Body {
-                error: ureq::Error::BodyExceedsLimit(_),
-                ..
-            } => RefreshError::InvalidResponse("response body over 64 KiB"),
+            PostError::TooLarge { .. } => {
+                RefreshError::InvalidResponse("response body over 64 KiB")
+            }
             PostError::Send(e) | PostError::Body { error: e, .. } => RefreshError::Transport(e),
         }
     }

@@ -70,7 +70,7 @@ impl DeviceError {
                 description: None,
             },
             RefreshError::Status { status, .. } => DeviceError::Status(status),
-            RefreshError::Transport(e) => DeviceError::Transport(Box::new(e)),
+            RefreshError::Transport(e) => DeviceError::Transport(e),
             RefreshError::InvalidResponse(what) => DeviceError::InvalidResponse(what),
             RefreshError::NoRefreshToken | RefreshError::Store(_) | RefreshError::Custom { .. } => {
                 DeviceError::InvalidResponse("unexpected answer")

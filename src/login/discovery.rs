@@ -15,6 +15,7 @@ use crate::config::DEFAULT_TOKEN_TIMEOUT;
 use crate::error::Error;
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
+use crate::transport_error::TransportError;
 use crate::url::{EndpointUrl, UrlProblem};
 
 /// Largest metadata document read, in bytes. Real ones are a few KiB.
@@ -223,9 +224,9 @@ fn get_document(agent: &Agent, url: &str) -> Result<Result<Vec<u8>, u16>, Discov
     let req = Request::get(url)
         .header(http::header::ACCEPT, "application/json")
         .body(())
-        .map_err(|e| DiscoveryError::Transport(Box::new(ureq::Error::Http(e))))?;
+        .map_err(|e| transport_error(agent, url, ureq::Error::Http(e)))?;
     let mut resp = transport::run(agent, transport::agent_fits(agent), req)
-        .map_err(|e| DiscoveryError::Transport(Box::new(e)))?;
+        .map_err(|e| transport_error(agent, url, e))?;
     let status = resp.status().as_u16();
     if !resp.status().is_success() {
         transport::drain(&mut resp);
@@ -239,8 +240,12 @@ fn get_document(agent: &Agent, url: &str) -> Result<Result<Vec<u8>, u16>, Discov
     {
         Ok(body) => Ok(Ok(body)),
         Err(ureq::Error::BodyExceedsLimit(_)) => Err(DiscoveryError::TooLarge),
-        Err(e) => Err(DiscoveryError::Transport(Box::new(e))),
+        Err(e) => Err(transport_error(agent, url, e)),
     }
+}
+
+fn transport_error(agent: &Agent, url: &str, e: ureq::Error) -> DiscoveryError {
+    DiscoveryError::Transport(TransportError::on(agent, url, e))
 }
 
 /// Checks a metadata document against the issuer asked for.

@@ -2,6 +2,8 @@
 //! [`RevocationError`], reported inside [`Error`](crate::Error). None of them ever quotes a
 //! token, device code or client secret.
 
+use crate::transport_error::TransportError;
+
 /// Why discovery failed. Reported as [`Error::Discovery`](crate::Error::Discovery). The
 /// document's body is never quoted.
 #[derive(Debug, thiserror::Error)]
@@ -17,8 +19,8 @@ pub enum DiscoveryError {
     InsecureEndpoint(&'static str),
 
     /// The document could not be fetched (connection refused, DNS, TLS, timeout, …).
-    #[error("could not fetch the metadata document")]
-    Transport(#[source] Box<ureq::Error>),
+    #[error("could not fetch the metadata document: {0}")]
+    Transport(TransportError),
 
     /// Neither well-known URL answered 2xx: the status of the last answer.
     #[error("the metadata document was not found (http status {0})")]
@@ -129,8 +131,8 @@ pub enum DeviceError {
 
     /// The server could not be reached or its answer not read (for the token endpoint: after
     /// the retries).
-    #[error("could not reach the authorization server")]
-    Transport(#[source] Box<ureq::Error>),
+    #[error("could not reach the authorization server: {0}")]
+    Transport(TransportError),
 
     /// The server answered 2xx with something unusable: not JSON, a missing or malformed
     /// field, a body over 64 KiB. The body is never quoted.
@@ -160,8 +162,8 @@ impl DeviceError {
 #[non_exhaustive]
 pub enum RevocationError {
     /// The revocation endpoint could not be reached or did not answer in time.
-    #[error("could not reach the revocation endpoint")]
-    Transport(#[source] Box<ureq::Error>),
+    #[error("could not reach the revocation endpoint: {0}")]
+    Transport(TransportError),
 
     /// The revocation endpoint answered an unexpected status (e.g. 503: try again later,
     /// RFC 7009 §2.2.1).

@@ -15,6 +15,7 @@ use crate::error::RefreshError;
 use crate::login::error::RevocationError;
 use crate::tokens::{ClientSecret, TokenType, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
+use crate::transport_error::TransportError;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -263,14 +264,15 @@ pub(crate) fn revoke(
         Ok(resp) => resp,
         // The body is read (bounded) so the connection can be reused, and for the error code;
         // one that cannot be read leaves the status to decide.
-        Err(PostError::Body { status, .. }) => TokenResponse {
+        Err(PostError::Body { status, .. } | PostError::TooLarge { status }) => TokenResponse {
             status,
             retry_after: None,
             body: Vec::new(),
         },
-        Err(PostError::Send(e)) => return Err(RevocationError::Transport(Box::new(e))),
+        Err(PostError::Send(e)) => return Err(RevocationError::Transport(e)),
         Err(PostError::Credentials(e)) => {
-            return Err(RevocationError::Transport(Box::new(ureq::Error::Http(e))))
+            let e = TransportError::on(agent, url, ureq::Error::Http(e));
+            return Err(RevocationError::Transport(e));
         }
     };
     // §2.2: 200 also for a token that was already invalid.

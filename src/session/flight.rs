@@ -497,7 +497,7 @@ const RECEIVED_INVALID: &str = "token is empty, too long or has invalid characte
 /// cannot have consumed the refresh token (nothing sent, or an explicit 503/429).
 fn refresh_retryable(e: &RefreshError) -> bool {
     match e {
-        RefreshError::Transport(t) => retry::nothing_sent(t),
+        RefreshError::Transport(t) => retry::nothing_sent(t.ureq_error()),
         RefreshError::Status { status, .. } => matches!(status, 429 | 503),
         _ => false,
     }

@@ -94,7 +94,7 @@ fn a_token_endpoint_that_never_answers_times_out_and_keeps_the_tokens() {
     let c = client_with_token_timeout(&api, &token, Duration::from_millis(300));
     let err = c.get("x").call().unwrap_err();
     assert!(
-        matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(ureq::Error::Timeout(_)))),
+        matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(t) if matches!(t.ureq_error(), ureq::Error::Timeout(_)))),
         "{err:?}"
     );
     assert!(err.is_transient());

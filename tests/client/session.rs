@@ -261,7 +261,7 @@ fn an_unreachable_or_silent_token_endpoint_keeps_the_session() {
     assert!(
         matches!(
             &*cause,
-            RefreshError::Transport(tokengate::ureq::Error::Timeout(_))
+            RefreshError::Transport(t) if matches!(t.ureq_error(), tokengate::ureq::Error::Timeout(_))
         ),
         "{cause:?}"
     );

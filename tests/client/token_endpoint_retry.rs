@@ -197,7 +197,7 @@ fn a_timeout_after_sending_is_one_call() {
     let r = run(&api, token.server.url("/token"), Duration::from_secs(1));
     let err = r.client.get("x").call().unwrap_err();
     assert!(
-        matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(tokengate::ureq::Error::Timeout(_)))),
+        matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(t) if matches!(t.ureq_error(), tokengate::ureq::Error::Timeout(_)))),
         "{err:?}"
     );
     assert_eq!(retries(&r.events), 0, "no retry after a timeout");

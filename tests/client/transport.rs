@@ -3,8 +3,10 @@
 
 use crate::harness::observe::body_json;
 use crate::harness::servers::{Api, TokenServer};
+use std::time::Duration;
 use tokengate::ureq::Agent;
-use tokengate::{AuthClient, AuthServer, Error, JsonRefresh, Tokens};
+
+use tokengate::{AuthClient, AuthServer, Error, JsonRefresh, RefreshError, Tokens};
 
 #[test]
 fn plain_http_to_a_non_loopback_host_is_refused_at_build() {
@@ -124,4 +126,71 @@ fn a_user_agent_with_default_config_reports_statuses_our_way() {
         .build()
         .unwrap();
     assert_eq!(lenient.get("status/404").call().unwrap().status(), 404);
+}
+
+/// A loopback port where nothing listens.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_transport_error_through_a_proxy_names_the_proxy_without_its_credentials() {
+    let srv = TokenServer::start();
+    let port = closed_port();
+    let proxy = tokengate::ureq::Proxy::new(&format!("http://proxyuser:pr0xy-pw@127.0.0.1:{port}"))
+        .unwrap();
+    let named = format!("(through the proxy http://127.0.0.1:{port})");
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(Some(proxy))
+        .refresher(srv.refresher())
+        .tokens(srv.login().with_expires_in(Duration::ZERO))
+        .build()
+        .unwrap();
+    // The expired token is refreshed first: the token agent goes through the proxy too.
+    let err = client.get("me").call().unwrap_err();
+    let text = format!("{err} / {err:?}");
+    assert!(
+        matches!(&err, Error::Refresh(e) if matches!(&**e, RefreshError::Transport(t) if t.proxy().is_some())),
+        "{text}"
+    );
+    assert!(err.to_string().contains(&named), "{err}");
+    assert!(
+        !text.contains("pr0xy-pw") && !text.contains("proxyuser"),
+        "{text}"
+    );
+
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(Some(
+            tokengate::ureq::Proxy::new(&format!("http://127.0.0.1:{port}")).unwrap(),
+        ))
+        .build()
+        .unwrap();
+    client.set_tokens(srv.login()).unwrap();
+    let err = client.get("me").call().unwrap_err();
+    assert!(
+        matches!(&err, Error::Http(t) if t.proxy() == Some(&*format!("http://127.0.0.1:{port}"))),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("http transport error: "),
+        "{err}"
+    );
+    assert!(err.to_string().ends_with(&named), "{err}");
+
+    // Without a proxy, none is named.
+    let client = AuthClient::builder(format!("http://127.0.0.1:{port}/"))
+        .proxy(None)
+        .build()
+        .unwrap();
+    client.set_tokens(srv.login()).unwrap();
+    let err = client.get("me").call().unwrap_err();
+    assert!(
+        matches!(&err, Error::Http(t) if t.proxy().is_none()),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("proxy"), "{err}");
 }

@@ -1,0 +1,70 @@
+//! [`TransportError`]: a request that got no usable answer, and the proxy it went through.
+
+use std::fmt;
+
+/// A request that got no usable answer: the connection failed, timed out or broke, TLS
+/// failed, the answer could not be read. Wraps ureq's error and names the proxy the request
+/// went through, if one did (an unreachable proxy fails every request with what looks like
+/// the server's fault; see the README's "Proxies").
+///
+/// `Display` is ureq's message, then ` (through the proxy http://host:port)`; the proxy is
+/// named without credentials. `source()` is ureq's error's own cause.
+#[derive(Debug)]
+pub struct TransportError {
+    /// Boxed: [`crate::Error`] stays small.
+    error: Box<ureq::Error>,
+    /// Scheme, host and port only.
+    proxy: Option<Box<str>>,
+}
+
+impl TransportError {
+    /// `error`, on a request to `url` sent with `agent`, naming the proxy it went through.
+    pub(crate) fn on(agent: &ureq::Agent, url: &str, error: ureq::Error) -> Self {
+        TransportError {
+            error: Box::new(error),
+            proxy: proxy_named(agent, url).map(String::into_boxed_str),
+        }
+    }
+
+    /// ureq's error.
+    pub fn ureq_error(&self) -> &ureq::Error {
+        &self.error
+    }
+
+    /// ureq's error, owned.
+    pub fn into_ureq_error(self) -> ureq::Error {
+        *self.error
+    }
+
+    /// The proxy the request went through (`http://host:port`, without credentials), if one did.
+    pub fn proxy(&self) -> Option<&str> {
+        self.proxy.as_deref()
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        if let Some(proxy) = &self.proxy {
+            write!(f, " (through the proxy {proxy})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.error)
+    }
+}
+
+/// The proxy a request to `url` on `agent` goes through, as `scheme://host:port`.
+fn proxy_named(agent: &ureq::Agent, url: &str) -> Option<String> {
+    let proxy = agent.config().proxy()?;
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    if proxy.is_no_proxy(&uri) {
+        return None;
+    }
+    let scheme = proxy.uri().scheme_str().unwrap_or("http");
+    Some(format!("{scheme}://{}:{}", proxy.host(), proxy.port()))
+}
