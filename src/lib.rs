@@ -160,6 +160,7 @@ mod logging;
 pub mod login;
 mod logout;
 mod middleware;
+mod proxy;
 mod random;
 mod redacted;
 mod redirect;

@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
+use ureq::config::ConfigBuilder;
 use ureq::http::{self, Request, Response};
+use ureq::typestate::HttpCrateScope;
 use ureq::{Agent, Body};
 
 use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
 use crate::error::RefreshError;
+use crate::proxy;
 
 /// Largest token-endpoint response body read, in bytes.
 pub(crate) const TOKEN_RESPONSE_LIMIT: u64 = 64 * 1024;
@@ -82,21 +85,36 @@ pub(crate) fn agent_fits(agent: &Agent) -> bool {
 }
 
 /// Runs `req` on `agent`, overriding per request what tokengate needs if the agent (one the
-/// user passed in) is configured otherwise.
+/// user passed in) is configured otherwise, and the agent's proxy where [`crate::proxy`]
+/// sends the request directly.
 pub(crate) fn run<B: ureq::AsSendBody>(
     agent: &Agent,
     fits: bool,
     req: Request<B>,
 ) -> Result<Response<Body>, ureq::Error> {
-    if fits {
+    let direct = proxy::bypasses(agent, req.uri());
+    if fits && !direct {
         agent.run(req)
     } else {
-        let req = agent
-            .configure_request(req)
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .build();
-        agent.run(req)
+        agent.run(configured(agent, req, direct).build())
+    }
+}
+
+/// `req` with tokengate's per-request settings: statuses as responses, no redirects by ureq,
+/// and no proxy if `direct`.
+fn configured<B: ureq::AsSendBody>(
+    agent: &Agent,
+    req: Request<B>,
+    direct: bool,
+) -> ConfigBuilder<HttpCrateScope<B>> {
+    let cfg = agent
+        .configure_request(req)
+        .http_status_as_error(false)
+        .max_redirects(0);
+    if direct {
+        cfg.proxy(None)
+    } else {
+        cfg
     }
 }
 
@@ -136,10 +154,8 @@ pub(crate) fn post_token_request(
         .map_err(|e| PostError::Send(ureq::Error::Http(e)))?;
     let sent = match timeout {
         Some(t) => {
-            let req = agent
-                .configure_request(req)
-                .http_status_as_error(false)
-                .max_redirects(0)
+            let direct = proxy::bypasses(agent, req.uri());
+            let req = configured(agent, req, direct)
                 .timeout_global(Some(t))
                 .build();
             agent.run(req)

@@ -20,6 +20,7 @@ mod middleware;
 mod no_refresh_token;
 mod no_wait;
 mod proactive;
+mod proxy;
 mod reactive;
 mod redirect;
 mod redirect_hygiene;
