@@ -139,7 +139,8 @@ impl Discovery {
 
     /// The agent that fetches the document. Defaults to one like the client's default token
     /// agent: 30 s for the whole call, 10 s to connect, proxy from the environment
-    /// (`HTTPS_PROXY`, …, as ureq reads it). Redirects are never followed, whatever the agent says.
+    /// (`HTTPS_PROXY`, …, as ureq reads it; never for a loopback issuer nor for what `NO_PROXY`
+    /// names, as for the client's agents). Redirects are never followed, whatever the agent says.
     pub fn agent(mut self, agent: Agent) -> Self {
         self.agent = Some(agent);
         self

@@ -43,7 +43,10 @@ fn an_environment_proxy_is_not_used_for_loopback_destinations() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "child failed: {stdout}");
-    assert!(stdout.contains("1 passed"), "the child ran no test: {stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test: {stdout}"
+    );
 }
 
 /// The child of [`an_environment_proxy_is_not_used_for_loopback_destinations`].
