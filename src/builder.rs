@@ -210,8 +210,12 @@ impl AuthClientBuilder {
         self
     }
 
-    /// The proxy for the agents tokengate builds. Defaults to ureq's: read from the
-    /// `HTTP(S)_PROXY`/`ALL_PROXY` environment variables. `None` disables proxies.
+    /// The proxy for the agents tokengate builds. Defaults to the environment's, as ureq reads
+    /// it (`ALL_PROXY`, `HTTPS_PROXY`, `HTTP_PROXY`), which tokengate never uses for a loopback
+    /// host (`localhost`, `*.localhost`, `127.0.0.0/8`, `[::1]`) nor for the hosts `NO_PROXY`
+    /// names (curl's reading: domains with their subdomains, `:port`, IP addresses, CIDR
+    /// blocks, `*`). A proxy given here is used for every host, loopback included, except what
+    /// its own `ProxyBuilder::no_proxy` list exempts. `None` disables proxies.
     pub fn proxy(mut self, proxy: Option<ureq::Proxy>) -> Self {
         self.agents.proxy = Some(proxy);
         self

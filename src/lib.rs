@@ -133,6 +133,7 @@
 //! | redirects followed | 5 ([`AuthClientBuilder::DEFAULT_MAX_REDIRECTS`]) |
 //! | paths resolving to another origin | rejected ([`AuthClientBuilder::allow_other_origins`]) |
 //! | plain `http://` | loopback hosts only |
+//! | proxy | the environment's (as ureq reads it), never for loopback hosts nor for the hosts `NO_PROXY` names; one set with [`AuthClientBuilder::proxy`] is used for every host |
 //! | store | [`MemoryStore`] (see [`FileStore`]) |
 //! | discovery / device flow agent | like the token agent: 30 s whole call, connect 10 s, proxy from the environment |
 //! | metadata document size limit | 64 KiB |
@@ -160,6 +161,7 @@ mod logging;
 pub mod login;
 mod logout;
 mod middleware;
+mod proxy;
 mod random;
 mod redacted;
 mod redirect;

@@ -20,7 +20,6 @@ use crate::redirect::{self, Hop};
 use crate::retry;
 use crate::session::Session;
 use crate::transport;
-use crate::transport_error::TransportError;
 use crate::url::Origin;
 
 /// The body of a request. Bytes are borrowed for each attempt, so a retried or replayed
@@ -171,7 +170,7 @@ impl Run<'_, '_> {
             retry::nothing_sent(&e) || (self.may_retry_sent() && retry::transient_after_send(&e));
         let transport = |e| {
             let url = self.parts.uri.to_string();
-            Error::Http(TransportError::on(self.config.api().0, &url, e))
+            Error::Http(transport::failure(self.config.api().0, &url, e))
         };
         if !(retryable && self.can_retry()) {
             return Next::Fail(transport(e));

@@ -2,11 +2,14 @@
 
 use std::time::Duration;
 
+use ureq::config::ConfigBuilder;
 use ureq::http::{self, Request, Response};
+use ureq::typestate::HttpCrateScope;
 use ureq::{Agent, Body};
 
 use crate::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_TOKEN_TIMEOUT};
 use crate::error::RefreshError;
+use crate::proxy;
 use crate::transport_error::TransportError;
 
 /// Largest token-endpoint response body read, in bytes.
@@ -83,21 +86,36 @@ pub(crate) fn agent_fits(agent: &Agent) -> bool {
 }
 
 /// Runs `req` on `agent`, overriding per request what tokengate needs if the agent (one the
-/// user passed in) is configured otherwise.
+/// user passed in) is configured otherwise, and the agent's proxy where [`crate::proxy`]
+/// sends the request directly.
 pub(crate) fn run<B: ureq::AsSendBody>(
     agent: &Agent,
     fits: bool,
     req: Request<B>,
 ) -> Result<Response<Body>, ureq::Error> {
-    if fits {
+    let direct = proxy::bypasses(agent, req.uri());
+    if fits && !direct {
         agent.run(req)
     } else {
-        let req = agent
-            .configure_request(req)
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .build();
-        agent.run(req)
+        agent.run(configured(agent, req, direct).build())
+    }
+}
+
+/// `req` with tokengate's per-request settings: statuses as responses, no redirects by ureq,
+/// and no proxy if `direct`.
+fn configured<B: ureq::AsSendBody>(
+    agent: &Agent,
+    req: Request<B>,
+    direct: bool,
+) -> ConfigBuilder<HttpCrateScope<B>> {
+    let cfg = agent
+        .configure_request(req)
+        .http_status_as_error(false)
+        .max_redirects(0);
+    if direct {
+        cfg.proxy(None)
+    } else {
+        cfg
     }
 }
 
@@ -132,16 +150,14 @@ pub(crate) fn post_token_request(
         v.set_sensitive(true);
         builder = builder.header(http::header::AUTHORIZATION, v);
     }
-    let failed = |e| PostError::Send(TransportError::on(agent, url, e));
+    let failed = |e| PostError::Send(failure(agent, url, e));
     let req = builder
         .body(body)
         .map_err(|e| failed(ureq::Error::Http(e)))?;
     let sent = match timeout {
         Some(t) => {
-            let req = agent
-                .configure_request(req)
-                .http_status_as_error(false)
-                .max_redirects(0)
+            let direct = proxy::bypasses(agent, req.uri());
+            let req = configured(agent, req, direct)
                 .timeout_global(Some(t))
                 .build();
             agent.run(req)
@@ -160,7 +176,7 @@ pub(crate) fn post_token_request(
             ureq::Error::BodyExceedsLimit(_) => PostError::TooLarge { status },
             error => PostError::Body {
                 status,
-                error: TransportError::on(agent, url, error),
+                error: failure(agent, url, error),
             },
         })?;
     Ok(TokenResponse {
@@ -168,6 +184,11 @@ pub(crate) fn post_token_request(
         retry_after,
         body,
     })
+}
+
+/// `error`, on a request to `url` sent with `agent`, naming the proxy it went through.
+pub(crate) fn failure(agent: &Agent, url: &str, error: ureq::Error) -> TransportError {
+    TransportError::new(error, proxy::proxy_for(agent, url))
 }
 
 /// Why [`post_token_request`] has no answer to give. Each caller maps it to its own error:

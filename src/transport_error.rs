@@ -18,11 +18,12 @@ pub struct TransportError {
 }
 
 impl TransportError {
-    /// `error`, on a request to `url` sent with `agent`, naming the proxy it went through.
-    pub(crate) fn on(agent: &ureq::Agent, url: &str, error: ureq::Error) -> Self {
+    /// `error`, on a request that went through `proxy` (named without credentials), if any:
+    /// see `transport::failure`.
+    pub(crate) fn new(error: ureq::Error, proxy: Option<String>) -> Self {
         TransportError {
             error: Box::new(error),
-            proxy: proxy_named(agent, url).map(String::into_boxed_str),
+            proxy: proxy.map(String::into_boxed_str),
         }
     }
 
@@ -56,15 +57,4 @@ impl std::error::Error for TransportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         std::error::Error::source(&*self.error)
     }
-}
-
-/// The proxy a request to `url` on `agent` goes through, as `scheme://host:port`.
-fn proxy_named(agent: &ureq::Agent, url: &str) -> Option<String> {
-    let proxy = agent.config().proxy()?;
-    let uri: ureq::http::Uri = url.parse().ok()?;
-    if proxy.is_no_proxy(&uri) {
-        return None;
-    }
-    let scheme = proxy.uri().scheme_str().unwrap_or("http");
-    Some(format!("{scheme}://{}:{}", proxy.host(), proxy.port()))
 }

@@ -86,14 +86,27 @@ impl Origin {
 
     /// `localhost`, `127.0.0.0/8` or `[::1]`: hosts where plain `http` cannot leave the machine.
     pub(crate) fn is_loopback(&self) -> bool {
-        let h = self.host.trim_start_matches('[').trim_end_matches(']');
-        if h == "localhost" || h.ends_with(".localhost") {
-            return true;
-        }
-        h.parse::<std::net::IpAddr>()
-            .map(|ip| ip.is_loopback())
-            .unwrap_or(false)
+        is_loopback_host(&self.host)
     }
+}
+
+/// `localhost`, `*.localhost`, `127.0.0.0/8` or `::1` (bracketed or not), in any case: the
+/// host of a URL (`Uri::host`) that names this machine. The one loopback rule: plain `http` is
+/// allowed to it, and an environment proxy is never used for it.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    const SUFFIX: &str = ".localhost";
+    if h.eq_ignore_ascii_case("localhost")
+        || h.len()
+            .checked_sub(SUFFIX.len())
+            .and_then(|start| h.get(start..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(SUFFIX))
+    {
+        return true;
+    }
+    h.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
 }
 
 impl fmt::Debug for Origin {
@@ -379,6 +392,36 @@ mod tests {
             format!("{:?}", GivenUrl::new("https://id:pw@h/t")),
             "\"https://h/t\""
         );
+    }
+
+    #[test]
+    fn loopback_hosts_are_recognised_in_any_spelling() {
+        for host in [
+            "localhost",
+            "LocalHost",
+            "app.localhost",
+            "a.b.LOCALHOST",
+            "127.0.0.1",
+            "127.255.0.9",
+            "[::1]",
+            "::1",
+            "[0:0:0:0:0:0:0:1]",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "localhost.example.com",
+            "notlocalhost",
+            "localhost.",
+            "128.0.0.1",
+            "[::2]",
+            "[2001:db8::1]",
+            "example.com",
+            "",
+            "ééélocalhost",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]

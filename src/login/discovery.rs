@@ -15,7 +15,6 @@ use crate::config::DEFAULT_TOKEN_TIMEOUT;
 use crate::error::Error;
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
-use crate::transport_error::TransportError;
 use crate::url::{EndpointUrl, UrlProblem};
 
 /// Largest metadata document read, in bytes. Real ones are a few KiB.
@@ -140,7 +139,8 @@ impl Discovery {
 
     /// The agent that fetches the document. Defaults to one like the client's default token
     /// agent: 30 s for the whole call, 10 s to connect, proxy from the environment
-    /// (`HTTPS_PROXY`, …, as ureq reads it). Redirects are never followed, whatever the agent says.
+    /// (`HTTPS_PROXY`, …, as ureq reads it; never for a loopback issuer nor for what `NO_PROXY`
+    /// names, as for the client's agents). Redirects are never followed, whatever the agent says.
     pub fn agent(mut self, agent: Agent) -> Self {
         self.agent = Some(agent);
         self
@@ -245,7 +245,7 @@ fn get_document(agent: &Agent, url: &str) -> Result<Result<Vec<u8>, u16>, Discov
 }
 
 fn transport_error(agent: &Agent, url: &str, e: ureq::Error) -> DiscoveryError {
-    DiscoveryError::Transport(TransportError::on(agent, url, e))
+    DiscoveryError::Transport(transport::failure(agent, url, e))
 }
 
 /// Checks a metadata document against the issuer asked for.

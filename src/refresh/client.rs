@@ -15,7 +15,6 @@ use crate::error::RefreshError;
 use crate::login::error::RevocationError;
 use crate::tokens::{ClientSecret, TokenType, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
-use crate::transport_error::TransportError;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -271,7 +270,7 @@ pub(crate) fn revoke(
         },
         Err(PostError::Send(e)) => return Err(RevocationError::Transport(e)),
         Err(PostError::Credentials(e)) => {
-            let e = TransportError::on(agent, url, ureq::Error::Http(e));
+            let e = crate::transport::failure(agent, url, ureq::Error::Http(e));
             return Err(RevocationError::Transport(e));
         }
     };

@@ -2,7 +2,8 @@
 //! proactive refresh, requests that never wait for a background refresh, per-request
 //! controls, retries, redirects and the combined limit, the token endpoint's failure
 //! classes, the built-in refresh strategies, sessions that end, secrets that never print,
-//! the transport, the ureq middleware, and hostile or faulty servers.
+//! the transport, which proxy a request goes through, the ureq middleware, and hostile or
+//! faulty servers.
 //!
 //! One module per behaviour file; the shared servers, fixtures and observers are in
 //! `tests/harness/`.
@@ -20,6 +21,7 @@ mod middleware;
 mod no_refresh_token;
 mod no_wait;
 mod proactive;
+mod proxy;
 mod reactive;
 mod redirect;
 mod redirect_hygiene;
