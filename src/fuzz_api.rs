@@ -24,9 +24,10 @@ const MAX_CLAIM: Duration = Duration::from_secs(100_000_000_000);
 /// A token endpoint's answer. Byte 0 picks the parser (bit 0: OAuth2 or [`JsonRefresh`] with
 /// its default field names) and the status (bits 1-4); the rest is the body. A success must
 /// yield tokens that can travel in a header with a sane lifetime, which the client then
-/// stamps (reading a JWT's `exp`); an error's text must be short and free of control
-/// characters whatever the body, so it can never echo a token or smuggle a line break into
-/// a log.
+/// stamps (reading a JWT's `exp`), keeping the previous refresh token and ID token when the
+/// body has none; the ID token's claims are read (unverified) without a panic. An error's
+/// text must be short and free of control characters whatever the body, so it can never
+/// echo a token or smuggle a line break into a log.
 pub fn token_response(data: &[u8]) {
     let Some((&selector, body)) = data.split_first() else {
         return;
@@ -37,7 +38,9 @@ pub fn token_response(data: &[u8]) {
         retry_after: None,
         body: body.to_vec(),
     };
-    let previous = Tokens::new("previous-access").with_refresh_token("previous-refresh");
+    let previous = Tokens::new("previous-access")
+        .with_refresh_token("previous-refresh")
+        .with_id_token("previous.id.token");
     let result = if selector & 1 == 0 {
         parse_oauth2_response(&resp, &previous)
     } else {
@@ -48,21 +51,28 @@ pub fn token_response(data: &[u8]) {
             assert!((200..300).contains(&status), "success from status {status}");
             assert!(tokens.validate().is_ok(), "unusable tokens accepted");
             assert!(tokens.refresh_token().is_some(), "refresh token dropped");
+            let id_token = tokens.id_token().expect("id token dropped");
+            if let Err(e) = id_token.unverified_claims() {
+                check_error_text(&e);
+            }
             assert!(tokens.expires_in().is_none_or(|d| d <= MAX_EXPIRES_IN));
             let now = SystemTime::now();
             let current = Current::new(tokens, now, Duration::from_secs(30))
                 .unwrap_or_else(|e| panic!("validated tokens rejected: {e}"));
             check_current(&current);
         }
-        Err(e) => {
-            for text in [e.to_string(), format!("{e:?}")] {
-                assert!(text.len() <= 256, "error text of {} bytes", text.len());
-                assert!(
-                    !text.chars().any(char::is_control),
-                    "control character in {text:?}"
-                );
-            }
-        }
+        Err(e) => check_error_text(&e),
+    }
+}
+
+/// An error's text is short and free of control characters.
+fn check_error_text(e: &(impl std::fmt::Display + std::fmt::Debug)) {
+    for text in [e.to_string(), format!("{e:?}")] {
+        assert!(text.len() <= 256, "error text of {} bytes", text.len());
+        assert!(
+            !text.chars().any(char::is_control),
+            "control character in {text:?}"
+        );
     }
 }
 

@@ -76,11 +76,11 @@
 //! and never a token, secret or code. The same things are reported as [`Event`]s to an
 //! optional listener ([`AuthClientBuilder::on_event`]); events carry no secrets either. Tokens and client secrets never
 //! appear in `Debug` or `Display` output of any tokengate type or error: [`AccessToken`],
-//! [`RefreshToken`] and [`ClientSecret`] print `[redacted]`, and the `Authorization` header is
+//! [`RefreshToken`], [`IdToken`] and [`ClientSecret`] print `[redacted]`, and the `Authorization` header is
 //! marked sensitive. The access token is only sent to the base URL's origin; the refresh token
 //! and client secret only to the authorization server's endpoints (token, and for the login
 //! and logout below, device authorization and revocation); a device code only to the token
-//! endpoint.
+//! endpoint; an ID token nowhere.
 //!
 //! ## A fleet of machines (feature `redis`)
 //! `RedisStore` keeps one session in Redis for any number of machines: a refresh takes a
@@ -198,7 +198,9 @@ pub use stats::Stats;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{FileStore, MemoryStore, TokenStore};
-pub use tokens::{AccessToken, ClientSecret, Lineage, RefreshToken, Tokens};
+pub use tokens::{
+    AccessToken, ClientSecret, IdToken, IdTokenClaims, IdTokenError, Lineage, RefreshToken, Tokens,
+};
 pub use transport_error::TransportError;
 
 /// Time, made injectable: the clock tokens expire by, and what waits between retries.

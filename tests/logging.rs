@@ -78,7 +78,7 @@ fn a_run_logs_what_happened_at_its_level_and_no_secret() {
     let client = srv
         .client_builder()
         .store(FileStore::new(&path).unwrap())
-        .tokens(srv.login()) // at-1 / rt-1
+        .tokens(srv.login().with_id_token("SECRET-ID-TOKEN-FILE")) // at-1 / rt-1
         .build()
         .unwrap();
     client
@@ -132,9 +132,15 @@ fn a_run_logs_what_happened_at_its_level_and_no_secret() {
             if a.fetch_add(1, SeqCst) == 0 {
                 return Err(RefreshError::transient("token endpoint down"));
             }
-            Ok(Tokens::new("SECRET-ACCESS-OK").with_refresh_token("SECRET-REFRESH"))
+            Ok(Tokens::new("SECRET-ACCESS-OK")
+                .with_refresh_token("SECRET-REFRESH")
+                .with_id_token("SECRET-ID-TOKEN-NEW"))
         })
-        .tokens(Tokens::new("SECRET-ACCESS-OLD").with_refresh_token("SECRET-REFRESH"))
+        .tokens(
+            Tokens::new("SECRET-ACCESS-OLD")
+                .with_refresh_token("SECRET-REFRESH")
+                .with_id_token("SECRET-ID-TOKEN"),
+        )
         .build()
         .unwrap();
     assert!(matches!(raw.get("x").call(), Err(Error::Refresh(_)))); // refresh fails

@@ -191,7 +191,9 @@ pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, R
     let refresh = string_field(&map, "refresh_token", "refresh_token is not a string")?;
     let scope = string_field(&map, "scope", "scope is not a string")?;
     let expires_in = expires_in_field(&map, "expires_in")?;
-    tokens_from(access, refresh, expires_in, scope, previous).map(|t| t.with_token_type(token_type))
+    let id_token = string_field(&map, "id_token", "id_token is not a string")?;
+    tokens_from(access, refresh, id_token, expires_in, scope, previous)
+        .map(|t| t.with_token_type(token_type))
 }
 
 impl RefreshError {

@@ -123,7 +123,7 @@ impl JsonRefresh {
                     "refresh token field is not a string",
                 )?;
                 let expires_in = expires_in_field(&map, &self.expires_in_field)?;
-                tokens_from(access, refresh, expires_in, None, current)
+                tokens_from(access, refresh, None, expires_in, None, current)
             }
             400 | 401 | 403 => Err(RefreshError::InvalidGrant {
                 status: resp.status,

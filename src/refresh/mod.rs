@@ -48,7 +48,7 @@ use crate::tokens::{Tokens, MAX_EXPIRES_IN};
 ///
 /// Return [`RefreshError::terminal`] (or `InvalidGrant`) when the session is over, and any
 /// other error when it is worth trying again later. A returned `Tokens` without a refresh
-/// token keeps the previous one.
+/// token keeps the previous one, and likewise without an ID token ([`Tokens::id_token`]).
 pub trait Refresh: Send + Sync + 'static {
     /// Obtains new tokens. `agent` is the token-endpoint agent; `current` the tokens being replaced.
     fn refresh(&self, agent: &Agent, current: &Tokens) -> Result<Tokens, RefreshError>;
@@ -154,10 +154,12 @@ pub(crate) fn expires_in_field(
     Ok(Some(Duration::from_secs_f64(secs)))
 }
 
-/// Builds `Tokens` from the parts of a success response and checks the token characters.
+/// Builds `Tokens` from the parts of a success response and checks the token characters. A
+/// missing refresh token or ID token is `previous`'s (RFC 6749 §6, OpenID Connect Core §12.2).
 fn tokens_from(
     access: &str,
     refresh: Option<&str>,
+    id_token: Option<&str>,
     expires_in: Option<Duration>,
     scope: Option<&str>,
     previous: &Tokens,
@@ -172,9 +174,99 @@ fn tokens_from(
     if let Some(s) = scope {
         t = t.with_scope(s);
     }
-    let t = t.keep_refresh_token(previous.refresh_token());
+    if let Some(i) = id_token {
+        t = t.with_id_token(i);
+    }
+    let t = t.keep_previous(previous);
     t.validate().map_err(|_| {
         RefreshError::InvalidResponse("token is empty, too long or has invalid characters")
     })?;
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::TokenResponse;
+
+    fn ok(body: &str) -> TokenResponse {
+        TokenResponse {
+            status: 200,
+            retry_after: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// Issue 25: a token response's `id_token` is kept with the tokens (it was dropped); a
+    /// refresh response without one keeps the previous one (OpenID Connect Core §12.2), one
+    /// with one replaces it; a login (no previous tokens) without one has none.
+    #[test]
+    fn the_id_token_is_kept_and_a_refresh_without_one_keeps_the_previous() {
+        let login = parse(
+            &ok(r#"{"access_token":"a1","refresh_token":"r1","id_token":"h.p1.s"}"#),
+            &Tokens::new("-"),
+        )
+        .unwrap();
+        assert_eq!(login.id_token().map(|i| i.secret()), Some("h.p1.s"));
+
+        let refreshed = parse(&ok(r#"{"access_token":"a2"}"#), &login).unwrap();
+        assert_eq!(refreshed.access_token().secret(), "a2");
+        assert_eq!(refreshed.refresh_token().map(|r| r.secret()), Some("r1"));
+        assert_eq!(refreshed.id_token().map(|i| i.secret()), Some("h.p1.s"));
+        let refreshed = parse(&ok(r#"{"access_token":"a3","id_token":null}"#), &refreshed).unwrap();
+        assert_eq!(refreshed.id_token().map(|i| i.secret()), Some("h.p1.s"));
+
+        let replaced = parse(
+            &ok(r#"{"access_token":"a4","id_token":"h.p2.s"}"#),
+            &refreshed,
+        )
+        .unwrap();
+        assert_eq!(replaced.id_token().map(|i| i.secret()), Some("h.p2.s"));
+
+        let none = parse(&ok(r#"{"access_token":"a1"}"#), &Tokens::new("-")).unwrap();
+        assert!(none.id_token().is_none());
+
+        // A closure strategy's answer without one (the client's `continuing`) keeps it too.
+        let kept = Tokens::new("a5").continuing(&replaced);
+        assert_eq!(kept.id_token().map(|i| i.secret()), Some("h.p2.s"));
+        let own = Tokens::new("a6")
+            .with_id_token("h.p3.s")
+            .continuing(&replaced);
+        assert_eq!(own.id_token().map(|i| i.secret()), Some("h.p3.s"));
+    }
+
+    /// An `id_token` of another type than string, or one that breaks the token rule (empty,
+    /// over 16 KiB, not visible ASCII), makes the response invalid, quoting nothing.
+    #[test]
+    fn a_bad_id_token_is_an_invalid_response() {
+        let prev = Tokens::new("old").with_id_token("h.p.s");
+        let long = format!(
+            r#"{{"access_token":"a","id_token":"{}"}}"#,
+            "S".repeat(16 * 1024 + 1)
+        );
+        for body in [
+            r#"{"access_token":"a","id_token":7}"#,
+            r#"{"access_token":"a","id_token":{"sub":"SECRET"}}"#,
+            r#"{"access_token":"a","id_token":["SECRET"]}"#,
+            r#"{"access_token":"a","id_token":""}"#,
+            r#"{"access_token":"a","id_token":"SECRET with space"}"#,
+            r#"{"access_token":"a","id_token":"SECRET\r\nX: y"}"#,
+            &long,
+        ] {
+            let e = parse(&ok(body), &prev).unwrap_err();
+            assert!(
+                matches!(e, RefreshError::InvalidResponse(_)),
+                "{body:.60}: {e:?}"
+            );
+            let text = format!("{e} {e:?}");
+            assert!(!text.contains("SECRET") && !text.contains("SSS"), "{text}");
+        }
+        // 16 KiB exactly is accepted.
+        let max = format!(
+            r#"{{"access_token":"a","id_token":"{}"}}"#,
+            "i".repeat(16 * 1024)
+        );
+        let t = parse(&ok(&max), &prev).unwrap();
+        assert_eq!(t.id_token().unwrap().secret().len(), 16 * 1024);
+    }
 }

@@ -12,8 +12,9 @@ use crate::tokens::{Lineage, TokenType, Tokens};
 /// The version of the record format this tokengate writes, and the only one it reads.
 pub(in crate::store) const FORMAT_VERSION: u64 = 1;
 
-/// Largest record read (a token file, a Redis record's `tokens` field). Two 16 KiB tokens
-/// and a scope fit many times over; anything bigger is not a token record.
+/// Largest record read (a token file, a Redis record's `tokens` field). Three 16 KiB tokens
+/// (access, refresh, ID) and a scope fit several times over; anything bigger is not a token
+/// record.
 pub(in crate::store) const MAX_RECORD_LEN: u64 = 256 * 1024;
 
 /// One token set as a record holds it. No `Debug`: it holds secrets.
@@ -26,6 +27,8 @@ pub(in crate::store) struct Record {
     expires_at_unix_ms: Option<u64>,
     issued_at_unix_ms: Option<u64>,
     scope: Option<String>,
+    /// Optional: a record written before it was kept has none.
+    id_token: Option<String>,
     lineage: Option<Lineage>,
 }
 
@@ -43,6 +46,8 @@ struct RecordV1<'a> {
     issued_at_unix_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lineage: Option<String>,
 }
@@ -63,6 +68,7 @@ impl Record {
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
             scope: tokens.scope().map(str::to_owned),
+            id_token: tokens.id_token().map(|i| i.secret().to_owned()),
             lineage: tokens.lineage(),
         })
     }
@@ -81,6 +87,9 @@ impl Record {
         if let Some(s) = &self.scope {
             t = t.with_scope(s.clone());
         }
+        if let Some(i) = &self.id_token {
+            t = t.with_id_token(i.clone());
+        }
         if let Some(l) = self.lineage {
             t = t.with_lineage(l);
         }
@@ -96,6 +105,7 @@ impl Record {
             expires_at_unix_ms: self.expires_at_unix_ms,
             issued_at_unix_ms: self.issued_at_unix_ms,
             scope: self.scope.as_deref(),
+            id_token: self.id_token.as_deref(),
             lineage: self.lineage.map(|l| l.to_hex()),
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("strings and integers serialize");
@@ -200,6 +210,7 @@ fn fields(
         expires_at_unix_ms: millis("expires_at_unix_ms")?,
         issued_at_unix_ms: millis("issued_at_unix_ms")?,
         scope: string("scope")?,
+        id_token: string("id_token")?,
         lineage: string("lineage")?
             .map(|l| {
                 Lineage::parse(&l)
@@ -301,5 +312,47 @@ mod tests {
                 .contains("\"lineage\" that is not 16 hex digits"),
             "{e}"
         );
+    }
+
+    /// Issue 25: the ID token is kept through the record, a record without it (written by an
+    /// earlier version) reads as without one, and one of ~4 KB (a large real one) fits well
+    /// within the record size limit.
+    #[test]
+    fn the_id_token_round_trips_and_records_without_it_still_read() {
+        let id_token = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", "p".repeat(4096));
+        let t = Tokens::new("a")
+            .with_refresh_token("r")
+            .with_id_token(id_token.clone());
+        let rec = Record::from_tokens(&t).unwrap();
+        let json = rec.to_json();
+        assert!((json.len() as u64) < MAX_RECORD_LEN / 32, "{}", json.len());
+        let back = parse(&json, &"token file t.json").unwrap();
+        assert!(back == rec);
+        assert_eq!(
+            back.to_tokens().id_token().map(|i| i.secret()),
+            Some(id_token.as_str())
+        );
+
+        let old = br#"{"version":1,"access_token":"a","token_type":"Bearer","refresh_token":"r"}"#;
+        let back = parse(old, &"token file t.json").unwrap().to_tokens();
+        assert!(back.id_token().is_none());
+        assert_eq!(back.refresh_token().unwrap().secret(), "r");
+
+        for (bad, what) in [
+            (
+                &br#"{"version":1,"access_token":"a","id_token":"SECRET x"}"#[..],
+                "invalid id token",
+            ),
+            (
+                br#"{"version":1,"access_token":"a","id_token":["SECRET"]}"#,
+                "\"id_token\" that is not a string",
+            ),
+        ] {
+            let Err(e) = parse(bad, &"token file t.json") else {
+                panic!("an invalid id_token was read");
+            };
+            let e = e.to_string();
+            assert!(e.contains(what) && !e.contains("SECRET"), "{e}");
+        }
     }
 }

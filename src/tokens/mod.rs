@@ -8,9 +8,11 @@ use ureq::http::HeaderValue;
 use crate::encoding::base64url_decode;
 use crate::redacted::Redacted;
 
+mod id_token;
 mod serialize;
 mod token_type;
 
+pub use self::id_token::{IdTokenClaims, IdTokenError};
 pub(crate) use self::token_type::TokenType;
 
 /// Longest token tokengate accepts, in bytes. Larger values are rejected as invalid.
@@ -62,6 +64,15 @@ secret_type!(
 secret_type!(
     /// A client secret (sent only to the token endpoint).
     ClientSecret
+);
+secret_type!(
+    /// An OpenID Connect ID token (OpenID Connect Core 1.0 §2): a JWT the token endpoint
+    /// returns beside the access token, saying who logged in. Kept with the [`Tokens`]
+    /// ([`Tokens::id_token`]) and never sent anywhere by tokengate. Its claims can be read,
+    /// unverified, for display: [`IdToken::unverified_claims`].
+    ///
+    /// It usually holds personal data (an email address, a name): treat it as a secret.
+    IdToken
 );
 
 /// The lifetime of an access token as given: relative (counted from when the client
@@ -167,7 +178,11 @@ pub struct Tokens {
     /// enough to move without a `memcpy` call, see the size check below).
     expiry: Option<Expiry>,
     issued_at: Option<SystemTime>,
-    scope: Option<String>,
+    /// A `Box<str>`, not a `String`, and the ID token boxed: the two take the 24 bytes the
+    /// scope alone took, so `Tokens` stays within 120 bytes (the size check below).
+    scope: Option<Box<str>>,
+    /// The OpenID Connect ID token, if the server gave one (see [`Tokens::id_token`]).
+    id_token: Option<Box<IdToken>>,
     /// Which login these tokens descend from (see [`Tokens::lineage`]). A `Copy` word: the
     /// clones and moves a refresh makes stay as cheap as without it (measured: the refresh
     /// path's instructions).
@@ -185,6 +200,7 @@ impl Tokens {
             expiry: None,
             issued_at: None,
             scope: None,
+            id_token: None,
             lineage: None,
             token_type: TokenType::Bearer,
         }
@@ -242,7 +258,16 @@ impl Tokens {
     /// Sets the granted scope (informational).
     #[must_use]
     pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
-        self.scope = Some(scope.into());
+        self.scope = Some(scope.into().into_boxed_str());
+        self
+    }
+
+    /// Sets the OpenID Connect ID token (see [`Tokens::id_token`]): for tokens of a login
+    /// made outside tokengate, or a [`TokenStore`](crate::TokenStore) of your own (the `serde`
+    /// form keeps it).
+    #[must_use]
+    pub fn with_id_token(mut self, id_token: impl Into<String>) -> Self {
+        self.id_token = Some(Box::new(IdToken::new(id_token)));
         self
     }
 
@@ -295,6 +320,24 @@ impl Tokens {
         self.scope.as_deref()
     }
 
+    /// The OpenID Connect ID token, if the token endpoint gave one (a login with the `openid`
+    /// scope), for saying who is logged in ([`IdToken::unverified_claims`]). A refresh whose
+    /// response has none keeps the previous one (OpenID Connect Core 1.0 §12.2: the response
+    /// to a refresh may leave it out), as it keeps the refresh token; a refresh that returns
+    /// one replaces it. `FileStore`, `RedisStore` and the `serde` form keep it with the
+    /// tokens; records written before it was kept read as without one.
+    ///
+    /// ```
+    /// use tokengate::Tokens;
+    ///
+    /// let t = Tokens::new("access").with_id_token("eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.");
+    /// assert_eq!(t.id_token().unwrap().unverified_claims()?.sub(), Some("1"));
+    /// # Ok::<(), tokengate::IdTokenError>(())
+    /// ```
+    pub fn id_token(&self) -> Option<&IdToken> {
+        self.id_token.as_deref()
+    }
+
     /// Which login these tokens descend from: a random id the client gives every login
     /// ([`AuthClient::set_tokens`](crate::AuthClient::set_tokens), tokens given to the
     /// builder, a client-credentials acquisition) and that every refresh of it keeps. A
@@ -333,18 +376,23 @@ impl Tokens {
         self
     }
 
-    /// Replaces a missing refresh token with `previous` (RFC 6749 §6: the server may keep the
-    /// old one), and takes the lineage of the tokens refreshed: a refresh continues a login.
+    /// Replaces a missing refresh token and ID token with `previous`'s (RFC 6749 §6 and
+    /// OpenID Connect Core §12.2: a refresh response may leave them out), and takes the
+    /// lineage of the tokens refreshed: a refresh continues a login.
     pub(crate) fn continuing(self, previous: &Tokens) -> Self {
-        let mut t = self.keep_refresh_token(previous.refresh.as_ref());
+        let mut t = self.keep_previous(previous);
         t.lineage = previous.lineage;
         t
     }
 
-    /// Replaces a missing refresh token with `previous` (RFC 6749 §6: the server may keep the old one).
-    pub(crate) fn keep_refresh_token(mut self, previous: Option<&RefreshToken>) -> Self {
+    /// Replaces a missing refresh token and ID token with `previous`'s (RFC 6749 §6, OpenID
+    /// Connect Core §12.2: the server may keep the old ones).
+    pub(crate) fn keep_previous(mut self, previous: &Tokens) -> Self {
         if self.refresh.is_none() {
-            self.refresh = previous.cloned();
+            self.refresh.clone_from(&previous.refresh);
+        }
+        if self.id_token.is_none() {
+            self.id_token.clone_from(&previous.id_token);
         }
         self
     }
@@ -361,11 +409,16 @@ impl Tokens {
         self
     }
 
-    /// Checks that both tokens can travel in an HTTP header or form: 1 to 16 KiB of visible ASCII.
+    /// Checks that the tokens can travel in an HTTP header or form: 1 to 16 KiB of visible
+    /// ASCII. The ID token, which tokengate never sends, is held to the same rule (a JWT is
+    /// base64url and dots).
     pub(crate) fn validate(&self) -> Result<(), &'static str> {
         check_token(self.access.secret()).map_err(|_| "access token")?;
         if let Some(r) = &self.refresh {
             check_token(r.secret()).map_err(|_| "refresh token")?;
+        }
+        if let Some(i) = &self.id_token {
+            check_token(i.secret()).map_err(|_| "id token")?;
         }
         Ok(())
     }
@@ -380,6 +433,7 @@ impl fmt::Debug for Tokens {
             .field("expires_at", &self.expires_at())
             .field("issued_at", &self.issued_at)
             .field("scope", &self.scope)
+            .field("id_token", &self.id_token)
             .field("lineage", &self.lineage)
             .field("token_type", &self.token_type)
             .finish()
@@ -520,6 +574,38 @@ mod tests {
         );
         assert!(!s.contains("SECRET"), "{s}");
         assert!(s.contains("[redacted]") && s.contains("read"), "{s}");
+    }
+
+    /// Issue 25: the ID token is redacted in `Debug` (of `Tokens` and of `IdToken`) and held
+    /// to the token rule (1 to 16 KiB of visible ASCII).
+    #[test]
+    fn the_id_token_is_redacted_and_validated() {
+        let t = Tokens::new("acc").with_id_token("idt-SECRET.payload.sig");
+        let s = format!("{t:?} {t:#?} {:?}", t.id_token().unwrap());
+        assert!(!s.contains("SECRET"), "{s}");
+        assert!(
+            s.contains("id_token: Some(IdToken([redacted]))") && s.contains("IdToken([redacted])"),
+            "{s}"
+        );
+        assert_eq!(t.id_token().unwrap().secret(), "idt-SECRET.payload.sig");
+        assert!(t.validate().is_ok());
+        assert!(Tokens::new("a")
+            .with_id_token("i".repeat(MAX_TOKEN_LEN))
+            .validate()
+            .is_ok());
+        for bad in [
+            String::new(),
+            "a b".into(),
+            "a\r\nb".into(),
+            "é".into(),
+            "i".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert_eq!(
+                Tokens::new("a").with_id_token(bad.clone()).validate(),
+                Err("id token"),
+                "{bad:.20}"
+            );
+        }
     }
 
     #[test]

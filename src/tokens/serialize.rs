@@ -9,6 +9,7 @@
 //!   "token_type": "Bearer",
 //!   "refresh_token": "…",
 //!   "scope": "read write",
+//!   "id_token": "…",
 //!   "expires_at_unix_ms": 1767225600000,
 //!   "issued_at_unix_ms": 1767222000000,
 //!   "lineage": "9f0c41d27a3be658"
@@ -16,7 +17,9 @@
 //! ```
 //!
 //! `token_type` is the type the token endpoint gave (see [`Tokens::token_type`]); one without
-//! it reads as Bearer. The other optional fields are left out when unknown. `lineage` (see [`Tokens::lineage`]) is
+//! it reads as Bearer. `id_token` is the OpenID Connect ID token (see [`Tokens::id_token`]);
+//! values written before it was kept read as without one. The other optional fields are left
+//! out when unknown. `lineage` (see [`Tokens::lineage`]) is
 //! the login the tokens descend from; a store that keeps it lets the client resolve a login
 //! or logout it could not write at once. The times are the ones `FileStore` writes.
 
@@ -38,6 +41,8 @@ struct Out<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     expires_at_unix_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     issued_at_unix_ms: Option<u64>,
@@ -55,6 +60,8 @@ struct In {
     refresh_token: Option<String>,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
     #[serde(default)]
     expires_at_unix_ms: Option<u64>,
     #[serde(default)]
@@ -74,6 +81,7 @@ impl Serialize for Tokens {
             token_type: self.token_type.as_str(),
             refresh_token: self.refresh.as_ref().map(|r| r.secret()),
             scope: self.scope.as_deref(),
+            id_token: self.id_token().map(|i| i.secret()),
             expires_at_unix_ms: expires_at.map(unix_ms_of),
             issued_at_unix_ms: issued_at.map(unix_ms_of),
             lineage: self.lineage.map(|l| l.to_hex()),
@@ -82,8 +90,8 @@ impl Serialize for Tokens {
     }
 }
 
-/// Checks what it reads: a `token_type` other than Bearer, a token that cannot travel in a
-/// header (empty, over 16 KiB, not visible ASCII) or a time out of range is an error, whose
+/// Checks what it reads: a `token_type` other than Bearer, a token (the ID token too) that
+/// cannot travel in a header (empty, over 16 KiB, not visible ASCII) or a time out of range is an error, whose
 /// message never quotes a value.
 impl<'de> Deserialize<'de> for Tokens {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -102,7 +110,8 @@ impl<'de> Deserialize<'de> for Tokens {
         };
         let mut t = Tokens::new(i.access_token).with_token_type(token_type);
         t.refresh = i.refresh_token.map(super::RefreshToken::new);
-        t.scope = i.scope;
+        t.scope = i.scope.map(String::into_boxed_str);
+        t.id_token = i.id_token.map(|i| Box::new(super::IdToken::new(i)));
         t.expiry = time(i.expires_at_unix_ms, "expires_at_unix_ms")?.map(super::Expiry::At);
         t.issued_at = time(i.issued_at_unix_ms, "issued_at_unix_ms")?;
         t.lineage = i
@@ -162,6 +171,34 @@ mod tests {
         let back: Tokens =
             serde_json::from_str(r#"{"access_token":"a","token_type":"bearer"}"#).unwrap();
         assert_eq!(back.kind(), TokenType::Bearer);
+    }
+
+    /// Issue 25: the ID token is kept in the `serde` form; a value written before it was
+    /// kept reads as without one; a bad one is an error that quotes nothing.
+    #[test]
+    fn the_id_token_round_trips_and_values_without_it_still_read() {
+        let t = Tokens::new("acc").with_id_token("h.p.s");
+        let json = serde_json::to_value(&t).unwrap();
+        assert_eq!(json["id_token"], "h.p.s", "{json}");
+        let back: Tokens = serde_json::from_value(json).unwrap();
+        assert_eq!(back.id_token().map(|i| i.secret()), Some("h.p.s"));
+
+        let without = serde_json::to_value(Tokens::new("acc")).unwrap();
+        assert!(without.get("id_token").is_none(), "{without}");
+        // As written before the ID token was kept.
+        let old = r#"{"access_token":"acc","token_type":"Bearer","refresh_token":"ref","expires_at_unix_ms":1700003600123,"issued_at_unix_ms":1700000000123,"lineage":"3f6c0a9e41d27b58"}"#;
+        let back: Tokens = serde_json::from_str(old).unwrap();
+        assert!(back.id_token().is_none());
+        assert_eq!(back.refresh_token().unwrap().secret(), "ref");
+
+        for bad in [
+            r#"{"access_token":"a","id_token":"SECRET with space"}"#,
+            r#"{"access_token":"a","id_token":""}"#,
+        ] {
+            let e = serde_json::from_str::<Tokens>(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid id token"), "{e}");
+            assert!(!e.contains("SECRET"), "{e}");
+        }
     }
 
     #[test]

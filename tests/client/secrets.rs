@@ -1,4 +1,4 @@
-//! Behaviour 8: no token or client secret ever shows in `Display`/`Debug` of errors (with
+//! Behaviour 8: no token (ID tokens included) or client secret ever shows in `Display`/`Debug` of errors (with
 //! their whole source chain), tokens, clients, builders, requests, strategies, stores or
 //! events — even when a server echoes them back. Plus how non-2xx final responses surface.
 
@@ -19,12 +19,14 @@ use tokengate::{
 const ACC: &str = "SECRET-acc-123";
 const REF: &str = "SECRET-ref-456";
 const CS: &str = "SECRET-cs-789";
+const IDT: &str = "SECRET-idt.eyJzdWIiOiJTRUNSRVQifQ.sig";
 
 fn secret_tokens() -> Tokens {
     Tokens::new(ACC)
         .with_refresh_token(REF)
         .with_expires_in(Duration::from_secs(3600))
         .with_scope("read")
+        .with_id_token(IDT)
 }
 
 /// Every way an error can be printed: Display, Debug, pretty Debug, and the same for each
@@ -86,6 +88,17 @@ fn refresh_errors_never_print_secrets_even_when_the_server_echoes_them() {
             200,
             serde_json::json!({"access_token": ACC, "token_type": "mac", "refresh_token": REF})
                 .to_string(),
+        ),
+        (
+            "bad-id-token",
+            200,
+            serde_json::json!({"access_token": ACC, "refresh_token": REF, "id_token": format!("{IDT} x")})
+                .to_string(),
+        ),
+        (
+            "id-token-not-a-string",
+            200,
+            serde_json::json!({"access_token": ACC, "id_token": {"sub": IDT}}).to_string(),
         ),
         (
             "bad-expiry",
@@ -393,6 +406,7 @@ fn values_holding_secrets_print_redacted() {
         ("tokens", format!("{tokens:?} {tokens:#?}")),
         ("access", format!("{:?}", tokens.access_token())),
         ("refresh", format!("{:?}", tokens.refresh_token())),
+        ("id token", format!("{:?}", tokens.id_token())),
         ("client secret", format!("{:?}", ClientSecret::new(CS))),
         ("store", format!("{store:?}")),
         ("refresh lock", format!("{lock:?} {lock:#?}")),

@@ -105,6 +105,21 @@ pub fn jwt(claims: &serde_json::Value) -> String {
     )
 }
 
+/// An OpenID Connect ID token for `email` (an unsigned JWT), about 4 KB like a large real
+/// one (it carries 125 group names).
+pub fn id_token_of(email: &str) -> String {
+    let groups: Vec<String> = (0..125)
+        .map(|i| format!("group-{i:03}-of-the-org"))
+        .collect();
+    jwt(&serde_json::json!({
+        "iss": "https://auth.example.com",
+        "sub": "248289761001",
+        "aud": "my-app",
+        "email": email,
+        "groups": groups,
+    }))
+}
+
 /// Whole seconds since the Unix epoch.
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs()

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::fixtures::{FailingWrites, Forwarding};
+use crate::harness::fixtures::{id_token_of, FailingWrites, Forwarding};
 use crate::harness::observe::{body_json, token_of, wait_until, Recorder, HANG_GUARD};
 use crate::harness::servers::redis::{RedisServer, ReplyLosingProxy, Resp};
 use crate::harness::servers::TokenServer;
@@ -162,6 +162,66 @@ fn a_record_without_a_token_type_still_loads_and_the_type_round_trips() {
     let t = store(&redis, session).load().unwrap().unwrap();
     assert_eq!(t.token_type(), "Bearer");
     assert_eq!(t.access_token().secret(), "at-2");
+}
+
+/// Issue 25: the OpenID Connect ID token is kept in the record. A record written before it
+/// was (format 1 without `id_token`, byte for byte as that version wrote it) still loads, as
+/// without one; a login's ID token (~4 KB) round-trips, is adopted by another machine with
+/// the tokens, and survives a refresh whose response has none.
+#[test]
+fn a_record_without_an_id_token_still_loads_and_the_id_token_round_trips() {
+    let redis = RedisServer::start();
+    let srv = TokenServer::start();
+    let session = "oidc";
+    let written_before = "{\n  \"version\": 1,\n  \"access_token\": \"at-old\",\n  \"token_type\": \"Bearer\",\n  \"refresh_token\": \"rt-old\",\n  \"expires_at_unix_ms\": 4102444800000,\n  \"issued_at_unix_ms\": 4102441200000,\n  \"scope\": \"openid email\",\n  \"lineage\": \"3f6c0a9e41d27b58\"\n}\n";
+    let mut conn = redis.conn();
+    conn.cmd(&[
+        "HSET",
+        "{oidc}:tokens",
+        "generation",
+        "1700000000000",
+        "tokens",
+        written_before,
+    ]);
+    let t = store(&redis, session).load().unwrap().unwrap();
+    assert!(t.id_token().is_none());
+    assert_eq!(t.access_token().secret(), "at-old");
+    assert_eq!(t.scope(), Some("openid email"));
+    assert_eq!(t.lineage().unwrap().to_string(), "3f6c0a9e41d27b58");
+    // Tokens without an ID token are written exactly as before.
+    store(&redis, session).save(&t).unwrap();
+    assert_eq!(
+        conn.hget("{oidc}:tokens", "tokens").as_deref(),
+        Some(written_before)
+    );
+
+    // A login with an ID token on machine A: stored, and adopted by machine B.
+    let id_token = id_token_of("alice@example.com");
+    assert!(
+        (3_500..6_000).contains(&id_token.len()),
+        "{}",
+        id_token.len()
+    );
+    let a = client_on(&srv, store(&redis, session)).build().unwrap();
+    a.set_tokens(srv.login().with_id_token(id_token.clone()))
+        .unwrap();
+    assert_eq!(conn.tokens(session).unwrap()["id_token"], id_token.as_str());
+    let b = client_on(&srv, store(&redis, session)).build().unwrap();
+    let adopted = b.tokens().unwrap();
+    assert_eq!(adopted.id_token().unwrap().secret(), id_token);
+    let claims = adopted.id_token().unwrap().unverified_claims().unwrap();
+    assert_eq!(claims.email(), Some("alice@example.com"));
+
+    // A refresh (the test server's response has no id_token) keeps it, held and stored.
+    srv.expire_access_tokens();
+    assert_eq!(token_of(&a), "at-2");
+    assert_eq!(srv.refresh_calls(), 1);
+    let json = conn.tokens(session).unwrap();
+    assert_eq!(json["access_token"], "at-2");
+    assert_eq!(json["id_token"], id_token.as_str());
+    assert_eq!(a.tokens().unwrap().id_token().unwrap().secret(), id_token);
+    let t = store(&redis, session).load().unwrap().unwrap();
+    assert_eq!(t.id_token().unwrap().secret(), id_token);
 }
 
 #[test]

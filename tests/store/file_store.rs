@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::harness::fixtures::{Forwarding, TempDir};
+use crate::harness::fixtures::{id_token_of, Forwarding, TempDir};
 use crate::harness::observe::body_json;
 use crate::harness::servers::TokenServer;
 use tokengate::{Error, FileStore, TokenStore, Tokens};
@@ -159,6 +159,60 @@ fn a_token_file_without_a_token_type_still_loads_and_the_type_round_trips() {
     let text = e.to_string();
     assert!(text.contains("\"token_type\""), "{text}");
     assert!(!text.contains("SECRET"), "{text}");
+}
+
+/// Issue 25: the OpenID Connect ID token is kept in the file. A file written before it was
+/// (today's format 1 without `id_token`, byte for byte as that version wrote it) still
+/// loads, as without one; a login's ID token (~4 KB) round-trips, says who is logged in,
+/// and survives a refresh whose response has none.
+#[test]
+fn a_token_file_without_an_id_token_still_loads_and_the_id_token_round_trips() {
+    let dir = TempDir::new("file_store-id-token");
+    let path = dir.path("tokens.json");
+    let written_before = "{\n  \"version\": 1,\n  \"access_token\": \"at-old\",\n  \"token_type\": \"Bearer\",\n  \"refresh_token\": \"rt-old\",\n  \"expires_at_unix_ms\": 4102444800000,\n  \"issued_at_unix_ms\": 4102441200000,\n  \"scope\": \"openid email\",\n  \"lineage\": \"3f6c0a9e41d27b58\"\n}\n";
+    write_private(&path, written_before);
+    let t = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert!(t.id_token().is_none());
+    assert_eq!(t.access_token().secret(), "at-old");
+    assert_eq!(t.scope(), Some("openid email"));
+    assert_eq!(t.lineage().unwrap().to_string(), "3f6c0a9e41d27b58");
+    // Tokens without an ID token are written exactly as before.
+    FileStore::new(&path).unwrap().save(&t).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), written_before);
+
+    // A login with an ID token: saved, and read back by another store.
+    let id_token = id_token_of("alice@example.com");
+    assert!(
+        (3_500..6_000).contains(&id_token.len()),
+        "{}",
+        id_token.len()
+    );
+    let srv = TokenServer::start();
+    let client = srv
+        .client_builder()
+        .store(FileStore::new(&path).unwrap())
+        .build()
+        .unwrap();
+    client
+        .set_tokens(srv.login().with_id_token(id_token.clone()))
+        .unwrap();
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(raw["id_token"], id_token.as_str());
+    let t = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    let claims = t.id_token().unwrap().unverified_claims().unwrap();
+    assert_eq!(claims.email(), Some("alice@example.com"));
+
+    // A refresh (the test server's response has no id_token) keeps it, in memory and on disk.
+    srv.expire_access_tokens();
+    assert_eq!(token_seen_by_api(&client), "at-2");
+    assert_eq!(srv.refresh_calls(), 1);
+    let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(raw["access_token"], "at-2");
+    assert_eq!(raw["id_token"], id_token.as_str());
+    let held = client.tokens().unwrap();
+    assert_eq!(held.id_token().unwrap().secret(), id_token);
+    let t = FileStore::new(&path).unwrap().load().unwrap().unwrap();
+    assert_eq!(t.id_token().unwrap().secret(), id_token);
 }
 
 #[test]
@@ -693,16 +747,20 @@ fn a_lock_file_removed_while_a_store_waits_for_it_is_locked_again_where_it_is_no
 
 #[test]
 fn the_largest_token_file_read_is_256_kib() {
-    // Room for two 16 KiB tokens many times over; one byte more is not a token file.
+    // Room for three 16 KiB tokens (access, refresh, ID) several times over; one byte more is
+    // not a token file.
     let dir = TempDir::new("file_store-largest-file");
     let path = dir.path("tokens.json");
-    let big = Tokens::new("a".repeat(16 * 1024)).with_refresh_token("r".repeat(16 * 1024));
+    let big = Tokens::new("a".repeat(16 * 1024))
+        .with_refresh_token("r".repeat(16 * 1024))
+        .with_id_token("i".repeat(16 * 1024));
     FileStore::new(&path).unwrap().save(&big).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     bytes.resize(256 * 1024, b' '); // JSON allows trailing white space
     write_private(&path, &bytes);
     let loaded = FileStore::new(&path).unwrap().load().unwrap().unwrap();
     assert_eq!(loaded.access_token().secret().len(), 16 * 1024);
+    assert_eq!(loaded.id_token().unwrap().secret().len(), 16 * 1024);
 
     bytes.push(b' ');
     write_private(&path, &bytes);

@@ -98,6 +98,7 @@ use crate::tokens::Tokens;
 ///   "expires_at_unix_ms": 1767225600000,
 ///   "issued_at_unix_ms": 1767222000000,
 ///   "scope": "read write",
+///   "id_token": "…",
 ///   "lineage": "3f6c0a9e41d27b58"
 /// }
 /// ```
@@ -111,10 +112,11 @@ use crate::tokens::Tokens;
 /// | `expires_at_unix_ms` | optional; absolute expiry of the access token, milliseconds since the Unix epoch (absolute, so every process agrees on it) |
 /// | `issued_at_unix_ms` | optional; when the access token was issued: with the expiry it gives the lifetime, so every process computes the same refresh window. Files without it (written by older versions) are read with the issue time unknown. |
 /// | `scope` | optional; informational |
+/// | `id_token` | optional; the OpenID Connect ID token ([`Tokens::id_token`](crate::Tokens::id_token)), same rules as the tokens. Files without it (written by older versions) are read as without one. |
 /// | `lineage` | optional; the login these tokens descend from ([`Tokens::lineage`](crate::Tokens::lineage)): 16 hex digits ([`Lineage`](crate::Lineage)). Files without it (written by older versions) are read as of no known lineage: a late login or logout is then written over them. |
 ///
 /// Unknown fields are ignored, so later minor additions stay readable (older versions
-/// ignore `issued_at_unix_ms`, `lineage` and `token_type`, and drop them when they rewrite
+/// ignore `issued_at_unix_ms`, `lineage`, `token_type` and `id_token`, and drop them when they rewrite
 /// the file). A format that older readers must not misread will get a new
 /// `version`. The file holds one token set; logging out
 /// ([`AuthClient::clear_tokens`](crate::AuthClient::clear_tokens), or a session that ended)
