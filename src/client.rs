@@ -160,14 +160,17 @@ impl AuthClient {
 
     /// An access token that is valid now, for use outside this client: to print it (like
     /// `gcloud auth print-access-token`), hand it to a git credential helper or another HTTP
-    /// client. Refreshes first, through the refresh gate (one refresh shared with every
-    /// thread and request that needs one; with a shared store, tokens another process stored
-    /// are adopted instead), when the token has expired, and also when it is inside the
-    /// refresh window: whoever gets it cannot come back after a 401, so it gets the fresher
-    /// token. That refresh is waited for (unlike a request's refresh-ahead, which runs in the
-    /// background); if it fails without ending the session while the token is still valid,
-    /// the still-valid token is returned. A token that is not in its window is returned at
-    /// once, with no call. [`AuthClient::tokens`] has its expiry.
+    /// client.
+    ///
+    /// Gets the token as a request does (an expired one is refreshed first, through the
+    /// refresh gate: one refresh shared with every thread that needs one; with a shared store,
+    /// tokens another process stored are adopted instead), and one more thing: inside the
+    /// refresh window it waits for the refresh-ahead (which a request would leave running in
+    /// the background), because whoever gets the token cannot come back after a 401. As for
+    /// requests, that refresh is one flight per token that never ends the session and is not
+    /// tried again once it failed: the still-valid token is returned then, at once (the
+    /// refresh at expiry decides). Outside the window, no refresh is made (a shared store is
+    /// still read). [`AuthClient::tokens`] has the expiry.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), tokengate::Error> {
@@ -181,7 +184,7 @@ impl AuthClient {
     /// cannot acquire any), [`Error::SessionExpired`]; for an expired token, the refresh's
     /// errors as for [`AuthClient::force_refresh`]; [`Error::Store`] if a shared store cannot
     /// be read; [`Error::Reentrant`] from the client's own refresher, store or a listener
-    /// during a refresh.
+    /// during a refresh, when the token has expired.
     pub fn access_token(&self) -> Result<AccessToken, Error> {
         let current = self.session().valid_tokens()?;
         Ok(current.tokens.access_token().clone())

@@ -180,32 +180,27 @@ impl Session {
     }
 
     /// Tokens to hand out (see [`crate::AuthClient::access_token`]): as for a request, and
-    /// also refreshed first, through the gate, inside the refresh window, since whoever gets
-    /// them cannot come back after a 401. A refresh in the window that fails without ending
-    /// the session leaves the still-valid tokens to return.
+    /// inside the refresh window, after the refresh-ahead flight that request starts (at most
+    /// one per generation, see `Gate::try_claim`) has ended, since whoever gets them cannot
+    /// come back after a 401. That flight never ends the session and is not tried again for
+    /// the same tokens once it failed: the still-valid tokens are returned then, with no call.
     pub(crate) fn valid_tokens(self: &Arc<Self>) -> Result<Arc<Current>, Error> {
-        let (current, generation) = self.usable_tokens()?;
+        let (current, _) = self.usable_tokens()?;
         let now = self.config.clock().now();
         let due = self
             .refresher
             .as_ref()
             .is_some_and(|r| current.wants_refresh(now) && r.can_refresh(&current.tokens));
-        if !due {
+        // From inside a refresh (a listener), waiting would wait for this very thread.
+        if !due || reentry::is_busy(self.key()) {
             return Ok(current);
         }
-        match self.renew(generation, RefreshReason::Proactive) {
-            Ok((fresh, _)) => Ok(fresh),
-            Err(e @ (Error::SessionExpired | Error::NoTokens)) => Err(e),
-            Err(e) if current.is_expired(self.config.clock().now()) => Err(e),
-            Err(e) => {
-                log::debug!(
-                    target: TARGET,
-                    "refreshing a token to hand out failed, the still-valid one is returned: {}",
-                    crate::logging::Chain(&e)
-                );
-                Ok(current)
-            }
-        }
+        // Bounded like any wait for a refresh; past it, what is there now is what there is.
+        self.gate
+            .wait_idle(deadline_after(self.config.limits().refresh_timeout));
+        // The new tokens, the still-valid ones (the flight failed), or, if they expired
+        // meanwhile, the refresh at expiry (which may end the session).
+        self.usable_tokens().map(|(c, _)| c)
     }
 
     /// The refresh path, in one place: returns tokens newer than generation `seen`. This

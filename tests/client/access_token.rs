@@ -71,7 +71,7 @@ fn sixteen_threads_with_an_expired_token_share_exactly_one_refresh() {
 }
 
 #[test]
-fn a_failed_refresh_inside_the_window_returns_the_still_valid_token() {
+fn a_failed_refresh_inside_the_window_returns_the_still_valid_token_and_is_not_repeated() {
     let srv = TokenServer::start();
     let clock = Arc::new(ManualClock::new());
     let client = builder(&srv, &clock)
@@ -82,6 +82,10 @@ fn a_failed_refresh_inside_the_window_returns_the_still_valid_token() {
     clock.advance(INSIDE_WINDOW);
     srv.answer_503_to_next_refreshes(1);
     assert_eq!(client.access_token().unwrap().secret(), "at-1");
+    assert_eq!(srv.refresh_calls(), 1);
+    // The refresh-ahead of these tokens failed: not tried again until they expire.
+    assert_eq!(client.access_token().unwrap().secret(), "at-1");
+    assert_eq!(client.get("me").call().unwrap().status(), 200);
     assert_eq!(srv.refresh_calls(), 1);
 
     // Once expired, the same failure is the caller's error: no token is valid.
