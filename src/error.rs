@@ -237,7 +237,8 @@ impl Error {
     }
 
     /// The HTTP status behind the error, if there is one (401 for [`Error::Unauthorized`];
-    /// the cause's for [`Error::NotReplayable`]).
+    /// the cause's for [`Error::NotReplayable`]). For an OAuth error answer it is the status
+    /// the server sent, which may be 200 (GitHub answers its errors with 200).
     ///
     /// ```
     /// use tokengate::Error;

@@ -150,10 +150,11 @@ pub(crate) fn post_token_request(
         v.set_sensitive(true);
         builder = builder.header(http::header::AUTHORIZATION, v);
     }
-    let failed = |e| PostError::Send(failure(agent, url, e));
+    // Not sent: no proxy to name.
     let req = builder
         .body(body)
-        .map_err(|e| failed(ureq::Error::Http(e)))?;
+        .map_err(|e| PostError::Send(TransportError::new(ureq::Error::Http(e), None)))?;
+    let failed = |e| PostError::Send(failure(agent, url, e));
     let sent = match timeout {
         Some(t) => {
             let direct = proxy::bypasses(agent, req.uri());

@@ -15,6 +15,7 @@ use crate::config::DEFAULT_TOKEN_TIMEOUT;
 use crate::error::Error;
 use crate::refresh::json_object;
 use crate::transport::{self, TimeoutKind};
+use crate::transport_error::TransportError;
 use crate::url::{EndpointUrl, UrlProblem};
 
 /// Largest metadata document read, in bytes. Real ones are a few KiB.
@@ -224,7 +225,8 @@ fn get_document(agent: &Agent, url: &str) -> Result<Result<Vec<u8>, u16>, Discov
     let req = Request::get(url)
         .header(http::header::ACCEPT, "application/json")
         .body(())
-        .map_err(|e| transport_error(agent, url, ureq::Error::Http(e)))?;
+        // Not sent: no proxy to name.
+        .map_err(|e| DiscoveryError::Transport(TransportError::new(ureq::Error::Http(e), None)))?;
     let mut resp = transport::run(agent, transport::agent_fits(agent), req)
         .map_err(|e| transport_error(agent, url, e))?;
     let status = resp.status().as_u16();

@@ -140,11 +140,16 @@ impl AuthServer {
     /// flows can add their own (`extra_param` on each). Defaults to none. Not sent to the
     /// revocation endpoint. `Debug` shows the names only.
     ///
-    /// A name that tokengate sends itself (`grant_type`, `refresh_token`, `device_code`,
-    /// `code`, `code_verifier`, `redirect_uri`, `client_id`, `client_secret`,
-    /// `client_assertion`, `client_assertion_type`, `scope`: set the scope on the flow), or
-    /// an empty one, is refused with [`Error::Config`] by
-    /// [`AuthClientBuilder::build`](crate::AuthClientBuilder::build) and [`DeviceFlow::start`].
+    /// A name that tokengate sends itself, in any case (`grant_type`, `refresh_token`,
+    /// `device_code`, `code`, `code_verifier`, `redirect_uri`, `client_id`, `client_secret`,
+    /// `client_assertion`, `client_assertion_type`, `scope`: set the scope on the flow), an
+    /// empty one, or one with a space or control character, is refused with
+    /// [`Error::Config`] by [`AuthClientBuilder::build`](crate::AuthClientBuilder::build) and
+    /// [`DeviceFlow::start`].
+    ///
+    /// The values are parameters, not credentials: they are sent as given, and a server's
+    /// error may quote them (a client secret belongs in [`AuthServer::client_secret`], which
+    /// is never printed).
     ///
     /// ```
     /// use tokengate::AuthServer;

@@ -15,6 +15,7 @@ use crate::error::RefreshError;
 use crate::login::error::RevocationError;
 use crate::tokens::{ClientSecret, TokenType, Tokens};
 use crate::transport::{post_token_request, PostError, TokenResponse};
+use crate::transport_error::TransportError;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
@@ -101,7 +102,8 @@ impl Client {
 #[derive(Clone, Default)]
 pub(crate) struct Params(Vec<(String, String)>);
 
-/// Names the flows send themselves (or that authenticate the client): never extra.
+/// Names the flows send themselves (or that authenticate the client): never extra, in any
+/// case (some servers read form keys case-insensitively).
 const RESERVED: &[&str] = &[
     "grant_type",
     "refresh_token",
@@ -118,8 +120,8 @@ const RESERVED: &[&str] = &[
 
 /// Why an extra parameter cannot be sent, for `Error::Config`.
 pub(crate) const RESERVED_PARAM: &str =
-    "an extra parameter must have a name, and not one tokengate sends itself \
-     (grant_type, refresh_token, device_code, code, code_verifier, redirect_uri, client_id, \
+    "an extra parameter needs a name without spaces or control characters, and not one \
+     tokengate sends itself, in any case (grant_type, refresh_token, device_code, code, code_verifier, redirect_uri, client_id, \
      client_secret, client_assertion, client_assertion_type, scope: set the scope with scope())";
 
 impl Params {
@@ -127,11 +129,17 @@ impl Params {
         self.0.push((name, value));
     }
 
-    /// `Some(RESERVED_PARAM)` if a name is empty or reserved.
+    /// `Some(RESERVED_PARAM)` if a name is empty, holds a space or control character, or is
+    /// reserved (in any case).
     pub(crate) fn problem(&self) -> Option<&'static str> {
+        let bad = |name: &str| {
+            name.is_empty()
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+                || RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+        };
         self.0
             .iter()
-            .any(|(name, _)| name.is_empty() || RESERVED.contains(&name.as_str()))
+            .any(|(name, _)| bad(name))
             .then_some(RESERVED_PARAM)
     }
 
@@ -272,7 +280,8 @@ pub(crate) fn revoke(
         },
         Err(PostError::Send(e)) => return Err(RevocationError::Transport(e)),
         Err(PostError::Credentials(e)) => {
-            let e = crate::transport::failure(agent, url, ureq::Error::Http(e));
+            // Not sent: no proxy to name.
+            let e = TransportError::new(ureq::Error::Http(e), None);
             return Err(RevocationError::Transport(e));
         }
     };
@@ -449,6 +458,46 @@ mod tests {
         for status in [429, 500, 503] {
             let e = parse(&resp(status, r#"{"error":"invalid_grant"}"#), &prev).unwrap_err();
             assert!(matches!(e, RefreshError::Status { .. }), "{status}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn an_answer_with_an_access_token_is_a_success_whatever_else_it_says() {
+        let prev = Tokens::new("old").with_refresh_token("r1");
+        let t = parse(
+            &resp(
+                200,
+                r#"{"access_token":"a2","refresh_token":"r2","error":"invalid_grant"}"#,
+            ),
+            &prev,
+        )
+        .unwrap();
+        assert_eq!(t.refresh_token().unwrap().secret(), "r2");
+    }
+
+    #[test]
+    fn reserved_parameter_names_are_refused_in_any_case_and_spelling() {
+        let with = |name: &str| {
+            let mut p = Params::default();
+            p.push("audience".into(), "https://api".into());
+            p.push(name.into(), "x".into());
+            p.problem()
+        };
+        for name in [
+            "scope",
+            "Scope",
+            "GRANT_TYPE",
+            "Client_Id",
+            " scope",
+            "scope ",
+            "",
+            "a\nb",
+            "a b",
+        ] {
+            assert_eq!(with(name), Some(RESERVED_PARAM), "{name:?}");
+        }
+        for name in ["resource", "audience", "prompt", "scopes"] {
+            assert_eq!(with(name), None, "{name:?}");
         }
     }
 

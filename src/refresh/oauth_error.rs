@@ -61,9 +61,14 @@ pub(crate) struct ServerSaid {
     pub(crate) description: Option<String>,
 }
 
-/// The OAuth error in `body`, if it is a JSON object with a non-empty string `error`.
+/// The OAuth error in `body`, if it is a JSON object with a non-empty string `error` and no
+/// string `access_token` (an answer with a token is a success, whatever else it says: its
+/// rotated refresh token must not be lost).
 pub(crate) fn oauth_error(body: &[u8]) -> Option<ServerSaid> {
     let map = json_object(body).ok()?;
+    if map.get("access_token").is_some_and(|t| t.is_string()) {
+        return None;
+    }
     let code = sanitize_code(map.get("error")?.as_str()?);
     if code.is_empty() {
         return None;
@@ -96,7 +101,7 @@ pub(crate) const DESCRIPTION_LIMIT: usize = 400;
 pub(crate) fn sanitize_description(text: &str) -> String {
     let unsafe_char = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{fff9}'..='\u{fffb}')
     };
     let mut out = String::new();
     let mut chars = 0;
@@ -183,6 +188,7 @@ mod tests {
             br#"{"error":7}"#,
             br#"{"error":""}"#,
             br#"{"error":"\u0001"}"#,
+            br#"{"access_token":"a","refresh_token":"r2","error":"invalid_grant"}"#,
             b"<html>",
             b"[]",
         ] {
