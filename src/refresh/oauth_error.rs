@@ -101,7 +101,15 @@ pub(crate) const DESCRIPTION_LIMIT: usize = 400;
 pub(crate) fn sanitize_description(text: &str) -> String {
     let unsafe_char = |c: char| {
         c.is_control()
-            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{fff9}'..='\u{fffb}')
+            || matches!(
+                c,
+                '\u{061c}'
+                    | '\u{200e}'
+                    | '\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+                    | '\u{fff9}'..='\u{fffb}'
+            )
     };
     let mut out = String::new();
     let mut chars = 0;
