@@ -95,7 +95,7 @@ impl DiscoveryError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeviceError {
-    /// The user denied the request (`access_denied`).
+    /// The user denied the request (`access_denied`; Microsoft Entra's `authorization_declined`).
     #[error("the user denied the login")]
     AccessDenied,
 

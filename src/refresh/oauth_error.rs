@@ -43,6 +43,9 @@ const CODES: &[(&str, Meaning)] = &[
     ("slow_down", Meaning::SlowDown),
     ("access_denied", Meaning::Denied),
     ("expired_token", Meaning::Expired),
+    // Microsoft Entra's device flow ("v2-oauth2-device-code", "Expected errors"): "The end
+    // user denied the authorization request", its name for access_denied.
+    ("authorization_declined", Meaning::Denied),
 ];
 
 /// What `code` (already sanitized) means.
@@ -171,7 +174,9 @@ mod tests {
             ("authorization_pending", Meaning::Pending),
             ("slow_down", Meaning::SlowDown),
             ("access_denied", Meaning::Denied),
+            ("authorization_declined", Meaning::Denied),
             ("expired_token", Meaning::Expired),
+            ("bad_verification_code", Meaning::Refused),
             ("invalid_client", Meaning::Refused),
             ("incorrect_client_credentials", Meaning::Refused),
             ("INVALID_GRANT", Meaning::Refused),
