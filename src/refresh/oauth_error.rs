@@ -5,7 +5,8 @@
 //! with 200 ("Troubleshooting the device flow" and "Refreshing user access tokens": 200 with
 //! `{"error":"authorization_pending"}` or `{"error":"bad_refresh_token"}`). So an answer whose
 //! body is a JSON object with a string `error` is an error whatever its status (2xx or 4xx; a
-//! 5xx or 429 is the server in trouble, never a verdict on the session), and the code decides.
+//! 5xx or 429 is the server in trouble, never a verdict on the session, except a 429 saying
+//! `slow_down` or `authorization_pending`, as Auth0 does), and the code decides.
 
 use super::json_object;
 

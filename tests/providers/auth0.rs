@@ -130,7 +130,7 @@ fn the_audience_reaches_the_device_request_every_poll_and_every_refresh() {
         .start()
         .unwrap();
     let tokens = pending.wait().unwrap();
-    // 5 s, 403 pending; 5 s, 429 slow_down (a server in trouble: the interval doubles); 10 s.
+    // 5 s, 403 pending; 5 s, 429 slow_down (5 s more); 10 s.
     assert_eq!(time.sleeps(), vec![S(5), S(5), S(10)]);
     assert_eq!((device.hits(), polls.hits()), (1, 3));
 
@@ -260,4 +260,50 @@ fn debug_shows_the_names_of_extra_params_never_their_values() {
             "{shown}"
         );
     }
+}
+
+#[test]
+fn slow_down_with_429_slows_the_polling_and_never_ends_the_login() {
+    let srv = MockServer::start();
+    let _device = device_code(&srv);
+    let slow = || {
+        error(
+            429,
+            "slow_down",
+            "You are polling faster than the specified interval of 5 seconds.",
+        )
+    };
+    let polls = endpoint(
+        &srv,
+        "/oauth/token",
+        |w| w.form_urlencoded_tuple("grant_type", DEVICE_GRANT),
+        vec![
+            slow(),
+            slow(),
+            slow(),
+            slow(),
+            (
+                200,
+                json!({"access_token": "eyJz93a-auth0-at-1", "token_type": "Bearer"}),
+            ),
+        ],
+    );
+    let other = unexpected(&srv);
+    let time = TestTime::new();
+    let tokens = auth0(&srv)
+        .device_flow()
+        .unwrap()
+        .scope("openid offline_access")
+        .clock(time.clone())
+        .sleeper(time.clone())
+        .start()
+        .unwrap()
+        .wait()
+        .unwrap();
+    // Four slow_downs in a row: 5 s more each time (as RFC 8628 §3.5 says), not three failed
+    // polls that end the login with Status(429).
+    assert_eq!(time.sleeps(), vec![S(5), S(10), S(15), S(20), S(25)]);
+    assert_eq!(polls.hits(), 5);
+    assert_eq!(tokens.access_token().secret(), "eyJz93a-auth0-at-1");
+    assert_eq!(other.hits(), 0);
 }
