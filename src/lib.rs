@@ -141,6 +141,8 @@
 //! | revocation timeout (whole call) | 5 s ([`login::REVOCATION_TIMEOUT`]) |
 
 #![forbid(unsafe_code)]
+// docs.rs (`--cfg docsrs`, Cargo.toml) marks each feature-gated item with its feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
@@ -196,6 +198,7 @@ pub use request::RequestBuilder;
 pub use retry::RetryPolicy;
 pub use stats::Stats;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use store::RedisStore;
 pub use store::{FileStore, MemoryStore, TokenStore};
 pub use tokens::{

@@ -18,6 +18,7 @@ pub(crate) mod redis;
 
 pub use file::FileStore;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisStore;
 
 /// Persistence for tokens. The client keeps the authoritative copy in memory and writes

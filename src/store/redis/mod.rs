@@ -155,6 +155,7 @@ use crate::tokens::Tokens;
 /// One `RedisStore` may be shared by several clients in a process (wrap it in an
 /// [`Arc`]): each sees the others' changes at once. Separate `RedisStore`s for one session,
 /// in one process or many, coordinate through Redis as separate machines do.
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub struct RedisStore {
     shared: Arc<Shared>,
     lease: Duration,

@@ -41,17 +41,16 @@ impl TlsServer {
     pub fn start(handler: impl Fn(bool, &RawRequest) -> Action + Send + Sync + 'static) -> Self {
         let cert = Certificate::from_pem(LEAF).unwrap();
         let key = tokengate::ureq::tls::PrivateKey::from_pem(KEY).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(cert.der().to_vec())],
-            PrivateKeyDer::try_from(key.der().to_vec()).unwrap(),
-        )
-        .unwrap();
+        // The process-wide provider rustls picks from its crate features: ring, the only one
+        // enabled (Cargo.toml's dev-dependency; ureq's rustls uses ring too). Not
+        // `rustls::crypto::ring::default_provider()`, deprecated since rustls 0.23.48.
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::try_from(key.der().to_vec()).unwrap(),
+            )
+            .unwrap();
         let config = Arc::new(config);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
