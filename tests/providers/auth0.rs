@@ -305,5 +305,5 @@ fn slow_down_with_429_slows_the_polling_and_never_ends_the_login() {
     assert_eq!(time.sleeps(), vec![S(5), S(10), S(15), S(20), S(25)]);
     assert_eq!(polls.hits(), 5);
     assert_eq!(tokens.access_token().secret(), "eyJz93a-auth0-at-1");
-    assert_eq!(other.hits(), 0);
+    assert_eq!(other.calls(), 0);
 }
