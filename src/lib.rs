@@ -128,6 +128,7 @@
 //! | a refresh holding a shared store's lock | at most its token calls (each after a 2 s check of the lock), backoffs and save, 160 s, counted from when it got the lock (below the 180 s another process waits) |
 //! | API timeout (per phase: send, response head, body) / token-endpoint timeout (whole call) / connect timeout | 60 s / 30 s / 10 s |
 //! | token response size limit | 64 KiB |
+//! | a server's `error_description`, kept in errors | printable characters, at most 400 |
 //! | `http_status_as_error` | true |
 //! | retries | 3, full-jitter backoff 200 ms → 10 s ([`RetryPolicy`]) |
 //! | redirects followed | 5 ([`AuthClientBuilder::DEFAULT_MAX_REDIRECTS`]) |
