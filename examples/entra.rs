@@ -52,6 +52,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         client.set_tokens(pending.wait()?)?;
     }
 
+    // What the id_token says (`openid` in the scope), read for display only: tokengate does
+    // not verify it.
+    let id = client.tokens().and_then(|t| t.id_token()?.unverified_claims().ok());
+    if let Some(who) = id.as_ref().and_then(|c| c.preferred_username().or(c.email())) {
+        println!("the id_token says: {who}");
+    }
+
     let mut resp = client.get("me").call()?;
     let me: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
     println!("logged in as {}", me["userPrincipalName"]);
