@@ -54,8 +54,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // What the id_token says (`openid` in the scope), read for display only: tokengate does
     // not verify it.
-    let id = client.tokens().and_then(|t| t.id_token()?.unverified_claims().ok());
-    if let Some(who) = id.as_ref().and_then(|c| c.preferred_username().or(c.email())) {
+    let id = client
+        .tokens()
+        .and_then(|t| t.id_token()?.unverified_claims().ok());
+    if let Some(who) = id
+        .as_ref()
+        .and_then(|c| c.preferred_username().or(c.email()))
+    {
         println!("the id_token says: {who}");
     }
 

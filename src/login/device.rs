@@ -17,8 +17,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RefreshError};
 use crate::redacted::Redacted;
 use crate::refresh::{
-    error_of, expires_in_field, json_object, meaning, parse, redact_code, string_field, Client,
-    Meaning, Params,
+    error_of, expires_in_field, json_object, meaning, parse, polling_code, redact_code,
+    string_field, Client, Meaning, Params,
 };
 use crate::retry::{Sleeper, ThreadSleeper};
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
@@ -385,6 +385,9 @@ impl DeviceAuthorization {
         let resp = flow
             .client
             .post_form(&self.agent, flow.token_url.as_str(), form, None)?;
+        if let Some(said) = polling_code(resp.status, &resp.body) {
+            return Err(RefreshError::from_server(resp.status, said));
+        }
         parse(&resp, &Tokens::new("-"))
     }
 }

@@ -168,23 +168,17 @@ impl fmt::Debug for Client {
 }
 
 /// The error an authorization server's answer is, if it is one: an OAuth `error` whatever the
-/// status (GitHub answers errors with 200), unless the status is 5xx (the server in trouble,
-/// never a verdict on the session) or 429 (the same, unless the code only says how to poll:
-/// Auth0 answers `slow_down` with 429); or any status but 2xx. What a code means is decided
-/// in one table (`oauth_error.rs`). Used for the grants, the device flow's two endpoints and
-/// revocation.
+/// status (GitHub answers errors with 200), unless the status is 5xx or 429 (the server in
+/// trouble, never a verdict on the session; a refresh is retried after its `Retry-After`);
+/// or any status but 2xx. What a code means is decided in one table (`oauth_error.rs`). Used
+/// for the grants, the device flow's two endpoints and revocation. (The device flow's polls
+/// read a 429 that says how to poll themselves: `oauth_error::polling_code`.)
 pub(crate) fn error_of(resp: &TokenResponse) -> Option<RefreshError> {
-    let said = matches!(resp.status, 200..=299 | 400..=499)
-        .then(|| oauth_error(&resp.body))
-        .flatten()
-        .filter(|said| {
-            resp.status != 429
-                || matches!(meaning(&said.code), Meaning::Pending | Meaning::SlowDown)
-        });
-    match said {
-        Some(said) => Some(RefreshError::from_server(resp.status, said)),
-        None => (!(200..=299).contains(&resp.status)).then(|| resp.unexpected()),
+    let verdict_status = matches!(resp.status, 200..=299 | 400..=428 | 430..=499);
+    if let Some(said) = verdict_status.then(|| oauth_error(&resp.body)).flatten() {
+        return Some(RefreshError::from_server(resp.status, said));
     }
+    (!(200..=299).contains(&resp.status)).then(|| resp.unexpected())
 }
 
 /// Interprets a token endpoint's answer (RFC 6749 §5.1 success, §5.2 error; see [`error_of`]).
@@ -466,14 +460,6 @@ mod tests {
             let e = parse(&resp(status, r#"{"error":"invalid_grant"}"#), &prev).unwrap_err();
             assert!(matches!(e, RefreshError::Status { .. }), "{status}: {e:?}");
         }
-        // … but a 429 that only says how to poll is read (Auth0's slow_down); a 503 is not.
-        let e = parse(&resp(429, r#"{"error":"slow_down"}"#), &prev).unwrap_err();
-        assert!(
-            matches!(&e, RefreshError::OAuth { error, .. } if error == "slow_down"),
-            "{e:?}"
-        );
-        let e = parse(&resp(503, r#"{"error":"slow_down"}"#), &prev).unwrap_err();
-        assert!(matches!(e, RefreshError::Status { .. }), "{e:?}");
     }
 
     #[test]

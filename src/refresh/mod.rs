@@ -12,7 +12,7 @@ pub(crate) use client::{error_of, parse, Client, Params};
 pub use client::{ClientAuth, REVOCATION_TIMEOUT};
 pub use json::JsonRefresh;
 pub use oauth2::{ClientCredentials, OAuth2Refresh};
-pub(crate) use oauth_error::{meaning, redact_code, Meaning};
+pub(crate) use oauth_error::{meaning, polling_code, redact_code, Meaning};
 
 use std::time::Duration;
 

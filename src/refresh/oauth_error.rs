@@ -5,8 +5,9 @@
 //! with 200 ("Troubleshooting the device flow" and "Refreshing user access tokens": 200 with
 //! `{"error":"authorization_pending"}` or `{"error":"bad_refresh_token"}`). So an answer whose
 //! body is a JSON object with a string `error` is an error whatever its status (2xx or 4xx; a
-//! 5xx or 429 is the server in trouble, never a verdict on the session, except a 429 saying
-//! `slow_down` or `authorization_pending`, as Auth0 does), and the code decides.
+//! 5xx or 429 is the server in trouble, never a verdict on the session), and the code decides.
+//! The device flow alone reads a 429 that says `slow_down` or `authorization_pending` (Auth0
+//! answers `slow_down` with 429): [`polling_code`].
 
 use super::json_object;
 
@@ -55,6 +56,15 @@ pub(crate) fn meaning(code: &str) -> Meaning {
         .iter()
         .find(|(c, _)| *c == code)
         .map_or(Meaning::Refused, |(_, m)| *m)
+}
+
+/// For the device flow's polls: the code of a 429 answer that only says how to poll
+/// (`slow_down`, `authorization_pending`), which is then read as that code, not as a server in
+/// trouble. Auth0 answers `slow_down` with 429 ("Call your API using the device authorization
+/// flow").
+pub(crate) fn polling_code(status: u16, body: &[u8]) -> Option<ServerSaid> {
+    let said = (status == 429).then(|| oauth_error(body)).flatten()?;
+    matches!(meaning(&said.code), Meaning::Pending | Meaning::SlowDown).then_some(said)
 }
 
 /// An OAuth error answer: the code (only characters RFC 6749 §5.2 allows, at most 64) and the
@@ -184,6 +194,22 @@ mod tests {
         ] {
             assert_eq!(meaning(code), m, "{code}");
         }
+    }
+
+    #[test]
+    fn a_429_is_read_for_polling_only_when_it_says_how_to_poll() {
+        let code = |status, body: &str| polling_code(status, body.as_bytes()).map(|s| s.code);
+        assert_eq!(
+            code(429, r#"{"error":"slow_down"}"#).as_deref(),
+            Some("slow_down")
+        );
+        assert_eq!(
+            code(429, r#"{"error":"authorization_pending"}"#).as_deref(),
+            Some("authorization_pending")
+        );
+        assert_eq!(code(429, r#"{"error":"invalid_grant"}"#), None);
+        assert_eq!(code(429, "Too Many Requests"), None);
+        assert_eq!(code(503, r#"{"error":"slow_down"}"#), None);
     }
 
     #[test]
