@@ -17,7 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, RefreshError};
 use crate::redacted::Redacted;
 use crate::refresh::{
-    error_of, expires_in_field, json_object, meaning, parse, polling_code, redact_code,
+    error_of, expires_in_field, json_object, meaning, parse, polling_code, redact_echo,
     string_field, Client, Meaning, Params,
 };
 use crate::retry::{Sleeper, ThreadSleeper};
@@ -44,37 +44,32 @@ impl DeviceError {
     /// From a token-endpoint-style error, its code read in the one table (`oauth_error.rs`);
     /// `secrets` are hidden from echoed codes and descriptions.
     fn from_endpoint(e: RefreshError, secrets: &[&str]) -> DeviceError {
-        let hide = |text: String| redact_code(text, secrets);
-        match e {
-            RefreshError::OAuth {
-                status,
-                error,
-                description,
-            }
-            | RefreshError::InvalidGrant {
-                status,
-                error: Some(error),
-                description,
-            } => match meaning(&error) {
+        match redact_echo(e, secrets).into_server_said() {
+            Ok((status, said)) => match meaning(&said.code) {
                 Meaning::Denied => DeviceError::AccessDenied,
                 Meaning::Expired => DeviceError::ExpiredToken,
                 _ => DeviceError::OAuth {
                     status,
-                    error: hide(error),
-                    description: description.map(hide),
+                    error: said.code,
+                    description: said.description,
                 },
             },
-            RefreshError::InvalidGrant { status, .. } => DeviceError::OAuth {
+            // Without a code (`parse` gives none such): the status is all there is.
+            Err(RefreshError::InvalidGrant { status, .. }) => DeviceError::OAuth {
                 status,
                 error: "invalid_grant".into(),
                 description: None,
             },
-            RefreshError::Status { status, .. } => DeviceError::Status(status),
-            RefreshError::Transport(e) => DeviceError::Transport(e),
-            RefreshError::InvalidResponse(what) => DeviceError::InvalidResponse(what),
-            RefreshError::NoRefreshToken | RefreshError::Store(_) | RefreshError::Custom { .. } => {
-                DeviceError::InvalidResponse("unexpected answer")
-            }
+            Err(RefreshError::Status { status, .. }) => DeviceError::Status(status),
+            Err(RefreshError::Transport(e)) => DeviceError::Transport(e),
+            Err(RefreshError::InvalidResponse(what)) => DeviceError::InvalidResponse(what),
+            // `OAuth` is an `Ok` above.
+            Err(
+                RefreshError::OAuth { .. }
+                | RefreshError::NoRefreshToken
+                | RefreshError::Store(_)
+                | RefreshError::Custom { .. },
+            ) => DeviceError::InvalidResponse("unexpected answer"),
         }
     }
 }

@@ -221,6 +221,30 @@ impl RefreshError {
             },
         }
     }
+
+    /// The inverse of [`RefreshError::from_server`]: the status, code and description of an
+    /// OAuth error answer, or the error itself if it is not one.
+    pub(crate) fn into_server_said(self) -> Result<(u16, ServerSaid), RefreshError> {
+        match self {
+            RefreshError::OAuth {
+                status,
+                error,
+                description,
+            }
+            | RefreshError::InvalidGrant {
+                status,
+                error: Some(error),
+                description,
+            } => Ok((
+                status,
+                ServerSaid {
+                    code: error,
+                    description,
+                },
+            )),
+            e => Err(e),
+        }
+    }
 }
 
 /// Hides an `error` code or description that echoes one of `secrets` (a broken or hostile
@@ -288,25 +312,16 @@ pub(crate) fn revoke(
     };
     // §2.2: 200 also for a token that was already invalid.
     let secrets = [token, client.secret_str()];
-    match error_of(&resp).map(|e| redact_echo(e, &secrets)) {
-        None => Ok(()),
-        Some(
-            RefreshError::OAuth {
-                status,
-                error,
-                description,
-            }
-            | RefreshError::InvalidGrant {
-                status,
-                error: Some(error),
-                description,
-            },
-        ) => Err(RevocationError::OAuth {
+    let Some(e) = error_of(&resp) else {
+        return Ok(());
+    };
+    match redact_echo(e, &secrets).into_server_said() {
+        Ok((status, said)) => Err(RevocationError::OAuth {
             status,
-            error,
-            description,
+            error: said.code,
+            description: said.description,
         }),
-        Some(_) => Err(RevocationError::Status(resp.status)),
+        Err(_) => Err(RevocationError::Status(resp.status)),
     }
 }
 

@@ -8,11 +8,11 @@ mod oauth_error;
 /// For `crate::__fuzz`.
 pub(crate) use client::parse as parse_oauth2_response;
 /// For the login flows (`crate::login`), which talk to the same authorization server.
-pub(crate) use client::{error_of, parse, Client, Params};
+pub(crate) use client::{error_of, parse, redact_echo, Client, Params};
 pub use client::{ClientAuth, REVOCATION_TIMEOUT};
 pub use json::JsonRefresh;
 pub use oauth2::{ClientCredentials, OAuth2Refresh};
-pub(crate) use oauth_error::{meaning, polling_code, redact_code, Meaning};
+pub(crate) use oauth_error::{meaning, polling_code, Meaning};
 
 use std::time::Duration;
 
