@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use ureq::http::Uri;
 use ureq::{Agent, Proxy};
 
-use crate::url::is_loopback_host;
+use crate::url::{is_loopback_host, port_of};
 
 /// True when tokengate sends a request to `uri` on `agent` directly although the agent's
 /// proxy would take it: that proxy came from the environment, and `uri` is loopback or named
@@ -71,15 +71,6 @@ fn exempt_from_env_proxy(uri: &Uri) -> bool {
         return false;
     };
     is_loopback_host(host) || env_no_proxy().matches(host, port_of(uri))
-}
-
-/// The port a request to `uri` connects to: its own, or its scheme's default.
-fn port_of(uri: &Uri) -> Option<u16> {
-    uri.port_u16().or_else(|| match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("http") => Some(80),
-        Some(s) if s.eq_ignore_ascii_case("https") => Some(443),
-        _ => None,
-    })
 }
 
 /// `NO_PROXY`, else `no_proxy` (the first that is set and not blank), parsed once per process.

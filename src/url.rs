@@ -33,12 +33,8 @@ impl Eq for Origin {}
 impl Origin {
     /// The origin of an absolute `http`/`https` URI; `None` for anything else.
     pub(crate) fn of(uri: &ureq::http::Uri) -> Option<Origin> {
+        let port = port_of(uri)?;
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
-        let default_port = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return None,
-        };
         let host = uri.host()?.to_ascii_lowercase();
         if host.is_empty() {
             return None;
@@ -46,7 +42,7 @@ impl Origin {
         Some(Origin {
             scheme,
             host,
-            port: uri.port_u16().unwrap_or(default_port),
+            port,
             authority: uri.authority()?.as_str().to_owned(),
         })
     }
@@ -67,17 +63,12 @@ impl Origin {
         {
             return true;
         }
-        let Some(host) = uri.host() else {
+        let (Some(host), Some(port)) = (uri.host(), port_of(uri)) else {
             return false;
-        };
-        let default_port = match scheme.len() {
-            4 if scheme.eq_ignore_ascii_case("http") => 80,
-            5 if scheme.eq_ignore_ascii_case("https") => 443,
-            _ => return false,
         };
         scheme.eq_ignore_ascii_case(&self.scheme)
             && host.eq_ignore_ascii_case(&self.host)
-            && uri.port_u16().unwrap_or(default_port) == self.port
+            && port == self.port
     }
 
     pub(crate) fn is_https(&self) -> bool {
@@ -88,6 +79,17 @@ impl Origin {
     pub(crate) fn is_loopback(&self) -> bool {
         is_loopback_host(&self.host)
     }
+}
+
+/// The port a request to `uri` connects to: its own, or its `http`/`https` scheme's default
+/// (in any case); `None` for another scheme. Allocates nothing (it runs for every request).
+pub(crate) fn port_of(uri: &ureq::http::Uri) -> Option<u16> {
+    let default = match uri.scheme_str()? {
+        s if s.eq_ignore_ascii_case("http") => 80,
+        s if s.eq_ignore_ascii_case("https") => 443,
+        _ => return None,
+    };
+    Some(uri.port_u16().unwrap_or(default))
 }
 
 /// `localhost`, `*.localhost`, `127.0.0.0/8` or `::1` (bracketed or not), in any case: the
