@@ -10,6 +10,7 @@
 //! every request but revocation; names tokengate sends itself are refused before anything is
 //! sent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use httpmock::prelude::*;
@@ -32,6 +33,17 @@ fn auth0(srv: &MockServer) -> AuthServer {
         .client_id(CLIENT_ID)
         .extra_param("audience", AUDIENCE)
         .agent(no_proxy_agent())
+}
+
+/// A device login at `server`, on `time` (nothing really sleeps).
+fn login(server: &AuthServer, time: &Arc<TestTime>) -> Result<Tokens, Error> {
+    server
+        .device_flow()?
+        .scope("openid offline_access")
+        .clock(time.clone())
+        .sleeper(time.clone())
+        .start()?
+        .wait()
 }
 
 fn error(status: u16, code: &str, description: &str) -> (u16, Value) {
@@ -121,15 +133,7 @@ fn the_audience_reaches_the_device_request_every_poll_and_every_refresh() {
     let time = TestTime::new();
     let server = auth0(&srv);
 
-    let pending = server
-        .device_flow()
-        .unwrap()
-        .scope("openid offline_access")
-        .clock(time.clone())
-        .sleeper(time.clone())
-        .start()
-        .unwrap();
-    let tokens = pending.wait().unwrap();
+    let tokens = login(&server, &time).unwrap();
     // 5 s, 403 pending; 5 s, 429 slow_down (5 s more); 10 s.
     assert_eq!(time.sleeps(), vec![S(5), S(5), S(10)]);
     assert_eq!((device.hits(), polls.hits()), (1, 3));
@@ -290,16 +294,7 @@ fn slow_down_with_429_slows_the_polling_and_never_ends_the_login() {
     );
     let other = unexpected(&srv);
     let time = TestTime::new();
-    let tokens = auth0(&srv)
-        .device_flow()
-        .unwrap()
-        .scope("openid offline_access")
-        .clock(time.clone())
-        .sleeper(time.clone())
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    let tokens = login(&auth0(&srv), &time).unwrap();
     // Four slow_downs in a row: 5 s more each time (as RFC 8628 §3.5 says), not three failed
     // polls that end the login with Status(429).
     assert_eq!(time.sleeps(), vec![S(5), S(10), S(15), S(20), S(25)]);
