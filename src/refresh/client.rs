@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use super::oauth_error::{meaning, oauth_error, redact_code, Meaning, ServerSaid};
+use super::oauth_error::{meaning, oauth_error, redact_code, said_in, Meaning, ServerSaid};
 use super::{expires_in_field, json_object, string_field, tokens_from};
 use crate::encoding::{base64_encode, form_body, form_encode_into};
 use crate::error::RefreshError;
@@ -183,10 +183,14 @@ pub(crate) fn error_of(resp: &TokenResponse) -> Option<RefreshError> {
 
 /// Interprets a token endpoint's answer (RFC 6749 §5.1 success, §5.2 error; see [`error_of`]).
 pub(crate) fn parse(resp: &TokenResponse, previous: &Tokens) -> Result<Tokens, RefreshError> {
-    if let Some(e) = error_of(resp) {
-        return Err(e);
+    if !(200..=299).contains(&resp.status) {
+        return Err(error_of(resp).unwrap_or_else(|| resp.unexpected()));
     }
+    // A 2xx body is read once, for an OAuth error (as `error_of` would) and for the tokens.
     let map = json_object(&resp.body)?;
+    if let Some(said) = said_in(&map) {
+        return Err(RefreshError::from_server(resp.status, said));
+    }
     let access = string_field(&map, "access_token", "access_token is not a string")?
         .ok_or(RefreshError::InvalidResponse("missing access_token"))?;
     // Kept with the tokens; Bearer when absent (RFC 6749 §5.1 requires it, servers

@@ -79,7 +79,11 @@ pub(crate) struct ServerSaid {
 /// string `access_token` (an answer with a token is a success, whatever else it says: its
 /// rotated refresh token must not be lost).
 pub(crate) fn oauth_error(body: &[u8]) -> Option<ServerSaid> {
-    let map = json_object(body).ok()?;
+    said_in(&json_object(body).ok()?)
+}
+
+/// [`oauth_error`], for a body already read as a JSON object.
+pub(crate) fn said_in(map: &serde_json::Map<String, serde_json::Value>) -> Option<ServerSaid> {
     if map.get("access_token").is_some_and(|t| t.is_string()) {
         return None;
     }
