@@ -11,9 +11,20 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Standard base64 with padding (RFC 4648 §4), as HTTP Basic authentication needs.
 pub(crate) fn base64_encode(input: &[u8]) -> String {
+    encode(input, B64, true)
+}
+
+/// Unpadded base64url (RFC 4648 §5), as PKCE's `code_challenge` (RFC 7636 §4.2) needs.
+#[cfg(feature = "testing")]
+pub(crate) fn base64url_encode(input: &[u8]) -> String {
+    encode(input, B64URL, false)
+}
+
+fn encode(input: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
         let b = [
@@ -25,8 +36,8 @@ pub(crate) fn base64_encode(input: &[u8]) -> String {
         let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
         for (i, s) in sextets.iter().enumerate() {
             if i <= chunk.len() {
-                out.push(B64[*s as usize] as char);
-            } else {
+                out.push(alphabet[*s as usize] as char);
+            } else if pad {
                 out.push('=');
             }
         }
@@ -37,6 +48,17 @@ pub(crate) fn base64_encode(input: &[u8]) -> String {
 /// Decodes unpadded (or padded) base64url (RFC 4648 §5), as JWT segments use.
 /// Returns `None` on any character outside the alphabet or an impossible length.
 pub(crate) fn base64url_decode(input: &str) -> Option<Vec<u8>> {
+    decode(input, B64URL)
+}
+
+/// Decodes padded (or unpadded) standard base64 (RFC 4648 §4), as HTTP Basic credentials
+/// arrive. Returns `None` on any character outside the alphabet or an impossible length.
+#[cfg(feature = "testing")]
+pub(crate) fn base64_decode(input: &str) -> Option<Vec<u8>> {
+    decode(input, B64)
+}
+
+fn decode(input: &str, alphabet: &[u8; 64]) -> Option<Vec<u8>> {
     let input = input.trim_end_matches('=');
     if input.len() % 4 == 1 {
         return None;
@@ -45,15 +67,8 @@ pub(crate) fn base64url_decode(input: &str) -> Option<Vec<u8>> {
     let mut acc: u32 = 0;
     let mut bits = 0u32;
     for c in input.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
+        let v = alphabet.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
         bits += 6;
         if bits >= 8 {
             bits -= 8;
@@ -62,6 +77,42 @@ pub(crate) fn base64url_decode(input: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Parses an `application/x-www-form-urlencoded` body (or a query) into its pairs, in order:
+/// `+` is a space, `%XX` a byte, anything else itself; a bad escape is kept as written.
+/// Names and values that are not UTF-8 are decoded lossily.
+#[cfg(feature = "testing")]
+pub(crate) fn form_decode(input: &[u8]) -> Vec<(String, String)> {
+    input
+        .split(|&b| b == b'&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let mut kv = pair.splitn(2, |&b| b == b'=');
+            let k = kv.next().unwrap_or_default();
+            let v = kv.next().unwrap_or_default();
+            (pct_decode(k), pct_decode(v))
+        })
+        .collect()
+}
+
+#[cfg(feature = "testing")]
+fn pct_decode(s: &[u8]) -> String {
+    let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match (s[i], hex(s.get(i + 1)), hex(s.get(i + 2))) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 2;
+            }
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `application/x-www-form-urlencoded` byte serializer (WHATWG URL §5.2):
@@ -125,6 +176,40 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "testing")]
+    #[test]
+    fn decoders_invert_encoders() {
+        for input in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            b"\xff\xfe?>",
+        ] {
+            assert_eq!(base64_decode(&base64_encode(input)).as_deref(), Some(input));
+            assert_eq!(
+                base64url_decode(&base64url_encode(input)).as_deref(),
+                Some(input)
+            );
+        }
+        assert_eq!(base64url_encode(b"\xfb\xff"), "-_8");
+        assert_eq!(base64_decode("a*=="), None);
+        let pairs = form_decode(b"a=1+2&b=%41%zz%4&&c&d=%E2%82%AC");
+        let want = [("a", "1 2"), ("b", "A%zz%4"), ("c", ""), ("d", "\u{20ac}")];
+        assert_eq!(pairs.len(), want.len());
+        for ((k, v), (wk, wv)) in pairs.iter().zip(want) {
+            assert_eq!((k.as_str(), v.as_str()), (wk, wv));
+        }
+        let body = form_body([("x y", "a&b=c+%")]);
+        assert_eq!(
+            form_decode(body.as_bytes()),
+            [("x y".to_owned(), "a&b=c+%".to_owned())]
+        );
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

@@ -177,6 +177,9 @@ mod session;
 mod stats;
 pub mod store;
 mod sync;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod timing;
 mod tokens;
 mod transport;

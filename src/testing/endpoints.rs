@@ -1,0 +1,568 @@
+//! Every endpoint of a [`TestServer`]: requests in, the rules applied, answers out.
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /.well-known/openid-configuration`, `GET /.well-known/oauth-authorization-server` | metadata (RFC 8414) |
+//! | `POST /oauth/token` | refresh_token, client_credentials, device_code, authorization_code grants |
+//! | `POST /oauth/device` | device authorization (RFC 8628 §3.1) |
+//! | `POST /oauth/revoke` | revocation (RFC 7009) |
+//! | `GET /oauth/authorize` | authorization (RFC 6749 §4.1, PKCE S256): approves at once, 302 |
+//! | `/api/…` | the protected API (RFC 6750) |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::clients::{authenticate, claimed};
+use super::error::TestServerError;
+use super::faults::Fault;
+use super::http::{Listener, Reply, Request, Stop};
+use super::journal::{ApiCall, ClientAuthUsed, Grant, Outcome, RevocationCall, TokenCall};
+use super::rules::{AuthorizeRequest, Issued, Refusal};
+use super::shared::{Config, Shared, State};
+use crate::encoding::{form_body, form_decode};
+use crate::tokens::Tokens;
+
+/// Log target of the kit: one debug line per call, tokens named by generation only.
+const TARGET: &str = "tokengate::testing";
+
+/// Binds 127.0.0.1 and serves `config` and `state` there, until the listener is dropped.
+pub(crate) fn serve(config: Config, state: State) -> std::io::Result<(Arc<Shared>, Listener)> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let shared = Arc::new(Shared {
+        base,
+        config,
+        state: parking_lot::Mutex::new(state),
+    });
+    let s = shared.clone();
+    let listener = Listener::start(
+        listener,
+        Arc::new(move |req: &Request, stop: &Stop| handle(&s, req, stop)),
+    )?;
+    Ok((shared, listener))
+}
+
+fn handle(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
+    match (req.method.as_str(), req.path.as_str()) {
+        (
+            "GET",
+            "/.well-known/openid-configuration" | "/.well-known/oauth-authorization-server",
+        ) => Reply::json(200, &document(&shared.base)),
+        ("POST", "/oauth/token") => token(shared, req, stop),
+        ("POST", "/oauth/device") => device(shared, req),
+        ("POST", "/oauth/revoke") => revoke(shared, req, stop),
+        ("GET", "/oauth/authorize") => authorize_endpoint(shared, req),
+        (_, path) if path.starts_with("/api/") => api(shared, req, stop),
+        (_, "/oauth/token" | "/oauth/device" | "/oauth/revoke" | "/oauth/authorize") => {
+            Reply::json(405, &serde_json::json!({"error": "invalid_request"}))
+        }
+        _ => Reply::json(404, &serde_json::json!({"error": "not_found"})),
+    }
+}
+
+/// The metadata document (RFC 8414 §2) for the issuer `base`.
+fn document(base: &str) -> serde_json::Value {
+    serde_json::json!({
+        "issuer": base,
+        "token_endpoint": format!("{base}/oauth/token"),
+        "device_authorization_endpoint": format!("{base}/oauth/device"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
+        "grant_types_supported": [
+            "refresh_token", "client_credentials", "authorization_code",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+    })
+}
+
+/// A form's parameters; a parameter sent twice is `Err` (RFC 6749 §3.2).
+fn params(body: &[u8]) -> Result<HashMap<String, String>, Reply> {
+    let mut out = HashMap::new();
+    for (k, v) in form_decode(body) {
+        if out.insert(k, v).is_some() {
+            return Err(Reply::oauth_error(
+                400,
+                "invalid_request",
+                "a parameter was sent twice",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn refused(r: Refusal) -> Reply {
+    Reply::oauth_error(r.status, r.error, r.description)
+}
+
+/// A successful token answer (RFC 6749 §5.1) for what `issued` holds.
+fn token_json(issued: &Issued, lifetime: Duration) -> serde_json::Value {
+    let expires_in: serde_json::Value = if lifetime.subsec_nanos() == 0 {
+        lifetime.as_secs().into()
+    } else {
+        lifetime.as_secs_f64().into()
+    };
+    let mut body = serde_json::json!({
+        "access_token": issued.access,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+    });
+    if let Some(refresh) = &issued.refresh {
+        body["refresh_token"] = refresh.as_str().into();
+    }
+    if let Some(scope) = &issued.scope {
+        body["scope"] = scope.as_str().into();
+    }
+    body
+}
+
+/// The [`Tokens`] a client would hold after receiving `issued`.
+pub(crate) fn tokens_of(issued: &Issued, lifetime: Duration) -> Tokens {
+    let mut tokens = Tokens::new(issued.access.clone()).with_expires_in(lifetime);
+    if let Some(refresh) = &issued.refresh {
+        tokens = tokens.with_refresh_token(refresh.clone());
+    }
+    if let Some(scope) = &issued.scope {
+        tokens = tokens.with_scope(scope.clone());
+    }
+    tokens
+}
+
+/// The token endpoint: a scripted fault, or the grant; then the configured delay.
+fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
+    let arrived = Instant::now();
+    let form = match params(&req.body) {
+        Ok(form) => form,
+        Err(reply) => return reply,
+    };
+    let (client_id, client_auth) = claimed(req, &form);
+    let grant = Grant::of(form.get("grant_type").map(String::as_str));
+    let fault = shared.state.lock().token_faults.next();
+    let mut call = TokenCall {
+        arrived,
+        grant,
+        client_id,
+        client_auth,
+        presented: None,
+        scope: form.get("scope").cloned(),
+        presented_twice: false,
+        reuse: false,
+        outcome: Outcome::Issued(0),
+        fault: fault.clone(),
+    };
+    if let Some(reply) = fault.as_ref().and_then(|f| f.before(stop)) {
+        call.outcome = Outcome::Faulted(fault.clone().unwrap_or(Fault::Drop));
+        journal_token(shared, call);
+        return reply;
+    }
+    let reply = apply_grant(shared, req, &form, &mut call);
+    journal_token(shared, call);
+    if !shared.config.token_delay.is_zero() && !stop.sleep(shared.config.token_delay) {
+        return Reply::Drop;
+    }
+    match fault {
+        Some(f) => f.after(reply, stop),
+        None => reply,
+    }
+}
+
+fn journal_token(shared: &Shared, call: TokenCall) {
+    log::debug!(
+        target: TARGET,
+        "token call: {:?} by {:?}, presented rt #{:?}, {:?}",
+        call.grant, call.client_id, call.presented, call.outcome
+    );
+    shared.state.lock().journal.token_calls.push(call);
+}
+
+/// Authenticates the client and applies the grant; fills `call`'s outcome.
+fn apply_grant(
+    shared: &Shared,
+    req: &Request,
+    form: &HashMap<String, String>,
+    call: &mut TokenCall,
+) -> Reply {
+    let client = match authenticate(&shared.config.clients, req, form) {
+        Ok(client) => client,
+        Err(reply) => {
+            call.outcome = refused_outcome(401, "invalid_client");
+            return reply;
+        }
+    };
+    let mut s = shared.state.lock();
+    let lifetime = s.rules.lifetime();
+    let result = grant(&shared.config, &mut s, &client, form, call);
+    match result {
+        Ok(issued) => {
+            call.outcome = Outcome::Issued(issued.generation);
+            Reply::json(200, &token_json(&issued, lifetime))
+        }
+        Err(r) => {
+            call.outcome = refused_outcome(r.status, r.error);
+            refused(r)
+        }
+    }
+}
+
+/// The grant `call` asks for, by the authenticated `client`.
+fn grant(
+    config: &Config,
+    s: &mut State,
+    client: &str,
+    form: &HashMap<String, String>,
+    call: &mut TokenCall,
+) -> Result<Issued, Refusal> {
+    let param = |name: &str| form.get(name).map(String::as_str);
+    let confidential = config
+        .clients
+        .iter()
+        .any(|c| c.id == client && c.secret.is_some());
+    match &call.grant {
+        Grant::RefreshToken => {
+            let presented = param("refresh_token").unwrap_or("");
+            call.presented = s
+                .rules
+                .generation_of(presented)
+                .filter(|_| presented.starts_with("rt-"));
+            let (result, notes) = s.rules.refresh(client, presented, param("scope"));
+            (call.presented_twice, call.reuse) = (notes.presented_twice, notes.reuse);
+            result
+        }
+        Grant::ClientCredentials if confidential => Ok(s
+            .rules
+            .client_credentials(client, param("scope").map(str::to_owned))),
+        Grant::ClientCredentials => Err(Refusal {
+            status: 400,
+            error: "unauthorized_client",
+            description: "a public client cannot use client_credentials",
+        }),
+        Grant::DeviceCode => s
+            .rules
+            .device_poll(client, param("device_code").unwrap_or("")),
+        Grant::AuthorizationCode => s.rules.exchange_code(
+            client,
+            param("code").unwrap_or(""),
+            param("redirect_uri"),
+            param("code_verifier"),
+        ),
+        Grant::Other(_) => Err(Refusal {
+            status: 400,
+            error: "unsupported_grant_type",
+            description: "this server does not support that grant",
+        }),
+    }
+}
+
+fn refused_outcome(status: u16, error: &str) -> Outcome {
+    Outcome::Refused {
+        status,
+        error: error.to_owned(),
+    }
+}
+
+/// [`TestServer::refresh`]: the refresh_token grant without HTTP, journaled as a call.
+pub(crate) fn refresh_directly(
+    shared: &Shared,
+    client: &str,
+    presented: &str,
+) -> Result<Tokens, TestServerError> {
+    let mut s = shared.state.lock();
+    let generation = s
+        .rules
+        .generation_of(presented)
+        .filter(|_| presented.starts_with("rt-"));
+    let (result, notes) = s.rules.refresh(client, presented, None);
+    let outcome = match &result {
+        Ok(issued) => Outcome::Issued(issued.generation),
+        Err(r) => refused_outcome(r.status, r.error),
+    };
+    s.journal.token_calls.push(TokenCall {
+        arrived: Instant::now(),
+        grant: Grant::RefreshToken,
+        client_id: Some(client.to_owned()),
+        client_auth: ClientAuthUsed::None,
+        presented: generation,
+        scope: None,
+        presented_twice: notes.presented_twice,
+        reuse: notes.reuse,
+        outcome,
+        fault: None,
+    });
+    let lifetime = s.rules.lifetime();
+    result
+        .map(|issued| tokens_of(&issued, lifetime))
+        .map_err(|r| TestServerError::Refused {
+            status: r.status,
+            error: r.error,
+        })
+}
+
+/// The device authorization endpoint (RFC 8628 §3.1, §3.2).
+fn device(shared: &Shared, req: &Request) -> Reply {
+    let form = match params(&req.body) {
+        Ok(form) => form,
+        Err(reply) => return reply,
+    };
+    let client = match authenticate(&shared.config.clients, req, &form) {
+        Ok(client) => client,
+        Err(reply) => return reply,
+    };
+    let mut s = shared.state.lock();
+    let (device_code, user_code) = s
+        .rules
+        .device_authorize(&client, form.get("scope").cloned());
+    let base = &shared.base;
+    let mut body = serde_json::json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": format!("{base}/device"),
+        "verification_uri_complete": format!("{base}/device?user_code={user_code}"),
+        "expires_in": s.rules.device_lifetime().as_secs(),
+    });
+    if let Some(interval) = shared.config.device_interval {
+        body["interval"] = interval.into();
+    }
+    log::debug!(target: TARGET, "device authorization by {client}: user code {user_code}");
+    Reply::json(200, &body)
+}
+
+/// The revocation endpoint (RFC 7009 §2).
+fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
+    let form = match params(&req.body) {
+        Ok(form) => form,
+        Err(reply) => return reply,
+    };
+    let (client_id, client_auth) = claimed(req, &form);
+    let fault = shared.state.lock().revocation_faults.next();
+    let token = form.get("token").cloned().unwrap_or_default();
+    let mut call = RevocationCall {
+        arrived: Instant::now(),
+        client_id,
+        client_auth,
+        generation: None,
+        refresh_token: token.starts_with("rt-"),
+        hint: form.get("token_type_hint").cloned(),
+        status: 200,
+        fault: fault.clone(),
+    };
+    let before = fault.as_ref().and_then(|f| f.before(stop));
+    let reply = match before {
+        Some(reply) => reply,
+        None => match authenticate(&shared.config.clients, req, &form) {
+            Err(reply) => reply,
+            Ok(_) if token.is_empty() => Reply::oauth_error(400, "invalid_request", "no token"),
+            Ok(_) => {
+                let mut s = shared.state.lock();
+                call.generation = s.rules.generation_of(&token);
+                s.rules.revoke(&token);
+                Reply::Respond {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                }
+            }
+        },
+    };
+    call.status = match &reply {
+        Reply::Respond { status, .. } => *status,
+        Reply::Drop => 0,
+    };
+    log::debug!(target: TARGET, "revocation of #{:?}: {}", call.generation, call.status);
+    shared.state.lock().journal.revocations.push(call);
+    match fault {
+        Some(f) => f.after(reply, stop),
+        None => reply,
+    }
+}
+
+/// The protected API (RFC 6750): 200 to a live token, 401 to any other, 403 to a token
+/// without the scope its path needs.
+fn api(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
+    let fault = shared.state.lock().api_faults.next();
+    let mut call = ApiCall {
+        arrived: Instant::now(),
+        method: req.method.clone(),
+        path: req.path.clone(),
+        status: 0,
+        generation: None,
+        expired: false,
+        request_id: req.header("x-request-id").map(str::to_owned),
+        body_len: req.body.len(),
+    };
+    let reply = match fault.as_ref().and_then(|f| f.before(stop)) {
+        Some(reply) => reply,
+        None => protected(shared, req, &mut call),
+    };
+    call.status = match &reply {
+        Reply::Respond { status, .. } => *status,
+        Reply::Drop => 0,
+    };
+    shared.state.lock().journal.api_calls.push(call);
+    match fault {
+        Some(f) => f.after(reply, stop),
+        None => reply,
+    }
+}
+
+fn protected(shared: &Shared, req: &Request, call: &mut ApiCall) -> Reply {
+    let challenge = |status: u16, params: String| Reply::Respond {
+        status,
+        headers: vec![
+            (
+                "www-authenticate",
+                format!("Bearer realm=\"tokengate-testing\"{params}"),
+            ),
+            ("content-type", "application/json".to_owned()),
+        ],
+        body: b"{\"error\":\"unauthorized\"}".to_vec(),
+    };
+    let token = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let Some(token) = token else {
+        // RFC 6750 §3.1: a request without credentials gets no error code.
+        return challenge(401, String::new());
+    };
+    let s = shared.state.lock();
+    let now = Instant::now();
+    call.generation = s
+        .rules
+        .generation_of(token)
+        .filter(|_| token.starts_with("at-"));
+    call.expired = call
+        .generation
+        .and_then(|g| s.rules.issued_at(g))
+        .is_some_and(|at| now >= at + s.rules.lifetime());
+    let Some(scope) = s.rules.check(token, now) else {
+        let why = ", error=\"invalid_token\", error_description=\"expired, revoked or unknown\"";
+        return challenge(401, why.to_owned());
+    };
+    if let Some(needed) = missing_scope(&shared.config, &req.path, scope) {
+        return challenge(
+            403,
+            format!(", error=\"insufficient_scope\", scope=\"{needed}\""),
+        );
+    }
+    let status = req
+        .path
+        .strip_prefix("/api/status/")
+        .and_then(|c| c.parse().ok())
+        .filter(|c| (200..600).contains(c))
+        .unwrap_or(200);
+    Reply::json(
+        status,
+        &serde_json::json!({
+            "path": req.path,
+            "method": req.method,
+            "token": token,
+            "generation": call.generation,
+            "body_len": req.body.len(),
+        }),
+    )
+}
+
+/// The scope `path` needs that a token with `scope` lacks, if any.
+fn missing_scope<'c>(config: &'c Config, path: &str, scope: Option<&str>) -> Option<&'c str> {
+    let (_, needed) = config
+        .scopes
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))?;
+    let granted = scope.unwrap_or("").split(' ').any(|s| s == needed);
+    (!granted).then_some(needed.as_str())
+}
+
+/// The authorization endpoint over HTTP: approves (or denies) and redirects.
+fn authorize_endpoint(shared: &Shared, req: &Request) -> Reply {
+    let url = format!("{}{}?{}", shared.base, req.path, req.query);
+    match authorize(shared, &url) {
+        Ok(location) => Reply::Respond {
+            status: 302,
+            headers: vec![("location", location)],
+            body: Vec::new(),
+        },
+        Err(e) => Reply::Respond {
+            status: 400,
+            headers: vec![("content-type", "text/plain".to_owned())],
+            body: e.to_string().into_bytes(),
+        },
+    }
+}
+
+/// The authorization request in `url` decided: the URL to redirect the browser to.
+pub(crate) fn authorize(shared: &Shared, url: &str) -> Result<String, TestServerError> {
+    let bad = TestServerError::BadAuthorizationRequest;
+    let endpoint = format!("{}/oauth/authorize?", shared.base);
+    let query = url
+        .strip_prefix(&endpoint)
+        .ok_or(bad("not this server's authorization endpoint"))?;
+    let mut q = HashMap::new();
+    for (k, v) in form_decode(query.as_bytes()) {
+        if q.insert(k, v).is_some() {
+            return Err(bad("a parameter was sent twice"));
+        }
+    }
+    let client_id = q.get("client_id").ok_or(bad("no client_id"))?;
+    if !shared.config.clients.iter().any(|c| c.id == *client_id) {
+        return Err(bad("unknown client"));
+    }
+    let redirect_uri = q.get("redirect_uri").ok_or(bad("no redirect_uri"))?;
+    if !redirect_allowed(redirect_uri) {
+        return Err(bad("redirect_uri is neither loopback http nor https"));
+    }
+    let state = q.get("state").map(String::as_str);
+    let redirect = |pairs: &[(&str, &str)]| {
+        let mut all: Vec<(&str, &str)> = pairs.to_vec();
+        all.extend(state.map(|s| ("state", s)));
+        let sep = if redirect_uri.contains('?') { '&' } else { '?' };
+        format!("{redirect_uri}{sep}{}", form_body(all))
+    };
+    let invalid = |why: &str| {
+        Ok(redirect(&[
+            ("error", "invalid_request"),
+            ("error_description", why),
+        ]))
+    };
+    if q.get("response_type").map(String::as_str) != Some("code") {
+        return invalid("response_type must be code");
+    }
+    let Some(challenge) = q.get("code_challenge") else {
+        return invalid("PKCE is required: code_challenge");
+    };
+    if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
+        return invalid("code_challenge_method must be S256");
+    }
+    let mut s = shared.state.lock();
+    if s.denials > 0 {
+        s.denials -= 1;
+        return Ok(redirect(&[("error", "access_denied")]));
+    }
+    let code = s.rules.new_code(AuthorizeRequest {
+        client_id: client_id.clone(),
+        redirect_uri: redirect_uri.clone(),
+        challenge: Some(challenge.clone()),
+        scope: q.get("scope").cloned(),
+    });
+    log::debug!(target: TARGET, "authorization for {client_id}: code issued");
+    Ok(redirect(&[("code", &code)]))
+}
+
+/// A loopback `http` redirect URI (any port, RFC 8252 §7.3) or any `https` one.
+fn redirect_allowed(uri: &str) -> bool {
+    if uri.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = uri.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    matches!(host, "127.0.0.1" | "[::1]" | "localhost")
+}

@@ -1,0 +1,457 @@
+//! The kit's HTTP/1.1 server: std threads on a loopback `TcpListener`, request heads parsed
+//! by httparse. One accept thread per server and one thread per connection (keep-alive); a
+//! request is handed to the server's `Handler` and its `Reply` written back.
+//!
+//! Stopping ([`Listener`]'s `Drop`): the stop flag is raised and the sleeps of every handler
+//! cut short ([`Stop::sleep`]), the accept loop is woken by a connection of its own and
+//! joined, every open connection is shut down (which ends its blocking read) and its thread
+//! joined. After `drop` returns no thread of the server runs and its port is closed.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+/// The largest request head (request line and headers) read; a longer one is answered 431.
+const MAX_HEAD: usize = 64 * 1024;
+/// The largest request body read; a larger one is answered 413.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+/// Headers parsed per request; more is answered 431.
+const MAX_HEADERS: usize = 64;
+/// A connection with no complete request for this long is closed (a client that went away
+/// without closing never holds a thread for long).
+const IDLE: Duration = Duration::from_secs(30);
+/// Stacks of the server's threads: they hold a request, a reply and the handler's frames.
+const STACK: usize = 256 * 1024;
+
+/// One request as received. Header names are lowercase.
+#[derive(Clone)]
+pub(crate) struct Request {
+    pub method: String,
+    /// The request target's path, without the query.
+    pub path: String,
+    /// The query, without `?` (empty when none).
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What to do with one request.
+pub(crate) enum Reply {
+    /// Answer: status, headers, body (`content-length` is added).
+    Respond {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
+    /// Close the connection without answering.
+    Drop,
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json(status: u16, body: &serde_json::Value) -> Reply {
+        Reply::Respond {
+            status,
+            headers: vec![("content-type", "application/json".to_owned())],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    /// This answer with one more header (a dropped connection stays dropped).
+    pub fn with_header(self, name: &'static str, value: String) -> Reply {
+        match self {
+            Reply::Respond {
+                status,
+                mut headers,
+                body,
+            } => {
+                headers.push((name, value));
+                Reply::Respond {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            Reply::Drop => Reply::Drop,
+        }
+    }
+
+    /// An OAuth error answer (RFC 6749 §5.2).
+    pub fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
+        let body = serde_json::json!({"error": error, "error_description": description});
+        Reply::json(status, &body)
+    }
+}
+
+/// The server's side of every request.
+pub(crate) type Handler = dyn Fn(&Request, &Stop) -> Reply + Send + Sync;
+
+/// The stop signal, shared by the listener, its threads and the handler.
+pub(crate) struct Stop {
+    stopping: AtomicBool,
+    /// Guards nothing but the condvar's wait (the flag above is the state).
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Stop {
+    fn new() -> Stop {
+        Stop {
+            stopping: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d`, or until the server stops. Returns false if it stopped.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let deadline = std::time::Instant::now() + d;
+        let mut guard = self.lock.lock();
+        while !self.stopping() {
+            if self.wake.wait_until(&mut guard, deadline).timed_out() {
+                return !self.stopping();
+            }
+        }
+        false
+    }
+
+    fn raise(&self) {
+        let _guard = self.lock.lock();
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_all();
+    }
+}
+
+/// Open connections: a clone of each stream (to shut it down on stop) and each thread.
+#[derive(Default)]
+struct Connections {
+    next: AtomicU64,
+    /// Streams of connections still being served, by id; a connection's thread removes its own.
+    open: Mutex<HashMap<u64, TcpStream>>,
+    /// Threads of connections, finished ones pruned at each accept.
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running server; stops on drop.
+pub(crate) struct Listener {
+    addr: SocketAddr,
+    stop: Arc<Stop>,
+    conns: Arc<Connections>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    /// Serves every request `listener` accepts with `handler`, until dropped.
+    pub fn start(listener: TcpListener, handler: Arc<Handler>) -> io::Result<Listener> {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(Stop::new());
+        let conns = Arc::new(Connections::default());
+        let (s, c) = (stop.clone(), conns.clone());
+        let accept = thread::Builder::new()
+            .name(format!("tokengate-testing-{}", addr.port()))
+            .stack_size(STACK)
+            .spawn(move || accept_loop(&listener, &handler, &s, &c))?;
+        Ok(Listener {
+            addr,
+            stop,
+            conns,
+            accept: Some(accept),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.raise();
+        // Wake the accept loop (it checks the flag after each accept). Should this connection
+        // fail, the loop is still blocked: leave it detached rather than hang the drop.
+        let woken = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).is_ok();
+        if let Some(accept) = self.accept.take() {
+            if woken {
+                let _ = accept.join();
+            }
+        }
+        for stream in self.conns.open.lock().values() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let threads = std::mem::take(&mut *self.conns.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    listener: &TcpListener,
+    handler: &Arc<Handler>,
+    stop: &Arc<Stop>,
+    conns: &Arc<Connections>,
+) {
+    for stream in listener.incoming() {
+        if stop.stopping() {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        let Ok(copy) = stream.try_clone() else {
+            continue;
+        };
+        let id = conns.next.fetch_add(1, Ordering::Relaxed);
+        conns.open.lock().insert(id, copy);
+        let (h, s, c) = (handler.clone(), stop.clone(), conns.clone());
+        let spawned = thread::Builder::new()
+            .name("tokengate-testing-conn".to_owned())
+            .stack_size(STACK)
+            .spawn(move || {
+                serve(stream, &*h, &s);
+                c.open.lock().remove(&id);
+            });
+        let mut threads = conns.threads.lock();
+        threads.retain(|t| !t.is_finished());
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(_) => {
+                if let Some(stream) = conns.open.lock().remove(&id) {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connection's requests until it closes, errs, idles or the server stops.
+fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
+    let _ = stream.set_read_timeout(Some(IDLE));
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::new();
+    while !stop.stopping() {
+        let req = match read_request(&mut stream, &mut buf) {
+            Ok(Some(req)) => req,
+            Ok(None) => return,
+            Err(status) => {
+                let _ = write_reply(
+                    &mut stream,
+                    status,
+                    &[("connection", "close".to_owned())],
+                    b"",
+                );
+                return;
+            }
+        };
+        let close = req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        match handler(&req, stop) {
+            Reply::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                if stop.stopping() || write_reply(&mut stream, status, &headers, &body).is_err() {
+                    return;
+                }
+            }
+            Reply::Drop => {
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+fn write_reply(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
+        reason(status),
+        body.len()
+    );
+    for (name, value) in headers {
+        out.push_str(name);
+        out.push_str(": ");
+        out.push_str(value);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        302 => "Found",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Reads the next request. `Ok(None)`: the connection ended (or idled) between requests.
+/// `Err(status)`: a request that cannot be served (answered with that status, then closed).
+/// `buf` carries bytes read past one request into the next.
+fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, u16> {
+    let head_len = loop {
+        if let Some(end) = find_head_end(buf) {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(431);
+        }
+        // End of stream, the idle timeout or a reset: between requests the connection just
+        // ends; inside a head it is a bad request.
+        if !fill(stream, buf).unwrap_or(false) {
+            return if buf.is_empty() { Ok(None) } else { Err(400) };
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Err(httparse::Error::TooManyHeaders) => return Err(431),
+        _ => return Err(400),
+    }
+    let method = parsed.method.unwrap_or("").to_owned();
+    let target = parsed.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_owned(), query.to_owned());
+    let headers: Vec<(String, String)> = parsed
+        .headers
+        .iter()
+        .map(|h| {
+            let value = String::from_utf8_lossy(h.value).into_owned();
+            (h.name.to_ascii_lowercase(), value)
+        })
+        .collect();
+    buf.drain(..head_len);
+    let body = read_body(stream, buf, &headers)?;
+    Ok(Some(Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    }))
+}
+
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Reads more bytes into `buf`; false at end of stream.
+fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut chunk = [0u8; 8192];
+    let n = stream.read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+/// Reads more bytes of a request that must go on: its end (or an error) is a bad request.
+fn more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), u16> {
+    match fill(stream, buf) {
+        Ok(true) => Ok(()),
+        _ => Err(400),
+    }
+}
+
+/// The body after a head: by `content-length`, or chunked; none otherwise.
+fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    headers: &[(String, String)],
+) -> Result<Vec<u8>, u16> {
+    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return read_chunked(stream, buf);
+    }
+    let len = match find("content-length") {
+        None => 0,
+        Some(v) => v.trim().parse::<usize>().map_err(|_| 400u16)?,
+    };
+    if len > MAX_BODY {
+        return Err(413);
+    }
+    while buf.len() < len {
+        more(stream, buf)?;
+    }
+    Ok(buf.drain(..len).collect())
+}
+
+fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, u16> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if buf.len() > MAX_HEAD {
+                return Err(400);
+            }
+            more(stream, buf)?;
+        };
+        let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| 400u16)?;
+        let size_text = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| 400u16)?;
+        if body.len() + size > MAX_BODY {
+            return Err(413);
+        }
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers (none expected) end with an empty line.
+            loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    let empty = i == 0;
+                    buf.drain(..i + 2);
+                    if empty {
+                        return Ok(body);
+                    }
+                } else {
+                    more(stream, buf)?;
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            more(stream, buf)?;
+        }
+        body.extend(buf.drain(..size));
+        buf.drain(..2);
+    }
+}
