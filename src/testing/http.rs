@@ -248,12 +248,9 @@ fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(status) => {
-                let _ = write_reply(
-                    &mut stream,
-                    status,
-                    &[("connection", "close".to_owned())],
-                    b"",
-                );
+                let close = [("connection", "close".to_owned())];
+                let _ = write_reply(&mut stream, status, &close, b"");
+                linger(&mut stream);
                 return;
             }
         };
@@ -277,6 +274,23 @@ fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
         }
         if close {
             return;
+        }
+    }
+}
+
+/// Closes after an error answer without losing it: closing a socket with unread input
+/// resets the connection, and the reset can discard the answer before the client reads it.
+/// So: end the sending side, then read and discard what the client still sends (at most
+/// `MAX_BODY` bytes, at most one second of silence).
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut sink = [0u8; 8192];
+    let mut discarded = 0;
+    while discarded < MAX_BODY {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
         }
     }
 }
@@ -330,11 +344,11 @@ fn reason(status: u16) -> &'static str {
 /// `buf` carries bytes read past one request into the next.
 fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, u16> {
     let head_len = loop {
-        if let Some(end) = find_head_end(buf) {
-            break end;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(431);
+        match find_head_end(buf) {
+            Some(end) if end > MAX_HEAD => return Err(431),
+            Some(end) => break end,
+            None if buf.len() > MAX_HEAD => return Err(431),
+            None => {}
         }
         // End of stream, the idle timeout or a reset: between requests the connection just
         // ends; inside a head it is a bad request.

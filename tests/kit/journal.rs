@@ -1,0 +1,120 @@
+//! The journal: what each call asked and got, counters that say it in one line, and no
+//! secret in any `Debug` or log line.
+
+use tokengate::testing::{
+    ClientAuthUsed, Fault, Grant, Outcome, TestClient, TestServer, TestServerError, CLIENT_ID,
+    CLIENT_SECRET,
+};
+
+use crate::{post, post_basic, refresh};
+
+#[test]
+fn every_call_is_recorded_with_grant_client_and_outcome() {
+    let server = TestServer::start();
+    server.login();
+    refresh(&server.token_url(), "rt-1");
+    post_basic(
+        &server.token_url(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &[("grant_type", "client_credentials"), ("scope", "read")],
+    );
+    post(
+        &server.token_url(),
+        &[("grant_type", "password"), ("client_id", "public-app")],
+    );
+    refresh(&server.token_url(), "rt-1");
+    let calls = server.token_calls();
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.grant.clone(),
+                c.client_id.clone(),
+                c.client_auth,
+                c.presented,
+                c.outcome.clone(),
+            )
+        })
+        .collect();
+    let refused = |status, error: &str| Outcome::Refused {
+        status,
+        error: error.into(),
+    };
+    let id = Some(CLIENT_ID.to_owned());
+    assert_eq!(
+        seen,
+        [
+            (
+                Grant::RefreshToken,
+                id.clone(),
+                ClientAuthUsed::Post,
+                Some(1),
+                Outcome::Issued(2)
+            ),
+            (
+                Grant::ClientCredentials,
+                id.clone(),
+                ClientAuthUsed::Basic,
+                None,
+                Outcome::Issued(3)
+            ),
+            (
+                Grant::Other(Some("password".into())),
+                Some("public-app".into()),
+                ClientAuthUsed::None,
+                None,
+                refused(400, "unsupported_grant_type")
+            ),
+            (
+                Grant::RefreshToken,
+                id,
+                ClientAuthUsed::Post,
+                Some(1),
+                refused(400, "invalid_grant")
+            ),
+        ]
+    );
+    assert_eq!(calls[1].scope.as_deref(), Some("read"));
+    assert!(calls[3].reuse && calls[3].presented_twice);
+    assert_eq!(
+        (server.refreshes(), server.token_requests(), server.issued()),
+        (2, 4, 3)
+    );
+    assert_eq!((server.reuse_detected(), server.presented_twice()), (1, 1));
+}
+
+#[test]
+fn no_secret_in_any_debug() {
+    let server = TestServer::builder()
+        .client(TestClient::confidential("app", "s3cr3t-value"))
+        .start()
+        .unwrap();
+    let tokens = server.login_as("app", None);
+    refresh(
+        &server.token_url(),
+        tokens.refresh_token().unwrap().secret(),
+    );
+    server.fault_next_token_calls(1, Fault::ServerError);
+    post_basic(
+        &server.token_url(),
+        "app",
+        "s3cr3t-value",
+        &[("grant_type", "refresh_token"), ("refresh_token", "rt-1")],
+    );
+    let shown = format!(
+        "{server:?} {:?} {:?} {:?} {:?} {:?}",
+        server.token_calls(),
+        server.api_calls(),
+        server.revocation_calls(),
+        TestClient::confidential("app", "s3cr3t-value"),
+        TestServerError::UnknownUserCode,
+    );
+    for secret in ["s3cr3t-value", "rt-1", "at-1", "rt-2", "at-2"] {
+        assert!(!shown.contains(secret), "{secret} shown in {shown}");
+    }
+    assert!(
+        shown.contains("TestServer") && shown.contains("[redacted]"),
+        "{shown}"
+    );
+}
