@@ -200,3 +200,45 @@ fn a_run_logs_what_happened_at_its_level_and_no_secret() {
     }
     let _ = FileStore::new(&path).map(|s| s.clear());
 }
+
+/// The test kit logs every call at debug level, target `tokengate::testing`, naming tokens by
+/// generation only: no token, client secret, device code or authorization code in a record.
+#[test]
+fn the_test_kit_logs_calls_without_secrets() {
+    use tokengate::testing::{Fault, TestServer, PUBLIC_CLIENT_ID};
+    capture();
+    let server = TestServer::start();
+    let client = AuthClient::builder(server.api_url())
+        .tokens(server.login())
+        .refresher(server.auth_server().refresh_grant())
+        .build()
+        .unwrap();
+    server.revoke_access_tokens();
+    server.fault_next_token_calls(1, Fault::ServerError);
+    let _ = client.get("x").call();
+    client.get("x").call().unwrap();
+    let flow = tokengate::AuthServer::new(server.token_url())
+        .device_authorization_url(server.device_authorization_url())
+        .client_id(PUBLIC_CLIENT_ID)
+        .device_flow()
+        .unwrap();
+    let pending = flow.start().unwrap();
+    server.approve(pending.user_code()).unwrap();
+    client.logout().unwrap();
+    let kit: Vec<String> = capture()
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(level, target, _)| target == "tokengate::testing" && *level == Level::Debug)
+        .map(|(_, _, message)| message.clone())
+        .collect();
+    assert!(kit.iter().any(|m| m.starts_with("token call: RefreshToken")), "{kit:?}");
+    assert!(kit.iter().any(|m| m.starts_with("device authorization")), "{kit:?}");
+    assert!(kit.iter().any(|m| m.starts_with("revocation of")), "{kit:?}");
+    for message in &kit {
+        for secret in ["at-1", "at-2", "rt-1", "rt-2", "dc-1", "test-secret"] {
+            assert!(!message.contains(secret), "{secret:?} in {message:?}");
+        }
+    }
+}
