@@ -233,9 +233,19 @@ fn the_test_kit_logs_calls_without_secrets() {
         .filter(|(level, target, _)| target == "tokengate::testing" && *level == Level::Debug)
         .map(|(_, _, message)| message.clone())
         .collect();
-    assert!(kit.iter().any(|m| m.starts_with("token call: RefreshToken")), "{kit:?}");
-    assert!(kit.iter().any(|m| m.starts_with("device authorization")), "{kit:?}");
-    assert!(kit.iter().any(|m| m.starts_with("revocation of")), "{kit:?}");
+    assert!(
+        kit.iter()
+            .any(|m| m.starts_with("token call: RefreshToken")),
+        "{kit:?}"
+    );
+    assert!(
+        kit.iter().any(|m| m.starts_with("device authorization")),
+        "{kit:?}"
+    );
+    assert!(
+        kit.iter().any(|m| m.starts_with("revocation of")),
+        "{kit:?}"
+    );
     for message in &kit {
         for secret in ["at-1", "at-2", "rt-1", "rt-2", "dc-1", "test-secret"] {
             assert!(!message.contains(secret), "{secret:?} in {message:?}");

@@ -10,9 +10,10 @@
 //! cargo bench --bench gate -- alloc --alloc-sites   # where the per-request allocations happen
 //! cargo bench --bench gate -- instructions        # instructions per request, under callgrind
 //! ```
-//! Scenarios: `ceiling`, `overhead`, `instructions`, `storm`, `ahead`, `memory`, `alloc`; and
-//! `redis` (`cargo bench --features redis --bench gate -- redis`: a session in Redis against
-//! one in memory; needs `redis-server`; only when named).
+//! Scenarios: `ceiling`, `overhead`, `instructions`, `storm`, `ahead`, `memory`, `alloc`; and,
+//! only when named, `redis` (`cargo bench --features redis --bench gate -- redis`: a session
+//! in Redis against one in memory; needs `redis-server`) and `kit` (the test kit: start-up,
+//! stop, 1,000 servers in one process).
 //! Results always go to `target/tokengate-bench/` (Markdown, CSV, SVG) and to stdout.
 
 mod alloc;
@@ -32,7 +33,7 @@ use report::write_benchmarks_md;
 #[cfg(feature = "redis")]
 use scenarios::redis;
 use scenarios::{
-    ahead, allocations, ceiling, instructions, memory, overhead, spin, storm, storm_svg,
+    ahead, allocations, ceiling, instructions, kit, memory, overhead, spin, storm, storm_svg,
 };
 use server::Server;
 
@@ -84,6 +85,7 @@ impl Opts {
                 "--alloc-sites" => opts.alloc_sites = true,
                 s if SCENARIOS.contains(&s) => opts.scenarios.push(s.to_owned()),
                 "redis" if cfg!(feature = "redis") => opts.scenarios.push("redis".to_owned()),
+                "kit" => opts.scenarios.push("kit".to_owned()),
                 "redis" => {
                     eprintln!("the redis scenario needs the feature: cargo bench --features redis --bench gate -- redis");
                     std::process::exit(2);
@@ -136,7 +138,7 @@ fn main() {
     if opts.write {
         // The redis scenario alone carries its own date and load: the machine block stays
         // the one of the full run the other sections come from.
-        if opts.scenarios == ["redis"] {
+        if opts.scenarios == ["redis"] || opts.scenarios == ["kit"] {
             sections.retain(|(name, _)| name != "machine");
         }
         write_benchmarks_md(&sections, &out_dir);
@@ -182,6 +184,7 @@ fn run_scenario(
         "alloc" => allocations::scenario(server, opts, headline),
         #[cfg(feature = "redis")]
         "redis" => redis::scenario(server, opts),
+        "kit" => kit::scenario(opts),
         _ => unreachable!(),
     };
     let secs = t.elapsed().as_secs_f64();

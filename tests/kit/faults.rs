@@ -134,7 +134,11 @@ fn a_dropped_answer_after_the_grant_is_a_rotation_never_heard_of() {
     // The client never hears of rt-2: its next refresh presents rt-1, which is reuse.
     let first = client.get("x").call();
     assert!(first.is_err(), "{first:?}");
-    assert_eq!(server.refreshes(), 1, "a transport failure is not retried with rt-1");
+    assert_eq!(
+        server.refreshes(),
+        1,
+        "a transport failure is not retried with rt-1"
+    );
     assert!(server.is_active("rt-2"));
     let call = &server.token_calls()[0];
     assert_eq!(

@@ -5,6 +5,7 @@ pub mod ahead;
 pub mod allocations;
 pub mod ceiling;
 pub mod instructions;
+pub mod kit;
 pub mod memory;
 pub mod overhead;
 #[cfg(feature = "redis")]
