@@ -1,23 +1,31 @@
 //! tokengate's main job, end to end, with no setup and no network.
 //!
-//! Starts a local OAuth2 token server and API (access tokens live 2 s, refresh tokens rotate,
-//! reusing a rotated refresh token revokes the session), then runs worker threads against it
-//! for a few seconds through one shared `AuthClient`, printing a timeline of every 401,
-//! refresh and wait, and a summary.
+//! Starts a local OAuth2 authorization server and API, [`tokengate::testing::TestServer`]
+//! (access tokens live 2 s, refresh tokens rotate, reusing a rotated refresh token revokes
+//! the session), then runs worker threads against it for a few seconds through one shared
+//! `AuthClient`, printing a timeline of every 401, refresh and wait, and a summary of what
+//! the server saw.
 //!
 //! ```text
 //! cargo run --example demo
 //! ```
-
-#[path = "../tests/harness/mod.rs"]
-mod harness;
+//!
+//! In tokengate's own repository that is all (its dev-dependencies turn the `testing`
+//! feature on). Copied into another crate, this file needs nothing but std and tokengate
+//! with its `testing` feature, e.g. in that crate's Cargo.toml:
+//!
+//! ```toml
+//! [dev-dependencies]   # or [dependencies]
+//! tokengate = { version = "0.1", features = ["testing"] }
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tokengate::{Error, Event, RefreshReason};
+use tokengate::testing::TestServer;
+use tokengate::{AuthClient, Error, Event, RefreshReason, Tokens};
 
 const WORKERS: usize = 6;
 const TOKEN_LIFETIME: Duration = Duration::from_secs(2);
@@ -30,20 +38,37 @@ struct Tally {
     other_errors: AtomicU64,
 }
 
+/// The timeline: its lines go to one printer thread, which prints them in order and ends once
+/// every `Timeline` is dropped, the client's listeners' too. So every line comes before the
+/// summary, also a listener's that runs just after `close()` returned (the report of the
+/// refresh that `close()` waited for may come a moment after that refresh ended).
+#[derive(Clone)]
+struct Timeline {
+    start: Instant,
+    lines: mpsc::Sender<String>,
+}
+
+impl Timeline {
+    fn log(&self, who: &str, what: &str) {
+        let at = self.start.elapsed().as_secs_f64();
+        let _ = self.lines.send(format!("{at:>7.3} s  {who:<18} {what}"));
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = harness::servers::TokenServer::with_lifetime_and_delay(
-        TOKEN_LIFETIME,
-        TOKEN_ENDPOINT_DELAY,
-    );
+    let server = TestServer::builder()
+        .access_token_lifetime(TOKEN_LIFETIME)
+        .token_delay(TOKEN_ENDPOINT_DELAY)
+        .start()?;
     let start = Instant::now();
-    let log = move |who: &str, what: &str| {
-        println!("{:>7.3} s  {who:<18} {what}", start.elapsed().as_secs_f64());
-    };
+    let (lines, to_print) = mpsc::channel::<String>();
+    let printer = thread::spawn(move || to_print.into_iter().for_each(|l| println!("{l}")));
+    let timeline = Timeline { start, lines };
 
     println!("tokengate demo: {WORKERS} worker threads share one AuthClient for ~5 s.");
     println!(
         "Local server at {}; access tokens live {:?}; the token endpoint answers in {:?}.\n",
-        server.server.base_url(),
+        server.base_url(),
         TOKEN_LIFETIME,
         TOKEN_ENDPOINT_DELAY
     );
@@ -52,16 +77,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The user logged in some time ago: the server has already expired this access token,
     // but the client does not know it yet (no expires_in), so the first requests draw 401s.
     let stale_login = server.login();
-    server.expire_access_tokens();
-    let stale = tokengate::Tokens::new(stale_login.access_token().secret())
+    server.revoke_access_tokens();
+    let stale = Tokens::new(stale_login.access_token().secret())
         .with_refresh_token(stale_login.refresh_token().unwrap().secret());
 
-    let client = server
-        .client_builder()
+    // The server as the client knows it (token endpoint, client id and secret): its refresher.
+    let (on_expired, on_event) = (timeline.clone(), timeline.clone());
+    let client = AuthClient::builder(server.api_url())
+        .refresher(server.auth_server().refresh_grant())
         .tokens(stale)
         .on_session_expired(move || {
             let me = thread::current();
-            log(
+            on_expired.log(
                 me.name().unwrap_or("?"),
                 "on_session_expired listener: the user must log in again",
             );
@@ -94,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Event::Retrying { retry, delay } => format!("retry {retry} in {delay:?}"),
                 _ => format!("{event:?}"),
             };
-            log(who, &what);
+            on_event.log(who, &what);
         })
         .build()?;
 
@@ -104,6 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| {
             let client = client.clone();
             let tally = tally.clone();
+            let timeline = timeline.clone();
             thread::Builder::new()
                 .name(format!("worker-{i}"))
                 .spawn(move || {
@@ -120,7 +148,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 tally.session_expired.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) => {
-                                log(&format!("worker-{i}"), &format!("request failed: {e}"));
+                                let who = format!("worker-{i}");
+                                timeline.log(&who, &format!("request failed: {e}"));
                                 tally.other_errors.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -132,20 +161,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Act two: the server invalidates every access token (say, a key rotation) — a 401 storm.
     thread::sleep(Duration::from_millis(2700).saturating_sub(start.elapsed()));
-    log(
+    timeline.log(
         "main",
         "server revokes all access tokens (expect one 401 storm, one refresh)",
     );
-    server.expire_access_tokens();
+    server.revoke_access_tokens();
 
     // Act three: the server ends the session; every worker gets SessionExpired.
     thread::sleep(Duration::from_millis(3800).saturating_sub(start.elapsed()));
-    log("main", "server ends the session (refresh token revoked)");
-    server.revoke_session();
+    timeline.log("main", "server ends the session (refresh token revoked)");
+    server.revoke_all();
 
     // Act four: the user logs in again; workers carry on with the new tokens.
     thread::sleep(Duration::from_millis(4400).saturating_sub(start.elapsed()));
-    log("main", "user logs in again: set_tokens(..)");
+    timeline.log("main", "user logs in again: set_tokens(..)");
     client.set_tokens(server.login())?;
 
     for w in workers {
@@ -153,8 +182,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The end of the program: close() waits for a background refresh still on the wire and
     // saves what it brings (dropping the last handle would do the same, silently).
-    log("main", "close(): waits for a refresh in flight, if any");
+    timeline.log("main", "close(): waits for a refresh in flight, if any");
     client.close()?;
+    drop(timeline);
+    printer.join().expect("printer panicked");
 
     let ok = tally.ok.load(Ordering::Relaxed);
     let expired = tally.session_expired.load(Ordering::Relaxed);
@@ -166,13 +197,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "    refused: session expired    {expired}   (between the revocation and the new login)"
     );
     println!("    other failures              {errors}");
+    // What the server saw, from its journal.
+    let reuse = server.reuse_detected();
+    let twice = server.presented_twice();
     println!("  401s answered by the API      {}", server.api_401s());
-    println!("  token endpoint calls          {}", server.refresh_calls());
-    println!(
-        "  refresh-token reuse detected  {}",
-        server.reuse_detected()
-    );
-    if errors > 0 || server.reuse_detected() > 0 {
+    println!("  refreshes (token endpoint)    {}", server.refreshes());
+    println!("  a refresh token sent twice    {twice}");
+    println!("  refresh-token reuse detected  {reuse}");
+    if errors > 0 || twice > 0 || reuse > 0 {
         return Err("unexpected failures".into());
     }
     Ok(())

@@ -2,42 +2,41 @@
 //! discovery, a device login (RFC 8628), requests with the tokens kept in a `FileStore`, a
 //! second run that needs no login, and a logout that revokes the session at the server.
 //!
-//! The local server plays the authorization server and the API; it "approves" the device
-//! code about 1.5 s after it was issued, as a user in a browser would.
+//! A local authorization server and API, [`tokengate::testing::TestServer`], plays the
+//! identity provider; the program plays the user too, approving the device login's user
+//! code as someone in a browser would.
 //!
 //! ```text
 //! cargo run --example device_login
 //! ```
-
-#[path = "../tests/harness/mod.rs"]
-mod harness;
-
-use std::time::Duration;
+//!
+//! In tokengate's own repository that is all (its dev-dependencies turn the `testing`
+//! feature on). Copied into another crate, this file needs nothing but std and tokengate
+//! with its `testing` feature, e.g. in that crate's Cargo.toml:
+//!
+//! ```toml
+//! [dev-dependencies]   # or [dependencies]
+//! tokengate = { version = "0.1", features = ["testing"] }
+//! ```
 
 use tokengate::login::Discovery;
+use tokengate::testing::{TestClient, TestServer};
 use tokengate::{AuthClient, AuthServer, FileStore};
 
+/// A command-line tool is a public client: it has no secret to keep.
 const CLIENT_ID: &str = "my-cli";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = harness::servers::login::LoginServer::start();
-    {
-        let mut login = server.login.lock();
-        login.interval = Some(1);
-        login.approve_after = Some(Duration::from_millis(1500));
-    }
-    // The server is on loopback: make sure no proxy from the environment gets in the way.
-    let agent: tokengate::ureq::Agent = tokengate::ureq::Agent::config_builder()
-        .proxy(None)
-        .build()
-        .into();
+    let server = TestServer::builder()
+        .client(TestClient::public(CLIENT_ID))
+        .device_interval(Some(1)) // poll every second (real servers say 5)
+        .start()?;
     let dir = std::env::temp_dir().join(format!("tokengate-device-login-{}", std::process::id()));
     let path = dir.join("tokens.json");
 
-    // 1. Discovery: where the token, device and revocation endpoints are.
-    let meta = Discovery::new(server.issuer())
-        .agent(agent.clone())
-        .fetch()?;
+    // 1. Discovery: where the token, device and revocation endpoints are. (Loopback is never
+    //    sent through a proxy from the environment, and plain http is allowed for it.)
+    let meta = Discovery::new(server.issuer()).fetch()?;
     println!("issuer            {}", meta.issuer());
     println!("token endpoint    {}", meta.token_endpoint());
     println!(
@@ -49,14 +48,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         meta.revocation_endpoint().unwrap_or("-")
     );
     // The client's identity and the server's endpoints, set once; every flow is built from it.
-    // (`AuthServer::discover(issuer)` does the discovery too, with the default agent.)
-    let auth_server = AuthServer::from_metadata(&meta)
-        .client_id(CLIENT_ID)
-        .agent(agent);
+    // (`AuthServer::discover(issuer)` does the discovery and this in one call.)
+    let auth_server = AuthServer::from_metadata(&meta).client_id(CLIENT_ID);
 
     let build_client = || -> Result<AuthClient, Box<dyn std::error::Error>> {
-        Ok(AuthClient::builder(server.ts.api_url())
-            .proxy(None)
+        Ok(AuthClient::builder(server.api_url())
             .refresher(auth_server.refresh_grant())
             .store(FileStore::new(&path)?)
             .build()?)
@@ -81,6 +77,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "Waiting for approval (polling every {:?}) ...",
             pending.interval()
         );
+        // The user does so in a browser and approves: the next poll gets the tokens.
+        server.approve(pending.user_code())?;
         let tokens = pending.wait()?;
         client.set_tokens(tokens)?;
         println!("Logged in; tokens saved to {}\n", path.display());
@@ -91,12 +89,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let resp = client.get(what).call()?;
         println!("GET {what:<9} -> {}", resp.status());
     }
-    server.ts.expire_access_tokens();
+    server.revoke_access_tokens();
     let resp = client.get("me").call()?;
     println!(
         "GET me        -> {} (after the server dropped the access token: {} refresh)",
         resp.status(),
-        server.ts.refresh_calls()
+        server.refreshes()
     );
 
     // 4. The next run of the tool loads the saved tokens: no login.
@@ -105,15 +103,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("next run: GET me -> {} without logging in\n", resp.status());
     drop(next_run);
 
-    // 5. Logout: cleared here, revoked at the server.
+    // 5. Logout: cleared here, revoked at the server (RFC 7009).
+    let refresh_token = client
+        .tokens()
+        .and_then(|t| t.refresh_token().map(|rt| rt.secret().to_owned()))
+        .ok_or("no refresh token to log out")?;
     client.logout()?;
-    let revoked = server.revocations();
-    let refused = server.try_refresh(&revoked[0]["token"]);
+    let still_active = server.is_active(&refresh_token);
+    let revoked = server.revocation_calls();
     println!(
-        "Logged out: token file removed: {}; the server now answers the old refresh token with {} {}",
+        "Logged out: token file removed: {}; revoked at the server ({} call): the old refresh token works: {}",
         !path.exists(),
-        refused.0,
-        refused.1.as_deref().unwrap_or("")
+        revoked.len(),
+        still_active
     );
     match client.get("me").call() {
         Err(e) => println!("GET me        -> {e}"),
@@ -121,7 +123,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let _ = std::fs::remove_dir_all(&dir);
-    if path.exists() || refused.0 != 400 {
+    if path.exists() || still_active || revoked.len() != 1 || !revoked[0].refresh_token {
         return Err("logout did not end the session".into());
     }
     Ok(())
