@@ -9,12 +9,12 @@ use super::journal::ClientAuthUsed;
 use crate::encoding::{base64_decode, form_decode};
 use crate::tokens::ClientSecret;
 
-/// The confidential client every server knows unless [`TestServerBuilder::client`] names
+/// The confidential client every server knows unless [`TestServerBuilder::client`](super::TestServerBuilder::client) names
 /// others: id `test-app`, secret [`CLIENT_SECRET`].
 pub const CLIENT_ID: &str = "test-app";
 /// The secret of [`CLIENT_ID`].
 pub const CLIENT_SECRET: &str = "test-secret";
-/// The public client (no secret) every server knows unless [`TestServerBuilder::client`]
+/// The public client (no secret) every server knows unless [`TestServerBuilder::client`](super::TestServerBuilder::client)
 /// names others.
 pub const PUBLIC_CLIENT_ID: &str = "public-app";
 

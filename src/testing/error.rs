@@ -1,6 +1,6 @@
 //! The kit's error.
 
-/// What a [`TestServer`] method refused.
+/// What a [`TestServer`](super::TestServer) method refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestServerError {
