@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::clients::{authenticate, claimed};
+use super::clients::{authenticate, claimed, CLIENT_ID};
 use super::error::TestServerError;
 use super::faults::Fault;
 use super::http::{Listener, Reply, Request, Stop};
@@ -267,10 +267,11 @@ fn refused_outcome(status: u16, error: &str) -> Outcome {
 /// [`TestServer::refresh`]: the refresh_token grant without HTTP, journaled as a call.
 pub(crate) fn refresh_directly(
     shared: &Shared,
-    client: &str,
     presented: &str,
 ) -> Result<Tokens, TestServerError> {
     let mut s = shared.state.lock();
+    let client = s.rules.client_of(presented).unwrap_or(CLIENT_ID).to_owned();
+    let client = client.as_str();
     let generation = s
         .rules
         .generation_of(presented)

@@ -240,6 +240,12 @@ impl Rules {
         (Ok(self.issue(family, true)), notes)
     }
 
+    /// The client a refresh token (current or rotated) was issued to.
+    pub fn client_of(&self, refresh_token: &str) -> Option<&str> {
+        let family = *self.refresh.get(refresh_token)?;
+        Some(self.families[family as usize].client.as_str())
+    }
+
     /// Revokes a family: its refresh token stops working, every access token it issued too.
     fn revoke_family(&mut self, family: u64) {
         let f = &mut self.families[family as usize];

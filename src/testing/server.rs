@@ -215,14 +215,14 @@ impl TestServer {
         endpoints::tokens_of(&issued, s.rules.lifetime())
     }
 
-    /// Presents `refresh_token` as [`CLIENT_ID`] would, without HTTP: the same rotation and
-    /// reuse detection as the token endpoint, journaled as a call. For a test's "another
-    /// process refreshed meanwhile" (the client's refresh token is then rotated out).
+    /// Presents `refresh_token` as the client it was issued to would, without HTTP: the same
+    /// rotation and reuse detection as the token endpoint, journaled as a call. For a test's
+    /// "another process refreshed meanwhile" (the client's refresh token is then rotated out).
     ///
     /// # Errors
     /// [`TestServerError::Refused`] with the OAuth error the endpoint would have answered.
     pub fn refresh(&self, refresh_token: &str) -> Result<Tokens, TestServerError> {
-        endpoints::refresh_directly(&self.shared, CLIENT_ID, refresh_token)
+        endpoints::refresh_directly(&self.shared, refresh_token)
     }
 
     /// The user approves the device login showing `user_code`: the next poll gets tokens.

@@ -168,6 +168,11 @@ fn refresh_tokens_keep_their_client_and_scope() {
     assert_eq!(public("read admin").2["error"], "invalid_scope");
     let (status, _, body) = public("read");
     assert_eq!((status, body["scope"].as_str()), (200, Some("read write")));
+    // `TestServer::refresh` presents a token as the client it was issued to.
+    let behind = server.refresh("rt-2").unwrap();
+    assert_eq!(behind.refresh_token().unwrap().secret(), "rt-3");
+    let calls = server.token_calls();
+    assert_eq!(calls.last().unwrap().client_id.as_deref(), Some(PUBLIC_CLIENT_ID));
 }
 
 fn device_flow(server: &TestServer, time: &Arc<TestTime>) -> tokengate::login::DeviceFlow {
