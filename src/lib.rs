@@ -245,6 +245,10 @@ const _: () = {
     send_sync::<FileStore>();
     #[cfg(feature = "redis")]
     send_sync::<RedisStore>();
+    #[cfg(feature = "testing")]
+    send_sync::<testing::TestServer>();
+    #[cfg(feature = "testing")]
+    send_sync::<testing::TestServerError>();
     send_sync::<store::Revision>();
     send_sync::<store::Stored>();
     send_sync::<login::Discovery>();

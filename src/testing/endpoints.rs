@@ -356,14 +356,16 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         None => match authenticate(&shared.config.clients, req, &form) {
             Err(reply) => reply,
             Ok(_) if token.is_empty() => Reply::oauth_error(400, "invalid_request", "no token"),
-            Ok(_) => {
+            Ok(client) => {
                 let mut s = shared.state.lock();
                 call.generation = s.rules.generation_of(&token);
-                s.rules.revoke(&token);
-                Reply::Respond {
-                    status: 200,
-                    headers: Vec::new(),
-                    body: Vec::new(),
+                match s.rules.revoke_as(&client, &token) {
+                    Ok(_) => Reply::Respond {
+                        status: 200,
+                        headers: Vec::new(),
+                        body: Vec::new(),
+                    },
+                    Err(r) => refused(r),
                 }
             }
         },

@@ -211,7 +211,12 @@ fn accept_loop(
         if stop.stopping() {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // Out of descriptors (or another transient failure): wait a little rather than
+            // spin on an accept that fails at once.
+            stop.sleep(Duration::from_millis(10));
+            continue;
+        };
         let Ok(copy) = stream.try_clone() else {
             continue;
         };
@@ -222,8 +227,10 @@ fn accept_loop(
             .name("tokengate-testing-conn".to_owned())
             .stack_size(STACK)
             .spawn(move || {
+                // Forgets the stream's clone when the thread ends, also by a panic of the
+                // handler: the connection is then closed, never left open unanswered.
+                let _forget = Forget(&c, id);
                 serve(stream, &*h, &s);
-                c.open.lock().remove(&id);
             });
         let mut threads = conns.threads.lock();
         threads.retain(|t| !t.is_finished());
@@ -235,6 +242,15 @@ fn accept_loop(
                 }
             }
         }
+    }
+}
+
+/// Removes connection `.1` from the open ones when dropped.
+struct Forget<'a>(&'a Connections, u64);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.open.lock().remove(&self.1);
     }
 }
 

@@ -53,6 +53,7 @@ struct Family {
 #[derive(Debug)]
 struct Access {
     expires: Instant,
+    family: u64,
     scope: Option<String>,
 }
 
@@ -195,6 +196,7 @@ impl Rules {
         let expires = now + self.lifetime;
         let grant = Access {
             expires,
+            family,
             scope: scope.clone(),
         };
         self.access.insert(access.clone(), grant);
@@ -267,8 +269,26 @@ impl Rules {
         self.issue(family, false)
     }
 
-    /// Revocation (RFC 7009 §2.1): a refresh token (current or rotated) ends its family; an
-    /// access token ends itself. Unknown tokens are ignored. Returns whether one was known.
+    /// Revocation (RFC 7009 §2.1) by `client`: a refresh token (current or rotated) ends its
+    /// family; an access token ends itself. Unknown tokens are ignored (`Ok(false)`); a token
+    /// issued to another client is refused and revokes nothing.
+    pub fn revoke_as(&mut self, client: &str, token: &str) -> Result<bool, Refusal> {
+        let family = self
+            .refresh
+            .get(token)
+            .or_else(|| self.access.get(token).map(|a| &a.family));
+        match family {
+            Some(&f) if self.families[f as usize].client != client => Err(refusal(
+                "unauthorized_client",
+                "the token was issued to another client",
+            )),
+            Some(_) => Ok(self.revoke(token)),
+            None => Ok(false),
+        }
+    }
+
+    /// Revokes `token` whoever it was issued to (see [`Rules::revoke_as`]). Returns whether
+    /// it was known.
     pub fn revoke(&mut self, token: &str) -> bool {
         if let Some(&family) = self.refresh.get(token) {
             self.revoke_family(family);

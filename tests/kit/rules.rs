@@ -172,7 +172,10 @@ fn refresh_tokens_keep_their_client_and_scope() {
     let behind = server.refresh("rt-2").unwrap();
     assert_eq!(behind.refresh_token().unwrap().secret(), "rt-3");
     let calls = server.token_calls();
-    assert_eq!(calls.last().unwrap().client_id.as_deref(), Some(PUBLIC_CLIENT_ID));
+    assert_eq!(
+        calls.last().unwrap().client_id.as_deref(),
+        Some(PUBLIC_CLIENT_ID)
+    );
 }
 
 fn device_flow(server: &TestServer, time: &Arc<TestTime>) -> tokengate::login::DeviceFlow {
@@ -460,4 +463,33 @@ fn the_api_answers_as_rfc6750_says() {
         503
     );
     assert_eq!((server.api_401s(), server.api_403s()), (2, 1));
+}
+
+#[test]
+fn a_client_revokes_only_its_own_tokens() {
+    let server = TestServer::start();
+    let public = server.login_as(PUBLIC_CLIENT_ID, None);
+    let rt = public.refresh_token().unwrap().secret().to_owned();
+    let (status, _, body) = post_basic(
+        &server.revocation_url(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &[("token", &rt)],
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    assert!(server.is_active(&rt), "nothing revoked");
+    let form = [("token", rt.as_str()), ("client_id", PUBLIC_CLIENT_ID)];
+    assert_eq!(post(&server.revocation_url(), &form).0, 200);
+    assert!(!server.is_active(&rt));
+    let unknown = [("token", "rt-99"), ("client_id", PUBLIC_CLIENT_ID)];
+    assert_eq!(
+        post(&server.revocation_url(), &unknown).0,
+        200,
+        "RFC 7009 §2.2"
+    );
+    let statuses: Vec<u16> = server.revocation_calls().iter().map(|c| c.status).collect();
+    assert_eq!(statuses, [400, 200, 200]);
 }
