@@ -86,17 +86,17 @@ fn a_run_logs_what_happened_at_its_level_and_no_secret() {
         .query("api_key", "SECRET-QUERY-VALUE")
         .call()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     client.get("items").call().unwrap(); // 401, refresh to at-2 / rt-2
     FileStore::new(&path).unwrap().save(&srv.login()).unwrap(); // at-3 / rt-3
     client.get("items").call().unwrap(); // adopted
                                          // A directory where the save's temporary file goes: the write fails, reads still work.
     let tmp = dir.join("tokens.json.tmp");
     std::fs::create_dir(&tmp).unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     client.get("items").call().unwrap(); // refreshed to at-4, but the save fails
     std::fs::remove_dir(&tmp).unwrap();
-    srv.revoke_session();
+    srv.revoke_all();
     assert!(matches!(
         client.get("items").call(),
         Err(Error::SessionExpired)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::harness::fixtures::TempDir;
 use crate::harness::observe::release_together;
 use crate::harness::servers::TokenServer;
+use tokengate::testing::Fault;
 use tokengate::time::ManualClock;
 use tokengate::{AuthClient, AuthClientBuilder, Error, FileStore, RetryPolicy};
 
@@ -30,7 +31,7 @@ fn a_valid_token_outside_its_window_is_returned_without_a_call() {
     let client = builder(&srv, &clock).tokens(srv.login()).build().unwrap();
     clock.advance(OUTSIDE_WINDOW);
     assert_eq!(client.access_token().unwrap().secret(), "at-1");
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
     assert_eq!(client.stats().refreshes, 0);
 }
 
@@ -43,13 +44,9 @@ fn a_token_inside_its_window_is_refreshed_first_and_waited_for() {
     // A request would get at-1 at once and refresh in the background; a token handed out
     // gets the fresh one.
     assert_eq!(client.access_token().unwrap().secret(), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(client.access_token().unwrap().secret(), "at-2");
-    assert_eq!(
-        srv.refresh_calls(),
-        1,
-        "the fresh token needs no second call"
-    );
+    assert_eq!(srv.refreshes(), 1, "the fresh token needs no second call");
     assert_eq!(srv.reuse_detected(), 0);
 }
 
@@ -66,7 +63,7 @@ fn sixteen_threads_with_an_expired_token_share_exactly_one_refresh() {
     for h in handles {
         assert_eq!(h.join().unwrap().unwrap(), "at-2");
     }
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
 }
 
@@ -80,25 +77,25 @@ fn a_failed_refresh_inside_the_window_returns_the_still_valid_token_and_is_not_r
         .build()
         .unwrap();
     clock.advance(INSIDE_WINDOW);
-    srv.answer_503_to_next_refreshes(1);
+    srv.fault_next_token_calls(1, Fault::Unavailable { retry_after: None });
     assert_eq!(client.access_token().unwrap().secret(), "at-1");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     // The refresh-ahead of these tokens failed: not tried again until they expire.
     assert_eq!(client.access_token().unwrap().secret(), "at-1");
     assert_eq!(client.get("me").call().unwrap().status(), 200);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 
     // Once expired, the same failure is the caller's error: no token is valid.
     clock.advance(Duration::from_secs(60));
-    srv.answer_503_to_next_refreshes(1);
+    srv.fault_next_token_calls(1, Fault::Unavailable { retry_after: None });
     let err = client.access_token().unwrap_err();
     assert!(
         matches!(err, Error::Refresh(_)) && err.is_transient(),
         "{err:?}"
     );
-    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.refreshes(), 2);
     assert_eq!(client.access_token().unwrap().secret(), "at-2");
-    assert_eq!(srv.refresh_calls(), 3);
+    assert_eq!(srv.refreshes(), 3);
 }
 
 #[test]
@@ -114,11 +111,11 @@ fn a_dead_refresh_token_ends_the_session_once() {
         })
         .build()
         .unwrap();
-    srv.revoke_session();
+    srv.revoke_all();
     clock.advance(Duration::from_secs(3600));
     assert!(client.access_token().unwrap_err().is_session_expired());
     assert!(client.access_token().unwrap_err().is_session_expired());
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(ended.load(SeqCst), 1);
 }
 
@@ -128,7 +125,7 @@ fn without_tokens_it_is_no_tokens_and_nothing_is_sent() {
     let clock = Arc::new(ManualClock::new());
     let client = builder(&srv, &clock).build().unwrap();
     assert!(matches!(client.access_token(), Err(Error::NoTokens)));
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 }
 
 #[test]
@@ -149,6 +146,6 @@ fn tokens_another_process_stored_are_adopted_not_refreshed_again() {
     clock.advance(Duration::from_secs(3600));
     assert_eq!(first.access_token().unwrap().secret(), "at-2");
     assert_eq!(second.access_token().unwrap().secret(), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
 }

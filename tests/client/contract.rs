@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::servers::TokenServer;
+use tokengate::testing::{TestClient, TestServer};
 use tokengate::{AuthClient, AuthServer, Tokens};
 
 #[test]
 fn the_contract_program_works() -> Result<(), Box<dyn std::error::Error>> {
-    let srv = TokenServer::start();
-    let login = srv.login();
+    // The program's client, as the server knows it.
+    let srv =
+        TokenServer::of(TestServer::builder().client(TestClient::confidential("my-app", "s3cret")));
+    let login = srv.login_as("my-app", None);
     let expired_calls = Arc::new(AtomicUsize::new(0));
     let counter = expired_calls.clone();
 

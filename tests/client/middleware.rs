@@ -37,7 +37,7 @@ fn thirty_two_threads_through_the_middleware_across_an_expiry_make_one_refresh()
         .build()
         .unwrap();
     let agent = agent_with(&client, true);
-    let url = srv.server.url("/api/me");
+    let url = format!("{}me", srv.api_url());
     assert_eq!(token_of(agent.get(&url).call().unwrap()), "at-1");
 
     clock.advance(Duration::from_secs(3600)); // expired: every thread needs a new token
@@ -48,7 +48,7 @@ fn thirty_two_threads_through_the_middleware_across_an_expiry_make_one_refresh()
     for h in handles {
         assert_eq!(h.join().unwrap(), "at-2");
     }
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.api_401s(), 0, "the expired token was never sent");
     assert_eq!(client.stats().refreshes, 1);
 }
@@ -76,8 +76,8 @@ fn a_401_through_the_middleware_refreshes_once_for_the_callers_retry() {
             .build()
             .unwrap();
         let agent = agent_with(&client, status_as_error);
-        let url = srv.server.url("/api/me");
-        srv.expire_access_tokens();
+        let url = format!("{}me", srv.api_url());
+        srv.revoke_access_tokens();
         let handles = release_together(N, &client, {
             let (agent, url) = (agent.clone(), url.clone());
             move |_, _| {
@@ -94,7 +94,7 @@ fn a_401_through_the_middleware_refreshes_once_for_the_callers_retry() {
         for h in handles {
             assert_eq!(h.join().unwrap(), "at-2");
         }
-        assert_eq!(srv.refresh_calls(), 1, "one refresh for {N} threads");
+        assert_eq!(srv.refreshes(), 1, "one refresh for {N} threads");
         assert_eq!(srv.api_401s(), N as u64);
         assert_eq!(srv.reuse_detected(), 0);
         let s = client.stats();
@@ -121,7 +121,7 @@ fn another_origin_through_the_same_agent_carries_no_token() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].header("authorization"), None);
     assert_eq!(seen[1].header("authorization"), Some("Basic b3duOmNyZWQ="));
-    assert_eq!(srv.api_calls(), 0);
+    assert_eq!(srv.api_requests(), 0);
 }
 
 #[test]
@@ -137,7 +137,7 @@ fn the_middleware_refreshes_ahead_in_the_background_and_reports_missing_tokens()
         .build()
         .unwrap();
     let agent = agent_with(&client, true);
-    let url = srv.server.url("/api/me");
+    let url = format!("{}me", srv.api_url());
     clock.advance(Duration::from_secs(3600 - 20)); // inside the window, still valid
     assert_eq!(token_of(agent.get(&url).call().unwrap()), "at-1");
     events.wait_for("the background refresh", 1, is_refreshed);
@@ -160,7 +160,7 @@ fn the_middleware_refreshes_ahead_in_the_background_and_reports_missing_tokens()
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(srv.api_calls(), 2, "nothing sent without tokens");
+    assert_eq!(srv.api_requests(), 2, "nothing sent without tokens");
 }
 
 /// Issue 24: the client's own requests and the middleware read an answer to the token in one

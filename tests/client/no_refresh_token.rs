@@ -83,15 +83,15 @@ fn tokens_without_a_refresh_token_are_used_until_they_expire_then_the_session_en
         assert_eq!(s.ended.load(SeqCst), 1);
         assert_eq!(session_expired_events(&s.events), 1);
         assert_eq!(s.events.count(is_refresh_started), 0);
-        assert_eq!(s.srv.refresh_calls(), 0);
-        assert_eq!(s.srv.api_calls(), 5, "the expired token was never sent");
+        assert_eq!(s.srv.refreshes(), 0);
+        assert_eq!(s.srv.api_requests(), 5, "the expired token was never sent");
     }
 }
 
 #[test]
 fn a_401_for_tokens_without_a_refresh_token_ends_the_session_once_for_every_thread() {
     let s = setup(false);
-    s.srv.expire_access_tokens(); // the server rejects at-1 although it has not expired here
+    s.srv.revoke_access_tokens(); // the server rejects at-1 although it has not expired here
     let results = release_together(8, &s.client, |_, c| c.get("items").call().map(|_| ()));
     for r in results {
         let err = r.join().unwrap().unwrap_err();
@@ -108,5 +108,5 @@ fn a_401_for_tokens_without_a_refresh_token_ends_the_session_once_for_every_thre
         0,
         "the refresher was not even called"
     );
-    assert_eq!(s.srv.refresh_calls(), 0);
+    assert_eq!(s.srv.refreshes(), 0);
 }

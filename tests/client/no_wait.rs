@@ -146,7 +146,7 @@ fn many_threads_do_not_wait_for_a_running_background_refresh() {
         matches!(e, Event::Refreshed { .. })
     });
     assert_eq!(burst(&client), vec!["at-2"; THREADS * CALLS]);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(h.calls.load(Ordering::SeqCst), 1);
     assert_eq!(srv.api_401s(), 0);
     assert_eq!(count(&events, |e| matches!(e, Event::Waited { .. })), 0);
@@ -211,7 +211,7 @@ fn a_failing_background_refresh_keeps_the_old_token_working_without_a_retry_stor
         1,
         "one refresh at a time"
     );
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.api_401s(), 0);
     assert_eq!(count(&events, |e| matches!(e, Event::Waited { .. })), 0);
     assert_eq!(count(&events, |e| *e == Event::SessionExpired), 0);
@@ -259,7 +259,7 @@ fn with_a_file_store_neither_this_process_nor_another_waits_for_a_background_ref
     assert_eq!(burst(&other), vec!["at-1"; THREADS * CALLS]);
     assert_eq!(count(&events, is_refresh_started), 1);
     assert_eq!(
-        srv.refresh_calls(),
+        srv.refreshes(),
         0,
         "the held refresh has not called out yet"
     );
@@ -272,7 +272,7 @@ fn with_a_file_store_neither_this_process_nor_another_waits_for_a_background_ref
     });
     assert_eq!(burst(&other), vec!["at-2"; THREADS * CALLS]);
     assert_eq!(burst(&client), vec!["at-2"; THREADS * CALLS]);
-    assert_eq!(srv.refresh_calls(), 1, "one refresh for both processes");
+    assert_eq!(srv.refreshes(), 1, "one refresh for both processes");
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(srv.api_401s(), 0);
     assert_eq!(

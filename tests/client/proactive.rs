@@ -74,7 +74,7 @@ fn a_token_inside_the_refresh_window_is_refreshed_in_the_background() {
     events.wait_for("the background refresh", 1, is_refreshed);
     assert_eq!(token_of(&client, "c"), "at-2");
     assert_eq!(started(&events), vec![RefreshReason::Proactive]);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.api_401s(), 0);
     assert_eq!(srv.reuse_detected(), 0);
 }
@@ -119,7 +119,7 @@ fn requests_do_not_wait_for_a_proactive_refresh_while_the_token_is_valid() {
     release.send(()).unwrap();
     events.wait_for("the background refresh", 1, is_refreshed);
     assert_eq!(token_of(&client, "c"), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(events.count(is_refresh_started), 1);
     assert_eq!(srv.api_401s(), 0);
 }
@@ -136,9 +136,9 @@ fn an_expired_token_is_refreshed_before_the_request_is_sent() {
     clock.advance(Duration::from_secs(3601));
 
     assert_eq!(token_of(&client, "a"), "at-2");
-    assert_eq!(srv.api_calls(), 1, "the expired token was never sent");
+    assert_eq!(srv.api_requests(), 1, "the expired token was never sent");
     assert_eq!(srv.api_401s(), 0);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(started(&events), vec![RefreshReason::Expired]);
     // It ran on the calling thread, not in the background.
     let me = std::thread::current().name().unwrap().to_owned();
@@ -168,7 +168,7 @@ fn a_short_lived_token_is_not_refreshed_on_every_request() {
     clock.advance(Duration::from_millis(1760));
     assert_eq!(token_of(&client, "t2.5"), "at-2");
     assert_eq!(started(&events), vec![RefreshReason::Expired]);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 }
 
 #[test]
@@ -190,7 +190,7 @@ fn a_two_second_token_is_refreshed_ahead_of_a_server_that_counts_whole_seconds()
     assert_eq!(token_of(&client, "b"), "at-2");
     assert_eq!(token_of(&client, "c"), "at-2");
     assert_eq!(started(&events), vec![RefreshReason::Proactive]);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.api_401s(), 0);
 }
 
@@ -274,7 +274,7 @@ fn a_panicking_background_refresher_runs_once_per_generation() {
         vec![RefreshReason::Proactive, RefreshReason::Expired]
     );
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 }
 
 #[test]
@@ -313,5 +313,5 @@ fn a_failed_forced_refresh_does_not_stop_the_background_refresh() {
         vec![RefreshReason::Forced, RefreshReason::Proactive]
     );
     assert_eq!(calls.load(SeqCst), 2);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use crate::harness::fixtures::{refused_addr, TestTime};
 use crate::harness::observe::{child_test, test_name, ROLE};
-use crate::harness::servers::login::{Answer, LoginServer};
 use crate::harness::servers::raw::{recording, Action, Log};
+use crate::harness::servers::TokenServer;
+use tokengate::testing::{Grant, PUBLIC_CLIENT_ID};
 use tokengate::ureq::{self, Agent, Proxy};
 use tokengate::{AuthClient, AuthServer, Tokens};
 
@@ -51,7 +52,7 @@ fn an_environment_proxy_is_not_used_for_loopback_destinations() {
 
 /// The child of [`an_environment_proxy_is_not_used_for_loopback_destinations`].
 fn every_flow_to_loopback_with_a_dead_environment_proxy() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
     // The environment reached ureq, and its proxy is dead: ureq alone cannot reach the server.
     let plain = Agent::new_with_defaults();
     let proxy = plain.config().proxy().expect("HTTP_PROXY read by ureq");
@@ -69,22 +70,23 @@ fn every_flow_to_loopback_with_a_dead_environment_proxy() {
     // Discovery and the device flow, on their default agent.
     let server = AuthServer::discover(srv.issuer())
         .unwrap()
-        .client_id("my-cli");
-    srv.script(&[Answer::Approve]);
+        .client_id(PUBLIC_CLIENT_ID);
     let time = TestTime::new();
-    let tokens = server
+    let pending = server
         .device_flow()
         .unwrap()
         .clock(time.clone())
         .sleeper(time.clone())
         .start()
-        .unwrap()
-        .wait()
         .unwrap();
-    assert_eq!(srv.polls(), 1);
+    srv.approve(pending.user_code()).unwrap();
+    let tokens = pending.wait().unwrap();
+    let polls = srv.token_calls();
+    assert_eq!(polls.len(), 1);
+    assert_eq!(polls[0].grant, Grant::DeviceCode);
 
     // An API request and a refresh, on the client's default agents.
-    let client = AuthClient::builder(srv.ts.api_url())
+    let client = AuthClient::builder(srv.api_url())
         .refresher(server.clone().refresh_grant())
         .tokens(tokens)
         .build()
@@ -92,27 +94,27 @@ fn every_flow_to_loopback_with_a_dead_environment_proxy() {
     request_then_refresh(&client, &srv, 1);
 
     // The same on agents of the user's own, with ureq's defaults (the environment's proxy).
-    let own = AuthClient::builder(srv.ts.api_url())
+    let own = AuthClient::builder(srv.api_url())
         .api_agent(Agent::new_with_defaults())
         .token_agent(Agent::new_with_defaults())
         .refresher(server.refresh_grant())
-        .tokens(srv.ts.login())
+        .tokens(srv.login_as(PUBLIC_CLIENT_ID, None))
         .build()
         .unwrap();
     request_then_refresh(&own, &srv, 2);
 
     // Revocation (a whole-call timeout of its own) on the default agent.
     own.logout().unwrap();
-    assert_eq!(srv.revocations().len(), 1);
+    assert_eq!(srv.revocations(), 1);
 }
 
 /// One request with the current token, then one that the API rejects: one refresh (the
 /// `n`-th of the server), and the replay.
-fn request_then_refresh(client: &AuthClient, srv: &LoginServer, n: u64) {
+fn request_then_refresh(client: &AuthClient, srv: &TokenServer, n: u64) {
     assert_eq!(client.get("me").call().unwrap().status(), 200);
-    srv.ts.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(client.get("me").call().unwrap().status(), 200);
-    assert_eq!(srv.ts.refresh_calls(), n);
+    assert_eq!(srv.refreshes(), n);
 }
 
 /// A proxy given to `AuthClientBuilder::proxy` takes loopback destinations too (explicit is

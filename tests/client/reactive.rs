@@ -187,7 +187,7 @@ fn revoked_access_token_is_refreshed_once_against_the_token_server() {
     let mut r = client.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-1");
 
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let mut r = client
         .post("orders")
         .send_json(&serde_json::json!({"n": 1}))
@@ -196,9 +196,9 @@ fn revoked_access_token_is_refreshed_once_against_the_token_server() {
     assert_eq!(body["token"], "at-2");
     assert_eq!(body["method"], "POST");
     assert_eq!(body["body_len"], 7);
-    assert_eq!(srv.api_calls(), 3);
+    assert_eq!(srv.api_requests(), 3);
     assert_eq!(srv.api_401s(), 1);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(
         client.tokens().unwrap().refresh_token().unwrap().secret(),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::harness::fixtures::base64;
 use crate::harness::observe::{body_json, release_together, Seen};
 use crate::harness::servers::{form, Api, TokenServer};
+use tokengate::testing::{ClientAuthUsed, CLIENT_ID};
 use tokengate::time::ManualClock;
 use tokengate::{AuthClient, AuthServer, ClientAuth, JsonRefresh, Refresh, Tokens};
 
@@ -181,20 +182,28 @@ fn rotated_refresh_tokens_replace_the_old_ones_and_are_never_reused() {
     let srv = TokenServer::start();
     let client = srv.client_builder().tokens(srv.login()).build().unwrap();
     for round in 2..=6 {
-        srv.expire_access_tokens();
+        srv.revoke_access_tokens();
         let mut r = client.get("me").call().unwrap();
         assert_eq!(body_json(&mut r)["token"], format!("at-{round}"));
-        assert_eq!(
-            client.tokens().unwrap().refresh_token().unwrap().secret(),
-            srv.state.lock().refresh.clone().unwrap()
-        );
+        let held = client
+            .tokens()
+            .unwrap()
+            .refresh_token()
+            .unwrap()
+            .secret()
+            .to_owned();
+        assert_eq!(held, format!("rt-{round}"));
+        assert!(srv.is_active(&held), "the server's current refresh token");
     }
-    assert_eq!(srv.refresh_calls(), 5);
+    assert_eq!(srv.refreshes(), 5);
     assert_eq!(srv.reuse_detected(), 0);
-    let auth = srv.state.lock().token_endpoint_auth.clone();
-    assert_eq!(auth.len(), 5);
-    let basic = format!("Basic {}", base64(b"test-app:test-secret"));
-    assert!(auth.iter().all(|a| *a == basic), "{auth:?}");
+    // Each call authenticated as test-app by HTTP Basic (the kit checked the secret).
+    let calls = srv.token_calls();
+    assert_eq!(calls.len(), 5);
+    for call in &calls {
+        assert_eq!(call.client_auth, ClientAuthUsed::Basic, "{call:?}");
+        assert_eq!(call.client_id.as_deref(), Some(CLIENT_ID), "{call:?}");
+    }
 }
 
 #[test]
@@ -233,11 +242,11 @@ fn json_refresh_rotates_against_the_token_server() {
         .build()
         .unwrap();
     for round in 2..=4 {
-        srv.expire_access_tokens();
+        srv.revoke_access_tokens();
         let mut r = client.get("me").call().unwrap();
         assert_eq!(body_json(&mut r)["token"], format!("at-{round}"));
     }
-    assert_eq!(srv.refresh_calls(), 3);
+    assert_eq!(srv.refreshes(), 3);
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(
         client.tokens().unwrap().refresh_token().unwrap().secret(),

@@ -67,15 +67,11 @@ fn without_auth_sends_no_token_makes_no_refresh_and_needs_no_tokens() {
     // …and after the session ended too.
     let srv = TokenServer::start();
     let ended = srv.client_builder().tokens(srv.login()).build().unwrap();
-    srv.revoke_session();
+    srv.revoke_all();
     assert!(matches!(ended.get("me").call(), Err(Error::SessionExpired)));
     let err = ended.get("me").without_auth().call().unwrap_err();
     assert!(matches!(err, Error::Unauthorized), "{err:?}");
-    assert_eq!(
-        srv.refresh_calls(),
-        1,
-        "the one refresh that ended the session"
-    );
+    assert_eq!(srv.refreshes(), 1, "the one refresh that ended the session");
 }
 
 #[test]
@@ -170,13 +166,13 @@ fn force_refresh_from_64_threads_at_once_makes_exactly_one_refresh() {
     for r in results {
         r.join().unwrap().unwrap();
     }
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-2");
     let s = client.stats();
     assert_eq!((s.refreshes, s.waited), (1, N as u64 - 1));
     // A call after that refresh makes a new one.
     client.force_refresh().unwrap();
-    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.refreshes(), 2);
     assert_eq!(srv.reuse_detected(), 0);
 }
 
@@ -210,12 +206,12 @@ fn force_refresh_returns_the_refresh_error_and_keeps_the_session() {
         matches!(&err, Error::Refresh(e) if matches!(**e, RefreshError::NoRefreshToken)),
         "{err:?}"
     );
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
     client.get("me").call().unwrap();
 
     // A refresh token the server rejects: the session is over.
     let client = srv.client_builder().tokens(srv.login()).build().unwrap();
-    srv.revoke_session();
+    srv.revoke_all();
     assert!(matches!(client.force_refresh(), Err(Error::SessionExpired)));
     assert!(matches!(client.force_refresh(), Err(Error::SessionExpired)));
 
@@ -247,10 +243,10 @@ fn stats_count_a_scripted_sequence_exactly() {
     assert_eq!(client.stats(), Stats::default());
 
     client.get("a").call().unwrap(); // 1 request
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     client.get("b").call().unwrap(); // 401, refresh, replay: 2 requests
     client.force_refresh().unwrap(); // a refresh, no request
-    srv.revoke_session();
+    srv.revoke_all();
     assert!(matches!(client.get("c").call(), Err(Error::SessionExpired))); // 401, ended
     assert!(matches!(client.get("d").call(), Err(Error::SessionExpired))); // nothing sent
     let s = client.stats();
@@ -262,7 +258,7 @@ fn stats_count_a_scripted_sequence_exactly() {
     assert_eq!(s.waited, 0, "{s:?}");
     assert_eq!(s.retries, 0, "{s:?}");
     assert_eq!(s.adopted, 0, "{s:?}");
-    assert_eq!(srv.refresh_calls(), 3);
+    assert_eq!(srv.refreshes(), 3);
 
     // Retries: a 503 twice, then 200 (3 requests, 2 retries); clones share the counters.
     let server = httpmock::MockServer::start();

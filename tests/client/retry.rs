@@ -239,13 +239,13 @@ fn retries_refresh_and_replay_compose_within_the_documented_bound() {
     let c = AuthClient::builder(api.url("/"))
         .proxy(None)
         .sleeper(sleeper.clone())
-        .refresher(tokengate::AuthServer::new(srv.token_url()).refresh_grant())
+        .refresher(srv.refresher())
         .tokens(login)
         .build()
         .unwrap();
     assert!(c.get("x").call().is_ok());
     assert_eq!(api.requests(), 5);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(sleeper.sleeps().len(), 3);
 
     // The bound: a server that always answers 503 gets 1 + max_retries requests; one that
@@ -254,7 +254,7 @@ fn retries_refresh_and_replay_compose_within_the_documented_bound() {
     let c = AuthClient::builder(api.url("/"))
         .proxy(None)
         .sleeper(sleeper.clone())
-        .refresher(tokengate::AuthServer::new(srv.token_url()).refresh_grant())
+        .refresher(srv.refresher())
         .tokens(srv.login())
         .build()
         .unwrap();
@@ -336,15 +336,15 @@ fn streamed_bodies_are_never_retried_or_replayed() {
     // 401: the token is refreshed for the next call, but this request is not replayed.
     let srv = TokenServer::start();
     let tokens = srv.login();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let c = srv.client_builder().tokens(tokens).build().unwrap();
     let err = c.post("upload").send_reader(&b"stream"[..]).unwrap_err();
     assert!(
         matches!(&err, Error::NotReplayable(e) if matches!(**e, Error::Unauthorized)),
         "{err:?}"
     );
-    assert_eq!(srv.refresh_calls(), 1);
-    assert_eq!(srv.api_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
+    assert_eq!(srv.api_requests(), 1);
     assert!(c.post("upload").send_reader(&b"stream"[..]).is_ok());
 }
 

@@ -42,7 +42,7 @@ fn invalid_grant_ends_the_session_once_for_sixteen_threads() {
         .build()
         .unwrap();
     assert_eq!(stored_refresh_token(&store).as_deref(), Some("rt-1"));
-    srv.revoke_session();
+    srv.revoke_all();
 
     let handles = release_together(N, &client, move |_, c| {
         c.get("me").call().map(|r| r.status())
@@ -53,20 +53,20 @@ fn invalid_grant_ends_the_session_once_for_sixteen_threads() {
     }
     assert_eq!(expired.load(Ordering::SeqCst), 1);
     assert_eq!(events.count(|e| *e == Event::SessionExpired), 1);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert!(client.tokens().is_none());
     assert!(store.load().unwrap().is_none());
 
     // Later calls fail at once: no API request, no token-endpoint call, no second listener call.
-    let api_calls = srv.api_calls();
+    let api_calls = srv.api_requests();
     for _ in 0..3 {
         assert!(matches!(
             client.get("me").call(),
             Err(Error::SessionExpired)
         ));
     }
-    assert_eq!(srv.api_calls(), api_calls);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.api_requests(), api_calls);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(expired.load(Ordering::SeqCst), 1);
 
     // A new login restores service.
@@ -308,7 +308,7 @@ fn a_session_ending_under_forced_overlap_ends_once_and_everywhere() {
         .build()
         .unwrap();
     assert_eq!(other.get("me").call().unwrap().status(), 200);
-    srv.revoke_session();
+    srv.revoke_all();
 
     let handles = release_together(N, &client, |_, c| c.get("me").call().map(|r| r.status()));
     for h in handles {
@@ -316,7 +316,7 @@ fn a_session_ending_under_forced_overlap_ends_once_and_everywhere() {
         assert!(matches!(err, Error::SessionExpired), "{err:?}");
     }
     slot.clear();
-    assert_eq!(srv.refresh_calls(), 1, "one token call");
+    assert_eq!(srv.refreshes(), 1, "one token call");
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(expired.load(Ordering::SeqCst), 1, "the listener ran once");
     assert_eq!(events.count(|e| *e == Event::SessionExpired), 1);
@@ -327,15 +327,15 @@ fn a_session_ending_under_forced_overlap_ends_once_and_everywhere() {
 
     // The other process sees the logout on its next request, without calling the token
     // endpoint or the API.
-    let api_calls = srv.api_calls();
+    let api_calls = srv.api_requests();
     let err = other.get("me").call().unwrap_err();
     assert!(
         matches!(err, Error::NoTokens | Error::SessionExpired),
         "{err:?}"
     );
     assert!(other.tokens().is_none());
-    assert_eq!(srv.refresh_calls(), 1);
-    assert_eq!(srv.api_calls(), api_calls);
+    assert_eq!(srv.refreshes(), 1);
+    assert_eq!(srv.api_requests(), api_calls);
     assert!(!path.exists());
 
     // A new login in either process restores service for both.

@@ -95,15 +95,15 @@ fn a_user_agent_with_default_config_still_refreshes_and_retries() {
         .tokens(srv.login())
         .build()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let mut r = client.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(srv.api_401s(), 1);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 
     // The token endpoint's invalid_grant (a 400) is read as an OAuth answer, not as a
     // transport error from the agent.
-    srv.revoke_session();
+    srv.revoke_all();
     let err = client.get("me").call().unwrap_err();
     assert!(err.is_session_expired(), "{err:?}");
 }

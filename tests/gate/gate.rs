@@ -46,7 +46,7 @@ fn sixty_four_threads_hitting_401_at_once_cause_exactly_one_refresh() {
         .on_event(events.listener())
         .build()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
 
     let handles = release_together(N, &client, move |i, c| {
         c.get(&format!("items/{i}"))
@@ -57,10 +57,10 @@ fn sixty_four_threads_hitting_401_at_once_cause_exactly_one_refresh() {
         let body = h.join().unwrap().expect("every thread succeeds");
         assert_eq!(body["token"], "at-2");
     }
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(srv.api_401s(), N as u64);
-    assert_eq!(srv.api_calls(), 2 * N as u64);
+    assert_eq!(srv.api_requests(), 2 * N as u64);
     assert_eq!(
         events.count(|e| *e == Event::Unauthorized { generation: 0 }),
         N

@@ -48,7 +48,7 @@ fn a_listener_that_needs_a_refresh_during_the_refresh_gets_reentrant() {
         .build()
         .unwrap();
     slot.set(client.clone()).unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let token = token_without_blocking("a request whose listener calls back", &client);
     assert_eq!(token, "at-2");
     assert_eq!(
@@ -56,7 +56,7 @@ fn a_listener_that_needs_a_refresh_during_the_refresh_gets_reentrant() {
         ["reentrant", "Err(Reentrant)"],
         "both calls back were refused at once"
     );
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn a_refresher_calling_its_own_client_gets_reentrant_not_a_timeout() {
         .build()
         .unwrap();
     slot.set(client.clone()).unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let token = token_without_blocking("a refresher that calls back", &client);
     assert_eq!(token, "at-2");
 }
@@ -160,7 +160,7 @@ fn a_store_calling_its_own_client_gets_reentrant_not_a_deadlock() {
     must_not_block("set_tokens with a store that calls back", move || {
         c.set_tokens(login).unwrap()
     });
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let c = client.clone();
     must_not_block("a refresh saved by a store that calls back", move || {
         c.get("items").call().unwrap();
@@ -250,7 +250,7 @@ fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
         .tokens(srv_b.login())
         .build()
         .unwrap();
-    srv_b.expire_access_tokens();
+    srv_b.revoke_access_tokens();
     let oauth = AuthServer::new(srv_a.token_url())
         .client_id("test-app")
         .client_secret("test-secret")
@@ -270,9 +270,9 @@ fn a_refresher_may_use_another_client_which_refreshes_on_the_same_thread() {
         .tokens(srv_a.login())
         .build()
         .unwrap();
-    srv_a.expire_access_tokens();
+    srv_a.revoke_access_tokens();
     let token = token_without_blocking("a refresher that uses another client", &a);
     assert_eq!(token, "at-2");
     assert_eq!(*via_b.lock().unwrap(), ["at-2"], "b refreshed and answered");
-    assert_eq!((srv_a.refresh_calls(), srv_b.refresh_calls()), (1, 1));
+    assert_eq!((srv_a.refreshes(), srv_b.refreshes()), (1, 1));
 }

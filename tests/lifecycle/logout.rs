@@ -4,38 +4,62 @@
 
 use std::sync::Arc;
 
-use crate::harness::fixtures::{no_proxy_agent, refused_addr, TempDir};
+use crate::harness::fixtures::{no_proxy_agent, refused_addr, ClientSlot, TempDir};
 use crate::harness::observe::{wait_until, Recorder};
-use crate::harness::servers::login::LoginServer;
+use crate::harness::servers::raw::forwarding;
+use crate::harness::servers::TokenServer;
 use tokengate::login::{Discovery, RevocationError};
+use tokengate::testing::{
+    ClientAuthUsed, Fault, RevocationCall, TestServerError, CLIENT_ID, CLIENT_SECRET,
+};
 use tokengate::{
     AuthClient, AuthClientBuilder, AuthServer, Error, Event, FileStore, MemoryStore, TokenStore,
     Tokens,
 };
 
 /// A client whose refresher was discovered: token and revocation endpoints of `srv`.
-fn discovered_client(srv: &LoginServer) -> AuthClientBuilder {
+fn discovered_client(srv: &TokenServer) -> AuthClientBuilder {
     let meta = Discovery::new(srv.issuer())
         .agent(no_proxy_agent())
         .fetch()
         .unwrap();
-    AuthClient::builder(srv.ts.api_url()).proxy(None).refresher(
+    AuthClient::builder(srv.api_url()).proxy(None).refresher(
         AuthServer::from_metadata(&meta)
-            .client_id("my-cli")
-            .client_secret("cli-secret")
+            .client_id(CLIENT_ID)
+            .client_secret(CLIENT_SECRET)
             .refresh_grant(),
     )
 }
 
+/// What the server's token endpoint answers to `refresh_token` now: `Ok` or the refusal's
+/// status and error.
+fn try_refresh(srv: &TokenServer, refresh_token: &str) -> Result<(), (u16, &'static str)> {
+    match srv.refresh(refresh_token) {
+        Ok(_) => Ok(()),
+        Err(TestServerError::Refused { status, error }) => Err((status, error)),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Whether `call` revoked the refresh token `rt-N` (`refresh`) or the access token `at-N`.
+fn revoked(call: &RevocationCall, n: u64, refresh: bool) -> bool {
+    call.generation == Some(n) && call.refresh_token == refresh
+}
+
+/// The next revocation call is answered 503 (and revokes nothing).
+fn revocation_answers_503(srv: &TokenServer) {
+    srv.fault_next_revocations(1, Fault::Unavailable { retry_after: None });
+}
+
 #[test]
 fn logout_revokes_the_refresh_token_and_empties_the_store() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
     let dir = TempDir::new("logout-revokes");
     let path = dir.path("tokens.json");
     let events = Recorder::new();
     let client = discovered_client(&srv)
         .store(FileStore::new(&path).unwrap())
-        .tokens(srv.ts.login())
+        .tokens(srv.login())
         .on_event(events.listener())
         .build()
         .unwrap();
@@ -44,17 +68,17 @@ fn logout_revokes_the_refresh_token_and_empties_the_store() {
 
     client.logout().unwrap();
 
-    let revocations = srv.revocations();
+    let revocations = srv.revocation_calls();
     assert_eq!(revocations.len(), 1);
-    assert_eq!(revocations[0]["token"], "rt-1");
-    assert_eq!(revocations[0]["token_type_hint"], "refresh_token");
-    let auth = srv.login.lock().revocation_auth.clone();
-    assert!(
-        auth[0].starts_with("Basic "),
+    assert!(revoked(&revocations[0], 1, true), "{revocations:?}");
+    assert_eq!(revocations[0].hint.as_deref(), Some("refresh_token"));
+    assert_eq!(
+        revocations[0].client_auth,
+        ClientAuthUsed::Basic,
         "same client authentication as the refresh"
     );
     // The server refuses the revoked refresh token.
-    assert_eq!(srv.try_refresh("rt-1"), (400, Some("invalid_grant".into())));
+    assert_eq!(try_refresh(&srv, "rt-1"), Err((400, "invalid_grant")));
     // Nothing is left here.
     assert!(client.tokens().is_none());
     assert!(!path.exists());
@@ -66,24 +90,25 @@ fn logout_revokes_the_refresh_token_and_empties_the_store() {
     );
     // A second logout has nothing to revoke.
     client.logout().unwrap();
-    assert_eq!(srv.revocations().len(), 1);
+    assert_eq!(srv.revocations(), 1);
 }
 
 #[test]
 fn an_unreachable_revocation_endpoint_still_logs_out_locally_and_says_so() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
     let store = Arc::new(MemoryStore::new());
     let events = Recorder::new();
-    let client = AuthClient::builder(srv.ts.api_url())
+    let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .refresher(
             AuthServer::new(srv.token_url())
-                .client_id("my-cli")
+                .client_id(CLIENT_ID)
+                .client_secret(CLIENT_SECRET)
                 .revocation_url(format!("http://{}/revoke", refused_addr()))
                 .refresh_grant(),
         )
         .store(store.clone())
-        .tokens(srv.ts.login())
+        .tokens(srv.login())
         .on_event(events.listener())
         .build()
         .unwrap();
@@ -102,17 +127,17 @@ fn an_unreachable_revocation_endpoint_still_logs_out_locally_and_says_so() {
         1
     );
     // Best effort: the server never heard of the logout.
-    assert_eq!(srv.try_refresh("rt-1").0, 200);
+    assert_eq!(try_refresh(&srv, "rt-1"), Ok(()));
 }
 
 #[test]
 fn a_failing_revocation_endpoint_still_logs_out_locally() {
-    let srv = LoginServer::start();
-    srv.login.lock().revocation_status = Some(503);
+    let srv = TokenServer::start();
+    revocation_answers_503(&srv);
     let store = Arc::new(MemoryStore::new());
     let client = discovered_client(&srv)
         .store(store.clone())
-        .tokens(srv.ts.login())
+        .tokens(srv.login())
         .build()
         .unwrap();
     let err = client.logout().unwrap_err();
@@ -123,65 +148,75 @@ fn a_failing_revocation_endpoint_still_logs_out_locally() {
     assert_eq!(err.status(), Some(503));
     assert!(client.tokens().is_none());
     assert!(store.load().unwrap().is_none());
-    assert_eq!(srv.revocations().len(), 1);
+    assert_eq!(srv.revocations(), 1);
 }
 
 #[test]
 fn without_a_revocation_endpoint_logout_is_local() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
     let store = Arc::new(MemoryStore::new());
     let client = srv
-        .ts
         .client_builder()
         .store(store.clone())
-        .tokens(srv.ts.login())
+        .tokens(srv.login())
         .build()
         .unwrap();
     client.logout().unwrap();
     assert!(client.tokens().is_none());
     assert!(store.load().unwrap().is_none());
-    assert!(srv.revocations().is_empty());
+    assert_eq!(srv.revocations(), 0);
 }
 
 #[test]
 fn tokens_without_a_refresh_token_revoke_the_access_token() {
-    let srv = LoginServer::start();
-    let login = srv.ts.login();
+    let srv = TokenServer::start();
+    let login = srv.login();
     let client = discovered_client(&srv)
         .tokens(Tokens::new(login.access_token().secret()))
         .build()
         .unwrap();
     assert_eq!(client.get("me").call().unwrap().status(), 200);
     client.logout().unwrap();
-    let revocations = srv.revocations();
-    assert_eq!(revocations[0]["token"], "at-1");
-    assert_eq!(revocations[0]["token_type_hint"], "access_token");
-    assert!(
-        srv.ts.state.lock().access.is_empty(),
-        "revoked at the server"
-    );
+    let revocations = srv.revocation_calls();
+    assert!(revoked(&revocations[0], 1, false), "{revocations:?}");
+    assert_eq!(revocations[0].hint.as_deref(), Some("access_token"));
+    assert!(!srv.is_active("at-1"), "revoked at the server");
 }
 
 #[test]
 fn a_login_that_lands_during_the_revocation_is_not_cleared() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
+    // While the server handles the revocation of rt-1, the user logs in again: the client's
+    // revocation endpoint is a front that does that, then forwards the call to the server.
+    let slot = ClientSlot::default();
+    let hook = slot.clone();
+    let front = forwarding(srv.base_url(), move |_| {
+        if let Some(c) = hook.take() {
+            c.set_tokens(Tokens::new("at-new").with_refresh_token("rt-new"))
+                .unwrap();
+        }
+    });
     let store = Arc::new(MemoryStore::new());
-    let client = discovered_client(&srv)
+    let client = AuthClient::builder(srv.api_url())
+        .proxy(None)
+        .refresher(
+            srv.auth_server()
+                .revocation_url(front.url("/oauth/revoke"))
+                .refresh_grant(),
+        )
         .store(store.clone())
-        .tokens(srv.ts.login())
+        .tokens(srv.login())
         .build()
         .unwrap();
-    // While the server handles the revocation of rt-1, the user logs in again.
-    let c = client.clone();
-    srv.login.lock().on_revoke = Some(Box::new(move || {
-        c.set_tokens(Tokens::new("at-new").with_refresh_token("rt-new"))
-            .unwrap();
-    }));
+    slot.set(&client);
 
     client.logout().unwrap();
-    srv.login.lock().on_revoke = None; // drops the hook's client clone
+    assert!(
+        slot.take().is_none(),
+        "the front logged in during the revocation"
+    );
 
-    assert_eq!(srv.revocations()[0]["token"], "rt-1");
+    assert!(revoked(&srv.revocation_calls()[0], 1, true));
     let kept = client
         .tokens()
         .expect("the newer login survives the logout");
@@ -192,10 +227,10 @@ fn a_login_that_lands_during_the_revocation_is_not_cleared() {
 
 #[test]
 fn the_newest_refresh_token_from_a_shared_store_is_the_one_revoked() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
     let dir = TempDir::new("logout-shared");
     let path = dir.path("tokens.json");
-    let login = srv.ts.login();
+    let login = srv.login();
     let one = discovered_client(&srv)
         .store(FileStore::new(&path).unwrap())
         .tokens(login)
@@ -206,14 +241,14 @@ fn the_newest_refresh_token_from_a_shared_store_is_the_one_revoked() {
         .store(FileStore::new(&path).unwrap())
         .build()
         .unwrap();
-    srv.ts.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(two.get("me").call().unwrap().status(), 200);
-    assert_eq!(srv.ts.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 
     // The first still holds rt-1 in memory; its logout revokes the stored rt-2.
     one.logout().unwrap();
-    assert_eq!(srv.revocations()[0]["token"], "rt-2");
-    assert_eq!(srv.try_refresh("rt-2"), (400, Some("invalid_grant".into())));
+    assert!(revoked(&srv.revocation_calls()[0], 2, true));
+    assert_eq!(try_refresh(&srv, "rt-2"), Err((400, "invalid_grant")));
     assert!(!path.exists());
     assert!(matches!(two.get("me").call(), Err(Error::NoTokens)));
 }
@@ -242,7 +277,7 @@ fn a_revocation_url_is_checked_by_build() {
 
 /// `builder` logged in, on a `FileStore` at `path` that waits at most 50 ms for its lock.
 fn logged_in_with_a_50ms_lock_wait(
-    srv: &LoginServer,
+    srv: &TokenServer,
     builder: AuthClientBuilder,
     path: &std::path::Path,
 ) -> AuthClient {
@@ -252,7 +287,7 @@ fn logged_in_with_a_50ms_lock_wait(
                 .unwrap()
                 .lock_timeout(std::time::Duration::from_millis(50)),
         )
-        .tokens(srv.ts.login())
+        .tokens(srv.login())
         .build()
         .unwrap()
 }
@@ -263,7 +298,7 @@ fn logged_in_with_a_50ms_lock_wait(
 /// nothing revoked.
 #[test]
 fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
-    let srv = LoginServer::start();
+    let srv = TokenServer::start();
     let dir = TempDir::new("logout-locked-elsewhere");
     let path = dir.path("tokens.json");
     let client = logged_in_with_a_50ms_lock_wait(&srv, discovered_client(&srv), &path);
@@ -272,9 +307,9 @@ fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
     let e = client.logout().unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
     assert!(client.tokens().is_none());
-    let revocations = srv.revocations();
+    let revocations = srv.revocation_calls();
     assert_eq!(revocations.len(), 1);
-    assert_eq!(revocations[0]["token"], "rt-1");
+    assert!(revoked(&revocations[0], 1, true), "{revocations:?}");
     assert!(FileStore::new(&path).unwrap().load().unwrap().is_some());
 
     // The lock is free again: the write is retried (at most once a second) and the logout
@@ -293,8 +328,8 @@ fn a_logout_while_the_store_is_locked_elsewhere_clears_memory_and_revokes() {
 #[test]
 fn a_logout_whose_store_and_revocation_both_fail_returns_the_store_error_and_reports_the_revocation(
 ) {
-    let srv = LoginServer::start();
-    srv.login.lock().revocation_status = Some(503);
+    let srv = TokenServer::start();
+    revocation_answers_503(&srv);
     let dir = TempDir::new("logout-both-fail");
     let path = dir.path("tokens.json");
     let events = Recorder::new();
@@ -305,7 +340,7 @@ fn a_logout_whose_store_and_revocation_both_fail_returns_the_store_error_and_rep
     let e = client.logout().unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
     assert!(client.tokens().is_none());
-    assert_eq!(srv.revocations().len(), 1);
+    assert_eq!(srv.revocations(), 1);
     assert_eq!(
         events.count(|e| matches!(e, Event::RevocationFailed { .. })),
         1

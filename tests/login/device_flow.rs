@@ -1,22 +1,82 @@
-//! The device authorization grant (RFC 8628) against the stateful server: polling at the
+//! The device authorization grant (RFC 8628) against the test kit's server: polling at the
 //! server's interval, +5 s on slow_down, distinct errors for denied and expired codes. Time is
 //! a `ManualClock` that sleeping advances: no real waits, exact sleeps.
+//!
+//! The kit's server decides as its user does (`approve`, `deny`, `expire`); the answers of
+//! single polls are scripted as faults (`authorization_pending`, `slow_down`, 503), which
+//! are played before the call is looked at.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::fixtures::{no_proxy_agent, refused_addr, TestTime};
-use crate::harness::servers::login::{Answer, LoginServer, USER_CODE};
-use tokengate::login::{DeviceError, DeviceFlow, Discovery};
+use crate::harness::servers::form;
+use crate::harness::servers::raw::{forwarding, Log, RawServer};
+use tokengate::login::{DeviceAuthorization, DeviceError, DeviceFlow, Discovery};
+use tokengate::testing::{Fault, Grant, TestClient, TestServer, TestServerBuilder};
 use tokengate::{AuthClient, AuthServer, ClientAuth, Error};
 
 const S: fn(u64) -> Duration = Duration::from_secs;
 
-/// The login server's device and token endpoints, for the public client `my-cli`.
-fn server(srv: &LoginServer) -> AuthServer {
-    AuthServer::new(srv.token_url())
-        .device_authorization_url(srv.device_url())
-        .client_id("my-cli")
+/// The client the tests log in as.
+const CLI: &str = "my-cli";
+
+/// The kit's server, with `my-cli` as its one client, behind a front that records every
+/// request whole: the kit's journal keeps only what it understood, and some tests check the
+/// forms themselves.
+struct Login {
+    kit: TestServer,
+    front: RawServer,
+    seen: Log,
+}
+
+impl Login {
+    /// `my-cli` a public client; every other setting the kit's default (interval 5 s, codes
+    /// live 10 minutes).
+    fn start() -> Login {
+        Login::of(TestServer::builder().client(TestClient::public(CLI)))
+    }
+
+    fn of(builder: TestServerBuilder) -> Login {
+        let kit = builder.start().unwrap();
+        let seen = Log::default();
+        let log = seen.clone();
+        let front = forwarding(kit.base_url(), move |req| log.lock().push(req.clone()));
+        Login { kit, front, seen }
+    }
+
+    /// The forms of the requests to `path` (through the front), with their `Authorization`
+    /// headers (`-` when none).
+    fn requests(&self, path: &str) -> Vec<(HashMap<String, String>, String)> {
+        let seen = self.seen.lock();
+        seen.iter()
+            .filter(|r| r.path == path)
+            .map(|r| {
+                let auth = r.header("authorization").unwrap_or("-").to_owned();
+                (form(&r.body), auth)
+            })
+            .collect()
+    }
+
+    /// Calls of the token endpoint: the polls.
+    fn polls(&self) -> usize {
+        self.kit.token_calls().len()
+    }
+
+    /// The next polls are answered with `faults`, one each, in order.
+    fn script(&self, faults: &[Fault]) {
+        for fault in faults {
+            self.kit.fault_next_token_calls(1, fault.clone());
+        }
+    }
+}
+
+/// The device and token endpoints (through the front), for the client `my-cli`.
+fn server(srv: &Login) -> AuthServer {
+    AuthServer::new(srv.front.url("/oauth/token"))
+        .device_authorization_url(srv.front.url("/oauth/device"))
+        .client_id(CLI)
         .agent(no_proxy_agent())
 }
 
@@ -29,8 +89,16 @@ fn flow_of(server: AuthServer, time: &Arc<TestTime>) -> DeviceFlow {
         .sleeper(time.clone())
 }
 
-fn flow(srv: &LoginServer, time: &Arc<TestTime>) -> DeviceFlow {
+fn flow(srv: &Login, time: &Arc<TestTime>) -> DeviceFlow {
     flow_of(server(srv), time)
+}
+
+/// The user approves the device login `flow` started: its polls get tokens once the
+/// scripted answers are used up.
+fn approved(srv: &Login, flow: DeviceFlow) -> DeviceAuthorization {
+    let pending = flow.start().unwrap();
+    srv.kit.approve(pending.user_code()).unwrap();
+    pending
 }
 
 fn device_error(result: Result<tokengate::Tokens, Error>) -> DeviceError {
@@ -42,24 +110,25 @@ fn device_error(result: Result<tokengate::Tokens, Error>) -> DeviceError {
 
 #[test]
 fn pending_then_slow_down_then_approved() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Pending, Answer::SlowDown, Answer::Approve]);
+    let srv = Login::start();
     let time = TestTime::new();
     let pending = flow(&srv, &time).start().unwrap();
-    assert_eq!(pending.user_code(), USER_CODE);
+    let code = pending.user_code().to_owned();
     assert_eq!(
         pending.verification_uri(),
-        format!("{}/activate", srv.issuer())
+        format!("{}/device", srv.kit.base_url())
     );
     assert_eq!(
         pending.verification_uri_complete(),
-        Some(format!("{}/activate?user_code={USER_CODE}", srv.issuer()).as_str())
+        Some(format!("{}/device?user_code={code}", srv.kit.base_url()).as_str())
     );
     assert_eq!(pending.interval(), S(5));
     assert_eq!(pending.expires_in(), S(600));
     let shown = format!("{pending:?}");
-    assert!(!shown.contains("dc-secret"), "{shown}");
+    assert!(!shown.contains("dc-1"), "{shown}");
 
+    srv.kit.approve(&code).unwrap();
+    srv.script(&[Fault::AuthorizationPending, Fault::SlowDown]);
     let tokens = pending.wait().unwrap();
     assert_eq!(tokens.access_token().secret(), "at-1");
     assert_eq!(tokens.refresh_token().unwrap().secret(), "rt-1");
@@ -68,64 +137,69 @@ fn pending_then_slow_down_then_approved() {
     assert_eq!(time.sleeps(), vec![S(5), S(5), S(10)]);
     assert_eq!(srv.polls(), 3);
 
-    let l = srv.login.lock();
-    assert_eq!(l.device_forms.len(), 1);
-    let device = &l.device_forms[0];
-    assert_eq!(device["client_id"], "my-cli");
-    assert_eq!(device["scope"], "openid offline_access api");
-    for poll in &l.poll_forms {
+    let device = srv.requests("/oauth/device");
+    assert_eq!(device.len(), 1);
+    assert_eq!(device[0].0["client_id"], CLI);
+    assert_eq!(device[0].0["scope"], "openid offline_access api");
+    let polls = srv.requests("/oauth/token");
+    assert_eq!(polls.len(), 3);
+    for (poll, _) in &polls {
         assert_eq!(
             poll["grant_type"],
             "urn:ietf:params:oauth:grant-type:device_code"
         );
-        assert_eq!(poll["device_code"], "dc-secret-1");
-        assert_eq!(poll["client_id"], "my-cli");
+        assert_eq!(poll["device_code"], "dc-1");
+        assert_eq!(poll["client_id"], CLI);
     }
-    assert!(l.auth_headers.iter().all(|h| h == "-"), "a public client");
+    let auth = device.iter().chain(&polls).map(|(_, auth)| auth);
+    assert!(auth.clone().all(|h| h == "-"), "a public client");
 }
 
 #[test]
 fn the_tokens_work_with_a_client_and_refresh_at_the_same_server() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Approve]);
+    let srv = Login::start();
     let time = TestTime::new();
-    let tokens = flow(&srv, &time).start().unwrap().wait().unwrap();
-    let client = AuthClient::builder(srv.ts.api_url())
+    let tokens = approved(&srv, flow(&srv, &time)).wait().unwrap();
+    let client = AuthClient::builder(srv.kit.api_url())
         .proxy(None)
         .refresher(
-            AuthServer::new(srv.token_url())
-                .client_id("my-cli")
+            AuthServer::new(srv.kit.token_url())
+                .client_id(CLI)
                 .refresh_grant(),
         )
         .build()
         .unwrap();
     client.set_tokens(tokens).unwrap();
     assert_eq!(client.get("me").call().unwrap().status(), 200);
-    srv.ts.expire_access_tokens();
+    srv.kit.revoke_access_tokens();
     assert_eq!(client.get("me").call().unwrap().status(), 200);
-    assert_eq!(srv.ts.refresh_calls(), 1);
+    assert_eq!(srv.kit.refreshes(), 1);
     assert_eq!(time.sleeps(), vec![S(5)]);
 }
 
 #[test]
 fn access_denied_stops_with_its_own_error() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Pending, Answer::Deny]);
+    let srv = Login::start();
     let time = TestTime::new();
-    let e = device_error(flow(&srv, &time).start().unwrap().wait());
+    let pending = flow(&srv, &time).start().unwrap();
+    srv.kit.deny(pending.user_code()).unwrap();
+    srv.script(&[Fault::AuthorizationPending]);
+    let e = device_error(pending.wait());
     assert!(matches!(e, DeviceError::AccessDenied), "{e:?}");
     assert!(!e.is_expired() && !e.is_transient());
     assert_eq!(time.sleeps(), vec![S(5), S(5)]);
     assert_eq!(srv.polls(), 2);
-    assert_eq!(srv.ts.state.lock().next_id, 0, "no tokens minted");
+    assert_eq!(srv.kit.issued(), 0, "no tokens minted");
 }
 
 #[test]
 fn expired_token_from_the_server_stops_with_its_own_error() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Pending, Answer::Pending, Answer::Expire]);
+    let srv = Login::start();
     let time = TestTime::new();
-    let e = device_error(flow(&srv, &time).start().unwrap().wait());
+    let pending = flow(&srv, &time).start().unwrap();
+    srv.kit.expire(pending.user_code()).unwrap();
+    srv.script(&[Fault::AuthorizationPending, Fault::AuthorizationPending]);
+    let e = device_error(pending.wait());
     assert!(matches!(e, DeviceError::ExpiredToken), "{e:?}");
     assert!(e.is_expired());
     assert_eq!(srv.polls(), 3);
@@ -133,8 +207,12 @@ fn expired_token_from_the_server_stops_with_its_own_error() {
 
 #[test]
 fn the_code_running_out_locally_stops_without_sleeping_past_it() {
-    let srv = LoginServer::start();
-    srv.login.lock().expires_in = 12; // and the server never answers anything but pending
+    // Codes live 12 s, and the user never answers: every poll is pending.
+    let srv = Login::of(
+        TestServer::builder()
+            .client(TestClient::public(CLI))
+            .device_code_lifetime(S(12)),
+    );
     let time = TestTime::new();
     let e = device_error(flow(&srv, &time).start().unwrap().wait());
     assert!(matches!(e, DeviceError::CodeExpired), "{e:?}");
@@ -146,11 +224,14 @@ fn the_code_running_out_locally_stops_without_sleeping_past_it() {
 
 #[test]
 fn no_interval_means_five_seconds() {
-    let srv = LoginServer::start();
-    srv.login.lock().interval = None;
-    srv.script(&[Answer::Pending, Answer::Approve]);
+    let srv = Login::of(
+        TestServer::builder()
+            .client(TestClient::public(CLI))
+            .device_interval(None),
+    );
     let time = TestTime::new();
-    let pending = flow(&srv, &time).start().unwrap();
+    let pending = approved(&srv, flow(&srv, &time));
+    srv.script(&[Fault::AuthorizationPending]);
     assert_eq!(pending.interval(), S(5));
     pending.wait().unwrap();
     assert_eq!(time.sleeps(), vec![S(5), S(5)]);
@@ -158,36 +239,37 @@ fn no_interval_means_five_seconds() {
 
 #[test]
 fn a_server_interval_is_honoured_and_slow_down_adds_five_seconds_each_time() {
-    let srv = LoginServer::start();
-    srv.login.lock().interval = Some(2);
-    srv.script(&[
-        Answer::SlowDown,
-        Answer::Pending,
-        Answer::SlowDown,
-        Answer::Approve,
-    ]);
+    let srv = Login::of(
+        TestServer::builder()
+            .client(TestClient::public(CLI))
+            .device_interval(Some(2)),
+    );
     let time = TestTime::new();
-    flow(&srv, &time).start().unwrap().wait().unwrap();
+    let pending = approved(&srv, flow(&srv, &time));
+    srv.script(&[
+        Fault::SlowDown,
+        Fault::AuthorizationPending,
+        Fault::SlowDown,
+    ]);
+    pending.wait().unwrap();
     assert_eq!(time.sleeps(), vec![S(2), S(7), S(7), S(12)]);
 }
 
 #[test]
 fn an_unavailable_token_endpoint_doubles_the_interval_and_three_in_a_row_end_the_wait() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Unavailable, Answer::Pending, Answer::Approve]);
+    let unavailable = Fault::Unavailable { retry_after: None };
+    let srv = Login::start();
     let time = TestTime::new();
-    flow(&srv, &time).start().unwrap().wait().unwrap();
+    let pending = approved(&srv, flow(&srv, &time));
+    srv.script(&[unavailable.clone(), Fault::AuthorizationPending]);
+    pending.wait().unwrap();
     assert_eq!(time.sleeps(), vec![S(5), S(10), S(10)]);
 
-    let srv = LoginServer::start();
-    srv.script(&[
-        Answer::Unavailable,
-        Answer::Unavailable,
-        Answer::Unavailable,
-        Answer::Approve,
-    ]);
+    let srv = Login::start();
     let time = TestTime::new();
-    let e = device_error(flow(&srv, &time).start().unwrap().wait());
+    let pending = approved(&srv, flow(&srv, &time));
+    srv.script(&[unavailable.clone(), unavailable.clone(), unavailable]);
+    let e = device_error(pending.wait());
     assert!(matches!(e, DeviceError::Status(503)), "{e:?}");
     assert!(e.is_transient());
     assert_eq!(time.sleeps(), vec![S(5), S(10), S(20)]);
@@ -196,59 +278,63 @@ fn an_unavailable_token_endpoint_doubles_the_interval_and_three_in_a_row_end_the
 
 #[test]
 fn a_confidential_client_authenticates_both_requests_like_its_refreshes() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Approve]);
+    let confidential =
+        || Login::of(TestServer::builder().client(TestClient::confidential(CLI, "cli-secret")));
+    let srv = confidential();
     let time = TestTime::new();
-    flow_of(server(&srv).client_secret("cli-secret"), &time)
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+    approved(
+        &srv,
+        flow_of(server(&srv).client_secret("cli-secret"), &time),
+    )
+    .wait()
+    .unwrap();
     let shown = format!(
         "{:?}",
         flow_of(server(&srv).client_secret("cli-secret"), &time)
     );
     assert!(!shown.contains("cli-secret"), "{shown}");
-    let l = srv.login.lock();
-    assert_eq!(l.auth_headers.len(), 2);
-    assert!(
-        l.auth_headers.iter().all(|h| h.starts_with("Basic ")),
-        "{:?}",
-        l.auth_headers
-    );
-    assert!(!l.device_forms[0].contains_key("client_secret"));
-    drop(l);
+    let (device, polls) = (srv.requests("/oauth/device"), srv.requests("/oauth/token"));
+    assert_eq!(device.len() + polls.len(), 2);
+    for (_, auth) in device.iter().chain(&polls) {
+        assert!(auth.starts_with("Basic "), "{auth}");
+    }
+    assert!(!device[0].0.contains_key("client_secret"));
 
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Approve]);
-    flow_of(
-        server(&srv)
-            .client_secret("cli-secret")
-            .auth_method(ClientAuth::Post),
-        &time,
+    let srv = confidential();
+    approved(
+        &srv,
+        flow_of(
+            server(&srv)
+                .client_secret("cli-secret")
+                .auth_method(ClientAuth::Post),
+            &time,
+        ),
     )
-    .start()
-    .unwrap()
     .wait()
     .unwrap();
-    let l = srv.login.lock();
-    assert_eq!(l.device_forms[0]["client_secret"], "cli-secret");
-    assert_eq!(l.poll_forms[0]["client_secret"], "cli-secret");
+    assert_eq!(
+        srv.requests("/oauth/device")[0].0["client_secret"],
+        "cli-secret"
+    );
+    assert_eq!(
+        srv.requests("/oauth/token")[0].0["client_secret"],
+        "cli-secret"
+    );
 }
 
 #[test]
 fn a_refusing_device_endpoint_is_an_oauth_error_without_secrets() {
-    let srv = LoginServer::start();
-    srv.ts.server.mock(|when, then| {
+    let srv = httpmock::MockServer::start();
+    srv.mock(|when, then| {
         when.path("/refusing/device");
         then.status(401)
             .header("content-type", "application/json")
             .body(r#"{"error":"invalid_client cli-secret-0123456789"}"#);
     });
     let time = TestTime::new();
-    let err = AuthServer::new(srv.token_url())
-        .device_authorization_url(srv.ts.server.url("/refusing/device"))
-        .client_id("my-cli")
+    let err = AuthServer::new(srv.url("/token"))
+        .device_authorization_url(srv.url("/refusing/device"))
+        .client_id(CLI)
         .client_secret("cli-secret-0123456789")
         .agent(no_proxy_agent())
         .device_flow()
@@ -271,13 +357,13 @@ fn a_refusing_device_endpoint_is_an_oauth_error_without_secrets() {
 
 #[test]
 fn an_unusable_device_response_is_invalid() {
-    let srv = LoginServer::start();
-    srv.ts.server.mock(|when, then| {
+    let srv = httpmock::MockServer::start();
+    srv.mock(|when, then| {
         when.path("/html/device");
         then.status(200).body("<html>sign in</html>");
     });
-    let err = AuthServer::new(srv.token_url())
-        .device_authorization_url(srv.ts.server.url("/html/device"))
+    let err = AuthServer::new(srv.url("/token"))
+        .device_authorization_url(srv.url("/html/device"))
         .agent(no_proxy_agent())
         .device_flow()
         .unwrap()
@@ -326,23 +412,22 @@ fn an_unreachable_device_endpoint_is_a_transient_transport_error() {
 
 #[test]
 fn discovered_flow_logs_in() {
-    let srv = LoginServer::start();
-    srv.script(&[Answer::Approve]);
+    let srv = Login::start();
     let time = TestTime::new();
-    let meta = Discovery::new(srv.issuer())
+    let meta = Discovery::new(srv.kit.issuer())
         .agent(no_proxy_agent())
         .fetch()
         .unwrap();
-    let tokens = AuthServer::from_metadata(&meta)
-        .client_id("my-cli")
+    let flow = AuthServer::from_metadata(&meta)
+        .client_id(CLI)
         .agent(no_proxy_agent())
         .device_flow()
         .unwrap()
         .clock(time.clone())
-        .sleeper(time.clone())
-        .start()
-        .unwrap()
-        .wait()
-        .unwrap();
+        .sleeper(time.clone());
+    let tokens = approved(&srv, flow).wait().unwrap();
     assert_eq!(tokens.refresh_token().unwrap().secret(), "rt-1");
+    let polls = srv.kit.token_calls();
+    assert_eq!(polls.len(), 1);
+    assert_eq!(polls[0].grant, Grant::DeviceCode);
 }

@@ -3,11 +3,54 @@
 
 use crate::harness::fixtures::{no_proxy_agent, refused_addr};
 use crate::harness::observe::test_name;
-use crate::harness::servers::login::LoginServer;
 use crate::harness::servers::raw::Action;
 use crate::harness::servers::tls::TlsServer;
+use crate::harness::servers::TokenServer;
+use httpmock::{Mock, MockServer};
 use tokengate::login::{Discovery, DiscoveryError, ServerMetadata};
+use tokengate::testing::PUBLIC_CLIENT_ID;
 use tokengate::{AuthClient, AuthServer, Error};
+
+/// Metadata documents on loopback (httpmock), good or bad, for issuers under its root.
+struct Documents(MockServer);
+
+impl Documents {
+    fn start() -> Documents {
+        Documents(MockServer::start())
+    }
+
+    /// The server's root (an issuer's path goes after it).
+    fn issuer(&self) -> String {
+        self.0.base_url()
+    }
+
+    /// The token endpoint good documents name.
+    fn token_url(&self) -> String {
+        self.0.url("/oauth/token")
+    }
+
+    /// A good metadata document for `issuer`, naming endpoints on this server.
+    fn document(&self, issuer: &str) -> serde_json::Value {
+        serde_json::json!({
+            "issuer": issuer,
+            "token_endpoint": self.token_url(),
+            "device_authorization_endpoint": self.0.url("/oauth/device"),
+            "revocation_endpoint": self.0.url("/oauth/revoke"),
+            "grant_types_supported": ["refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+        })
+    }
+
+    /// Serves `body` with `status` to GET `path`.
+    fn serve(&self, path: &str, status: u16, body: impl Into<String>) -> Mock<'_> {
+        let body = body.into();
+        self.0.mock(|when, then| {
+            when.method(httpmock::Method::GET).path(path);
+            then.status(status)
+                .header("content-type", "application/json")
+                .body(body);
+        })
+    }
+}
 
 fn discover(issuer: &str) -> Result<ServerMetadata, Error> {
     Discovery::new(issuer).agent(no_proxy_agent()).fetch()
@@ -29,29 +72,29 @@ fn discovery_error(issuer: &str) -> DiscoveryError {
 fn the_one_call_helper_discovers_the_endpoints_of_every_flow() {
     const ROLE: &str = "TOKENGATE_TEST_ROLE";
     if std::env::var_os(ROLE).is_some() {
-        let srv = LoginServer::start();
+        let srv = TokenServer::start();
         let server = AuthServer::discover(srv.issuer()).unwrap();
-        let client = AuthClient::builder(srv.ts.api_url())
+        let client = AuthClient::builder(srv.api_url())
             .proxy(None)
-            .refresher(server.clone().client_id("my-cli").refresh_grant())
-            .tokens(srv.ts.login())
+            .refresher(server.clone().client_id(PUBLIC_CLIENT_ID).refresh_grant())
+            .tokens(srv.login_as(PUBLIC_CLIENT_ID, None))
             .build()
             .unwrap();
-        srv.ts.expire_access_tokens();
+        srv.revoke_access_tokens();
         assert_eq!(client.get("me").call().unwrap().status(), 200);
-        assert_eq!(srv.ts.refresh_calls(), 1, "one refresh, at /login/token");
+        assert_eq!(srv.refreshes(), 1, "one refresh, at /oauth/token");
         // The discovered revocation endpoint is the one logout uses.
         client.logout().unwrap();
-        assert_eq!(srv.revocations().len(), 1);
+        assert_eq!(srv.revocations(), 1);
 
         let cc = server
             .clone()
             .client_id("svc")
             .client_secret("s3cret")
             .client_credentials();
-        assert!(format!("{cc:?}").contains("/login/token"));
+        assert!(format!("{cc:?}").contains(&srv.token_url()));
         let flow = server.device_flow().unwrap();
-        assert!(format!("{flow:?}").contains("/login/device"));
+        assert!(format!("{flow:?}").contains(&srv.device_authorization_url()));
         assert!(matches!(
             AuthServer::discover(format!("http://{}/", refused_addr())),
             Err(Error::Discovery(_))
@@ -90,34 +133,37 @@ fn the_one_call_helper_discovers_the_endpoints_of_every_flow() {
 
 #[test]
 fn openid_configuration_names_the_endpoints() {
-    let srv = LoginServer::start();
-    let meta = discover(&srv.issuer()).unwrap();
+    let srv = TokenServer::start();
+    let meta = discover(srv.issuer()).unwrap();
     assert_eq!(meta.issuer(), srv.issuer());
     assert_eq!(meta.token_endpoint(), srv.token_url());
     assert_eq!(
         meta.device_authorization_endpoint(),
-        Some(srv.device_url().as_str())
+        Some(srv.device_authorization_url().as_str())
     );
-    assert_eq!(meta.revocation_endpoint(), Some(srv.revoke_url().as_str()));
+    assert_eq!(
+        meta.revocation_endpoint(),
+        Some(srv.revocation_url().as_str())
+    );
 }
 
 #[test]
 fn a_discovered_refresher_refreshes_at_the_discovered_token_endpoint() {
-    let srv = LoginServer::start();
-    let meta = discover(&srv.issuer()).unwrap();
-    let client = AuthClient::builder(srv.ts.api_url())
+    let srv = TokenServer::start();
+    let meta = discover(srv.issuer()).unwrap();
+    let client = AuthClient::builder(srv.api_url())
         .proxy(None)
         .refresher(
             AuthServer::from_metadata(&meta)
-                .client_id("my-cli")
+                .client_id(PUBLIC_CLIENT_ID)
                 .refresh_grant(),
         )
-        .tokens(srv.ts.login())
+        .tokens(srv.login_as(PUBLIC_CLIENT_ID, None))
         .build()
         .unwrap();
-    srv.ts.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(client.get("me").call().unwrap().status(), 200);
-    assert_eq!(srv.ts.refresh_calls(), 1, "one refresh, at /login/token");
+    assert_eq!(srv.refreshes(), 1, "one refresh, at /oauth/token");
     assert_eq!(
         client.tokens().unwrap().refresh_token().unwrap().secret(),
         "rt-2"
@@ -127,14 +173,14 @@ fn a_discovered_refresher_refreshes_at_the_discovered_token_endpoint() {
         .client_id("svc")
         .client_secret("s3cret")
         .client_credentials();
-    assert!(format!("{cc:?}").contains("/login/token"));
+    assert!(format!("{cc:?}").contains(&srv.token_url()));
     let flow = AuthServer::from_metadata(&meta).device_flow().unwrap();
-    assert!(format!("{flow:?}").contains("/login/device"));
+    assert!(format!("{flow:?}").contains(&srv.device_authorization_url()));
 }
 
 #[test]
 fn falls_back_to_the_rfc8414_location_with_the_issuer_path_after_it() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/tenant/a", srv.issuer());
     let doc = srv.serve(
         "/.well-known/oauth-authorization-server/tenant/a",
@@ -149,7 +195,7 @@ fn falls_back_to_the_rfc8414_location_with_the_issuer_path_after_it() {
 
 #[test]
 fn the_openid_document_is_used_when_there_is_one() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/realm", srv.issuer());
     let oidc = srv.serve(
         "/realm/.well-known/openid-configuration",
@@ -168,7 +214,7 @@ fn the_openid_document_is_used_when_there_is_one() {
 
 #[test]
 fn no_document_at_either_location_is_the_status() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let e = discovery_error(&format!("{}/nowhere", srv.issuer()));
     assert!(matches!(e, DiscoveryError::Status(404)), "{e:?}");
     let err = Error::Discovery(e);
@@ -178,10 +224,10 @@ fn no_document_at_either_location_is_the_status() {
 
 #[test]
 fn redirects_are_not_followed() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/moved", srv.issuer());
     let target = srv.serve("/elsewhere", 200, srv.document(&issuer).to_string());
-    srv.ts.server.mock(|when, then| {
+    srv.0.mock(|when, then| {
         when.path("/moved/.well-known/openid-configuration");
         then.status(302).header("location", "/elsewhere");
     });
@@ -192,7 +238,7 @@ fn redirects_are_not_followed() {
 
 #[test]
 fn a_body_that_is_not_json_is_not_json() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     for (name, body) in [("html", "<html>login</html>"), ("array", "[]")] {
         let issuer = format!("{}/{name}", srv.issuer());
         srv.serve(
@@ -208,7 +254,7 @@ fn a_body_that_is_not_json_is_not_json() {
 
 #[test]
 fn another_issuers_document_is_a_mix_up() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/mixup", srv.issuer());
     srv.serve(
         "/mixup/.well-known/openid-configuration",
@@ -251,7 +297,7 @@ fn another_issuers_document_is_a_mix_up() {
 /// The message names the document's issuer and the one asked for (or says there is none).
 #[test]
 fn an_issuer_mismatch_names_both_issuers() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/named", srv.issuer());
     srv.serve(
         "/named/.well-known/openid-configuration",
@@ -394,7 +440,7 @@ fn entra_multi_tenant_documents_with_a_templated_issuer_are_accepted() {
 fn an_entra_template_for_any_other_issuer_is_still_a_mix_up() {
     let template = "https://login.microsoftonline.com/{tenantid}/v2.0";
     // A loopback issuer (the exact rule; no agent trick).
-    let login = LoginServer::start();
+    let login = Documents::start();
     let issuer = format!("{}/common/v2.0", login.issuer());
     login.serve(
         "/common/v2.0/.well-known/openid-configuration",
@@ -454,7 +500,7 @@ fn an_entra_template_for_any_other_issuer_is_still_a_mix_up() {
 /// `{issuer}/protocol/openid-connect/` (https://www.keycloak.org/docs/latest/securing_apps/#endpoints).
 #[test]
 fn a_keycloak_realm_issuer_discovers_its_endpoints() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/realms/acme", srv.issuer());
     let oidc = format!("{issuer}/protocol/openid-connect");
     let doc = serde_json::json!({
@@ -498,7 +544,7 @@ fn a_keycloak_realm_issuer_discovers_its_endpoints() {
 /// OpenID Connect one is read, once.
 #[test]
 fn an_okta_custom_authorization_server_discovers_its_endpoints() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/oauth2/default", srv.issuer());
     let v1 = format!("{issuer}/v1");
     let doc = serde_json::json!({
@@ -544,7 +590,7 @@ fn an_okta_custom_authorization_server_discovers_its_endpoints() {
 
 #[test]
 fn a_document_without_token_endpoint_is_refused() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/notoken", srv.issuer());
     let mut doc = srv.document(&issuer);
     doc.as_object_mut().unwrap().remove("token_endpoint");
@@ -561,7 +607,7 @@ fn a_document_without_token_endpoint_is_refused() {
 
 #[test]
 fn an_endpoint_on_plain_http_elsewhere_than_loopback_is_refused_unless_opted_in() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     for field in [
         "token_endpoint",
         "revocation_endpoint",
@@ -591,7 +637,7 @@ fn an_endpoint_on_plain_http_elsewhere_than_loopback_is_refused_unless_opted_in(
 
 #[test]
 fn an_endpoint_that_is_not_a_url_is_refused() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     for (name, value) in [
         ("number", serde_json::json!(7)),
         ("relative", serde_json::json!("/login/token")),
@@ -619,7 +665,7 @@ fn an_endpoint_that_is_not_a_url_is_refused() {
 
 #[test]
 fn a_body_over_64_kib_is_too_large() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/big", srv.issuer());
     let mut doc = srv.document(&issuer);
     doc["padding"] = "x".repeat(65 * 1024).into();
@@ -658,7 +704,7 @@ fn the_issuer_itself_is_checked_before_anything_is_sent() {
 
 #[test]
 fn device_flow_discovery_needs_a_device_endpoint() {
-    let srv = LoginServer::start();
+    let srv = Documents::start();
     let issuer = format!("{}/nodevice", srv.issuer());
     let mut doc = srv.document(&issuer);
     doc.as_object_mut()

@@ -88,14 +88,14 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
     assert!(a.tokens().is_none(), "the logout holds in memory");
     conn.cmd(&["DEL", "{deferred-logout}:lock"]);
 
-    b.set_tokens(srv.second_user_login()).unwrap();
-    assert_eq!(conn.access_token(session).as_deref(), Some("user2-at"));
+    b.set_tokens(srv.login()).unwrap(); // another user's login: at-2 / rt-2
+    assert_eq!(conn.access_token(session).as_deref(), Some("at-2"));
 
     clock.advance(Duration::from_secs(2)); // A's retry is due
-    until_holding(&a, "user2-at");
-    assert_eq!(conn.access_token(session).as_deref(), Some("user2-at"));
-    assert_eq!(token_of(&b), "user2-at", "B keeps its login");
-    assert_eq!(token_of(&a), "user2-at");
+    until_holding(&a, "at-2");
+    assert_eq!(conn.access_token(session).as_deref(), Some("at-2"));
+    assert_eq!(token_of(&b), "at-2", "B keeps its login");
+    assert_eq!(token_of(&a), "at-2");
     assert_eq!(superseded(&events), 1);
     assert_eq!(superseded(&b_events), 0);
     a.close().unwrap();
@@ -200,7 +200,7 @@ fn an_acquire_whose_answer_was_lost_leaves_no_orphaned_lease() {
         conn.lock_holder(session).is_some(),
         "the lease was taken, its answer lost"
     );
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 
     proxy.heal();
     a.force_refresh().unwrap();
@@ -262,12 +262,12 @@ fn a_lapsed_holders_call_in_flight_is_waited_for(fault: Fault) {
         .unwrap();
     assert_eq!(token_of(&b), "at-1");
 
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let a_thread = {
         let a = a.clone();
         std::thread::spawn(move || a.get("items").call().map(drop))
     };
-    wait_until("A's token call arrived", || srv.refresh_calls() == 1);
+    wait_until("A's token call arrived", || srv.refreshes() == 1);
     match fault {
         Fault::Freeze => {
             redis.freeze();
@@ -336,7 +336,7 @@ fn a_refresh_redis_did_not_take_keeps_the_lease_until_it_is_written() {
         .unwrap();
     assert_eq!(token_of(&b), "at-1");
 
-    srv.expire_access_tokens(); // at-1: B's next request gets a 401
+    srv.revoke_access_tokens(); // at-1: B's next request gets a 401
     fail.store(true, std::sync::atomic::Ordering::SeqCst);
     a.force_refresh().unwrap(); // rt-1 -> rt-2 at the server; the write fails
     assert_eq!(token_of(&a), "at-2");
@@ -350,7 +350,7 @@ fn a_refresh_redis_did_not_take_keeps_the_lease_until_it_is_written() {
         "B must wait for the kept lease, got {e:?} (reuse detected {} time(s))",
         srv.reuse_detected()
     );
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
 
     fail.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::harness::observe::{body_json, child_test, test_name, HANG_GUARD, ROLE, URL};
 use crate::harness::servers::redis::{RedisServer, Reply};
-use crate::harness::servers::{State, TokenServer};
+use crate::harness::servers::TokenServer;
+use tokengate::testing::{Fault, Outcome};
 use tokengate::{AuthClient, Error, Event, RedisStore, RefreshError, Tokens};
 
 const REDIS: &str = "TOKENGATE_TEST_REDIS";
@@ -171,13 +172,15 @@ fn processes_sharing_a_redis_session_refresh_once_per_expiry() {
     );
     let reports = reports_of(children);
 
-    let s = srv.state.lock();
-    let minted_after_login = s.next_id - 1;
+    let minted_after_login = srv.issued() - 1;
     eprintln!(
         "{PROCESSES} processes x {THREADS} threads via Redis: refresh calls {}, generations \
          minted after login {minted_after_login}, api calls {}, api 401s {}, reuse detected {}; \
          per process {reports:?}",
-        s.refresh_calls, s.api_calls, s.api_401s, s.reuse_detected
+        srv.refreshes(),
+        srv.api_requests(),
+        srv.api_401s(),
+        srv.reuse_detected()
     );
     for r in &reports {
         assert_eq!(number(r, "failed"), 0, "no request failed: {r}");
@@ -185,7 +188,7 @@ fn processes_sharing_a_redis_session_refresh_once_per_expiry() {
         assert!(number(r, "max_generation") >= TARGET_GENERATION, "{r}");
     }
     assert!(minted_after_login >= TARGET_GENERATION - 1);
-    assert_one_refresh_per_expiry(&s, &reports);
+    assert_one_refresh_per_expiry(&srv, &reports);
 }
 
 /// The login, made on one machine, then `processes` × `threads` fleet workers (children
@@ -215,13 +218,18 @@ fn start_fleet(
 /// revoked, one call per generation minted (a call that reused a rotated token would mint
 /// nothing: each expiry window was refreshed exactly once, by one thread of one process),
 /// none early, and every call started by one of the workers (the others adopted).
-fn assert_one_refresh_per_expiry(s: &State, reports: &[String]) {
-    assert_eq!(s.reuse_detected, 0, "no refresh token was presented twice");
-    assert!(!s.revoked);
-    assert_eq!(s.refresh_calls, s.next_id - 1);
-    s.assert_no_generation_refreshed_before_due(LIFETIME);
+fn assert_one_refresh_per_expiry(srv: &TokenServer, reports: &[String]) {
+    assert_eq!(
+        srv.reuse_detected(),
+        0,
+        "no refresh token was presented twice"
+    );
+    // Not revoked: the newest refresh token is the session's current one.
+    assert!(srv.is_active(&format!("rt-{}", srv.issued())));
+    assert_eq!(srv.refreshes(), srv.issued() - 1);
+    srv.assert_no_generation_refreshed_before_due(LIFETIME);
     let started: u64 = reports.iter().map(|r| number(r, "refreshes_started")).sum();
-    assert_eq!(started, s.refresh_calls);
+    assert_eq!(started, srv.refreshes());
 }
 
 /// Waits for every child and returns the `REPORT` line of each.
@@ -359,7 +367,7 @@ fn stale_login(srv: &TokenServer, redis: &RedisServer, session: &str) {
         .tokens(srv.login())
         .build()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
 }
 
 /// Says `what` on stdout, then blocks until a line arrives on stdin.
@@ -468,7 +476,7 @@ fn a_holder_killed_mid_refresh_frees_the_lock_when_its_lease_ends() {
     let client = machine(&srv, &redis, session).build().unwrap();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     let mut conn = redis.conn();
     assert_eq!(conn.access_token(session).unwrap(), "at-2");
@@ -508,7 +516,7 @@ fn pause_a_holder(name: &str, mode: &str) -> (String, TokenServer, RedisServer) 
     // The record is the other machine's, never the paused holder's.
     assert_eq!(conn.access_token(session).unwrap(), "at-2");
     assert_eq!(conn.generation(session), moved);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     (report, srv, redis)
 }
@@ -542,7 +550,8 @@ fn a_holder_paused_past_its_lease_during_a_backoff_makes_no_token_call() {
     let srv = TokenServer::start();
     let session = "fleet:backoff";
     stale_login(&srv, &redis, session);
-    srv.answer_503_to_next_refreshes(1);
+    let unavailable = Fault::Unavailable { retry_after: None };
+    srv.fault_next_token_calls(1, unavailable.clone());
     let mut child = spawn_child(name, "holder-503", &srv, &redis, session, &[]);
     let mut stdin: ChildStdin = child.stdin.take().unwrap();
     let lines = lines_of(child.stdout.take().unwrap());
@@ -558,11 +567,12 @@ fn a_holder_paused_past_its_lease_during_a_backoff_makes_no_token_call() {
     stdin.write_all(b"go\n").unwrap();
     let report = wait_line(&lines, "REPORT");
     assert!(wait_exit(&mut child).success(), "{report}");
-    assert_eq!(
-        srv.presented(),
-        [Some(1), Some(1)],
-        "holder (503), other machine"
-    );
+    // The holder's call (answered 503 before the server read it: the kit records no token
+    // for it), then the other machine's rt-1; no third call.
+    let calls = srv.token_calls();
+    assert_eq!(calls.len(), 2, "holder (503), other machine: {calls:?}");
+    assert_eq!(calls[0].outcome, Outcome::Faulted(unavailable));
+    assert_eq!(calls[1].presented, Some(1));
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(field(&report, "first"), "at-2", "{report}");
     assert_eq!(number(&report, "session_expired"), 0, "{report}");
@@ -616,7 +626,7 @@ fn redis_restarted_mid_run_loses_no_session() {
     // Mid-run: once a few refreshes went through, stop Redis, leave it down for longer than
     // a token lives, and start it again (with its data, as a maintenance restart does).
     let deadline = Instant::now() + PARENT_TIME_LIMIT;
-    while srv.state.lock().next_id < RESTART_AT {
+    while srv.issued() < RESTART_AT {
         assert!(
             Instant::now() < deadline,
             "hang guard: no refresh went through"
@@ -635,7 +645,7 @@ fn redis_restarted_mid_run_loses_no_session() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let minted_before_stop = srv.state.lock().next_id;
+    let minted_before_stop = srv.issued();
     redis.shut_down_saving();
     std::thread::sleep(DOWNTIME);
     redis.start_again();
@@ -648,13 +658,14 @@ fn redis_restarted_mid_run_loses_no_session() {
     conn.cmd(&["DEL", &lock_key]);
 
     let reports = reports_of(children);
-    let s = srv.state.lock();
-    let minted_after_login = s.next_id - 1;
+    let minted_after_login = srv.issued() - 1;
     eprintln!(
         "Redis restarted under {RESTART_PROCESSES} processes x {RESTART_THREADS} threads: \
          refresh calls {}, generations minted after login {minted_after_login} ({} before the \
          stop), reuse detected {}; per process {reports:?}",
-        s.refresh_calls, minted_before_stop, s.reuse_detected
+        srv.refreshes(),
+        minted_before_stop,
+        srv.reuse_detected()
     );
     for r in &reports {
         // Requests failed only while a refresh needed Redis and it was down.
@@ -663,5 +674,5 @@ fn redis_restarted_mid_run_loses_no_session() {
         // The session went on after the restart, to the target generation.
         assert!(number(r, "max_generation") >= RESTART_TARGET, "{r}");
     }
-    assert_one_refresh_per_expiry(&s, &reports);
+    assert_one_refresh_per_expiry(&srv, &reports);
 }

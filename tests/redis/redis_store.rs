@@ -16,6 +16,7 @@ use crate::harness::fixtures::{id_token_of, FailingWrites, Forwarding};
 use crate::harness::observe::{body_json, token_of, wait_until, Recorder, HANG_GUARD};
 use crate::harness::servers::redis::{RedisServer, ReplyLosingProxy, Resp};
 use crate::harness::servers::TokenServer;
+use tokengate::testing::{Fault, Outcome};
 use tokengate::time::ManualClock;
 use tokengate::{
     AuthClient, AuthClientBuilder, Error, Event, RedisStore, RefreshError, TokenStore, Tokens,
@@ -120,7 +121,7 @@ fn a_login_is_stored_as_versioned_json_and_every_client_adopts_it() {
     let c = client_on(&srv, store(&redis, session)).build().unwrap();
     assert_eq!(c.tokens().unwrap().access_token().secret(), "at-2");
     assert_eq!(token_of(&c), "at-2");
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 }
 
 /// Issue 24: the token type is kept in the record. A record written before it was (format 1
@@ -154,7 +155,7 @@ fn a_record_without_a_token_type_still_loads_and_the_type_round_trips() {
     assert_eq!(token_of(&client), "at-1");
 
     // Written again (a refresh), the record says its type, and reads back the same.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(token_of(&client), "at-2");
     let json = conn.tokens(session).unwrap();
     assert_eq!(json["token_type"], "Bearer", "{json}");
@@ -213,9 +214,9 @@ fn a_record_without_an_id_token_still_loads_and_the_id_token_round_trips() {
     assert_eq!(claims.email(), Some("alice@example.com"));
 
     // A refresh (the test server's response has no id_token) keeps it, held and stored.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(token_of(&a), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     let json = conn.tokens(session).unwrap();
     assert_eq!(json["access_token"], "at-2");
     assert_eq!(json["id_token"], id_token.as_str());
@@ -359,7 +360,7 @@ fn invalid_grant_after_another_process_refreshed_adopts_its_tokens() {
         })
         .build()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     // The API knows neither token: the 401 starts the refresh; its replay (with the adopted
     // token) gets 401 too, which the caller sees. What matters is what the client holds.
     let _ = client.get("items").call();
@@ -385,7 +386,7 @@ fn invalid_grant_with_nobody_in_between_ends_the_session_everywhere() {
         .build()
         .unwrap();
     let before = redis.conn().generation(session);
-    srv.revoke_session();
+    srv.revoke_all();
     assert!(matches!(
         client.get("items").call(),
         Err(Error::SessionExpired)
@@ -468,10 +469,10 @@ fn requests_read_redis_at_most_once_per_poll_interval() {
     }
     // ...but a refresh takes the lock and reads the record: the login is adopted, and the
     // token endpoint is not called.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     writer.set_tokens(srv.login()).unwrap(); // at-3, live
     assert_eq!(token_of(&client), "at-3");
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 }
 
 /// Redis down: requests go on with the valid token; a login and a refresh that need Redis
@@ -508,14 +509,14 @@ fn redis_down_keeps_the_session_and_refreshes_fail_closed() {
         "{}",
         error_text(&e)
     );
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let e = client.get("items").call().unwrap_err();
     match &e {
         Error::Refresh(r) => assert!(matches!(**r, RefreshError::Store(_)), "{r:?}"),
         other => panic!("expected a refresh error, got {other:?}"),
     }
     assert!(e.is_transient());
-    assert_eq!(srv.refresh_calls(), 0, "no refresh without the lock");
+    assert_eq!(srv.refreshes(), 0, "no refresh without the lock");
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
     assert_eq!(expired.load(Ordering::SeqCst), 0);
     let e = client_on(&srv, store(&redis, session)).build().unwrap_err();
@@ -526,7 +527,7 @@ fn redis_down_keeps_the_session_and_refreshes_fail_closed() {
     redis.start_again();
     assert_eq!(redis.conn().generation(session), 0);
     assert_eq!(token_of(&client), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     let mut conn = redis.conn();
     assert_eq!(conn.access_token(session).unwrap(), "at-2");
@@ -595,11 +596,11 @@ fn an_unreadable_record_fails_build_and_refreshes_without_quoting_it() {
 
     // A running client goes on with its token; its refresh fails on the record.
     assert_eq!(token_of(&client), "at-1");
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let e = client.get("items").call().unwrap_err();
     assert!(matches!(e, Error::Refresh(_)), "{e:?}");
     assert!(!error_text(&e).contains("secret-in-garbage"));
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
     // A login replaces it.
     client.set_tokens(srv.login()).unwrap();
     assert_eq!(token_of(&client), "at-2");
@@ -724,13 +725,19 @@ fn a_refresh_whose_lease_lapsed_during_a_backoff_makes_no_token_call_and_adopts_
         .unwrap();
     assert_eq!(a.tokens().unwrap().access_token().secret(), "at-1");
 
-    srv.expire_access_tokens();
-    srv.answer_503_to_next_refreshes(1);
+    srv.revoke_access_tokens();
+    let unavailable = Fault::Unavailable { retry_after: None };
+    srv.fault_next_token_calls(1, unavailable.clone());
     let served = token_of(&a);
 
-    assert_eq!(srv.presented(), [Some(1), Some(1)], "A:rt-1 (503), B:rt-1");
+    // A's call (answered 503 before the server read it: the kit records no token for it),
+    // then B's rt-1; A made no second call.
+    let calls = srv.token_calls();
+    assert_eq!(calls.len(), 2, "A (503), B: {calls:?}");
+    assert_eq!(calls[0].outcome, Outcome::Faulted(unavailable));
+    assert_eq!(calls[1].presented, Some(1));
     assert_eq!(srv.reuse_detected(), 0);
-    assert!(!srv.state.lock().revoked);
+    assert!(srv.is_active("rt-2"), "the session lives on");
     assert_eq!(served, "at-2", "A adopted B's refresh");
     assert_eq!(events.count(|e| matches!(e, Event::Adopted { .. })), 1);
     assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
@@ -825,19 +832,19 @@ fn an_unsaved_login_is_written_over_another_machines_refresh_never_replaced_by_i
         b,
     } = unsaved_change(session);
     fail.store(true, Ordering::SeqCst);
-    let e = a.set_tokens(srv.second_user_login()).unwrap_err();
+    let e = a.set_tokens(srv.login()).unwrap_err(); // another user's login: at-2 / rt-2
     assert!(matches!(e, Error::Store(_)), "{e:?}");
-    b.force_refresh().unwrap();
-    assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
+    b.force_refresh().unwrap(); // the old session: rt-1 -> at-3 / rt-3
+    assert_eq!(redis.conn().access_token(session).unwrap(), "at-3");
 
     fail.store(false, Ordering::SeqCst);
     wait_until("the login written over B's refresh", || {
         clock.advance(Duration::from_secs(2)); // a retry is due
-        assert_eq!(token_of(&a), "user2-at");
-        redis.conn().access_token(session).as_deref() == Some("user2-at")
+        assert_eq!(token_of(&a), "at-2");
+        redis.conn().access_token(session).as_deref() == Some("at-2")
     });
-    until_served_with(&b, "user2-at");
-    assert_eq!(token_of(&a), "user2-at");
+    until_served_with(&b, "at-2");
+    assert_eq!(token_of(&a), "at-2");
     assert_eq!(srv.reuse_detected(), 0);
 }
 
@@ -856,11 +863,11 @@ fn a_login_whose_commit_reply_was_lost_is_reported_saved() {
         .tokens(srv.login())
         .build()
         .unwrap();
-    proxy.lose_reply_to("user2-at");
-    a.set_tokens(srv.second_user_login()).unwrap();
+    proxy.lose_reply_to("at-2");
+    a.set_tokens(srv.login()).unwrap(); // another user's login: at-2 / rt-2
     assert_eq!(proxy.replies_lost(), 1);
-    assert_eq!(redis.conn().access_token(session).unwrap(), "user2-at");
-    assert_eq!(token_of(&a), "user2-at");
+    assert_eq!(redis.conn().access_token(session).unwrap(), "at-2");
+    assert_eq!(token_of(&a), "at-2");
 }
 
 /// Redis goes away while a refresh waits out a 503's backoff: the check of the lease before
@@ -879,15 +886,18 @@ fn a_refresh_that_cannot_confirm_its_lease_makes_no_token_call() {
         .sleeper(PauseOnce(Mutex::new(Some(pause))))
         .build()
         .unwrap();
-    srv.expire_access_tokens();
-    srv.answer_503_to_next_refreshes(1);
+    srv.revoke_access_tokens();
+    let unavailable = Fault::Unavailable { retry_after: None };
+    srv.fault_next_token_calls(1, unavailable.clone());
     let e = a.get("items").call().unwrap_err();
     match &e {
         Error::Refresh(r) => assert!(matches!(**r, RefreshError::Store(_)), "{r:?}"),
         other => panic!("expected a refresh error, got {other:?}"),
     }
     assert!(e.is_transient());
-    assert_eq!(srv.presented(), [Some(1)], "only the call answered 503");
+    let calls = srv.token_calls();
+    assert_eq!(calls.len(), 1, "only the call answered 503: {calls:?}");
+    assert_eq!(calls[0].outcome, Outcome::Faulted(unavailable));
     assert_eq!(a.tokens().unwrap().access_token().secret(), "at-1");
 }
 
@@ -920,9 +930,9 @@ fn a_lease_that_lapsed_before_the_first_token_call_makes_none() {
         .store(lapsing_lock(store(&redis, "lapsed-first"), redis.port()))
         .build()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let e = a.get("items").call().unwrap_err();
     assert!(matches!(e, Error::Refresh(_)), "{e:?}");
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
     assert_eq!(a.tokens().unwrap().access_token().secret(), "at-1");
 }

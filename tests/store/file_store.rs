@@ -140,7 +140,7 @@ fn a_token_file_without_a_token_type_still_loads_and_the_type_round_trips() {
     assert_eq!(token_seen_by_api(&client), "at-1");
 
     // Written again (a refresh), the file says its type, and reads back the same.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(token_seen_by_api(&client), "at-2");
     let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(raw["token_type"], "Bearer", "{raw}");
@@ -203,9 +203,9 @@ fn a_token_file_without_an_id_token_still_loads_and_the_id_token_round_trips() {
     assert_eq!(claims.email(), Some("alice@example.com"));
 
     // A refresh (the test server's response has no id_token) keeps it, in memory and on disk.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(token_seen_by_api(&client), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     let raw: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(raw["access_token"], "at-2");
     assert_eq!(raw["id_token"], id_token.as_str());
@@ -381,9 +381,9 @@ fn a_file_corrupted_while_running_fails_requests_until_the_user_decides() {
         }
     }
     // A refresh would need the file: it is not attempted, and the file is not touched.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert!(matches!(client.get("items").call(), Err(Error::Store(_))));
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not json");
 
     // Deleting the bad file is a decision too: no file, no tokens.
@@ -429,7 +429,7 @@ fn a_login_or_logout_by_another_process_is_picked_up_on_the_next_request() {
 
     a.set_tokens(srv.login()).unwrap();
     assert_eq!(token_seen_by_api(&b), "at-3");
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 }
 
 #[test]
@@ -453,9 +453,9 @@ fn a_refresh_by_another_process_is_adopted_instead_of_repeated() {
     let c = srv.client_builder().store(no_poll(&path)).build().unwrap();
     assert_eq!(token_seen_by_api(&c), "at-1");
 
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(token_seen_by_api(&a), "at-2", "a refreshed after the 401");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(
         token_seen_by_api(&b),
         "at-2",
@@ -466,7 +466,7 @@ fn a_refresh_by_another_process_is_adopted_instead_of_repeated() {
         "at-2",
         "c got a 401, took the lock, found at-2 and adopted it"
     );
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(srv.api_401s(), 2, "a's and c's requests with at-1");
 }
@@ -657,10 +657,10 @@ fn an_expired_token_found_under_the_refresh_lock_is_refreshed_not_adopted() {
         .with_refresh_token(second.refresh_token().unwrap().secret())
         .with_expires_at(SystemTime::now() - Duration::from_secs(1));
     FileStore::new(&path).unwrap().save(&expired).unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
 
     assert_eq!(token_seen_by_api(&c), "at-3");
-    assert_eq!(srv.refresh_calls(), 1, "one refresh, with rt-2");
+    assert_eq!(srv.refreshes(), 1, "one refresh, with rt-2");
     assert_eq!(srv.reuse_detected(), 0);
     assert_eq!(srv.api_401s(), 1, "only the request with at-1");
     assert_eq!(

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::observe::{body_json, child_test, test_name, FILE, ROLE, URL};
 use crate::harness::servers::TokenServer;
+use tokengate::testing::ApiCall;
 use tokengate::{Event, FileStore};
 
 const PROCESSES: usize = 4;
@@ -68,12 +69,17 @@ fn processes_sharing_a_file_store_refresh_once_per_expiry() {
     let reports = wait_all(children);
     let _ = std::fs::remove_dir_all(&dir);
 
-    let s = srv.state.lock();
-    let minted_after_login = s.next_id - 1;
+    let api_calls = srv.api_calls();
+    let minted_after_login = srv.issued() - 1;
     eprintln!(
         "{PROCESSES} processes x {THREADS} threads: refresh calls {}, generations minted after login {}, \
          api calls {}, api 401s {}, reuse detected {}; per process {:?}",
-        s.refresh_calls, minted_after_login, s.api_calls, s.api_401s, s.reuse_detected, reports
+        srv.refreshes(),
+        minted_after_login,
+        api_calls.len(),
+        srv.api_401s(),
+        srv.reuse_detected(),
+        reports
     );
     // Every failed request is explained: it ended in a 401 for a token that had expired by the
     // time the server read it, after an earlier 401 for an older one. That is, the thread was
@@ -85,13 +91,15 @@ fn processes_sharing_a_file_store_refresh_once_per_expiry() {
         assert_eq!(r.ok + r.failed, r.requests, "{r:?}");
         assert_eq!(r.failures.len() as u64, r.failed, "{r:?}");
         for (id, error) in &r.failures {
-            let attempts = s.api_attempts.get(id);
+            let attempts: Vec<&ApiCall> = api_calls
+                .iter()
+                .filter(|c| c.request_id.as_deref() == Some(id.as_str()))
+                .collect();
             let explained = error == "unauthorized"
-                && attempts.is_some_and(|a| {
-                    let last = a[a.len() - 1];
+                && attempts.split_last().is_some_and(|(last, earlier)| {
                     last.status == 401
                         && last.expired
-                        && a[..a.len() - 1]
+                        && earlier
                             .iter()
                             .any(|x| x.status == 401 && x.generation < last.generation)
                 });
@@ -105,22 +113,24 @@ fn processes_sharing_a_file_store_refresh_once_per_expiry() {
         "unexplained failures: {unexplained:#?}"
     );
     assert_eq!(
-        s.reuse_detected, 0,
+        srv.reuse_detected(),
+        0,
         "no refresh token was ever presented twice"
     );
-    assert!(!s.revoked);
+    // The session lives: the newest refresh token is its current one.
+    assert!(srv.is_active(&format!("rt-{}", srv.issued())));
     // Each expiry window is one token generation: the server mints exactly one new generation
     // per successful refresh call, and a refresh that reused a rotated token or lost a race
     // would be a call that minted nothing.
-    assert_eq!(s.refresh_calls, minted_after_login);
+    assert_eq!(srv.refreshes(), minted_after_login);
     // No generation was refreshed before it was due.
-    s.assert_no_generation_refreshed_before_due(LIFETIME);
+    srv.assert_no_generation_refreshed_before_due(LIFETIME);
     // The children ran until they were served generation TARGET_GENERATION: the run covered
     // at least that many windows.
     assert!(minted_after_login >= TARGET_GENERATION - 1);
     // Every call the server saw was started by exactly one process (the others adopted).
     let started: u64 = reports.iter().map(|r| r.refreshes_started).sum();
-    assert_eq!(started, s.refresh_calls);
+    assert_eq!(started, srv.refreshes());
 }
 
 /// What one child process reports on its last line of output.

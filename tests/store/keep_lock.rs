@@ -137,7 +137,7 @@ fn a_refresh_that_cannot_be_written_keeps_the_lock_until_it_is_written() {
     // A's write fails: at-2 / rt-2 live in A's memory only, the file still holds rt-1.
     fail.store(true, SeqCst);
     a.force_refresh().unwrap();
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.presented(), vec![Some(1)]);
     assert_eq!(stored_refresh_token(&path).as_deref(), Some("rt-1"));
     assert_eq!(
@@ -147,13 +147,13 @@ fn a_refresh_that_cannot_be_written_keeps_the_lock_until_it_is_written() {
     );
 
     // B's at-1 is rejected: its refresh waits for the lock, gives up, and calls nobody.
-    srv.state.lock().access.remove("at-1");
+    assert!(srv.revoke("at-1"));
     let e = b.get("items").call().unwrap_err();
     assert_waited_for_the_kept_lock(&e, &srv);
     assert!(e.is_transient(), "{e:?}");
     let e = b.force_refresh().unwrap_err();
     assert_waited_for_the_kept_lock(&e, &srv);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     assert!(b.tokens().is_some(), "B's session goes on");
 
@@ -171,10 +171,10 @@ fn a_refresh_that_cannot_be_written_keeps_the_lock_until_it_is_written() {
     // B adopts A's tokens: no token call, no reuse.
     assert_eq!(token_of(&b), "at-2");
     assert_eq!(token_of(&a), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.presented(), vec![Some(1)]);
     assert_eq!(srv.reuse_detected(), 0);
-    assert!(!srv.state.lock().revoked);
+    assert!(srv.is_active("rt-2"), "the session lives on");
     a.close().unwrap();
     b.close().unwrap();
     assert_eq!(stored_refresh_token(&path).as_deref(), Some("rt-2"));
@@ -206,7 +206,7 @@ fn closing_while_the_write_still_fails_releases_the_kept_lock() {
     a.force_refresh().unwrap();
     let e = b.force_refresh().unwrap_err();
     assert_waited_for_the_kept_lock(&e, &srv);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 
     // Closed with the disk still full: one more try, which fails, then the lock is released.
     let (tx, rx) = mpsc::channel();
@@ -232,7 +232,7 @@ fn closing_while_the_write_still_fails_releases_the_kept_lock() {
         matches!(refreshed, Err(Error::SessionExpired)),
         "{refreshed:?}"
     );
-    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.refreshes(), 2);
     assert_eq!(srv.presented(), vec![Some(1), Some(1)]);
     assert_eq!(srv.reuse_detected(), 1, "the documented residual");
     b.close().unwrap();
@@ -311,15 +311,15 @@ fn a_full_disk_never_lets_another_process_present_the_spent_refresh_token() {
 
     children.0.push(("holder", spawn("holder")));
     children.wait_for_marker(&coord, HOLDER_REFRESHED);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.presented(), vec![Some(1)]);
     assert_eq!(stored_refresh_token(&path).as_deref(), Some("rt-1"));
 
     // The contender's access token is rejected: it needs a refresh while the holder lives.
-    srv.state.lock().access.remove("at-1");
+    assert!(srv.revoke("at-1"));
     children.0.push(("contender", spawn("contender")));
     children.wait_for_marker(&coord, CONTENDER_REFUSED);
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     // The holder's write was retried, on the full disk, by the thread that keeps the lock.
     children.wait_for_marker(&coord, HOLDER_KEEPING);
@@ -333,10 +333,10 @@ fn a_full_disk_never_lets_another_process_present_the_spent_refresh_token() {
             "{role} must end holding the session: {report}"
         );
     }
-    assert_eq!(srv.refresh_calls(), 1, "one refresh for the expiry");
+    assert_eq!(srv.refreshes(), 1, "one refresh for the expiry");
     assert_eq!(srv.presented(), vec![Some(1)]);
     assert_eq!(srv.reuse_detected(), 0);
-    assert!(!srv.state.lock().revoked);
+    assert!(srv.is_active("rt-2"), "the session lives on");
     assert_eq!(stored_refresh_token(&path).as_deref(), Some("rt-2"));
 }
 

@@ -46,7 +46,7 @@ fn a_store_of_your_own_keeps_tokens_as_json_with_absolute_times() {
         .tokens(srv.login())
         .build()
         .unwrap();
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     client.get("me").call().unwrap(); // refreshed and saved
 
     let json: serde_json::Value =
@@ -76,5 +76,5 @@ fn a_store_of_your_own_keeps_tokens_as_json_with_absolute_times() {
     assert_eq!(ms(again.tokens().unwrap()), ms(client.tokens().unwrap()));
     let mut r = again.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 }

@@ -159,7 +159,7 @@ fn every_process_computes_the_same_refresh_window_from_the_stored_issue_time() {
     assert_eq!(token_of(&b), "at-1");
     events.wait_for("B's background refresh", 1, is_refreshed);
     assert_eq!(token_of(&b), "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 }
 
 #[test]
@@ -181,10 +181,10 @@ fn two_clients_sharing_one_file_store_see_each_others_logins_and_logouts() {
     assert_eq!(token_of(&b), "at-2", "b adopted a's new login");
 
     // b refreshes after a 401; a adopts the refreshed tokens without a refresh of its own.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     assert_eq!(token_of(&b), "at-3");
     assert_eq!(token_of(&a), "at-3");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
 
     b.clear_tokens().unwrap();
     assert!(matches!(a.get("items").call(), Err(Error::NoTokens)));
@@ -220,7 +220,7 @@ fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
     let b = srv.client_builder().store(store.clone()).build().unwrap();
 
     // a refreshes after a 401 and holds the store's lock while its refresher runs.
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let ac = a.clone();
     let refreshing = std::thread::spawn(move || {
         ac.get("items")
@@ -250,7 +250,7 @@ fn a_refresh_by_one_client_never_overwrites_the_other_clients_login() {
     let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
     assert_eq!(stored.access_token().secret(), "b-login", "the login won");
     assert_eq!(b.tokens().unwrap().access_token().secret(), "b-login");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
 }
 
@@ -302,7 +302,7 @@ fn expired_tokens_found_under_the_lock_are_refreshed_with_their_refresh_token_no
     // a never polled b's refresh: its own refresh finds at-2 under the lock, expired, and
     // refreshes it with rt-2 (rt-1 would be a reuse), in the same flight.
     assert_eq!(token_of(&a), "at-3");
-    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.refreshes(), 2);
     assert_eq!(srv.reuse_detected(), 0);
 }
 
@@ -328,7 +328,7 @@ fn a_poll_during_the_clients_own_refresh_never_makes_it_discard_its_answer() {
     let first = AtomicBool::new(true);
     let seen = events.clone();
     let open = polls.clone();
-    let oauth = AuthServer::new(srv.token_url()).refresh_grant();
+    let oauth = srv.refresher();
     let login = srv.login(); // at-1 / rt-1
     let a = srv
         .client_builder()
@@ -378,7 +378,7 @@ fn a_poll_during_the_clients_own_refresh_never_makes_it_discard_its_answer() {
     drop(r);
 
     // The flight's answer (rt-2 → at-3) is what the client and the file hold.
-    assert_eq!(srv.refresh_calls(), 2);
+    assert_eq!(srv.refreshes(), 2);
     assert_eq!(a.tokens().unwrap().access_token().secret(), "at-3");
     let stored = FileStore::new(&path).unwrap().load().unwrap().unwrap();
     assert_eq!(stored.access_token().secret(), "at-3");

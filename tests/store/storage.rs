@@ -32,7 +32,7 @@ fn build_loads_tokens_from_the_store_when_none_are_given() {
     );
     let mut r = client.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-1");
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn every_refresh_is_saved() {
     let store = Arc::new(MemoryStore::with_tokens(srv.login()));
     let client = srv.client_builder().store(store.clone()).build().unwrap();
     for round in 2..=4 {
-        srv.expire_access_tokens();
+        srv.revoke_access_tokens();
         client.get("me").call().unwrap();
         assert_eq!(
             stored(&store),
@@ -72,7 +72,7 @@ fn every_refresh_is_saved() {
     let again = srv.client_builder().store(store.clone()).build().unwrap();
     let mut r = again.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-4");
-    assert_eq!(srv.refresh_calls(), 3);
+    assert_eq!(srv.refreshes(), 3);
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn set_tokens_and_clear_tokens_write_through() {
     assert!(store.load().unwrap().is_none());
     assert!(client.tokens().is_none());
     assert!(matches!(client.get("me").call(), Err(Error::NoTokens)));
-    assert_eq!(srv.refresh_calls(), 0);
+    assert_eq!(srv.refreshes(), 0);
 }
 
 /// A store whose writes fail.
@@ -142,7 +142,7 @@ fn a_failing_store_is_reported_but_memory_keeps_the_change() {
 
     // A refresh whose result cannot be saved still uses the new tokens in memory: the
     // request succeeds, and the failed save is reported as an event and by close().
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let mut r = client.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(
@@ -151,7 +151,7 @@ fn a_failing_store_is_reported_but_memory_keeps_the_change() {
     );
     let mut r = client.get("me").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
-    assert_eq!(srv.refresh_calls(), 1);
+    assert_eq!(srv.refreshes(), 1);
     assert_eq!(srv.reuse_detected(), 0);
     let err = client.close().unwrap_err();
     assert!(matches!(err, Error::Store(_)), "{err:?}");

@@ -81,7 +81,7 @@ fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
 
     // The disk fills up; a 401 makes the client refresh (rt-1 → rt-2) and the save fails.
     s.fail.store(true, SeqCst);
-    s.srv.expire_access_tokens();
+    s.srv.revoke_access_tokens();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(store_failures(&s.events), 1);
@@ -100,12 +100,12 @@ fn a_failed_save_never_makes_the_client_send_a_consumed_refresh_token() {
 
     // The next refresh uses rt-2 from memory: the stored rt-1 is older, not "another
     // process's newer tokens", and presenting it again would revoke the whole session.
-    s.srv.expire_access_tokens();
+    s.srv.revoke_access_tokens();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-3");
-    assert_eq!(s.srv.refresh_calls(), 2);
+    assert_eq!(s.srv.refreshes(), 2);
     assert_eq!(s.srv.reuse_detected(), 0);
-    assert!(!s.srv.state.lock().revoked);
+    assert!(s.srv.is_active("rt-3"), "the session lives on");
     assert_eq!(store_failures(&s.events), 3);
 
     // Space again: the next request (a second later) saves what memory holds.
@@ -147,7 +147,7 @@ fn a_pending_save_never_makes_a_request_wait_for_the_store_lock() {
         stored_refresh_token(&s.path) == "rt-2"
     });
     client.close().unwrap();
-    assert_eq!(s.srv.refresh_calls(), 0);
+    assert_eq!(s.srv.refreshes(), 0);
     assert_eq!(s.srv.reuse_detected(), 0);
 }
 
@@ -267,7 +267,7 @@ fn a_failed_save_to_an_unshared_store_is_retried_by_a_request_a_second_later() {
     assert_eq!(store.refresh_token(), "rt-1");
 
     store.fail.store(true, SeqCst);
-    srv.expire_access_tokens();
+    srv.revoke_access_tokens();
     let mut r = client.get("items").call().unwrap();
     assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(store_failures(&events), 1);
@@ -350,25 +350,26 @@ fn an_unsaved_login_is_written_over_another_processs_refresh_never_replaced_by_i
     let (s, client, other) = setup_two_processes("store_failures-unsaved-login");
 
     s.fail.store(true, SeqCst);
-    let e = client.set_tokens(s.srv.second_user_login()).unwrap_err();
+    let user2 = s.srv.login(); // another user's login: at-2 / rt-2
+    let e = client.set_tokens(user2).unwrap_err();
     assert!(matches!(e, Error::Store(_)), "{e:?}");
     assert_eq!(store_failures(&s.events), 1);
-    other.force_refresh().unwrap(); // the old session: rt-1 -> rt-2, stored
-    assert_eq!(stored_refresh_token(&s.path), "rt-2");
+    other.force_refresh().unwrap(); // the old session: rt-1 -> rt-3, stored
+    assert_eq!(stored_refresh_token(&s.path), "rt-3");
 
     s.fail.store(false, SeqCst);
     s.clock.advance(Duration::from_secs(2)); // a retry is due
     let mut r = client.get("items").call().unwrap();
-    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(body_json(&mut r)["token"], "at-2");
     wait_until("the login written over the refresh", || {
-        stored_access_token(&s.path).as_deref() == Some("user2-at")
+        stored_access_token(&s.path).as_deref() == Some("at-2")
     });
     let mut r = client.get("items").call().unwrap();
-    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(s.events.count(|e| matches!(e, Event::Adopted { .. })), 0);
     // The other process adopts the login.
     let mut r = other.get("items").call().unwrap();
-    assert_eq!(body_json(&mut r)["token"], "user2-at");
+    assert_eq!(body_json(&mut r)["token"], "at-2");
     assert_eq!(s.srv.reuse_detected(), 0);
     client.close().unwrap();
 }
@@ -411,7 +412,7 @@ fn a_logout_clears_memory_even_when_the_store_lock_cannot_be_taken() {
         .unwrap();
     let held = FileStore::new(&path).unwrap().lock().unwrap().unwrap();
 
-    let e = client.set_tokens(srv.second_user_login()).unwrap_err();
+    let e = client.set_tokens(srv.login()).unwrap_err(); // another user's login
     assert_lock_timed_out(&e);
     assert_eq!(client.tokens().unwrap().access_token().secret(), "at-1");
 
@@ -455,14 +456,14 @@ fn a_deferred_logout_never_overwrites_a_newer_login_made_elsewhere() {
     assert!(a.tokens().is_none());
     drop(held);
 
-    b.set_tokens(srv.second_user_login()).unwrap();
-    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+    b.set_tokens(srv.login()).unwrap(); // a new login: at-2 / rt-2
+    assert_eq!(stored_access_token(&path).as_deref(), Some("at-2"));
 
     clock.advance(Duration::from_secs(2)); // A's retry is due
-    until_holding(&a, "user2-at");
-    assert_eq!(stored_access_token(&path).as_deref(), Some("user2-at"));
+    until_holding(&a, "at-2");
+    assert_eq!(stored_access_token(&path).as_deref(), Some("at-2"));
     let mut r = b.get("items").call().unwrap();
-    assert_eq!(body_json(&mut r)["token"], "user2-at", "B keeps its login");
+    assert_eq!(body_json(&mut r)["token"], "at-2", "B keeps its login");
     assert_eq!(events.count(|e| matches!(e, Event::Superseded { .. })), 1);
     a.close().unwrap();
 }
@@ -478,16 +479,16 @@ fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
     let (s, a, b) = setup_two_processes("store_failures-deferred-login");
 
     s.fail.store(true, SeqCst);
-    let login = s.srv.login(); // at-2: the session's own server-side login, for A
+    let login = s.srv.login(); // at-2: a new login, for A
     assert!(matches!(a.set_tokens(login), Err(Error::Store(_))));
     assert_eq!(a.tokens().unwrap().access_token().secret(), "at-2");
-    b.set_tokens(s.srv.second_user_login()).unwrap();
-    assert_eq!(stored_access_token(&s.path).as_deref(), Some("user2-at"));
+    b.set_tokens(s.srv.login()).unwrap(); // another user's login: at-3 / rt-3
+    assert_eq!(stored_access_token(&s.path).as_deref(), Some("at-3"));
 
     s.fail.store(false, SeqCst);
     s.clock.advance(Duration::from_secs(2)); // A's retry is due
-    until_holding(&a, "user2-at");
-    assert_eq!(stored_access_token(&s.path).as_deref(), Some("user2-at"));
+    until_holding(&a, "at-3");
+    assert_eq!(stored_access_token(&s.path).as_deref(), Some("at-3"));
     assert_eq!(s.events.count(|e| matches!(e, Event::Superseded { .. })), 1);
     a.close().unwrap();
 }
@@ -501,7 +502,7 @@ fn a_deferred_login_never_overwrites_a_newer_login_made_elsewhere() {
 #[test]
 fn a_deferred_logout_of_a_login_this_client_had_not_seen_is_still_written() {
     let (s, a, b) = setup_two_processes("store_failures-unseen-login-logout");
-    b.set_tokens(s.srv.second_user_login()).unwrap();
+    b.set_tokens(s.srv.login()).unwrap(); // another user's login: at-2 / rt-2
 
     s.fail.store(true, SeqCst);
     let e = a.clear_tokens().unwrap_err();

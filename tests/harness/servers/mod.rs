@@ -2,8 +2,8 @@
 //!
 //! | file | server |
 //! |---|---|
-//! | `token.rs` | [`TokenServer`]: OAuth2 token endpoint and API, rotating refresh tokens, reuse revokes the session |
-//! | `login.rs` | `LoginServer`: a `TokenServer` with discovery, device authorization and revocation endpoints |
+//! | `token.rs` | [`TokenServer`]: the public test kit's `TestServer` (token, device, revocation endpoints and API, rotating refresh tokens, reuse revokes the login), plus a JSON refresh endpoint |
+//! | `login.rs` | `LoginServer`: the old login endpoints, for `examples/device_login.rs` only (until it moves to the kit) |
 //! | `api.rs` | [`Api`]: a scripted API that records every request byte for byte |
 //! | `raw.rs` | `RawServer`: HTTP/1.1 on raw TCP, for resets mid-body, bytes that are not UTF-8, silence |
 //! | `faults.rs` | `FaultServer`: the stress test's token server and API, faults on a fixed schedule |
@@ -22,7 +22,9 @@ pub mod token;
 #[allow(unused_imports)]
 pub use api::Api;
 #[allow(unused_imports)]
-pub use token::{form, State, TokenServer};
+pub use token::TokenServer;
+
+use std::collections::HashMap;
 
 use httpmock::HttpMockResponse;
 
@@ -33,4 +35,32 @@ pub fn json(status: u16, body: impl std::fmt::Display) -> HttpMockResponse {
         .header("content-type", "application/json")
         .body(body.to_string())
         .build()
+}
+
+/// The parameters of an `application/x-www-form-urlencoded` body.
+pub fn form(body: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -187,3 +187,38 @@ pub fn recording(
         f(req)
     })
 }
+
+/// A server that runs `before` on each request, then forwards it (method, path, body,
+/// `Authorization` and `Content-Type`) to `target` (a base URL, `http://127.0.0.1:PORT`)
+/// and answers what `target` answered (status, `Content-Type`, body). For a test that must
+/// see a request whole (the kit's journal keeps only what it understood), or act while the
+/// request is in flight, in front of a `tokengate::testing::TestServer`.
+pub fn forwarding(target: &str, before: impl Fn(&RawRequest) + Send + Sync + 'static) -> RawServer {
+    let target = target.to_owned();
+    let agent: tokengate::ureq::Agent = tokengate::ureq::Agent::config_builder()
+        .proxy(None)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    RawServer::start(move |req| {
+        before(req);
+        let mut out = tokengate::ureq::http::Request::builder()
+            .method(req.method.as_str())
+            .uri(format!("{target}{}", req.path));
+        for name in ["authorization", "content-type"] {
+            if let Some(value) = req.header(name) {
+                out = out.header(name, value);
+            }
+        }
+        let Ok(mut resp) = agent.run(out.body(req.body.clone()).unwrap()) else {
+            return Action::Close;
+        };
+        let mut headers = Vec::new();
+        if let Some(t) = resp.headers().get("content-type") {
+            headers.push([b"content-type: ".as_slice(), t.as_bytes()].concat());
+        }
+        let body = resp.body_mut().read_to_vec().unwrap_or_default();
+        Action::Respond(resp.status().as_u16(), headers, body)
+    })
+}
