@@ -2,12 +2,14 @@
 //! `#[path = "../harness/mod.rs"] mod harness;`) and for the examples `demo` and
 //! `device_login`, which run its servers.
 //!
-//! - [`servers`]: every server a test talks to. The stateful token server with rotation and
-//!   reuse detection (`token.rs`), its login endpoints (`login.rs`), the scripted `Api`
-//!   (`api.rs`), a raw TCP server for faults httpmock cannot make (`raw.rs`), the
-//!   fault-injecting server of the stress test (`faults.rs`), an HTTPS + HTTP server
-//!   (`tls.rs`, certificates in `servers/tls/`), and a `redis-server` launcher with a RESP
-//!   client (`redis.rs`).
+//! - [`servers`]: every server a test talks to. The token server (`token.rs`: the public
+//!   test kit's `tokengate::testing::TestServer`, with rotation, reuse detection, device and
+//!   revocation endpoints and a journal, plus a JSON refresh endpoint of tokengate's own),
+//!   the old login endpoints kept for the `device_login` example (`login.rs`), the scripted
+//!   `Api` (`api.rs`), a raw TCP server for faults httpmock cannot make and a recording front
+//!   for the kit (`raw.rs`), the fault-injecting server of the stress test (`faults.rs`), an
+//!   HTTPS + HTTP server (`tls.rs`, certificates in `servers/tls/`), and a `redis-server`
+//!   launcher with a RESP client (`redis.rs`).
 //! - [`fixtures`]: what tests build: `TempDir`, tokens and JWTs, stores that fail on purpose
 //!   (`FailingWrites`), stores of a test's own that forward to a real one (`Forwarding`), refreshers, sleepers and clocks, `ClientSlot`, addresses nobody
 //!   answers on.
@@ -19,7 +21,7 @@
 //! environment variable or installs a logger (`tests/logging.rs`, which does, is a binary of
 //! its own); every `TempDir` is unique in the process; httpmock keeps at most 25 servers
 //! alive per process (a 26th `MockServer::start` waits for one to be dropped), and no test
-//! holds more than two at once.
+//! holds more than two at once (the kit's servers have no such limit).
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod fixtures;

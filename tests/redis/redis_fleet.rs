@@ -52,7 +52,7 @@ fn fleet_client(url: &str, store: RedisStore) -> tokengate::AuthClientBuilder {
 /// Another machine of the fleet, in the parent process: a client on `session` in `redis`.
 fn machine(srv: &TokenServer, redis: &RedisServer, session: &str) -> tokengate::AuthClientBuilder {
     fleet_client(
-        &srv.server.base_url(),
+        srv.base_url(),
         RedisStore::open(redis.url(), session).unwrap(),
     )
 }

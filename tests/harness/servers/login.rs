@@ -141,10 +141,10 @@ fn token(login: &Mutex<LoginState>, ts: &TokenServer, req: &HttpMockRequest) -> 
         }
         Some("urn:ietf:params:oauth:grant-type:device_code") => {
             let mut l = login.lock();
-            if f.get("device_code").is_none() || f.get("device_code") != l.device_code.as_ref() {
+            if !f.contains_key("device_code") || f.get("device_code") != l.device_code.as_ref() {
                 return error(400, "invalid_grant");
             }
-            if !l.approve_at.is_some_and(|at| Instant::now() >= at) {
+            if l.approve_at.is_none_or(|at| Instant::now() < at) {
                 return error(400, "authorization_pending");
             }
             l.device_code = None; // a device code is used once

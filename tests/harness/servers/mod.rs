@@ -5,7 +5,7 @@
 //! | `token.rs` | [`TokenServer`]: the public test kit's `TestServer` (token, device, revocation endpoints and API, rotating refresh tokens, reuse revokes the login), plus a JSON refresh endpoint |
 //! | `login.rs` | `LoginServer`: the old login endpoints, for `examples/device_login.rs` only (until it moves to the kit) |
 //! | `api.rs` | [`Api`]: a scripted API that records every request byte for byte |
-//! | `raw.rs` | `RawServer`: HTTP/1.1 on raw TCP, for resets mid-body, bytes that are not UTF-8, silence |
+//! | `raw.rs` | `RawServer`: HTTP/1.1 on raw TCP, for resets mid-body, bytes that are not UTF-8, silence; `forwarding`: a front that sees (or acts on) each request before the kit does |
 //! | `faults.rs` | `FaultServer`: the stress test's token server and API, faults on a fixed schedule |
 //! | `tls.rs` | `TlsServer`: HTTPS and plain HTTP on one port (certificates in `tls/`) |
 //! | `redis.rs` | `RedisServer`: a real `redis-server`, a RESP client, a proxy that loses replies |
