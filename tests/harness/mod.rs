@@ -1,15 +1,13 @@
 //! The test harness: one for every test binary (each area's `main.rs` reaches it with
-//! `#[path = "../harness/mod.rs"] mod harness;`) and for the examples `demo` and
-//! `device_login`, which run its servers.
+//! `#[path = "../harness/mod.rs"] mod harness;`).
 //!
 //! - [`servers`]: every server a test talks to. The token server (`token.rs`: the public
 //!   test kit's `tokengate::testing::TestServer`, with rotation, reuse detection, device and
 //!   revocation endpoints and a journal, plus a JSON refresh endpoint of tokengate's own),
-//!   the old login endpoints kept for the `device_login` example (`login.rs`), the scripted
-//!   `Api` (`api.rs`), a raw TCP server for faults httpmock cannot make and a recording front
-//!   for the kit (`raw.rs`), the fault-injecting server of the stress test (`faults.rs`), an
-//!   HTTPS + HTTP server (`tls.rs`, certificates in `servers/tls/`), and a `redis-server`
-//!   launcher with a RESP client (`redis.rs`).
+//!   the scripted `Api` (`api.rs`), a raw TCP server for faults httpmock cannot make and a
+//!   recording front for the kit (`raw.rs`), the fault-injecting server of the stress test
+//!   (`faults.rs`), an HTTPS + HTTP server (`tls.rs`, certificates in `servers/tls/`), and a
+//!   `redis-server` launcher with a RESP client (`redis.rs`).
 //! - [`fixtures`]: what tests build: `TempDir`, tokens and JWTs, stores that fail on purpose
 //!   (`FailingWrites`), stores of a test's own that forward to a real one (`Forwarding`), refreshers, sleepers and clocks, `ClientSlot`, addresses nobody
 //!   answers on.

@@ -67,7 +67,7 @@ fn spawn_child(
     extra: &[(&str, String)],
 ) -> Child {
     let mut cmd = child_test(name, role);
-    cmd.env(URL, srv.server.base_url())
+    cmd.env(URL, srv.base_url())
         .env(REDIS, redis.url())
         .env(SESSION, session)
         .stdin(Stdio::piped());

@@ -60,7 +60,7 @@ fn processes_sharing_a_file_store_refresh_once_per_expiry() {
                 &test_name!(processes_sharing_a_file_store_refresh_once_per_expiry),
                 "child",
             )
-            .env(URL, srv.server.base_url())
+            .env(URL, srv.base_url())
             .env(FILE, &path)
             .spawn()
             .unwrap()

@@ -302,7 +302,7 @@ fn a_full_disk_never_lets_another_process_present_the_spent_refresh_token() {
             &test_name!(a_full_disk_never_lets_another_process_present_the_spent_refresh_token),
             role,
         )
-        .env(URL, srv.server.base_url())
+        .env(URL, srv.base_url())
         .env(FILE, &path)
         .env(COORD, &coord)
         .spawn()

@@ -3,7 +3,6 @@
 //! | file | server |
 //! |---|---|
 //! | `token.rs` | [`TokenServer`]: the public test kit's `TestServer` (token, device, revocation endpoints and API, rotating refresh tokens, reuse revokes the login), plus a JSON refresh endpoint |
-//! | `login.rs` | `LoginServer`: the old login endpoints, for `examples/device_login.rs` only (until it moves to the kit) |
 //! | `api.rs` | [`Api`]: a scripted API that records every request byte for byte |
 //! | `raw.rs` | `RawServer`: HTTP/1.1 on raw TCP, for resets mid-body, bytes that are not UTF-8, silence; `forwarding`: a front that sees (or acts on) each request before the kit does |
 //! | `faults.rs` | `FaultServer`: the stress test's token server and API, faults on a fixed schedule |
@@ -12,7 +11,6 @@
 
 pub mod api;
 pub mod faults;
-pub mod login;
 pub mod raw;
 pub mod redis;
 pub mod tls;

@@ -25,9 +25,9 @@ use tokengate::{AuthClient, AuthClientBuilder, AuthServer, OAuth2Refresh};
 use super::raw::{self, Action, RawRequest};
 
 pub struct TokenServer {
-    /// The kit's server (also reached through `Deref`). In an `Arc` only so that the side
-    /// server can hold a `Weak` to it: dropping the `TokenServer` stops the kit at once.
-    pub server: Arc<TestServer>,
+    /// The kit's server, reached through `Deref`. In an `Arc` only so that the side server
+    /// can hold a `Weak` to it: dropping the `TokenServer` stops the kit at once.
+    server: Arc<TestServer>,
     /// `/json/refresh` and `/refresh-calls`, started by the first `json_url` or
     /// `refresh_calls_url`.
     side: OnceLock<raw::RawServer>,
@@ -92,8 +92,9 @@ impl TokenServer {
             .refresher(refresher_at(format!("{base_url}/oauth/token")))
     }
 
-    /// The JSON refresh endpoint (for `JsonRefresh`): rotates like the token endpoint, as
-    /// [`CLIENT_ID`]; a refused refresh token is answered 401 `{"message": …}`.
+    /// The JSON refresh endpoint (for `JsonRefresh`, which sends no client): rotates like the
+    /// token endpoint, through [`TestServer::refresh`] (as the client the token was issued
+    /// to); a refused refresh token is answered 401 `{"message": …}`.
     pub fn json_url(&self) -> String {
         self.side().url("/json/refresh")
     }
@@ -145,24 +146,6 @@ impl TokenServer {
                 call.arrived - issued
             );
         }
-    }
-
-    /// The kit's [`revoke_access_tokens`](TestServer::revoke_access_tokens), by the name the
-    /// examples use (until they move to the kit).
-    pub fn expire_access_tokens(&self) {
-        self.revoke_access_tokens();
-    }
-
-    /// The kit's [`revoke_all`](TestServer::revoke_all), by the name the examples use (until
-    /// they move to the kit).
-    pub fn revoke_session(&self) {
-        self.revoke_all();
-    }
-
-    /// The kit's [`refreshes`](TestServer::refreshes), by the name the examples use (until
-    /// they move to the kit).
-    pub fn refresh_calls(&self) -> u64 {
-        self.refreshes()
     }
 }
 
