@@ -17,7 +17,9 @@ use super::clients::{authenticate, claimed, CLIENT_ID};
 use super::error::TestServerError;
 use super::faults::Fault;
 use super::http::{Listener, Reply, Request, Stop};
-use super::journal::{ApiCall, ClientAuthUsed, Grant, Outcome, RevocationCall, TokenCall};
+use super::journal::{
+    ApiCall, ClientAuthUsed, DeviceAuthorizationCall, Grant, Outcome, RevocationCall, TokenCall,
+};
 use super::rules::{AuthorizeRequest, Issued, Refusal};
 use super::shared::{Config, Shared, State};
 use crate::encoding::{form_body, form_decode};
@@ -51,6 +53,11 @@ fn handle(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         ) => Reply::json(200, &document(&shared.base)),
         ("POST", "/oauth/token") => token(shared, req, stop),
         ("POST", "/oauth/device") => device(shared, req),
+        ("GET", "/testing/counters") => {
+            let s = shared.state.lock();
+            let counters = s.journal.counters(s.rules.generations());
+            Reply::json(200, &serde_json::to_value(counters).unwrap_or_default())
+        }
         ("POST", "/oauth/revoke") => revoke(shared, req, stop),
         ("GET", "/oauth/authorize") => authorize_endpoint(shared, req),
         (_, path) if path.starts_with("/api/") => api(shared, req, stop),
@@ -141,13 +148,19 @@ fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
     };
     let (client_id, client_auth) = claimed(req, &form);
     let grant = Grant::of(form.get("grant_type").map(String::as_str));
-    let fault = shared.state.lock().token_faults.next();
+    let (fault, presented) = {
+        let mut s = shared.state.lock();
+        let presented = form
+            .get("refresh_token")
+            .and_then(|t| s.rules.refresh_generation(t));
+        (s.token_faults.next(), presented)
+    };
     let mut call = TokenCall {
         arrived,
         grant,
         client_id,
         client_auth,
-        presented: None,
+        presented,
         scope: form.get("scope").cloned(),
         presented_twice: false,
         reuse: false,
@@ -224,10 +237,6 @@ fn grant(
     match &call.grant {
         Grant::RefreshToken => {
             let presented = param("refresh_token").unwrap_or("");
-            call.presented = s
-                .rules
-                .generation_of(presented)
-                .filter(|_| presented.starts_with("rt-"));
             let (result, notes) = s.rules.refresh(client, presented, param("scope"));
             (call.presented_twice, call.reuse) = (notes.presented_twice, notes.reuse);
             result
@@ -272,10 +281,7 @@ pub(crate) fn refresh_directly(
     let mut s = shared.state.lock();
     let client = s.rules.client_of(presented).unwrap_or(CLIENT_ID).to_owned();
     let client = client.as_str();
-    let generation = s
-        .rules
-        .generation_of(presented)
-        .filter(|_| presented.starts_with("rt-"));
+    let generation = s.rules.refresh_generation(presented);
     let (result, notes) = s.rules.refresh(client, presented, None);
     let outcome = match &result {
         Ok(issued) => Outcome::Issued(issued.generation),
@@ -308,27 +314,43 @@ fn device(shared: &Shared, req: &Request) -> Reply {
         Ok(form) => form,
         Err(reply) => return reply,
     };
-    let client = match authenticate(&shared.config.clients, req, &form) {
-        Ok(client) => client,
-        Err(reply) => return reply,
+    let (client_id, client_auth) = claimed(req, &form);
+    let mut call = DeviceAuthorizationCall {
+        arrived: Instant::now(),
+        client_id,
+        client_auth,
+        scope: form.get("scope").cloned(),
+        user_code: None,
+        status: 0,
     };
-    let mut s = shared.state.lock();
-    let (device_code, user_code) = s
-        .rules
-        .device_authorize(&client, form.get("scope").cloned());
-    let base = &shared.base;
-    let mut body = serde_json::json!({
-        "device_code": device_code,
-        "user_code": user_code,
-        "verification_uri": format!("{base}/device"),
-        "verification_uri_complete": format!("{base}/device?user_code={user_code}"),
-        "expires_in": s.rules.device_lifetime().as_secs(),
-    });
-    if let Some(interval) = shared.config.device_interval {
-        body["interval"] = interval.into();
-    }
-    log::debug!(target: TARGET, "device authorization by {client}: user code {user_code}");
-    Reply::json(200, &body)
+    let reply = match authenticate(&shared.config.clients, req, &form) {
+        Err(reply) => reply,
+        Ok(client) => {
+            let mut s = shared.state.lock();
+            let (device_code, user_code) = s.rules.device_authorize(&client, call.scope.clone());
+            let base = &shared.base;
+            let mut body = serde_json::json!({
+                "device_code": device_code,
+                "user_code": user_code,
+                "verification_uri": format!("{base}/device"),
+                "verification_uri_complete": format!("{base}/device?user_code={user_code}"),
+                "expires_in": s.rules.device_lifetime().as_secs(),
+            });
+            if let Some(interval) = shared.config.device_interval {
+                body["interval"] = interval.into();
+            }
+            call.user_code = Some(user_code);
+            Reply::json(200, &body)
+        }
+    };
+    call.status = reply.status();
+    log::debug!(
+        target: TARGET,
+        "device authorization by {:?}: {}, user code {:?}",
+        call.client_id, call.status, call.user_code
+    );
+    shared.state.lock().journal.device_authorizations.push(call);
+    reply
 }
 
 /// The revocation endpoint (RFC 7009 §2).
@@ -370,10 +392,7 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
             }
         },
     };
-    call.status = match &reply {
-        Reply::Respond { status, .. } => *status,
-        Reply::Drop => 0,
-    };
+    call.status = reply.status();
     log::debug!(target: TARGET, "revocation of #{:?}: {}", call.generation, call.status);
     shared.state.lock().journal.revocations.push(call);
     match fault {
@@ -400,10 +419,7 @@ fn api(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         Some(reply) => reply,
         None => protected(shared, req, &mut call),
     };
-    call.status = match &reply {
-        Reply::Respond { status, .. } => *status,
-        Reply::Drop => 0,
-    };
+    call.status = reply.status();
     shared.state.lock().journal.api_calls.push(call);
     match fault {
         Some(f) => f.after(reply, stop),

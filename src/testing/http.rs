@@ -92,6 +92,14 @@ impl Reply {
         }
     }
 
+    /// The status answered; 0 for a dropped connection.
+    pub fn status(&self) -> u16 {
+        match self {
+            Reply::Respond { status, .. } => *status,
+            Reply::Drop => 0,
+        }
+    }
+
     /// An OAuth error answer (RFC 6749 §5.2).
     pub fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
         let body = serde_json::json!({"error": error, "error_description": description});

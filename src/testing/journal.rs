@@ -67,7 +67,8 @@ pub struct TokenCall {
     pub presented: Option<u64>,
     /// The `scope` it asked for, if any.
     pub scope: Option<String>,
-    /// It presented a refresh token that an earlier call had presented already.
+    /// It presented a refresh token that an earlier call had presented already (calls a fault
+    /// answered before the grant do not count: the server never looked at them).
     pub presented_twice: bool,
     /// It presented a rotated refresh token: reuse, so the server revoked that login.
     pub reuse: bool,
@@ -134,21 +135,81 @@ pub struct RevocationCall {
     pub fault: Option<Fault>,
 }
 
+/// One call of the device authorization endpoint (RFC 8628 §3.1).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DeviceAuthorizationCall {
+    /// When it arrived.
+    pub arrived: Instant,
+    /// The client it authenticated as (or claimed to be), if any.
+    pub client_id: Option<String>,
+    /// How the client authenticated.
+    pub client_auth: ClientAuthUsed,
+    /// The `scope` it asked for, if any.
+    pub scope: Option<String>,
+    /// The user code it was given (a user code is shown to the user: not a secret), if any.
+    pub user_code: Option<String>,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// Every counter of a [`TestServer`](super::TestServer) at one moment, taken under one lock
+/// (so they agree with each other). Also served as JSON at
+/// [`counters_url`](super::TestServer::counters_url), for a test's child processes; it
+/// deserializes back with serde.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Calls of the token endpoint (every grant and outcome).
+    pub token_requests: u64,
+    /// Calls of the refresh_token grant, whatever their outcome (faulted ones too).
+    pub refreshes: u64,
+    /// Refresh calls that presented a rotated refresh token (each revoked its login).
+    pub reuse_detected: u64,
+    /// Refresh calls that presented a refresh token an earlier call had presented (calls a
+    /// fault answered before the grant do not count: the server never looked at them).
+    pub presented_twice: u64,
+    /// Calls of the device authorization endpoint.
+    pub device_authorizations: u64,
+    /// Calls of the revocation endpoint.
+    pub revocations: u64,
+    /// Calls of the API.
+    pub api_requests: u64,
+    /// API calls answered 401.
+    pub api_401s: u64,
+    /// API calls answered 403.
+    pub api_403s: u64,
+    /// Generations issued: the N of the last `at-N` (0 before the first).
+    pub issued: u64,
+}
+
 /// Every call. Guarded by `Shared::state` (see `server.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct Journal {
     pub token_calls: Vec<TokenCall>,
     pub api_calls: Vec<ApiCall>,
     pub revocations: Vec<RevocationCall>,
+    pub device_authorizations: Vec<DeviceAuthorizationCall>,
 }
 
 impl Journal {
-    /// How many token calls `keep` holds for.
-    pub fn count(&self, keep: impl Fn(&TokenCall) -> bool) -> u64 {
-        self.token_calls.iter().filter(|c| keep(c)).count() as u64
-    }
-
-    pub fn count_api(&self, keep: impl Fn(&ApiCall) -> bool) -> u64 {
-        self.api_calls.iter().filter(|c| keep(c)).count() as u64
+    /// The counters, with `issued` generations issued so far.
+    pub fn counters(&self, issued: u64) -> Counters {
+        let token = |keep: fn(&TokenCall) -> bool| {
+            self.token_calls.iter().filter(|c| keep(c)).count() as u64
+        };
+        let api = |status: u16| self.api_calls.iter().filter(|c| c.status == status).count() as u64;
+        Counters {
+            token_requests: self.token_calls.len() as u64,
+            refreshes: token(|c| c.grant == Grant::RefreshToken),
+            reuse_detected: token(|c| c.reuse),
+            presented_twice: token(|c| c.presented_twice),
+            device_authorizations: self.device_authorizations.len() as u64,
+            revocations: self.revocations.len() as u64,
+            api_requests: self.api_calls.len() as u64,
+            api_401s: api(401),
+            api_403s: api(403),
+            issued,
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! | `POST /oauth/device` | device authorization (RFC 8628) |
 //! | `POST /oauth/revoke` | revocation (RFC 7009) |
 //! | `GET /oauth/authorize` | authorization (RFC 6749 §4.1) with PKCE S256 required; approves at once and redirects |
+//! | `GET /testing/counters` | the [`Counters`] as JSON, for a test's child processes |
 //! | `/api/…` | a protected API (RFC 6750): 200 to a live access token, 401 with `WWW-Authenticate: Bearer error="invalid_token"` otherwise, 403 `insufficient_scope` where [`require_scope`](TestServerBuilder::require_scope) says |
 //!
 //! # The rules it keeps
@@ -52,7 +53,8 @@
 //! Every call is recorded ([`token_calls`](TestServer::token_calls),
 //! [`api_calls`](TestServer::api_calls), [`revocation_calls`](TestServer::revocation_calls)):
 //! grant, client, the generation of the refresh token presented, the outcome. Counters say it
-//! in one line: [`refreshes`](TestServer::refreshes), [`reuse_detected`](TestServer::reuse_detected),
+//! in one line ([`counters`](TestServer::counters) takes them all at once, also served as JSON
+//! for child processes): [`refreshes`](TestServer::refreshes), [`reuse_detected`](TestServer::reuse_detected),
 //! [`presented_twice`](TestServer::presented_twice), [`api_401s`](TestServer::api_401s), …
 //! The journal, `Debug` and the log lines (target `tokengate::testing`, level debug) name
 //! tokens by generation, never by value, and never show a client secret.
@@ -104,5 +106,8 @@ mod shared;
 pub use clients::{TestClient, CLIENT_ID, CLIENT_SECRET, PUBLIC_CLIENT_ID};
 pub use error::TestServerError;
 pub use faults::Fault;
-pub use journal::{ApiCall, ClientAuthUsed, Grant, Outcome, RevocationCall, TokenCall};
+pub use journal::{
+    ApiCall, ClientAuthUsed, Counters, DeviceAuthorizationCall, Grant, Outcome, RevocationCall,
+    TokenCall,
+};
 pub use server::{TestServer, TestServerBuilder};

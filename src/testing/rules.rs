@@ -162,6 +162,12 @@ impl Rules {
         (n >= 1 && n <= self.generations).then_some(n)
     }
 
+    /// N of an `rt-N` this server issued.
+    pub fn refresh_generation(&self, token: &str) -> Option<u64> {
+        self.generation_of(token)
+            .filter(|_| token.starts_with("rt-"))
+    }
+
     /// A new login (a new family) for `client`: access and refresh token.
     pub fn login(&mut self, client: &str, scope: Option<String>) -> Issued {
         self.families.push(Family {

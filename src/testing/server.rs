@@ -9,7 +9,9 @@ use super::endpoints;
 use super::error::TestServerError;
 use super::faults::{Fault, Queue};
 use super::http::Listener;
-use super::journal::{ApiCall, Journal, RevocationCall, TokenCall};
+use super::journal::{
+    ApiCall, Counters, DeviceAuthorizationCall, Journal, RevocationCall, TokenCall,
+};
 use super::rules::{DeviceState, Rules};
 use super::shared::{Config, Shared, State};
 use crate::login::AuthServer;
@@ -373,63 +375,73 @@ impl TestServer {
         self.shared.state.lock().journal.revocations.clone()
     }
 
+    /// Every counter at once, taken under one lock. Also served as JSON at
+    /// [`counters_url`](Self::counters_url).
+    pub fn counters(&self) -> Counters {
+        let s = self.shared.state.lock();
+        s.journal.counters(s.rules.generations())
+    }
+
+    /// `GET` this for [`counters`](Self::counters) as JSON (`/testing/counters`), from a
+    /// process that cannot call the server's methods (a test's child process).
+    pub fn counters_url(&self) -> String {
+        self.url("/testing/counters")
+    }
+
+    /// Every call of the device authorization endpoint so far, in arrival order.
+    pub fn device_authorizations(&self) -> Vec<DeviceAuthorizationCall> {
+        self.shared
+            .state
+            .lock()
+            .journal
+            .device_authorizations
+            .clone()
+    }
+
     /// Calls of the refresh_token grant so far, whatever their outcome (faulted ones too).
     pub fn refreshes(&self) -> u64 {
-        let s = self.shared.state.lock();
-        s.journal
-            .count(|c| c.grant == super::journal::Grant::RefreshToken)
+        self.counters().refreshes
     }
 
     /// Refresh calls that presented a rotated refresh token (each revoked its login).
     pub fn reuse_detected(&self) -> u64 {
-        self.shared.state.lock().journal.count(|c| c.reuse)
+        self.counters().reuse_detected
     }
 
-    /// Refresh calls that presented a refresh token an earlier call had presented.
+    /// Refresh calls that presented a refresh token an earlier call had presented (calls a
+    /// fault answered before the grant do not count).
     pub fn presented_twice(&self) -> u64 {
-        self.shared
-            .state
-            .lock()
-            .journal
-            .count(|c| c.presented_twice)
+        self.counters().presented_twice
     }
 
     /// Calls of the token endpoint so far (every grant and outcome).
     pub fn token_requests(&self) -> u64 {
-        self.shared.state.lock().journal.token_calls.len() as u64
+        self.counters().token_requests
     }
 
     /// Calls of the API so far.
     pub fn api_requests(&self) -> u64 {
-        self.shared.state.lock().journal.api_calls.len() as u64
+        self.counters().api_requests
     }
 
     /// API calls answered 401.
     pub fn api_401s(&self) -> u64 {
-        self.shared
-            .state
-            .lock()
-            .journal
-            .count_api(|c| c.status == 401)
+        self.counters().api_401s
     }
 
     /// API calls answered 403 (`insufficient_scope`).
     pub fn api_403s(&self) -> u64 {
-        self.shared
-            .state
-            .lock()
-            .journal
-            .count_api(|c| c.status == 403)
+        self.counters().api_403s
     }
 
     /// Calls of the revocation endpoint so far.
     pub fn revocations(&self) -> u64 {
-        self.shared.state.lock().journal.revocations.len() as u64
+        self.counters().revocations
     }
 
     /// Generations issued so far: the N of the last `at-N` (0 before the first).
     pub fn issued(&self) -> u64 {
-        self.shared.state.lock().rules.generations()
+        self.counters().issued
     }
 
     /// When generation N (`at-N`) was issued, on this process's monotonic clock.

@@ -118,3 +118,58 @@ fn no_secret_in_any_debug() {
         "{shown}"
     );
 }
+
+#[test]
+fn counters_agree_and_are_served_as_json() {
+    let server = TestServer::start();
+    server.login();
+    server.fault_next_token_calls(1, Fault::ServerError);
+    refresh(&server.token_url(), "rt-1");
+    refresh(&server.token_url(), "rt-1");
+    let device = [
+        ("client_id", tokengate::testing::PUBLIC_CLIENT_ID),
+        ("scope", "api"),
+    ];
+    post(&server.device_authorization_url(), &device);
+    post(
+        &server.device_authorization_url(),
+        &[("client_id", "stranger")],
+    );
+    let counters = server.counters();
+    assert_eq!(
+        (
+            counters.token_requests,
+            counters.refreshes,
+            counters.presented_twice,
+            counters.issued
+        ),
+        (2, 2, 0, 2),
+        "a call a fault answered was never looked at: rt-1 counts as presented once"
+    );
+    assert_eq!(
+        (counters.device_authorizations, counters.reuse_detected),
+        (2, 0)
+    );
+    let calls = server.token_calls();
+    assert_eq!(
+        calls[0].presented,
+        Some(1),
+        "a faulted call names what it presented"
+    );
+    assert_eq!(calls[0].outcome, Outcome::Faulted(Fault::ServerError));
+    let devices = server.device_authorizations();
+    let seen: Vec<_> = devices
+        .iter()
+        .map(|d| (d.status, d.scope.as_deref(), d.user_code.is_some()))
+        .collect();
+    assert_eq!(seen, [(200, Some("api"), true), (401, None, false)]);
+    let text = crate::agent()
+        .get(&server.counters_url())
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let served: tokengate::testing::Counters = serde_json::from_str(&text).unwrap();
+    assert_eq!(served, counters);
+}

@@ -58,7 +58,7 @@ fn run_tool(name: &str, role: &str, srv: &TokenServer, path: &Path, run_ms: u64)
         .env(ROLE, role)
         .env(URL, srv.base_url())
         .env(TOKEN_URL, srv.token_url())
-        .env(CALLS_URL, srv.refresh_calls_url())
+        .env(CALLS_URL, srv.counters_url())
         .env(FILE, path)
         .env(RUN_MS, run_ms.to_string())
         .output()
@@ -120,8 +120,9 @@ fn wait_for_a_token_call() {
     let agent: Agent = Agent::config_builder().proxy(None).build().into();
     let end = Instant::now() + HANG_GUARD;
     loop {
-        let calls = agent.get(&url).call().unwrap().body_mut().read_to_string();
-        if calls.unwrap().trim() != "0" {
+        let text = agent.get(&url).call().unwrap().body_mut().read_to_string();
+        let counters: tokengate::testing::Counters = serde_json::from_str(&text.unwrap()).unwrap();
+        if counters.refreshes != 0 {
             return;
         }
         assert!(Instant::now() < end, "no token call arrived");

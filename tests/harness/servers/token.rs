@@ -5,13 +5,12 @@
 //! rotated one revokes that login), tokens named `at-N`/`rt-N` by generation, a journal of
 //! every call, scripted faults. A `TokenServer` derefs to it, so tests call the kit's own
 //! methods (`login`, `refreshes`, `revoke_access_tokens`, `token_calls`, `is_active`, …);
-//! here are only the constructors the tests use, their clients, and two endpoints the kit
+//! here are only the constructors the tests use, their clients, and an endpoint the kit
 //! does not have, on a side server started on first use:
 //!
 //! | path | what |
 //! |---|---|
 //! | `POST /json/refresh` | a JSON refresh endpoint (`{"refreshToken"}` in, `{"accessToken", "refreshToken"}` out) for `JsonRefresh`, rotating through [`TestServer::refresh`] |
-//! | `GET /refresh-calls` | how many refresh_token grant calls have arrived, for a child process (which cannot call the kit) |
 //!
 //! Only loopback. Clients built here never use environment proxies.
 
@@ -28,8 +27,7 @@ pub struct TokenServer {
     /// The kit's server, reached through `Deref`. In an `Arc` only so that the side server
     /// can hold a `Weak` to it: dropping the `TokenServer` stops the kit at once.
     server: Arc<TestServer>,
-    /// `/json/refresh` and `/refresh-calls`, started by the first `json_url` or
-    /// `refresh_calls_url`.
+    /// `/json/refresh`, started by the first `json_url`.
     side: OnceLock<raw::RawServer>,
 }
 
@@ -97,12 +95,6 @@ impl TokenServer {
     /// to); a refused refresh token is answered 401 `{"message": …}`.
     pub fn json_url(&self) -> String {
         self.side().url("/json/refresh")
-    }
-
-    /// `GET` it: the number of refresh_token grant calls that have arrived (counted when a
-    /// call arrives, before its answer), as text.
-    pub fn refresh_calls_url(&self) -> String {
-        self.side().url("/refresh-calls")
     }
 
     fn side(&self) -> &raw::RawServer {
@@ -183,9 +175,6 @@ fn side_endpoint(kit: &Weak<TestServer>, req: &RawRequest) -> Action {
                 ),
                 Err(_) => json(401, serde_json::json!({"message": "refresh token expired"})),
             }
-        }
-        ("GET", "/refresh-calls") => {
-            Action::Respond(200, Vec::new(), kit.refreshes().to_string().into_bytes())
         }
         _ => json(404, serde_json::json!({"error": "not_found"})),
     }
