@@ -91,13 +91,15 @@ pub(crate) fn form_decode(input: &[u8]) -> Vec<(String, String)> {
             let mut kv = pair.splitn(2, |&b| b == b'=');
             let k = kv.next().unwrap_or_default();
             let v = kv.next().unwrap_or_default();
-            (pct_decode(k), pct_decode(v))
+            (form_component(k), form_component(v))
         })
         .collect()
 }
 
+/// One `application/x-www-form-urlencoded` name or value, decoded: `+` is a space, `%XX` a
+/// byte, a bad escape kept as written; not UTF-8 is decoded lossily.
 #[cfg(feature = "testing")]
-fn pct_decode(s: &[u8]) -> String {
+pub(crate) fn form_component(s: &[u8]) -> String {
     let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;

@@ -6,7 +6,8 @@ use std::fmt;
 
 use super::http::{Reply, Request};
 use super::journal::ClientAuthUsed;
-use crate::encoding::{base64_decode, form_decode};
+use super::rules::Refusal;
+use crate::encoding::{base64_decode, form_component};
 use crate::tokens::ClientSecret;
 
 /// The confidential client every server knows unless [`TestServerBuilder::client`](super::TestServerBuilder::client) names
@@ -53,72 +54,109 @@ impl fmt::Debug for TestClient {
     }
 }
 
-/// The client a request claims to be and how, before any check: for the journal.
+/// How a request claims to authenticate, before any check: for the journal. An
+/// `Authorization: Basic` header is Basic even when it cannot be decoded (and then names no
+/// client), as [`authenticate`] reads it.
 pub(crate) fn claimed(
     req: &Request,
     form: &HashMap<String, String>,
 ) -> (Option<String>, ClientAuthUsed) {
-    if let Some((id, _)) = basic(req) {
-        return (Some(id), ClientAuthUsed::Basic);
+    match basic(req) {
+        Some(credentials) => (credentials.map(|(id, _)| id), ClientAuthUsed::Basic),
+        None if form.contains_key("client_secret") => {
+            (form.get("client_id").cloned(), ClientAuthUsed::Post)
+        }
+        None => (form.get("client_id").cloned(), ClientAuthUsed::None),
     }
-    let how = if form.contains_key("client_secret") {
-        ClientAuthUsed::Post
-    } else {
-        ClientAuthUsed::None
-    };
-    (form.get("client_id").cloned(), how)
 }
 
-/// HTTP Basic credentials: id and secret, each form-urlencoded (RFC 6749 §2.3.1).
-fn basic(req: &Request) -> Option<(String, String)> {
+/// An `Authorization` header with the Basic scheme: `Some(None)` if it cannot be decoded,
+/// else the id and secret, each form-urlencoded before base64 (RFC 6749 §2.3.1). `None`
+/// without such a header.
+fn basic(req: &Request) -> Option<Option<(String, String)>> {
     let value = req.header("authorization")?;
-    let (scheme, rest) = value.split_once(' ')?;
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(base64_decode(rest.trim())?).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    let mut pairs = form_decode(format!("i={id}&s={secret}").as_bytes()).into_iter();
-    Some((pairs.next()?.1, pairs.next()?.1))
+    let decoded = base64_decode(rest.trim()).and_then(|b| String::from_utf8(b).ok());
+    Some(decoded.and_then(|d| {
+        let (id, secret) = d.split_once(':')?;
+        Some((
+            form_component(id.as_bytes()),
+            form_component(secret.as_bytes()),
+        ))
+    }))
 }
 
-/// Authenticates the client of a token, device or revocation request (RFC 6749 §2.3).
-pub(crate) fn authenticate(
-    clients: &[TestClient],
-    req: &Request,
-    form: &HashMap<String, String>,
-) -> Result<String, Reply> {
-    let invalid = |basic_used: bool| {
-        let reply = Reply::oauth_error(401, "invalid_client", "client authentication failed");
-        if basic_used {
-            // RFC 6749 §5.2: a failed Basic authentication is challenged.
+/// Why a client is not authenticated: the refusal, and whether to challenge Basic.
+pub(crate) struct AuthFailure {
+    pub refusal: Refusal,
+    basic_used: bool,
+}
+
+impl AuthFailure {
+    fn invalid_client(basic_used: bool) -> AuthFailure {
+        let refusal = Refusal {
+            status: 401,
+            error: "invalid_client",
+            description: "client authentication failed",
+        };
+        AuthFailure {
+            refusal,
+            basic_used,
+        }
+    }
+
+    fn invalid_request(description: &'static str) -> AuthFailure {
+        let refusal = Refusal {
+            status: 400,
+            error: "invalid_request",
+            description,
+        };
+        AuthFailure {
+            refusal,
+            basic_used: false,
+        }
+    }
+
+    /// The answer: the refusal, challenged after a failed Basic authentication (RFC 6749
+    /// §5.2).
+    pub fn reply(&self) -> Reply {
+        let r = self.refusal;
+        let reply = Reply::oauth_error(r.status, r.error, r.description);
+        if self.basic_used && r.status == 401 {
             let challenge = "Basic realm=\"tokengate-testing\"".to_owned();
             reply.with_header("www-authenticate", challenge)
         } else {
             reply
         }
-    };
+    }
+}
+
+/// Authenticates the client of a token, device or revocation request (RFC 6749 §2.3):
+/// Basic or the form for a confidential client, its `client_id` alone for a public one.
+pub(crate) fn authenticate(
+    clients: &[TestClient],
+    req: &Request,
+    form: &HashMap<String, String>,
+) -> Result<String, AuthFailure> {
     let (id, secret, basic_used) = match basic(req) {
         Some(_) if form.contains_key("client_secret") => {
-            return Err(Reply::oauth_error(
-                400,
-                "invalid_request",
+            return Err(AuthFailure::invalid_request(
                 "more than one client authentication",
             ));
         }
-        Some((id, secret)) => (id, Some(secret), true),
-        None if req.header("authorization").is_some() => return Err(invalid(true)),
+        Some(Some((id, secret))) => (id, Some(secret), true),
+        Some(None) => return Err(AuthFailure::invalid_client(true)),
         None => match form.get("client_id") {
             Some(id) => (id.clone(), form.get("client_secret").cloned(), false),
-            None => return Err(invalid(false)),
+            None => return Err(AuthFailure::invalid_client(false)),
         },
     };
     if form.get("client_id").is_some_and(|f| *f != id) {
-        return Err(Reply::oauth_error(
-            400,
-            "invalid_request",
-            "client_id differs from the authenticated client",
-        ));
+        let why = "client_id differs from the authenticated client";
+        return Err(AuthFailure::invalid_request(why));
     }
     let known = clients.iter().find(|c| c.id == id);
     let ok = match (known.map(|c| &c.secret), &secret) {
@@ -129,6 +167,6 @@ pub(crate) fn authenticate(
     if ok {
         Ok(id)
     } else {
-        Err(invalid(basic_used))
+        Err(AuthFailure::invalid_client(basic_used))
     }
 }

@@ -20,7 +20,8 @@ use super::http::{Listener, Reply, Request, Stop};
 use super::journal::{
     ApiCall, ClientAuthUsed, DeviceAuthorizationCall, Grant, Outcome, RevocationCall, TokenCall,
 };
-use super::rules::{AuthorizeRequest, Issued, Refusal};
+use super::rules::Rules;
+use super::rules::{pkce_shaped, AuthorizeRequest, Issued, RefreshNotes, Refusal};
 use super::shared::{Config, Shared, State};
 use crate::encoding::{form_body, form_decode};
 use crate::tokens::Tokens;
@@ -87,20 +88,27 @@ fn document(base: &str) -> serde_json::Value {
     })
 }
 
-/// A form's parameters; a parameter sent twice is `Err` (RFC 6749 §3.2).
-fn params(body: &[u8]) -> Result<HashMap<String, String>, Reply> {
+/// A form's parameters, and whether one was sent twice (an `invalid_request`, RFC 6749
+/// §3.2; the first value is kept, for the journal).
+fn params(body: &[u8]) -> (HashMap<String, String>, bool) {
     let mut out = HashMap::new();
+    let mut twice = false;
     for (k, v) in form_decode(body) {
-        if out.insert(k, v).is_some() {
-            return Err(Reply::oauth_error(
-                400,
-                "invalid_request",
-                "a parameter was sent twice",
-            ));
+        match out.entry(k) {
+            std::collections::hash_map::Entry::Occupied(_) => twice = true,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+            }
         }
     }
-    Ok(out)
+    (out, twice)
 }
+
+const SENT_TWICE: Refusal = Refusal {
+    status: 400,
+    error: "invalid_request",
+    description: "a parameter was sent twice",
+};
 
 fn refused(r: Refusal) -> Reply {
     Reply::oauth_error(r.status, r.error, r.description)
@@ -139,41 +147,44 @@ pub(crate) fn tokens_of(issued: &Issued, lifetime: Duration) -> Tokens {
     tokens
 }
 
-/// The token endpoint: a scripted fault, or the grant; then the configured delay.
+/// The token endpoint: journaled on arrival; a scripted fault, or the grant (its outcome
+/// journaled under the same lock that applies it); then the configured delay.
 fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
-    let arrived = Instant::now();
-    let form = match params(&req.body) {
-        Ok(form) => form,
-        Err(reply) => return reply,
-    };
+    let (form, twice) = params(&req.body);
     let (client_id, client_auth) = claimed(req, &form);
-    let grant = Grant::of(form.get("grant_type").map(String::as_str));
-    let (fault, presented) = {
+    let (index, fault) = {
         let mut s = shared.state.lock();
         let presented = form
             .get("refresh_token")
             .and_then(|t| s.rules.refresh_generation(t));
-        (s.token_faults.next(), presented)
-    };
-    let mut call = TokenCall {
-        arrived,
-        grant,
-        client_id,
-        client_auth,
-        presented,
-        scope: form.get("scope").cloned(),
-        presented_twice: false,
-        reuse: false,
-        outcome: Outcome::Issued(0),
-        fault: fault.clone(),
+        let fault = s.token_faults.next();
+        s.journal.token_calls.push(TokenCall {
+            arrived: Instant::now(),
+            grant: Grant::of(form.get("grant_type").map(String::as_str)),
+            client_id,
+            client_auth,
+            presented,
+            scope: form.get("scope").cloned(),
+            presented_twice: false,
+            reuse: false,
+            outcome: Outcome::InFlight,
+            fault: fault.clone(),
+        });
+        (s.journal.token_calls.len() - 1, fault)
     };
     if let Some(reply) = fault.as_ref().and_then(|f| f.before(stop)) {
-        call.outcome = Outcome::Faulted(fault.clone().unwrap_or(Fault::Drop));
-        journal_token(shared, call);
+        let outcome = Outcome::Faulted(fault.clone().unwrap_or(Fault::Drop));
+        settle(shared, index, |call| call.outcome = outcome);
         return reply;
     }
-    let reply = apply_grant(shared, req, &form, &mut call);
-    journal_token(shared, call);
+    let reply = if twice {
+        settle(shared, index, |call| {
+            call.outcome = refused_outcome(SENT_TWICE)
+        });
+        refused(SENT_TWICE)
+    } else {
+        apply_grant(shared, req, &form, index)
+    };
     if !shared.config.token_delay.is_zero() && !stop.sleep(shared.config.token_delay) {
         return Reply::Drop;
     }
@@ -183,63 +194,78 @@ fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
     }
 }
 
-fn journal_token(shared: &Shared, call: TokenCall) {
+/// Completes token call `index` of the journal with `fill`, and logs it.
+fn settle(shared: &Shared, index: usize, fill: impl FnOnce(&mut TokenCall)) {
+    let mut s = shared.state.lock();
+    let call = &mut s.journal.token_calls[index];
+    fill(call);
+    log_token_call(call);
+}
+
+fn log_token_call(call: &TokenCall) {
     log::debug!(
         target: TARGET,
         "token call: {:?} by {:?}, presented rt #{:?}, {:?}",
         call.grant, call.client_id, call.presented, call.outcome
     );
-    shared.state.lock().journal.token_calls.push(call);
 }
 
-/// Authenticates the client and applies the grant; fills `call`'s outcome.
+/// Authenticates the client and applies the grant of token call `index`, completing its
+/// journal entry under the same lock.
 fn apply_grant(
     shared: &Shared,
     req: &Request,
     form: &HashMap<String, String>,
-    call: &mut TokenCall,
+    index: usize,
 ) -> Reply {
     let client = match authenticate(&shared.config.clients, req, form) {
         Ok(client) => client,
-        Err(reply) => {
-            call.outcome = refused_outcome(401, "invalid_client");
-            return reply;
+        Err(failure) => {
+            settle(shared, index, |call| {
+                call.outcome = refused_outcome(failure.refusal);
+            });
+            return failure.reply();
         }
     };
     let mut s = shared.state.lock();
     let lifetime = s.rules.lifetime();
-    let result = grant(&shared.config, &mut s, &client, form, call);
+    let grant = s.journal.token_calls[index].grant.clone();
+    let (result, notes) = apply(&shared.config, &mut s, &client, form, &grant);
+    let call = &mut s.journal.token_calls[index];
+    record(call, &result, notes);
+    log_token_call(call);
     match result {
-        Ok(issued) => {
-            call.outcome = Outcome::Issued(issued.generation);
-            Reply::json(200, &token_json(&issued, lifetime))
-        }
-        Err(r) => {
-            call.outcome = refused_outcome(r.status, r.error);
-            refused(r)
-        }
+        Ok(issued) => Reply::json(200, &token_json(&issued, lifetime)),
+        Err(r) => refused(r),
     }
 }
 
-/// The grant `call` asks for, by the authenticated `client`.
-fn grant(
+/// A grant's outcome and notes, into its journal entry.
+fn record(call: &mut TokenCall, result: &Result<Issued, Refusal>, notes: RefreshNotes) {
+    (call.presented_twice, call.reuse) = (notes.presented_twice, notes.reuse);
+    call.outcome = match result {
+        Ok(issued) => Outcome::Issued(issued.generation),
+        Err(r) => refused_outcome(*r),
+    };
+}
+
+/// `grant`, asked by the authenticated `client`.
+fn apply(
     config: &Config,
     s: &mut State,
     client: &str,
     form: &HashMap<String, String>,
-    call: &mut TokenCall,
-) -> Result<Issued, Refusal> {
+    grant: &Grant,
+) -> (Result<Issued, Refusal>, RefreshNotes) {
     let param = |name: &str| form.get(name).map(String::as_str);
     let confidential = config
         .clients
         .iter()
         .any(|c| c.id == client && c.secret.is_some());
-    match &call.grant {
+    let result = match grant {
         Grant::RefreshToken => {
             let presented = param("refresh_token").unwrap_or("");
-            let (result, notes) = s.rules.refresh(client, presented, param("scope"));
-            (call.presented_twice, call.reuse) = (notes.presented_twice, notes.reuse);
-            result
+            return s.rules.refresh(client, presented, param("scope"));
         }
         Grant::ClientCredentials if confidential => Ok(s
             .rules
@@ -263,42 +289,41 @@ fn grant(
             error: "unsupported_grant_type",
             description: "this server does not support that grant",
         }),
-    }
+    };
+    (result, RefreshNotes::default())
 }
 
-fn refused_outcome(status: u16, error: &str) -> Outcome {
+fn refused_outcome(r: Refusal) -> Outcome {
     Outcome::Refused {
-        status,
-        error: error.to_owned(),
+        status: r.status,
+        error: r.error.to_owned(),
     }
 }
 
-/// [`TestServer::refresh`]: the refresh_token grant without HTTP, journaled as a call.
+/// [`TestServer::refresh`]: the refresh_token grant without HTTP, as the client the token
+/// was issued to, journaled (and logged) as a call.
 pub(crate) fn refresh_directly(
     shared: &Shared,
     presented: &str,
 ) -> Result<Tokens, TestServerError> {
     let mut s = shared.state.lock();
     let client = s.rules.client_of(presented).unwrap_or(CLIENT_ID).to_owned();
-    let client = client.as_str();
-    let generation = s.rules.refresh_generation(presented);
-    let (result, notes) = s.rules.refresh(client, presented, None);
-    let outcome = match &result {
-        Ok(issued) => Outcome::Issued(issued.generation),
-        Err(r) => refused_outcome(r.status, r.error),
-    };
-    s.journal.token_calls.push(TokenCall {
+    let mut call = TokenCall {
         arrived: Instant::now(),
         grant: Grant::RefreshToken,
-        client_id: Some(client.to_owned()),
+        client_id: Some(client.clone()),
         client_auth: ClientAuthUsed::None,
-        presented: generation,
+        presented: s.rules.refresh_generation(presented),
         scope: None,
-        presented_twice: notes.presented_twice,
-        reuse: notes.reuse,
-        outcome,
+        presented_twice: false,
+        reuse: false,
+        outcome: Outcome::InFlight,
         fault: None,
-    });
+    };
+    let (result, notes) = s.rules.refresh(&client, presented, None);
+    record(&mut call, &result, notes);
+    log_token_call(&call);
+    s.journal.token_calls.push(call);
     let lifetime = s.rules.lifetime();
     result
         .map(|issued| tokens_of(&issued, lifetime))
@@ -310,10 +335,7 @@ pub(crate) fn refresh_directly(
 
 /// The device authorization endpoint (RFC 8628 §3.1, §3.2).
 fn device(shared: &Shared, req: &Request) -> Reply {
-    let form = match params(&req.body) {
-        Ok(form) => form,
-        Err(reply) => return reply,
-    };
+    let (form, twice) = params(&req.body);
     let (client_id, client_auth) = claimed(req, &form);
     let mut call = DeviceAuthorizationCall {
         arrived: Instant::now(),
@@ -324,7 +346,8 @@ fn device(shared: &Shared, req: &Request) -> Reply {
         status: 0,
     };
     let reply = match authenticate(&shared.config.clients, req, &form) {
-        Err(reply) => reply,
+        _ if twice => refused(SENT_TWICE),
+        Err(failure) => failure.reply(),
         Ok(client) => {
             let mut s = shared.state.lock();
             let (device_code, user_code) = s.rules.device_authorize(&client, call.scope.clone());
@@ -334,7 +357,7 @@ fn device(shared: &Shared, req: &Request) -> Reply {
                 "user_code": user_code,
                 "verification_uri": format!("{base}/device"),
                 "verification_uri_complete": format!("{base}/device?user_code={user_code}"),
-                "expires_in": s.rules.device_lifetime().as_secs(),
+                "expires_in": whole_seconds(s.rules.device_lifetime()),
             });
             if let Some(interval) = shared.config.device_interval {
                 body["interval"] = interval.into();
@@ -353,48 +376,57 @@ fn device(shared: &Shared, req: &Request) -> Reply {
     reply
 }
 
-/// The revocation endpoint (RFC 7009 §2).
+/// `d` in whole seconds, rounded up (a code that lives 1.5 s is not announced as 1 s).
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
+}
+
+/// The revocation endpoint (RFC 7009 §2): journaled on arrival, answered after a fault or
+/// the revocation.
 fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
-    let form = match params(&req.body) {
-        Ok(form) => form,
-        Err(reply) => return reply,
-    };
+    let (form, twice) = params(&req.body);
     let (client_id, client_auth) = claimed(req, &form);
-    let fault = shared.state.lock().revocation_faults.next();
     let token = form.get("token").cloned().unwrap_or_default();
-    let mut call = RevocationCall {
-        arrived: Instant::now(),
-        client_id,
-        client_auth,
-        generation: None,
-        refresh_token: token.starts_with("rt-"),
-        hint: form.get("token_type_hint").cloned(),
-        status: 200,
-        fault: fault.clone(),
+    let (index, fault) = {
+        let mut s = shared.state.lock();
+        let fault = s.revocation_faults.next();
+        let call = RevocationCall {
+            arrived: Instant::now(),
+            client_id,
+            client_auth,
+            generation: s.rules.generation_of(&token),
+            refresh_token: token.starts_with("rt-"),
+            hint: form.get("token_type_hint").cloned(),
+            status: 0,
+            fault: fault.clone(),
+        };
+        s.journal.revocations.push(call);
+        (s.journal.revocations.len() - 1, fault)
     };
-    let before = fault.as_ref().and_then(|f| f.before(stop));
-    let reply = match before {
+    let reply = match fault.as_ref().and_then(|f| f.before(stop)) {
         Some(reply) => reply,
         None => match authenticate(&shared.config.clients, req, &form) {
-            Err(reply) => reply,
+            _ if twice => refused(SENT_TWICE),
+            Err(failure) => failure.reply(),
             Ok(_) if token.is_empty() => Reply::oauth_error(400, "invalid_request", "no token"),
-            Ok(client) => {
-                let mut s = shared.state.lock();
-                call.generation = s.rules.generation_of(&token);
-                match s.rules.revoke_as(&client, &token) {
-                    Ok(_) => Reply::Respond {
-                        status: 200,
-                        headers: Vec::new(),
-                        body: Vec::new(),
-                    },
-                    Err(r) => refused(r),
-                }
-            }
+            Ok(client) => match shared.state.lock().rules.revoke_as(&client, &token) {
+                Ok(_) => Reply::Respond {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                },
+                Err(r) => refused(r),
+            },
         },
     };
-    call.status = reply.status();
-    log::debug!(target: TARGET, "revocation of #{:?}: {}", call.generation, call.status);
-    shared.state.lock().journal.revocations.push(call);
+    let status = reply.status();
+    let generation = {
+        let mut s = shared.state.lock();
+        let call = &mut s.journal.revocations[index];
+        call.status = status;
+        call.generation
+    };
+    log::debug!(target: TARGET, "revocation of #{generation:?}: {status}");
     match fault {
         Some(f) => f.after(reply, stop),
         None => reply,
@@ -404,30 +436,61 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
 /// The protected API (RFC 6750): 200 to a live token, 401 to any other, 403 to a token
 /// without the scope its path needs.
 fn api(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
-    let fault = shared.state.lock().api_faults.next();
-    let mut call = ApiCall {
-        arrived: Instant::now(),
-        method: req.method.clone(),
-        path: req.path.clone(),
-        status: 0,
-        generation: None,
-        expired: false,
-        request_id: req.header("x-request-id").map(str::to_owned),
-        body_len: req.body.len(),
+    let (index, fault) = {
+        let mut s = shared.state.lock();
+        let fault = s.api_faults.next();
+        s.journal.api_calls.push(ApiCall {
+            arrived: Instant::now(),
+            method: req.method.clone(),
+            path: req.path.clone(),
+            status: 0,
+            generation: None,
+            expired: false,
+            request_id: req.header("x-request-id").map(str::to_owned),
+            body_len: req.body.len(),
+        });
+        (s.journal.api_calls.len() - 1, fault)
     };
     let reply = match fault.as_ref().and_then(|f| f.before(stop)) {
-        Some(reply) => reply,
-        None => protected(shared, req, &mut call),
+        Some(reply) => {
+            shared.state.lock().journal.api_calls[index].status = reply.status();
+            reply
+        }
+        None => protected(shared, req, index),
     };
-    call.status = reply.status();
-    shared.state.lock().journal.api_calls.push(call);
     match fault {
         Some(f) => f.after(reply, stop),
         None => reply,
     }
 }
 
-fn protected(shared: &Shared, req: &Request, call: &mut ApiCall) -> Reply {
+/// The API's answer to a request that no fault replaced, journaled under the same lock
+/// that decides it.
+fn protected(shared: &Shared, req: &Request, index: usize) -> Reply {
+    let token = req.header("authorization").and_then(|v| {
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    });
+    let mut s = shared.state.lock();
+    let now = Instant::now();
+    let generation = token.and_then(|t| s.rules.generation_of(t).filter(|_| t.starts_with("at-")));
+    let expired = generation
+        .and_then(|g| s.rules.issued_at(g))
+        .and_then(|at| at.checked_add(s.rules.lifetime()))
+        .is_some_and(|end| now >= end);
+    let reply = api_answer(&shared.config, &s.rules, req, token, now);
+    let call = &mut s.journal.api_calls[index];
+    (call.generation, call.expired, call.status) = (generation, expired, reply.status());
+    reply
+}
+
+fn api_answer(
+    config: &Config,
+    rules: &Rules,
+    req: &Request,
+    token: Option<&str>,
+    now: Instant,
+) -> Reply {
     let challenge = |status: u16, params: String| Reply::Respond {
         status,
         headers: vec![
@@ -439,33 +502,17 @@ fn protected(shared: &Shared, req: &Request, call: &mut ApiCall) -> Reply {
         ],
         body: b"{\"error\":\"unauthorized\"}".to_vec(),
     };
-    let token = req.header("authorization").and_then(|v| {
-        let (scheme, token) = v.split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-    });
     let Some(token) = token else {
         // RFC 6750 §3.1: a request without credentials gets no error code.
         return challenge(401, String::new());
     };
-    let s = shared.state.lock();
-    let now = Instant::now();
-    call.generation = s
-        .rules
-        .generation_of(token)
-        .filter(|_| token.starts_with("at-"));
-    call.expired = call
-        .generation
-        .and_then(|g| s.rules.issued_at(g))
-        .is_some_and(|at| now >= at + s.rules.lifetime());
-    let Some(scope) = s.rules.check(token, now) else {
+    let Some(scope) = rules.check(token, now) else {
         let why = ", error=\"invalid_token\", error_description=\"expired, revoked or unknown\"";
         return challenge(401, why.to_owned());
     };
-    if let Some(needed) = missing_scope(&shared.config, &req.path, scope) {
-        return challenge(
-            403,
-            format!(", error=\"insufficient_scope\", scope=\"{needed}\""),
-        );
+    if let Some(needed) = missing_scope(config, &req.path, scope) {
+        let why = format!(", error=\"insufficient_scope\", scope=\"{needed}\"");
+        return challenge(403, why);
     }
     let status = req
         .path
@@ -473,26 +520,35 @@ fn protected(shared: &Shared, req: &Request, call: &mut ApiCall) -> Reply {
         .and_then(|c| c.parse().ok())
         .filter(|c| (200..600).contains(c))
         .unwrap_or(200);
-    Reply::json(
-        status,
-        &serde_json::json!({
-            "path": req.path,
-            "method": req.method,
-            "token": token,
-            "generation": call.generation,
-            "body_len": req.body.len(),
-        }),
-    )
+    let body = serde_json::json!({
+        "path": req.path,
+        "method": req.method,
+        "token": token,
+        "generation": rules.generation_of(token),
+        "body_len": req.body.len(),
+    });
+    Reply::json(status, &body)
 }
 
-/// The scope `path` needs that a token with `scope` lacks, if any.
+/// A scope `path` needs that a token with `scope` lacks, if any: every `require_scope`
+/// whose prefix `path` is under (the prefix itself, or below it at a `/`) must be granted.
 fn missing_scope<'c>(config: &'c Config, path: &str, scope: Option<&str>) -> Option<&'c str> {
-    let (_, needed) = config
+    let granted: Vec<&str> = scope.unwrap_or("").split(' ').collect();
+    config
         .scopes
         .iter()
-        .find(|(prefix, _)| path.starts_with(prefix.as_str()))?;
-    let granted = scope.unwrap_or("").split(' ').any(|s| s == needed);
-    (!granted).then_some(needed.as_str())
+        .filter(|(prefix, _)| under(path, prefix))
+        .map(|(_, needed)| needed.as_str())
+        .find(|needed| !granted.contains(needed))
+}
+
+/// Whether `path` is `prefix` or below it (`/api/admin` covers `/api/admin/x`, not
+/// `/api/administrator`).
+fn under(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
 }
 
 /// The authorization endpoint over HTTP: approves (or denies) and redirects.
@@ -540,21 +596,10 @@ pub(crate) fn authorize(shared: &Shared, url: &str) -> Result<String, TestServer
         let sep = if redirect_uri.contains('?') { '&' } else { '?' };
         format!("{redirect_uri}{sep}{}", form_body(all))
     };
-    let invalid = |why: &str| {
-        Ok(redirect(&[
-            ("error", "invalid_request"),
-            ("error_description", why),
-        ]))
-    };
-    if q.get("response_type").map(String::as_str) != Some("code") {
-        return invalid("response_type must be code");
+    if let Some((error, why)) = redirected_problem(&q) {
+        return Ok(redirect(&[("error", error), ("error_description", why)]));
     }
-    let Some(challenge) = q.get("code_challenge") else {
-        return invalid("PKCE is required: code_challenge");
-    };
-    if q.get("code_challenge_method").map(String::as_str) != Some("S256") {
-        return invalid("code_challenge_method must be S256");
-    }
+    let challenge = q.get("code_challenge").cloned().unwrap_or_default();
     let mut s = shared.state.lock();
     if s.denials > 0 {
         s.denials -= 1;
@@ -563,11 +608,29 @@ pub(crate) fn authorize(shared: &Shared, url: &str) -> Result<String, TestServer
     let code = s.rules.new_code(AuthorizeRequest {
         client_id: client_id.clone(),
         redirect_uri: redirect_uri.clone(),
-        challenge: Some(challenge.clone()),
+        challenge: Some(challenge),
         scope: q.get("scope").cloned(),
     });
     log::debug!(target: TARGET, "authorization for {client_id}: code issued");
     Ok(redirect(&[("code", &code)]))
+}
+
+/// What is wrong with an authorization request that names a known client and an allowed
+/// redirect URI, if anything: the error code and description it is redirected with.
+fn redirected_problem(q: &HashMap<String, String>) -> Option<(&'static str, &'static str)> {
+    let param = |name: &str| q.get(name).map(String::as_str);
+    if param("response_type") != Some("code") {
+        return Some(("unsupported_response_type", "response_type must be code"));
+    }
+    let why = match (param("code_challenge"), param("code_challenge_method")) {
+        (None, _) => "PKCE is required: code_challenge",
+        (Some(_), method) if method != Some("S256") => "code_challenge_method must be S256",
+        (Some(challenge), _) if !pkce_shaped(challenge) => {
+            "code_challenge must be 43 base64url characters (RFC 7636 4.2)"
+        }
+        _ => return None,
+    };
+    Some(("invalid_request", why))
 }
 
 /// A loopback `http` redirect URI (any port, RFC 8252 §7.3) or any `https` one.

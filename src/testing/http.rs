@@ -5,7 +5,9 @@
 //! Stopping ([`Listener`]'s `Drop`): the stop flag is raised and the sleeps of every handler
 //! cut short ([`Stop::sleep`]), the accept loop is woken by a connection of its own and
 //! joined, every open connection is shut down (which ends its blocking read) and its thread
-//! joined. After `drop` returns no thread of the server runs and its port is closed.
+//! joined. After `drop` returns no thread of the server runs and its port is closed (unless
+//! the process had no descriptor free for a second to wake the accept thread: that one thread
+//! then ends at the next connection).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -23,8 +25,8 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Headers parsed per request; more is answered 431.
 const MAX_HEADERS: usize = 64;
-/// A connection with no complete request for this long is closed (a client that went away
-/// without closing never holds a thread for long).
+/// A connection whose client sends nothing for this long (between requests or inside one) is
+/// closed, so a client that went away without closing holds a thread only that long.
 const IDLE: Duration = Duration::from_secs(30);
 /// Stacks of the server's threads: they hold a request, a reply and the handler's frames.
 const STACK: usize = 256 * 1024;
@@ -133,11 +135,17 @@ impl Stop {
 
     /// Sleeps for `d`, or until the server stops. Returns false if it stopped.
     pub fn sleep(&self, d: Duration) -> bool {
-        let deadline = std::time::Instant::now() + d;
+        // A delay past the end of time (`Duration::MAX`) lasts until the server stops.
+        let deadline = std::time::Instant::now().checked_add(d);
         let mut guard = self.lock.lock();
         while !self.stopping() {
-            if self.wake.wait_until(&mut guard, deadline).timed_out() {
-                return !self.stopping();
+            match deadline {
+                Some(deadline) => {
+                    if self.wake.wait_until(&mut guard, deadline).timed_out() {
+                        return !self.stopping();
+                    }
+                }
+                None => self.wake.wait(&mut guard),
             }
         }
         false
@@ -191,9 +199,17 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.raise();
-        // Wake the accept loop (it checks the flag after each accept). Should this connection
-        // fail, the loop is still blocked: leave it detached rather than hang the drop.
-        let woken = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).is_ok();
+        // Wake the accept loop (it checks the flag after each accept) with a connection of its
+        // own, retried while the process has no descriptor free (for at most a second). Should
+        // it never connect, the accept thread is left to end at its next connection.
+        let mut woken = false;
+        for _ in 0..100 {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).is_ok() {
+                woken = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if let Some(accept) = self.accept.take() {
             if woken {
                 let _ = accept.join();
@@ -273,7 +289,7 @@ fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
             Ok(None) => return,
             Err(status) => {
                 let close = [("connection", "close".to_owned())];
-                let _ = write_reply(&mut stream, status, &close, b"");
+                let _ = write_reply(&mut stream, false, status, &close, b"");
                 linger(&mut stream);
                 return;
             }
@@ -287,7 +303,9 @@ fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
                 headers,
                 body,
             } => {
-                if stop.stopping() || write_reply(&mut stream, status, &headers, &body).is_err() {
+                let head_only = req.method == "HEAD";
+                let written = write_reply(&mut stream, head_only, status, &headers, &body);
+                if stop.stopping() || written.is_err() {
                     return;
                 }
             }
@@ -319,17 +337,21 @@ fn linger(stream: &mut TcpStream) {
     }
 }
 
+/// Writes an answer. No body for 1xx, 204 and 304 (RFC 9110 §6.4.1), nor to a HEAD, whose
+/// `content-length` still says what a GET would get.
 fn write_reply(
     stream: &mut TcpStream,
+    head_only: bool,
     status: u16,
     headers: &[(&'static str, String)],
     body: &[u8],
 ) -> io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n",
-        reason(status),
-        body.len()
-    );
+    // No body, and no content-length either (RFC 9110 §8.6).
+    let bodiless = matches!(status, 100..=199 | 204 | 304);
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
+    if !bodiless {
+        out.push_str(&format!("content-length: {}\r\n", body.len()));
+    }
     for (name, value) in headers {
         out.push_str(name);
         out.push_str(": ");
@@ -338,7 +360,9 @@ fn write_reply(
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(body);
+    if !head_only && !bodiless {
+        bytes.extend_from_slice(body);
+    }
     stream.write_all(&bytes)?;
     stream.flush()
 }
@@ -354,6 +378,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         411 => "Length Required",
+        501 => "Not Implemented",
         413 => "Content Too Large",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
@@ -430,64 +455,89 @@ fn more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), u16> {
     }
 }
 
-/// The body after a head: by `content-length`, or chunked; none otherwise.
+/// The body after a head (RFC 9112 §6): chunked when `transfer-encoding` says exactly
+/// `chunked`, else `content-length` bytes, else none. Anything ambiguous about where the body
+/// ends (both headers, two lengths, another coding, a length that is not digits) is a 400 (a
+/// 501 for another coding), so a request can never be read as two.
 fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     headers: &[(String, String)],
 ) -> Result<Vec<u8>, u16> {
-    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-    if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        return read_chunked(stream, buf);
-    }
-    let len = match find("content-length") {
-        None => 0,
-        Some(v) => v.trim().parse::<usize>().map_err(|_| 400u16)?,
+    let all = |name: &str| -> Vec<&str> {
+        headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.trim())
+            .collect()
     };
-    if len > MAX_BODY {
-        return Err(413);
+    let (codings, lengths) = (all("transfer-encoding"), all("content-length"));
+    match (codings.as_slice(), lengths.as_slice()) {
+        ([], []) => Ok(Vec::new()),
+        ([coding], []) if coding.eq_ignore_ascii_case("chunked") => read_chunked(stream, buf),
+        ([_], []) => Err(501),
+        ([], [len]) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
+            let len: usize = len.parse().map_err(|_| 413u16)?;
+            if len > MAX_BODY {
+                return Err(413);
+            }
+            while buf.len() < len {
+                more(stream, buf)?;
+            }
+            Ok(buf.drain(..len).collect())
+        }
+        _ => Err(400),
     }
-    while buf.len() < len {
+}
+
+/// The end of the next line in `buf` (the index of its CRLF), reading more as needed; a line
+/// longer than `MAX_HEAD` is a 400.
+fn line_end(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, u16> {
+    let mut scanned: usize = 0;
+    loop {
+        let from = scanned.saturating_sub(1);
+        if let Some(i) = buf[from..].windows(2).position(|w| w == b"\r\n") {
+            return Ok(from + i);
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(400);
+        }
+        scanned = buf.len();
         more(stream, buf)?;
     }
-    Ok(buf.drain(..len).collect())
 }
 
 fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, u16> {
     let mut body = Vec::new();
     loop {
-        let line_end = loop {
-            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                break i;
-            }
-            if buf.len() > MAX_HEAD {
-                return Err(400);
-            }
-            more(stream, buf)?;
-        };
-        let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| 400u16)?;
+        let end = line_end(stream, buf)?;
+        let line = std::str::from_utf8(&buf[..end]).map_err(|_| 400u16)?;
         let size_text = line.split(';').next().unwrap_or("").trim();
         let size = usize::from_str_radix(size_text, 16).map_err(|_| 400u16)?;
-        if body.len() + size > MAX_BODY {
+        if size > MAX_BODY - body.len() {
             return Err(413);
         }
-        buf.drain(..line_end + 2);
+        buf.drain(..end + 2);
         if size == 0 {
-            // Trailers (none expected) end with an empty line.
+            // Trailer fields (ignored, at most `MAX_HEAD` bytes) end with an empty line.
+            let mut trailers = 0;
             loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    let empty = i == 0;
-                    buf.drain(..i + 2);
-                    if empty {
-                        return Ok(body);
-                    }
-                } else {
-                    more(stream, buf)?;
+                let end = line_end(stream, buf)?;
+                buf.drain(..end + 2);
+                trailers += end + 2;
+                if end == 0 {
+                    return Ok(body);
+                }
+                if trailers > MAX_HEAD {
+                    return Err(431);
                 }
             }
         }
         while buf.len() < size + 2 {
             more(stream, buf)?;
+        }
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err(400);
         }
         body.extend(buf.drain(..size));
         buf.drain(..2);

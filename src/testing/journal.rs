@@ -48,6 +48,8 @@ pub enum Outcome {
     },
     /// A scripted fault replaced the answer (the call was not handled).
     Faulted(Fault),
+    /// Not answered yet: the call is waiting out a scripted delay before it is handled.
+    InFlight,
 }
 
 /// One call of the token endpoint, as the server saw and answered it.
@@ -101,7 +103,7 @@ pub struct ApiCall {
     pub method: String,
     /// The path, without the query.
     pub path: String,
-    /// The status answered.
+    /// The status answered; 0 while not answered yet or when the connection was dropped.
     pub status: u16,
     /// The generation N of the `at-N` it carried, if it carried one this server issued.
     pub generation: Option<u64>,
@@ -129,7 +131,9 @@ pub struct RevocationCall {
     pub refresh_token: bool,
     /// Its `token_type_hint`, if any.
     pub hint: Option<String>,
-    /// The status answered (200 for any token, RFC 7009 §2.2).
+    /// The status answered: 200 for a token of the client's own or an unknown one (RFC 7009
+    /// §2.2), 400 for another client's; 0 while not answered yet or when the connection was
+    /// dropped.
     pub status: u16,
     /// The scripted fault played on it, if any.
     pub fault: Option<Fault>,

@@ -22,22 +22,28 @@
 //! - **Refresh tokens rotate** on every refresh; presenting a rotated one is taken as theft
 //!   (RFC 9700 §4.14.2): that whole login is revoked (its refresh token and every access
 //!   token it issued) and the call counted in [`reuse_detected`](TestServer::reuse_detected).
-//!   A refresh token works only for the client it was issued to; a narrower `scope` may be
-//!   asked, a wider one is `invalid_scope`.
+//!   A refresh token works only for the client it was issued to.
 //! - **Tokens are named by generation**: the N-th issuance is `at-N` (and `rt-N`), counting
 //!   from 1 across the server, so a test can say which one a client holds. `expires_in` is
 //!   the configured lifetime ([`access_token_lifetime`](TestServerBuilder::access_token_lifetime),
-//!   an hour by default), in whole seconds.
+//!   an hour by default) in whole seconds, as servers announce it (a lifetime with a fraction
+//!   of a second, for fast tests, is announced as a fraction).
+//! - **Scopes**: a login's scope is granted as asked; a refresh may ask for a narrower one (its
+//!   access token then has only that; the login keeps its own), a wider one is
+//!   `invalid_scope`.
 //! - **Device logins** stay `authorization_pending` until the test answers for the user:
 //!   [`approve`](TestServer::approve), [`deny`](TestServer::deny) or
-//!   [`expire`](TestServer::expire), by user code. A device code is used once.
+//!   [`expire`](TestServer::expire), by user code. A device code is used once, and expires
+//!   with its lifetime whatever the user did.
 //! - **Browser logins**: the authorization request needs a known client, a loopback `http`
-//!   or an `https` redirect URI and a PKCE S256 challenge; the code is bound to client,
+//!   or an `https` redirect URI and a PKCE S256 challenge (the verifier 43 to 128 characters,
+//!   RFC 7636 §4.1); the code is bound to client,
 //!   redirect URI and challenge, works once, and a second exchange revokes what the first
 //!   issued (RFC 6749 §4.1.2). [`TestServer::open_in_browser`] is the whole browser step in
 //!   one call.
 //! - **Revocation** of a refresh token (current or rotated) ends its login; of an access
-//!   token, itself; an unknown token is answered 200 too (RFC 7009 §2.2).
+//!   token, itself; an unknown token is answered 200 too (RFC 7009 §2.2); another client's
+//!   token is refused.
 //!
 //! # Faults, per call
 //! [`fault_next_token_calls`](TestServer::fault_next_token_calls) (and the revocation and API
@@ -50,9 +56,13 @@
 //! token behind the client's back, as another process would.
 //!
 //! # A journal to assert on
-//! Every call is recorded ([`token_calls`](TestServer::token_calls),
-//! [`api_calls`](TestServer::api_calls), [`revocation_calls`](TestServer::revocation_calls)):
-//! grant, client, the generation of the refresh token presented, the outcome. Counters say it
+//! Every call of the token, device authorization and revocation endpoints and of the API is
+//! recorded when it arrives, in arrival order, and completed when it is answered
+//! ([`token_calls`](TestServer::token_calls), [`api_calls`](TestServer::api_calls),
+//! [`revocation_calls`](TestServer::revocation_calls),
+//! [`device_authorizations`](TestServer::device_authorizations)): grant, client, the
+//! generation of the refresh token presented, the outcome (recorded under the same lock that
+//! applies the grant, so the counters and the tokens issued always agree). Counters say it
 //! in one line ([`counters`](TestServer::counters) takes them all at once, also served as JSON
 //! for child processes): [`refreshes`](TestServer::refreshes), [`reuse_detected`](TestServer::reuse_detected),
 //! [`presented_twice`](TestServer::presented_twice), [`api_401s`](TestServer::api_401s), …
@@ -90,7 +100,9 @@
 //!
 //! # Stopping
 //! Dropping the [`TestServer`] stops it: its threads are joined (a scripted delay is cut
-//! short) and its port closed before `drop` returns. Servers are independent: a test binary
+//! short) and its port closed before `drop` returns. (Should the process have no file
+//! descriptor free for a second to wake its accept thread, that one thread is left to end at
+//! the server's next connection.) Servers are independent: a test binary
 //! may run many side by side (BENCHMARKS.md measures 1,000 in one process).
 
 mod clients;

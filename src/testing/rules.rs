@@ -52,7 +52,8 @@ struct Family {
 
 #[derive(Debug)]
 struct Access {
-    expires: Instant,
+    /// `None`: a lifetime past the end of `Instant` (never expires).
+    expires: Option<Instant>,
     family: u64,
     scope: Option<String>,
 }
@@ -73,8 +74,23 @@ struct Device {
     client: String,
     scope: Option<String>,
     user_code: String,
-    expires: Instant,
+    /// `None`: never expires (a lifetime past the end of `Instant`).
+    expires: Option<Instant>,
     state: DeviceState,
+}
+
+impl Device {
+    /// Its state at `now`: a code not yet exchanged expires with its lifetime, whatever the
+    /// user did (RFC 8628 §3.5).
+    fn state_at(&self, now: Instant) -> DeviceState {
+        let expired = self.expires.is_some_and(|at| now >= at);
+        match self.state {
+            DeviceState::Pending | DeviceState::Approved | DeviceState::Denied if expired => {
+                DeviceState::Expired
+            }
+            state => state,
+        }
+    }
 }
 
 /// An authorization request, as `/oauth/authorize` received it.
@@ -183,6 +199,13 @@ impl Rules {
     /// Issues the next generation in `family`: an access token and, if `with_refresh`, a
     /// refresh token that replaces the family's current one.
     fn issue(&mut self, family: u64, with_refresh: bool) -> Issued {
+        let scope = self.families[family as usize].scope.clone();
+        self.issue_scoped(family, with_refresh, scope)
+    }
+
+    /// [`issue`](Self::issue) with an access token for `scope` (a refresh may narrow it,
+    /// RFC 6749 §6; the family keeps its own).
+    fn issue_scoped(&mut self, family: u64, with_refresh: bool, scope: Option<String>) -> Issued {
         self.generations += 1;
         let n = self.generations;
         let now = Instant::now();
@@ -190,7 +213,6 @@ impl Rules {
         let f = &mut self.families[family as usize];
         let access = format!("at-{n}");
         f.access.push(access.clone());
-        let scope = f.scope.clone();
         let refresh = with_refresh.then(|| {
             let token = format!("rt-{n}");
             f.current = Some(token.clone());
@@ -199,7 +221,7 @@ impl Rules {
         if let Some(token) = &refresh {
             self.refresh.insert(token.clone(), family);
         }
-        let expires = now + self.lifetime;
+        let expires = now.checked_add(self.lifetime);
         let grant = Access {
             expires,
             family,
@@ -239,13 +261,15 @@ impl Rules {
             self.revoke_family(family);
             return (Err(unknown), RefreshNotes { reuse, ..notes });
         }
-        if let Some(asked) = scope {
-            if !within(asked, f.scope.as_deref()) {
+        let narrowed = match scope {
+            Some(asked) if !within(asked, f.scope.as_deref()) => {
                 let wider = refusal("invalid_scope", "scope wider than the original grant");
                 return (Err(wider), notes);
             }
-        }
-        (Ok(self.issue(family, true)), notes)
+            Some(asked) => Some(asked.to_owned()),
+            None => f.scope.clone(),
+        };
+        (Ok(self.issue_scoped(family, true, narrowed)), notes)
     }
 
     /// The client a refresh token (current or rotated) was issued to.
@@ -321,7 +345,9 @@ impl Rules {
     /// Whether `token` is a live access token now, and its scope.
     pub fn check(&self, token: &str, now: Instant) -> Option<Option<&str>> {
         let a = self.access.get(token)?;
-        (a.expires > now).then_some(a.scope.as_deref())
+        a.expires
+            .is_none_or(|at| at > now)
+            .then_some(a.scope.as_deref())
     }
 
     /// Whether `token` works now: a live access token, or the current refresh token of a
@@ -346,7 +372,7 @@ impl Rules {
                 client: client.to_owned(),
                 scope,
                 user_code: user_code.clone(),
-                expires: Instant::now() + self.device_lifetime,
+                expires: Instant::now().checked_add(self.device_lifetime),
                 state: DeviceState::Pending,
             },
         );
@@ -358,18 +384,17 @@ impl Rules {
     }
 
     /// The test's side of a device login: moves the device code with `user_code` from
-    /// pending to `to`. Returns false if no pending device code has that user code.
+    /// pending to `to`. Returns false if no pending device code has that user code (an
+    /// expired one is not pending).
     pub fn decide(&mut self, user_code: &str, to: DeviceState) -> bool {
-        let device = self
-            .devices
-            .values_mut()
-            .find(|d| d.user_code == user_code && d.state == DeviceState::Pending);
+        let now = Instant::now();
+        let device = self.devices.values_mut().find(|d| d.user_code == user_code);
         match device {
-            Some(d) => {
+            Some(d) if d.state_at(now) == DeviceState::Pending => {
                 d.state = to;
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -383,9 +408,7 @@ impl Rules {
         if d.client != client {
             return Err(unknown);
         }
-        if d.state == DeviceState::Pending && now >= d.expires {
-            d.state = DeviceState::Expired;
-        }
+        d.state = d.state_at(now);
         let pending = refusal("authorization_pending", "the user has not answered yet");
         match d.state {
             DeviceState::Pending => Err(pending),
@@ -403,7 +426,7 @@ impl Rules {
     /// The authorization endpoint's decision (RFC 6749 §4.1.2): a new code for `request`.
     pub fn new_code(&mut self, request: AuthorizeRequest) -> String {
         let code = format!("code-{}", self.codes.len() + 1);
-        let expires = Instant::now() + CODE_LIFETIME;
+        let expires = Instant::now() + CODE_LIFETIME; // 10 minutes: cannot overflow
         let entry = Code {
             request,
             expires,
@@ -443,6 +466,10 @@ impl Rules {
             ));
         }
         match (&c.request.challenge, verifier) {
+            (_, Some(v)) if !pkce_shaped(v) => {
+                let why = "code_verifier must be 43 to 128 unreserved characters";
+                return Err(refusal("invalid_grant", why));
+            }
             (Some(challenge), Some(v)) if pkce_s256(v) == *challenge => {}
             (Some(_), _) => return Err(refusal("invalid_grant", "PKCE verification failed")),
             (None, Some(_)) => return Err(refusal("invalid_grant", "no code_challenge was sent")),
@@ -462,6 +489,16 @@ impl Rules {
 pub(crate) fn pkce_s256(verifier: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
     crate::encoding::base64url_encode(digest.as_ref())
+}
+
+/// Whether `value` has the shape RFC 7636 §4.1 gives a `code_verifier` (and, being one's
+/// base64url SHA-256, §4.2 a `code_challenge` is 43 of the same characters): 43 to 128
+/// characters `[A-Za-z0-9-._~]`.
+pub(crate) fn pkce_shaped(value: &str) -> bool {
+    (43..=128).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
 }
 
 /// Whether every scope in `asked` is in `granted` (space-separated, RFC 6749 §3.3).
@@ -535,7 +572,17 @@ mod tests {
         let wider = r.refresh("app", "rt-1", Some("read admin")).0.unwrap_err();
         assert_eq!(wider.error, "invalid_scope");
         let ok = r.refresh("app", "rt-1", Some("read")).0.unwrap();
-        assert_eq!(ok.scope.as_deref(), Some("read write"));
+        assert_eq!(
+            ok.scope.as_deref(),
+            Some("read"),
+            "the access token is narrowed"
+        );
+        let next = r.refresh("app", "rt-2", None).0.unwrap();
+        assert_eq!(
+            next.scope.as_deref(),
+            Some("read write"),
+            "the login keeps its scope"
+        );
     }
 
     #[test]

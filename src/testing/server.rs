@@ -110,7 +110,8 @@ impl TestServerBuilder {
 ///
 /// See the [module documentation](super) for the endpoints, the rules it follows and an
 /// example. Cloning is not offered: share it by reference (it is `Sync`) or in an `Arc`.
-/// Stops when dropped: its threads are joined and its port is closed before `drop` returns.
+/// Stops when dropped: its threads are joined and its port is closed before `drop` returns
+/// (see "Stopping" in the module documentation for the one exception).
 pub struct TestServer {
     shared: Arc<Shared>,
     /// Never read: dropping it stops the server (threads joined, port closed).

@@ -97,3 +97,60 @@ fn unknown_paths_and_methods() {
     assert_eq!(get("/nowhere"), 404);
     assert_eq!(get("/oauth/token"), 405);
 }
+
+#[test]
+fn where_a_body_ends_is_never_ambiguous() {
+    let server = TestServer::start();
+    let first_status = |raw: &str| {
+        let answer = exchange(&server, raw.as_bytes().to_vec());
+        status_line(&answer).to_owned()
+    };
+    let post = "POST /api/x HTTP/1.1\r\nhost: x\r\n";
+    for (headers, status) in [
+        ("content-length: 0\r\ncontent-length: 5\r\n", "400"),
+        ("content-length: 5\r\ntransfer-encoding: chunked\r\n", "400"),
+        ("content-length: +5\r\n", "400"),
+        ("transfer-encoding: gzip, chunked\r\n", "501"),
+        ("transfer-encoding: notchunked\r\n", "501"),
+    ] {
+        let raw = format!("{post}{headers}\r\nhello");
+        let got = first_status(&raw);
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{headers:?}: {got}"
+        );
+    }
+    let chunked = format!("{post}transfer-encoding: chunked\r\n\r\n");
+    let overflow = format!("{chunked}1\r\nA\r\nffffffffffffffff\r\n");
+    assert!(first_status(&overflow).starts_with("HTTP/1.1 413"));
+    let no_crlf = format!("{chunked}1\r\nAXY0\r\n\r\n");
+    assert!(first_status(&no_crlf).starts_with("HTTP/1.1 400"));
+    let endless_trailer = format!("{chunked}0\r\n{}", "t".repeat(70_000));
+    assert!(first_status(&endless_trailer).starts_with("HTTP/1.1 400"));
+    let many_trailers = format!("{chunked}0\r\n{}\r\n", "t: x\r\n".repeat(20_000));
+    assert!(first_status(&many_trailers).starts_with("HTTP/1.1 431"));
+    assert_eq!(
+        server.api_requests(),
+        0,
+        "no request was read out of another's body"
+    );
+}
+
+#[test]
+fn head_204_and_304_answers_have_no_body() {
+    let server = TestServer::start();
+    let at = server.login().access_token().secret().to_owned();
+    let requests = format!(
+        "HEAD /api/one HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {at}\r\n\r\n\
+         GET /api/status/204 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {at}\r\n\r\n\
+         GET /api/status/304 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {at}\r\n\
+         connection: close\r\n\r\n"
+    );
+    let answers = exchange(&server, requests.into_bytes());
+    // Three heads, each followed directly by the next (or the end): no body anywhere.
+    let heads: Vec<&str> = answers.split("\r\n\r\n").collect();
+    assert_eq!(heads.len(), 4, "{answers:?}");
+    assert_eq!(heads[3], "", "{answers:?}");
+    assert!(heads[0].starts_with("HTTP/1.1 200") && heads[0].contains("content-length: "));
+    assert!(heads[1].starts_with("HTTP/1.1 204") && heads[2].starts_with("HTTP/1.1 304"));
+}

@@ -173,3 +173,77 @@ fn counters_agree_and_are_served_as_json() {
     let served: tokengate::testing::Counters = serde_json::from_str(&text).unwrap();
     assert_eq!(served, counters);
 }
+
+#[test]
+fn calls_are_journaled_on_arrival_in_arrival_order() {
+    let server = TestServer::start();
+    server.login();
+    server.login();
+    server.fault_next_token_calls(1, Fault::DelayBefore(std::time::Duration::from_secs(3600)));
+    let url = server.token_url();
+    let held = std::thread::spawn(move || refresh(&url, "rt-1").0);
+    crate::harness::observe::wait_until("the first call arrived", || server.token_requests() == 1);
+    assert_eq!(server.token_calls()[0].outcome, Outcome::InFlight);
+    assert_eq!(server.refreshes(), 1, "counted on arrival");
+    assert_eq!(refresh(&server.token_url(), "rt-2").0, 200);
+    let calls = server.token_calls();
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| (c.presented, c.outcome.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(Some(1), Outcome::InFlight), (Some(2), Outcome::Issued(3))]
+    );
+    assert!(calls[0].arrived <= calls[1].arrived);
+    drop(server); // cuts the hour short: the held call's connection is closed
+    let _ = held.join();
+}
+
+#[test]
+fn refusals_are_journaled_as_answered() {
+    let server = TestServer::start();
+    server.login();
+    let basic_and_form = [
+        ("grant_type", "client_credentials"),
+        ("client_secret", CLIENT_SECRET),
+    ];
+    post_basic(
+        &server.token_url(),
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &basic_and_form,
+    );
+    let twice = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "rt-1"),
+        ("refresh_token", "rt-1"),
+        ("client_id", CLIENT_ID),
+        ("client_secret", CLIENT_SECRET),
+    ];
+    let (status, _, _) = post(&server.token_url(), &twice);
+    assert_eq!(status, 400);
+    let garbage = crate::agent()
+        .post(&server.token_url())
+        .header("authorization", "Basic !!!")
+        .send_form([("grant_type", "client_credentials")]);
+    assert_eq!(crate::answer(garbage).0, 401);
+    let calls = server.token_calls();
+    let refused = |status, error: &str| Outcome::Refused {
+        status,
+        error: error.into(),
+    };
+    let seen: Vec<_> = calls
+        .iter()
+        .map(|c| (c.client_auth, c.outcome.clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (ClientAuthUsed::Basic, refused(400, "invalid_request")),
+            (ClientAuthUsed::Post, refused(400, "invalid_request")),
+            (ClientAuthUsed::Basic, refused(401, "invalid_client")),
+        ]
+    );
+    assert!(server.is_active("rt-1"), "a refused call rotated nothing");
+}

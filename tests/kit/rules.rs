@@ -7,7 +7,9 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use tokengate::login::DeviceError;
-use tokengate::testing::{TestServer, TestServerError, CLIENT_ID, CLIENT_SECRET, PUBLIC_CLIENT_ID};
+use tokengate::testing::{
+    TestClient, TestServer, TestServerError, CLIENT_ID, CLIENT_SECRET, PUBLIC_CLIENT_ID,
+};
 use tokengate::{AuthClient, AuthServer, Error};
 
 use crate::harness::fixtures::TestTime;
@@ -167,10 +169,16 @@ fn refresh_tokens_keep_their_client_and_scope() {
     };
     assert_eq!(public("read admin").2["error"], "invalid_scope");
     let (status, _, body) = public("read");
-    assert_eq!((status, body["scope"].as_str()), (200, Some("read write")));
-    // `TestServer::refresh` presents a token as the client it was issued to.
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (200, Some("read")),
+        "narrowed (RFC 6749 §6)"
+    );
+    // `TestServer::refresh` presents a token as the client it was issued to; the login kept
+    // its whole scope.
     let behind = server.refresh("rt-2").unwrap();
     assert_eq!(behind.refresh_token().unwrap().secret(), "rt-3");
+    assert_eq!(behind.scope(), Some("read write"));
     let calls = server.token_calls();
     assert_eq!(
         calls.last().unwrap().client_id.as_deref(),
@@ -492,4 +500,150 @@ fn a_client_revokes_only_its_own_tokens() {
     );
     let statuses: Vec<u16> = server.revocation_calls().iter().map(|c| c.status).collect();
     assert_eq!(statuses, [400, 200, 200]);
+}
+
+#[test]
+fn scopes_are_required_by_every_matching_prefix_at_segment_boundaries() {
+    let server = TestServer::builder()
+        .require_scope("/api/admin", "admin")
+        .require_scope("/api/admin/users", "users")
+        .start()
+        .unwrap();
+    let status = |token: &tokengate::Tokens, path: &str| {
+        let url = format!("{}{path}", server.api_url());
+        let bearer = format!("Bearer {}", token.access_token().secret());
+        agent()
+            .get(&url)
+            .header("authorization", bearer)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let admin = server.login_as(CLIENT_ID, Some("admin"));
+    let both = server.login_as(CLIENT_ID, Some("admin users"));
+    assert_eq!(status(&admin, "admin"), 200);
+    assert_eq!(status(&admin, "admin/users/7"), 403, "users is needed too");
+    assert_eq!(status(&both, "admin/users/7"), 200);
+    let none = server.login();
+    assert_eq!(status(&none, "administrator"), 200, "not under /api/admin");
+    assert_eq!(status(&none, "admin/x"), 403);
+}
+
+#[test]
+fn an_expired_device_code_cannot_be_approved() {
+    let server = TestServer::builder()
+        .device_code_lifetime(Duration::from_millis(1500))
+        .start()
+        .unwrap();
+    let (_, _, started) = post(
+        &server.device_authorization_url(),
+        &[("client_id", PUBLIC_CLIENT_ID)],
+    );
+    assert_eq!(started["expires_in"], 2, "whole seconds, rounded up");
+    let code = started["device_code"].as_str().unwrap().to_owned();
+    let user_code = started["user_code"].as_str().unwrap().to_owned();
+    server.approve(&user_code).unwrap();
+    // Past the code's lifetime (a wait the test must make: the kit's clock is real).
+    crate::harness::observe::wait_until("the device code expired", || {
+        std::thread::sleep(Duration::from_millis(100));
+        server.device_authorizations()[0].arrived.elapsed() > Duration::from_millis(2500)
+    });
+    let poll = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", code.as_str()),
+        ("client_id", PUBLIC_CLIENT_ID),
+    ];
+    let (status, _, body) = post(&server.token_url(), &poll);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("expired_token")),
+        "approved too late"
+    );
+    let (_, _, again) = post(
+        &server.device_authorization_url(),
+        &[("client_id", PUBLIC_CLIENT_ID)],
+    );
+    let late = again["user_code"].as_str().unwrap().to_owned();
+    crate::harness::observe::wait_until("the second code expired", || {
+        std::thread::sleep(Duration::from_millis(100));
+        server.device_authorizations()[1].arrived.elapsed() > Duration::from_millis(2500)
+    });
+    assert!(matches!(
+        server.approve(&late),
+        Err(TestServerError::UnknownUserCode)
+    ));
+}
+
+#[test]
+fn pkce_values_must_have_their_shape() {
+    let server = TestServer::start();
+    let short = "&code_challenge=abc&code_challenge_method=S256";
+    let url = authorize_url(&server, PUBLIC_CLIENT_ID, "http://127.0.0.1:9/cb", short);
+    let redirect = server.authorize(&url).unwrap();
+    assert!(redirect.contains("error=invalid_request"), "{redirect}");
+    let url = authorize_url(
+        &server,
+        PUBLIC_CLIENT_ID,
+        "http://127.0.0.1:9/cb",
+        &with_pkce(),
+    );
+    let code = code_of(&server.authorize(&url).unwrap());
+    let (status, body) = exchange(&server, &code, "x");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("43 to 128"));
+    assert_eq!(
+        exchange(&server, &code, VERIFIER).0,
+        200,
+        "the code is still good"
+    );
+    let url = format!(
+        "{}?client_id={PUBLIC_CLIENT_ID}&redirect_uri=http://127.0.0.1:9/cb&response_type=token",
+        server.authorization_url()
+    );
+    assert!(server
+        .authorize(&url)
+        .unwrap()
+        .contains("error=unsupported_response_type"));
+}
+
+#[test]
+fn lifetimes_past_the_end_of_time_never_expire() {
+    let server = TestServer::builder()
+        .access_token_lifetime(Duration::MAX)
+        .device_code_lifetime(Duration::MAX)
+        .start()
+        .unwrap();
+    let tokens = server.login();
+    assert!(server.is_active(tokens.access_token().secret()));
+    let client = AuthClient::builder(server.api_url())
+        .tokens(tokens)
+        .refresher(server.auth_server().refresh_grant())
+        .build()
+        .unwrap();
+    assert_eq!(client.get("x").call().unwrap().status(), 200);
+    let (status, _, _) = post(
+        &server.device_authorization_url(),
+        &[("client_id", PUBLIC_CLIENT_ID)],
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn basic_credentials_are_form_decoded_halves() {
+    let server = TestServer::builder()
+        .client(TestClient::confidential("my app", "a&b=c%"))
+        .start()
+        .unwrap();
+    // Encoded as RFC 6749 §2.3.1 says, and as some clients send them (raw).
+    for (user, password) in [("my+app", "a%26b%3Dc%25"), ("my app", "a&b=c%")] {
+        let (status, _, _) = post_basic(&server.token_url(), user, password, &CC);
+        assert_eq!(status, 200, "{user:?}:{password:?}");
+    }
 }
