@@ -636,9 +636,12 @@ mod tests {
         };
         let code = r.new_code(request());
         let uri = Some("http://127.0.0.1:9/cb");
-        let wrong = r
+        let short = r
             .exchange_code("cli", &code, uri, Some("wrong"))
             .unwrap_err();
+        assert!(short.description.contains("43 to 128"), "{short:?}");
+        let wrong = "wrong-but-shaped-wrong-but-shaped-wrong-but-shaped";
+        let wrong = r.exchange_code("cli", &code, uri, Some(wrong)).unwrap_err();
         assert_eq!(wrong.description, "PKCE verification failed");
         let other_uri = r.exchange_code("cli", &code, Some("http://x/"), Some(verifier));
         assert!(other_uri.is_err());
