@@ -54,33 +54,45 @@ impl fmt::Debug for TestClient {
     }
 }
 
-/// How a request claims to authenticate, before any check: for the journal. An
-/// `Authorization: Basic` header is Basic even when it cannot be decoded (and then names no
-/// client), as [`authenticate`] reads it.
+/// How a request claims to authenticate, before any check: for the journal, read as
+/// [`authenticate`] reads it (a Basic header that cannot be decoded names no client).
 pub(crate) fn claimed(
     req: &Request,
     form: &HashMap<String, String>,
 ) -> (Option<String>, ClientAuthUsed) {
-    match basic(req) {
-        Some(credentials) => (credentials.map(|(id, _)| id), ClientAuthUsed::Basic),
-        None if form.contains_key("client_secret") => {
+    match authorization(req) {
+        Authorization::Basic(credentials) => (credentials.map(|(id, _)| id), ClientAuthUsed::Basic),
+        Authorization::Other => (form.get("client_id").cloned(), ClientAuthUsed::OtherScheme),
+        Authorization::None if form.contains_key("client_secret") => {
             (form.get("client_id").cloned(), ClientAuthUsed::Post)
         }
-        None => (form.get("client_id").cloned(), ClientAuthUsed::None),
+        Authorization::None => (form.get("client_id").cloned(), ClientAuthUsed::None),
     }
 }
 
-/// An `Authorization` header with the Basic scheme: `Some(None)` if it cannot be decoded,
-/// else the id and secret, each form-urlencoded before base64 (RFC 6749 §2.3.1). `None`
-/// without such a header.
-fn basic(req: &Request) -> Option<Option<(String, String)>> {
-    let value = req.header("authorization")?;
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+/// A request's `Authorization` header, as client authentication reads it.
+enum Authorization {
+    None,
+    /// Basic: the id and secret, each form-urlencoded before base64 (RFC 6749 §2.3.1);
+    /// `None` if it cannot be decoded.
+    Basic(Option<(String, String)>),
+    /// Any other scheme (a bearer token sent to the token endpoint, say).
+    Other,
+}
+
+fn authorization(req: &Request) -> Authorization {
+    let Some(value) = req.header("authorization") else {
+        return Authorization::None;
+    };
+    let value = value.trim();
+    let (scheme, rest) = value
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+        return Authorization::Other;
     }
     let decoded = base64_decode(rest.trim()).and_then(|b| String::from_utf8(b).ok());
-    Some(decoded.and_then(|d| {
+    Authorization::Basic(decoded.and_then(|d| {
         let (id, secret) = d.split_once(':')?;
         Some((
             form_component(id.as_bytes()),
@@ -141,15 +153,16 @@ pub(crate) fn authenticate(
     req: &Request,
     form: &HashMap<String, String>,
 ) -> Result<String, AuthFailure> {
-    let (id, secret, basic_used) = match basic(req) {
-        Some(_) if form.contains_key("client_secret") => {
+    let (id, secret, basic_used) = match authorization(req) {
+        Authorization::Basic(_) if form.contains_key("client_secret") => {
             return Err(AuthFailure::invalid_request(
                 "more than one client authentication",
             ));
         }
-        Some(Some((id, secret))) => (id, Some(secret), true),
-        Some(None) => return Err(AuthFailure::invalid_client(true)),
-        None => match form.get("client_id") {
+        Authorization::Basic(Some((id, secret))) => (id, Some(secret), true),
+        Authorization::Basic(None) => return Err(AuthFailure::invalid_client(true)),
+        Authorization::Other => return Err(AuthFailure::invalid_client(false)),
+        Authorization::None => match form.get("client_id") {
             Some(id) => (id.clone(), form.get("client_secret").cloned(), false),
             None => return Err(AuthFailure::invalid_client(false)),
         },

@@ -21,7 +21,7 @@ use super::journal::{
     ApiCall, ClientAuthUsed, DeviceAuthorizationCall, Grant, Outcome, RevocationCall, TokenCall,
 };
 use super::rules::Rules;
-use super::rules::{pkce_shaped, AuthorizeRequest, Issued, RefreshNotes, Refusal};
+use super::rules::{challenge_shaped, AuthorizeRequest, Issued, RefreshNotes, Refusal};
 use super::shared::{Config, Shared, State};
 use crate::encoding::{form_body, form_decode};
 use crate::tokens::Tokens;
@@ -116,6 +116,7 @@ fn refused(r: Refusal) -> Reply {
 
 /// A successful token answer (RFC 6749 §5.1) for what `issued` holds.
 fn token_json(issued: &Issued, lifetime: Duration) -> serde_json::Value {
+    let lifetime = announced(lifetime);
     let expires_in: serde_json::Value = if lifetime.subsec_nanos() == 0 {
         lifetime.as_secs().into()
     } else {
@@ -135,9 +136,18 @@ fn token_json(issued: &Issued, lifetime: Duration) -> serde_json::Value {
     body
 }
 
+/// The longest lifetime announced: 10 years. Clients (tokengate among them) refuse a longer
+/// `expires_in` as not a sane number; a longer lifetime is still what the server enforces.
+const LONGEST_ANNOUNCED: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The lifetime `lifetime` is announced as.
+fn announced(lifetime: Duration) -> Duration {
+    lifetime.min(LONGEST_ANNOUNCED)
+}
+
 /// The [`Tokens`] a client would hold after receiving `issued`.
 pub(crate) fn tokens_of(issued: &Issued, lifetime: Duration) -> Tokens {
-    let mut tokens = Tokens::new(issued.access.clone()).with_expires_in(lifetime);
+    let mut tokens = Tokens::new(issued.access.clone()).with_expires_in(announced(lifetime));
     if let Some(refresh) = &issued.refresh {
         tokens = tokens.with_refresh_token(refresh.clone());
     }
@@ -337,43 +347,64 @@ pub(crate) fn refresh_directly(
 fn device(shared: &Shared, req: &Request) -> Reply {
     let (form, twice) = params(&req.body);
     let (client_id, client_auth) = claimed(req, &form);
-    let mut call = DeviceAuthorizationCall {
-        arrived: Instant::now(),
-        client_id,
-        client_auth,
-        scope: form.get("scope").cloned(),
-        user_code: None,
-        status: 0,
-    };
-    let reply = match authenticate(&shared.config.clients, req, &form) {
-        _ if twice => refused(SENT_TWICE),
-        Err(failure) => failure.reply(),
-        Ok(client) => {
-            let mut s = shared.state.lock();
-            let (device_code, user_code) = s.rules.device_authorize(&client, call.scope.clone());
-            let base = &shared.base;
-            let mut body = serde_json::json!({
-                "device_code": device_code,
-                "user_code": user_code,
-                "verification_uri": format!("{base}/device"),
-                "verification_uri_complete": format!("{base}/device?user_code={user_code}"),
-                "expires_in": whole_seconds(s.rules.device_lifetime()),
+    let scope = form.get("scope").cloned();
+    let index = {
+        let mut s = shared.state.lock();
+        s.journal
+            .device_authorizations
+            .push(DeviceAuthorizationCall {
+                arrived: Instant::now(),
+                client_id,
+                client_auth,
+                scope: scope.clone(),
+                user_code: None,
+                status: 0,
             });
-            if let Some(interval) = shared.config.device_interval {
-                body["interval"] = interval.into();
-            }
-            call.user_code = Some(user_code);
-            Reply::json(200, &body)
+        s.journal.device_authorizations.len() - 1
+    };
+    let client = match authenticate(&shared.config.clients, req, &form) {
+        _ if twice => Err(refused(SENT_TWICE)),
+        Err(failure) => Err(failure.reply()),
+        Ok(client) => Ok(client),
+    };
+    let mut s = shared.state.lock();
+    let (reply, user_code) = match client {
+        Err(reply) => (reply, None),
+        Ok(client) => {
+            let (device_code, user_code) = s.rules.device_authorize(&client, scope);
+            let body = device_answer(shared, &s, &device_code, &user_code);
+            (Reply::json(200, &body), Some(user_code))
         }
     };
-    call.status = reply.status();
+    let call = &mut s.journal.device_authorizations[index];
+    (call.status, call.user_code) = (reply.status(), user_code);
     log::debug!(
         target: TARGET,
         "device authorization by {:?}: {}, user code {:?}",
         call.client_id, call.status, call.user_code
     );
-    shared.state.lock().journal.device_authorizations.push(call);
     reply
+}
+
+/// The device authorization answer (RFC 8628 §3.2).
+fn device_answer(
+    shared: &Shared,
+    s: &State,
+    device_code: &str,
+    user_code: &str,
+) -> serde_json::Value {
+    let base = &shared.base;
+    let mut body = serde_json::json!({
+        "device_code": device_code,
+        "user_code": user_code,
+        "verification_uri": format!("{base}/device"),
+        "verification_uri_complete": format!("{base}/device?user_code={user_code}"),
+        "expires_in": whole_seconds(announced(s.rules.device_lifetime())),
+    });
+    if let Some(interval) = shared.config.device_interval {
+        body["interval"] = interval.into();
+    }
+    body
 }
 
 /// `d` in whole seconds, rounded up (a code that lives 1.5 s is not announced as 1 s).
@@ -419,6 +450,10 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
             },
         },
     };
+    let reply = match fault {
+        Some(f) => f.after(reply, stop),
+        None => reply,
+    };
     let status = reply.status();
     let generation = {
         let mut s = shared.state.lock();
@@ -427,10 +462,7 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         call.generation
     };
     log::debug!(target: TARGET, "revocation of #{generation:?}: {status}");
-    match fault {
-        Some(f) => f.after(reply, stop),
-        None => reply,
-    }
+    reply
 }
 
 /// The protected API (RFC 6750): 200 to a live token, 401 to any other, 403 to a token
@@ -452,20 +484,19 @@ fn api(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         (s.journal.api_calls.len() - 1, fault)
     };
     let reply = match fault.as_ref().and_then(|f| f.before(stop)) {
-        Some(reply) => {
-            shared.state.lock().journal.api_calls[index].status = reply.status();
-            reply
-        }
+        Some(reply) => reply,
         None => protected(shared, req, index),
     };
-    match fault {
+    let reply = match fault {
         Some(f) => f.after(reply, stop),
         None => reply,
-    }
+    };
+    shared.state.lock().journal.api_calls[index].status = reply.status();
+    reply
 }
 
-/// The API's answer to a request that no fault replaced, journaled under the same lock
-/// that decides it.
+/// The API's answer to a request that no fault replaced; what it carried is journaled under
+/// the lock that decides it (its status once it is answered).
 fn protected(shared: &Shared, req: &Request, index: usize) -> Reply {
     let token = req.header("authorization").and_then(|v| {
         let (scheme, token) = v.split_once(' ')?;
@@ -480,7 +511,7 @@ fn protected(shared: &Shared, req: &Request, index: usize) -> Reply {
         .is_some_and(|end| now >= end);
     let reply = api_answer(&shared.config, &s.rules, req, token, now);
     let call = &mut s.journal.api_calls[index];
-    (call.generation, call.expired, call.status) = (generation, expired, reply.status());
+    (call.generation, call.expired) = (generation, expired);
     reply
 }
 
@@ -625,7 +656,7 @@ fn redirected_problem(q: &HashMap<String, String>) -> Option<(&'static str, &'st
     let why = match (param("code_challenge"), param("code_challenge_method")) {
         (None, _) => "PKCE is required: code_challenge",
         (Some(_), method) if method != Some("S256") => "code_challenge_method must be S256",
-        (Some(challenge), _) if !pkce_shaped(challenge) => {
+        (Some(challenge), _) if !challenge_shaped(challenge) => {
             "code_challenge must be 43 base64url characters (RFC 7636 4.2)"
         }
         _ => return None,

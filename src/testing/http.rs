@@ -200,18 +200,27 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.raise();
         // Wake the accept loop (it checks the flag after each accept) with a connection of its
-        // own, retried while the process has no descriptor free (for at most a second). Should
-        // it never connect, the accept thread is left to end at its next connection.
-        let mut woken = false;
-        for _ in 0..100 {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).is_ok() {
-                woken = true;
+        // own, retried for at most a second while the process has no descriptor free. A
+        // refused connection means the loop already ended (it accepted another after the flag
+        // was raised). Should it never be woken, the accept thread is left to end at its next
+        // connection.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        let mut ended = false;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match TcpStream::connect_timeout(&self.addr, left.max(Duration::from_millis(1))) {
+                Ok(_) => ended = true,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => ended = true,
+                Err(_) => {}
+            }
+            let finished = self.accept.as_ref().is_none_or(JoinHandle::is_finished);
+            if ended || finished {
+                ended = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         if let Some(accept) = self.accept.take() {
-            if woken {
+            if ended {
                 let _ = accept.join();
             }
         }
@@ -337,8 +346,8 @@ fn linger(stream: &mut TcpStream) {
     }
 }
 
-/// Writes an answer. No body for 1xx, 204 and 304 (RFC 9110 §6.4.1), nor to a HEAD, whose
-/// `content-length` still says what a GET would get.
+/// Writes an answer. No body (nor `content-length`) for 1xx, 204 and 304 (RFC 9110 §6.4.1);
+/// no body to a HEAD, whose `content-length` is that of the answer it would have had.
 fn write_reply(
     stream: &mut TcpStream,
     head_only: bool,
@@ -512,8 +521,13 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, u1
     loop {
         let end = line_end(stream, buf)?;
         let line = std::str::from_utf8(&buf[..end]).map_err(|_| 400u16)?;
-        let size_text = line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16).map_err(|_| 400u16)?;
+        // chunk-size = 1*HEXDIG, then optional whitespace and extensions (RFC 9112 §7.1).
+        let size_text = line.split(';').next().unwrap_or("");
+        let size_text = size_text.trim_end_matches([' ', '\t']);
+        if size_text.is_empty() || !size_text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(400);
+        }
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| 413u16)?;
         if size > MAX_BODY - body.len() {
             return Err(413);
         }

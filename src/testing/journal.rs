@@ -69,15 +69,16 @@ pub struct TokenCall {
     pub presented: Option<u64>,
     /// The `scope` it asked for, if any.
     pub scope: Option<String>,
-    /// It presented a refresh token that an earlier call had presented already (calls a fault
-    /// answered before the grant do not count: the server never looked at them).
+    /// It presented a refresh token that an earlier call had presented already. Only calls the
+    /// grant looked at count: not those a fault answered first, whose client failed to
+    /// authenticate, or that sent a parameter twice.
     pub presented_twice: bool,
     /// It presented a rotated refresh token: reuse, so the server revoked that login.
     pub reuse: bool,
     /// How it was answered.
     pub outcome: Outcome,
     /// The scripted fault played on it, if any (also for faults played after the grant was
-    /// applied, [`Fault::DelayAfter`] and [`Fault::DropAfterGrant`], whose outcome is `Issued`).
+    /// applied, [`Fault::DelayAfter`] and [`Fault::DropAfterGrant`], whose outcome is the grant's).
     pub fault: Option<Fault>,
 }
 
@@ -91,6 +92,9 @@ pub enum ClientAuthUsed {
     Post,
     /// `client_id` only: a public client.
     None,
+    /// An `Authorization` header of another scheme (a bearer token, say): refused with
+    /// `invalid_client`.
+    OtherScheme,
 }
 
 /// One call of the protected API.
@@ -164,14 +168,15 @@ pub struct DeviceAuthorizationCall {
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct Counters {
-    /// Calls of the token endpoint (every grant and outcome).
+    /// Calls of the token endpoint (every grant and outcome), and of
+    /// [`TestServer::refresh`](super::TestServer::refresh).
     pub token_requests: u64,
     /// Calls of the refresh_token grant, whatever their outcome (faulted ones too).
     pub refreshes: u64,
     /// Refresh calls that presented a rotated refresh token (each revoked its login).
     pub reuse_detected: u64,
-    /// Refresh calls that presented a refresh token an earlier call had presented (calls a
-    /// fault answered before the grant do not count: the server never looked at them).
+    /// Refresh calls that presented a refresh token an earlier call had presented (only calls
+    /// the grant looked at: see [`TokenCall::presented_twice`]).
     pub presented_twice: u64,
     /// Calls of the device authorization endpoint.
     pub device_authorizations: u64,
@@ -181,7 +186,7 @@ pub struct Counters {
     pub api_requests: u64,
     /// API calls answered 401.
     pub api_401s: u64,
-    /// API calls answered 403.
+    /// API calls answered 403 (`insufficient_scope`, or asked for at `/api/status/403`).
     pub api_403s: u64,
     /// Generations issued: the N of the last `at-N` (0 before the first).
     pub issued: u64,

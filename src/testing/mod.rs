@@ -13,7 +13,7 @@
 //! | `POST /oauth/revoke` | revocation (RFC 7009) |
 //! | `GET /oauth/authorize` | authorization (RFC 6749 §4.1) with PKCE S256 required; approves at once and redirects |
 //! | `GET /testing/counters` | the [`Counters`] as JSON, for a test's child processes |
-//! | `/api/…` | a protected API (RFC 6750): 200 to a live access token, 401 with `WWW-Authenticate: Bearer error="invalid_token"` otherwise, 403 `insufficient_scope` where [`require_scope`](TestServerBuilder::require_scope) says |
+//! | `/api/…` | a protected API (RFC 6750): 200 to a live access token (`/api/status/NNN` answers NNN instead), 401 with `WWW-Authenticate: Bearer error="invalid_token"` to a dead or unknown one (a bare `Bearer realm=…` challenge to a request without one), 403 `insufficient_scope` where [`require_scope`](TestServerBuilder::require_scope) says |
 //!
 //! # The rules it keeps
 //! - **Clients**: [`CLIENT_ID`]/[`CLIENT_SECRET`] (confidential: HTTP Basic or the form,
@@ -57,7 +57,7 @@
 //!
 //! # A journal to assert on
 //! Every call of the token, device authorization and revocation endpoints and of the API is
-//! recorded when it arrives, in arrival order, and completed when it is answered
+//! recorded when it arrives, in arrival order, and completed when it is handled
 //! ([`token_calls`](TestServer::token_calls), [`api_calls`](TestServer::api_calls),
 //! [`revocation_calls`](TestServer::revocation_calls),
 //! [`device_authorizations`](TestServer::device_authorizations)): grant, client, the

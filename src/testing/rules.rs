@@ -170,11 +170,14 @@ impl Rules {
 
     /// N of an `at-N` or `rt-N` this server issued.
     pub fn generation_of(&self, token: &str) -> Option<u64> {
-        let n: u64 = token
+        let digits = token
             .strip_prefix("at-")
-            .or_else(|| token.strip_prefix("rt-"))?
-            .parse()
-            .ok()?;
+            .or_else(|| token.strip_prefix("rt-"))?;
+        // Exactly as issued: digits, no sign, no leading zero.
+        if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = digits.parse().ok()?;
         (n >= 1 && n <= self.generations).then_some(n)
     }
 
@@ -244,7 +247,7 @@ impl Rules {
         scope: Option<&str>,
     ) -> (Result<Issued, Refusal>, RefreshNotes) {
         let notes = RefreshNotes {
-            presented_twice: !self.presented.insert(presented.to_owned()),
+            presented_twice: !presented.is_empty() && !self.presented.insert(presented.to_owned()),
             reuse: false,
         };
         let unknown = refusal("invalid_grant", "unknown, revoked or rotated refresh token");
@@ -261,7 +264,7 @@ impl Rules {
             self.revoke_family(family);
             return (Err(unknown), RefreshNotes { reuse, ..notes });
         }
-        let narrowed = match scope {
+        let narrowed = match scope.filter(|s| !s.trim().is_empty()) {
             Some(asked) if !within(asked, f.scope.as_deref()) => {
                 let wider = refusal("invalid_scope", "scope wider than the original grant");
                 return (Err(wider), notes);
@@ -491,14 +494,22 @@ pub(crate) fn pkce_s256(verifier: &str) -> String {
     crate::encoding::base64url_encode(digest.as_ref())
 }
 
-/// Whether `value` has the shape RFC 7636 §4.1 gives a `code_verifier` (and, being one's
-/// base64url SHA-256, §4.2 a `code_challenge` is 43 of the same characters): 43 to 128
+/// Whether `value` has the shape RFC 7636 §4.1 gives a `code_verifier`: 43 to 128
 /// characters `[A-Za-z0-9-._~]`.
 pub(crate) fn pkce_shaped(value: &str) -> bool {
     (43..=128).contains(&value.len())
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Whether `value` has the shape of an S256 `code_challenge` (RFC 7636 §4.2): a SHA-256 in
+/// unpadded base64url, 43 characters `[A-Za-z0-9_-]`.
+pub(crate) fn challenge_shaped(value: &str) -> bool {
+    value.len() == 43
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
 }
 
 /// Whether every scope in `asked` is in `granted` (space-separated, RFC 6749 §3.3).

@@ -67,9 +67,10 @@ impl TestServerBuilder {
         self
     }
 
-    /// Makes every API path starting with `path_prefix` (e.g. `/api/admin`) need `scope`: a
-    /// live token without it is answered 403 `insufficient_scope` (RFC 6750 §3.1). Defaults
-    /// to none.
+    /// Makes every API path under `path_prefix` (`/api/admin` covers itself and
+    /// `/api/admin/…`, not `/api/administrator`) need `scope`: a live token without it is
+    /// answered 403 `insufficient_scope` (RFC 6750 §3.1). A path under several prefixes needs
+    /// every one's scope. Defaults to none.
     pub fn require_scope(
         mut self,
         path_prefix: impl Into<String>,
@@ -269,9 +270,10 @@ impl TestServer {
     /// redirect URI: see [`open_in_browser`](Self::open_in_browser).
     ///
     /// The request must name a known client, a loopback `http` (RFC 8252 §7.3) or an `https`
-    /// redirect URI, `response_type=code` and a PKCE S256 `code_challenge`; an unknown client
-    /// or a bad redirect URI is an error (RFC 6749 §4.1.2.1: never redirected), anything else
-    /// wrong is redirected as `?error=invalid_request`.
+    /// redirect URI, `response_type=code` and a PKCE S256 `code_challenge`. An unknown client,
+    /// a bad redirect URI or a parameter sent twice is an error (RFC 6749 §4.1.2.1: never
+    /// redirected); another `response_type` is redirected as `?error=unsupported_response_type`,
+    /// a missing or malformed challenge as `?error=invalid_request`.
     ///
     /// # Errors
     /// [`TestServerError::BadAuthorizationRequest`].
@@ -409,13 +411,14 @@ impl TestServer {
         self.counters().reuse_detected
     }
 
-    /// Refresh calls that presented a refresh token an earlier call had presented (calls a
-    /// fault answered before the grant do not count).
+    /// Refresh calls that presented a refresh token an earlier call had presented (only calls
+    /// the grant looked at: see [`TokenCall::presented_twice`]).
     pub fn presented_twice(&self) -> u64 {
         self.counters().presented_twice
     }
 
-    /// Calls of the token endpoint so far (every grant and outcome).
+    /// Calls of the token endpoint so far (every grant and outcome), and of
+    /// [`refresh`](Self::refresh).
     pub fn token_requests(&self) -> u64 {
         self.counters().token_requests
     }
@@ -430,7 +433,7 @@ impl TestServer {
         self.counters().api_401s
     }
 
-    /// API calls answered 403 (`insufficient_scope`).
+    /// API calls answered 403 (`insufficient_scope`, or asked for at `/api/status/403`).
     pub fn api_403s(&self) -> u64 {
         self.counters().api_403s
     }

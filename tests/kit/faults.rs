@@ -228,6 +228,14 @@ fn api_and_revocation_faults() {
             .collect::<Vec<_>>(),
         [503, 200]
     );
+    // A dropped answer is journaled as none (status 0), though the call was handled.
+    server.fault_next_api_calls(1, Fault::DropAfterGrant);
+    let dropped = agent()
+        .get(&format!("{}x", server.api_url()))
+        .header("authorization", "Bearer at-1")
+        .call();
+    assert!(dropped.is_err());
+    assert_eq!(server.api_calls().last().unwrap().status, 0);
 }
 
 #[test]

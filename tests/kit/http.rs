@@ -123,6 +123,13 @@ fn where_a_body_ends_is_never_ambiguous() {
     let chunked = format!("{post}transfer-encoding: chunked\r\n\r\n");
     let overflow = format!("{chunked}1\r\nA\r\nffffffffffffffff\r\n");
     assert!(first_status(&overflow).starts_with("HTTP/1.1 413"));
+    for size in ["+a", " a", "", "0x5"] {
+        let signed = format!("{chunked}{size}\r\nhello12345\r\n0\r\n\r\n");
+        assert!(
+            first_status(&signed).starts_with("HTTP/1.1 400"),
+            "{size:?}"
+        );
+    }
     let no_crlf = format!("{chunked}1\r\nAXY0\r\n\r\n");
     assert!(first_status(&no_crlf).starts_with("HTTP/1.1 400"));
     let endless_trailer = format!("{chunked}0\r\n{}", "t".repeat(70_000));

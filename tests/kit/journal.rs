@@ -246,4 +246,26 @@ fn refusals_are_journaled_as_answered() {
         ]
     );
     assert!(server.is_active("rt-1"), "a refused call rotated nothing");
+
+    // A bearer token sent to the token endpoint is refused, and seen.
+    let bearer = crate::agent()
+        .post(&server.token_url())
+        .header("authorization", "Bearer at-1")
+        .send_form([
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+        ]);
+    assert_eq!(crate::answer(bearer).0, 401);
+    let last = server.token_calls().pop().unwrap();
+    assert_eq!(last.client_auth, ClientAuthUsed::OtherScheme);
+    // Calls that present no refresh token never count as presenting one twice.
+    for _ in 0..2 {
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ];
+        assert_eq!(post(&server.token_url(), &form).0, 400);
+    }
+    assert_eq!(server.presented_twice(), 0);
 }

@@ -470,7 +470,12 @@ fn the_api_answers_as_rfc6750_says() {
         get("status/503", Some(plain.access_token().secret())).0,
         503
     );
-    assert_eq!((server.api_401s(), server.api_403s()), (2, 1));
+    assert_eq!(
+        get("a", Some("at-01")).0,
+        401,
+        "only tokens exactly as issued"
+    );
+    assert_eq!((server.api_401s(), server.api_403s()), (3, 1));
 }
 
 #[test]
@@ -578,10 +583,16 @@ fn an_expired_device_code_cannot_be_approved() {
 #[test]
 fn pkce_values_must_have_their_shape() {
     let server = TestServer::start();
-    let short = "&code_challenge=abc&code_challenge_method=S256";
-    let url = authorize_url(&server, PUBLIC_CLIENT_ID, "http://127.0.0.1:9/cb", short);
-    let redirect = server.authorize(&url).unwrap();
-    assert!(redirect.contains("error=invalid_request"), "{redirect}");
+    let (longer, dotted) = (format!("{CHALLENGE}A"), format!("{}.", &CHALLENGE[..42]));
+    for challenge in ["abc", &longer, &dotted] {
+        let bad = format!("&code_challenge={challenge}&code_challenge_method=S256");
+        let url = authorize_url(&server, PUBLIC_CLIENT_ID, "http://127.0.0.1:9/cb", &bad);
+        let redirect = server.authorize(&url).unwrap();
+        assert!(
+            redirect.contains("error=invalid_request"),
+            "{challenge}: {redirect}"
+        );
+    }
     let url = authorize_url(
         &server,
         PUBLIC_CLIENT_ID,
@@ -633,6 +644,19 @@ fn lifetimes_past_the_end_of_time_never_expire() {
         &[("client_id", PUBLIC_CLIENT_ID)],
     );
     assert_eq!(status, 200);
+    // Announced as 10 years, which clients accept: a refresh and a device login over HTTP.
+    server.revoke_access_tokens();
+    assert_eq!(client.get("x").call().unwrap().status(), 200);
+    assert_eq!(server.refreshes(), 1);
+    let time = TestTime::new();
+    let pending = device_flow(&server, &time).start().unwrap();
+    assert_eq!(
+        pending.expires_in(),
+        Duration::from_secs(10 * 365 * 24 * 3600)
+    );
+    server.approve(pending.user_code()).unwrap();
+    let tokens = pending.wait().unwrap();
+    assert!(server.is_active(tokens.access_token().secret()));
 }
 
 #[test]

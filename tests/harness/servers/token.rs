@@ -105,8 +105,8 @@ impl TokenServer {
     }
 
     /// The generation N of the `rt-N` each refresh_token grant call presented, in arrival
-    /// order (`None` for a token this server never issued, and for a call a fault answered
-    /// before looking at it: the kit does not read those).
+    /// order (`None` for a token this server never issued; a call a fault answered names the
+    /// one it presented too).
     pub fn presented(&self) -> Vec<Option<u64>> {
         self.token_calls()
             .iter()
