@@ -162,8 +162,8 @@ impl ClientSlot {
 }
 
 /// A fresh, empty directory for one test under Cargo's scratch space for integration tests
-/// (`CARGO_TARGET_TMPDIR`; the examples, which include the harness too, have none and use
-/// the system's temporary directory), removed on drop.
+/// (`CARGO_TARGET_TMPDIR`, or the system's temporary directory where Cargo gives none),
+/// removed on drop.
 ///
 /// Its name is `name`, the process id and a number unique in the process: the tests of an
 /// area share a process, and two of them giving the same `name` still get two directories.
