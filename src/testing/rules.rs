@@ -189,14 +189,19 @@ impl Rules {
 
     /// A new login (a new family) for `client`: access and refresh token.
     pub fn login(&mut self, client: &str, scope: Option<String>) -> Issued {
+        let family = self.new_family(client, scope);
+        self.issue(family, true)
+    }
+
+    /// A new family for `client`, with nothing issued yet: its index.
+    fn new_family(&mut self, client: &str, scope: Option<String>) -> u64 {
         self.families.push(Family {
             client: client.to_owned(),
             scope,
             current: None,
             access: Vec::new(),
         });
-        let family = self.families.len() as u64 - 1;
-        self.issue(family, true)
+        self.families.len() as u64 - 1
     }
 
     /// Issues the next generation in `family`: an access token and, if `with_refresh`, a
@@ -292,13 +297,7 @@ impl Rules {
 
     /// The client_credentials grant (RFC 6749 §4.4): an access token, no refresh token.
     pub fn client_credentials(&mut self, client: &str, scope: Option<String>) -> Issued {
-        self.families.push(Family {
-            client: client.to_owned(),
-            scope,
-            current: None,
-            access: Vec::new(),
-        });
-        let family = self.families.len() as u64 - 1;
+        let family = self.new_family(client, scope);
         self.issue(family, false)
     }
 
@@ -479,12 +478,11 @@ impl Rules {
             (None, None) => {}
         }
         let (client, scope) = (c.request.client_id.clone(), c.request.scope.clone());
-        let issued = self.login(&client, scope);
-        let family = self.families.len() as u64 - 1;
+        let family = self.new_family(&client, scope);
         if let Some(c) = self.codes.get_mut(code) {
             c.family = Some(family);
         }
-        Ok(issued)
+        Ok(self.issue(family, true))
     }
 }
 
