@@ -54,14 +54,18 @@ impl fmt::Debug for TestClient {
     }
 }
 
-/// How a request claims to authenticate, before any check: for the journal, read as
-/// [`authenticate`] reads it (a Basic header that cannot be decoded names no client).
+/// How a request claims to authenticate, before any check: for the journal, read from the
+/// same [`Authorization`] that [`authenticate`] checks (a Basic header that cannot be
+/// decoded names no client).
 pub(crate) fn claimed(
-    req: &Request,
+    auth: &Authorization,
     form: &HashMap<String, String>,
 ) -> (Option<String>, ClientAuthUsed) {
-    match authorization(req) {
-        Authorization::Basic(credentials) => (credentials.map(|(id, _)| id), ClientAuthUsed::Basic),
+    match auth {
+        Authorization::Basic(credentials) => (
+            credentials.as_ref().map(|(id, _)| id.clone()),
+            ClientAuthUsed::Basic,
+        ),
         Authorization::Other => (form.get("client_id").cloned(), ClientAuthUsed::OtherScheme),
         Authorization::None if form.contains_key("client_secret") => {
             (form.get("client_id").cloned(), ClientAuthUsed::Post)
@@ -70,8 +74,9 @@ pub(crate) fn claimed(
     }
 }
 
-/// A request's `Authorization` header, as client authentication reads it.
-enum Authorization {
+/// A request's `Authorization` header, as client authentication reads it: decoded once per
+/// request, for the journal ([`claimed`]) and the check ([`authenticate`]) alike.
+pub(crate) enum Authorization {
     None,
     /// Basic: the id and secret, each form-urlencoded before base64 (RFC 6749 §2.3.1);
     /// `None` if it cannot be decoded.
@@ -80,25 +85,27 @@ enum Authorization {
     Other,
 }
 
-fn authorization(req: &Request) -> Authorization {
-    let Some(value) = req.header("authorization") else {
-        return Authorization::None;
-    };
-    let value = value.trim();
-    let (scheme, rest) = value
-        .split_once(|c: char| c.is_ascii_whitespace())
-        .unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Authorization::Other;
+impl Authorization {
+    pub fn of(req: &Request) -> Authorization {
+        let Some(value) = req.header("authorization") else {
+            return Authorization::None;
+        };
+        let value = value.trim();
+        let (scheme, rest) = value
+            .split_once(|c: char| c.is_ascii_whitespace())
+            .unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Authorization::Other;
+        }
+        let decoded = base64_decode(rest.trim()).and_then(|b| String::from_utf8(b).ok());
+        Authorization::Basic(decoded.and_then(|d| {
+            let (id, secret) = d.split_once(':')?;
+            Some((
+                form_component(id.as_bytes()),
+                form_component(secret.as_bytes()),
+            ))
+        }))
     }
-    let decoded = base64_decode(rest.trim()).and_then(|b| String::from_utf8(b).ok());
-    Authorization::Basic(decoded.and_then(|d| {
-        let (id, secret) = d.split_once(':')?;
-        Some((
-            form_component(id.as_bytes()),
-            form_component(secret.as_bytes()),
-        ))
-    }))
 }
 
 /// Why a client is not authenticated: the refusal, and whether to challenge Basic.
@@ -150,16 +157,16 @@ impl AuthFailure {
 /// Basic or the form for a confidential client, its `client_id` alone for a public one.
 pub(crate) fn authenticate(
     clients: &[TestClient],
-    req: &Request,
+    auth: &Authorization,
     form: &HashMap<String, String>,
 ) -> Result<String, AuthFailure> {
-    let (id, secret, basic_used) = match authorization(req) {
+    let (id, secret, basic_used) = match auth {
         Authorization::Basic(_) if form.contains_key("client_secret") => {
             return Err(AuthFailure::invalid_request(
                 "more than one client authentication",
             ));
         }
-        Authorization::Basic(Some((id, secret))) => (id, Some(secret), true),
+        Authorization::Basic(Some((id, secret))) => (id.clone(), Some(secret.clone()), true),
         Authorization::Basic(None) => return Err(AuthFailure::invalid_client(true)),
         Authorization::Other => return Err(AuthFailure::invalid_client(false)),
         Authorization::None => match form.get("client_id") {

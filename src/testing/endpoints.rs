@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::clients::{authenticate, claimed, CLIENT_ID};
+use super::clients::{authenticate, claimed, Authorization, CLIENT_ID};
 use super::error::TestServerError;
 use super::faults::Fault;
 use super::http::{Listener, Reply, Request, Stop};
@@ -161,7 +161,8 @@ pub(crate) fn tokens_of(issued: &Issued, lifetime: Duration) -> Tokens {
 /// journaled under the same lock that applies it); then the configured delay.
 fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
     let (form, twice) = params(&req.body);
-    let (client_id, client_auth) = claimed(req, &form);
+    let auth = Authorization::of(req);
+    let (client_id, client_auth) = claimed(&auth, &form);
     let (index, fault) = {
         let mut s = shared.state.lock();
         let presented = form
@@ -193,7 +194,7 @@ fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         });
         refused(SENT_TWICE)
     } else {
-        apply_grant(shared, req, &form, index)
+        apply_grant(shared, &auth, &form, index)
     };
     if !shared.config.token_delay.is_zero() && !stop.sleep(shared.config.token_delay) {
         return Reply::Drop;
@@ -224,11 +225,11 @@ fn log_token_call(call: &TokenCall) {
 /// journal entry under the same lock.
 fn apply_grant(
     shared: &Shared,
-    req: &Request,
+    auth: &Authorization,
     form: &HashMap<String, String>,
     index: usize,
 ) -> Reply {
-    let client = match authenticate(&shared.config.clients, req, form) {
+    let client = match authenticate(&shared.config.clients, auth, form) {
         Ok(client) => client,
         Err(failure) => {
             settle(shared, index, |call| {
@@ -346,7 +347,8 @@ pub(crate) fn refresh_directly(
 /// The device authorization endpoint (RFC 8628 §3.1, §3.2).
 fn device(shared: &Shared, req: &Request) -> Reply {
     let (form, twice) = params(&req.body);
-    let (client_id, client_auth) = claimed(req, &form);
+    let auth = Authorization::of(req);
+    let (client_id, client_auth) = claimed(&auth, &form);
     let scope = form.get("scope").cloned();
     let index = {
         let mut s = shared.state.lock();
@@ -362,7 +364,7 @@ fn device(shared: &Shared, req: &Request) -> Reply {
             });
         s.journal.device_authorizations.len() - 1
     };
-    let client = match authenticate(&shared.config.clients, req, &form) {
+    let client = match authenticate(&shared.config.clients, &auth, &form) {
         _ if twice => Err(refused(SENT_TWICE)),
         Err(failure) => Err(failure.reply()),
         Ok(client) => Ok(client),
@@ -416,7 +418,8 @@ fn whole_seconds(d: Duration) -> u64 {
 /// the revocation.
 fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
     let (form, twice) = params(&req.body);
-    let (client_id, client_auth) = claimed(req, &form);
+    let auth = Authorization::of(req);
+    let (client_id, client_auth) = claimed(&auth, &form);
     let token = form.get("token").cloned().unwrap_or_default();
     let (index, fault) = {
         let mut s = shared.state.lock();
@@ -436,7 +439,7 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
     };
     let reply = match fault.as_ref().and_then(|f| f.before(stop)) {
         Some(reply) => reply,
-        None => match authenticate(&shared.config.clients, req, &form) {
+        None => match authenticate(&shared.config.clients, &auth, &form) {
             _ if twice => refused(SENT_TWICE),
             Err(failure) => failure.reply(),
             Ok(_) if token.is_empty() => Reply::oauth_error(400, "invalid_request", "no token"),
