@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::clients::{authenticate, claimed, Authorization, CLIENT_ID};
 use super::error::TestServerError;
-use super::faults::Fault;
+use super::faults::{self, Fault};
 use super::http::{Listener, Reply, Request, Stop};
 use super::journal::{
     ApiCall, ClientAuthUsed, DeviceAuthorizationCall, Grant, Outcome, RevocationCall, TokenCall,
@@ -199,10 +199,7 @@ fn token(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
     if !shared.config.token_delay.is_zero() && !stop.sleep(shared.config.token_delay) {
         return Reply::Drop;
     }
-    match fault {
-        Some(f) => f.after(reply, stop),
-        None => reply,
-    }
+    faults::after(fault.as_ref(), reply, stop)
 }
 
 /// Completes token call `index` of the journal with `fill`, and logs it.
@@ -453,10 +450,7 @@ fn revoke(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
             },
         },
     };
-    let reply = match fault {
-        Some(f) => f.after(reply, stop),
-        None => reply,
-    };
+    let reply = faults::after(fault.as_ref(), reply, stop);
     let status = reply.status();
     let generation = {
         let mut s = shared.state.lock();
@@ -490,10 +484,7 @@ fn api(shared: &Shared, req: &Request, stop: &Stop) -> Reply {
         Some(reply) => reply,
         None => protected(shared, req, index),
     };
-    let reply = match fault {
-        Some(f) => f.after(reply, stop),
-        None => reply,
-    };
+    let reply = faults::after(fault.as_ref(), reply, stop);
     shared.state.lock().journal.api_calls[index].status = reply.status();
     reply
 }

@@ -88,14 +88,14 @@ impl Fault {
             Fault::DelayAfter(_) | Fault::DropAfterGrant => return None,
         })
     }
+}
 
-    /// What becomes of the normal answer once the call was handled.
-    pub(crate) fn after(&self, reply: Reply, stop: &Stop) -> Reply {
-        match self {
-            Fault::DelayAfter(d) if !stop.sleep(*d) => Reply::Drop,
-            Fault::DropAfterGrant => Reply::Drop,
-            _ => reply,
-        }
+/// What becomes of the normal answer once the call was handled, under `fault` (if any).
+pub(crate) fn after(fault: Option<&Fault>, reply: Reply, stop: &Stop) -> Reply {
+    match fault {
+        Some(Fault::DelayAfter(d)) if !stop.sleep(*d) => Reply::Drop,
+        Some(Fault::DropAfterGrant) => Reply::Drop,
+        _ => reply,
     }
 }
 
