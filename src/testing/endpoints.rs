@@ -498,7 +498,7 @@ fn protected(shared: &Shared, req: &Request, index: usize) -> Reply {
     });
     let mut s = shared.state.lock();
     let now = Instant::now();
-    let generation = token.and_then(|t| s.rules.generation_of(t).filter(|_| t.starts_with("at-")));
+    let generation = token.and_then(|t| s.rules.access_generation(t));
     let expired = generation
         .and_then(|g| s.rules.issued_at(g))
         .and_then(|at| at.checked_add(s.rules.lifetime()))
@@ -549,7 +549,7 @@ fn api_answer(
         "path": req.path,
         "method": req.method,
         "token": token,
-        "generation": rules.generation_of(token),
+        "generation": rules.access_generation(token),
         "body_len": req.body.len(),
     });
     Reply::json(status, &body)

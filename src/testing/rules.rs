@@ -187,6 +187,12 @@ impl Rules {
             .filter(|_| token.starts_with("rt-"))
     }
 
+    /// N of an `at-N` this server issued.
+    pub fn access_generation(&self, token: &str) -> Option<u64> {
+        self.generation_of(token)
+            .filter(|_| token.starts_with("at-"))
+    }
+
     /// A new login (a new family) for `client`: access and refresh token.
     pub fn login(&mut self, client: &str, scope: Option<String>) -> Issued {
         let family = self.new_family(client, scope);
