@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tokengate::testing::{Fault, Outcome, TestServer};
-use tokengate::{AuthClient, Error};
+use tokengate::Error;
 
 use crate::{agent, refresh};
 
@@ -124,11 +124,7 @@ fn a_dropped_connection_before_the_grant_keeps_the_token() {
 #[test]
 fn a_dropped_answer_after_the_grant_is_a_rotation_never_heard_of() {
     let server = TestServer::start();
-    let client = AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     server.revoke_access_tokens();
     server.fault_next_token_calls(1, Fault::DropAfterGrant);
     // The client never hears of rt-2: its next refresh presents rt-1, which is reuse.
@@ -188,11 +184,7 @@ fn a_delay_before_the_grant_then_handles_it() {
 #[test]
 fn api_and_revocation_faults() {
     let server = TestServer::start();
-    let client = AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     server.fault_next_api_calls(
         1,
         Fault::Unavailable {
@@ -241,11 +233,7 @@ fn api_and_revocation_faults() {
 #[test]
 fn a_server_side_revocation_costs_one_401_and_one_refresh() {
     let server = TestServer::start();
-    let client = AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     assert_eq!(client.get("x").call().unwrap().status(), 200);
     server.revoke_access_tokens();
     assert_eq!(client.get("x").call().unwrap().status(), 200);
@@ -260,11 +248,7 @@ fn a_server_side_revocation_costs_one_401_and_one_refresh() {
 #[test]
 fn a_refresh_behind_the_clients_back_ends_its_session() {
     let server = TestServer::start();
-    let client = AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     let elsewhere = server.refresh("rt-1").unwrap(); // another process rotated
     assert_eq!(elsewhere.refresh_token().unwrap().secret(), "rt-2");
     server.revoke_access_tokens();

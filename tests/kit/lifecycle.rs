@@ -82,11 +82,7 @@ fn drop_joins_every_thread_and_closes_the_port() {
     let before = threads();
     let server = TestServer::start();
     let agent = crate::agent();
-    let client = tokengate::AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     // Three connections held open at once (kept alive in the pools afterwards).
     std::thread::scope(|s| {
         for _ in 0..3 {

@@ -19,6 +19,16 @@ mod rules;
 use serde_json::Value;
 use tokengate::ureq;
 
+/// A client of `server`'s API, as a user who just logged in (`at-1`/`rt-1` on a fresh
+/// server), refreshing through the server's refresh grant.
+pub fn logged_in(server: &tokengate::testing::TestServer) -> tokengate::AuthClient {
+    tokengate::AuthClient::builder(server.api_url())
+        .tokens(server.login())
+        .refresher(server.auth_server().refresh_grant())
+        .build()
+        .unwrap()
+}
+
 /// An agent that ignores environment proxies and returns every status as a response.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

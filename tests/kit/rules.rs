@@ -97,11 +97,7 @@ fn sub_second_lifetimes_are_announced_as_fractions() {
 #[test]
 fn sixty_four_threads_one_expiry_one_refresh() {
     let server = TestServer::start();
-    let client = AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     server.revoke_access_tokens();
     let barrier = Arc::new(Barrier::new(64));
     std::thread::scope(|s| {
@@ -402,11 +398,7 @@ fn open_in_browser_delivers_the_redirect() {
 #[test]
 fn logout_revokes_the_login_at_the_server() {
     let server = TestServer::start();
-    let client = AuthClient::builder(server.api_url())
-        .tokens(server.login())
-        .refresher(server.auth_server().refresh_grant())
-        .build()
-        .unwrap();
+    let client = crate::logged_in(&server);
     client.logout().unwrap();
     let calls = server.revocation_calls();
     assert_eq!(calls.len(), 1);
