@@ -19,7 +19,6 @@ pub(crate) fn base64_encode(input: &[u8]) -> String {
 }
 
 /// Unpadded base64url (RFC 4648 §5), as PKCE's `code_challenge` (RFC 7636 §4.2) needs.
-#[cfg(feature = "testing")]
 pub(crate) fn base64url_encode(input: &[u8]) -> String {
     encode(input, B64URL, false)
 }
@@ -82,7 +81,6 @@ fn decode(input: &str, alphabet: &[u8; 64]) -> Option<Vec<u8>> {
 /// Parses an `application/x-www-form-urlencoded` body (or a query) into its pairs, in order:
 /// `+` is a space, `%XX` a byte, anything else itself; a bad escape is kept as written.
 /// Names and values that are not UTF-8 are decoded lossily.
-#[cfg(feature = "testing")]
 pub(crate) fn form_decode(input: &[u8]) -> Vec<(String, String)> {
     input
         .split(|&b| b == b'&')
@@ -98,7 +96,6 @@ pub(crate) fn form_decode(input: &[u8]) -> Vec<(String, String)> {
 
 /// One `application/x-www-form-urlencoded` name or value, decoded: `+` is a space, `%XX` a
 /// byte, a bad escape kept as written; not UTF-8 is decoded lossily.
-#[cfg(feature = "testing")]
 pub(crate) fn form_component(s: &[u8]) -> String {
     let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
     let mut out = Vec::with_capacity(s.len());

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::login::error::{described, DeviceError, DiscoveryError, RevocationError};
+use crate::login::error::{described, BrowserError, DeviceError, DiscoveryError, RevocationError};
 use crate::transport_error::TransportError;
 
 /// Everything an [`AuthClient`](crate::AuthClient) call can fail with.
@@ -141,6 +141,10 @@ pub enum Error {
     /// or the server could not be reached.
     Device(DeviceError),
 
+    /// A browser login ([`BrowserFlow`](crate::login::BrowserFlow)) failed: refused,
+    /// timed out, no port to listen on, or the code exchange failed.
+    Browser(BrowserError),
+
     /// [`AuthClient::logout`](crate::AuthClient::logout) logged out locally (memory and store
     /// cleared), but the server did not confirm the revocation of the session: it may stay
     /// valid at the server until it expires.
@@ -188,6 +192,7 @@ impl fmt::Display for Error {
             }
             Error::Discovery(e) => write!(f, "authorization server discovery failed: {e}"),
             Error::Device(e) => write!(f, "device login failed: {e}"),
+            Error::Browser(e) => write!(f, "browser login failed: {e}"),
             Error::RevocationFailed(e) => write!(
                 f,
                 "logged out locally, but revoking the session at the server failed: {e}"
@@ -208,6 +213,7 @@ impl std::error::Error for Error {
             Error::Http(e) => e.source(),
             Error::Discovery(e) => e.source(),
             Error::Device(e) => e.source(),
+            Error::Browser(e) => e.source(),
             Error::RevocationFailed(e) => e.source(),
             _ => None,
         }
@@ -232,6 +238,7 @@ impl Error {
             Error::StatusCode(s) => *s == 429 || *s >= 500,
             Error::Discovery(e) => e.is_transient(),
             Error::Device(e) => e.is_transient(),
+            Error::Browser(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -256,6 +263,7 @@ impl Error {
             Error::NotReplayable(e) => e.status(),
             Error::Discovery(DiscoveryError::Status(s))
             | Error::Device(DeviceError::Status(s) | DeviceError::OAuth { status: s, .. })
+            | Error::Browser(BrowserError::Status(s) | BrowserError::OAuth { status: s, .. })
             | Error::RevocationFailed(
                 RevocationError::Status(s) | RevocationError::OAuth { status: s, .. },
             ) => Some(*s),

@@ -157,6 +157,7 @@ mod encoding;
 mod error;
 mod event;
 mod hooks;
+mod http_server;
 
 mod gate;
 mod handle;

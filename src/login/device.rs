@@ -43,7 +43,7 @@ const MAX_URI_LEN: usize = 4096;
 impl DeviceError {
     /// From a token-endpoint-style error, its code read in the one table (`oauth_error.rs`);
     /// `secrets` are hidden from echoed codes and descriptions.
-    fn from_endpoint(e: RefreshError, secrets: &[&str]) -> DeviceError {
+    pub(super) fn from_endpoint(e: RefreshError, secrets: &[&str]) -> DeviceError {
         match redact_echo(e, secrets).into_server_said() {
             Ok((status, said)) => match meaning(&said.code) {
                 Meaning::Denied => DeviceError::AccessDenied,
@@ -401,7 +401,7 @@ impl fmt::Debug for DeviceAuthorization {
 }
 
 /// The error for an endpoint of the flow that breaks the URL rule (`what` names it).
-fn endpoint_error(problem: UrlProblem, what: &str) -> Error {
+pub(super) fn endpoint_error(problem: UrlProblem, what: &str) -> Error {
     match problem {
         UrlProblem::Unparsable | UrlProblem::NotHttp => {
             Error::InvalidUrl(format!("{what} is not an absolute http(s) URL"))

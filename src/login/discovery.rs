@@ -48,6 +48,7 @@ const ENTRA_CONSUMERS_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
 pub struct ServerMetadata {
     issuer: String,
     token_endpoint: String,
+    authorization_endpoint: Option<String>,
     device_authorization_endpoint: Option<String>,
     revocation_endpoint: Option<String>,
 }
@@ -65,6 +66,12 @@ impl ServerMetadata {
     /// `token_endpoint` (RFC 6749 §3.2).
     pub fn token_endpoint(&self) -> &str {
         &self.token_endpoint
+    }
+
+    /// `authorization_endpoint` (RFC 6749 §3.1, RFC 8414 §2), where the browser login sends
+    /// the user, if the server has one.
+    pub fn authorization_endpoint(&self) -> Option<&str> {
+        self.authorization_endpoint.as_deref()
     }
 
     /// `device_authorization_endpoint` (RFC 8628 §4), if the server has one.
@@ -281,6 +288,7 @@ fn parse_metadata(
     Ok(ServerMetadata {
         issuer: issuer.to_owned(),
         token_endpoint: endpoint("token_endpoint")?.ok_or(DiscoveryError::MissingTokenEndpoint)?,
+        authorization_endpoint: endpoint("authorization_endpoint")?,
         device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
         revocation_endpoint: endpoint("revocation_endpoint")?,
     })

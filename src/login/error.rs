@@ -188,3 +188,100 @@ pub enum RevocationError {
     #[error("custom revocation failed")]
     Custom(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Why a browser login failed. Reported as [`Error::Browser`](crate::Error::Browser). Never
+/// quotes an authorization code, PKCE verifier, `state`, token or client secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrowserError {
+    /// The authorization server sent the browser back with an error (RFC 6749 §4.1.2.1):
+    /// `access_denied` when the user declined, or another code (`invalid_scope`,
+    /// `unauthorized_client`, …). Only a callback carrying this login's `state` counts.
+    #[error("the authorization server refused the login: {error}{}", described(.description))]
+    Refused {
+        /// The OAuth2 `error` code (only characters RFC 6749 allows are kept, at most 64).
+        error: String,
+        /// The server's `error_description`, made printable (control characters dropped, at
+        /// most 400 characters).
+        description: Option<String>,
+    },
+
+    /// No valid callback (nor paste) arrived within the flow's timeout.
+    #[error("no answer from the browser within {} s (was the tab closed? run the login again)", .0.as_secs())]
+    Timeout(std::time::Duration),
+
+    /// Every port of [`BrowserFlow::ports`](crate::login::BrowserFlow::ports) is in use by
+    /// another program (or may not be bound), so the registered redirect URI cannot be
+    /// served: stop the other program, or register another port.
+    #[error("cannot listen for the browser's redirect: port{} {} in use", if .0.len() == 1 { "" } else { "s" }, ports(.0))]
+    PortsBusy(Vec<u16>),
+
+    /// No loopback socket could be bound, or its thread started (the OS's message).
+    #[error("cannot listen for the browser's redirect on loopback: {0}")]
+    Listen(String),
+
+    /// The operating system's cryptographic random source failed (the PKCE verifier and the
+    /// `state` come from it, with no fallback).
+    #[error("the operating system's random source failed")]
+    Randomness,
+
+    /// What was passed to
+    /// [`BrowserAuthorization::complete`](crate::login::BrowserAuthorization::complete) is
+    /// not a redirect URL with a code, nor a code.
+    #[error("not a redirect URL with a code, nor a code")]
+    NotARedirect,
+
+    /// A pasted redirect URL carries another login's `state` (an old tab, or someone else's
+    /// link): refused.
+    #[error("the redirect URL belongs to another login (its state differs)")]
+    StateMismatch,
+
+    /// The token endpoint refused the code exchange with an OAuth2 error (`invalid_grant`
+    /// for a used or expired code or a wrong verifier, `invalid_client`, …), with any
+    /// status but 5xx and 429.
+    #[error("the token endpoint answered {status} with error {error}{}", described(.description))]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The OAuth2 `error` code, or `[redacted]` if it echoed a secret.
+        error: String,
+        /// The server's `error_description`, made printable, or `[redacted]` if it echoed
+        /// a secret.
+        description: Option<String>,
+    },
+
+    /// The token endpoint answered an unexpected status.
+    #[error("the token endpoint answered {0}")]
+    Status(u16),
+
+    /// The token endpoint could not be reached, or its answer not read.
+    #[error("could not reach the token endpoint: {0}")]
+    Transport(TransportError),
+
+    /// The token endpoint answered 2xx with something unusable (not JSON, no access token,
+    /// over 64 KiB). The body is never quoted.
+    #[error("unusable answer from the token endpoint: {0}")]
+    InvalidResponse(&'static str),
+}
+
+/// `8400, 8401`.
+fn ports(ports: &[u16]) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    list.join(", ")
+}
+
+impl BrowserError {
+    /// True for [`BrowserError::Refused`] with `access_denied`: the user declined.
+    pub fn is_access_denied(&self) -> bool {
+        matches!(self, BrowserError::Refused { error, .. } if error == "access_denied")
+    }
+
+    /// True when trying again later may succeed: the token endpoint unreachable, 5xx or 429.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            BrowserError::Transport(_) => true,
+            BrowserError::Status(s) => *s == 429 || *s >= 500,
+            _ => false,
+        }
+    }
+}

@@ -8,10 +8,12 @@
 //! | [`OAuth2Refresh`] | [`AuthServer::refresh_grant`] | the refresh_token grant (RFC 6749 §6) an [`AuthClient`](crate::AuthClient) refreshes with, and revocation (RFC 7009) on [`AuthClient::logout`](crate::AuthClient::logout) |
 //! | [`ClientCredentials`] | [`AuthServer::client_credentials`] | the client_credentials grant (RFC 6749 §4.4), for machine clients |
 //! | [`DeviceFlow`] | [`AuthServer::device_flow`] | a login from a terminal (RFC 8628) |
+//! | [`BrowserFlow`] | [`AuthServer::browser_flow`] | a login through the browser: authorization code + PKCE over a loopback listener, with a paste fallback (RFC 6749 §4.1, RFC 7636, RFC 8252) |
 //!
 //! [`Discovery`] finds the endpoints (RFC 8414, OpenID Connect Discovery 1.0);
 //! [`AuthServer::discover`] does it in one call.
 
+mod browser;
 mod device;
 mod discovery;
 pub(crate) mod error;
@@ -21,9 +23,11 @@ use std::fmt;
 use ureq::Agent;
 
 pub use crate::refresh::REVOCATION_TIMEOUT;
+pub(crate) use browser::challenge_s256;
+pub use browser::{BrowserAuthorization, BrowserFlow, DEFAULT_BROWSER_TIMEOUT};
 pub use device::{DeviceAuthorization, DeviceFlow};
 pub use discovery::{Discovery, ServerMetadata};
-pub use error::{DeviceError, DiscoveryError, RevocationError};
+pub use error::{BrowserError, DeviceError, DiscoveryError, RevocationError};
 
 use crate::error::Error;
 use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh, Params};
@@ -33,6 +37,10 @@ use crate::url::GivenUrl;
 /// [`AuthServer::device_flow`]'s error without a device authorization endpoint.
 const NO_DEVICE_ENDPOINT: &str = "the authorization server has no device authorization endpoint: \
      set AuthServer::device_authorization_url, or discover an issuer that publishes one";
+
+/// [`AuthServer::browser_flow`]'s error without an authorization endpoint.
+const NO_AUTHORIZATION_ENDPOINT: &str = "the authorization server has no authorization endpoint: \
+     set AuthServer::authorization_url, or discover an issuer that publishes one";
 
 /// An OAuth2 authorization server as this client knows it: the client's identity and
 /// authentication, and the server's endpoints. Set once, then build the flows from it
@@ -62,6 +70,7 @@ const NO_DEVICE_ENDPOINT: &str = "the authorization server has no device authori
 #[derive(Clone)]
 pub struct AuthServer {
     token_url: GivenUrl,
+    authorization_url: Option<GivenUrl>,
     device_authorization_url: Option<GivenUrl>,
     revocation_url: Option<GivenUrl>,
     client: Client,
@@ -78,6 +87,7 @@ impl AuthServer {
     pub fn new(token_url: impl Into<String>) -> Self {
         AuthServer {
             token_url: GivenUrl::new(token_url),
+            authorization_url: None,
             device_authorization_url: None,
             revocation_url: None,
             client: Client::default(),
@@ -87,11 +97,12 @@ impl AuthServer {
         }
     }
 
-    /// The authorization server `metadata` describes: its token endpoint, and its device
-    /// authorization and revocation endpoints if it has them.
+    /// The authorization server `metadata` describes: its token endpoint, and its
+    /// authorization, device authorization and revocation endpoints if it has them.
     pub fn from_metadata(metadata: &ServerMetadata) -> Self {
         let endpoint = |url: Option<&str>| url.map(GivenUrl::new);
         AuthServer {
+            authorization_url: endpoint(metadata.authorization_endpoint()),
             device_authorization_url: endpoint(metadata.device_authorization_endpoint()),
             revocation_url: endpoint(metadata.revocation_endpoint()),
             ..AuthServer::new(metadata.token_endpoint())
@@ -142,7 +153,9 @@ impl AuthServer {
     ///
     /// A name that tokengate sends itself, in any case (`grant_type`, `refresh_token`,
     /// `device_code`, `code`, `code_verifier`, `redirect_uri`, `client_id`, `client_secret`,
-    /// `client_assertion`, `client_assertion_type`, `scope`: set the scope on the flow), an
+    /// `client_assertion`, `client_assertion_type`, `scope`: set the scope on the flow;
+    /// the browser login's `response_type`, `state`, `code_challenge`,
+    /// `code_challenge_method`), an
     /// empty one, or one with a space or control character, is refused with
     /// [`Error::Config`] by [`AuthClientBuilder::build`](crate::AuthClientBuilder::build) and
     /// [`DeviceFlow::start`].
@@ -164,6 +177,15 @@ impl AuthServer {
     #[must_use]
     pub fn extra_param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push(name.into(), value.into());
+        self
+    }
+
+    /// Sets the authorization endpoint (RFC 6749 §3.1), where
+    /// [`AuthServer::browser_flow`] sends the user's browser. Defaults to none, or the one in
+    /// the metadata ([`AuthServer::from_metadata`], [`AuthServer::discover`]).
+    #[must_use]
+    pub fn authorization_url(mut self, url: impl Into<String>) -> Self {
+        self.authorization_url = Some(GivenUrl::new(url));
         self
     }
 
@@ -247,12 +269,29 @@ impl AuthServer {
             .ok_or(Error::Config(NO_DEVICE_ENDPOINT))?;
         Ok(DeviceFlow::from_server(device_url, self))
     }
+
+    /// The authorization code grant with PKCE (RFC 6749 §4.1, RFC 7636) through the user's
+    /// browser and a loopback listener (RFC 8252): a login for tools on a machine with a
+    /// browser, with a paste fallback for the others. See [`BrowserFlow`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the server has no authorization endpoint (none set with
+    /// [`AuthServer::authorization_url`], none in the metadata it was built from). The URL
+    /// itself is checked by [`BrowserFlow::start`].
+    pub fn browser_flow(&self) -> Result<BrowserFlow, Error> {
+        let url = self
+            .authorization_url
+            .clone()
+            .ok_or(Error::Config(NO_AUTHORIZATION_ENDPOINT))?;
+        Ok(BrowserFlow::from_server(url, self))
+    }
 }
 
 impl fmt::Debug for AuthServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthServer")
             .field("token_url", &self.token_url)
+            .field("authorization_url", &self.authorization_url)
             .field("device_authorization_url", &self.device_authorization_url)
             .field("revocation_url", &self.revocation_url)
             .field("client", &self.client)

@@ -116,13 +116,18 @@ const RESERVED: &[&str] = &[
     "client_assertion",
     "client_assertion_type",
     "scope",
+    "response_type",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
 ];
 
 /// Why an extra parameter cannot be sent, for `Error::Config`.
 pub(crate) const RESERVED_PARAM: &str =
     "an extra parameter needs a name without spaces or control characters, and not one \
      tokengate sends itself, in any case (grant_type, refresh_token, device_code, code, code_verifier, redirect_uri, client_id, \
-     client_secret, client_assertion, client_assertion_type, scope: set the scope with scope())";
+     client_secret, client_assertion, client_assertion_type, scope, response_type, state, \
+     code_challenge, code_challenge_method: set the scope with scope())";
 
 impl Params {
     pub(crate) fn push(&mut self, name: String, value: String) {

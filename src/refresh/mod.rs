@@ -12,7 +12,9 @@ pub(crate) use client::{error_of, parse, redact_echo, Client, Params};
 pub use client::{ClientAuth, REVOCATION_TIMEOUT};
 pub use json::JsonRefresh;
 pub use oauth2::{ClientCredentials, OAuth2Refresh};
-pub(crate) use oauth_error::{meaning, polling_code, Meaning};
+pub(crate) use oauth_error::{
+    meaning, polling_code, redact_code, sanitize_code, sanitize_description, Meaning,
+};
 
 use std::time::Duration;
 

@@ -4,10 +4,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::http::{Reply, Request};
 use super::journal::ClientAuthUsed;
 use super::rules::Refusal;
 use crate::encoding::{base64_decode, form_component};
+use crate::http_server::{Reply, Request};
 use crate::tokens::ClientSecret;
 
 /// The confidential client every server knows unless [`TestServerBuilder::client`](super::TestServerBuilder::client) names

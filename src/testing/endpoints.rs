@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use super::clients::{authenticate, claimed, Authorization, CLIENT_ID};
 use super::error::TestServerError;
 use super::faults::{self, Fault};
-use super::http::{Listener, Reply, Request, Stop};
 use super::journal::{
     ApiCall, ClientAuthUsed, DeviceAuthorizationCall, Grant, Outcome, RevocationCall, TokenCall,
 };
@@ -24,6 +23,7 @@ use super::rules::Rules;
 use super::rules::{challenge_shaped, AuthorizeRequest, Issued, RefreshNotes, Refusal};
 use super::shared::{Config, Shared, State};
 use crate::encoding::{form_body, form_decode};
+use crate::http_server::{Listener, Reply, Request, Stop};
 use crate::tokens::Tokens;
 
 /// Log target of the kit: one debug line per call, tokens named by generation only.
@@ -40,6 +40,7 @@ pub(crate) fn serve(config: Config, state: State) -> std::io::Result<(Arc<Shared
     });
     let s = shared.clone();
     let listener = Listener::start(
+        "tokengate-testing",
         listener,
         Arc::new(move |req: &Request, stop: &Stop| handle(&s, req, stop)),
     )?;

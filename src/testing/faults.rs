@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::http::{Reply, Stop};
+use crate::http_server::{Reply, Stop};
 
 /// What the server does instead of (or around) its normal answer to one call.
 ///

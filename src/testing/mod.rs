@@ -109,7 +109,6 @@ mod clients;
 mod endpoints;
 mod error;
 mod faults;
-mod http;
 mod journal;
 mod rules;
 mod server;

@@ -478,7 +478,7 @@ impl Rules {
                 let why = "code_verifier must be 43 to 128 unreserved characters";
                 return Err(refusal("invalid_grant", why));
             }
-            (Some(challenge), Some(v)) if pkce_s256(v) == *challenge => {}
+            (Some(challenge), Some(v)) if crate::login::challenge_s256(v) == *challenge => {}
             (Some(_), _) => return Err(refusal("invalid_grant", "PKCE verification failed")),
             (None, Some(_)) => return Err(refusal("invalid_grant", "no code_challenge was sent")),
             (None, None) => {}
@@ -490,12 +490,6 @@ impl Rules {
         }
         Ok(self.issue(family, true))
     }
-}
-
-/// `BASE64URL(SHA256(verifier))` (RFC 7636 §4.2).
-pub(crate) fn pkce_s256(verifier: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
-    crate::encoding::base64url_encode(digest.as_ref())
 }
 
 /// Whether `value` has the shape RFC 7636 §4.1 gives a `code_verifier`: 43 to 128
@@ -639,14 +633,14 @@ mod tests {
         // RFC 7636 Appendix B.
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         assert_eq!(
-            pkce_s256(verifier),
+            crate::login::challenge_s256(verifier),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
         let mut r = rules();
         let request = || AuthorizeRequest {
             client_id: "cli".into(),
             redirect_uri: "http://127.0.0.1:9/cb".into(),
-            challenge: Some(pkce_s256(verifier)),
+            challenge: Some(crate::login::challenge_s256(verifier)),
             scope: None,
         };
         let code = r.new_code(request());

@@ -8,12 +8,12 @@ use super::clients::{TestClient, CLIENT_ID, CLIENT_SECRET, PUBLIC_CLIENT_ID};
 use super::endpoints;
 use super::error::TestServerError;
 use super::faults::{Fault, Queue};
-use super::http::Listener;
 use super::journal::{
     ApiCall, Counters, DeviceAuthorizationCall, Journal, RevocationCall, TokenCall,
 };
 use super::rules::{DeviceState, Rules};
 use super::shared::{Config, Shared, State};
+use crate::http_server::Listener;
 use crate::login::AuthServer;
 use crate::tokens::Tokens;
 
@@ -193,11 +193,12 @@ impl TestServer {
         format!("{}{path}", self.shared.base)
     }
 
-    /// This server as the confidential client [`CLIENT_ID`] sees it: token, device
-    /// authorization and revocation endpoints, client id and secret (sent by HTTP Basic).
+    /// This server as the confidential client [`CLIENT_ID`] sees it: token, authorization,
+    /// device authorization and revocation endpoints, client id and secret (sent by HTTP Basic).
     /// `auth_server().refresh_grant()` is the refresher of a client of this server.
     pub fn auth_server(&self) -> AuthServer {
         AuthServer::new(self.token_url())
+            .authorization_url(self.authorization_url())
             .device_authorization_url(self.device_authorization_url())
             .revocation_url(self.revocation_url())
             .client_id(CLIENT_ID)

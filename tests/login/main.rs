@@ -7,5 +7,6 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod browser;
 mod device_flow;
 mod discovery;

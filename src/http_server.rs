@@ -1,6 +1,7 @@
-//! The kit's HTTP/1.1 server: std threads on a loopback `TcpListener`, request heads parsed
-//! by httparse. One accept thread per server and one thread per connection (keep-alive); a
-//! request is handed to the server's `Handler` and its `Reply` written back.
+//! A small HTTP/1.1 server: std threads on a loopback `TcpListener`, request heads parsed
+//! by httparse. It serves the browser login's redirect listener (`login::browser`) and the
+//! test kit (`tokengate::testing`). One accept thread per listener and one thread per
+//! connection (keep-alive); a request is handed to the `Handler` and its `Reply` written back.
 //!
 //! Stopping ([`Listener`]'s `Drop`): the stop flag is raised and the sleeps of every handler
 //! cut short ([`Stop::sleep`]), the accept loop is woken by a connection of its own and
@@ -177,16 +178,17 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Serves every request `listener` accepts with `handler`, until dropped.
-    pub fn start(listener: TcpListener, handler: Arc<Handler>) -> io::Result<Listener> {
+    /// Serves every request `listener` accepts with `handler`, until dropped. `name` starts
+    /// the threads' names (`{name}-{port}`).
+    pub fn start(name: &str, listener: TcpListener, handler: Arc<Handler>) -> io::Result<Listener> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(Stop::new());
         let conns = Arc::new(Connections::default());
-        let (s, c) = (stop.clone(), conns.clone());
+        let (s, c, n) = (stop.clone(), conns.clone(), name.to_owned());
         let accept = thread::Builder::new()
-            .name(format!("tokengate-testing-{}", addr.port()))
+            .name(format!("{name}-{}", addr.port()))
             .stack_size(STACK)
-            .spawn(move || accept_loop(&listener, &handler, &s, &c))?;
+            .spawn(move || accept_loop(&n, &listener, &handler, &s, &c))?;
         Ok(Listener {
             addr,
             stop,
@@ -235,6 +237,7 @@ impl Drop for Listener {
 }
 
 fn accept_loop(
+    name: &str,
     listener: &TcpListener,
     handler: &Arc<Handler>,
     stop: &Arc<Stop>,
@@ -257,7 +260,7 @@ fn accept_loop(
         conns.open.lock().insert(id, copy);
         let (h, s, c) = (handler.clone(), stop.clone(), conns.clone());
         let spawned = thread::Builder::new()
-            .name("tokengate-testing-conn".to_owned())
+            .name(format!("{name}-conn"))
             .stack_size(STACK)
             .spawn(move || {
                 // Forgets the stream's clone when the thread ends, also by a panic of the
