@@ -8,6 +8,7 @@
 //! | [`OAuth2Refresh`] | [`AuthServer::refresh_grant`] | the refresh_token grant (RFC 6749 §6) an [`AuthClient`](crate::AuthClient) refreshes with, and revocation (RFC 7009) on [`AuthClient::logout`](crate::AuthClient::logout) |
 //! | [`ClientCredentials`] | [`AuthServer::client_credentials`] | the client_credentials grant (RFC 6749 §4.4), for machine clients |
 //! | [`DeviceFlow`] | [`AuthServer::device_flow`] | a login from a terminal (RFC 8628) |
+//! | [`InteractiveLogin`] | [`AuthServer::interactive_login`] | a tool's login in one call: the browser, the device flow or a paste, picked from where it runs |
 //! | [`BrowserFlow`] | [`AuthServer::browser_flow`] | a login through the browser: authorization code + PKCE over a loopback listener, with a paste fallback (RFC 6749 §4.1, RFC 7636, RFC 8252) |
 //!
 //! [`Discovery`] finds the endpoints (RFC 8414, OpenID Connect Discovery 1.0);
@@ -17,6 +18,7 @@ mod browser;
 mod device;
 mod discovery;
 pub(crate) mod error;
+mod interactive;
 
 use std::fmt;
 
@@ -28,6 +30,7 @@ pub use browser::{BrowserAuthorization, BrowserFlow, DEFAULT_BROWSER_TIMEOUT};
 pub use device::{DeviceAuthorization, DeviceFlow};
 pub use discovery::{Discovery, ServerMetadata};
 pub use error::{BrowserError, DeviceError, DiscoveryError, RevocationError};
+pub use interactive::{InteractiveLogin, LoginMethod};
 
 use crate::error::Error;
 use crate::refresh::{Client, ClientAuth, ClientCredentials, OAuth2Refresh, Params};
@@ -35,11 +38,13 @@ use crate::tokens::ClientSecret;
 use crate::url::GivenUrl;
 
 /// [`AuthServer::device_flow`]'s error without a device authorization endpoint.
-const NO_DEVICE_ENDPOINT: &str = "the authorization server has no device authorization endpoint: \
+pub(crate) const NO_DEVICE_ENDPOINT: &str =
+    "the authorization server has no device authorization endpoint: \
      set AuthServer::device_authorization_url, or discover an issuer that publishes one";
 
 /// [`AuthServer::browser_flow`]'s error without an authorization endpoint.
-const NO_AUTHORIZATION_ENDPOINT: &str = "the authorization server has no authorization endpoint: \
+pub(crate) const NO_AUTHORIZATION_ENDPOINT: &str =
+    "the authorization server has no authorization endpoint: \
      set AuthServer::authorization_url, or discover an issuer that publishes one";
 
 /// An OAuth2 authorization server as this client knows it: the client's identity and
@@ -284,6 +289,14 @@ impl AuthServer {
             .clone()
             .ok_or(Error::Config(NO_AUTHORIZATION_ENDPOINT))?;
         Ok(BrowserFlow::from_server(url, self))
+    }
+
+    /// A tool's interactive login in one call that picks the way: the browser where one can
+    /// be opened, the device flow on a headless machine (over SSH, no display) when the
+    /// server offers it, a pasted redirect otherwise; or the [`LoginMethod`] forced. See
+    /// [`InteractiveLogin`].
+    pub fn interactive_login(&self) -> InteractiveLogin {
+        InteractiveLogin::new(self)
     }
 }
 

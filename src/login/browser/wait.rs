@@ -128,7 +128,7 @@ impl BrowserAuthorization {
     }
 
     /// Prints the URL to `out`, then opens the browser (saying so when it cannot).
-    pub(super) fn show(&self, out: &mut dyn Write) {
+    pub(crate) fn show(&self, out: &mut dyn Write) {
         let _ = writeln!(
             out,
             "To log in, open this address in a browser:\n\n    {}\n",

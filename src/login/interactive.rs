@@ -1,0 +1,228 @@
+//! One call for a tool's login that picks the way: the browser where one can be opened,
+//! the device flow on a headless machine, a pasted redirect otherwise.
+
+use std::fmt;
+use std::io::{Read, Write};
+
+use super::browser::open::Surroundings;
+use super::{AuthServer, BrowserFlow, DeviceFlow, NO_AUTHORIZATION_ENDPOINT, NO_DEVICE_ENDPOINT};
+use crate::error::Error;
+use crate::tokens::Tokens;
+
+/// How [`InteractiveLogin::run`] logs in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LoginMethod {
+    /// Pick from the surroundings (the default): [`Browser`](LoginMethod::Browser) where a
+    /// browser can be opened (`$BROWSER` set, a display, macOS or Windows outside SSH) and the
+    /// server has an authorization endpoint; otherwise [`Device`](LoginMethod::Device) when
+    /// the server has a device authorization endpoint; otherwise
+    /// [`Paste`](LoginMethod::Paste).
+    #[default]
+    Auto,
+    /// The browser login ([`BrowserFlow`]): the URL printed, the browser opened, the
+    /// loopback listener waited for.
+    Browser,
+    /// The device flow ([`DeviceFlow`]): a URL and a code printed, the token endpoint polled.
+    Device,
+    /// The browser login for a browser on another machine: the URL printed (no browser
+    /// opened), then the address the browser ended on (or the code) pasted, raced against
+    /// the loopback listener ([`BrowserAuthorization::wait_or_paste`](super::BrowserAuthorization::wait_or_paste)).
+    Paste,
+}
+
+/// A tool's interactive login, in one call that picks the way ([`LoginMethod`]) and returns
+/// the [`Tokens`], ready for [`AuthClient::set_tokens`](crate::AuthClient::set_tokens) or a
+/// store. Built by [`AuthServer::interactive_login`]:
+///
+/// ```no_run
+/// use tokengate::{AuthClient, AuthServer, FileStore};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = AuthServer::discover("https://accounts.example.com")?.client_id("my-cli");
+/// let tokens = server
+///     .interactive_login()
+///     .scope("openid offline_access api")
+///     .run(&mut std::io::stderr(), std::io::stdin())?;   // prompts on stderr, reads a paste from stdin
+/// let client = AuthClient::builder("https://api.example.com/")
+///     .refresher(server.refresh_grant())
+///     .store(FileStore::new("/tmp/my-cli-tokens.json"))
+///     .build()?;
+/// client.set_tokens(tokens)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct InteractiveLogin {
+    /// `None`: the server has no authorization endpoint.
+    browser: Option<BrowserFlow>,
+    /// `None`: the server has no device authorization endpoint.
+    device: Option<DeviceFlow>,
+    method: LoginMethod,
+}
+
+impl InteractiveLogin {
+    pub(super) fn new(server: &AuthServer) -> Self {
+        InteractiveLogin {
+            browser: server.browser_flow().ok(),
+            device: server.device_flow().ok(),
+            method: LoginMethod::Auto,
+        }
+    }
+
+    /// Forces a way to log in. Defaults to [`LoginMethod::Auto`].
+    #[must_use]
+    pub fn method(mut self, method: LoginMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Requests this scope, whichever way the login goes. Defaults to none.
+    #[must_use]
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        let scope = scope.into();
+        self.browser = self.browser.map(|f| f.scope(scope.clone()));
+        self.device = self.device.map(|f| f.scope(scope));
+        self
+    }
+
+    /// Adjusts the browser login (ports, `localhost`, timeout, an opener hook, …), if the
+    /// server has an authorization endpoint.
+    #[must_use]
+    pub fn browser(mut self, adjust: impl FnOnce(BrowserFlow) -> BrowserFlow) -> Self {
+        self.browser = self.browser.map(adjust);
+        self
+    }
+
+    /// Adjusts the device flow (clock, sleeper, extra parameters), if the server has a device
+    /// authorization endpoint.
+    #[must_use]
+    pub fn device(mut self, adjust: impl FnOnce(DeviceFlow) -> DeviceFlow) -> Self {
+        self.device = self.device.map(adjust);
+        self
+    }
+
+    /// The way [`run`](InteractiveLogin::run) would log in here: the forced method, or what
+    /// [`LoginMethod::Auto`] picks from this process's environment (`$BROWSER`, `$DISPLAY`,
+    /// `$WAYLAND_DISPLAY`, `$SSH_CONNECTION`/`$SSH_TTY`, WSL). Never `Auto`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the server lacks the endpoint the method needs (or both).
+    pub fn chosen(&self) -> Result<LoginMethod, Error> {
+        pick(
+            self.method,
+            Surroundings::from_env().can_open_browser(),
+            self.browser.is_some(),
+            self.device.is_some(),
+        )
+        .map_err(Error::Config)
+    }
+
+    /// Logs in the [chosen](InteractiveLogin::chosen) way: prompts on `out` (stderr for a
+    /// person), reads a paste from `input` (stdin) in [`LoginMethod::Paste`]. Blocks until
+    /// the login ends.
+    ///
+    /// # Errors
+    /// As [`chosen`](InteractiveLogin::chosen), then the flow's: [`Error::Browser`] (as
+    /// [`BrowserFlow::start`] and [`BrowserAuthorization::wait`](super::BrowserAuthorization::wait))
+    /// or [`Error::Device`] (as [`DeviceFlow::start`] and
+    /// [`DeviceAuthorization::wait`](super::DeviceAuthorization::wait)).
+    pub fn run<R: Read + Send + 'static>(
+        self,
+        out: &mut dyn Write,
+        input: R,
+    ) -> Result<Tokens, Error> {
+        let chosen = self.chosen()?;
+        log::debug!(target: "tokengate", "interactive login: {chosen:?}");
+        match (chosen, self.browser, self.device) {
+            (LoginMethod::Device, _, Some(device)) => {
+                let pending = device.start()?;
+                let _ = writeln!(
+                    out,
+                    "To log in, open {} and enter the code {}",
+                    pending.verification_uri(),
+                    pending.user_code()
+                );
+                if let Some(complete) = pending.verification_uri_complete() {
+                    let _ = writeln!(out, "(or open {complete})");
+                }
+                let _ = out.flush();
+                pending.wait()
+            }
+            (LoginMethod::Paste, Some(browser), _) => {
+                let pending = browser.open_browser(false).start()?;
+                pending.show(out);
+                pending.wait_or_paste(input, out)
+            }
+            (_, Some(browser), _) => browser.run(out),
+            // `pick` chose a method whose flow exists.
+            _ => Err(Error::Config(NO_AUTHORIZATION_ENDPOINT)),
+        }
+    }
+}
+
+/// What [`LoginMethod::Auto`] (or a forced method) comes to.
+fn pick(
+    method: LoginMethod,
+    can_open_browser: bool,
+    has_browser: bool,
+    has_device: bool,
+) -> Result<LoginMethod, &'static str> {
+    use LoginMethod::{Auto, Browser, Device, Paste};
+    match method {
+        Browser | Paste if !has_browser => Err(NO_AUTHORIZATION_ENDPOINT),
+        Device if !has_device => Err(NO_DEVICE_ENDPOINT),
+        Browser | Paste | Device => Ok(method),
+        Auto if has_browser && can_open_browser => Ok(Browser),
+        Auto if has_device => Ok(Device),
+        Auto if has_browser => Ok(Paste),
+        Auto => Err(NO_LOGIN_ENDPOINT),
+    }
+}
+
+/// [`InteractiveLogin::run`]'s error for a server with neither login endpoint.
+const NO_LOGIN_ENDPOINT: &str = "the authorization server has neither an authorization \
+     endpoint nor a device authorization endpoint: set one on AuthServer, or discover an issuer \
+     that publishes one";
+
+impl fmt::Debug for InteractiveLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InteractiveLogin")
+            .field("method", &self.method)
+            .field("browser", &self.browser)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use LoginMethod::{Auto, Browser, Device, Paste};
+
+    #[test]
+    fn auto_picks_the_browser_where_it_can_open_one_then_the_device_flow_then_paste() {
+        // (can open a browser, has an authorization endpoint, has a device endpoint)
+        assert_eq!(pick(Auto, true, true, true), Ok(Browser));
+        assert_eq!(pick(Auto, true, true, false), Ok(Browser));
+        assert_eq!(pick(Auto, false, true, true), Ok(Device));
+        assert_eq!(pick(Auto, false, true, false), Ok(Paste));
+        assert_eq!(pick(Auto, true, false, true), Ok(Device));
+        assert_eq!(pick(Auto, false, false, true), Ok(Device));
+        assert_eq!(pick(Auto, true, false, false), Err(NO_LOGIN_ENDPOINT));
+    }
+
+    #[test]
+    fn a_forced_method_is_kept_or_refused_for_a_missing_endpoint() {
+        assert_eq!(pick(Browser, false, true, false), Ok(Browser));
+        assert_eq!(pick(Paste, true, true, true), Ok(Paste));
+        assert_eq!(pick(Device, true, true, true), Ok(Device));
+        assert_eq!(
+            pick(Browser, true, false, true),
+            Err(NO_AUTHORIZATION_ENDPOINT)
+        );
+        assert_eq!(
+            pick(Paste, true, false, true),
+            Err(NO_AUTHORIZATION_ENDPOINT)
+        );
+        assert_eq!(pick(Device, true, true, false), Err(NO_DEVICE_ENDPOINT));
+    }
+}
