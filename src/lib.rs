@@ -79,8 +79,8 @@
 //! [`RefreshToken`], [`IdToken`] and [`ClientSecret`] print `[redacted]`, and the `Authorization` header is
 //! marked sensitive. The access token is only sent to the base URL's origin; the refresh token
 //! and client secret only to the authorization server's endpoints (token, and for the login
-//! and logout below, device authorization and revocation); a device code only to the token
-//! endpoint; an ID token nowhere.
+//! and logout below, device authorization and revocation); a device code, an authorization
+//! code and a PKCE verifier only to the token endpoint; an ID token nowhere.
 //!
 //! ## A fleet of machines (feature `redis`)
 //! `RedisStore` keeps one session in Redis for any number of machines: a refresh takes a
@@ -94,10 +94,13 @@
 //! [`AuthServer`] holds the client's identity and the authorization server's endpoints, and
 //! builds every flow: [`AuthServer::discover`] finds the endpoints (RFC 8414 / OpenID Connect
 //! Discovery, the document's `issuer` checked against mix-ups; [`login::Discovery`] for more
-//! control); [`AuthServer::device_flow`] logs a user in from a terminal (RFC 8628);
+//! control); [`AuthServer::interactive_login`] logs a tool's user in, through the browser
+//! ([`AuthServer::browser_flow`]: authorization code + PKCE over a loopback listener, RFC 8252)
+//! or from a terminal ([`AuthServer::device_flow`], RFC 8628), or with a pasted redirect;
 //! [`AuthClient::logout`] clears the tokens and revokes the session at the server (RFC 7009)
 //! with [`AuthServer::refresh_grant`]. The rest of the login API is in [`login`].
-//! `cargo run --example device_login` runs all three against a local server.
+//! `cargo run --example device_login` and `cargo run --example browser_login` run them
+//! against a local server.
 //!
 //! ```no_run
 //! use tokengate::{AuthClient, AuthServer, FileStore};
@@ -140,6 +143,7 @@
 //! | metadata document size limit | 64 KiB |
 //! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it |
 //! | revocation timeout (whole call) | 5 s ([`login::REVOCATION_TIMEOUT`]) |
+//! | browser login | redirect `http://127.0.0.1:{free port}/callback`; waits 5 min ([`login::DEFAULT_BROWSER_TIMEOUT`]); opens `$BROWSER`, else the platform's opener; the URL always printed |
 
 #![forbid(unsafe_code)]
 // docs.rs (`--cfg docsrs`, Cargo.toml) marks each feature-gated item with its feature.
@@ -258,6 +262,10 @@ const _: () = {
     send_sync::<login::DeviceAuthorization>();
     send_sync::<login::DiscoveryError>();
     send_sync::<login::DeviceError>();
+    send_sync::<login::BrowserFlow>();
+    send_sync::<login::BrowserAuthorization>();
+    send_sync::<login::BrowserError>();
+    send_sync::<login::InteractiveLogin>();
     send_sync::<login::RevocationError>();
     send_sync::<time::ManualClock>();
     send_sync::<time::SystemClock>();

@@ -1,5 +1,5 @@
 //! The loopback listener the browser is redirected to (RFC 8252 §7.3): bound on a free port
-//! or the first free one of a list, on 127.0.0.1 (and on [::1] at the same port when the
+//! or the first free one of a list, on 127.0.0.1 (and on `[::1]` at the same port when the
 //! redirect URI says `localhost`), serving only the callback path.
 
 use std::io;
@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
 use super::callback::{from_query, Answer};
 use super::pkce::Pkce;
 use super::Event;
@@ -17,7 +15,7 @@ use crate::http_server::{Listener, Reply, Request, Stop};
 use crate::login::error::BrowserError;
 
 /// Free ports tried when the redirect says `localhost` and the port the OS gave for
-/// 127.0.0.1 is taken on [::1].
+/// 127.0.0.1 is taken on `[::1]`.
 const FREE_PORT_TRIES: usize = 16;
 
 /// Bound sockets, not yet served.
@@ -27,7 +25,7 @@ pub(super) struct Bound {
 }
 
 /// Binds the listener: on `ports` in order (the first free one), or on a port the OS picks
-/// when `ports` is empty; on [::1] too when `both` (the redirect says `localhost`), where the
+/// when `ports` is empty; on `[::1]` too when `both` (the redirect says `localhost`), where the
 /// machine has IPv6 loopback.
 ///
 /// # Errors
@@ -63,7 +61,7 @@ enum Bind {
     Failed(io::Error),
 }
 
-/// Binds 127.0.0.1:`port` (0: any), then [::1] on the same port when `both`.
+/// Binds 127.0.0.1:`port` (0: any), then `[::1]` on the same port when `both`.
 fn bind_port(port: u16, both: bool) -> Result<Bound, Bind> {
     let failed = |e: io::Error| match e.kind() {
         io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => Bind::Busy,
@@ -93,8 +91,8 @@ pub(super) struct Callbacks {
     pub(super) pkce: Arc<Pkce>,
     /// Set by the first valid callback: later ones do not count.
     pub(super) answered: AtomicBool,
-    /// Guards the sender (an `mpsc::Sender` is not `Sync` on every supported Rust).
-    pub(super) events: Mutex<Sender<Event>>,
+    /// To the wait.
+    pub(super) events: Sender<Event>,
 }
 
 impl Bound {
@@ -145,7 +143,7 @@ fn handle(c: &Callbacks, req: &Request) -> Reply {
         return page(200, ALREADY);
     }
     log::debug!(target: "tokengate", "browser login: the browser came back to the listener");
-    let _ = c.events.lock().send(event);
+    let _ = c.events.send(event);
     page(200, answer_page)
 }
 

@@ -35,13 +35,16 @@ pub const DEFAULT_BROWSER_TIMEOUT: Duration = Duration::from_secs(300);
 /// The callback path served, by default.
 const DEFAULT_PATH: &str = "/callback";
 
+/// [`BrowserFlow::open_with`]'s hook.
+type OpenHook = dyn Fn(&str) -> std::io::Result<()> + Send + Sync;
+
 /// What the flow does to open the browser.
 #[derive(Clone)]
 enum Opener {
     /// `$BROWSER`, then the platform's opener.
     System,
     /// The caller's hook.
-    Hook(Arc<dyn Fn(&str) -> std::io::Result<()> + Send + Sync>),
+    Hook(Arc<OpenHook>),
     /// Nothing: the URL is only printed.
     Never,
 }
@@ -72,7 +75,7 @@ enum Opener {
 ///   [`ports`](BrowserFlow::ports) lists the ones registered at the server (the first free one
 ///   is used, [`BrowserError::PortsBusy`] names them when none is). With
 ///   [`localhost(true)`](BrowserFlow::localhost) the redirect says `localhost` and the
-///   listener answers on both 127.0.0.1 and [::1] at the same port. Only the callback path
+///   listener answers on both 127.0.0.1 and `[::1]` at the same port. Only the callback path
 ///   is served (404 elsewhere: browsers ask for `/favicon.ico`); a callback with another
 ///   login's `state` gets an error page and does not count; the first valid callback ends
 ///   the wait, later ones get a "finished" page. The pages are static: they never echo the
@@ -160,7 +163,7 @@ impl BrowserFlow {
     }
 
     /// The redirect URI says `http://localhost:{port}…` (for servers where that is what is
-    /// registered) and the listener answers on both 127.0.0.1 and [::1] at that port, since
+    /// registered) and the listener answers on both 127.0.0.1 and `[::1]` at that port, since
     /// `localhost` may resolve to either. Defaults to false: `http://127.0.0.1:{port}…`, as
     /// RFC 8252 §8.3 recommends.
     #[must_use]

@@ -46,7 +46,8 @@ pub struct BrowserAuthorization {
     url: String,
     redirect_uri: String,
     deadline: Instant,
-    events: Receiver<Event>,
+    /// Guards nothing but the receiver, so that this is `Sync` (only `wait` receives).
+    events: Mutex<Receiver<Event>>,
     /// For the paste reader's thread (the listener's handler holds its own).
     sender: Sender<Event>,
     /// Stopped (dropped) as soon as an answer arrives.
@@ -70,7 +71,7 @@ impl BrowserAuthorization {
             path: flow.path.clone(),
             pkce: pkce.clone(),
             answered: AtomicBool::new(false),
-            events: Mutex::new(sender.clone()),
+            events: sender.clone(),
         });
         let listeners = bound.serve(callbacks).map_err(Error::Browser)?;
         log::debug!(target: "tokengate", "browser login: listening at {redirect_uri}");
@@ -82,7 +83,7 @@ impl BrowserAuthorization {
             pkce,
             url,
             redirect_uri,
-            events,
+            events: Mutex::new(events),
             sender,
             listeners,
         })
@@ -216,7 +217,7 @@ impl BrowserAuthorization {
     fn wait_for(mut self, mut out: Option<&mut dyn Write>) -> Result<Tokens, Error> {
         let code = loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
-            let event = match self.events.recv_timeout(left) {
+            let event = match self.events.get_mut().recv_timeout(left) {
                 Ok(event) => event,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                     return Err(Error::Browser(BrowserError::Timeout(self.flow.timeout)));
