@@ -22,7 +22,8 @@ use parking_lot::{Condvar, Mutex};
 
 /// The largest request head (request line and headers) read; a longer one is answered 431.
 const MAX_HEAD: usize = 64 * 1024;
-/// The largest request body read; a larger one is answered 413.
+/// The largest request body the test kit reads ([`Limits::GENEROUS`]); a larger one is
+/// answered 413.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Headers parsed per request; more is answered 431.
 const MAX_HEADERS: usize = 64;
@@ -64,6 +65,9 @@ pub(crate) enum Reply {
     },
     /// Close the connection without answering.
     Drop,
+    /// This answer (never another `Then`), then this call, once the answer is written (or
+    /// failed to be): what must not happen before the client has its answer.
+    Then(Box<Reply>, Box<dyn FnOnce() + Send>),
 }
 
 impl Reply {
@@ -92,7 +96,13 @@ impl Reply {
                 }
             }
             Reply::Drop => Reply::Drop,
+            Reply::Then(reply, then) => Reply::Then(Box::new(reply.with_header(name, value)), then),
         }
+    }
+
+    /// This answer, then `then` once it is written.
+    pub fn then(self, then: impl FnOnce() + Send + 'static) -> Reply {
+        Reply::Then(Box::new(self), Box::new(then))
     }
 
     /// The status answered; 0 for a dropped connection.
@@ -100,6 +110,7 @@ impl Reply {
         match self {
             Reply::Respond { status, .. } => *status,
             Reply::Drop => 0,
+            Reply::Then(reply, _) => reply.status(),
         }
     }
 
@@ -169,6 +180,23 @@ struct Connections {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// What one listener accepts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The largest request body read; a larger one is answered 413 without reading it.
+    pub max_body: usize,
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The test kit's: bodies up to `MAX_BODY`, any number of connections.
+    pub const GENEROUS: Limits = Limits {
+        max_body: MAX_BODY,
+        max_connections: usize::MAX,
+    };
+}
+
 /// A running server; stops on drop.
 pub(crate) struct Listener {
     addr: SocketAddr,
@@ -178,9 +206,14 @@ pub(crate) struct Listener {
 }
 
 impl Listener {
-    /// Serves every request `listener` accepts with `handler`, until dropped. `name` starts
-    /// the threads' names (`{name}-{port}`).
-    pub fn start(name: &str, listener: TcpListener, handler: Arc<Handler>) -> io::Result<Listener> {
+    /// Serves every request `listener` accepts with `handler`, within `limits`, until
+    /// dropped. `name` starts the threads' names (`{name}-{port}`).
+    pub fn start(
+        name: &str,
+        listener: TcpListener,
+        handler: Arc<Handler>,
+        limits: Limits,
+    ) -> io::Result<Listener> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(Stop::new());
         let conns = Arc::new(Connections::default());
@@ -188,7 +221,7 @@ impl Listener {
         let accept = thread::Builder::new()
             .name(format!("{name}-{}", addr.port()))
             .stack_size(STACK)
-            .spawn(move || accept_loop(&n, &listener, &handler, &s, &c))?;
+            .spawn(move || accept_loop(&n, &listener, &handler, limits, &s, &c))?;
         Ok(Listener {
             addr,
             stop,
@@ -240,6 +273,7 @@ fn accept_loop(
     name: &str,
     listener: &TcpListener,
     handler: &Arc<Handler>,
+    limits: Limits,
     stop: &Arc<Stop>,
     conns: &Arc<Connections>,
 ) {
@@ -257,7 +291,14 @@ fn accept_loop(
             continue;
         };
         let id = conns.next.fetch_add(1, Ordering::Relaxed);
-        conns.open.lock().insert(id, copy);
+        {
+            let mut open = conns.open.lock();
+            if open.len() >= limits.max_connections {
+                // Dropping both handles closes it.
+                continue;
+            }
+            open.insert(id, copy);
+        }
         let (h, s, c) = (handler.clone(), stop.clone(), conns.clone());
         let spawned = thread::Builder::new()
             .name(format!("{name}-conn"))
@@ -266,7 +307,7 @@ fn accept_loop(
                 // Forgets the stream's clone when the thread ends, also by a panic of the
                 // handler: the connection is then closed, never left open unanswered.
                 let _forget = Forget(&c, id);
-                serve(stream, &*h, &s);
+                serve(stream, &*h, limits.max_body, &s);
             });
         let mut threads = conns.threads.lock();
         threads.retain(|t| !t.is_finished());
@@ -291,12 +332,12 @@ impl Drop for Forget<'_> {
 }
 
 /// Serves one connection's requests until it closes, errs, idles or the server stops.
-fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
+fn serve(mut stream: TcpStream, handler: &Handler, max_body: usize, stop: &Stop) {
     let _ = stream.set_read_timeout(Some(IDLE));
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     while !stop.stopping() {
-        let req = match read_request(&mut stream, &mut buf) {
+        let req = match read_request(&mut stream, &mut buf, max_body) {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(status) => {
@@ -309,25 +350,42 @@ fn serve(mut stream: TcpStream, handler: &Handler, stop: &Stop) {
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        match handler(&req, stop) {
-            Reply::Respond {
-                status,
-                headers,
-                body,
-            } => {
-                let head_only = req.method == "HEAD";
-                let written = write_reply(&mut stream, head_only, status, &headers, &body);
-                if stop.stopping() || written.is_err() {
-                    return;
-                }
-            }
-            Reply::Drop => {
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
+        let (reply, then) = match handler(&req, stop) {
+            Reply::Then(reply, then) => (*reply, Some(then)),
+            reply => (reply, None),
+        };
+        let go_on = answer(&mut stream, &req, reply);
+        if let Some(then) = then {
+            then();
+        }
+        if !go_on || stop.stopping() {
+            return;
         }
         if close {
             return;
+        }
+    }
+}
+
+/// Writes `reply` to `req`; false when the connection is done (dropped, or the write failed).
+fn answer(stream: &mut TcpStream, req: &Request, reply: Reply) -> bool {
+    match reply {
+        Reply::Respond {
+            status,
+            headers,
+            body,
+        } => {
+            let head_only = req.method == "HEAD";
+            write_reply(stream, head_only, status, &headers, &body).is_ok()
+        }
+        Reply::Then(reply, then) => {
+            let go_on = answer(stream, req, *reply);
+            then();
+            go_on
+        }
+        Reply::Drop => {
+            let _ = stream.shutdown(Shutdown::Both);
+            false
         }
     }
 }
@@ -403,7 +461,11 @@ fn reason(status: u16) -> &'static str {
 /// Reads the next request. `Ok(None)`: the connection ended (or idled) between requests.
 /// `Err(status)`: a request that cannot be served (answered with that status, then closed).
 /// `buf` carries bytes read past one request into the next.
-fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Request>, u16> {
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max_body: usize,
+) -> Result<Option<Request>, u16> {
     let head_len = loop {
         match find_head_end(buf) {
             Some(end) if end > MAX_HEAD => return Err(431),
@@ -437,7 +499,7 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Requ
         })
         .collect();
     buf.drain(..head_len);
-    let body = read_body(stream, buf, &headers)?;
+    let body = read_body(stream, buf, &headers, max_body)?;
     Ok(Some(Request {
         method,
         path,
@@ -475,6 +537,7 @@ fn read_body(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     headers: &[(String, String)],
+    max_body: usize,
 ) -> Result<Vec<u8>, u16> {
     let all = |name: &str| -> Vec<&str> {
         headers
@@ -486,11 +549,13 @@ fn read_body(
     let (codings, lengths) = (all("transfer-encoding"), all("content-length"));
     match (codings.as_slice(), lengths.as_slice()) {
         ([], []) => Ok(Vec::new()),
-        ([coding], []) if coding.eq_ignore_ascii_case("chunked") => read_chunked(stream, buf),
+        ([coding], []) if coding.eq_ignore_ascii_case("chunked") => {
+            read_chunked(stream, buf, max_body)
+        }
         ([_], []) => Err(501),
         ([], [len]) if !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => {
             let len: usize = len.parse().map_err(|_| 413u16)?;
-            if len > MAX_BODY {
+            if len > max_body {
                 return Err(413);
             }
             while buf.len() < len {
@@ -519,7 +584,11 @@ fn line_end(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize, u16> {
     }
 }
 
-fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, u16> {
+fn read_chunked(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max_body: usize,
+) -> Result<Vec<u8>, u16> {
     let mut body = Vec::new();
     loop {
         let end = line_end(stream, buf)?;
@@ -531,7 +600,7 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Vec<u8>, u1
             return Err(400);
         }
         let size = usize::from_str_radix(size_text, 16).map_err(|_| 413u16)?;
-        if size > MAX_BODY - body.len() {
+        if size > max_body - body.len() {
             return Err(413);
         }
         buf.drain(..end + 2);

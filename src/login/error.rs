@@ -213,7 +213,7 @@ pub enum BrowserError {
     /// Every port of [`BrowserFlow::ports`](crate::login::BrowserFlow::ports) is in use by
     /// another program (or may not be bound), so the registered redirect URI cannot be
     /// served: stop the other program, or register another port.
-    #[error("cannot listen for the browser's redirect: port{} {} in use", if .0.len() == 1 { "" } else { "s" }, ports(.0))]
+    #[error("cannot listen for the browser's redirect: port{} {} in use (or not permitted)", if .0.len() == 1 { "" } else { "s" }, ports(.0))]
     PortsBusy(Vec<u16>),
 
     /// No loopback socket could be bound, or its thread started (the OS's message).

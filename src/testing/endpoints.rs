@@ -23,7 +23,7 @@ use super::rules::Rules;
 use super::rules::{challenge_shaped, AuthorizeRequest, Issued, RefreshNotes, Refusal};
 use super::shared::{Config, Shared, State};
 use crate::encoding::{form_body, form_decode};
-use crate::http_server::{Listener, Reply, Request, Stop};
+use crate::http_server::{Limits, Listener, Reply, Request, Stop};
 use crate::tokens::Tokens;
 
 /// Log target of the kit: one debug line per call, tokens named by generation only.
@@ -43,6 +43,7 @@ pub(crate) fn serve(config: Config, state: State) -> std::io::Result<(Arc<Shared
         "tokengate-testing",
         listener,
         Arc::new(move |req: &Request, stop: &Stop| handle(&s, req, stop)),
+        Limits::GENEROUS,
     )?;
     Ok((shared, listener))
 }

@@ -11,8 +11,15 @@ use std::sync::Arc;
 use super::callback::{from_query, Answer};
 use super::pkce::Pkce;
 use super::Event;
-use crate::http_server::{Listener, Reply, Request, Stop};
+use crate::http_server::{Limits, Listener, Reply, Request, Stop};
 use crate::login::error::BrowserError;
+
+/// What the listener accepts: no request body (a callback is a GET), and a few connections
+/// at once (a browser opens a handful; a local process opening thousands gets no thread each).
+const LIMITS: Limits = Limits {
+    max_body: 0,
+    max_connections: 32,
+};
 
 /// Free ports tried when the redirect says `localhost` and the port the OS gave for
 /// 127.0.0.1 is taken on `[::1]`.
@@ -64,6 +71,7 @@ enum Bind {
 /// Binds 127.0.0.1:`port` (0: any), then `[::1]` on the same port when `both`.
 fn bind_port(port: u16, both: bool) -> Result<Bound, Bind> {
     let failed = |e: io::Error| match e.kind() {
+        // A port below 1024 without the privilege: as unusable as a busy one.
         io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => Bind::Busy,
         _ => Bind::Failed(e),
     };
@@ -105,7 +113,7 @@ impl Bound {
         for socket in self.sockets {
             let c = callbacks.clone();
             let handler = Arc::new(move |req: &Request, _: &Stop| handle(&c, req));
-            let listener = Listener::start("tokengate-login", socket, handler)
+            let listener = Listener::start("tokengate-login", socket, handler, LIMITS)
                 .map_err(|e| BrowserError::Listen(e.to_string()))?;
             listeners.push(listener);
         }
@@ -118,8 +126,9 @@ fn handle(c: &Callbacks, req: &Request) -> Reply {
     if req.path != c.path {
         return page(404, NOT_FOUND);
     }
-    if req.method != "GET" && req.method != "HEAD" {
-        return page(405, NOT_FOUND).with_header("allow", "GET, HEAD".to_owned());
+    // Only a GET delivers: a HEAD (a link checker's, a prefetcher's) must not use up the code.
+    if req.method != "GET" {
+        return page(405, NOT_FOUND).with_header("allow", "GET".to_owned());
     }
     let (event, answer_page) = match from_query(&req.query) {
         Answer::Code { code, state } if c.pkce.state_matches(state.as_deref()) => {
@@ -130,7 +139,7 @@ fn handle(c: &Callbacks, req: &Request) -> Reply {
             description,
             state,
         } if c.pkce.state_matches(state.as_deref()) => {
-            let e = BrowserError::refused(&error, description.as_deref(), &[]);
+            let e = BrowserError::refused(&error, description.as_deref(), &[c.pkce.state()]);
             (Event::Refused(e), REFUSED)
         }
         Answer::Code { .. } | Answer::Refused { .. } => {
@@ -143,8 +152,12 @@ fn handle(c: &Callbacks, req: &Request) -> Reply {
         return page(200, ALREADY);
     }
     log::debug!(target: "tokengate", "browser login: the browser came back to the listener");
-    let _ = c.events.send(event);
-    page(200, answer_page)
+    // Sent once the page is written: the wait stops the listener when it has the event, and
+    // must not cut the browser's answer short.
+    let events = c.events.clone();
+    page(200, answer_page).then(move || {
+        let _ = events.send(event);
+    })
 }
 
 /// A static page (nothing from the request is ever echoed), never cached, sending no
