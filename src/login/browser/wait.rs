@@ -135,6 +135,8 @@ impl BrowserAuthorization {
             "To log in, open this address in a browser:\n\n    {}\n",
             self.url
         );
+        // Seen at once, also through a buffered writer: the wait (or the opener) comes next.
+        let _ = out.flush();
         if matches!(self.flow.opener, Opener::Never) {
             return;
         }
