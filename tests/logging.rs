@@ -252,3 +252,77 @@ fn the_test_kit_logs_calls_without_secrets() {
         }
     }
 }
+
+/// A browser login through the listener and one completed with a paste log what happened
+/// ("browser login: …", target `tokengate`) and no record of any tokengate target holds a
+/// login's `state`, code or PKCE verifier (seen by a front that records the token requests),
+/// nor the tokens it bought.
+#[test]
+fn a_browser_login_logs_no_state_code_verifier_or_token() {
+    use crate::harness::fixtures::no_proxy_agent;
+    use crate::harness::servers::form;
+    use crate::harness::servers::raw::{forwarding, Log};
+    use tokengate::testing::{TestServer, CLIENT_ID, CLIENT_SECRET};
+    capture();
+    let kit = TestServer::start();
+    let seen = Log::default();
+    let log = seen.clone();
+    let front = forwarding(kit.base_url(), move |req| log.lock().push(req.clone()));
+    let flow = tokengate::AuthServer::new(front.url("/oauth/token"))
+        .authorization_url(kit.authorization_url())
+        .client_id(CLIENT_ID)
+        .client_secret(CLIENT_SECRET)
+        .agent(no_proxy_agent())
+        .browser_flow()
+        .unwrap()
+        .open_browser(false);
+    let browser: Agent = Agent::config_builder().proxy(None).build().into();
+    let query = |url: &str| form(url.split_once('?').unwrap().1.as_bytes());
+
+    let mut secrets = Vec::new();
+    let mut tokens = Vec::new();
+    for pasted in [false, true] {
+        let pending = flow.start().unwrap();
+        let redirect = kit.authorize(pending.authorization_url()).unwrap();
+        let q = query(&redirect);
+        secrets.extend([q["code"].clone(), q["state"].clone()]);
+        tokens.push(if pasted {
+            pending.complete(&redirect).unwrap()
+        } else {
+            browser.get(&redirect).call().unwrap();
+            pending.wait().unwrap()
+        });
+    }
+    for t in &tokens {
+        secrets.push(t.access_token().secret().to_owned());
+        secrets.push(t.refresh_token().unwrap().secret().to_owned());
+    }
+    let exchanges: Vec<_> = seen
+        .lock()
+        .iter()
+        .map(|req| form(&req.body)["code_verifier"].clone())
+        .collect();
+    assert_eq!(exchanges.len(), 2);
+    secrets.extend(exchanges);
+
+    for needle in [
+        "browser login: listening at http://127.0.0.1:",
+        "browser login: the browser came back to the listener",
+        "browser login: exchanging the code at the token endpoint",
+    ] {
+        assert!(
+            has(Level::Debug, needle),
+            "no record with {needle:?}: {:#?}",
+            records()
+        );
+    }
+    let all = capture().0.lock().unwrap().clone();
+    for (_, target, message) in all.iter().filter(|(_, t, _)| t.starts_with("tokengate")) {
+        for secret in &secrets {
+            assert!(
+                !message.contains(secret.as_str()),
+                "{secret:?} in {target}: {message:?}"
+            );
+        }
+    }
+}

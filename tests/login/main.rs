@@ -1,5 +1,6 @@
-//! Logging in: discovery (RFC 8414, OpenID Connect) and the device authorization grant
-//! (RFC 8628).
+//! Logging in: discovery (RFC 8414, OpenID Connect), the device authorization grant
+//! (RFC 8628), the browser login (authorization code + PKCE, RFC 6749 §4.1, RFC 7636,
+//! RFC 8252) and the interactive login that picks one.
 //!
 //! One module per behaviour file; the shared servers, fixtures and observers are in
 //! `tests/harness/`.
@@ -8,5 +9,8 @@
 mod harness;
 
 mod browser;
+mod browser_listener;
+mod browser_paste;
 mod device_flow;
 mod discovery;
+mod interactive;

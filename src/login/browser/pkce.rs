@@ -82,8 +82,8 @@ mod tests {
     fn the_rfc_7636_example_challenge() {
         // RFC 7636 Appendix B.
         assert_eq!(
-            challenge_s256("dBjftJeZ4CVP-1mB92K27uhbUJU1p1r7wW1gscrWgmM"),
-            "E9Melhoa2OwvFrEMTJguCQaoWb1eWGUeh3q_7DfyrVM"
+            challenge_s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
 

@@ -45,7 +45,8 @@ pub struct BrowserAuthorization {
     pkce: Arc<Pkce>,
     url: String,
     redirect_uri: String,
-    deadline: Instant,
+    /// `None`: the timeout runs past the clock's end, so there is none.
+    deadline: Option<Instant>,
     /// Guards nothing but the receiver, so that this is `Sync` (only `wait` receives).
     events: Mutex<Receiver<Event>>,
     /// For the paste reader's thread (the listener's handler holds its own).
@@ -78,7 +79,7 @@ impl BrowserAuthorization {
         let url = flow.authorization_request(&endpoint, &redirect_uri, &pkce);
         Ok(BrowserAuthorization {
             agent: flow.agent.clone().unwrap_or_else(login_agent),
-            deadline: Instant::now() + flow.timeout,
+            deadline: Instant::now().checked_add(flow.timeout),
             flow,
             pkce,
             url,
@@ -135,6 +136,8 @@ impl BrowserAuthorization {
             "To log in, open this address in a browser:\n\n    {}\n",
             self.url
         );
+        // Seen at once, also through a buffered writer: the wait (or the opener) comes next.
+        let _ = out.flush();
         if matches!(self.flow.opener, Opener::Never) {
             return;
         }
@@ -216,7 +219,9 @@ impl BrowserAuthorization {
 
     fn wait_for(mut self, mut out: Option<&mut dyn Write>) -> Result<Tokens, Error> {
         let code = loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
+            let left = self.deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             let event = match self.events.get_mut().recv_timeout(left) {
                 Ok(event) => event,
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
