@@ -50,6 +50,7 @@ pub(crate) fn request(method: &str, url: &str) -> Page {
     let sent = match method {
         "GET" => agent.get(url).call(),
         "POST" => agent.post(url).send_empty(),
+        "HEAD" => agent.head(url).call(),
         other => panic!("no {other} here"),
     };
     let mut resp = sent.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
@@ -322,7 +323,9 @@ fn a_busy_port_is_named_and_the_next_free_one_of_the_list_is_used() {
             assert!(matches!(&e, BrowserError::PortsBusy(ports) if *ports == [p]));
             assert_eq!(
                 e.to_string(),
-                format!("cannot listen for the browser's redirect: port {p} in use")
+                format!(
+                    "cannot listen for the browser's redirect: port {p} in use (or not permitted)"
+                )
             );
         }
         other => panic!("{other:?}"),
@@ -331,7 +334,8 @@ fn a_busy_port_is_named_and_the_next_free_one_of_the_list_is_used() {
         Err(Error::Browser(e @ BrowserError::PortsBusy(_))) => {
             assert!(matches!(&e, BrowserError::PortsBusy(ports) if *ports == [p, p2]));
             assert!(
-                e.to_string().ends_with(&format!("ports {p}, {p2} in use")),
+                e.to_string()
+                    .ends_with(&format!("ports {p}, {p2} in use (or not permitted)")),
                 "{e}"
             );
         }
