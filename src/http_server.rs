@@ -42,6 +42,7 @@ pub(crate) struct Request {
     /// The query, without `?` (empty when none).
     pub query: String,
     pub headers: Vec<(String, String)>,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // only the test kit reads bodies
     pub body: Vec<u8>,
 }
 
@@ -64,6 +65,7 @@ pub(crate) enum Reply {
         body: Vec<u8>,
     },
     /// Close the connection without answering.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // the test kit's faults
     Drop,
     /// This answer (never another `Then`), then this call, once the answer is written (or
     /// failed to be): what must not happen before the client has its answer.
@@ -72,6 +74,7 @@ pub(crate) enum Reply {
 
 impl Reply {
     /// A JSON answer.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn json(status: u16, body: &serde_json::Value) -> Reply {
         Reply::Respond {
             status,
@@ -106,6 +109,7 @@ impl Reply {
     }
 
     /// The status answered; 0 for a dropped connection.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn status(&self) -> u16 {
         match self {
             Reply::Respond { status, .. } => *status,
@@ -115,6 +119,7 @@ impl Reply {
     }
 
     /// An OAuth error answer (RFC 6749 §5.2).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub fn oauth_error(status: u16, error: &str, description: &str) -> Reply {
         let body = serde_json::json!({"error": error, "error_description": description});
         Reply::json(status, &body)
@@ -191,6 +196,7 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// The test kit's: bodies up to `MAX_BODY`, any number of connections.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub const GENEROUS: Limits = Limits {
         max_body: MAX_BODY,
         max_connections: usize::MAX,

@@ -288,7 +288,12 @@ fn parse_metadata(
     Ok(ServerMetadata {
         issuer: issuer.to_owned(),
         token_endpoint: endpoint("token_endpoint")?.ok_or(DiscoveryError::MissingTokenEndpoint)?,
-        authorization_endpoint: endpoint("authorization_endpoint")?,
+        // Only the browser login uses it: an unusable one is absent (that login then says
+        // so), rather than a failed discovery for the refresh and device flows.
+        authorization_endpoint: endpoint("authorization_endpoint").unwrap_or_else(|e| {
+            log::debug!(target: "tokengate", "discovery: ignoring the document's authorization_endpoint: {e}");
+            None
+        }),
         device_authorization_endpoint: endpoint("device_authorization_endpoint")?,
         revocation_endpoint: endpoint("revocation_endpoint")?,
     })
@@ -596,6 +601,25 @@ mod tests {
             err(r#"{"issuer":"https://auth.example.com","token_endpoint":"https://u:p@a/t"}"#),
             DiscoveryError::InvalidEndpoint("token_endpoint")
         ));
+        // The browser login's endpoint, unusable, is left out rather than failing the rest.
+        for bad in [
+            r#""http://a/authorize""#,
+            "7",
+            r#""https://u:p@a/authorize""#,
+        ] {
+            let doc = format!(
+                r#"{{"issuer":"https://auth.example.com","token_endpoint":"https://a/t","authorization_endpoint":{bad}}}"#
+            );
+            let meta = parse_metadata(doc.as_bytes(), iss, false).unwrap();
+            assert_eq!(meta.authorization_endpoint(), None, "{bad}");
+        }
+        let meta = parse_metadata(
+            br#"{"issuer":"https://auth.example.com","token_endpoint":"https://a/t","authorization_endpoint":"https://a/authorize"}"#,
+            iss,
+            false,
+        )
+        .unwrap();
+        assert_eq!(meta.authorization_endpoint(), Some("https://a/authorize"));
         let allowed = parse_metadata(
             br#"{"issuer":"https://auth.example.com","token_endpoint":"http://a/t"}"#,
             iss,

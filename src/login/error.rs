@@ -207,7 +207,7 @@ pub enum BrowserError {
     },
 
     /// No valid callback (nor paste) arrived within the flow's timeout.
-    #[error("no answer from the browser within {} s (was the tab closed? run the login again)", .0.as_secs())]
+    #[error("no answer from the browser within {} (was the tab closed? run the login again)", span(.0))]
     Timeout(std::time::Duration),
 
     /// Every port of [`BrowserFlow::ports`](crate::login::BrowserFlow::ports) is in use by
@@ -262,6 +262,15 @@ pub enum BrowserError {
     /// over 64 KiB). The body is never quoted.
     #[error("unusable answer from the token endpoint: {0}")]
     InvalidResponse(&'static str),
+}
+
+/// `5 min`, `90 s`, `300 ms`.
+fn span(d: &std::time::Duration) -> String {
+    match (d.as_secs(), d.subsec_millis()) {
+        (s, 0) if s >= 60 && s % 60 == 0 => format!("{} min", s / 60),
+        (0, ms) => format!("{ms} ms"),
+        (s, _) => format!("{s} s"),
+    }
 }
 
 /// `8400, 8401`.

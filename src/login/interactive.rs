@@ -14,14 +14,16 @@ use crate::tokens::Tokens;
 #[non_exhaustive]
 pub enum LoginMethod {
     /// Pick from the surroundings (the default): [`Browser`](LoginMethod::Browser) where a
-    /// browser can be opened (`$BROWSER` set, a display, macOS or Windows outside SSH) and the
+    /// browser can be opened on the user's screen (a display, macOS, Windows or WSL outside
+    /// SSH, or `$BROWSER` set outside SSH; over SSH only with a forwarded display) and the
     /// server has an authorization endpoint; otherwise [`Device`](LoginMethod::Device) when
     /// the server has a device authorization endpoint; otherwise
     /// [`Paste`](LoginMethod::Paste).
     #[default]
     Auto,
     /// The browser login ([`BrowserFlow`]): the URL printed, the browser opened, the
-    /// loopback listener waited for.
+    /// loopback listener waited for (and, when no browser could be opened, a paste read
+    /// from the input as in [`Paste`](LoginMethod::Paste)).
     Browser,
     /// The device flow ([`DeviceFlow`]): a URL and a code printed, the token endpoint polled.
     Device,
@@ -109,7 +111,7 @@ impl InteractiveLogin {
     pub fn chosen(&self) -> Result<LoginMethod, Error> {
         pick(
             self.method,
-            Surroundings::from_env().can_open_browser(),
+            Surroundings::from_env().browser_is_here(),
             self.browser.is_some(),
             self.device.is_some(),
         )
@@ -149,10 +151,18 @@ impl InteractiveLogin {
             }
             (LoginMethod::Paste, Some(browser), _) => {
                 let pending = browser.open_browser(false).start()?;
-                pending.show(out);
+                let _ = pending.show(out);
                 pending.wait_or_paste(input, out)
             }
-            (_, Some(browser), _) => browser.run(out),
+            (_, Some(browser), _) => {
+                // No browser came up: the user opens the URL elsewhere, and may paste back.
+                let pending = browser.start()?;
+                if pending.show(out) {
+                    pending.wait()
+                } else {
+                    pending.wait_or_paste(input, out)
+                }
+            }
             // `pick` chose a method whose flow exists.
             _ => Err(Error::Config(NO_AUTHORIZATION_ENDPOINT)),
         }

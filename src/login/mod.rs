@@ -25,6 +25,7 @@ use std::fmt;
 use ureq::Agent;
 
 pub use crate::refresh::REVOCATION_TIMEOUT;
+#[cfg(feature = "testing")]
 pub(crate) use browser::challenge_s256;
 pub use browser::{BrowserAuthorization, BrowserFlow, DEFAULT_BROWSER_TIMEOUT};
 pub use device::{DeviceAuthorization, DeviceFlow};

@@ -409,10 +409,15 @@ fn no_browser_within_the_timeout_is_a_timeout() {
     let e = browser_error(pending.wait());
     assert!(matches!(e, BrowserError::Timeout(_)), "{e:?}");
     assert!(
-        e.to_string().starts_with("no answer from the browser"),
+        e.to_string()
+            .starts_with("no answer from the browser within 300 ms"),
         "{e}"
     );
     assert_eq!(srv.token_calls().len(), 0);
+    for (d, said) in [(300, "5 min"), (90, "90 s")] {
+        let e = tokengate::login::BrowserError::Timeout(Duration::from_secs(d));
+        assert!(e.to_string().contains(&format!("within {said} ")), "{e}");
+    }
 }
 
 /// A timeout too large for the clock is no deadline: `start` does not panic, the login works.

@@ -3,9 +3,10 @@
 //! read from a reader raced against the listener, or given to `complete`.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use tokengate::login::BrowserError;
-use tokengate::testing::TestServer;
+use tokengate::testing::{Grant, Outcome, TestServer};
 
 use crate::browser::{browser_error, flow, one_code_exchange, query_of, ChannelReader, Watcher};
 
@@ -135,4 +136,37 @@ fn the_listener_wins_while_the_paste_reader_blocks() {
     typing.send("code-1\n".to_owned()).unwrap();
     drop(typing);
     one_code_exchange(&srv, 1);
+}
+
+/// A word pasted by mistake is tried as a bare code: the server refuses it (one
+/// `invalid_grant` exchange), the user is told, and the login goes on. A line over 16 KiB is
+/// skipped whole (never read as a code), and answered; then the browser comes back to the
+/// listener and logs in.
+#[test]
+fn a_refused_bare_code_or_an_overlong_line_does_not_end_the_login() {
+    let srv = Arc::new(TestServer::start());
+    let pending = flow(&srv).start().unwrap();
+    let url = pending.authorization_url().to_owned();
+    let input = Cursor::new(format!("y\n{}\n", "a".repeat(20_000)));
+    let user = srv.clone();
+    let mut out = Watcher::new(move |line: &str| {
+        // The second line answered: the user now uses the browser.
+        if line.starts_with("That is not it: not a redirect") {
+            assert_eq!(user.open_in_browser(&url).unwrap(), 200);
+        }
+    });
+    let tokens = pending.wait_or_paste(input, &mut out).unwrap();
+    assert_eq!(tokens.access_token().secret(), "at-1");
+    let text = out.text();
+    assert_eq!(
+        text.matches("The server refused that code").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("That is not it").count(), 1, "{text}");
+    let calls = srv.token_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().all(|c| c.grant == Grant::AuthorizationCode));
+    assert!(!matches!(calls[0].outcome, Outcome::Issued(_)), "{calls:?}");
+    assert!(matches!(calls[1].outcome, Outcome::Issued(_)), "{calls:?}");
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use ureq::Agent;
 
+#[cfg(feature = "testing")]
 pub(crate) use pkce::challenge_s256;
 pub use wait::BrowserAuthorization;
 
@@ -93,6 +94,12 @@ enum Opener {
 ///   URL the browser ended on (or the bare code), raced against the listener.
 ///
 /// Neither the code nor the verifier nor the `state` appear in `Debug`, errors or logs.
+///
+/// What it cannot prevent: the authorization URL (with the `state`) is an argument of the
+/// opener's process, which other local users can read; one who does can end the login early
+/// with a forged error or code at the listener (a failed login, never a session of theirs:
+/// the PKCE verifier never leaves this process). The listener serves GET only, reads no
+/// request body and at most 32 connections at once.
 #[derive(Clone)]
 pub struct BrowserFlow {
     authorization_url: GivenUrl,
@@ -243,7 +250,7 @@ impl BrowserFlow {
     /// As [`start`](BrowserFlow::start) and [`BrowserAuthorization::wait`].
     pub fn run(&self, out: &mut dyn Write) -> Result<Tokens, Error> {
         let pending = self.start()?;
-        pending.show(out);
+        let _ = pending.show(out);
         pending.wait()
     }
 
@@ -295,6 +302,8 @@ pub(crate) enum Event {
     Refused(BrowserError),
     /// A line the user pasted.
     Pasted(String),
+    /// A pasted line too long to be a redirect (skipped).
+    PastedTooLong,
     /// The paste reader ended (EOF or an error).
     InputEnded,
 }

@@ -145,6 +145,14 @@ impl Surroundings {
         self.browser_var.is_some() || self.display || self.wsl_desktop()
     }
 
+    /// True when a browser opened here shows on the user's screen, so the browser login is
+    /// the one to pick: [`can_open_browser`](Self::can_open_browser), and over SSH only with a
+    /// forwarded display (a `$BROWSER` set in a remote shell's profile opens nothing the
+    /// user sees, or a text browser inside the session).
+    pub fn browser_is_here(&self) -> bool {
+        self.can_open_browser() && (!self.ssh || self.display)
+    }
+
     /// WSL with the user at its Windows desktop (not over SSH): `wslview` and PowerShell
     /// open the Windows browser there. (WSL is a Linux; `wsl` on another `os` is ignored.)
     fn wsl_desktop(&self) -> bool {
@@ -514,6 +522,27 @@ mod tests {
             assert!(desktop.can_open_browser(), "{os:?}");
             let ssh = Surroundings::from_vars(env(&[("SSH_CLIENT", "1 2 3")]), os, None);
             assert!(!ssh.can_open_browser(), "{os:?} over SSH");
+        }
+    }
+
+    #[test]
+    fn the_browser_is_here_unless_over_ssh_without_a_forwarded_display() {
+        let over_ssh = Surroundings {
+            ssh: true,
+            ..only_browser("w3m")
+        };
+        assert!(over_ssh.can_open_browser() && !over_ssh.browser_is_here());
+        let forwarded = Surroundings {
+            display: true,
+            ..over_ssh.clone()
+        };
+        assert!(forwarded.browser_is_here());
+        assert!(only_browser("firefox").browser_is_here());
+        assert!(!Surroundings::default().browser_is_here());
+        for os in [Os::MacOs, Os::Windows] {
+            assert!(Surroundings::from_vars(env(&[]), os, None).browser_is_here());
+            let ssh = Surroundings::from_vars(env(&[("SSH_TTY", "/dev/pts/1")]), os, None);
+            assert!(!ssh.browser_is_here(), "{os:?} over SSH");
         }
     }
 

@@ -112,9 +112,10 @@ impl BrowserAuthorization {
     fn try_open(&self) -> Result<String, String> {
         let result = match &self.flow.opener {
             Opener::Never => Err("opening a browser is turned off".to_owned()),
+            // Its error's kind only: the caller's message could quote the URL.
             Opener::Hook(open) => open(&self.url)
                 .map(|()| "the caller's hook".to_owned())
-                .map_err(|e| e.to_string()),
+                .map_err(|e| format!("the opener failed: {}", e.kind())),
             Opener::System => {
                 let surroundings = open::Surroundings::from_env();
                 open::open_url(&self.url, &surroundings, OPEN_PATIENCE).map_err(|e| e.to_string())
@@ -129,8 +130,9 @@ impl BrowserAuthorization {
         result
     }
 
-    /// Prints the URL to `out`, then opens the browser (saying so when it cannot).
-    pub(crate) fn show(&self, out: &mut dyn Write) {
+    /// Prints the URL to `out`, then opens the browser (saying so when it cannot). True if
+    /// a browser was opened.
+    pub(crate) fn show(&self, out: &mut dyn Write) -> bool {
         let _ = writeln!(
             out,
             "To log in, open this address in a browser:\n\n    {}\n",
@@ -139,20 +141,23 @@ impl BrowserAuthorization {
         // Seen at once, also through a buffered writer: the wait (or the opener) comes next.
         let _ = out.flush();
         if matches!(self.flow.opener, Opener::Never) {
-            return;
+            return false;
         }
-        match self.try_open() {
+        let opened = match self.try_open() {
             Ok(_) => {
                 let _ = writeln!(out, "Opened it in your browser; waiting for the login…");
+                true
             }
             Err(why) => {
                 let _ = writeln!(
                     out,
                     "Could not open a browser ({why}): open the address above by hand."
                 );
+                false
             }
-        }
+        };
         let _ = out.flush();
+        opened
     }
 
     /// Waits for the browser to come back to the listener, then exchanges the code for
@@ -171,8 +176,10 @@ impl BrowserAuthorization {
     /// As [`wait`](BrowserAuthorization::wait), and at the same time reads lines from
     /// `input` (stdin, for a person): the address the browser ended on, pasted from another
     /// machine (its `state` checked, as the listener checks it), or the bare code. Whichever
-    /// comes first counts. A line that is neither, or another login's address, is answered on
-    /// `out` and the wait goes on; the end of `input` leaves the listener waiting alone.
+    /// comes first counts. A line that is neither, another login's address, a line over
+    /// 16 KiB, or a code the token endpoint refuses (`invalid_grant`) is answered on `out`
+    /// and the wait goes on, the listener still listening; the end of `input` leaves the
+    /// listener waiting alone.
     ///
     /// `input` is read on a thread of its own: a blocking read cannot be cancelled, so if the
     /// listener wins, that thread ends at the next line or end of `input` (a line typed
@@ -218,7 +225,7 @@ impl BrowserAuthorization {
     }
 
     fn wait_for(mut self, mut out: Option<&mut dyn Write>) -> Result<Tokens, Error> {
-        let code = loop {
+        loop {
             let left = self.deadline.map_or(Duration::MAX, |d| {
                 d.saturating_duration_since(Instant::now())
             });
@@ -228,27 +235,30 @@ impl BrowserAuthorization {
                     return Err(Error::Browser(BrowserError::Timeout(self.flow.timeout)));
                 }
             };
-            match event {
-                Event::Code(code) => break code,
+            let pasted = match event {
+                Event::Code(code) => {
+                    // The browser came back: its code is this login's, and the only one.
+                    self.listeners.clear();
+                    return self.exchange(&code).map_err(Error::Browser);
+                }
                 Event::Refused(e) => return Err(Error::Browser(e)),
-                Event::InputEnded => {}
-                Event::Pasted(text) => match self.read_paste(&text) {
-                    Ok(code) => break code,
-                    Err(e @ BrowserError::Refused { .. }) => return Err(Error::Browser(e)),
-                    Err(e) => {
-                        if let Some(out) = out.as_deref_mut() {
-                            let _ = writeln!(
-                                out,
-                                "That is not it: {e}. Paste the whole address, or the code:"
-                            );
-                            let _ = out.flush();
-                        }
-                    }
-                },
+                Event::InputEnded => continue,
+                Event::PastedTooLong => Err(BrowserError::NotARedirect),
+                // The listener keeps waiting meanwhile: a paste that is not it (or whose code
+                // the server refuses) must not end a login the browser may still complete.
+                Event::Pasted(text) => self.read_paste(&text).and_then(|code| self.exchange(&code)),
+            };
+            match pasted {
+                Ok(tokens) => return Ok(tokens),
+                Err(e @ (BrowserError::NotARedirect | BrowserError::StateMismatch)) => {
+                    tell(&mut out, &format!("That is not it: {e}."));
+                }
+                Err(e @ BrowserError::OAuth { .. }) if is_invalid_grant(&e) => {
+                    tell(&mut out, &format!("The server refused that code: {e}."));
+                }
+                Err(e) => return Err(Error::Browser(e)),
             }
-        };
-        self.listeners.clear();
-        self.exchange(&code).map_err(Error::Browser)
+        }
     }
 
     /// The code in a paste, its `state` checked (a bare code has none: its PKCE verifier
@@ -297,6 +307,22 @@ impl BrowserAuthorization {
     }
 }
 
+/// Says `what` on the paste prompt's writer, and asks again.
+fn tell(out: &mut Option<&mut dyn Write>, what: &str) {
+    if let Some(out) = out.as_deref_mut() {
+        let _ = writeln!(
+            out,
+            "{what} Paste the whole address the browser ended on, or the code:"
+        );
+        let _ = out.flush();
+    }
+}
+
+/// `invalid_grant`: the code is not (or no longer) one the server knows.
+fn is_invalid_grant(e: &BrowserError) -> bool {
+    matches!(e, BrowserError::OAuth { error, .. } if error == "invalid_grant")
+}
+
 /// The flow's checks before anything is bound or sent; the authorization endpoint's URL.
 fn check(flow: &BrowserFlow) -> Result<String, Error> {
     if let Some(problem) = flow
@@ -336,22 +362,51 @@ fn is_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b))
 }
 
-/// The paste reader's thread: each line to the wait, then `InputEnded`.
+/// The paste reader's thread: each line to the wait (a line over `MAX_LINE` bytes as
+/// `PastedTooLong`, the rest of it skipped), then `InputEnded`.
 fn read_lines<R: Read>(input: R, events: &Sender<Event>) {
     let mut reader = BufReader::new(input);
     loop {
         let mut line = Vec::new();
-        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
+        let event = match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => {
                 let _ = events.send(Event::InputEnded);
                 return;
             }
-            Ok(_) => {
+            Ok(_) if line.ends_with(b"\n") || line.len() < MAX_LINE as usize => {
                 let text = String::from_utf8_lossy(&line).trim().to_owned();
-                if !text.is_empty() && events.send(Event::Pasted(text)).is_err() {
+                if text.is_empty() {
+                    continue;
+                }
+                Event::Pasted(text)
+            }
+            Ok(_) => {
+                if !skip_line(&mut reader) {
+                    let _ = events.send(Event::InputEnded);
                     return;
                 }
+                Event::PastedTooLong
             }
+        };
+        if events.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads and drops the rest of a line; false at the end of the input (or an error).
+fn skip_line<R: Read>(reader: &mut BufReader<R>) -> bool {
+    loop {
+        let (done, used) = match reader.fill_buf() {
+            Ok([]) | Err(_) => return false,
+            Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (true, i + 1),
+                None => (false, buf.len()),
+            },
+        };
+        reader.consume(used);
+        if done {
+            return true;
         }
     }
 }
