@@ -601,7 +601,18 @@ mod tests {
             err(r#"{"issuer":"https://auth.example.com","token_endpoint":"https://u:p@a/t"}"#),
             DiscoveryError::InvalidEndpoint("token_endpoint")
         ));
-        // The browser login's endpoint, unusable, is left out rather than failing the rest.
+        let allowed = parse_metadata(
+            br#"{"issuer":"https://auth.example.com","token_endpoint":"http://a/t"}"#,
+            iss,
+            true,
+        );
+        assert!(allowed.is_ok());
+    }
+
+    #[test]
+    fn an_unusable_authorization_endpoint_is_left_out() {
+        let iss = "https://auth.example.com";
+        // Only the browser login uses it: unusable, it is absent rather than a failed discovery.
         for bad in [
             r#""http://a/authorize""#,
             "7",
@@ -620,11 +631,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(meta.authorization_endpoint(), Some("https://a/authorize"));
-        let allowed = parse_metadata(
-            br#"{"issuer":"https://auth.example.com","token_endpoint":"http://a/t"}"#,
-            iss,
-            true,
-        );
-        assert!(allowed.is_ok());
     }
 }
