@@ -47,7 +47,7 @@ pub enum LoginMethod {
 ///     .run(&mut std::io::stderr(), std::io::stdin())?;   // prompts on stderr, reads a paste from stdin
 /// let client = AuthClient::builder("https://api.example.com/")
 ///     .refresher(server.refresh_grant())
-///     .store(FileStore::new("/tmp/my-cli-tokens.json"))
+///     .store(FileStore::new("/tmp/my-cli-tokens.json")?)
 ///     .build()?;
 /// client.set_tokens(tokens)?;
 /// # Ok(()) }
