@@ -190,7 +190,7 @@ struct Connections {
 pub(crate) struct Limits {
     /// The largest request body read; a larger one is answered 413 without reading it.
     pub max_body: usize,
-    /// Connections served at once; one more is closed as soon as it is accepted.
+    /// Connections served at once; one more closes the oldest.
     pub max_connections: usize,
 }
 
@@ -300,8 +300,12 @@ fn accept_loop(
         {
             let mut open = conns.open.lock();
             if open.len() >= limits.max_connections {
-                // Dropping both handles closes it.
-                continue;
+                // Full: the oldest connection is closed (its thread's read ends), never the
+                // new one, so clients holding connections open cannot lock others out.
+                let oldest = open.keys().min().copied();
+                if let Some(stream) = oldest.and_then(|id| open.remove(&id)) {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
             }
             open.insert(id, copy);
         }

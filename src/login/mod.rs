@@ -45,8 +45,9 @@ pub(crate) const NO_DEVICE_ENDPOINT: &str =
 
 /// [`AuthServer::browser_flow`]'s error without an authorization endpoint.
 pub(crate) const NO_AUTHORIZATION_ENDPOINT: &str =
-    "the authorization server has no authorization endpoint: \
-     set AuthServer::authorization_url, or discover an issuer that publishes one";
+    "the authorization server has no (usable) authorization endpoint: set \
+     AuthServer::authorization_url, or discover an issuer that publishes one (discovery leaves \
+     out one that is not a usable https URL)";
 
 /// An OAuth2 authorization server as this client knows it: the client's identity and
 /// authentication, and the server's endpoints. Set once, then build the flows from it

@@ -97,6 +97,30 @@ fn empty_idle_and_cut_connections_do_not_break_the_login() {
     drop(cut);
 }
 
+/// A local process holding more connections open than the listener serves at once (40,
+/// each mid-request) cannot lock the browser out: a new connection closes the oldest, so the
+/// browser's redirect, accepted after them, is served and logs in.
+#[test]
+fn connections_held_open_do_not_lock_the_browser_out() {
+    let srv = TestServer::start();
+    let pending = flow(&srv).start().unwrap();
+    let addr = addr_of(pending.redirect_uri());
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(b"G").unwrap();
+            c
+        })
+        .collect();
+    assert_eq!(
+        srv.open_in_browser(pending.authorization_url()).unwrap(),
+        200
+    );
+    pending.wait().unwrap();
+    one_code_exchange(&srv, 1);
+    drop(held);
+}
+
 /// A hundred logins on one machine at once, each on a port of its own, each browser sent
 /// back to its own listener: every one starts (no port conflict) and gets the tokens its own
 /// code bought (the scope its request asked for, the kit's journal agreeing), none twice.

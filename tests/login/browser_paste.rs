@@ -62,6 +62,24 @@ fn a_pasted_error_address_is_the_refusal() {
     assert_eq!(srv.token_calls().len(), 0);
 }
 
+/// A pasted error address whose description echoes the login's `state` is the refusal, the
+/// `state` hidden from its message and `Debug` (as the listener hides it).
+#[test]
+fn a_pasted_refusal_echoing_the_state_does_not_show_it() {
+    let srv = TestServer::start();
+    let pending = flow(&srv).start().unwrap();
+    let state = query_of(pending.authorization_url())["state"].clone();
+    let pasted = format!(
+        "{}?error=access_denied&error_description=denied+for+{state}&state={state}",
+        pending.redirect_uri()
+    );
+    let e = browser_error(pending.complete(&pasted));
+    assert!(e.is_access_denied(), "{e:?}");
+    assert!(!e.to_string().contains(&state), "{e}");
+    assert!(!format!("{e:?}").contains(&state), "{e:?}");
+    assert_eq!(srv.token_calls().len(), 0);
+}
+
 /// `complete` takes the bare code (its PKCE verifier still ties it to this login) or the
 /// address; another login's address is `StateMismatch`, anything else `NotARedirect`;
 /// neither sends anything.
@@ -159,7 +177,7 @@ fn a_refused_bare_code_or_an_overlong_line_does_not_end_the_login() {
     assert_eq!(tokens.access_token().secret(), "at-1");
     let text = out.text();
     assert_eq!(
-        text.matches("The server refused that code").count(),
+        text.matches("That code did not log in").count(),
         1,
         "{text}"
     );

@@ -127,6 +127,9 @@ fn browser_opens_the_address_with_the_flows_opener() {
             false => "Opened it in your browser",
         };
         assert!(text.contains(said), "{text}");
+        // No browser opened: the paste prompt is open too (the input here is empty).
+        let prompt = "If your browser is on another machine";
+        assert_eq!(text.contains(prompt), hook_fails, "{text}");
     }
     let calls = srv.token_calls();
     assert_eq!(calls.len(), 2);

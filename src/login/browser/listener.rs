@@ -128,7 +128,7 @@ fn handle(c: &Callbacks, req: &Request) -> Reply {
     }
     // Only a GET delivers: a HEAD (a link checker's, a prefetcher's) must not use up the code.
     if req.method != "GET" {
-        return page(405, NOT_FOUND).with_header("allow", "GET".to_owned());
+        return page(405, NOT_ALLOWED).with_header("allow", "GET".to_owned());
     }
     let (event, answer_page) = match from_query(&req.query) {
         Answer::Code { code, state } if c.pkce.state_matches(state.as_deref()) => {
@@ -209,3 +209,7 @@ const WRONG_LOGIN: &str = html!(
     "This page does not belong to the login in progress. Start the login again from the application."
 );
 const NOT_FOUND: &str = html!("Not found", "Nothing is served here.");
+const NOT_ALLOWED: &str = html!(
+    "Method not allowed",
+    "The login's address is only opened (GET) by the browser."
+);

@@ -99,7 +99,8 @@ enum Opener {
 /// opener's process, which other local users can read; one who does can end the login early
 /// with a forged error or code at the listener (a failed login, never a session of theirs:
 /// the PKCE verifier never leaves this process). The listener serves GET only, reads no
-/// request body and at most 32 connections at once.
+/// request body, and serves at most 32 connections at once on each address (a new one
+/// closes the oldest: a local process holding connections open cannot lock the browser out).
 #[derive(Clone)]
 pub struct BrowserFlow {
     authorization_url: GivenUrl,
@@ -206,8 +207,9 @@ impl BrowserFlow {
     }
 
     /// Opens the authorization URL with `open` instead of `$BROWSER` or the platform's
-    /// opener: a GUI's own web view, or a test's browser. An error it returns is printed and
-    /// the login goes on (the URL was printed before).
+    /// opener: a GUI's own web view, or a test's browser. An error it returns is said (its
+    /// kind only: a message could quote the URL) and the login goes on (the URL was printed
+    /// before).
     #[must_use]
     pub fn open_with(
         mut self,

@@ -26,8 +26,10 @@ use crate::refresh::{error_of, parse};
 use crate::tokens::Tokens;
 
 const GRANT_TYPE: &str = "authorization_code";
-/// The longest pasted line read (longer ones are cut, and then unusable).
+/// The longest pasted line read (a longer one is skipped, and answered).
 const MAX_LINE: u64 = 16 * 1024;
+/// The most skipped of one over-long line before the paste reader stops reading.
+const MAX_SKIPPED: usize = 1024 * 1024;
 /// How long the platform's opener may take to say whether it opened the browser.
 const OPEN_PATIENCE: Duration = Duration::from_secs(2);
 /// Refused with `Error::Config`.
@@ -177,9 +179,10 @@ impl BrowserAuthorization {
     /// `input` (stdin, for a person): the address the browser ended on, pasted from another
     /// machine (its `state` checked, as the listener checks it), or the bare code. Whichever
     /// comes first counts. A line that is neither, another login's address, a line over
-    /// 16 KiB, or a code the token endpoint refuses (`invalid_grant`) is answered on `out`
-    /// and the wait goes on, the listener still listening; the end of `input` leaves the
-    /// listener waiting alone.
+    /// 16 KiB, or a code that does not log in (the token endpoint refuses it or cannot be
+    /// reached) is answered on `out` and the wait goes on, the listener still listening; a
+    /// pasted error address of this login ends it ([`BrowserError::Refused`]). The end of
+    /// `input` (or a line of over 1 MiB) leaves the listener waiting alone.
     ///
     /// `input` is read on a thread of its own: a blocking read cannot be cancelled, so if the
     /// listener wins, that thread ends at the next line or end of `input` (a line typed
@@ -253,10 +256,13 @@ impl BrowserAuthorization {
                 Err(e @ (BrowserError::NotARedirect | BrowserError::StateMismatch)) => {
                     tell(&mut out, &format!("That is not it: {e}."));
                 }
-                Err(e @ BrowserError::OAuth { .. }) if is_invalid_grant(&e) => {
-                    tell(&mut out, &format!("The server refused that code: {e}."));
+                // A pasted error address of this login: the user's answer.
+                Err(e @ BrowserError::Refused { .. }) => return Err(Error::Browser(e)),
+                // A pasted code that failed at the token endpoint (refused, mistyped, or the
+                // server unreachable): said, and the login goes on until the timeout.
+                Err(e) => {
+                    tell(&mut out, &format!("That code did not log in: {e}."));
                 }
-                Err(e) => return Err(Error::Browser(e)),
             }
         }
     }
@@ -273,9 +279,11 @@ impl BrowserAuthorization {
                 error,
                 description,
                 state,
-            }) if self.pkce.state_matches(state.as_deref()) => {
-                Err(BrowserError::refused(&error, description.as_deref(), &[]))
-            }
+            }) if self.pkce.state_matches(state.as_deref()) => Err(BrowserError::refused(
+                &error,
+                description.as_deref(),
+                &[self.pkce.state()],
+            )),
             Some(Answer::Code { .. } | Answer::Refused { .. }) => Err(BrowserError::StateMismatch),
             Some(Answer::Nothing) | None => Err(BrowserError::NotARedirect),
         }
@@ -316,11 +324,6 @@ fn tell(out: &mut Option<&mut dyn Write>, what: &str) {
         );
         let _ = out.flush();
     }
-}
-
-/// `invalid_grant`: the code is not (or no longer) one the server knows.
-fn is_invalid_grant(e: &BrowserError) -> bool {
-    matches!(e, BrowserError::OAuth { error, .. } if error == "invalid_grant")
 }
 
 /// The flow's checks before anything is bound or sent; the authorization endpoint's URL.
@@ -394,9 +397,14 @@ fn read_lines<R: Read>(input: R, events: &Sender<Event>) {
     }
 }
 
-/// Reads and drops the rest of a line; false at the end of the input (or an error).
+/// Reads and drops the rest of a line; false at the end of the input, an error, or after
+/// `MAX_SKIPPED` bytes without a line break (an input of no lines: reading stops).
 fn skip_line<R: Read>(reader: &mut BufReader<R>) -> bool {
+    let mut skipped = 0;
     loop {
+        if skipped > MAX_SKIPPED {
+            return false;
+        }
         let (done, used) = match reader.fill_buf() {
             Ok([]) | Err(_) => return false,
             Ok(buf) => match buf.iter().position(|&b| b == b'\n') {
@@ -405,6 +413,7 @@ fn skip_line<R: Read>(reader: &mut BufReader<R>) -> bool {
             },
         };
         reader.consume(used);
+        skipped += used;
         if done {
             return true;
         }
