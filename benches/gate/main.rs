@@ -12,8 +12,8 @@
 //! ```
 //! Scenarios: `ceiling`, `overhead`, `instructions`, `storm`, `ahead`, `memory`, `alloc`; and,
 //! only when named, `redis` (`cargo bench --features redis --bench gate -- redis`: a session
-//! in Redis against one in memory; needs `redis-server`) and `kit` (the test kit: start-up,
-//! stop, 1,000 servers in one process).
+//! in Redis against one in memory; needs `redis-server`), `kit` (the test kit: start-up,
+//! stop, 1,000 servers in one process) and `browser` (the browser login, step by step).
 //! Results always go to `target/tokengate-bench/` (Markdown, CSV, SVG) and to stdout.
 
 mod alloc;
@@ -33,7 +33,8 @@ use report::write_benchmarks_md;
 #[cfg(feature = "redis")]
 use scenarios::redis;
 use scenarios::{
-    ahead, allocations, ceiling, instructions, kit, memory, overhead, spin, storm, storm_svg,
+    ahead, allocations, browser, ceiling, instructions, kit, memory, overhead, spin, storm,
+    storm_svg,
 };
 use server::Server;
 
@@ -86,6 +87,7 @@ impl Opts {
                 s if SCENARIOS.contains(&s) => opts.scenarios.push(s.to_owned()),
                 "redis" if cfg!(feature = "redis") => opts.scenarios.push("redis".to_owned()),
                 "kit" => opts.scenarios.push("kit".to_owned()),
+                "browser" => opts.scenarios.push("browser".to_owned()),
                 "redis" => {
                     eprintln!("the redis scenario needs the feature: cargo bench --features redis --bench gate -- redis");
                     std::process::exit(2);
@@ -138,7 +140,8 @@ fn main() {
     if opts.write {
         // The redis scenario alone carries its own date and load: the machine block stays
         // the one of the full run the other sections come from.
-        if opts.scenarios == ["redis"] || opts.scenarios == ["kit"] {
+        if opts.scenarios == ["redis"] || opts.scenarios == ["kit"] || opts.scenarios == ["browser"]
+        {
             sections.retain(|(name, _)| name != "machine");
         }
         write_benchmarks_md(&sections, &out_dir);
@@ -185,6 +188,7 @@ fn run_scenario(
         #[cfg(feature = "redis")]
         "redis" => redis::scenario(server, opts),
         "kit" => kit::scenario(opts),
+        "browser" => browser::scenario(opts),
         _ => unreachable!(),
     };
     let secs = t.elapsed().as_secs_f64();

@@ -3,6 +3,7 @@
 
 pub mod ahead;
 pub mod allocations;
+pub mod browser;
 pub mod ceiling;
 pub mod instructions;
 pub mod kit;
