@@ -67,8 +67,8 @@ pub(crate) enum Reply {
     /// Close the connection without answering.
     #[cfg_attr(not(feature = "testing"), allow(dead_code))] // the test kit's faults
     Drop,
-    /// This answer (never another `Then`), then this call, once the answer is written (or
-    /// failed to be): what must not happen before the client has its answer.
+    /// This answer, then this call, once the answer is written (or failed to be): what must
+    /// not happen before the client has its answer.
     Then(Box<Reply>, Box<dyn FnOnce() + Send>),
 }
 
@@ -188,7 +188,7 @@ struct Connections {
 /// What one listener accepts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
-    /// The largest request body read; a larger one is answered 413 without reading it.
+    /// The largest request body read; a larger one is answered 413 and never kept.
     pub max_body: usize,
     /// Connections served at once; one more closes the oldest.
     pub max_connections: usize,
@@ -360,14 +360,7 @@ fn serve(mut stream: TcpStream, handler: &Handler, max_body: usize, stop: &Stop)
         let close = req
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        let (reply, then) = match handler(&req, stop) {
-            Reply::Then(reply, then) => (*reply, Some(then)),
-            reply => (reply, None),
-        };
-        let go_on = answer(&mut stream, &req, reply);
-        if let Some(then) = then {
-            then();
-        }
+        let go_on = answer(&mut stream, &req, handler(&req, stop));
         if !go_on || stop.stopping() {
             return;
         }
