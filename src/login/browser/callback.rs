@@ -1,7 +1,9 @@
 //! What comes back from the authorization server: the redirect's query (RFC 6749 §4.1.2),
 //! read from the listener's request or from what the user pasted. One reading for both paths.
 
+use super::pkce::Pkce;
 use crate::encoding::form_decode;
+use crate::login::error::BrowserError;
 
 /// Longest code, state or error field kept; a longer one is treated as absent.
 const MAX_FIELD: usize = 4096;
@@ -23,6 +25,32 @@ pub(crate) enum Answer {
     BareCode(String),
     /// Neither a code nor an error.
     Nothing,
+}
+
+impl Answer {
+    /// This answer held against the login's `state` (compared in constant time), the one
+    /// decision for the listener and for a paste: the code of a redirect with this login's
+    /// `state`, or a bare code (its PKCE verifier still ties it to this login);
+    /// [`BrowserError::Refused`] for an error redirect with it (the `state`, should its
+    /// description echo it, hidden); [`BrowserError::StateMismatch`] for either without it;
+    /// [`BrowserError::NotARedirect`] for nothing.
+    pub(crate) fn checked(self, pkce: &Pkce) -> Result<String, BrowserError> {
+        match self {
+            Answer::BareCode(code) => Ok(code),
+            Answer::Code { code, state } if pkce.state_matches(state.as_deref()) => Ok(code),
+            Answer::Refused {
+                error,
+                description,
+                state,
+            } if pkce.state_matches(state.as_deref()) => Err(BrowserError::refused(
+                &error,
+                description.as_deref(),
+                &[pkce.state()],
+            )),
+            Answer::Code { .. } | Answer::Refused { .. } => Err(BrowserError::StateMismatch),
+            Answer::Nothing => Err(BrowserError::NotARedirect),
+        }
+    }
 }
 
 /// Reads a redirect's query string (without the `?`).

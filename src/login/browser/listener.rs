@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use super::callback::{from_query, Answer};
+use super::callback::from_query;
 use super::pkce::Pkce;
 use super::Event;
 use crate::http_server::{Limits, Listener, Reply, Request, Stop};
@@ -130,23 +130,16 @@ fn handle(c: &Callbacks, req: &Request) -> Reply {
     if req.method != "GET" {
         return page(405, NOT_ALLOWED).with_header("allow", "GET".to_owned());
     }
-    let (event, answer_page) = match from_query(&req.query) {
-        Answer::Code { code, state } if c.pkce.state_matches(state.as_deref()) => {
-            (Event::Code(code), SUCCESS)
-        }
-        Answer::Refused {
-            error,
-            description,
-            state,
-        } if c.pkce.state_matches(state.as_deref()) => {
-            let e = BrowserError::refused(&error, description.as_deref(), &[c.pkce.state()]);
-            (Event::Refused(e), REFUSED)
-        }
-        Answer::Code { .. } | Answer::Refused { .. } => {
-            log::debug!(target: "tokengate", "browser login: refused a callback whose state is not this login's");
+    // `from_query` never reads a bare code: a code here came with a `state`.
+    let (event, answer_page) = match from_query(&req.query).checked(&c.pkce) {
+        Ok(code) => (Event::Code(code), SUCCESS),
+        Err(e @ BrowserError::Refused { .. }) => (Event::Refused(e), REFUSED),
+        Err(e) => {
+            if matches!(e, BrowserError::StateMismatch) {
+                log::debug!(target: "tokengate", "browser login: refused a callback whose state is not this login's");
+            }
             return page(400, WRONG_LOGIN);
         }
-        Answer::BareCode(_) | Answer::Nothing => return page(400, WRONG_LOGIN),
     };
     if c.answered.swap(true, Ordering::SeqCst) {
         return page(200, ALREADY);
@@ -192,7 +185,7 @@ macro_rules! html {
 }
 
 /// The page for the first valid callback.
-pub(super) const SUCCESS: &str = html!(
+const SUCCESS: &str = html!(
     "Login received",
     "The application has received your login. You can close this tab and return to it."
 );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use ureq::Agent;
 
-use super::callback::{from_paste, Answer};
+use super::callback::from_paste;
 use super::listener::{self, Callbacks};
 use super::pkce::Pkce;
 use super::{open, BrowserFlow, Event, Opener};
@@ -267,26 +267,10 @@ impl BrowserAuthorization {
         }
     }
 
-    /// The code in a paste, its `state` checked (a bare code has none: its PKCE verifier
-    /// still ties it to this login).
+    /// The code in a paste, held against this login's `state` as the listener holds a
+    /// callback ([`Answer::checked`](super::callback::Answer::checked)).
     fn read_paste(&self, text: &str) -> Result<String, BrowserError> {
-        match from_paste(text) {
-            Some(Answer::BareCode(code)) => Ok(code),
-            Some(Answer::Code { code, state }) if self.pkce.state_matches(state.as_deref()) => {
-                Ok(code)
-            }
-            Some(Answer::Refused {
-                error,
-                description,
-                state,
-            }) if self.pkce.state_matches(state.as_deref()) => Err(BrowserError::refused(
-                &error,
-                description.as_deref(),
-                &[self.pkce.state()],
-            )),
-            Some(Answer::Code { .. } | Answer::Refused { .. }) => Err(BrowserError::StateMismatch),
-            Some(Answer::Nothing) | None => Err(BrowserError::NotARedirect),
-        }
+        from_paste(text).map_or(Err(BrowserError::NotARedirect), |a| a.checked(&self.pkce))
     }
 
     /// The access token request (RFC 6749 §4.1.3, RFC 7636 §4.5), through the same form POST
