@@ -24,6 +24,20 @@ use crate::transport_error::TransportError;
 /// `source()` then goes on from the wrapped error's own cause (a transport error, an I/O
 /// error), so a chain printed cause by cause says each thing once. Match the variant for the
 /// wrapped error itself.
+///
+/// The alternate form, `{:#}`, prints that whole chain on one line, each cause after a `: `
+/// (as `anyhow` does), for a program's last word:
+///
+/// ```no_run
+/// # fn run() -> Result<(), tokengate::Error> { Ok(()) }
+/// fn main() -> std::process::ExitCode {
+///     if let Err(e) = run() {
+///         eprintln!("error: {e:#}"); // error: token refresh failed: …: Connection refused
+///         return std::process::ExitCode::FAILURE;
+///     }
+///     std::process::ExitCode::SUCCESS
+/// }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -153,9 +167,25 @@ pub enum Error {
 
 /// Each variant says what failed; one that wraps an error shows that error's message too
 /// (what the server said, which endpoint, which proxy), and `source()` then goes on from that
-/// error's own cause, so a chain printed cause by cause says each thing once.
+/// error's own cause, so a chain printed cause by cause says each thing once. `{:#}` adds
+/// each cause, after a `: `.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.message(f)?;
+        if f.alternate() {
+            let mut cause = std::error::Error::source(self);
+            while let Some(c) = cause {
+                write!(f, ": {c}")?;
+                cause = c.source();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// What failed, with a wrapped error's own message: `Display` without the causes.
+    fn message(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::SessionExpired => f.write_str("session expired: log in again"),
             Error::NoTokens => f.write_str("no tokens: log in first"),
@@ -397,6 +427,30 @@ impl RefreshError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_alternate_form_prints_every_cause_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("cannot rename tokens.json")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let inner = std::io::Error::other("disk full");
+        let e = Error::Store(Arc::new(std::io::Error::other(Outer(inner))));
+        assert_eq!(e.to_string(), "token store failed: cannot rename tokens.json");
+        assert_eq!(
+            format!("{e:#}"),
+            "token store failed: cannot rename tokens.json: disk full"
+        );
+        assert_eq!(format!("{:#}", Error::NoTokens), "no tokens: log in first");
+    }
 
     #[test]
     fn errors_are_send_sync_and_small() {
