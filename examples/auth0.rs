@@ -14,10 +14,21 @@
 //! with the device code request, each poll and each refresh (see `tests/providers/auth0.rs`).
 
 use std::env;
+use std::process::ExitCode;
 
 use tokengate::{AuthClient, AuthServer};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("auth0: {e:#}"); // `{:#}`: with every cause, on one line
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let var = |name: &str| env::var(name).map_err(|_| format!("set {name}"));
     let (domain, client_id, audience) = (
         var("AUTH0_DOMAIN")?,

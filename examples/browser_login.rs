@@ -15,6 +15,7 @@
 //! Copied into another crate, this file needs nothing but std and tokengate with its
 //! `testing` feature.
 
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,17 @@ use tokengate::{AuthClient, AuthServer};
 /// A command-line tool is a public client: it has no secret to keep.
 const CLIENT_ID: &str = "my-cli";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("browser_login: {e:#}"); // `{:#}`: with every cause, on one line
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let server = Arc::new(
         TestServer::builder()
             .client(TestClient::public(CLIENT_ID))

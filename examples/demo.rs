@@ -19,8 +19,9 @@
 //! tokengate = { version = "0.1", features = ["testing"] }
 //! ```
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,36 @@ impl Timeline {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Numbers the access tokens in the order the client comes to use them: token #1, #2, …
+/// (events name a token by the client's generation counter, which also counts a session's
+/// end and a logout, so its numbers skip where no token was held).
+#[derive(Default)]
+struct TokenNumbers(Mutex<Vec<u64>>);
+
+impl TokenNumbers {
+    fn of(&self, generation: u64) -> usize {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.iter().position(|&g| g == generation) {
+            Some(i) => i + 1,
+            None => {
+                seen.push(generation);
+                seen.len()
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo: {e:#}"); // `{:#}`: with every cause, on one line
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let server = TestServer::builder()
         .access_token_lifetime(TOKEN_LIFETIME)
         .token_delay(TOKEN_ENDPOINT_DELAY)
@@ -72,6 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         TOKEN_LIFETIME,
         TOKEN_ENDPOINT_DELAY
     );
+    println!("Token #1 is the access token the client starts with, #2 the one its first refresh");
+    println!("brings, and so on. Every thread that got a 401 waits for one refresh.\n");
     println!("   time    thread             event");
 
     // The user logged in some time ago: the server has already expired this access token,
@@ -83,6 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The server as the client knows it (token endpoint, client id and secret): its refresher.
     let (on_expired, on_event) = (timeline.clone(), timeline.clone());
+    let numbers = TokenNumbers::default();
     let client = AuthClient::builder(server.api_url())
         .refresher(server.auth_server().refresh_grant())
         .tokens(stale)
@@ -98,10 +131,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let who = me.name().unwrap_or("?");
             let what = match event {
                 Event::Unauthorized { generation } => {
-                    format!("got 401 with token gen {generation}")
+                    format!("got 401 with token #{}", numbers.of(*generation))
                 }
                 Event::RefreshStarted { reason, generation } => format!(
-                    "REFRESHING gen {generation} ({})",
+                    "REFRESHING token #{} ({})",
+                    numbers.of(*generation),
                     match reason {
                         RefreshReason::Unauthorized => "after a 401",
                         RefreshReason::Expired => "token expired",
@@ -110,13 +144,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         _ => "other",
                     }
                 ),
-                Event::Refreshed { generation } => format!("refreshed: now gen {generation}"),
+                Event::Refreshed { generation } => {
+                    format!("refreshed: now token #{}", numbers.of(*generation))
+                }
                 Event::RefreshFailed { generation } => {
-                    format!("refresh of gen {generation} failed")
+                    format!("refresh of token #{} failed", numbers.of(*generation))
                 }
-                Event::Waited { generation } => {
-                    format!("waited for another thread's refresh of gen {generation}")
-                }
+                Event::Waited { generation } => format!(
+                    "waited for another thread's refresh of token #{}",
+                    numbers.of(*generation)
+                ),
                 Event::SessionExpired => "token endpoint said invalid_grant: session over".into(),
                 Event::Retrying { retry, delay } => format!("retry {retry} in {delay:?}"),
                 _ => format!("{event:?}"),

@@ -20,12 +20,23 @@
 
 use std::env;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use tokengate::{AuthClient, AuthServer, FileStore};
 
 const SCOPE: &str = "offline_access openid User.Read";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("entra: {e:#}"); // `{:#}`: with every cause, on one line
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let client_id = env::var("ENTRA_CLIENT_ID").map_err(|_| "set ENTRA_CLIENT_ID")?;
     let tenant = env::var("ENTRA_TENANT").unwrap_or_else(|_| "common".into());
     let file = env::args()

@@ -20,10 +20,21 @@
 
 use std::env;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use tokengate::{AuthClient, AuthServer, ClientAuth, FileStore};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("github: {e:#}"); // `{:#}`: with every cause, on one line
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let client_id = env::var("GITHUB_CLIENT_ID").map_err(|_| "set GITHUB_CLIENT_ID")?;
     let file = env::args()
         .nth(1)

@@ -76,11 +76,11 @@ fn main() -> ExitCode {
             if e.downcast_ref::<Error>()
                 .is_some_and(|e| e.is_session_expired() || matches!(e, Error::NoTokens)) =>
         {
-            eprintln!("print_token: {e}: run `mytool login`");
+            eprintln!("print_token: {e:#}: run `mytool login`");
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("print_token: {e}");
+            eprintln!("print_token: {e:#}");
             ExitCode::FAILURE
         }
     }

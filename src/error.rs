@@ -444,7 +444,10 @@ mod tests {
         }
         let inner = std::io::Error::other("disk full");
         let e = Error::Store(Arc::new(std::io::Error::other(Outer(inner))));
-        assert_eq!(e.to_string(), "token store failed: cannot rename tokens.json");
+        assert_eq!(
+            e.to_string(),
+            "token store failed: cannot rename tokens.json"
+        );
         assert_eq!(
             format!("{e:#}"),
             "token store failed: cannot rename tokens.json: disk full"
