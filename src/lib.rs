@@ -182,6 +182,8 @@ mod session;
 mod stats;
 pub mod store;
 mod sync;
+#[doc = include_str!("faults.md")]
+pub mod faults {}
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
