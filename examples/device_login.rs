@@ -10,23 +10,47 @@
 //! cargo run --example device_login
 //! ```
 //!
+//! The login reports its progress (a line per wait, with the time left), and Ctrl-C
+//! cancels it (with the `ctrlc` crate, a dev-dependency here); an error is printed with its
+//! causes, one per line.
+//!
 //! In tokengate's own repository that is all (its dev-dependencies turn the `testing`
-//! feature on). Copied into another crate, this file needs nothing but std and tokengate
-//! with its `testing` feature, e.g. in that crate's Cargo.toml:
+//! feature on). Copied into another crate, this file needs std, `ctrlc` and tokengate with
+//! its `testing` feature, e.g. in that crate's Cargo.toml:
 //!
 //! ```toml
 //! [dev-dependencies]   # or [dependencies]
 //! tokengate = { version = "0.1", features = ["testing"] }
+//! ctrlc = "3.5"
 //! ```
 
-use tokengate::login::Discovery;
+use std::error::Error;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokengate::login::{DeviceAuthorization, DeviceProgress, Discovery};
 use tokengate::testing::{TestClient, TestServer};
 use tokengate::{AuthClient, AuthServer, FileStore};
 
 /// A command-line tool is a public client: it has no secret to keep.
 const CLIENT_ID: &str = "my-cli";
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                eprintln!("  caused by: {c}");
+                cause = c.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn Error>> {
     let server = TestServer::builder()
         .client(TestClient::public(CLIENT_ID))
         .device_interval(Some(1)) // poll every second (real servers say 5)
@@ -51,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (`AuthServer::discover(issuer)` does the discovery and this in one call.)
     let auth_server = AuthServer::from_metadata(&meta).client_id(CLIENT_ID);
 
-    let build_client = || -> Result<AuthClient, Box<dyn std::error::Error>> {
+    let build_client = || -> Result<AuthClient, Box<dyn Error>> {
         Ok(AuthClient::builder(server.api_url())
             .refresher(auth_server.refresh_grant())
             .store(FileStore::new(&path)?)
@@ -71,15 +95,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pending.user_code()
         );
         if let Some(link) = pending.verification_uri_complete() {
-            println!("  (or open {link})");
+            println!("  (or open {link}, which carries the code)");
         }
-        println!(
-            "Waiting for approval (polling every {:?}) ...",
-            pending.interval()
-        );
         // The user does so in a browser and approves: the next poll gets the tokens.
         server.approve(pending.user_code())?;
-        let tokens = pending.wait()?;
+        let tokens = wait_cancellable_on_ctrl_c(pending)?;
         client.set_tokens(tokens)?;
         println!("Logged in; tokens saved to {}\n", path.display());
     }
@@ -127,4 +147,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("logout did not end the session".into());
     }
     Ok(())
+}
+
+/// Waits for the login, a line per wait; Ctrl-C cancels it (`DeviceError::Cancelled`), and
+/// once it is over, ends the program as usual.
+fn wait_cancellable_on_ctrl_c(
+    pending: DeviceAuthorization,
+) -> Result<tokengate::Tokens, Box<dyn Error>> {
+    let cancel = pending.canceller();
+    let on_ctrl_c = cancel.clone();
+    ctrlc::set_handler(move || {
+        if on_ctrl_c.is_cancelled() {
+            std::process::exit(130);
+        }
+        on_ctrl_c.cancel();
+    })?;
+    let tokens = pending.wait_with(|progress| match progress {
+        DeviceProgress::Waiting { remaining, .. } => {
+            println!("waiting for approval, {} left", span(remaining));
+        }
+        DeviceProgress::SlowDown { interval, .. } => {
+            println!("the server asked to poll every {}", span(interval));
+        }
+        DeviceProgress::Retrying {
+            failed_polls,
+            next_poll,
+            ..
+        } => println!(
+            "could not reach the server ({failed_polls} in a row); again in {}",
+            span(next_poll)
+        ),
+        _ => {}
+    });
+    cancel.cancel(); // The login is over (a cancel now changes nothing): Ctrl-C exits.
+    Ok(tokens?)
+}
+
+/// `14 min 58 s`, `10 min`, `5 s` (a part of a second counts as one).
+fn span(d: Duration) -> String {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s} s"),
+        (m, 0) => format!("{m} min"),
+        (m, s) => format!("{m} min {s} s"),
+    }
 }

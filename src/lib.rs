@@ -262,6 +262,7 @@ const _: () = {
     send_sync::<login::ServerMetadata>();
     send_sync::<login::DeviceFlow>();
     send_sync::<login::DeviceAuthorization>();
+    send_sync::<login::DeviceCancel>();
     send_sync::<login::DiscoveryError>();
     send_sync::<login::DeviceError>();
     send_sync::<login::BrowserFlow>();

@@ -2,7 +2,8 @@
 //!
 //! [`DeviceFlow::start`] asks the device authorization endpoint for a user code; the user
 //! enters it in a browser; [`DeviceAuthorization::wait`] polls the token endpoint until the
-//! user approves or denies, or the code expires.
+//! user approves or denies, or the code expires ([`DeviceAuthorization::wait_with`] reports
+//! its progress; a [`DeviceCancel`] ends it from another thread).
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use ureq::Agent;
 
+use super::device_wait::{DeviceCancel, DeviceProgress};
 use super::discovery::login_agent;
 use super::error::DeviceError;
 use super::AuthServer;
@@ -20,7 +22,7 @@ use crate::refresh::{
     error_of, expires_in_field, json_object, meaning, parse, polling_code, redact_echo,
     string_field, Client, Meaning, Params,
 };
-use crate::retry::{Sleeper, ThreadSleeper};
+use crate::retry::Sleeper;
 use crate::tokens::{Tokens, MAX_TOKEN_LEN};
 use crate::url::{has_http_scheme, insecure, GivenUrl, UrlProblem};
 
@@ -102,6 +104,9 @@ impl DeviceError {
 /// [`DeviceError::CodeExpired`] when the code's `expires_in` runs out. A poll that fails
 /// (unreachable, timeout, 5xx, 429) doubles the interval; three in a row end the wait.
 ///
+/// [`DeviceAuthorization::wait_with`] reports each wait ([`DeviceProgress`]), and a
+/// [`DeviceCancel`] from [`DeviceAuthorization::canceller`] ends it from another thread.
+///
 /// The clock and the sleep are injectable ([`DeviceFlow::clock`], [`DeviceFlow::sleeper`]),
 /// so a test can run the whole flow without waiting (a shared `Arc<ManualClock>` does both).
 #[derive(Clone)]
@@ -114,7 +119,8 @@ pub struct DeviceFlow {
     params: Params,
     agent: Option<Agent>,
     clock: Arc<dyn Clock>,
-    sleeper: Arc<dyn Sleeper>,
+    /// `None`: a wait on a condition variable that a [`DeviceCancel`] wakes.
+    sleeper: Option<Arc<dyn Sleeper>>,
     allow_insecure_http: bool,
 }
 
@@ -130,7 +136,7 @@ impl DeviceFlow {
             params: server.params.clone(),
             agent: server.agent.clone(),
             clock: Arc::new(SystemClock),
-            sleeper: Arc::new(ThreadSleeper),
+            sleeper: None,
             allow_insecure_http: server.allow_insecure_http,
         }
     }
@@ -159,10 +165,13 @@ impl DeviceFlow {
         self
     }
 
-    /// What waits between polls. Defaults to [`ThreadSleeper`].
+    /// What waits between polls. Defaults to a wait on a condition variable, which a
+    /// [`DeviceCancel`] ends at once; a sleeper given here sleeps each whole wait, and a
+    /// cancel is seen before and after it (a [`ManualClock`](crate::time::ManualClock) makes
+    /// the waits instant in tests).
     #[must_use]
     pub fn sleeper(mut self, sleeper: impl Sleeper) -> Self {
-        self.sleeper = Arc::new(sleeper);
+        self.sleeper = Some(Arc::new(sleeper));
         self
     }
 
@@ -219,8 +228,9 @@ impl fmt::Debug for DeviceFlow {
     }
 }
 
-/// A device login in progress: what to show the user, and [`DeviceAuthorization::wait`].
-/// `Debug` hides the device code.
+/// A device login in progress: what to show the user, and [`DeviceAuthorization::wait`]
+/// (or [`wait_with`](DeviceAuthorization::wait_with), with progress). `Debug` hides the
+/// device code.
 pub struct DeviceAuthorization {
     flow: DeviceFlow,
     agent: Agent,
@@ -233,6 +243,17 @@ pub struct DeviceAuthorization {
     /// On the flow's clock.
     expires_at: SystemTime,
     interval: Duration,
+    cancel: DeviceCancel,
+}
+
+/// What the last poll said, for the next [`DeviceProgress`].
+#[derive(Clone, Copy)]
+enum Last {
+    /// None yet, or `authorization_pending`.
+    Pending,
+    SlowDown,
+    /// Failed polls in a row.
+    Failed(u32),
 }
 
 impl DeviceAuthorization {
@@ -291,6 +312,7 @@ impl DeviceAuthorization {
             expires_in,
             expires_at: now.checked_add(expires_in).unwrap_or(now),
             interval,
+            cancel: DeviceCancel::new(),
         })
     }
 
@@ -320,21 +342,52 @@ impl DeviceAuthorization {
     }
 
     /// Polls the token endpoint until the user approves (the tokens), denies, or the code
-    /// expires. Blocks; each wait goes through the flow's [`Sleeper`].
+    /// expires, or the login is [cancelled](DeviceAuthorization::canceller). Blocks; each
+    /// wait goes through the flow's [`Sleeper`]. The same as
+    /// [`wait_with`](DeviceAuthorization::wait_with)`(|_| {})`.
+    ///
+    /// # Errors
+    /// As [`wait_with`](DeviceAuthorization::wait_with).
+    pub fn wait(self) -> Result<Tokens, Error> {
+        self.wait_with(|_| {})
+    }
+
+    /// [`wait`](DeviceAuthorization::wait), calling `on_progress` before each wait between
+    /// polls (before the first poll too) with where the login is: [`DeviceProgress::Waiting`]
+    /// while the user has not approved, [`DeviceProgress::SlowDown`] after a `slow_down`,
+    /// [`DeviceProgress::Retrying`] after a poll that failed but may pass. The callback runs
+    /// on this thread, and the wait goes on when it returns.
     ///
     /// # Errors
     /// [`Error::Device`]: [`DeviceError::AccessDenied`], [`DeviceError::ExpiredToken`],
     /// [`DeviceError::CodeExpired`], another OAuth2 error ([`DeviceError::OAuth`]), an
     /// unusable answer ([`DeviceError::InvalidResponse`]) or a status other than 5xx/429
     /// ([`DeviceError::Status`]), each at once; [`DeviceError::Transport`], or
-    /// [`DeviceError::Status`] for 5xx/429, after three failed polls in a row.
-    pub fn wait(self) -> Result<Tokens, Error> {
-        self.poll_until_done().map_err(Error::Device)
+    /// [`DeviceError::Status`] for 5xx/429, after three failed polls in a row;
+    /// [`DeviceError::Cancelled`] after a [`DeviceCancel::cancel`] (before the wait began: with
+    /// no poll made).
+    ///
+    /// # Panics
+    /// If `on_progress` panics: the panic goes on up from here (no poll follows).
+    pub fn wait_with(self, mut on_progress: impl FnMut(DeviceProgress)) -> Result<Tokens, Error> {
+        self.poll_until_done(&mut on_progress)
+            .map_err(Error::Device)
     }
 
-    fn poll_until_done(mut self) -> Result<Tokens, DeviceError> {
-        let mut failed_polls = 0;
+    /// Ends the wait from another thread (a Ctrl-C handler): see [`DeviceCancel`].
+    pub fn canceller(&self) -> DeviceCancel {
+        self.cancel.clone()
+    }
+
+    fn poll_until_done(
+        mut self,
+        on_progress: &mut dyn FnMut(DeviceProgress),
+    ) -> Result<Tokens, DeviceError> {
+        let mut last = Last::Pending;
         loop {
+            if self.cancel.is_cancelled() {
+                return Err(DeviceError::Cancelled);
+            }
             let remaining = self
                 .expires_at
                 .duration_since(self.flow.clock.now())
@@ -343,28 +396,63 @@ impl DeviceAuthorization {
                 return Err(DeviceError::CodeExpired);
             }
             // Never sleeps past the expiry: the last wait is cut short, then the code is expired.
-            self.flow.sleeper.sleep(self.interval.min(remaining));
+            let next_poll = self.interval.min(remaining);
+            on_progress(self.progress(last, next_poll, remaining));
+            if self.cancel.pause(self.flow.sleeper.as_deref(), next_poll) {
+                return Err(DeviceError::Cancelled);
+            }
             if self.flow.clock.now() >= self.expires_at {
                 return Err(DeviceError::CodeExpired);
             }
-            let secrets = [self.device_code.as_str(), self.flow.client.secret_str()];
             match self.poll() {
                 Ok(tokens) => return Ok(tokens),
-                Err(RefreshError::OAuth { error, .. }) if meaning(&error) == Meaning::Pending => {
-                    failed_polls = 0;
+                Err(e) => last = self.after_failed_poll(e, last)?,
+            }
+        }
+    }
+
+    /// What to report before a wait of `next_poll`, after `last`.
+    fn progress(&self, last: Last, next_poll: Duration, remaining: Duration) -> DeviceProgress {
+        match last {
+            Last::Pending => DeviceProgress::Waiting {
+                remaining,
+                next_poll,
+            },
+            Last::SlowDown => DeviceProgress::SlowDown {
+                interval: self.interval,
+                remaining,
+            },
+            Last::Failed(failed_polls) => DeviceProgress::Retrying {
+                failed_polls,
+                next_poll,
+                remaining,
+            },
+        }
+    }
+
+    /// After a poll without tokens: go on (pending, slow_down: +5 s, a failure that may pass:
+    /// the interval doubled), or the error that ends the wait.
+    fn after_failed_poll(&mut self, e: RefreshError, last: Last) -> Result<Last, DeviceError> {
+        match e {
+            RefreshError::OAuth { error, .. } if meaning(&error) == Meaning::Pending => {
+                Ok(Last::Pending)
+            }
+            RefreshError::OAuth { error, .. } if meaning(&error) == Meaning::SlowDown => {
+                self.interval = self.interval.saturating_add(SLOW_DOWN_STEP);
+                Ok(Last::SlowDown)
+            }
+            e => {
+                let secrets = [self.device_code.as_str(), self.flow.client.secret_str()];
+                let e = DeviceError::from_endpoint(e, &secrets);
+                let failed_polls = match last {
+                    Last::Failed(n) => n + 1,
+                    _ => 1,
+                };
+                if !e.is_transient() || failed_polls >= MAX_FAILED_POLLS {
+                    return Err(e);
                 }
-                Err(RefreshError::OAuth { error, .. }) if meaning(&error) == Meaning::SlowDown => {
-                    failed_polls = 0;
-                    self.interval = self.interval.saturating_add(SLOW_DOWN_STEP);
-                }
-                Err(e) => {
-                    let e = DeviceError::from_endpoint(e, &secrets);
-                    if !e.is_transient() || failed_polls + 1 >= MAX_FAILED_POLLS {
-                        return Err(e);
-                    }
-                    failed_polls += 1;
-                    self.interval = self.interval.saturating_mul(2).min(MAX_INTERVAL);
-                }
+                self.interval = self.interval.saturating_mul(2).min(MAX_INTERVAL);
+                Ok(Last::Failed(failed_polls))
             }
         }
     }

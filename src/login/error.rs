@@ -109,6 +109,11 @@ pub enum DeviceError {
     #[error("the device code expired before the login was approved")]
     CodeExpired,
 
+    /// The wait was ended by [`DeviceCancel::cancel`](crate::login::DeviceCancel::cancel)
+    /// (a Ctrl-C, say). Not transient: start again to log in.
+    #[error("the login was cancelled")]
+    Cancelled,
+
     /// The server answered another OAuth2 error (`invalid_client`, `invalid_scope`,
     /// `unauthorized_client`, `invalid_grant`, GitHub's `incorrect_device_code`, …), with any
     /// status but 5xx and 429 (GitHub answers with 200).

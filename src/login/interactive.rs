@@ -3,9 +3,13 @@
 
 use std::fmt;
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use super::browser::open::Surroundings;
-use super::{AuthServer, BrowserFlow, DeviceFlow, NO_AUTHORIZATION_ENDPOINT, NO_DEVICE_ENDPOINT};
+use super::{
+    AuthServer, BrowserFlow, DeviceFlow, DeviceProgress, NO_AUTHORIZATION_ENDPOINT,
+    NO_DEVICE_ENDPOINT,
+};
 use crate::error::Error;
 use crate::tokens::Tokens;
 
@@ -25,7 +29,9 @@ pub enum LoginMethod {
     /// loopback listener waited for (and, when no browser could be opened, a paste read
     /// from the input as in [`Paste`](LoginMethod::Paste)).
     Browser,
-    /// The device flow ([`DeviceFlow`]): a URL and a code printed, the token endpoint polled.
+    /// The device flow ([`DeviceFlow`]): a URL and a code printed, the token endpoint polled,
+    /// with a line printed when the server asks to poll less often or a poll fails (nothing
+    /// while the user has not approved).
     Device,
     /// The browser login for a browser on another machine: the URL printed (no browser
     /// opened), then the address the browser ended on (or the code) pasted, raced against
@@ -135,20 +141,7 @@ impl InteractiveLogin {
         let chosen = self.chosen()?;
         log::debug!(target: "tokengate", "interactive login: {chosen:?}");
         match (chosen, self.browser, self.device) {
-            (LoginMethod::Device, _, Some(device)) => {
-                let pending = device.start()?;
-                let _ = writeln!(
-                    out,
-                    "To log in, open {} and enter the code {}",
-                    pending.verification_uri(),
-                    pending.user_code()
-                );
-                if let Some(complete) = pending.verification_uri_complete() {
-                    let _ = writeln!(out, "(or open {complete})");
-                }
-                let _ = out.flush();
-                pending.wait()
-            }
+            (LoginMethod::Device, _, Some(device)) => device_login(&device, out),
             (LoginMethod::Paste, Some(browser), _) => {
                 let pending = browser.open_browser(false).start()?;
                 let _ = pending.show(out);
@@ -167,6 +160,52 @@ impl InteractiveLogin {
             _ => Err(Error::Config(NO_AUTHORIZATION_ENDPOINT)),
         }
     }
+}
+
+/// The device flow: the URI and code printed, then a line when polling slows down or fails.
+fn device_login(device: &DeviceFlow, out: &mut dyn Write) -> Result<Tokens, Error> {
+    let pending = device.start()?;
+    let _ = writeln!(
+        out,
+        "To log in, open {} and enter the code {}",
+        pending.verification_uri(),
+        pending.user_code()
+    );
+    if let Some(complete) = pending.verification_uri_complete() {
+        let _ = writeln!(out, "(or open {complete})");
+    }
+    let _ = out.flush();
+    pending.wait_with(|progress| {
+        if let Some(line) = progress_line(progress) {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    })
+}
+
+/// The line [`InteractiveLogin::run`] prints for a device login's progress: none while the
+/// user has not approved.
+fn progress_line(progress: DeviceProgress) -> Option<String> {
+    match progress {
+        DeviceProgress::SlowDown { interval, .. } => Some(format!(
+            "the server asked to poll less often: every {} s",
+            whole_secs(interval)
+        )),
+        DeviceProgress::Retrying {
+            failed_polls,
+            next_poll,
+            ..
+        } => Some(format!(
+            "could not reach the server ({failed_polls} in a row); trying again in {} s",
+            whole_secs(next_poll)
+        )),
+        DeviceProgress::Waiting { .. } => None,
+    }
+}
+
+/// Seconds, a part of one counting as one.
+fn whole_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// What [`LoginMethod::Auto`] (or a forced method) comes to.
@@ -234,5 +273,32 @@ mod tests {
             Err(NO_AUTHORIZATION_ENDPOINT)
         );
         assert_eq!(pick(Device, true, true, false), Err(NO_DEVICE_ENDPOINT));
+    }
+
+    #[test]
+    fn device_progress_lines_say_slow_downs_and_failures_only() {
+        let s = Duration::from_secs;
+        let waiting = DeviceProgress::Waiting {
+            remaining: s(600),
+            next_poll: s(5),
+        };
+        assert_eq!(progress_line(waiting), None);
+        let slow = DeviceProgress::SlowDown {
+            interval: s(10),
+            remaining: s(590),
+        };
+        assert_eq!(
+            progress_line(slow).unwrap(),
+            "the server asked to poll less often: every 10 s"
+        );
+        let retrying = DeviceProgress::Retrying {
+            failed_polls: 2,
+            next_poll: Duration::from_millis(1500),
+            remaining: s(30),
+        };
+        assert_eq!(
+            progress_line(retrying).unwrap(),
+            "could not reach the server (2 in a row); trying again in 2 s"
+        );
     }
 }

@@ -16,6 +16,7 @@
 
 mod browser;
 mod device;
+mod device_wait;
 mod discovery;
 pub(crate) mod error;
 mod interactive;
@@ -29,6 +30,7 @@ pub use crate::refresh::REVOCATION_TIMEOUT;
 pub(crate) use browser::challenge_s256;
 pub use browser::{BrowserAuthorization, BrowserFlow, DEFAULT_BROWSER_TIMEOUT};
 pub use device::{DeviceAuthorization, DeviceFlow};
+pub use device_wait::{DeviceCancel, DeviceProgress};
 pub use discovery::{Discovery, ServerMetadata};
 pub use error::{BrowserError, DeviceError, DiscoveryError, RevocationError};
 pub use interactive::{InteractiveLogin, LoginMethod};

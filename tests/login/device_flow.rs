@@ -12,21 +12,21 @@ use std::time::Duration;
 
 use crate::harness::fixtures::{no_proxy_agent, refused_addr, TestTime};
 use crate::harness::servers::form;
-use crate::harness::servers::raw::{forwarding, Log, RawServer};
+use crate::harness::servers::raw::{forwarding, Log, RawRequest, RawServer};
 use tokengate::login::{DeviceAuthorization, DeviceError, DeviceFlow, Discovery};
 use tokengate::testing::{Fault, Grant, TestClient, TestServer, TestServerBuilder};
 use tokengate::{AuthClient, AuthServer, ClientAuth, Error};
 
-const S: fn(u64) -> Duration = Duration::from_secs;
+pub(crate) const S: fn(u64) -> Duration = Duration::from_secs;
 
 /// The client the tests log in as.
-const CLI: &str = "my-cli";
+pub(crate) const CLI: &str = "my-cli";
 
 /// The kit's server, with `my-cli` as its one client, behind a front that records every
 /// request whole: the kit's journal keeps only what it understood, and some tests check the
 /// forms themselves.
-struct Login {
-    kit: TestServer,
+pub(crate) struct Login {
+    pub(crate) kit: TestServer,
     front: RawServer,
     seen: Log,
 }
@@ -34,15 +34,27 @@ struct Login {
 impl Login {
     /// `my-cli` a public client; every other setting the kit's default (interval 5 s, codes
     /// live 10 minutes).
-    fn start() -> Login {
+    pub(crate) fn start() -> Login {
         Login::of(TestServer::builder().client(TestClient::public(CLI)))
     }
 
-    fn of(builder: TestServerBuilder) -> Login {
+    pub(crate) fn of(builder: TestServerBuilder) -> Login {
+        Login::watched(builder, |_| {})
+    }
+
+    /// As [`Login::of`], calling `watch` with each request as it arrives, before the kit
+    /// sees it (while the client waits for the answer).
+    pub(crate) fn watched(
+        builder: TestServerBuilder,
+        watch: impl Fn(&RawRequest) + Send + Sync + 'static,
+    ) -> Login {
         let kit = builder.start().unwrap();
         let seen = Log::default();
         let log = seen.clone();
-        let front = forwarding(kit.base_url(), move |req| log.lock().push(req.clone()));
+        let front = forwarding(kit.base_url(), move |req| {
+            log.lock().push(req.clone());
+            watch(req);
+        });
         Login { kit, front, seen }
     }
 
@@ -60,12 +72,12 @@ impl Login {
     }
 
     /// Calls of the token endpoint: the polls.
-    fn polls(&self) -> usize {
+    pub(crate) fn polls(&self) -> usize {
         self.kit.token_calls().len()
     }
 
     /// The next polls are answered with `faults`, one each, in order.
-    fn script(&self, faults: &[Fault]) {
+    pub(crate) fn script(&self, faults: &[Fault]) {
         for fault in faults {
             self.kit.fault_next_token_calls(1, fault.clone());
         }
@@ -73,14 +85,14 @@ impl Login {
 }
 
 /// The device and token endpoints (through the front), for the client `my-cli`.
-fn server(srv: &Login) -> AuthServer {
+pub(crate) fn server(srv: &Login) -> AuthServer {
     AuthServer::new(srv.front.url("/oauth/token"))
         .device_authorization_url(srv.front.url("/oauth/device"))
         .client_id(CLI)
         .agent(no_proxy_agent())
 }
 
-fn flow_of(server: AuthServer, time: &Arc<TestTime>) -> DeviceFlow {
+pub(crate) fn flow_of(server: AuthServer, time: &Arc<TestTime>) -> DeviceFlow {
     server
         .device_flow()
         .unwrap()
@@ -89,19 +101,19 @@ fn flow_of(server: AuthServer, time: &Arc<TestTime>) -> DeviceFlow {
         .sleeper(time.clone())
 }
 
-fn flow(srv: &Login, time: &Arc<TestTime>) -> DeviceFlow {
+pub(crate) fn flow(srv: &Login, time: &Arc<TestTime>) -> DeviceFlow {
     flow_of(server(srv), time)
 }
 
 /// The user approves the device login `flow` started: its polls get tokens once the
 /// scripted answers are used up.
-fn approved(srv: &Login, flow: DeviceFlow) -> DeviceAuthorization {
+pub(crate) fn approved(srv: &Login, flow: DeviceFlow) -> DeviceAuthorization {
     let pending = flow.start().unwrap();
     srv.kit.approve(pending.user_code()).unwrap();
     pending
 }
 
-fn device_error(result: Result<tokengate::Tokens, Error>) -> DeviceError {
+pub(crate) fn device_error(result: Result<tokengate::Tokens, Error>) -> DeviceError {
     match result {
         Err(Error::Device(e)) => e,
         other => panic!("expected a device error, got {other:?}"),

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokengate::login::LoginMethod;
-use tokengate::testing::{Grant, TestServer};
+use tokengate::testing::{Fault, Grant, TestServer};
 use tokengate::{AuthServer, Error};
 
 use crate::browser::{one_code_exchange, ChannelReader, Watcher};
@@ -88,6 +88,46 @@ fn device_prints_the_code_and_polls_until_approved() {
         "{text}"
     );
     assert!(text.contains("(or open "), "{text}");
+}
+
+/// `Device`: a line when the server says `slow_down` and one per failed poll; none for a
+/// plain pending poll.
+#[test]
+fn device_says_when_polling_slows_down_or_fails() {
+    let srv = TestServer::start();
+    let time = TestTime::new();
+    for fault in [
+        Fault::AuthorizationPending,
+        Fault::SlowDown,
+        Fault::Unavailable { retry_after: None },
+    ] {
+        srv.fault_next_token_calls(1, fault);
+    }
+    let mut out = Watcher::new(|line| {
+        if let Some((_, code)) = line.split_once("and enter the code ") {
+            srv.approve(code.trim()).unwrap();
+        }
+    });
+    srv.auth_server()
+        .agent(no_proxy_agent())
+        .interactive_login()
+        .method(LoginMethod::Device)
+        .device(|f| f.clock(time.clone()).sleeper(time.clone()))
+        .run(&mut out, io::empty())
+        .unwrap();
+    let s = std::time::Duration::from_secs;
+    assert_eq!(time.sleeps(), vec![s(5), s(5), s(10), s(20)]);
+    assert_eq!(srv.token_calls().len(), 4);
+    let text = out.text();
+    let after_code: Vec<&str> = text.lines().skip(2).collect();
+    assert_eq!(
+        after_code,
+        [
+            "the server asked to poll less often: every 10 s",
+            "could not reach the server (1 in a row); trying again in 20 s",
+        ],
+        "{text}"
+    );
 }
 
 /// `Browser`: the address is printed, then opened with the flow's opener (here a hook

@@ -12,5 +12,6 @@ mod browser;
 mod browser_listener;
 mod browser_paste;
 mod device_flow;
+mod device_wait;
 mod discovery;
 mod interactive;

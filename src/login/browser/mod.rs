@@ -339,6 +339,8 @@ impl BrowserError {
             DeviceError::Status(s) => BrowserError::Status(s),
             DeviceError::Transport(t) => BrowserError::Transport(t),
             DeviceError::InvalidResponse(w) => BrowserError::InvalidResponse(w),
+            // Not a token endpoint's answer: the device flow's own.
+            DeviceError::Cancelled => BrowserError::InvalidResponse("unexpected answer"),
             DeviceError::ExpiredToken | DeviceError::CodeExpired => BrowserError::OAuth {
                 status: 400,
                 error: "expired_token".into(),
