@@ -23,6 +23,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use self::fsio::FileId;
+use crate::error::Error;
 use crate::store::record::{self, Record};
 use crate::store::{LockedWrite, Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::Tokens;
@@ -238,11 +239,17 @@ impl FileStore {
     /// it is missing. Reads nothing yet: the client loads the file when it is built.
     ///
     /// # Errors
+    /// [`Error::Store`](crate::Error::Store) with an I/O error naming the path:
     /// [`io::ErrorKind::InvalidInput`] if `path` does not end in a file name;
     /// [`io::ErrorKind::PermissionDenied`] if the directory can be written by other users;
     /// the error of creating the directory if that fails.
-    pub fn new(path: impl AsRef<Path>) -> io::Result<FileStore> {
-        let path = std::path::absolute(path.as_ref())?;
+    pub fn new(path: impl AsRef<Path>) -> Result<FileStore, Error> {
+        Self::open(path.as_ref()).map_err(|e| Error::Store(Arc::new(e)))
+    }
+
+    /// [`FileStore::new`], with the I/O error unwrapped.
+    fn open(path: &Path) -> io::Result<FileStore> {
+        let path = std::path::absolute(path)?;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
