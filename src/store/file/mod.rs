@@ -11,6 +11,7 @@
 //! file last read or written, so [`TokenStore::poll`] is one `lstat` when nothing changed and
 //! never waits for the lock.
 
+mod app_dir;
 mod fsio;
 mod lock;
 
@@ -237,6 +238,8 @@ impl FileStore {
     /// A store for the token file at `path` (e.g. `~/.config/my-cli/tokens.json`; a relative
     /// path is made absolute now). Creates the parent directory, with mode `0700` on Unix, if
     /// it is missing. Reads nothing yet: the client loads the file when it is built.
+    ///
+    /// For a tool's own place for its tokens, see [`FileStore::for_app`].
     ///
     /// # Errors
     /// [`Error::Store`](crate::Error::Store) with an I/O error naming the path:
