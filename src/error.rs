@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::login::error::{described, BrowserError, DeviceError, DiscoveryError, RevocationError};
+use crate::tokens::IdTokenError;
 use crate::transport_error::TransportError;
 
 /// Everything an [`AuthClient`](crate::AuthClient) call can fail with.
@@ -37,6 +38,34 @@ use crate::transport_error::TransportError;
 ///     }
 ///     std::process::ExitCode::SUCCESS
 /// }
+/// ```
+///
+/// # `?` in a function returning `Result<_, tokengate::Error>`
+/// Every fallible call of tokengate returns this error, but the store interface
+/// ([`TokenStore`](crate::TokenStore) and [`StoreLock`](crate::store::StoreLock), for stores'
+/// implementors: an [`io::Error`](std::io::Error)) and the test kit (`tokengate::testing`).
+/// The other errors a program meets on the way convert with `?`:
+/// - [`ureq::Error`] (reading a response body, `resp.body_mut().read_to_string()?`, or calling
+///   ureq yourself, e.g. on an agent with [`TokenMiddleware`](crate::TokenMiddleware)):
+///   `StatusCode(401)` becomes [`Error::Unauthorized`], another `StatusCode(n)`
+///   [`Error::StatusCode`], `Other` holding a `tokengate::Error` (the middleware's) that
+///   error, anything else [`Error::Http`] (a [`TransportError`] that names no proxy; a URL
+///   in ureq's message is cut to its origin: see the `From<ureq::Error>` impl below).
+/// - [`IdTokenError`](crate::IdTokenError) ([`IdToken::unverified_claims`](crate::IdToken::unverified_claims)):
+///   [`Error::IdToken`].
+///
+/// ```
+/// use tokengate::{AuthClient, FileStore};
+///
+/// fn whoami(client: &AuthClient) -> Result<String, tokengate::Error> {
+///     let mut resp = client.get("me").call()?;
+///     Ok(resp.body_mut().read_to_string()?)             // a ureq::Error converts too
+/// }
+/// # fn main() -> Result<(), tokengate::Error> {
+/// # let dir = std::env::temp_dir().join(format!("tokengate-doc-q-{}", std::process::id()));
+/// let store = FileStore::new(dir.join("tokens.json"))?;
+/// # let _ = (store, whoami as fn(&AuthClient) -> _); let _ = std::fs::remove_dir_all(&dir);
+/// # Ok(()) }
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -163,6 +192,8 @@ pub enum Error {
     /// cleared), but the server did not confirm the revocation of the session: it may stay
     /// valid at the server until it expires.
     RevocationFailed(RevocationError),
+    /// An ID token could not be read ([`IdToken::unverified_claims`](crate::IdToken::unverified_claims)).
+    IdToken(IdTokenError),
 }
 
 /// Each variant says what failed; one that wraps an error shows that error's message too
@@ -227,6 +258,7 @@ impl Error {
                 f,
                 "logged out locally, but revoking the session at the server failed: {e}"
             ),
+            Error::IdToken(e) => write!(f, "could not read the ID token: {e}"),
         }
     }
 }
@@ -245,6 +277,7 @@ impl std::error::Error for Error {
             Error::Device(e) => e.source(),
             Error::Browser(e) => e.source(),
             Error::RevocationFailed(e) => e.source(),
+            Error::IdToken(e) => e.source(),
             _ => None,
         }
     }

@@ -159,6 +159,7 @@ mod config;
 mod credential;
 mod encoding;
 mod error;
+mod error_from;
 mod event;
 mod hooks;
 mod http_server;

@@ -32,3 +32,4 @@ mod secrets;
 mod session;
 mod token_endpoint_retry;
 mod transport;
+mod try_operator;

@@ -135,7 +135,9 @@ fn a_directory_other_users_can_write_to_is_refused() {
     for mode in [0o777, 0o775, 0o757, 0o1777] {
         let dir = TempDir::new(&format!("hygiene-dir-{mode:o}"));
         chmod(&dir.0, mode);
-        let e = FileStore::new(dir.path("tokens.json")).unwrap_err();
+        let Err(Error::Store(e)) = FileStore::new(dir.path("tokens.json")) else {
+            panic!("{mode:o}: expected Error::Store");
+        };
         assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{mode:o}");
         assert!(e.to_string().contains(&format!("{mode:04o}")), "{e}");
         assert!(e.to_string().contains(&dir.0.display().to_string()), "{e}");
@@ -177,8 +179,10 @@ fn a_directory_opened_up_after_the_store_was_made_stops_reads() {
     // A new file at the token path (another process's login) while the directory is open.
     FileStore::new(&path).unwrap().save(&srv.login()).unwrap(); // at-2
     chmod(&dir.0, 0o777);
-    let e = FileStore::new(&path).err().map(|e| e.kind());
-    assert_eq!(e, Some(std::io::ErrorKind::PermissionDenied));
+    match FileStore::new(&path) {
+        Err(Error::Store(e)) => assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied),
+        other => panic!("expected the directory's error, got {other:?}"),
+    }
     match client.get("items").call() {
         Err(Error::Store(e)) => {
             assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);

@@ -8,6 +8,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod app_dir;
 mod file_store;
 mod file_store_crash;
 mod file_store_hygiene;

@@ -11,6 +11,7 @@
 //! file last read or written, so [`TokenStore::poll`] is one `lstat` when nothing changed and
 //! never waits for the lock.
 
+mod app_dir;
 mod fsio;
 mod lock;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use self::fsio::FileId;
+use crate::error::Error;
 use crate::store::record::{self, Record};
 use crate::store::{LockedWrite, Revision, StoreLock, Stored, TokenStore};
 use crate::tokens::Tokens;
@@ -237,12 +239,20 @@ impl FileStore {
     /// path is made absolute now). Creates the parent directory, with mode `0700` on Unix, if
     /// it is missing. Reads nothing yet: the client loads the file when it is built.
     ///
+    /// For a tool's own place for its tokens, see [`FileStore::for_app`].
+    ///
     /// # Errors
+    /// [`Error::Store`](crate::Error::Store) with an I/O error naming the path:
     /// [`io::ErrorKind::InvalidInput`] if `path` does not end in a file name;
     /// [`io::ErrorKind::PermissionDenied`] if the directory can be written by other users;
     /// the error of creating the directory if that fails.
-    pub fn new(path: impl AsRef<Path>) -> io::Result<FileStore> {
-        let path = std::path::absolute(path.as_ref())?;
+    pub fn new(path: impl AsRef<Path>) -> Result<FileStore, Error> {
+        Self::open(path.as_ref()).map_err(|e| Error::Store(Arc::new(e)))
+    }
+
+    /// [`FileStore::new`], with the I/O error unwrapped.
+    fn open(path: &Path) -> io::Result<FileStore> {
+        let path = std::path::absolute(path)?;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

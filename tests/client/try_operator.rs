@@ -1,0 +1,166 @@
+//! Issue 28: `?` works across tokengate's own calls, and on what a program meets beside them
+//! (a response body read, ureq called through the middleware, an ID token's claims), in a
+//! function returning `Result<_, tokengate::Error>`.
+
+use std::io;
+
+use crate::harness::fixtures::TempDir;
+use crate::harness::servers::TokenServer;
+use tokengate::ureq::{self, Agent};
+use tokengate::{Error, FileStore, IdTokenError, TokenStore, Tokens};
+
+/// What a newcomer writes: each step with `?`, into tokengate's own error. Reads the body of
+/// `items` twice: as a string, then (over a 1-byte limit) into ureq's body error.
+fn login_and_read(srv: &TokenServer, dir: &TempDir) -> Result<(String, Error), Error> {
+    let store = FileStore::new(dir.path("tokens.json"))?;
+    let client = srv
+        .client_builder()
+        .store(store)
+        .tokens(srv.login())
+        .build()?;
+    let mut resp = client.get("items").call()?;
+    let text = resp.body_mut().read_to_string()?;
+    let mut resp = client.get("items").call()?;
+    let body_error = read_at_most(&mut resp, 1).unwrap_err();
+    client.close()?;
+    Ok((text, body_error))
+}
+
+fn read_at_most(resp: &mut ureq::http::Response<ureq::Body>, limit: u64) -> Result<String, Error> {
+    Ok(resp
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_string()?)
+}
+
+#[test]
+fn a_file_store_and_a_body_read_work_with_the_question_mark() -> Result<(), Error> {
+    let srv = TokenServer::start();
+    let dir = TempDir::new("try-operator");
+    let (text, body_error) = login_and_read(&srv, &dir)?;
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["token"], "at-1");
+    match &body_error {
+        Error::Http(e) => {
+            assert!(
+                matches!(e.ureq_error(), ureq::Error::BodyExceedsLimit(1)),
+                "{e:?}"
+            );
+            assert_eq!(e.proxy(), None);
+        }
+        other => panic!("expected Error::Http, got {other:?}"),
+    }
+    // The login went through the store.
+    let stored = FileStore::new(dir.path("tokens.json"))?
+        .load()
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.access_token().secret(), "at-1");
+    // FileStore::new's I/O error is Error::Store, its message as before.
+    match FileStore::new("/") {
+        Err(Error::Store(e)) => {
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert_eq!(e.to_string(), "token file path / does not name a file");
+        }
+        other => panic!("expected Error::Store, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn ureq_errors_become_tokengate_errors() {
+    assert!(matches!(
+        Error::from(ureq::Error::StatusCode(401)),
+        Error::Unauthorized
+    ));
+    assert!(matches!(
+        Error::from(ureq::Error::StatusCode(503)),
+        Error::StatusCode(503)
+    ));
+    assert!(matches!(
+        Error::from(ureq::Error::StatusCode(404)),
+        Error::StatusCode(404)
+    ));
+    let reset = io::Error::new(io::ErrorKind::ConnectionReset, "peer reset");
+    let e = Error::from(ureq::Error::Io(reset));
+    match &e {
+        Error::Http(t) => {
+            assert!(
+                matches!(t.ureq_error(), ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionReset),
+                "{t:?}"
+            );
+            assert_eq!(t.proxy(), None);
+        }
+        other => panic!("expected Error::Http, got {other:?}"),
+    }
+    assert!(e.is_transient());
+    assert_eq!(e.to_string(), "http transport error: io: peer reset");
+    // The middleware's own error (in ureq::Error::Other) comes back as itself; another
+    // Other stays a transport error.
+    let e = Error::from(ureq::Error::Other(Box::new(Error::SessionExpired)));
+    assert!(matches!(e, Error::SessionExpired), "{e:?}");
+    let e = Error::from(ureq::Error::Other(Box::new(io::Error::other("mine"))));
+    assert!(matches!(&e, Error::Http(t) if matches!(t.ureq_error(), ureq::Error::Other(_))));
+}
+
+#[test]
+fn a_url_in_a_ureq_error_is_cut_to_its_origin() {
+    let cases = [
+        (
+            ureq::Error::RequireHttpsOnly("http://u:pw@api.example.com/v1/me?key=SECRET#f".into()),
+            "http transport error: configured for https only: http://api.example.com:80",
+        ),
+        (
+            ureq::Error::BadUri("/v1/me?code=SECRET is missing scheme".into()),
+            "http transport error: bad uri: [redacted] is missing scheme",
+        ),
+        (
+            ureq::Error::BadUri("unknown scheme: ftp".into()),
+            "http transport error: bad uri: unknown scheme: ftp",
+        ),
+    ];
+    for (error, message) in cases {
+        let e = Error::from(error);
+        assert!(matches!(e, Error::Http(_)), "{e:?}");
+        assert_eq!(e.to_string(), message);
+        assert!(!format!("{e:?}").contains("SECRET"), "{e:?}");
+    }
+}
+
+/// Through the middleware: no tokens is `ureq::Error::Other` holding `Error::NoTokens`, which
+/// `?` gives back as `Error::NoTokens`.
+#[test]
+fn the_middlewares_error_comes_back_through_the_question_mark() {
+    let srv = TokenServer::start();
+    let client = srv.client_builder().build().unwrap();
+    let agent: Agent = Agent::config_builder()
+        .proxy(None)
+        .middleware(client.middleware())
+        .build()
+        .into();
+    let call = || -> Result<String, Error> {
+        let mut resp = agent.get(format!("{}me", srv.api_url())).call()?;
+        Ok(resp.body_mut().read_to_string()?)
+    };
+    assert!(matches!(call(), Err(Error::NoTokens)));
+    assert_eq!(srv.api_requests(), 0);
+}
+
+#[test]
+fn an_id_token_error_works_with_the_question_mark() {
+    let claims = |tokens: &Tokens| -> Result<Option<String>, Error> {
+        let Some(id) = tokens.id_token() else {
+            return Ok(None);
+        };
+        Ok(id.unverified_claims()?.sub().map(str::to_owned))
+    };
+    let e = claims(&Tokens::new("at").with_id_token("not-a-jwt")).unwrap_err();
+    assert!(matches!(e, Error::IdToken(IdTokenError::NotAJwt)), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "could not read the ID token: id_token is not a signed JWT (three segments separated by dots)"
+    );
+    assert!(!e.is_transient());
+    assert_eq!(e.status(), None);
+}
