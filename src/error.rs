@@ -48,7 +48,7 @@ use crate::transport_error::TransportError;
 /// - [`ureq::Error`] (reading a response body, `resp.body_mut().read_to_string()?`, or calling
 ///   ureq yourself, e.g. on an agent with [`TokenMiddleware`](crate::TokenMiddleware)):
 ///   `StatusCode(401)` becomes [`Error::Unauthorized`], another `StatusCode(n)`
-///   [`Error::StatusCode`], `Other` holding a `tokengate::Error` (the middleware's) that
+///   [`Error::StatusCode`], `Json` (from `read_json`) [`Error::Json`], `Other` holding a `tokengate::Error` (the middleware's) that
 ///   error, anything else [`Error::Http`] (a [`TransportError`] that names no proxy; a URL
 ///   in ureq's message is cut to its origin: see the `From<ureq::Error>` impl below).
 /// - [`IdTokenError`](crate::IdTokenError) ([`IdToken::unverified_claims`](crate::IdToken::unverified_claims)):
@@ -139,7 +139,8 @@ pub enum Error {
     /// A header name or value given to a request builder is invalid.
     InvalidHeader(String),
 
-    /// The request body could not be serialized (`send_json`).
+    /// A JSON body could not be written (`send_json`), or a response body read with ureq's
+    /// `read_json` (through `?`) was not the JSON asked for.
     Json(serde_json::Error),
 
     /// The token store failed to load, save or clear, or its lock could not be taken. What
@@ -238,7 +239,7 @@ impl Error {
                 "refusing to send credentials over plain http to a non-loopback host: {origin}"
             ),
             Error::InvalidHeader(why) => write!(f, "invalid header {why}"),
-            Error::Json(e) => write!(f, "could not serialize the request body: {e}"),
+            Error::Json(e) => write!(f, "json body: {e}"),
             Error::Store(e) => write!(f, "token store failed: {e}"),
             Error::Config(why) => write!(f, "invalid configuration: {why}"),
             Error::TooManyRedirects(n) => write!(f, "too many redirects (more than {n})"),

@@ -13,6 +13,7 @@ use crate::url::Origin;
 /// |---|---|
 /// | `StatusCode(401)` | [`Error::Unauthorized`] |
 /// | `StatusCode(n)` | [`Error::StatusCode`]`(n)` |
+/// | `Json(e)` (`read_json` on a body that is not the JSON asked for) | [`Error::Json`]`(e)` |
 /// | `Other` holding a [`tokengate::Error`](Error) (what [`TokenMiddleware`](crate::TokenMiddleware) fails with) | that error |
 /// | anything else | [`Error::Http`]: a [`TransportError`] naming no proxy (none is known here) |
 ///
@@ -27,6 +28,8 @@ use crate::url::Origin;
 /// use tokengate::{ureq, Error};
 /// assert!(matches!(Error::from(ureq::Error::StatusCode(401)), Error::Unauthorized));
 /// assert!(matches!(Error::from(ureq::Error::StatusCode(503)), Error::StatusCode(503)));
+/// let not_json = serde_json::from_str::<u32>("<html>").unwrap_err();
+/// assert!(matches!(Error::from(ureq::Error::Json(not_json)), Error::Json(_)));
 /// let e = Error::from(ureq::Error::RequireHttpsOnly("http://api.example.com/v1?key=s3cret".into()));
 /// assert_eq!(e.to_string(), "http transport error: configured for https only: http://api.example.com:80");
 /// ```
@@ -35,6 +38,7 @@ impl From<ureq::Error> for Error {
         match e {
             ureq::Error::StatusCode(401) => Error::Unauthorized,
             ureq::Error::StatusCode(n) => Error::StatusCode(n),
+            ureq::Error::Json(e) => Error::Json(e),
             ureq::Error::Other(other) => match other.downcast::<Error>() {
                 Ok(ours) => *ours,
                 Err(other) => Error::Http(TransportError::new(ureq::Error::Other(other), None)),

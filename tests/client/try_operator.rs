@@ -10,7 +10,8 @@ use tokengate::ureq::{self, Agent};
 use tokengate::{Error, FileStore, IdTokenError, TokenStore, Tokens};
 
 /// What a newcomer writes: each step with `?`, into tokengate's own error. Reads the body of
-/// `items` twice: as a string, then (over a 1-byte limit) into ureq's body error.
+/// `items`: as a string, as JSON, as the wrong JSON (`Error::Json`), then (over a 1-byte
+/// limit) into ureq's body error.
 fn login_and_read(srv: &TokenServer, dir: &TempDir) -> Result<(String, Error), Error> {
     let store = FileStore::new(dir.path("tokens.json"))?;
     let client = srv
@@ -20,6 +21,15 @@ fn login_and_read(srv: &TokenServer, dir: &TempDir) -> Result<(String, Error), E
         .build()?;
     let mut resp = client.get("items").call()?;
     let text = resp.body_mut().read_to_string()?;
+    // ureq's json feature is on: read_json, with `?`, into the JSON asked for.
+    let mut resp = client.get("items").call()?;
+    let json: serde_json::Value = resp.body_mut().read_json()?;
+    assert_eq!(json["token"], "at-1");
+    let mut resp = client.get("items").call()?;
+    match resp.body_mut().read_json::<Vec<u32>>().map_err(Error::from) {
+        Err(Error::Json(e)) => assert!(e.is_data(), "{e}"),
+        other => panic!("expected Error::Json, got {other:?}"),
+    }
     let mut resp = client.get("items").call()?;
     let body_error = read_at_most(&mut resp, 1).unwrap_err();
     client.close()?;
