@@ -39,12 +39,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            let mut cause = e.source();
-            while let Some(c) = cause {
-                eprintln!("  caused by: {c}");
-                cause = c.source();
-            }
+            eprintln!("device_login: {e:#}"); // `{:#}`: with every cause, on one line
             ExitCode::FAILURE
         }
     }

@@ -10,7 +10,7 @@
 //! use std::time::Duration;
 //! use tokengate::{AuthClient, AuthServer, Tokens};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), tokengate::Error> {
 //! let client = AuthClient::builder("https://api.example.com/v1/")      // base URL; requests use relative paths
 //!     .refresher(
 //!         AuthServer::new("https://auth.example.com/oauth/token")
@@ -29,7 +29,7 @@
 //! let worker = client.clone();                                         // cheap; shares tokens and the gate
 //! std::thread::spawn(move || worker.get("products").query("page", "2").call());
 //! let mut resp = client.post("orders").send_json(&serde_json::json!({"sku": 1}))?;  // http::Response<ureq::Body>
-//! let text = resp.body_mut().read_to_string()?;
+//! let text = resp.body_mut().read_to_string()?;                        // ureq's error converts too
 //! client.set_tokens(Tokens::new("new-access").with_refresh_token("new-refresh"))?;  // after a fresh login
 //! client.clear_tokens()?;                                              // logout
 //! # let _ = text; Ok(()) }
@@ -56,11 +56,16 @@
 //!
 //! ## Tokens on disk, shared by processes
 //! [`FileStore`] keeps the tokens in a private JSON file (written atomically) for CLI tools
-//! and daemons. Processes sharing the file coordinate through a lock file, so several of them
+//! and daemons ([`FileStore::for_app`] picks the user's configuration directory). Processes sharing the file coordinate through a lock file, so several of them
 //! running at once still make one refresh per expiry, and a login or logout in one is seen by
 //! the others. A program that ends while a background refresh is on the wire keeps its
 //! result: dropping the last [`AuthClient`] handle (or [`AuthClient::close`], before
 //! `std::process::exit`) waits for it and saves it.
+//!
+//! ## Errors, faults
+//! Every call returns [`Error`]; `?` also carries ureq's errors (reading a body) into it, and
+//! `{:#}` prints it with every cause. [`faults`] lists each fault tokengate meets (the API,
+//! the token endpoint, stores, Redis, logins, logout), what it does, and what the caller sees.
 //!
 //! ## Logging and secrets
 //! tokengate logs through the [`log`](https://docs.rs/log) facade, with target `tokengate`
@@ -105,12 +110,12 @@
 //! ```no_run
 //! use tokengate::{AuthClient, AuthServer, FileStore};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), tokengate::Error> {
 //! let server = AuthServer::discover("https://auth.example.com")?      // token, device, revocation endpoints
 //!     .client_id("my-cli");
 //! let client = AuthClient::builder("https://api.example.com/v1/")
 //!     .refresher(server.refresh_grant())
-//!     .store(FileStore::new("/home/me/.config/my-cli/tokens.json")?)
+//!     .store(FileStore::for_app("my-cli")?)                            // ~/.config/my-cli/tokens.json
 //!     .build()?;
 //! if client.tokens().is_none() {
 //!     let pending = server.device_flow()?.start()?;
@@ -141,7 +146,8 @@
 //! | store | [`MemoryStore`] (see [`FileStore`]) |
 //! | discovery / device flow agent | like the token agent: 30 s whole call, connect 10 s, proxy from the environment |
 //! | metadata document size limit | 64 KiB |
-//! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it |
+//! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it; each wait reported to [`login::DeviceAuthorization::wait_with`], and ended at once by [`login::DeviceCancel::cancel`] |
+//! | [`FileStore::for_app`] | `$XDG_CONFIG_HOME/{app}/tokens.json` (else `~/.config/…`) on Linux, `~/Library/Application Support/{app}/` on macOS, `%APPDATA%\{app}\` on Windows; the directory created 0700 |
 //! | revocation timeout (whole call) | 5 s ([`login::REVOCATION_TIMEOUT`]) |
 //! | browser login | redirect `http://127.0.0.1:{free port}/callback`; waits 5 min ([`login::DEFAULT_BROWSER_TIMEOUT`]); opens `$BROWSER`, else the platform's opener; the URL always printed |
 

@@ -45,7 +45,7 @@ pub enum LoginMethod {
 ///
 /// ```no_run
 /// use tokengate::{AuthClient, AuthServer, FileStore};
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # fn main() -> Result<(), tokengate::Error> {
 /// let server = AuthServer::discover("https://accounts.example.com")?.client_id("my-cli");
 /// let tokens = server
 ///     .interactive_login()
@@ -53,7 +53,7 @@ pub enum LoginMethod {
 ///     .run(&mut std::io::stderr(), std::io::stdin())?;   // prompts on stderr, reads a paste from stdin
 /// let client = AuthClient::builder("https://api.example.com/")
 ///     .refresher(server.refresh_grant())
-///     .store(FileStore::new("/tmp/my-cli-tokens.json")?)
+///     .store(FileStore::for_app("my-cli")?)                // ~/.config/my-cli/tokens.json
 ///     .build()?;
 /// client.set_tokens(tokens)?;
 /// # Ok(()) }
