@@ -290,14 +290,17 @@ impl Error {
         matches!(self, Error::SessionExpired)
     }
 
-    /// True when trying the same call later may succeed: a transport error, a transient
+    /// True when trying the same call later may succeed: a transport error of the connection
+    /// (refused, reset, timed out; not an unusable URL, a body over its limit, or one that is
+    /// not the JSON asked for: see [`TransportError`]), a transient
     /// refresh failure, a refresh timeout or panic, a 5xx/429 status, a transient discovery
     /// or device-login error, or a `NotReplayable` whose cause is one; never `Store` or
     /// `RevocationFailed`.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Refresh(e) => !e.is_terminal(),
-            Error::RefresherPanicked | Error::RefreshTimeout(_) | Error::Http(_) => true,
+            Error::RefresherPanicked | Error::RefreshTimeout(_) => true,
+            Error::Http(e) => e.is_transient(),
             Error::NotReplayable(e) => e.is_transient(),
             Error::StatusCode(s) => *s == 429 || *s >= 500,
             Error::Discovery(e) => e.is_transient(),

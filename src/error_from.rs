@@ -13,11 +13,16 @@ use crate::url::Origin;
 /// |---|---|
 /// | `StatusCode(401)` | [`Error::Unauthorized`] |
 /// | `StatusCode(n)` | [`Error::StatusCode`]`(n)` |
-/// | `Json(e)` (`read_json` on a body that is not the JSON asked for) | [`Error::Json`]`(e)` |
+/// | `Json(e)` (`read_json` on a body that is not the JSON asked for) | [`Error::Json`], without the value serde_json quotes; a connection that broke mid-body: as that transport error |
 /// | `Other` holding a [`tokengate::Error`](Error) (what [`TokenMiddleware`](crate::TokenMiddleware) fails with) | that error |
 /// | anything else | [`Error::Http`]: a [`TransportError`] naming no proxy (none is known here) |
 ///
-/// What the message shows: ureq's messages hold no request header and no body. Two quote
+/// A 401 through [`TokenMiddleware`](crate::TokenMiddleware) becomes [`Error::Unauthorized`]
+/// like any other; the middleware has refreshed the token by then, so sending the request
+/// once more carries the new one.
+///
+/// What the message shows: ureq's messages hold no request header and no body (a body read
+/// as JSON: see the `Json` row). Two quote
 /// the request's URL (`BadUri`, `RequireHttpsOnly`), whose path or query may hold a secret:
 /// it is cut to its origin (`scheme://host:port`, no userinfo), or `[redacted]` without one,
 /// as tokengate's logs name URLs. Kept as they are: an `Io` or `Other` error of your own (a
@@ -38,7 +43,7 @@ impl From<ureq::Error> for Error {
         match e {
             ureq::Error::StatusCode(401) => Error::Unauthorized,
             ureq::Error::StatusCode(n) => Error::StatusCode(n),
-            ureq::Error::Json(e) => Error::Json(e),
+            ureq::Error::Json(e) => from_json(e),
             ureq::Error::Other(other) => match other.downcast::<Error>() {
                 Ok(ours) => *ours,
                 Err(other) => Error::Http(TransportError::new(ureq::Error::Other(other), None)),
@@ -69,6 +74,24 @@ fn origins_only(text: &str) -> String {
             .map_or_else(|| "[redacted]".to_owned(), |o| format!("{o:?}"))
     };
     text.split(' ').map(word).collect::<Vec<_>>().join(" ")
+}
+
+/// ureq's `read_json` error. ureq parses a body as it arrives, so a connection that broke
+/// mid-body comes as a JSON error of category `Io`: it is the transport error it wraps (ureq's
+/// own, when ureq wrapped one), transient as such. A body that is not the JSON asked for is
+/// [`Error::Json`], its message without the value serde_json quotes (`invalid type: string
+/// "…"`), which may be a token: the category, line and column only.
+fn from_json(e: serde_json::Error) -> Error {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Io => Error::from(ureq::Error::from(std::io::Error::from(e))),
+        Category::Data => Error::Json(<serde_json::Error as serde::de::Error>::custom(format!(
+            "the body is not the JSON expected (a value of another type or shape) at line {} column {}",
+            e.line(),
+            e.column()
+        ))),
+        Category::Syntax | Category::Eof => Error::Json(e),
+    }
 }
 
 /// For `?` on [`IdToken::unverified_claims`](crate::IdToken::unverified_claims): [`Error::IdToken`].

@@ -8,7 +8,8 @@ use std::fmt;
 /// the server's fault; see the README's "Proxies").
 ///
 /// `Display` is ureq's message, then ` (through the proxy http://host:port)`; the proxy is
-/// named without credentials. `source()` is ureq's error's own cause.
+/// named without credentials. `source()` is the cause of the error ureq wraps (an I/O error's,
+/// your own `Other` error's), whose message `Display` already holds.
 #[derive(Debug)]
 pub struct TransportError {
     /// Boxed: [`crate::Error`] stays small.
@@ -53,8 +54,38 @@ impl fmt::Display for TransportError {
     }
 }
 
+impl TransportError {
+    /// Whether trying again may succeed: false for what a retry would only repeat (an unusable
+    /// URL or proxy, too many redirects, a body over its limit or not the JSON asked for, an
+    /// error of your own in `Other`), true for the connection's faults (refused, reset,
+    /// timed out, TLS), as before.
+    pub(crate) fn is_transient(&self) -> bool {
+        !matches!(
+            &*self.error,
+            ureq::Error::BadUri(_)
+                | ureq::Error::RequireHttpsOnly(_)
+                | ureq::Error::InvalidProxyUrl
+                | ureq::Error::TooManyRedirects
+                | ureq::Error::RedirectFailed
+                | ureq::Error::Http(_)
+                | ureq::Error::BodyExceedsLimit(_)
+                | ureq::Error::LargeResponseHeader(..)
+                | ureq::Error::Json(_)
+                | ureq::Error::Other(_)
+                | ureq::Error::TlsRequired
+        )
+    }
+}
+
 impl std::error::Error for TransportError {
+    /// The cause of ureq's error (ureq's own type reports none): for `Io`, `Json` and `Other`,
+    /// the wrapped error's cause (its message is already in `Display`).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&*self.error)
+        match &*self.error {
+            ureq::Error::Io(e) => e.source(),
+            ureq::Error::Json(e) => e.source(),
+            ureq::Error::Other(e) => e.source(),
+            _ => None,
+        }
     }
 }

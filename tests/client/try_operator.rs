@@ -174,3 +174,98 @@ fn an_id_token_error_works_with_the_question_mark() {
     assert!(!e.is_transient());
     assert_eq!(e.status(), None);
 }
+
+/// A body that is not the JSON asked for says where, never what: serde_json quotes the value
+/// it refused, which may be a token.
+#[test]
+fn a_json_error_of_a_body_quotes_no_value() {
+    let refused = serde_json::from_str::<Vec<u64>>(r#"["s3cret-token"]"#).unwrap_err();
+    assert!(refused.to_string().contains("s3cret-token"), "{refused}");
+    let e = Error::from(ureq::Error::Json(refused));
+    let (shown, debug) = (format!("{e:#}"), format!("{e:?}"));
+    assert!(matches!(e, Error::Json(_)), "{debug}");
+    assert!(
+        !shown.contains("s3cret") && !debug.contains("s3cret"),
+        "{shown} / {debug}"
+    );
+    assert_eq!(
+        shown,
+        "json body: the body is not the JSON expected (a value of another type or shape) at line 1 column 15"
+    );
+    assert!(!e.is_transient());
+    // A syntax error quotes nothing and is kept as serde_json wrote it.
+    let bad = serde_json::from_str::<Vec<u64>>("<html>").unwrap_err();
+    assert_eq!(
+        Error::from(ureq::Error::Json(bad)).to_string(),
+        "json body: expected value at line 1 column 1"
+    );
+}
+
+/// ureq parses a body as it arrives: a connection that broke mid-body comes as a JSON error
+/// of category Io, and is the transport error it wraps (transient), not a JSON one.
+#[test]
+fn a_body_cut_while_read_as_json_is_a_transport_error() {
+    let reset = io::Error::new(io::ErrorKind::ConnectionReset, "peer reset");
+    let cut = serde_json::from_reader::<_, Vec<u64>>(FailingReader(Some(reset))).unwrap_err();
+    assert!(cut.is_io());
+    let e = Error::from(ureq::Error::Json(cut));
+    match &e {
+        Error::Http(t) => assert!(
+            matches!(t.ureq_error(), ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionReset),
+            "{t:?}"
+        ),
+        other => panic!("expected Error::Http, got {other:?}"),
+    }
+    assert!(e.is_transient());
+    // ureq's own error, wrapped in the io error ureq's body reader gives serde_json, comes back
+    // as itself.
+    let limit = io::Error::other(ureq::Error::BodyExceedsLimit(10));
+    let cut = serde_json::from_reader::<_, Vec<u64>>(FailingReader(Some(limit))).unwrap_err();
+    let e = Error::from(ureq::Error::Json(cut));
+    match &e {
+        Error::Http(t) => assert!(
+            matches!(t.ureq_error(), ureq::Error::BodyExceedsLimit(10)),
+            "{t:?}"
+        ),
+        other => panic!("expected Error::Http, got {other:?}"),
+    }
+    // Retrying would only read the same body over the same limit.
+    assert!(!e.is_transient());
+}
+
+/// A reader whose first read fails with the error it holds.
+struct FailingReader(Option<io::Error>);
+
+impl io::Read for FailingReader {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| io::Error::other("read twice")))
+    }
+}
+
+/// `{:#}` goes on into the cause of the error ureq wraps (ureq's own type reports none).
+#[test]
+fn the_cause_chain_goes_through_a_transport_error() {
+    #[derive(Debug)]
+    struct Outer(io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("outer")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let e = Error::from(ureq::Error::Other(Box::new(Outer(io::Error::other(
+        "inner cause",
+    )))));
+    assert_eq!(
+        format!("{e:#}"),
+        "http transport error: other: outer: inner cause"
+    );
+    assert!(!e.is_transient());
+}
