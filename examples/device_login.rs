@@ -12,7 +12,7 @@
 //!
 //! The login reports its progress (a line per wait, with the time left), and Ctrl-C
 //! cancels it (with the `ctrlc` crate, a dev-dependency here); an error is printed with its
-//! causes, one per line.
+//! causes, on one line.
 //!
 //! In tokengate's own repository that is all (its dev-dependencies turn the `testing`
 //! feature on). Copied into another crate, this file needs std, `ctrlc` and tokengate with
@@ -169,7 +169,7 @@ fn wait_cancellable_on_ctrl_c(
             next_poll,
             ..
         } => println!(
-            "could not reach the server ({failed_polls} in a row); again in {}",
+            "a poll failed ({failed_polls} in a row); again in {}",
             span(next_poll)
         ),
         _ => {}

@@ -143,7 +143,10 @@ pub enum Error {
     /// `read_json` (through `?`) was not the JSON asked for.
     Json(serde_json::Error),
 
-    /// The token store failed to load, save or clear, or its lock could not be taken. What
+    /// The token store failed to load, save or clear, or its lock could not be taken; or
+    /// [`FileStore::new`](crate::FileStore::new) refused its path, or
+    /// [`FileStore::app_dir`](crate::FileStore::app_dir) found no home directory (the error
+    /// names the variable to set). What
     /// became of the tokens in memory is documented on the call that returned it (a login
     /// whose write failed, and any logout, are in use in memory, and written later; see
     /// [`AuthClient::set_tokens`](crate::AuthClient::set_tokens) and
@@ -154,7 +157,8 @@ pub enum Error {
     /// [`AuthClient::force_refresh`](crate::AuthClient::force_refresh) on a client without a
     /// refresher, by `RedisStore::open` for an unusable session name, and by
     /// [`AuthServer::device_flow`](crate::AuthServer::device_flow) without a device
-    /// authorization endpoint.
+    /// authorization endpoint (and its twins for the browser and interactive logins), and by
+    /// [`FileStore::app_dir`](crate::FileStore::app_dir) for an unusable app name.
     Config(&'static str),
 
     /// More redirects than `max_redirects` (the number given) in one call.

@@ -146,7 +146,7 @@
 //! | store | [`MemoryStore`] (see [`FileStore`]) |
 //! | discovery / device flow agent | like the token agent: 30 s whole call, connect 10 s, proxy from the environment |
 //! | metadata document size limit | 64 KiB |
-//! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it; each wait reported to [`login::DeviceAuthorization::wait_with`], and ended at once by [`login::DeviceCancel::cancel`] |
+//! | device flow polling | the server's `interval` (5 s if none, at least 1 s), +5 s on `slow_down`, doubled after a failed poll, 3 failed polls in a row end it; each wait reported to [`login::DeviceAuthorization::wait_with`], and ended by [`login::DeviceCancel::cancel`] (between polls at once; a poll on the wire first finishes) |
 //! | [`FileStore::for_app`] | `$XDG_CONFIG_HOME/{app}/tokens.json` (else `~/.config/…`) on Linux, `~/Library/Application Support/{app}/` on macOS, `%APPDATA%\{app}\` on Windows; the directory created 0700 |
 //! | revocation timeout (whole call) | 5 s ([`login::REVOCATION_TIMEOUT`]) |
 //! | browser login | redirect `http://127.0.0.1:{free port}/callback`; waits 5 min ([`login::DEFAULT_BROWSER_TIMEOUT`]); opens `$BROWSER`, else the platform's opener; the URL always printed |

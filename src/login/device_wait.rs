@@ -45,8 +45,10 @@ pub enum DeviceProgress {
     },
 }
 
-/// Cancels a device login's wait, from any thread (a Ctrl-C handler): got from
+/// Cancels a device login's wait, from any thread: got from
 /// [`DeviceAuthorization::canceller`](super::DeviceAuthorization::canceller), cloned freely.
+/// For Ctrl-C, call it from a handler that runs on a thread (as the `ctrlc` crate's and
+/// `signal-hook`'s iterator do), never inside a raw signal handler: it takes a lock.
 ///
 /// After [`cancel`](DeviceCancel::cancel), the wait returns
 /// [`DeviceError::Cancelled`](super::DeviceError::Cancelled): at once when it is between

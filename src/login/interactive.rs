@@ -196,7 +196,7 @@ fn progress_line(progress: DeviceProgress) -> Option<String> {
             next_poll,
             ..
         } => Some(format!(
-            "could not reach the server ({failed_polls} in a row); trying again in {} s",
+            "a poll failed ({failed_polls} in a row); trying again in {} s",
             whole_secs(next_poll)
         )),
         DeviceProgress::Waiting { .. } => None,
@@ -298,7 +298,7 @@ mod tests {
         };
         assert_eq!(
             progress_line(retrying).unwrap(),
-            "could not reach the server (2 in a row); trying again in 2 s"
+            "a poll failed (2 in a row); trying again in 2 s"
         );
     }
 }

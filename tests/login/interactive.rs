@@ -124,7 +124,7 @@ fn device_says_when_polling_slows_down_or_fails() {
         after_code,
         [
             "the server asked to poll less often: every 10 s",
-            "could not reach the server (1 in a row); trying again in 20 s",
+            "a poll failed (1 in a row); trying again in 20 s",
         ],
         "{text}"
     );

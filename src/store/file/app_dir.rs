@@ -64,7 +64,10 @@ impl FileStore {
     ///
     /// # Errors
     /// [`Error::Config`] for an unusable `app`: empty, over 64 bytes, starting with `.` (so
-    /// also `.` and `..`), or holding `/`, `\`, NUL or another control character.
+    /// also `.` and `..`), holding `/`, `\`, NUL or another control character, or what
+    /// Windows refuses in a file name (`: * ? " < > |`, a trailing `.` or space), so a name
+    /// works on every platform (Windows' reserved device names, such as `CON`, are not
+    /// checked).
     /// [`Error::Store`] with an [`io::ErrorKind::NotFound`] error naming the variable to set
     /// when there is no home directory (or `%APPDATA%` on Windows); with the error of creating
     /// the directory, naming it, if that fails.
@@ -147,6 +150,13 @@ fn check_app_name(app: &str) -> Result<(), Error> {
     if app.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
         return Err(Error::Config(
             "the app name must not hold '/', '\\', NUL or other control characters",
+        ));
+    }
+    // Windows refuses these in a file name, and drops a trailing dot or space: a name that
+    // works on one platform works on all.
+    if app.contains([':', '*', '?', '"', '<', '>', '|']) || app.ends_with(['.', ' ']) {
+        return Err(Error::Config(
+            "the app name must not hold : * ? \" < > | nor end with '.' or a space",
         ));
     }
     Ok(())
@@ -323,6 +333,7 @@ mod tests {
         let long = "a".repeat(65);
         let bad = [
             "", ".", "..", ".cli", "a/b", "/abs", "a\\b", "a\0b", "a\nb", "a\u{7f}", &long,
+            "c:cli", "a*", "a?", "a\"b", "a<b", "a>b", "a|b", "cli.", "cli ",
         ];
         for platform in [Platform::Xdg, Platform::MacOs, Platform::Windows] {
             for app in bad {
