@@ -103,7 +103,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         TOKEN_ENDPOINT_DELAY
     );
     println!("Token #1 is the access token the client starts with, #2 the one its first refresh");
-    println!("brings, and so on. Every thread that got a 401 waits for one refresh.\n");
+    println!("brings, and so on. Token #1 was given out long ago and the server no longer takes");
+    println!(
+        "it, so the first requests draw 401s: one thread refreshes, the others wait for it.\n"
+    );
     println!("   time    thread             event");
 
     // The user logged in some time ago: the server has already expired this access token,

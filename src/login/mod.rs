@@ -119,8 +119,8 @@ impl AuthServer {
     }
 
     /// The authorization server `issuer` publishes, in one call: [`Discovery::fetch`] with its
-    /// defaults, then [`AuthServer::from_metadata`]. Use [`Discovery`] for another agent or
-    /// plain `http://`.
+    /// defaults, then [`AuthServer::from_metadata`]. Use [`Discovery`] for another agent, or
+    /// for plain `http://` to a host other than loopback (loopback is allowed here).
     ///
     /// # Errors
     /// [`Error::Discovery`].

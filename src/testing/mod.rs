@@ -33,8 +33,12 @@
 //!   `invalid_scope`.
 //! - **Device logins** stay `authorization_pending` until the test answers for the user:
 //!   [`approve`](TestServer::approve), [`deny`](TestServer::deny) or
-//!   [`expire`](TestServer::expire), by user code. A device code is used once, and expires
+//!   [`expire`](TestServer::expire), by user code (there is no page at the
+//!   `verification_uri`: those calls are the user). User codes are counted like tokens, so
+//!   a server's first one is the same in every run. A device code is used once, and expires
 //!   with its lifetime whatever the user did.
+//! - **No ID tokens**: the `openid` scope is granted like any other, but no `id_token` is
+//!   issued (a "logged in as …" display cannot be tested against the kit).
 //! - **Browser logins**: the authorization request needs a known client, a loopback `http`
 //!   or an `https` redirect URI and a PKCE S256 challenge (the verifier 43 to 128 characters,
 //!   RFC 7636 §4.1); the code is bound to client,

@@ -164,7 +164,8 @@ fn browser_opens_the_address_with_the_flows_opener() {
         let said = match hook_fails {
             // The hook's message is not repeated (it could quote the URL): its kind is.
             true => "Could not open a browser (the opener failed: other error)",
-            false => "Opened it in your browser",
+            // A hook is the program's own opener, maybe no browser: not called one.
+            false => "Opened it; waiting for the login",
         };
         assert!(text.contains(said), "{text}");
         // No browser opened: the paste prompt is open too (the input here is empty).

@@ -147,7 +147,12 @@ impl BrowserAuthorization {
         }
         let opened = match self.try_open() {
             Ok(_) => {
-                let _ = writeln!(out, "Opened it in your browser; waiting for the login…");
+                // A hook of the program's own may not be a browser (a webview, a test).
+                let said = match self.flow.opener {
+                    Opener::Hook(_) => "Opened it",
+                    _ => "Opened it in your browser",
+                };
+                let _ = writeln!(out, "{said}; waiting for the login…");
                 true
             }
             Err(why) => {
