@@ -294,9 +294,23 @@ impl Error {
         matches!(self, Error::SessionExpired)
     }
 
+    /// True when only a login helps: [`Error::SessionExpired`] (this client saw the session
+    /// end) or [`Error::NoTokens`] (there were none, or another process sharing the store saw
+    /// the session end or logged out, and this client took that over).
+    ///
+    /// ```
+    /// assert!(tokengate::Error::SessionExpired.needs_login());
+    /// assert!(tokengate::Error::NoTokens.needs_login());
+    /// assert!(!tokengate::Error::Unauthorized.needs_login());
+    /// ```
+    pub fn needs_login(&self) -> bool {
+        matches!(self, Error::SessionExpired | Error::NoTokens)
+    }
+
     /// True when trying the same call later may succeed: a transport error of the connection
     /// (refused, reset, timed out; not an unusable URL, a body over its limit, or one that is
-    /// not the JSON asked for: see [`TransportError`]), a transient
+    /// not the JSON asked for, nor an `Other` error from a connector or middleware of your own
+    /// agent: see [`TransportError`]), a transient
     /// refresh failure, a refresh timeout or panic, a 5xx/429 status, a transient discovery
     /// or device-login error, or a `NotReplayable` whose cause is one; never `Store` or
     /// `RevocationFailed`.

@@ -80,18 +80,33 @@ fn origins_only(text: &str) -> String {
 /// mid-body comes as a JSON error of category `Io`: it is the transport error it wraps (ureq's
 /// own, when ureq wrapped one), transient as such. A body that is not the JSON asked for is
 /// [`Error::Json`], its message without the value serde_json quotes (`invalid type: string
-/// "…"`), which may be a token: the category, line and column only.
+/// "…"`), which may be a token: the category, line and column only (a message that quotes
+/// nothing from the body is kept).
 fn from_json(e: serde_json::Error) -> Error {
     use serde_json::error::Category;
     match e.classify() {
         Category::Io => Error::from(ureq::Error::from(std::io::Error::from(e))),
-        Category::Data => Error::Json(<serde_json::Error as serde::de::Error>::custom(format!(
-            "the body is not the JSON expected (a value of another type or shape) at line {} column {}",
-            e.line(),
-            e.column()
-        ))),
-        Category::Syntax | Category::Eof => Error::Json(e),
+        Category::Data if quotes_a_value(&e) => Error::Json(
+            <serde_json::Error as serde::de::Error>::custom(format!(
+                "the body is not the JSON expected (a value of another type or shape) at line {} column {}",
+                e.line(),
+                e.column()
+            )),
+        ),
+        Category::Data | Category::Syntax | Category::Eof => Error::Json(e),
     }
+}
+
+/// Whether serde_json's message for a body quotes something the body held (`invalid type:
+/// string "…"`, `invalid value`, `unknown field`/`variant`). Not: a field the caller's own type
+/// names as missing or twice, a wrong length, or an error of writing a value (`send_json`
+/// through a middleware's agent: no line), whose message is the caller's own.
+fn quotes_a_value(e: &serde_json::Error) -> bool {
+    let said = e.to_string();
+    e.line() != 0
+        && !["missing field", "duplicate field", "invalid length"]
+            .iter()
+            .any(|own| said.starts_with(own))
 }
 
 /// For `?` on [`IdToken::unverified_claims`](crate::IdToken::unverified_claims): [`Error::IdToken`].

@@ -80,10 +80,11 @@ fn issuer_mismatch(found: Option<&str>, expected: &str) -> String {
 }
 
 impl DiscoveryError {
-    /// True when fetching again later may succeed: a transport error, 5xx or 429.
+    /// True when fetching again later may succeed: a transport error of the connection (see
+    /// [`TransportError`]), 5xx or 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            DiscoveryError::Transport(_) => true,
+            DiscoveryError::Transport(t) => t.is_transient(),
             DiscoveryError::Status(s) => *s == 429 || *s >= 500,
             _ => false,
         }
@@ -151,10 +152,11 @@ impl DeviceError {
         matches!(self, DeviceError::ExpiredToken | DeviceError::CodeExpired)
     }
 
-    /// True when trying again later may succeed: a transport error, 5xx or 429.
+    /// True when trying again later may succeed: a transport error of the connection, 5xx or
+    /// 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            DeviceError::Transport(_) => true,
+            DeviceError::Transport(t) => t.is_transient(),
             DeviceError::Status(s) => *s == 429 || *s >= 500,
             _ => false,
         }
@@ -293,7 +295,7 @@ impl BrowserError {
     /// True when trying again later may succeed: the token endpoint unreachable, 5xx or 429.
     pub fn is_transient(&self) -> bool {
         match self {
-            BrowserError::Transport(_) => true,
+            BrowserError::Transport(t) => t.is_transient(),
             BrowserError::Status(s) => *s == 429 || *s >= 500,
             _ => false,
         }

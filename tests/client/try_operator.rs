@@ -193,6 +193,24 @@ fn a_json_error_of_a_body_quotes_no_value() {
         "json body: the body is not the JSON expected (a value of another type or shape) at line 1 column 15"
     );
     assert!(!e.is_transient());
+    // Messages that quote nothing from the body are kept: a field the caller's own type
+    // names, and an error of writing a value (send_json through a middleware's agent).
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Me {
+        id: u64,
+    }
+    let missing = serde_json::from_str::<Me>("{}").unwrap_err();
+    assert_eq!(
+        Error::from(ureq::Error::Json(missing)).to_string(),
+        "json body: missing field `id` at line 1 column 2"
+    );
+    let unwritable =
+        serde_json::to_string(&std::collections::BTreeMap::from([(vec![1u8], 1)])).unwrap_err();
+    assert_eq!(
+        Error::from(ureq::Error::Json(unwritable)).to_string(),
+        "json body: key must be a string"
+    );
     // A syntax error quotes nothing and is kept as serde_json wrote it.
     let bad = serde_json::from_str::<Vec<u64>>("<html>").unwrap_err();
     assert_eq!(
@@ -268,4 +286,35 @@ fn the_cause_chain_goes_through_a_transport_error() {
         "http transport error: other: outer: inner cause"
     );
     assert!(!e.is_transient());
+}
+
+/// The README's login program: a session that ended is `needs_login()` in the run that saw
+/// it end (`SessionExpired`) and in another run sharing the store (`NoTokens`, taken over
+/// from the cleared record), so both log in again.
+#[test]
+fn a_session_that_ended_needs_a_login_in_every_run_that_shares_the_store() {
+    let server = tokengate::testing::TestServer::start();
+    let dir = TempDir::new("needs-login");
+    let run = || {
+        tokengate::AuthClient::builder(server.api_url())
+            .refresher(server.auth_server().refresh_grant())
+            .store(FileStore::new(dir.path("tokens.json")).unwrap())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (run(), run());
+    a.set_tokens(server.login()).unwrap();
+    assert_eq!(b.get("me").call().unwrap().status(), 200);
+    server.revoke_all(); // the refresh token is dead: the next refresh gets invalid_grant
+    server.revoke_access_tokens();
+
+    let seen_by_a = a.get("me").call().unwrap_err();
+    assert!(matches!(seen_by_a, Error::SessionExpired), "{seen_by_a:?}");
+    let seen_by_b = b.get("me").call().unwrap_err();
+    assert!(matches!(seen_by_b, Error::NoTokens), "{seen_by_b:?}");
+    assert!(seen_by_a.needs_login() && seen_by_b.needs_login());
+    assert!(!seen_by_b.is_session_expired());
+    // One refresh call (a's, refused); b made none.
+    assert_eq!(server.refreshes(), 1);
+    assert_eq!(server.reuse_detected(), 0);
 }

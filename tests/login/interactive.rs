@@ -163,7 +163,7 @@ fn browser_opens_the_address_with_the_flows_opener() {
         assert!(text.starts_with("To log in, open this address"), "{text}");
         let said = match hook_fails {
             // The hook's message is not repeated (it could quote the URL): its kind is.
-            true => "Could not open a browser (the opener failed: other error)",
+            true => "Could not open it (the opener failed: other error)",
             // A hook is the program's own opener, maybe no browser: not called one.
             false => "Opened it; waiting for the login",
         };

@@ -124,10 +124,10 @@ impl BrowserAuthorization {
             }
         };
         match &result {
-            Ok(how) => {
-                log::debug!(target: "tokengate", "browser login: opened the browser with {how}")
+            Ok(how) => log::debug!(target: "tokengate", "browser login: opened the URL with {how}"),
+            Err(why) => {
+                log::debug!(target: "tokengate", "browser login: the URL was not opened: {why}")
             }
-            Err(why) => log::debug!(target: "tokengate", "browser login: no browser opened: {why}"),
         }
         result
     }
@@ -145,20 +145,19 @@ impl BrowserAuthorization {
         if matches!(self.flow.opener, Opener::Never) {
             return false;
         }
+        // A hook of the program's own may not be a browser (a webview, a test).
+        let hook = matches!(self.flow.opener, Opener::Hook(_));
         let opened = match self.try_open() {
             Ok(_) => {
-                // A hook of the program's own may not be a browser (a webview, a test).
-                let said = match self.flow.opener {
-                    Opener::Hook(_) => "Opened it",
-                    _ => "Opened it in your browser",
-                };
-                let _ = writeln!(out, "{said}; waiting for the login…");
+                let browser = if hook { "" } else { " in your browser" };
+                let _ = writeln!(out, "Opened it{browser}; waiting for the login…");
                 true
             }
             Err(why) => {
+                let what = if hook { "it" } else { "a browser" };
                 let _ = writeln!(
                     out,
-                    "Could not open a browser ({why}): open the address above by hand."
+                    "Could not open {what} ({why}): open the address above by hand."
                 );
                 false
             }
