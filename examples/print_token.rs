@@ -72,10 +72,7 @@ fn main() -> ExitCode {
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e)
-            if e.downcast_ref::<Error>()
-                .is_some_and(|e| e.is_session_expired() || matches!(e, Error::NoTokens)) =>
-        {
+        Err(e) if e.downcast_ref::<Error>().is_some_and(Error::needs_login) => {
             eprintln!("print_token: {e:#}: run `mytool login`");
             ExitCode::from(2)
         }
